@@ -1,0 +1,10 @@
+//! gwlb: a gateway load balancer. Pure-Rust core (parsing, flow keys, Maglev, flow table,
+//! Geneve encapsulation and decapsulation) plus, with the `dpdk` feature, the DPDK data path.
+
+pub mod config;
+pub mod decap;
+pub mod encap;
+pub mod flow;
+pub mod flow_table;
+pub mod maglev;
+pub mod parse;

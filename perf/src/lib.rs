@@ -1,0 +1,1 @@
+//! gwlb benchmark harness.
