@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole gwlb test suite: formatting, lints, unit/property/integration tests (with real
+# DPDK vdevs), the core without DPDK, a bounded fuzz run and the end-to-end suite.
+# Run as root on Debian 12; installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all crates, all targets, -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "core crates without DPDK (no libdpdk needed)"
+cargo test -p geneve -p gwlb --no-default-features
+
+step "all tests, with DPDK"
+cargo test --workspace
+
+step "fuzz the Geneve parser for ${FUZZ_SECONDS:=30}s"
+FUZZ_SECONDS=$FUZZ_SECONDS scripts/fuzz.sh
+
+if [ -x scripts/e2e.sh ]; then
+  step "end-to-end suite"
+  scripts/e2e.sh
+fi
