@@ -1,1 +1,102 @@
-//! TODO(owner): module decap, being written.
+//! Decapsulation of what appliances send back.
+//!
+//! An appliance returns a flow's packets inside Geneve. What comes back differs by appliance
+//! (see `shared/reference/appliances.md`): AWS-style appliances echo our header and options and
+//! keep our UDP ports; the Linux kernel drops all options, uses its own VNI, a hashed UDP
+//! source port, TTL 64 (or 2, or 0) and UDP checksum 0, and routes the inner packet (TTL
+//! decremented). gwlb therefore relies on none of our outer fields coming back: a return is
+//! matched on the appliance's outer source address plus the inner packet's flow, and the
+//! flow cookie is checked only when it is present.
+//!
+//! [`parse_return`] validates the Geneve header and locates the inner packet;
+//! [`restore_frame`] turns the buffer into the inner packet under a fresh Ethernet header,
+//! leaving the inner IP packet byte for byte as the appliance sent it.
+
+use crate::encap::ETH_LEN;
+use crate::packet_buf::PacketBuf;
+use crate::parse::{self, DropReason, ParsedPacket};
+
+/// A validated Geneve return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GeneveReturn {
+    /// Offset of the inner IP packet in the frame.
+    pub inner_offset: usize,
+    /// Geneve VNI as received (informational: appliances may change it).
+    pub vni: u32,
+    /// The flow cookie, when the appliance echoed the AWS options.
+    pub flow_cookie: Option<u32>,
+    /// The inner packet, parsed (offsets relative to `inner_offset`).
+    pub inner: ParsedPacket,
+}
+
+/// Validates the Geneve payload of a UDP datagram whose outer headers `outer` were parsed from
+/// `frame`, and parses the inner packet.
+///
+/// Drops: [`DropReason::GeneveMalformed`] (truncated, bad version, option overrun, OAM
+/// packets), [`DropReason::GeneveCriticalOption`] (an option we do not understand has its
+/// critical bit set, RFC 8926 section 3.5.1), [`DropReason::GeneveBadProtocol`] (not IPv4 or
+/// IPv6 inside, or a protocol type that disagrees with the inner version), and the inner
+/// packet's own parse errors.
+#[inline]
+pub fn parse_return(frame: &[u8], outer: &ParsedPacket) -> Result<GeneveReturn, DropReason> {
+    let l4 = usize::from(outer.l4_offset.ok_or(DropReason::GeneveMalformed)?);
+    let geneve_off = l4 + 8;
+    let end = outer.l3_end().min(frame.len());
+    let geneve_bytes = frame
+        .get(geneve_off..end)
+        .ok_or(DropReason::GeneveMalformed)?;
+    let hdr = geneve::parse_aws_header(geneve_bytes).map_err(|_| DropReason::GeneveMalformed)?;
+    if hdr.oam {
+        return Err(DropReason::GeneveMalformed);
+    }
+    if hdr.options.unknown_critical {
+        return Err(DropReason::GeneveCriticalOption);
+    }
+    let inner_offset = geneve_off + hdr.header_len;
+    let inner = parse::parse_ip(&frame[inner_offset..end])?;
+    let version_ok = match hdr.protocol_type {
+        geneve::PROTO_IPV4 => inner.l3 == parse::L3::Ipv4,
+        geneve::PROTO_IPV6 => inner.l3 == parse::L3::Ipv6,
+        _ => false,
+    };
+    if !version_ok {
+        return Err(DropReason::GeneveBadProtocol);
+    }
+    Ok(GeneveReturn {
+        inner_offset,
+        vni: hdr.vni,
+        flow_cookie: hdr.options.flow_cookie,
+        inner,
+    })
+}
+
+/// Replaces everything in front of the inner packet with an Ethernet header
+/// (`dst`, `src`, the inner IP version's ethertype) and removes whatever follows the inner
+/// packet (outer padding). The inner packet is not touched.
+///
+/// Returns `false` (buffer unchanged) if the buffer does not hold the whole inner packet.
+#[inline]
+pub fn restore_frame<B: PacketBuf>(
+    buf: &mut B,
+    ret: &GeneveReturn,
+    dst: [u8; 6],
+    src: [u8; 6],
+) -> bool {
+    let inner_len = usize::from(ret.inner.l3_len);
+    let len = buf.data().len();
+    if ret.inner_offset < ETH_LEN || ret.inner_offset + inner_len > len {
+        return false;
+    }
+    let _ = buf.trim(len - ret.inner_offset - inner_len);
+    let _ = buf.adj(ret.inner_offset - ETH_LEN);
+    let ethertype = if ret.inner.l3 == parse::L3::Ipv6 {
+        parse::ethertype::IPV6
+    } else {
+        parse::ethertype::IPV4
+    };
+    let eth = &mut buf.data_mut()[..ETH_LEN];
+    eth[0..6].copy_from_slice(&dst);
+    eth[6..12].copy_from_slice(&src);
+    eth[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    true
+}

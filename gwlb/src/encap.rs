@@ -207,7 +207,11 @@ impl EncapTemplate {
         let sport = 0xc000 | (flow_hash as u16 & 0x3fff);
         hdr[udp_off..udp_off + 2].copy_from_slice(&sport.to_be_bytes());
         hdr[udp_off + 4..udp_off + 6].copy_from_slice(&udp_len.to_be_bytes());
-        let proto = if inner_ipv6 { geneve::PROTO_IPV6 } else { geneve::PROTO_IPV4 };
+        let proto = if inner_ipv6 {
+            geneve::PROTO_IPV6
+        } else {
+            geneve::PROTO_IPV4
+        };
         hdr[geneve_off + 2..geneve_off + 4].copy_from_slice(&proto.to_be_bytes());
         let cookie = geneve_off + COOKIE_IN_GENEVE;
         hdr[cookie..cookie + 4].copy_from_slice(&flow_hash.to_be_bytes());
@@ -280,17 +284,33 @@ mod tests {
         let mut f = vec![0xaa; 12];
         f.extend_from_slice(&[0x08, 0x00]);
         let total = 20 + payload_len;
-        let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0, 0, 64, 253, 0, 0];
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            1,
+            0,
+            0,
+            64,
+            253,
+            0,
+            0,
+        ];
         ip.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
         ip.extend((0..payload_len).map(|i| i as u8));
         f.extend_from_slice(&ip);
-        f.extend(std::iter::repeat(0).take(padding));
+        f.extend(std::iter::repeat_n(0, padding));
         f
     }
 
     #[test]
     fn ipv4_outer_layout_and_checksum() {
-        let p = params(Ipv4Addr::new(10, 9, 0, 1).into(), Ipv4Addr::new(10, 9, 0, 11).into());
+        let p = params(
+            Ipv4Addr::new(10, 9, 0, 1).into(),
+            Ipv4Addr::new(10, 9, 0, 11).into(),
+        );
         let t = EncapTemplate::new(&p).unwrap();
         let frame = inner_frame(26, 6);
         let mut b = VecBuf::new(&frame);
@@ -334,17 +354,29 @@ mod tests {
 
     #[test]
     fn refusals_leave_buffer_unchanged() {
-        let mut p = params(Ipv4Addr::new(1, 1, 1, 1).into(), Ipv4Addr::new(2, 2, 2, 2).into());
+        let mut p = params(
+            Ipv4Addr::new(1, 1, 1, 1).into(),
+            Ipv4Addr::new(2, 2, 2, 2).into(),
+        );
         p.mtu = 100;
         let t = EncapTemplate::new(&p).unwrap();
         let frame = inner_frame(40, 0);
         let mut b = VecBuf::new(&frame);
-        assert_eq!(t.encapsulate(&mut b, 14, 60, false, 1), Err(EncapError::Oversize));
-        assert_eq!(t.encapsulate(&mut b, 14, 61, false, 1), Err(EncapError::Truncated));
+        assert_eq!(
+            t.encapsulate(&mut b, 14, 60, false, 1),
+            Err(EncapError::Oversize)
+        );
+        assert_eq!(
+            t.encapsulate(&mut b, 14, 61, false, 1),
+            Err(EncapError::Truncated)
+        );
         let mut small = VecBuf::with_headroom(&frame, 10);
         p.mtu = 9000;
         let t = EncapTemplate::new(&p).unwrap();
-        assert_eq!(t.encapsulate(&mut small, 14, 60, false, 1), Err(EncapError::NoHeadroom));
+        assert_eq!(
+            t.encapsulate(&mut small, 14, 60, false, 1),
+            Err(EncapError::NoHeadroom)
+        );
         assert_eq!(b.data(), &frame[..]);
         assert_eq!(small.data(), &frame[..]);
     }

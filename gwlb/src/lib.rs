@@ -1,5 +1,7 @@
 //! gwlb: a gateway load balancer. Pure-Rust core (parsing, flow keys, Maglev, flow table,
 //! Geneve encapsulation and decapsulation) plus, with the `dpdk` feature, the DPDK data path.
+//!
+//! See `docs/architecture.md` for how the pieces fit.
 
 pub mod config;
 pub mod decap;
@@ -7,4 +9,10 @@ pub mod encap;
 pub mod flow;
 pub mod flow_table;
 pub mod maglev;
+pub mod packet_buf;
 pub mod parse;
+pub mod pipeline;
+pub mod snapshot;
+
+#[cfg(feature = "dpdk")]
+pub mod dataplane;

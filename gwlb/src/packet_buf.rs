@@ -39,7 +39,11 @@ impl VecBuf {
     pub fn with_headroom(bytes: &[u8], headroom: usize) -> Self {
         let mut buf = vec![0u8; headroom + bytes.len()];
         buf[headroom..].copy_from_slice(bytes);
-        Self { buf, start: headroom, end: headroom + bytes.len() }
+        Self {
+            buf,
+            start: headroom,
+            end: headroom + bytes.len(),
+        }
     }
 
     /// Copies `bytes` into a new buffer with the default mbuf headroom.

@@ -14,7 +14,11 @@ use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
     /// TCP with the given flags byte (0x02 = SYN, 0x10 = ACK, 0x18 = PSH|ACK).
-    Tcp { src_port: u16, dst_port: u16, flags: u8 },
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: u8,
+    },
     /// UDP.
     Udp { src_port: u16, dst_port: u16 },
     /// ICMP(v6) echo request.
@@ -40,7 +44,11 @@ pub fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], ips: Ips, l4: L4, payload: &[u8
     let v6 = matches!(ips, Ips::V6(..));
     let mut out = Vec::new();
     match l4 {
-        L4::Tcp { src_port, dst_port, flags } => {
+        L4::Tcp {
+            src_port,
+            dst_port,
+            flags,
+        } => {
             let mut b = ip.tcp(src_port, dst_port, 1000, 65535);
             if flags & 0x02 != 0 {
                 b = b.syn();
@@ -60,13 +68,19 @@ pub fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], ips: Ips, l4: L4, payload: &[u8
             b.write(&mut out, payload).expect("tcp frame");
         }
         L4::Udp { src_port, dst_port } => {
-            ip.udp(src_port, dst_port).write(&mut out, payload).expect("udp frame");
+            ip.udp(src_port, dst_port)
+                .write(&mut out, payload)
+                .expect("udp frame");
         }
         L4::Echo { id, seq } if v6 => {
-            ip.icmpv6_echo_request(id, seq).write(&mut out, payload).expect("icmpv6 frame");
+            ip.icmpv6_echo_request(id, seq)
+                .write(&mut out, payload)
+                .expect("icmpv6 frame");
         }
         L4::Echo { id, seq } => {
-            ip.icmpv4_echo_request(id, seq).write(&mut out, payload).expect("icmp frame");
+            ip.icmpv4_echo_request(id, seq)
+                .write(&mut out, payload)
+                .expect("icmp frame");
         }
     }
     out
@@ -74,7 +88,12 @@ pub fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], ips: Ips, l4: L4, payload: &[u8
 
 /// A fixed mix of client traffic: IPv4 and IPv6, TCP, UDP and ICMP, `flows` flows from
 /// 10.1.0.0/16 (fd01::/64) to 10.2.0.0/16 (fd02::/64), `per_flow` packets each.
-pub fn mixed_traffic(src_mac: [u8; 6], dst_mac: [u8; 6], flows: u16, per_flow: u16) -> Vec<Vec<u8>> {
+pub fn mixed_traffic(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    flows: u16,
+    per_flow: u16,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for f in 0..flows {
         let hi = (f >> 8) as u8;
@@ -91,12 +110,21 @@ pub fn mixed_traffic(src_mac: [u8; 6], dst_mac: [u8; 6], flows: u16, per_flow: u
             Ips::V4([10, 1, hi, lo], [10, 2, hi, lo.wrapping_add(1)])
         };
         let l4 = match f % 3 {
-            0 => L4::Tcp { src_port: 30000 + f, dst_port: 80, flags: 0x18 },
-            1 => L4::Udp { src_port: 40000 + f, dst_port: 53 },
+            0 => L4::Tcp {
+                src_port: 30000 + f,
+                dst_port: 80,
+                flags: 0x18,
+            },
+            1 => L4::Udp {
+                src_port: 40000 + f,
+                dst_port: 53,
+            },
             _ => L4::Echo { id: f, seq: 0 },
         };
         for p in 0..per_flow {
-            let payload: Vec<u8> = (0..(16 + (p as usize * 37) % 200)).map(|i| i as u8).collect();
+            let payload: Vec<u8> = (0..(16 + (p as usize * 37) % 200))
+                .map(|i| i as u8)
+                .collect();
             out.push(frame(src_mac, dst_mac, ips, l4, &payload));
         }
     }
@@ -108,7 +136,8 @@ pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> std::io::Result<()> {
     let mut w = PcapWriter::new(BufWriter::new(File::create(path)?)).map_err(io_err)?;
     for (i, f) in frames.iter().enumerate() {
         let ts = Duration::from_micros(i as u64);
-        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f)).map_err(io_err)?;
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+            .map_err(io_err)?;
     }
     Ok(())
 }

@@ -1,0 +1,169 @@
+//! EAL arguments and DPDK ports from the configuration.
+
+use std::path::Path;
+
+use dpdk_bindings::port::{Port, PortConfig};
+use dpdk_bindings::Mempool;
+
+use crate::config::{Config, Device, Hugepages};
+
+/// Why the data path could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// EAL initialisation failed.
+    #[error("DPDK EAL initialisation failed: {source}{hint}")]
+    Eal {
+        /// DPDK's error.
+        source: dpdk_bindings::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A port could not be opened or configured.
+    #[error("ports[{index}] ({name}): {what}: {source}")]
+    Port {
+        /// Port index in the config.
+        index: usize,
+        /// Port name.
+        name: String,
+        /// The step that failed.
+        what: &'static str,
+        /// DPDK's error.
+        source: dpdk_bindings::Error,
+    },
+    /// A port cannot give every worker its own TX queue.
+    #[error("ports[{index}] ({name}): device allows {max} TX queues but {workers} workers need one each; use fewer dataplane.worker_cpus")]
+    TooFewTxQueues {
+        /// Port index.
+        index: usize,
+        /// Port name.
+        name: String,
+        /// Device maximum.
+        max: u16,
+        /// Workers configured.
+        workers: usize,
+    },
+    /// Mempool creation failed.
+    #[error("mbuf pool for worker {worker}: {source}")]
+    Mempool {
+        /// Worker index.
+        worker: usize,
+        /// DPDK's error.
+        source: dpdk_bindings::Error,
+    },
+    /// Building the first snapshot failed.
+    #[error("{0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// A flow table could not be allocated.
+    #[error("flow table: {0}")]
+    FlowTable(#[from] crate::flow_table::FlowTableError),
+    /// A ring could not be created.
+    #[error("handoff ring: {0}")]
+    Ring(dpdk_bindings::Error),
+    /// A worker thread could not be started.
+    #[error("worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Free 2 MiB hugepages reported by the kernel.
+pub fn free_hugepages() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/meminfo") else {
+        return 0;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether EAL will run on hugepages with this config on this machine.
+pub fn use_hugepages(cfg: &Config) -> bool {
+    match cfg.dataplane.hugepages {
+        Hugepages::On => true,
+        Hugepages::Off => false,
+        // 64 pages (128 MiB) is the least a useful pool set needs.
+        Hugepages::Auto => free_hugepages() >= 64 && Path::new("/dev/hugepages").exists(),
+    }
+}
+
+/// The EAL command line for a config: main lcore, memory mode, devices, then the config's
+/// `eal_args`, then `extra` from the command line.
+pub fn eal_args(cfg: &Config, hugepages: bool, extra: &[String]) -> Vec<String> {
+    let d = &cfg.dataplane;
+    let mut a = vec![
+        "-l".to_owned(),
+        d.main_cpu.to_string(),
+        "--no-telemetry".to_owned(),
+    ];
+    if hugepages {
+        // No runtime files, hugepage files unlinked at once: nothing is left behind.
+        a.push("--in-memory".to_owned());
+    } else {
+        a.push("--no-shconf".to_owned());
+        a.push("--no-huge".to_owned());
+        a.push("-m".to_owned());
+        a.push(d.memory_mb.to_string());
+    }
+    let mut any_pci = false;
+    for p in &cfg.ports {
+        match &p.device {
+            Device::Vdev(spec) => a.push(format!("--vdev={spec}")),
+            dev @ Device::Pci { .. } => {
+                any_pci = true;
+                a.push("-a".to_owned());
+                a.push(dev.to_string());
+            }
+        }
+    }
+    if !any_pci && !d.eal_args.iter().chain(extra).any(|x| x == "--no-pci") {
+        a.push("--no-pci".to_owned());
+    }
+    a.extend(d.eal_args.iter().cloned());
+    a.extend(extra.iter().cloned());
+    a
+}
+
+/// Opens and configures every port: one RX queue per worker where the device allows it
+/// (workers beyond that poll nothing on the port), one TX queue per worker.
+pub fn open_ports(cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, StartError> {
+    let workers = cfg.dataplane.workers();
+    let mut ports = Vec::new();
+    for (index, pc) in cfg.ports.iter().enumerate() {
+        let err = |what: &'static str| {
+            let name = pc.name.clone();
+            move |source| StartError::Port {
+                index,
+                name,
+                what,
+                source,
+            }
+        };
+        let mut port = Port::by_name(&pc.device.name()).map_err(err("open"))?;
+        let info = port.dev_info().map_err(err("device info"))?;
+        if usize::from(info.max_tx_queues) < workers {
+            return Err(StartError::TooFewTxQueues {
+                index,
+                name: pc.name.clone(),
+                max: info.max_tx_queues,
+                workers,
+            });
+        }
+        let wanted_rx = if pc.rx_queues == 0 {
+            workers as u16
+        } else {
+            pc.rx_queues
+        };
+        let rx_queues = wanted_rx.min(info.max_rx_queues).max(1);
+        let conf = PortConfig {
+            rx_queues,
+            tx_queues: workers as u16,
+            rss: rx_queues > 1,
+            // Virtual devices mostly cannot change their MTU; only set it on PCI devices.
+            mtu: matches!(pc.device, Device::Pci { .. }).then_some(pc.mtu),
+            promiscuous: pc.promiscuous,
+            ..PortConfig::default()
+        };
+        port.configure(&conf, pool).map_err(err("configure"))?;
+        ports.push(port);
+    }
+    Ok(ports)
+}

@@ -1,0 +1,293 @@
+//! `gwlb run`: EAL, ports, pinned workers, signals, final report.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use dpdk_bindings::port::{Port, QueueId};
+use dpdk_bindings::{
+    lcore, Eal, Mempool, Ring, ThreadRegistration, DEFAULT_DATA_ROOM, SOCKET_ID_ANY,
+};
+
+use super::ports::{eal_args, open_ports, use_hugepages, StartError};
+use super::stats::WorkerStats;
+use super::worker::{self, WorkerSetup};
+use crate::config::Config;
+use crate::flow_table::Timeouts;
+use crate::parse::DropReason;
+use crate::pipeline::{Pipeline, MAX_APPLIANCES};
+use crate::snapshot::{LiveState, Snapshot};
+
+/// How `gwlb run` was asked to behave beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// EAL arguments from the command line (after the config's).
+    pub extra_eal_args: Vec<String>,
+    /// Stop once every worker has seen no packet for this long after receiving some
+    /// (offline pcap runs).
+    pub exit_when_idle: Option<Duration>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+/// What a run did, for the final report and for tests.
+#[derive(Debug)]
+pub struct RunReport {
+    /// Per-worker counters.
+    pub workers: Vec<Arc<WorkerStats>>,
+    /// Appliance addresses by slot.
+    pub appliances: Vec<String>,
+}
+
+impl RunReport {
+    /// Human-readable final counters.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "worker {i}: rx {} tx {} encapsulated {} decapsulated {} to_host {} new_flows {} handed_off {} dropped {}",
+                w.rx.load(Relaxed),
+                w.tx.load(Relaxed),
+                w.encapsulated.load(Relaxed),
+                w.decapsulated.load(Relaxed),
+                w.to_host.load(Relaxed),
+                w.new_flows.load(Relaxed),
+                w.handed_off.load(Relaxed),
+                w.dropped(),
+            );
+            for r in DropReason::ALL {
+                let v = w.drops[r.index()].load(Relaxed);
+                if v > 0 {
+                    let _ = writeln!(s, "  drop {}: {v}", r.as_str());
+                }
+            }
+        }
+        for (slot, addr) in self.appliances.iter().enumerate() {
+            let sum = |k: usize| -> u64 {
+                self.workers
+                    .iter()
+                    .map(|w| w.appliance[slot][k].load(Relaxed))
+                    .sum()
+            };
+            let _ = writeln!(
+                s,
+                "appliance {addr}: packets {} bytes {} flows {}",
+                sum(0),
+                sum(1),
+                sum(2)
+            );
+        }
+        s
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Runs the gateway until SIGINT/SIGTERM (or the options' limits).
+pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
+    let huge = use_hugepages(cfg);
+    let args = eal_args(cfg, huge, &opts.extra_eal_args);
+    tracing::info!(hugepages = huge, args = ?args, "initialising DPDK EAL");
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _eal = Eal::init(&arg_refs).map_err(|source| StartError::Eal {
+        source,
+        hint: if huge {
+            "; hugepages were requested: reserve them (echo 1024 > /proc/sys/vm/nr_hugepages) or set dataplane.hugepages = \"off\""
+        } else {
+            "; running without hugepages (--no-huge): check dataplane.memory_mb and the EAL arguments"
+        },
+    })?;
+
+    let workers = cfg.dataplane.workers();
+    let n_mbufs = cfg
+        .dataplane
+        .mbufs_per_worker
+        .saturating_mul(workers as u32)
+        .max(4096)
+        + 4096;
+    let pool = Mempool::new_pktmbuf(
+        "gwlb_mbufs",
+        n_mbufs,
+        256,
+        DEFAULT_DATA_ROOM.max(2048 + 128),
+        SOCKET_ID_ANY,
+    )
+    .map_err(|source| StartError::Mempool { worker: 0, source })?;
+    let mut ports = open_ports(cfg, &pool)?;
+    let macs: Vec<[u8; 6]> = ports
+        .iter()
+        .map(|p| p.mac_addr().unwrap_or([0; 6]))
+        .collect();
+    let snap = Snapshot::build(cfg, &macs, &LiveState::default(), 1)?;
+    let appliances: Vec<String> = snap.appliances.iter().map(|a| a.addr.to_string()).collect();
+    for a in &snap.appliances {
+        if a.template.is_none() {
+            tracing::warn!(appliance = %a.addr, "no MAC known for appliance: its flows are dropped (neighbor_unresolved) until one is configured");
+        }
+    }
+    let snapshot = Arc::new(ArcSwap::from_pointee(snap));
+
+    for (i, p) in ports.iter_mut().enumerate() {
+        p.start().map_err(|source| StartError::Port {
+            index: i,
+            name: cfg.ports[i].name.clone(),
+            what: "start",
+            source,
+        })?;
+    }
+    let mut port_index_by_id = vec![
+        u16::MAX;
+        1 + ports
+            .iter()
+            .map(|p| usize::from(p.id().0))
+            .max()
+            .unwrap_or(0)
+    ];
+    for (i, p) in ports.iter().enumerate() {
+        port_index_by_id[usize::from(p.id().0)] = i as u16;
+    }
+
+    let rings: Vec<Arc<Ring>> = if workers > 1 {
+        (0..workers)
+            .map(|w| Ring::new(&format!("gwlb_handoff{w}"), 4096, SOCKET_ID_ANY).map(Arc::new))
+            .collect::<Result<_, _>>()
+            .map_err(StartError::Ring)?
+    } else {
+        Vec::new()
+    };
+
+    let g0 = cfg.target_groups.first();
+    let timeouts = Timeouts::new(
+        g0.map_or(350, |g| g.tcp_idle_timeout.as_secs() as u32),
+        g0.map_or(120, |g| g.other_idle_timeout.as_secs() as u32),
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let hz = lcore::tsc_hz();
+    let mut handles = Vec::new();
+    let mut all_stats = Vec::new();
+    for (w, &cpu) in cfg.dataplane.worker_cpus.iter().enumerate() {
+        let mut rx = Vec::new();
+        let mut tx = Vec::new();
+        for (pi, p) in ports.iter_mut().enumerate() {
+            if (w as u16) < p.rx_queues() {
+                let q = p
+                    .rx_queue(QueueId(w as u16))
+                    .map_err(|source| StartError::Port {
+                        index: pi,
+                        name: cfg.ports[pi].name.clone(),
+                        what: "rx queue",
+                        source,
+                    })?;
+                rx.push((pi as u16, q));
+            }
+            tx.push(
+                p.tx_queue(QueueId(w as u16))
+                    .map_err(|source| StartError::Port {
+                        index: pi,
+                        name: cfg.ports[pi].name.clone(),
+                        what: "tx queue",
+                        source,
+                    })?,
+            );
+        }
+        let stats = Arc::new(WorkerStats::new(MAX_APPLIANCES));
+        all_stats.push(stats.clone());
+        let setup = WorkerSetup {
+            index: w,
+            workers,
+            rx,
+            tx,
+            port_index_by_id: port_index_by_id.clone(),
+            handoff_in: rings.get(w).cloned(),
+            handoff_out: rings.clone(),
+            pipeline: Pipeline::new(cfg.dataplane.flow_table_capacity as usize, timeouts)?,
+            snapshot: snapshot.clone(),
+            stats,
+            stop: stop.clone(),
+            tx_flush_cycles: (hz as u128 * cfg.dataplane.tx_flush.as_nanos() / 1_000_000_000)
+                as u64,
+            idle_exit_cycles: opts
+                .exit_when_idle
+                .map(|d| (hz as u128 * d.as_nanos() / 1_000_000_000) as u64),
+        };
+        let h = std::thread::Builder::new()
+            .name(format!("gwlb-worker{w}"))
+            .spawn(move || -> Result<Pipeline, String> {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu as usize }) {
+                    tracing::warn!(cpu, "could not pin worker to its CPU");
+                }
+                let _reg = ThreadRegistration::register().map_err(|e| e.to_string())?;
+                tracing::info!(worker = w, cpu, "worker started");
+                Ok(worker::run(setup))
+            })
+            .map_err(StartError::Thread)?;
+        handles.push(h);
+    }
+
+    install_signal_handlers();
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if STOP.load(Relaxed) {
+            tracing::info!("signal received, stopping");
+            break;
+        }
+        if opts.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        if handles.iter().all(|h| h.is_finished()) {
+            break;
+        }
+        if let Some(iv) = cfg.dataplane.stats_interval {
+            if last_print.elapsed() >= iv {
+                last_print = Instant::now();
+                let r = RunReport {
+                    workers: all_stats.clone(),
+                    appliances: appliances.clone(),
+                };
+                eprint!("{}", r.render());
+            }
+        }
+    }
+    stop.store(true, Relaxed);
+    for h in handles {
+        match h.join() {
+            Ok(Ok(_pipeline)) => {}
+            Ok(Err(e)) => tracing::error!("worker failed: {e}"),
+            Err(_) => tracing::error!("worker panicked"),
+        }
+    }
+    for p in ports.iter_mut() {
+        let _ = p.stop();
+    }
+    // Dropping the ports closes the devices (net_pcap flushes its output file).
+    drop(ports);
+    Ok(RunReport {
+        workers: all_stats,
+        appliances,
+    })
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Relaxed);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` is async-signal-safe (one atomic store) and has the C ABI
+        // signature `signal` expects; replacing the default disposition is intended.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// Ports are closed by their drop; this keeps the type in the public signature honest.
+#[allow(dead_code)]
+fn close(p: Port) {
+    drop(p);
+}

@@ -1,0 +1,317 @@
+//! The per-packet decision, independent of DPDK: every packet a worker receives comes out
+//! encapsulated toward an appliance, decapsulated toward its next hop, handed to the host, or
+//! dropped with a counted [`DropReason`].
+//!
+//! One [`Pipeline`] per worker: it owns the worker's flow-table shard and counters and reads
+//! the shared [`Snapshot`]. Nothing here allocates, locks or writes shared memory.
+
+use crate::decap;
+use crate::encap::{EncapError, ETH_LEN};
+use crate::flow::FlowKey;
+use crate::flow_table::{FlowEntry, FlowTable, FlowTableError, ProtoClass, Timeouts};
+use crate::packet_buf::PacketBuf;
+use crate::parse::{self, proto, DropReason, ParsedPacket, L3};
+use crate::snapshot::{ApplianceState, NoNextHop, Snapshot};
+
+/// What to do with a packet after [`Pipeline::process`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit on this port index (the buffer has been rewritten).
+    Tx(u16),
+    /// For the gateway itself (ARP, ND, ICMP echo, health-check sessions): the kernel's
+    /// exception path.
+    ToHost,
+    /// Drop; counted under the reason.
+    Drop(DropReason),
+}
+
+/// Per-worker counters. Plain integers: the worker publishes them once per burst.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets processed.
+    pub packets: u64,
+    /// Packets encapsulated toward an appliance.
+    pub encapsulated: u64,
+    /// Appliance returns decapsulated and forwarded.
+    pub decapsulated: u64,
+    /// Packets forwarded uninspected (fail-open).
+    pub fail_open: u64,
+    /// Packets for the host.
+    pub to_host: u64,
+    /// New flows admitted.
+    pub new_flows: u64,
+    /// Flows moved to another appliance (rebalance, drain expiry).
+    pub rebalanced_flows: u64,
+    /// Drops by reason, indexed by [`DropReason::index`].
+    pub drops: [u64; DropReason::COUNT],
+    /// Packets sent to each appliance slot.
+    pub appliance_packets: Box<[u64]>,
+    /// Bytes (inner IP) sent to each appliance slot.
+    pub appliance_bytes: Box<[u64]>,
+    /// New flows given to each appliance slot.
+    pub appliance_flows: Box<[u64]>,
+}
+
+impl Counters {
+    /// Counters for up to `max_appliances` appliance slots.
+    pub fn new(max_appliances: usize) -> Self {
+        Self {
+            packets: 0,
+            encapsulated: 0,
+            decapsulated: 0,
+            fail_open: 0,
+            to_host: 0,
+            new_flows: 0,
+            rebalanced_flows: 0,
+            drops: [0; DropReason::COUNT],
+            appliance_packets: vec![0; max_appliances].into_boxed_slice(),
+            appliance_bytes: vec![0; max_appliances].into_boxed_slice(),
+            appliance_flows: vec![0; max_appliances].into_boxed_slice(),
+        }
+    }
+
+    /// Total drops.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// Most appliance slots a worker keeps counters for.
+pub const MAX_APPLIANCES: usize = 4096;
+
+/// A worker's packet pipeline: flow-table shard plus counters.
+#[derive(Debug)]
+pub struct Pipeline {
+    flows: FlowTable<FlowKey>,
+    /// This worker's counters.
+    pub counters: Counters,
+}
+
+impl Pipeline {
+    /// A pipeline with a flow table of `capacity` flows. All memory is allocated here.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Result<Self, FlowTableError> {
+        Ok(Self {
+            flows: FlowTable::with_capacity(capacity, timeouts)?,
+            counters: Counters::new(MAX_APPLIANCES),
+        })
+    }
+
+    /// The flow table (for dumps and occupancy).
+    pub fn flows(&self) -> &FlowTable<FlowKey> {
+        &self.flows
+    }
+
+    /// Mutable flow table (for expiry steps and timeout changes).
+    pub fn flows_mut(&mut self) -> &mut FlowTable<FlowKey> {
+        &mut self.flows
+    }
+
+    /// Processes one frame received on port `in_port` at time `now` (coarse seconds).
+    #[inline]
+    pub fn process<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        buf: &mut B,
+        in_port: u16,
+        now: u32,
+    ) -> Verdict {
+        self.counters.packets += 1;
+        let v = self.classify(snap, buf, in_port, now);
+        match v {
+            Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
+            Verdict::ToHost => self.counters.to_host += 1,
+            Verdict::Tx(_) => {}
+        }
+        v
+    }
+
+    fn classify<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        buf: &mut B,
+        in_port: u16,
+        now: u32,
+    ) -> Verdict {
+        let p = match parse::parse_frame(buf.data()) {
+            Ok(p) => p,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let Some(port) = snap.ports.get(usize::from(in_port)) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if p.l3 == L3::Arp {
+            return Verdict::ToHost;
+        }
+        if port.is_own(&p.dst) {
+            if port.role.faces_appliances()
+                && p.protocol == proto::UDP
+                && p.dst_port == geneve::UDP_PORT
+                && p.fragment.is_none()
+            {
+                return self.decapsulate(snap, buf, &p, now);
+            }
+            return Verdict::ToHost;
+        }
+        if is_neighbor_discovery(&p) {
+            return Verdict::ToHost;
+        }
+        match snap.group_for_port(in_port) {
+            Some(g) if port.role.faces_users() => self.encapsulate(snap, buf, &p, g, now),
+            _ => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
+    fn encapsulate<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        buf: &mut B,
+        p: &ParsedPacket,
+        group: u16,
+        now: u32,
+    ) -> Verdict {
+        let g = &snap.groups[usize::from(group)];
+        let key = FlowKey::from_packet(p, g.stickiness);
+        let h = key.hash(snap.seed);
+        let (table_hash, lb_hash) = (h as u32, (h >> 32) as u32);
+        let pick = |_: &Snapshot| g.maglev.lookup(lb_hash).map(|b| g.backends[usize::from(b)]);
+
+        let slot = match self.flows.lookup(&key, table_hash, now) {
+            Some(e) => {
+                let a = &snap.appliances[usize::from(e.appliance)];
+                let keep = match a.state {
+                    ApplianceState::Healthy => true,
+                    ApplianceState::Unhealthy => !g.rebalance,
+                    ApplianceState::Draining { until } => now < until,
+                };
+                if keep {
+                    e.appliance
+                } else {
+                    match pick(snap) {
+                        Some(s) => {
+                            e.appliance = s;
+                            self.counters.rebalanced_flows += 1;
+                            self.counters.appliance_flows[usize::from(s)] += 1;
+                            s
+                        }
+                        // No healthy appliance left: keep the flow where it was.
+                        None => e.appliance,
+                    }
+                }
+            }
+            None => match pick(snap) {
+                Some(s) => {
+                    let entry = FlowEntry::new(class_of(p.protocol), s, group, table_hash);
+                    // A full table still forwards by hash (stateless); the table counts it.
+                    let _ = self.flows.insert(key, table_hash, entry, now);
+                    self.counters.new_flows += 1;
+                    self.counters.appliance_flows[usize::from(s)] += 1;
+                    s
+                }
+                None if g.fail_open => return self.forward(snap, buf, p),
+                None => return Verdict::Drop(DropReason::NoHealthyAppliance),
+            },
+        };
+        let a = &snap.appliances[usize::from(slot)];
+        let Some(t) = a.template.as_ref() else {
+            return Verdict::Drop(DropReason::NeighborUnresolved);
+        };
+        let ip_len = usize::from(p.l3_len);
+        match t.encapsulate(
+            buf,
+            usize::from(p.l2_len),
+            ip_len,
+            p.l3 == L3::Ipv6,
+            table_hash,
+        ) {
+            Ok(()) => {
+                self.counters.encapsulated += 1;
+                self.counters.appliance_packets[usize::from(slot)] += 1;
+                self.counters.appliance_bytes[usize::from(slot)] += ip_len as u64;
+                Verdict::Tx(a.port)
+            }
+            Err(EncapError::Oversize) => Verdict::Drop(DropReason::Oversize),
+            Err(EncapError::NoHeadroom | EncapError::Truncated) => {
+                Verdict::Drop(DropReason::Oversize)
+            }
+        }
+    }
+
+    fn decapsulate<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        buf: &mut B,
+        outer: &ParsedPacket,
+        now: u32,
+    ) -> Verdict {
+        let Some(slot) = snap.appliance_by_addr(&outer.src) else {
+            return Verdict::Drop(DropReason::UnknownAppliance);
+        };
+        let ret = match decap::parse_return(buf.data(), outer) {
+            Ok(r) => r,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let a = &snap.appliances[usize::from(slot)];
+        let g = &snap.groups[usize::from(a.group)];
+        let key = FlowKey::from_packet(&ret.inner, g.stickiness);
+        let table_hash = key.hash(snap.seed) as u32;
+        match self.flows.lookup(&key, table_hash, now) {
+            Some(e) if e.appliance == slot => {}
+            _ => return Verdict::Drop(DropReason::NoFlowForReturn),
+        }
+        if ret.flow_cookie.is_some_and(|c| c != table_hash) {
+            return Verdict::Drop(DropReason::NoFlowForReturn);
+        }
+        let hop = match snap.next_hop(&ret.inner.dst) {
+            Ok(h) => h,
+            Err(NoNextHop::NoRoute) => return Verdict::Drop(DropReason::NoRoute),
+            Err(NoNextHop::Unresolved) => return Verdict::Drop(DropReason::NeighborUnresolved),
+        };
+        let src = snap.ports[usize::from(hop.port)].mac;
+        if !decap::restore_frame(buf, &ret, hop.mac, src) {
+            return Verdict::Drop(DropReason::GeneveMalformed);
+        }
+        self.counters.decapsulated += 1;
+        Verdict::Tx(hop.port)
+    }
+
+    /// Fail-open: forward the original packet to its next hop without inspection.
+    fn forward<B: PacketBuf>(&mut self, snap: &Snapshot, buf: &mut B, p: &ParsedPacket) -> Verdict {
+        let hop = match snap.next_hop(&p.dst) {
+            Ok(h) => h,
+            Err(NoNextHop::NoRoute) => return Verdict::Drop(DropReason::NoRoute),
+            Err(NoNextHop::Unresolved) => return Verdict::Drop(DropReason::NeighborUnresolved),
+        };
+        let l2 = usize::from(p.l2_len);
+        let len = buf.data().len();
+        let _ = buf.trim(len - p.l3_end().min(len));
+        let _ = buf.adj(l2 - ETH_LEN);
+        let ethertype = if p.l3 == L3::Ipv6 {
+            parse::ethertype::IPV6
+        } else {
+            parse::ethertype::IPV4
+        };
+        let eth = &mut buf.data_mut()[..ETH_LEN];
+        eth[0..6].copy_from_slice(&hop.mac);
+        eth[6..12].copy_from_slice(&snap.ports[usize::from(hop.port)].mac);
+        eth[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        self.counters.fail_open += 1;
+        Verdict::Tx(hop.port)
+    }
+}
+
+/// Timeout class of a protocol.
+#[inline]
+fn class_of(protocol: u8) -> ProtoClass {
+    if protocol == proto::TCP {
+        ProtoClass::Tcp
+    } else {
+        ProtoClass::Other
+    }
+}
+
+/// IPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect):
+/// link-local control traffic for the host, never for appliances.
+#[inline]
+fn is_neighbor_discovery(p: &ParsedPacket) -> bool {
+    p.l3 == L3::Ipv6 && p.protocol == proto::ICMPV6 && (133..=137).contains(&p.icmp_type)
+}
