@@ -53,6 +53,9 @@ pub fn parse_return(frame: &[u8], outer: &ParsedPacket) -> Result<GeneveReturn, 
         return Err(DropReason::GeneveCriticalOption);
     }
     let inner_offset = geneve_off + hdr.header_len;
+    if !matches!(hdr.protocol_type, geneve::PROTO_IPV4 | geneve::PROTO_IPV6) {
+        return Err(DropReason::GeneveBadProtocol);
+    }
     let inner = parse::parse_ip(&frame[inner_offset..end])?;
     let version_ok = match hdr.protocol_type {
         geneve::PROTO_IPV4 => inner.l3 == parse::L3::Ipv4,

@@ -9,6 +9,7 @@ pub mod encap;
 pub mod flow;
 pub mod flow_table;
 pub mod maglev;
+pub mod neighbors;
 pub mod packet_buf;
 pub mod parse;
 pub mod pipeline;

@@ -222,15 +222,16 @@ impl Snapshot {
             .iter()
             .map(|n| (to_bytes(n.address), n.mac.0))
             .collect();
-        for (ip, mac) in &live.learned_neighbors {
-            neighbors.push((to_bytes(*ip), *mac));
-        }
         for g in &cfg.target_groups {
             for t in &g.targets {
                 if let Some(mac) = t.mac {
                     neighbors.push((to_bytes(t.address), mac.0));
                 }
             }
+        }
+        // Learned entries last: static ones win (the stable sort + dedup keeps the first).
+        for (ip, mac) in &live.learned_neighbors {
+            neighbors.push((to_bytes(*ip), *mac));
         }
         neighbors.sort_by_key(|a| a.0);
         // Static entries were pushed first: keep the first of equal keys.

@@ -114,12 +114,122 @@ pub fn eal_args(cfg: &Config, hugepages: bool, extra: &[String]) -> Vec<String> 
             }
         }
     }
+    for (i, p) in cfg.ports.iter().enumerate() {
+        if let Some(ifname) = &p.kernel_interface {
+            a.push(format!("--vdev={}", tap_spec(i, ifname)));
+        }
+    }
     if !any_pci && !d.eal_args.iter().chain(extra).any(|x| x == "--no-pci") {
         a.push("--no-pci".to_owned());
     }
     a.extend(d.eal_args.iter().cloned());
     a.extend(extra.iter().cloned());
     a
+}
+
+/// The TAP vdev spec of the exception path of port `index`.
+pub fn tap_spec(index: usize, ifname: &str) -> String {
+    format!("net_tap{index},iface={ifname}")
+}
+
+/// Opens and configures the exception-path TAP port of every port that names a
+/// `kernel_interface`: one RX queue (worker 0 polls it), one TX queue per worker.
+/// Returns `(config port index, tap port)` pairs.
+pub fn open_tap_ports(cfg: &Config, pool: &Mempool) -> Result<Vec<(usize, Port)>, StartError> {
+    let workers = cfg.dataplane.workers();
+    let mut taps = Vec::new();
+    for (index, pc) in cfg.ports.iter().enumerate() {
+        let Some(ifname) = &pc.kernel_interface else {
+            continue;
+        };
+        let err = |what: &'static str| {
+            let name = format!("{} (kernel interface {ifname})", pc.name);
+            move |source| StartError::Port {
+                index,
+                name,
+                what,
+                source,
+            }
+        };
+        let mut port = Port::by_name(&format!("net_tap{index}")).map_err(err("open TAP"))?;
+        let conf = PortConfig {
+            rx_queues: 1,
+            tx_queues: workers as u16,
+            ..PortConfig::default()
+        };
+        port.configure(&conf, pool).map_err(err("configure TAP"))?;
+        taps.push((index, port));
+    }
+    Ok(taps)
+}
+
+/// Gives the kernel side of a TAP exception path the port's MAC, addresses and MTU, and
+/// brings it up, so that the kernel answers ARP/ND and ping for the gateway's addresses and
+/// sockets (health checks) use them. Uses iproute2.
+pub fn configure_kernel_interface(
+    ifname: &str,
+    mac: [u8; 6],
+    port: &crate::config::Port,
+) -> Result<(), String> {
+    let mac = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut cmds: Vec<Vec<String>> = vec![
+        vec![
+            "link".into(),
+            "set".into(),
+            "dev".into(),
+            ifname.into(),
+            "address".into(),
+            mac,
+        ],
+        vec![
+            "link".into(),
+            "set".into(),
+            "dev".into(),
+            ifname.into(),
+            "mtu".into(),
+            port.mtu.to_string(),
+        ],
+    ];
+    for net in [
+        port.ipv4.map(|n| n.to_string()),
+        port.ipv6.map(|n| n.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        cmds.push(vec![
+            "addr".into(),
+            "replace".into(),
+            net,
+            "dev".into(),
+            ifname.into(),
+        ]);
+    }
+    cmds.push(vec![
+        "link".into(),
+        "set".into(),
+        "dev".into(),
+        ifname.into(),
+        "up".into(),
+    ]);
+    for c in cmds {
+        let out = std::process::Command::new("ip")
+            .args(&c)
+            .output()
+            .map_err(|e| format!("ip {}: {e}", c.join(" ")))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip {}: {}",
+                c.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Opens and configures every port: one RX queue per worker where the device allows it

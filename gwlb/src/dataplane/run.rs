@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use dpdk_bindings::port::{Port, QueueId};
+use dpdk_bindings::port::QueueId;
 use dpdk_bindings::{
     lcore, Eal, Mempool, Ring, ThreadRegistration, DEFAULT_DATA_ROOM, SOCKET_ID_ANY,
 };
 
-use super::ports::{eal_args, open_ports, use_hugepages, StartError};
+use super::ports::{
+    configure_kernel_interface, eal_args, open_ports, open_tap_ports, use_hugepages, StartError,
+};
 use super::stats::WorkerStats;
-use super::worker::{self, WorkerSetup};
+use super::worker::{self, HostPath, WorkerSetup};
 use crate::config::Config;
 use crate::flow_table::Timeouts;
 use crate::parse::DropReason;
@@ -119,9 +121,30 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     let mut ports = open_ports(cfg, &pool)?;
     let macs: Vec<[u8; 6]> = ports
         .iter()
-        .map(|p| p.mac_addr().unwrap_or([0; 6]))
+        .zip(&cfg.ports)
+        .map(|(p, c)| {
+            c.mac
+                .map(|m| m.0)
+                .unwrap_or_else(|| p.mac_addr().unwrap_or([0; 6]))
+        })
         .collect();
-    let snap = Snapshot::build(cfg, &macs, &LiveState::default(), 1)?;
+    let n_phys = ports.len();
+    let mut host_path = HostPath {
+        tap_of: vec![None; n_phys],
+        phys_of: vec![None; n_phys],
+    };
+    let mut kernel_ifs = Vec::new();
+    for (phys, tap) in open_tap_ports(cfg, &pool)? {
+        host_path.tap_of[phys] = Some(ports.len() as u16);
+        host_path.phys_of.push(Some(phys as u16));
+        kernel_ifs.push((
+            phys,
+            cfg.ports[phys].kernel_interface.clone().unwrap_or_default(),
+        ));
+        ports.push(tap);
+    }
+    let mut live = LiveState::default();
+    let snap = Snapshot::build(cfg, &macs, &live, 1)?;
     let appliances: Vec<String> = snap.appliances.iter().map(|a| a.addr.to_string()).collect();
     for a in &snap.appliances {
         if a.template.is_none() {
@@ -131,12 +154,24 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
 
     for (i, p) in ports.iter_mut().enumerate() {
+        let c = host_path.phys_of[i].map_or(i, usize::from);
         p.start().map_err(|source| StartError::Port {
-            index: i,
-            name: cfg.ports[i].name.clone(),
+            index: c,
+            name: cfg.ports[c].name.clone(),
             what: "start",
             source,
         })?;
+    }
+    for (phys, ifname) in &kernel_ifs {
+        let port = &cfg.ports[*phys];
+        match configure_kernel_interface(ifname, macs[*phys], port) {
+            Ok(()) => {
+                tracing::info!(port = %port.name, kernel_interface = %ifname, "exception path to the kernel is up")
+            }
+            Err(e) => {
+                tracing::error!(port = %port.name, kernel_interface = %ifname, "could not configure the kernel interface: {e}")
+            }
+        }
     }
     let mut port_index_by_id = vec![
         u16::MAX;
@@ -172,26 +207,23 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         let mut rx = Vec::new();
         let mut tx = Vec::new();
         for (pi, p) in ports.iter_mut().enumerate() {
+            let c = host_path.phys_of[pi].map_or(pi, usize::from);
+            let err = |what: &'static str| {
+                let name = cfg.ports[c].name.clone();
+                move |source| StartError::Port {
+                    index: c,
+                    name,
+                    what,
+                    source,
+                }
+            };
             if (w as u16) < p.rx_queues() {
-                let q = p
-                    .rx_queue(QueueId(w as u16))
-                    .map_err(|source| StartError::Port {
-                        index: pi,
-                        name: cfg.ports[pi].name.clone(),
-                        what: "rx queue",
-                        source,
-                    })?;
-                rx.push((pi as u16, q));
+                rx.push((
+                    pi as u16,
+                    p.rx_queue(QueueId(w as u16)).map_err(err("rx queue"))?,
+                ));
             }
-            tx.push(
-                p.tx_queue(QueueId(w as u16))
-                    .map_err(|source| StartError::Port {
-                        index: pi,
-                        name: cfg.ports[pi].name.clone(),
-                        what: "tx queue",
-                        source,
-                    })?,
-            );
+            tx.push(p.tx_queue(QueueId(w as u16)).map_err(err("tx queue"))?);
         }
         let stats = Arc::new(WorkerStats::new(MAX_APPLIANCES));
         all_stats.push(stats.clone());
@@ -200,6 +232,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             workers,
             rx,
             tx,
+            host_path: host_path.clone(),
             port_index_by_id: port_index_by_id.clone(),
             handoff_in: rings.get(w).cloned(),
             handoff_out: rings.clone(),
@@ -230,6 +263,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     install_signal_handlers();
     let started = Instant::now();
     let mut last_print = Instant::now();
+    let mut last_neigh = Instant::now() - Duration::from_secs(2);
+    let mut generation = 1u64;
     loop {
         std::thread::sleep(Duration::from_millis(50));
         if STOP.load(Relaxed) {
@@ -241,6 +276,22 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         }
         if handles.iter().all(|h| h.is_finished()) {
             break;
+        }
+        if !kernel_ifs.is_empty() && last_neigh.elapsed() >= Duration::from_secs(1) {
+            last_neigh = Instant::now();
+            if refresh_neighbors(cfg, &kernel_ifs, &snapshot, &mut live) {
+                generation += 1;
+                match Snapshot::build(cfg, &macs, &live, generation) {
+                    Ok(s) => {
+                        snapshot.store(Arc::new(s));
+                        tracing::info!(
+                            neighbors = live.learned_neighbors.len(),
+                            "neighbour table changed: new snapshot published"
+                        );
+                    }
+                    Err(e) => tracing::error!("snapshot rebuild failed, keeping the old one: {e}"),
+                }
+            }
         }
         if let Some(iv) = cfg.dataplane.stats_interval {
             if last_print.elapsed() >= iv {
@@ -272,6 +323,54 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     })
 }
 
+/// Learns neighbours from the kernel's table on the exception-path interfaces and asks the
+/// kernel to resolve the ones still missing (targets and next hops). Returns whether the
+/// learned set changed.
+fn refresh_neighbors(
+    cfg: &Config,
+    kernel_ifs: &[(usize, String)],
+    snapshot: &ArcSwap<Snapshot>,
+    live: &mut LiveState,
+) -> bool {
+    let names: Vec<String> = kernel_ifs.iter().map(|(_, n)| n.clone()).collect();
+    let learned = match crate::neighbors::read_kernel_neighbors(&names) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("reading the kernel neighbour table: {e}");
+            return false;
+        }
+    };
+    let snap = snapshot.load();
+    let mut wanted: Vec<(std::net::IpAddr, usize)> = Vec::new();
+    for g in &cfg.target_groups {
+        wanted.extend(
+            g.targets
+                .iter()
+                .filter(|t| t.mac.is_none())
+                .map(|t| (t.address, t.port)),
+        );
+    }
+    wanted.extend(cfg.routes.iter().filter_map(|r| r.via.map(|v| (v, r.port))));
+    for (addr, port) in wanted {
+        if snap
+            .lookup_neighbor(&crate::snapshot::to_bytes(addr))
+            .is_none()
+        {
+            if let Some((_, ifname)) = kernel_ifs.iter().find(|(p, _)| *p == port) {
+                let _ = crate::neighbors::solicit(addr, ifname);
+            }
+        }
+    }
+    let new: Vec<(std::net::IpAddr, [u8; 6])> =
+        learned.into_iter().map(|n| (n.addr, n.mac)).collect();
+    if new != live.learned_neighbors {
+        live.learned_neighbors = new;
+        true
+    } else {
+        false
+    }
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Relaxed);
 }
@@ -284,10 +383,4 @@ fn install_signal_handlers() {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
         }
     }
-}
-
-/// Ports are closed by their drop; this keeps the type in the public signature honest.
-#[allow(dead_code)]
-fn close(p: Port) {
-    drop(p);
 }

@@ -37,8 +37,10 @@ pub struct WorkerSetup {
     pub workers: usize,
     /// `(port index, queue)` pairs this worker polls.
     pub rx: Vec<(u16, RxQueue)>,
-    /// One TX queue per port, indexed by port index.
+    /// One TX queue per port, indexed by port index (config ports first, then TAP ports).
     pub tx: Vec<TxQueue>,
+    /// The exception path: which TAP port belongs to which config port.
+    pub host_path: HostPath,
     /// DPDK port id -> port index (for packets arriving through the handoff ring).
     pub port_index_by_id: Vec<u16>,
     /// This worker's handoff ring (consumer side).
@@ -58,6 +60,16 @@ pub struct WorkerSetup {
     /// Optional: stop after this many cycles without receiving anything, once something was
     /// received (offline pcap runs).
     pub idle_exit_cycles: Option<u64>,
+}
+
+/// Port pairs of the exception path to the kernel. Port indexes below the number of config
+/// ports are config ports; the TAP ports follow them.
+#[derive(Clone, Debug, Default)]
+pub struct HostPath {
+    /// Config port index -> its TAP port index.
+    pub tap_of: Vec<Option<u16>>,
+    /// Port index -> the config port a TAP port belongs to (`None` for config ports).
+    pub phys_of: Vec<Option<u16>>,
 }
 
 /// Counters that live only in the worker loop.
@@ -106,6 +118,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
                 &mut rx_burst,
                 Some(*port_idx),
                 &w.port_index_by_id,
+                &w.host_path,
                 w.index,
                 w.workers,
                 &w.handoff_out,
@@ -127,6 +140,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
                     &mut rx_burst,
                     None,
                     &w.port_index_by_id,
+                    &w.host_path,
                     w.index,
                     1,
                     &w.handoff_out,
@@ -218,6 +232,7 @@ fn process_burst(
     burst: &mut MbufBurst<BURST>,
     in_port: Option<u16>,
     port_index_by_id: &[u16],
+    host: &HostPath,
     me: usize,
     workers: usize,
     handoff_out: &[Arc<Ring>],
@@ -238,6 +253,11 @@ fn process_burst(
                 .copied()
                 .unwrap_or(u16::MAX),
         };
+        // From the kernel: out the paired port as the kernel built it.
+        if let Some(phys) = host.phys_of.get(usize::from(port)).copied().flatten() {
+            stage(staged, deadline, tx, lc, phys, m, flush_at);
+            continue;
+        }
         if workers > 1 {
             let owner = owner_of(snap, m.data(), port, workers);
             if owner != me {
@@ -256,22 +276,37 @@ fn process_burst(
             }
         }
         match pipeline.process(snap, &mut m, port, now) {
-            Verdict::Tx(p) => {
-                let p = usize::from(p);
-                let b = &mut staged[p];
-                if b.is_empty() {
-                    deadline[p] = flush_at;
-                }
-                let _ = b.push(m);
-                if b.is_full() {
-                    flush(&mut tx[p], b, lc);
-                    deadline[p] = u64::MAX;
-                }
-            }
-            // The exception path to the kernel is not wired yet: host-bound packets are
-            // counted (to_host) and freed.
-            Verdict::ToHost | Verdict::Drop(_) => drop(m),
+            Verdict::Tx(p) => stage(staged, deadline, tx, lc, p, m, flush_at),
+            Verdict::ToHost => match host.tap_of.get(usize::from(port)).copied().flatten() {
+                Some(tap) => stage(staged, deadline, tx, lc, tap, m, flush_at),
+                // No exception path configured: counted (to_host) and freed.
+                None => drop(m),
+            },
+            Verdict::Drop(_) => drop(m),
         }
+    }
+}
+
+/// Stages an mbuf for TX on port `p`, flushing at a full burst.
+#[inline]
+fn stage(
+    staged: &mut [MbufBurst<BURST>],
+    deadline: &mut [u64],
+    tx: &mut [TxQueue],
+    lc: &mut LoopCounters,
+    p: u16,
+    m: Mbuf,
+    flush_at: u64,
+) {
+    let p = usize::from(p);
+    let b = &mut staged[p];
+    if b.is_empty() {
+        deadline[p] = flush_at;
+    }
+    let _ = b.push(m);
+    if b.is_full() {
+        flush(&mut tx[p], b, lc);
+        deadline[p] = u64::MAX;
     }
 }
 
@@ -311,10 +346,4 @@ fn owner_of(snap: &Snapshot, frame: &[u8], port: u16, workers: usize) -> usize {
     };
     let key = FlowKey::from_packet(&p, snap.groups[usize::from(g)].stickiness);
     (key.hash(snap.seed) as u32 as usize) % workers
-}
-
-/// Frees an mbuf explicitly (documentation aid: dropping an [`Mbuf`] frees it).
-#[allow(dead_code)]
-fn free(m: Mbuf) {
-    drop(m);
 }
