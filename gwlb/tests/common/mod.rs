@@ -1,0 +1,690 @@
+//! Helpers for the pcap data-path tests: one configuration, a model of what gwlb must send
+//! (outer headers built here from the rules in `encap.rs`, independently of gwlb's own code;
+//! only the flow hash and the Maglev pick come from the `gwlb` library), builders for appliance
+//! returns in both styles (AWS echo, Linux kernel), and a runner for the real `gwlb` binary on
+//! net_pcap ports.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gwlb::config::Config;
+use gwlb::flow::{FlowKey, Stickiness};
+use gwlb::snapshot::{LiveState, Snapshot};
+
+#[path = "../../../tests/src/lib.rs"]
+pub mod helpers;
+
+pub use helpers::{frame, read_pcap, write_pcap, Ips, L4};
+
+/// The gateway's MAC on its one port.
+pub const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// Source MAC of user frames (a router in front of the gateway).
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
+/// The gateway's addresses (Geneve outer source).
+pub const GW_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+/// The gateway's IPv6 address.
+pub const GW_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+
+/// Default IPv4 next hop (`0.0.0.0/0 via 10.0.0.254`).
+pub const ROUTER_V4: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+/// Next hop of `10.2.0.0/16 via 10.0.0.253` (longer prefix than the default).
+pub const ROUTER_10_2: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfd];
+/// Directly connected host 10.0.0.50.
+pub const HOST_50: [u8; 6] = [0x02, 0, 0, 0, 0, 0x32];
+/// Default IPv6 next hop (`::/0 via fd00::fe`).
+pub const ROUTER_V6: [u8; 6] = [0x02, 0, 0, 0, 0, 0xf6];
+
+/// Geneve VNI of the target group.
+pub const VNI: u32 = 0x00ab_cdef;
+/// AWS option type 1.
+pub const ENDPOINT_ID: u64 = 0x0123_4567_89ab_cdef;
+/// AWS option type 2.
+pub const ATTACHMENT_ID: u64 = 0xfedc_ba98_7654_3210;
+/// Outer TTL / hop limit (not the default, so that the test sees it is applied).
+pub const OUTER_TTL: u8 = 17;
+/// Flow hash seed.
+pub const SEED: u64 = 0x5eed_0000_cafe_f00d;
+
+/// An appliance of the target group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Its address (outer destination).
+    pub addr: IpAddr,
+    /// Its static MAC.
+    pub mac: [u8; 6],
+}
+
+/// The three appliances: two IPv4, one IPv6 (an IPv6 outer header).
+pub const TARGETS: [Target; 3] = [
+    Target {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11)),
+        mac: [0x02, 0, 0, 0, 0, 0x0b],
+    },
+    Target {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 12)),
+        mac: [0x02, 0, 0, 0, 0, 0x0c],
+    },
+    Target {
+        addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x13)),
+        mac: [0x02, 0, 0, 0, 0, 0x0d],
+    },
+];
+
+/// The configuration every test runs with.
+pub fn config_toml(rx: &Path, tx: &Path, file_prefix: &str) -> String {
+    let mut targets = String::new();
+    for t in TARGETS {
+        let m = t.mac;
+        targets.push_str(&format!(
+            "\n[[target_groups.targets]]\naddress = \"{}\"\nmac = \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"\n",
+            t.addr, m[0], m[1], m[2], m[3], m[4], m[5]
+        ));
+    }
+    format!(
+        r#"[dataplane]
+worker_cpus = [1]
+main_cpu = 0
+hugepages = "off"
+memory_mb = 256
+eal_args = ["--no-pci", "--file-prefix={file_prefix}"]
+mbufs_per_worker = 4096
+flow_table_capacity = 65536
+flow_hash_seed = "{SEED:#x}"
+
+[[ports]]
+name = "pcap"
+device = "net_pcap0,rx_pcap={rx},tx_pcap={tx}"
+role = "both"
+address = ["10.0.0.1/24", "fd00::1/64"]
+mac = "02:00:00:00:00:01"
+promiscuous = false
+
+[[routes]]
+prefix = "0.0.0.0/0"
+via = "10.0.0.254"
+port = "pcap"
+
+[[routes]]
+prefix = "10.2.0.0/16"
+via = "10.0.0.253"
+port = "pcap"
+
+[[routes]]
+prefix = "::/0"
+via = "fd00::fe"
+port = "pcap"
+
+[[neighbors]]
+address = "10.0.0.254"
+mac = "02:00:00:00:00:fe"
+port = "pcap"
+
+[[neighbors]]
+address = "10.0.0.253"
+mac = "02:00:00:00:00:fd"
+port = "pcap"
+
+[[neighbors]]
+address = "10.0.0.50"
+mac = "02:00:00:00:00:32"
+port = "pcap"
+
+[[neighbors]]
+address = "fd00::fe"
+mac = "02:00:00:00:00:f6"
+port = "pcap"
+
+[[target_groups]]
+name = "fw"
+geneve_vni = {VNI}
+endpoint_id = "{ENDPOINT_ID:#x}"
+attachment_id = "{ATTACHMENT_ID:#x}"
+outer_ttl = {OUTER_TTL}
+
+[target_groups.health_check]
+enabled = false
+{targets}
+[control]
+api_listen = "off"
+metrics_listen = "off"
+log_format = "human"
+"#,
+        rx = rx.display(),
+        tx = tx.display(),
+    )
+}
+
+/// Which appliance gwlb must pick for a frame, and its flow cookie (the symmetric flow hash),
+/// from the same configuration through the `gwlb` library.
+#[derive(Debug)]
+pub struct Model {
+    snap: Snapshot,
+}
+
+impl Model {
+    /// Builds the snapshot gwlb builds at start.
+    pub fn new() -> Self {
+        let text = config_toml(Path::new("/in.pcap"), Path::new("/out.pcap"), "model");
+        let cfg = Config::from_toml_str(&text).expect("test config is valid");
+        assert!(
+            cfg.warnings().is_empty(),
+            "test config has warnings: {:?}",
+            cfg.warnings()
+        );
+        let snap = Snapshot::build(&cfg, &[PORT_MAC], &LiveState::default(), 1).expect("snapshot");
+        Self { snap }
+    }
+
+    fn hash(&self, frame: &[u8]) -> u64 {
+        let p = gwlb::parse::parse_frame(frame).expect("model: frame parses");
+        FlowKey::from_packet(&p, Stickiness::FiveTuple).hash(SEED)
+    }
+
+    /// The flow cookie gwlb writes for this user frame.
+    pub fn cookie(&self, frame: &[u8]) -> u32 {
+        self.hash(frame) as u32
+    }
+
+    /// The appliance Maglev picks for this user frame.
+    pub fn target(&self, frame: &[u8]) -> Target {
+        let g = &self.snap.groups[0];
+        let b = g
+            .maglev
+            .lookup((self.hash(frame) >> 32) as u32)
+            .expect("maglev has backends");
+        let addr = self.snap.appliances[usize::from(g.backends[usize::from(b)])].addr;
+        *TARGETS
+            .iter()
+            .find(|t| t.addr == addr)
+            .expect("appliance is a target")
+    }
+
+    /// The first `i` (0, 1, ...) for which Maglev sends the frame `make(i)` to `want`.
+    pub fn find_flow(&self, want: IpAddr, make: impl Fn(u16) -> Vec<u8>) -> u16 {
+        (0..2000)
+            .find(|&i| self.target(&make(i)).addr == want)
+            .unwrap_or_else(|| panic!("no flow found for appliance {want}"))
+    }
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packet bytes
+// ---------------------------------------------------------------------------------------------
+
+/// One's-complement sum of big-endian 16-bit words.
+pub fn ones_sum(mut acc: u64, bytes: &[u8]) -> u64 {
+    let mut it = bytes.chunks(2);
+    for c in &mut it {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        acc += u64::from(w);
+    }
+    acc
+}
+
+/// Final Internet checksum of an accumulator.
+pub fn checksum(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// The IP packet inside an Ethernet frame (after any 802.1Q tags), without padding, read
+/// from the frame's own bytes.
+pub fn ip_packet(frame: &[u8]) -> &[u8] {
+    let mut off = 12;
+    while u16::from_be_bytes([frame[off], frame[off + 1]]) == 0x8100 {
+        off += 4;
+    }
+    let ip = &frame[off + 2..];
+    let len = match ip[0] >> 4 {
+        4 => usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+        6 => 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+        v => panic!("not IP: version {v}"),
+    };
+    &ip[..len]
+}
+
+/// `dst`, `src`, ethertype.
+pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+    let mut v = Vec::with_capacity(14);
+    v.extend_from_slice(&dst);
+    v.extend_from_slice(&src);
+    v.extend_from_slice(&ethertype.to_be_bytes());
+    v
+}
+
+/// Ethertype of an IP packet by its version nibble.
+pub fn ethertype_of(ip: &[u8]) -> u16 {
+    if ip[0] >> 4 == 6 {
+        0x86dd
+    } else {
+        0x0800
+    }
+}
+
+/// An Ethernet frame carrying `ip`.
+pub fn eth_ip(dst: [u8; 6], src: [u8; 6], ip: &[u8]) -> Vec<u8> {
+    let mut v = eth(dst, src, ethertype_of(ip));
+    v.extend_from_slice(ip);
+    v
+}
+
+/// Inserts an 802.1Q tag after the MAC addresses.
+pub fn vlan_tagged(frame: &[u8], pcp: u8, vid: u16) -> Vec<u8> {
+    let tci = (u16::from(pcp) << 13) | (vid & 0x0fff);
+    let mut v = frame[..12].to_vec();
+    v.extend_from_slice(&[0x81, 0x00]);
+    v.extend_from_slice(&tci.to_be_bytes());
+    v.extend_from_slice(&frame[12..]);
+    v
+}
+
+/// The packet as a router forwards it: IPv4 TTL - 1 with the header checksum updated, or
+/// IPv6 hop limit - 1.
+pub fn routed(ip: &[u8]) -> Vec<u8> {
+    let mut v = ip.to_vec();
+    if v[0] >> 4 == 4 {
+        v[8] -= 1;
+        let ihl = usize::from(v[0] & 0x0f) * 4;
+        v[10] = 0;
+        v[11] = 0;
+        let c = checksum(ones_sum(0, &v[..ihl]));
+        v[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        v[7] -= 1;
+    }
+    v
+}
+
+/// Outer-header parameters of a Geneve frame.
+#[derive(Clone, Copy, Debug)]
+pub struct Outer {
+    /// Ethernet destination.
+    pub dst_mac: [u8; 6],
+    /// Ethernet source.
+    pub src_mac: [u8; 6],
+    /// IP source.
+    pub src: IpAddr,
+    /// IP destination.
+    pub dst: IpAddr,
+    /// TTL / hop limit.
+    pub ttl: u8,
+    /// IPv4 DF bit.
+    pub df: bool,
+    /// UDP source port.
+    pub sport: u16,
+    /// IPv4 identification.
+    pub ip_id: u16,
+    /// Over IPv6 the UDP checksum is always computed; over IPv4 only when this is set.
+    pub udp_checksum_v4: bool,
+}
+
+/// Eth + IPv4/IPv6 + UDP (dport 6081) + `payload` (the Geneve header and what follows).
+pub fn udp_6081_frame(o: &Outer, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend_from_slice(&o.sport.to_be_bytes());
+    udp.extend_from_slice(&6081u16.to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let pseudo = |src: &[u8], dst: &[u8]| -> u64 {
+        let acc = ones_sum(ones_sum(0, src), dst);
+        acc + 17 + udp_len as u64
+    };
+    match (o.src, o.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            if o.udp_checksum_v4 {
+                let mut c = checksum(ones_sum(pseudo(&s.octets(), &d.octets()), &udp));
+                if c == 0 {
+                    c = 0xffff;
+                }
+                udp[6..8].copy_from_slice(&c.to_be_bytes());
+            }
+            let total = (20 + udp_len) as u16;
+            let mut ip = vec![0x45, 0x00];
+            ip.extend_from_slice(&total.to_be_bytes());
+            ip.extend_from_slice(&o.ip_id.to_be_bytes());
+            ip.extend_from_slice(&[if o.df { 0x40 } else { 0 }, 0, o.ttl, 17, 0, 0]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+            let c = checksum(ones_sum(0, &ip));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut f = eth(o.dst_mac, o.src_mac, 0x0800);
+            f.extend_from_slice(&ip);
+            f.extend_from_slice(&udp);
+            f
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut c = checksum(ones_sum(pseudo(&s.octets(), &d.octets()), &udp));
+            if c == 0 {
+                c = 0xffff;
+            }
+            udp[6..8].copy_from_slice(&c.to_be_bytes());
+            let mut f = eth(o.dst_mac, o.src_mac, 0x86dd);
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+            f.extend_from_slice(&[17, o.ttl]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+            f.extend_from_slice(&udp);
+            f
+        }
+        _ => panic!("mixed outer IP versions"),
+    }
+}
+
+/// Geneve base header: version 0, `opt_words`, flags byte, protocol, VNI.
+pub fn geneve_base(opt_words: u8, flags: u8, protocol: u16, vni: u32) -> Vec<u8> {
+    let mut g = vec![opt_words & 0x3f, flags];
+    g.extend_from_slice(&protocol.to_be_bytes());
+    g.extend_from_slice(&vni.to_be_bytes()[1..]);
+    g.push(0);
+    g
+}
+
+/// The 40-byte Geneve header gwlb sends: version 0, Opt Len 8, no flags, protocol by the
+/// inner IP version, [`VNI`], then the AWS options type 1 (endpoint id), 2 (attachment id),
+/// 3 (cookie), class 0x0108, non-critical.
+pub fn aws_geneve_header(inner: &[u8], cookie: u32) -> Vec<u8> {
+    let mut g = geneve_base(8, 0, ethertype_of(inner), VNI);
+    g.extend_from_slice(&[0x01, 0x08, 0x01, 0x02]);
+    g.extend_from_slice(&ENDPOINT_ID.to_be_bytes());
+    g.extend_from_slice(&[0x01, 0x08, 0x02, 0x02]);
+    g.extend_from_slice(&ATTACHMENT_ID.to_be_bytes());
+    g.extend_from_slice(&[0x01, 0x08, 0x03, 0x01]);
+    g.extend_from_slice(&cookie.to_be_bytes());
+    g
+}
+
+/// The gateway's outer source address for an appliance.
+pub fn gw_addr_for(t: &Target) -> IpAddr {
+    match t.addr {
+        IpAddr::V4(_) => IpAddr::V4(GW_V4),
+        IpAddr::V6(_) => IpAddr::V6(GW_V6),
+    }
+}
+
+/// UDP source port gwlb derives from the flow cookie (49152..=65535).
+pub fn sport_of(cookie: u32) -> u16 {
+    0xc000 | (cookie as u16 & 0x3fff)
+}
+
+/// Exactly what gwlb must send to `t` for the user frame `user` (cookie from the model).
+pub fn expected_encap(user: &[u8], t: &Target, cookie: u32) -> Vec<u8> {
+    let inner = ip_packet(user);
+    let mut payload = aws_geneve_header(inner, cookie);
+    payload.extend_from_slice(inner);
+    udp_6081_frame(
+        &Outer {
+            dst_mac: t.mac,
+            src_mac: PORT_MAC,
+            src: gw_addr_for(t),
+            dst: t.addr,
+            ttl: OUTER_TTL,
+            df: true,
+            sport: sport_of(cookie),
+            ip_id: 0,
+            udp_checksum_v4: false,
+        },
+        &payload,
+    )
+}
+
+/// Outer headers of an appliance's packet back to the gateway.
+pub fn from_appliance(t: &Target, ttl: u8, sport: u16) -> Outer {
+    Outer {
+        dst_mac: PORT_MAC,
+        src_mac: t.mac,
+        src: t.addr,
+        dst: gw_addr_for(t),
+        ttl,
+        df: false,
+        sport,
+        ip_id: 0x1234,
+        udp_checksum_v4: false,
+    }
+}
+
+/// An AWS-style (gwlbtun) return: our Geneve header echoed byte for byte, outer addresses
+/// and MACs swapped, our UDP source port kept, TTL 2, DF clear, UDP checksum 0 over IPv4.
+pub fn aws_return(t: &Target, inner: &[u8], cookie: u32) -> Vec<u8> {
+    let mut payload = aws_geneve_header(inner, cookie);
+    payload.extend_from_slice(inner);
+    udp_6081_frame(&from_appliance(t, 2, sport_of(cookie)), &payload)
+}
+
+/// A Linux-kernel-style return: no options, its own VNI, a hashed UDP source port (here
+/// `sport`, possibly below 1024), TTL 64, UDP checksum 0 over IPv4; the inner packet is
+/// routed (TTL decremented), so the caller passes it already [`routed`].
+pub fn linux_return(t: &Target, inner: &[u8], vni: u32, sport: u16) -> Vec<u8> {
+    let mut payload = geneve_base(0, 0, ethertype_of(inner), vni);
+    payload.extend_from_slice(inner);
+    udp_6081_frame(&from_appliance(t, 64, sport), &payload)
+}
+
+/// A Geneve frame from `t` with an arbitrary Geneve payload (malformed cases).
+pub fn raw_return(t: &Target, geneve_payload: &[u8]) -> Vec<u8> {
+    udp_6081_frame(&from_appliance(t, 64, 700), geneve_payload)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running gwlb
+// ---------------------------------------------------------------------------------------------
+
+/// gwlb runs one at a time: each run busy-polls a pinned CPU.
+static GWLB_LOCK: Mutex<()> = Mutex::new(());
+static RUN_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A per-test directory under the system temp dir; removed when the test passes.
+#[derive(Debug)]
+pub struct TestDir {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    /// A fresh, unique directory.
+    pub fn new(name: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "gwlb-it-{name}-{}-{}-{nanos}",
+            std::process::id(),
+            RUN_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&path).expect("create test dir");
+        Self { path }
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Final counters printed by `gwlb run`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// `worker 0:` fields (rx, tx, encapsulated, decapsulated, to_host, new_flows, ...).
+    pub worker: BTreeMap<String, u64>,
+    /// `drop <reason>: n` lines (only the non-zero ones are printed).
+    pub drops: BTreeMap<String, u64>,
+    /// `appliance <addr>: packets p bytes b flows f`.
+    pub appliances: BTreeMap<String, [u64; 3]>,
+}
+
+impl Report {
+    /// Parses gwlb's stdout (one worker).
+    pub fn parse(stdout: &str) -> Self {
+        let mut r = Report::default();
+        let mut workers = 0;
+        for line in stdout.lines() {
+            if let Some(rest) = line.strip_prefix("worker ") {
+                workers += 1;
+                let (_, fields) = rest.split_once(": ").expect("worker line");
+                let t: Vec<&str> = fields.split_whitespace().collect();
+                for kv in t.chunks(2) {
+                    r.worker
+                        .insert(kv[0].to_owned(), kv[1].parse().expect("worker counter"));
+                }
+            } else if let Some(rest) = line.strip_prefix("  drop ") {
+                let (k, v) = rest.split_once(": ").expect("drop line");
+                r.drops
+                    .insert(k.to_owned(), v.trim().parse().expect("drop count"));
+            } else if let Some(rest) = line.strip_prefix("appliance ") {
+                let (addr, fields) = rest.split_once(": ").expect("appliance line");
+                let t: Vec<&str> = fields.split_whitespace().collect();
+                assert_eq!(t.len(), 6, "appliance line: {line}");
+                assert_eq!((t[0], t[2], t[4]), ("packets", "bytes", "flows"));
+                let n = |s: &str| s.parse::<u64>().expect("appliance counter");
+                r.appliances
+                    .insert(addr.to_owned(), [n(t[1]), n(t[3]), n(t[5])]);
+            }
+        }
+        assert_eq!(workers, 1, "expected one worker line in:\n{stdout}");
+        r
+    }
+
+    /// A `worker 0:` counter.
+    pub fn get(&self, k: &str) -> u64 {
+        *self
+            .worker
+            .get(k)
+            .unwrap_or_else(|| panic!("no counter {k} in {:?}", self.worker))
+    }
+}
+
+/// The outcome of one `gwlb run`.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Frames gwlb wrote to tx_pcap, in order.
+    pub frames: Vec<Vec<u8>>,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// Parsed final counters.
+    pub report: Report,
+    /// The test directory (out.pcap is `dir.path/out.pcap`).
+    pub dir: TestDir,
+}
+
+/// Runs `gwlb run --exit-when-idle-ms 300` on a net_pcap port that reads `input`; asserts it
+/// exits 0 within 60 s.
+pub fn run_gwlb(name: &str, input: &[Vec<u8>]) -> RunOutput {
+    let _serial = GWLB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new(name);
+    let rx = dir.path.join("in.pcap");
+    let tx = dir.path.join("out.pcap");
+    write_pcap(&rx, input).expect("write input pcap");
+    let cfg = dir.path.join("gwlb.toml");
+    let prefix = dir
+        .path
+        .file_name()
+        .expect("dir name")
+        .to_string_lossy()
+        .into_owned();
+    fs::write(&cfg, config_toml(&rx, &tx, &prefix)).expect("write config");
+    let out_path = dir.path.join("stdout.txt");
+    let err_path = dir.path.join("stderr.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gwlb"))
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--exit-when-idle-ms", "300"])
+        .env("GWLB_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("stdout file"))
+        .stderr(fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn gwlb");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait gwlb") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "gwlb did not exit within 60 s; stderr:\n{}",
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = fs::read_to_string(&out_path).expect("read stdout");
+    let stderr = fs::read_to_string(&err_path).expect("read stderr");
+    assert!(
+        status.success(),
+        "gwlb exited with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let frames = read_pcap(&tx).expect("read output pcap");
+    let report = Report::parse(&stdout);
+    RunOutput {
+        frames,
+        stdout,
+        stderr,
+        report,
+        dir,
+    }
+}
+
+/// Hex dump for assertion messages.
+pub fn hex(b: &[u8]) -> String {
+    b.chunks(16)
+        .map(|c| {
+            c.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Asserts two frames are identical, reporting the first differing offset.
+pub fn assert_frame_eq(what: &str, got: &[u8], want: &[u8]) {
+    if got != want {
+        let at = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: frames differ at byte {at} (got {} bytes, want {})\ngot:\n{}\nwant:\n{}",
+            got.len(),
+            want.len(),
+            hex(got),
+            hex(want)
+        );
+    }
+}
