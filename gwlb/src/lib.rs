@@ -8,6 +8,7 @@ pub mod decap;
 pub mod encap;
 pub mod flow;
 pub mod flow_table;
+pub mod health;
 pub mod maglev;
 pub mod neighbors;
 pub mod packet_buf;

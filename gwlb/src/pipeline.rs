@@ -152,7 +152,7 @@ impl Pipeline {
             }
             return Verdict::ToHost;
         }
-        if is_neighbor_discovery(&p) {
+        if is_neighbor_discovery(&p) || is_link_scope(&p) {
             return Verdict::ToHost;
         }
         match snap.group_for_port(in_port) {
@@ -306,6 +306,20 @@ fn class_of(protocol: u8) -> ProtoClass {
         ProtoClass::Tcp
     } else {
         ProtoClass::Other
+    }
+}
+
+/// Multicast, broadcast and IPv6 link-local traffic: it belongs to the link (MLD, DHCP,
+/// mDNS, router solicitations), not to a flow an appliance should inspect, so the kernel gets
+/// it (and drops what it does not want).
+#[inline]
+fn is_link_scope(p: &ParsedPacket) -> bool {
+    let d = &p.dst.0;
+    match p.l3 {
+        // IPv4-mapped: the address is in the last four bytes.
+        L3::Ipv4 => d[12] >= 224 || d[12..16] == [255, 255, 255, 255],
+        L3::Ipv6 => d[0] == 0xff || (d[0] == 0xfe && d[1] & 0xc0 == 0x80),
+        L3::Arp => false,
     }
 }
 

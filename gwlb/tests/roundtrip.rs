@@ -393,3 +393,27 @@ proptest! {
         prop_assert_eq!(out, expected(&f));
     }
 }
+
+#[test]
+fn link_scope_traffic_goes_to_the_host_not_to_appliances() {
+    let (snap, mut pipe) = setup();
+    let mcast = frame_v4(17, [10, 1, 0, 2], [224, 0, 0, 251], 5353, 5353, b"mdns");
+    let bcast = frame_v4(17, [10, 1, 0, 2], [255, 255, 255, 255], 68, 67, b"dhcp");
+    let mut ll = [0u8; 16];
+    ll[0] = 0xfe;
+    ll[1] = 0x80;
+    ll[15] = 1;
+    let mut mld = [0u8; 16];
+    mld[0] = 0xff;
+    mld[1] = 0x02;
+    mld[15] = 0x16;
+    let v6_mcast = frame_v6(58, ll, mld, 0, 0, &[0; 20]);
+    let v6_ll = frame_v6(17, ll, ll, 1, 2, b"x");
+    for f in [mcast, bcast, v6_mcast, v6_ll] {
+        assert_eq!(
+            pipe.process(&snap, &mut VecBuf::new(&f), 0, 1),
+            Verdict::ToHost
+        );
+    }
+    assert_eq!(pipe.counters.encapsulated, 0);
+}

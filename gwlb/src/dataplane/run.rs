@@ -18,9 +18,10 @@ use super::stats::WorkerStats;
 use super::worker::{self, HostPath, WorkerSetup};
 use crate::config::Config;
 use crate::flow_table::Timeouts;
+use crate::health::{HealthChecker, ProbeTarget};
 use crate::parse::DropReason;
 use crate::pipeline::{Pipeline, MAX_APPLIANCES};
-use crate::snapshot::{LiveState, Snapshot};
+use crate::snapshot::{ApplianceState, LiveState, Snapshot};
 
 /// How `gwlb run` was asked to behave beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -260,6 +261,11 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         handles.push(h);
     }
 
+    let (health_tx, health_rx) = crossbeam_channel::unbounded();
+    let checker =
+        HealthChecker::spawn(probe_targets(cfg), health_tx).map_err(StartError::Health)?;
+    live.appliance_state = vec![ApplianceState::Healthy; appliances.len()];
+
     install_signal_handlers();
     let started = Instant::now();
     let mut last_print = Instant::now();
@@ -277,20 +283,36 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         if handles.iter().all(|h| h.is_finished()) {
             break;
         }
+        let mut changed = false;
+        while let Ok(ev) = health_rx.try_recv() {
+            if let Some(st) = live.appliance_state.get_mut(usize::from(ev.slot)) {
+                *st = if ev.healthy {
+                    ApplianceState::Healthy
+                } else {
+                    ApplianceState::Unhealthy
+                };
+                changed = true;
+            }
+        }
+        if changed {
+            log_groups_without_healthy(cfg, &live);
+        }
         if !kernel_ifs.is_empty() && last_neigh.elapsed() >= Duration::from_secs(1) {
             last_neigh = Instant::now();
-            if refresh_neighbors(cfg, &kernel_ifs, &snapshot, &mut live) {
-                generation += 1;
-                match Snapshot::build(cfg, &macs, &live, generation) {
-                    Ok(s) => {
-                        snapshot.store(Arc::new(s));
-                        tracing::info!(
-                            neighbors = live.learned_neighbors.len(),
-                            "neighbour table changed: new snapshot published"
-                        );
-                    }
-                    Err(e) => tracing::error!("snapshot rebuild failed, keeping the old one: {e}"),
+            changed |= refresh_neighbors(cfg, &kernel_ifs, &snapshot, &mut live);
+        }
+        if changed {
+            generation += 1;
+            match Snapshot::build(cfg, &macs, &live, generation) {
+                Ok(s) => {
+                    snapshot.store(Arc::new(s));
+                    tracing::info!(
+                        generation,
+                        neighbors = live.learned_neighbors.len(),
+                        "health or neighbours changed: new snapshot published"
+                    );
                 }
+                Err(e) => tracing::error!("snapshot rebuild failed, keeping the old one: {e}"),
             }
         }
         if let Some(iv) = cfg.dataplane.stats_interval {
@@ -304,6 +326,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             }
         }
     }
+    drop(checker);
     stop.store(true, Relaxed);
     for h in handles {
         match h.join() {
@@ -321,6 +344,56 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         workers: all_stats,
         appliances,
     })
+}
+
+/// Health-check targets for every appliance slot (slots in config order, as in
+/// [`Snapshot::build`]). Probes leave from the port's own address when the port has a kernel
+/// interface (the exception path carries them), else from the host's routing choice.
+fn probe_targets(cfg: &Config) -> Vec<ProbeTarget> {
+    let mut out = Vec::new();
+    let mut slot = 0u16;
+    for g in &cfg.target_groups {
+        for t in &g.targets {
+            let port = &cfg.ports[t.port];
+            out.push(ProbeTarget {
+                slot,
+                group: g.name.clone(),
+                addr: t.address,
+                check: g.health_check.clone(),
+                source: port
+                    .kernel_interface
+                    .as_ref()
+                    .and_then(|_| port.source_for(t.address)),
+            });
+            slot += 1;
+        }
+    }
+    out
+}
+
+/// Logs, loudly, every target group left without a healthy appliance and what its traffic
+/// does now.
+fn log_groups_without_healthy(cfg: &Config, live: &LiveState) {
+    let mut slot = 0usize;
+    for g in &cfg.target_groups {
+        let n = g.targets.len();
+        let healthy = live.appliance_state[slot..slot + n]
+            .iter()
+            .zip(&g.targets)
+            .filter(|(s, t)| **s == ApplianceState::Healthy && t.weight > 0)
+            .count();
+        if healthy == 0 && n > 0 {
+            match g.on_all_unhealthy {
+                crate::config::OnAllUnhealthy::FailOpen => {
+                    tracing::error!(group = %g.name, "no healthy appliance: FAIL-OPEN, new flows are forwarded uninspected")
+                }
+                crate::config::OnAllUnhealthy::FailClosed => {
+                    tracing::error!(group = %g.name, "no healthy appliance: FAIL-CLOSED, new flows are dropped")
+                }
+            }
+        }
+        slot += n;
+    }
 }
 
 /// Learns neighbours from the kernel's table on the exception-path interfaces and asks the

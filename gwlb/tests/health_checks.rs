@@ -1,0 +1,678 @@
+//! Health checks against real sockets on the loopback interface (nothing leaves 127.0.0.0/8
+//! and ::1).
+//!
+//! Timing bounds are generous: these are functional checks (an event arrives, not before the
+//! thresholds allow it), not performance assertions.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use gwlb::config::{HealthCheck, Probe, StatusCodes};
+use gwlb::health::{HealthChecker, HealthError, HealthEvent, ProbeTarget, TargetHealth};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const MS: Duration = Duration::from_millis(1);
+
+/// Server behaviour: complete the handshake and close.
+const TCP: u16 = 0;
+/// Accept, read the request, never answer.
+const HOLD: u16 = 1;
+
+fn check(probe: Probe, port: u16, interval_ms: u64, timeout_ms: u64) -> HealthCheck {
+    HealthCheck {
+        enabled: true,
+        probe,
+        port,
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_millis(timeout_ms),
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+        jitter_percent: 0,
+    }
+}
+
+fn http(path: &str) -> Probe {
+    Probe::Http {
+        path: path.into(),
+        success_codes: "200-399".parse::<StatusCodes>().unwrap(),
+    }
+}
+
+fn target(slot: u16, group: &str, addr: IpAddr, check: HealthCheck) -> ProbeTarget {
+    ProbeTarget {
+        slot,
+        group: group.into(),
+        addr,
+        check,
+        source: None,
+    }
+}
+
+fn spawn(targets: Vec<ProbeTarget>) -> (HealthChecker, Receiver<HealthEvent>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    (HealthChecker::spawn(targets, tx).unwrap(), rx)
+}
+
+fn next_event(rx: &Receiver<HealthEvent>, within: Duration) -> HealthEvent {
+    rx.recv_timeout(within)
+        .unwrap_or_else(|e| panic!("no health event within {within:?}: {e}"))
+}
+
+fn one(checker: &HealthChecker) -> TargetHealth {
+    let all = checker.snapshot();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.into_iter().next().unwrap()
+}
+
+/// Polls the snapshot until `cond` holds for the target in `slot`.
+fn wait_until(
+    checker: &HealthChecker,
+    slot: u16,
+    within: Duration,
+    cond: impl Fn(&TargetHealth) -> bool,
+) -> TargetHealth {
+    let start = Instant::now();
+    loop {
+        let state = checker.snapshot().into_iter().find(|t| t.slot == slot);
+        match state {
+            Some(t) if cond(&t) => return t,
+            _ if start.elapsed() > within => panic!("condition not met in {within:?}: {state:?}"),
+            _ => std::thread::sleep(5 * MS),
+        }
+    }
+}
+
+/// A loopback server: TCP accept-and-close, HTTP with a settable status, or HTTP that never
+/// answers. Records the time and peer of every connection and every HTTP request.
+struct Server {
+    addr: SocketAddr,
+    accepts: Arc<Mutex<Vec<(Instant, SocketAddr)>>>,
+    requests: Arc<Mutex<Vec<String>>>,
+    mode: Arc<AtomicU16>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(mode: u16) -> Server {
+        Server::start_on(SocketAddr::new(LOCALHOST, 0), mode).unwrap()
+    }
+
+    fn start_on(addr: SocketAddr, mode: u16) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let accepts = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let mode = Arc::new(AtomicU16::new(mode));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (accepts, requests, mode, stop) = (
+                accepts.clone(),
+                requests.clone(),
+                mode.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(mut stream) = conn else { continue };
+                    let peer = stream.peer_addr().unwrap_or(addr);
+                    accepts.lock().unwrap().push((Instant::now(), peer));
+                    let mode = mode.load(Ordering::SeqCst);
+                    if mode == TCP {
+                        continue;
+                    }
+                    requests.lock().unwrap().push(read_request(&mut stream));
+                    if mode == HOLD {
+                        held.push(stream);
+                    } else {
+                        let response = format!(
+                            "HTTP/1.1 {mode} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        let _ = stream.write_all(response.as_bytes());
+                    }
+                }
+            })
+        };
+        Ok(Server {
+            addr,
+            accepts,
+            requests,
+            mode,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    fn accepts(&self) -> Vec<(Instant, SocketAddr)> {
+        self.accepts.lock().unwrap().clone()
+    }
+
+    fn set_mode(&self, mode: u16) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Server {
+    /// Closes the listening socket (the port is closed when this returns).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> String {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 256];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A port on 127.0.0.1 with nothing listening (bound once, then released).
+fn closed_port() -> u16 {
+    TcpListener::bind((LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tcp_target_is_healthy_and_stays_healthy() {
+    let server = Server::start(TCP);
+    let (checker, events) = spawn(vec![target(
+        3,
+        "fw",
+        LOCALHOST,
+        check(Probe::Tcp, server.port(), 100, 50),
+    )]);
+    // Registered before spawn returns.
+    let t = one(&checker);
+    assert!(t.healthy && t.enabled && t.last_reason.is_none());
+    std::thread::sleep(700 * MS);
+    assert!(events.try_recv().is_err(), "no transition expected");
+    let t = one(&checker);
+    assert_eq!((t.slot, t.group.as_str(), t.addr), (3, "fw", LOCALHOST));
+    assert!(t.healthy);
+    assert!(t.consecutive_ok >= 4, "{t:?}");
+    assert_eq!(t.consecutive_fail, 0);
+    assert_eq!(t.last_reason.as_deref(), Some("TCP connect ok"));
+    assert!(t.last_latency.unwrap() < 50 * MS);
+    assert!(server.accepts().len() >= 4);
+}
+
+#[test]
+fn closed_port_turns_unhealthy_and_reopened_port_healthy() {
+    let (interval, timeout, threshold) = (100 * MS, 50 * MS, 2u32);
+    let server = Server::start(TCP);
+    let addr = server.addr;
+    let (checker, events) = spawn(vec![target(
+        1,
+        "fw",
+        LOCALHOST,
+        check(Probe::Tcp, addr.port(), 100, 50),
+    )]);
+    wait_until(&checker, 1, Duration::from_secs(2), |t| {
+        t.consecutive_ok >= 1
+    });
+
+    let closed = Instant::now();
+    drop(server);
+    let ev = next_event(&events, Duration::from_secs(3));
+    let took = closed.elapsed();
+    assert_eq!((ev.slot, ev.group.as_str(), ev.addr), (1, "fw", LOCALHOST));
+    assert!(!ev.healthy);
+    assert_eq!(ev.reason, "2 consecutive failures: connection refused");
+    assert_eq!(ev.latency, None);
+    assert!(took >= interval * (threshold - 1), "{took:?}");
+    assert!(
+        took <= interval * threshold + timeout + 500 * MS,
+        "{took:?}"
+    );
+    let t = one(&checker);
+    assert!(!t.healthy && t.consecutive_fail >= 2 && t.consecutive_ok == 0);
+
+    let reopened = Instant::now();
+    let _server = Server::start_on(addr, TCP).unwrap();
+    let ev = next_event(&events, Duration::from_secs(3));
+    let took = reopened.elapsed();
+    assert!(ev.healthy);
+    assert_eq!(ev.reason, "2 consecutive successes: TCP connect ok");
+    assert!(ev.latency.is_some());
+    assert!(took >= interval * (threshold - 1), "{took:?}");
+    assert!(
+        took <= interval * threshold + timeout + 500 * MS,
+        "{took:?}"
+    );
+    assert!(one(&checker).healthy);
+}
+
+#[test]
+fn http_status_codes_drive_transitions() {
+    let server = Server::start(200);
+    let (checker, events) = spawn(vec![target(
+        2,
+        "ids",
+        LOCALHOST,
+        check(http("/healthz"), server.port(), 100, 80),
+    )]);
+    let t = wait_until(&checker, 2, Duration::from_secs(2), |t| {
+        t.consecutive_ok >= 2
+    });
+    assert_eq!(t.last_reason.as_deref(), Some("HTTP 200"));
+    assert!(events.try_recv().is_err());
+    let request = server.requests.lock().unwrap()[0].clone();
+    assert_eq!(
+        request,
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: gwlb-health/1\r\nConnection: close\r\n\r\n",
+            server.port()
+        )
+    );
+
+    server.set_mode(503);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(!ev.healthy);
+    assert_eq!(ev.reason, "2 consecutive failures: HTTP 503 not in 200-399");
+    assert!(ev.latency.is_some(), "an HTTP answer has a latency");
+
+    server.set_mode(204);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy);
+    assert_eq!(ev.reason, "2 consecutive successes: HTTP 204");
+}
+
+#[test]
+fn http_server_that_never_answers_times_out() {
+    let server = Server::start(HOLD);
+    let (checker, events) = spawn(vec![target(
+        4,
+        "fw",
+        LOCALHOST,
+        check(http("/"), server.port(), 100, 60),
+    )]);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(!ev.healthy);
+    assert_eq!(
+        ev.reason,
+        "2 consecutive failures: timeout after 60ms: no HTTP status line"
+    );
+    assert_eq!(ev.latency, None);
+    assert!(!server.requests.lock().unwrap().is_empty());
+    drop(checker);
+}
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so a connect neither
+/// completes nor fails (a blackhole on loopback). `None` if this kernel answers anyway.
+fn blackhole() -> Option<(socket2::Socket, Vec<TcpStream>, u16)> {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::new(LOCALHOST, 0).into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    let addr = SocketAddr::new(LOCALHOST, port);
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        match TcpStream::connect_timeout(&addr, 200 * MS) {
+            Ok(s) => fillers.push(s),
+            Err(_) => return Some((listener, fillers, port)),
+        }
+    }
+    None
+}
+
+#[test]
+fn blackholed_targets_do_not_delay_others() {
+    let Some((_listener, _fillers, dead_port)) = blackhole() else {
+        eprintln!("skipped: this kernel completes connects to a full accept queue");
+        return;
+    };
+    let live = Server::start(TCP);
+    // Twenty slow targets, each holding a connect open for 90 ms of every 100 ms.
+    let mut targets: Vec<ProbeTarget> = (0..20)
+        .map(|i| {
+            target(
+                100 + i,
+                &format!("dead{i}"),
+                LOCALHOST,
+                check(Probe::Tcp, dead_port, 100, 90),
+            )
+        })
+        .collect();
+    targets.push(target(
+        1,
+        "live",
+        LOCALHOST,
+        check(Probe::Tcp, live.port(), 100, 50),
+    ));
+    let (checker, events) = spawn(targets);
+    for _ in 0..20 {
+        let ev = next_event(&events, Duration::from_secs(3));
+        assert!(ev.slot >= 100, "only the dead targets may change: {ev:?}");
+        assert!(!ev.healthy);
+        assert_eq!(
+            ev.reason,
+            "2 consecutive failures: timeout after 90ms: no TCP handshake"
+        );
+    }
+    // Keep the dead targets probing (and hanging) a while longer.
+    std::thread::sleep(500 * MS);
+    assert!(events.try_recv().is_err());
+    let t = checker
+        .snapshot()
+        .into_iter()
+        .find(|t| t.slot == 1)
+        .unwrap();
+    assert!(t.healthy && t.consecutive_fail == 0, "{t:?}");
+    // The live target kept its period while the others hung (jitter 0).
+    let accepts = live.accepts();
+    assert!(accepts.len() >= 6, "{accepts:?}");
+    for pair in accepts.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(gap <= 150 * MS, "live probes delayed: gap {gap:?}");
+    }
+}
+
+#[test]
+fn disabled_check_never_probes() {
+    let listener = TcpListener::bind((LOCALHOST, 0)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut c = check(Probe::Tcp, listener.local_addr().unwrap().port(), 100, 50);
+    c.enabled = false;
+    let (checker, events) = spawn(vec![target(5, "fw", LOCALHOST, c)]);
+    std::thread::sleep(500 * MS);
+    // A probe would sit in the accept queue even without accept().
+    let err = listener.accept().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    assert!(events.try_recv().is_err());
+    let t = one(&checker);
+    assert!(t.healthy && !t.enabled);
+    assert_eq!((t.consecutive_ok, t.consecutive_fail), (0, 0));
+    assert_eq!(t.last_reason.as_deref(), Some("health check disabled"));
+}
+
+fn gaps(server: &Server, count: usize, within: Duration) -> Vec<Duration> {
+    let start = Instant::now();
+    while server.accepts().len() < count + 1 {
+        assert!(start.elapsed() < within, "too few probes");
+        std::thread::sleep(10 * MS);
+    }
+    let accepts = server.accepts();
+    accepts.windows(2).map(|p| p[1].0 - p[0].0).collect()
+}
+
+#[test]
+fn jitter_keeps_probe_gaps_in_bounds() {
+    let server = Server::start(TCP);
+    let mut c = check(Probe::Tcp, server.port(), 100, 50);
+    c.jitter_percent = 20;
+    let (_checker, _events) = spawn(vec![target(6, "fw", LOCALHOST, c)]);
+    let gaps = gaps(&server, 15, Duration::from_secs(5));
+    // Probes start no earlier than 80 ms after the previous start; the upper slack absorbs
+    // scheduling noise of the two threads involved.
+    for gap in &gaps {
+        assert!(
+            *gap >= 75 * MS && *gap <= 145 * MS,
+            "gap {gap:?} outside 100 ms ± 20%: {gaps:?}"
+        );
+    }
+    let spread = *gaps.iter().max().unwrap() - *gaps.iter().min().unwrap();
+    assert!(spread >= 5 * MS, "no visible jitter: {gaps:?}");
+}
+
+#[test]
+fn no_jitter_keeps_the_interval() {
+    let server = Server::start(TCP);
+    let (_checker, _events) = spawn(vec![target(
+        7,
+        "fw",
+        LOCALHOST,
+        check(Probe::Tcp, server.port(), 100, 50),
+    )]);
+    for gap in gaps(&server, 8, Duration::from_secs(5)) {
+        assert!(gap >= 95 * MS && gap <= 145 * MS, "gap {gap:?}");
+    }
+}
+
+#[test]
+fn update_targets_keeps_state_of_listed_targets() {
+    let dead = target(
+        1,
+        "fw",
+        LOCALHOST,
+        check(Probe::Tcp, closed_port(), 100, 50),
+    );
+    let (mut checker, events) = spawn(vec![dead.clone()]);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(!ev.healthy && ev.slot == 1);
+
+    // Register a second target; the first keeps its (unhealthy) state.
+    let server = Server::start(TCP);
+    let live = target(
+        2,
+        "fw2",
+        LOCALHOST,
+        check(Probe::Tcp, server.port(), 100, 50),
+    );
+    checker
+        .update_targets(vec![dead.clone(), live.clone()])
+        .unwrap();
+    let all = checker.snapshot();
+    assert_eq!(all.len(), 2);
+    assert!(!all[0].healthy && all[0].slot == 1 && all[0].consecutive_fail >= 2);
+    assert!(all[1].healthy && all[1].slot == 2);
+    wait_until(&checker, 2, Duration::from_secs(2), |t| {
+        t.consecutive_ok >= 2
+    });
+    assert!(events.try_recv().is_err());
+
+    // Deregister the live one; renumber and retime the dead one: state kept.
+    let mut retimed = dead.clone();
+    retimed.slot = 9;
+    retimed.check.interval = 150 * MS;
+    retimed.check.unhealthy_threshold = 3;
+    checker.update_targets(vec![retimed.clone()]).unwrap();
+    let t = one(&checker);
+    assert_eq!(t.slot, 9);
+    assert!(!t.healthy && t.consecutive_fail >= 2);
+
+    // Point it at the live server: healthy again after two successes, under the new slot.
+    let mut repointed = retimed.clone();
+    repointed.check.port = server.port();
+    checker.update_targets(vec![repointed.clone()]).unwrap();
+    let t = one(&checker);
+    assert!(
+        !t.healthy && t.consecutive_fail == 0,
+        "counts restart: {t:?}"
+    );
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy && ev.slot == 9, "{ev:?}");
+
+    // Disabling the check of an unhealthy target makes it healthy at once.
+    let mut dead_again = repointed.clone();
+    dead_again.check.port = closed_port();
+    checker.update_targets(vec![dead_again.clone()]).unwrap();
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(!ev.healthy);
+    dead_again.check.enabled = false;
+    checker.update_targets(vec![dead_again]).unwrap();
+    let ev = next_event(&events, Duration::from_secs(1));
+    assert!(ev.healthy);
+    assert_eq!(ev.reason, "health check disabled");
+    assert!(one(&checker).healthy);
+
+    checker.update_targets(Vec::new()).unwrap();
+    assert!(checker.snapshot().is_empty());
+    checker.stop();
+    checker.stop();
+    assert!(matches!(
+        checker.update_targets(vec![live]),
+        Err(HealthError::Stopped)
+    ));
+}
+
+#[test]
+fn stop_ends_probing() {
+    let server = Server::start(TCP);
+    let (mut checker, _events) = spawn(vec![target(
+        1,
+        "fw",
+        LOCALHOST,
+        check(Probe::Tcp, server.port(), 100, 50),
+    )]);
+    std::thread::sleep(300 * MS);
+    let started = Instant::now();
+    checker.stop();
+    assert!(started.elapsed() < 200 * MS, "stop is prompt");
+    // Let the server thread accept what the kernel completed before the stop.
+    std::thread::sleep(50 * MS);
+    let seen = server.accepts().len();
+    assert!(seen >= 2);
+    std::thread::sleep(300 * MS);
+    assert_eq!(server.accepts().len(), seen);
+}
+
+#[test]
+fn probes_bind_the_source_address() {
+    let server = Server::start(TCP);
+    let mut t = target(
+        1,
+        "fw",
+        LOCALHOST,
+        check(Probe::Tcp, server.port(), 100, 50),
+    );
+    t.source = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let (checker, events) = spawn(vec![t]);
+    wait_until(&checker, 1, Duration::from_secs(2), |t| {
+        t.consecutive_ok >= 1
+    });
+    // The handshake completes in the kernel, maybe before the server thread's accept().
+    let start = Instant::now();
+    while server.accepts().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(2));
+        std::thread::sleep(5 * MS);
+    }
+    let peer = server.accepts()[0].1;
+    assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    assert!(events.try_recv().is_err());
+}
+
+#[test]
+fn local_errors_do_not_count_against_the_target() {
+    let server = Server::start(TCP);
+    let mut t = target(
+        1,
+        "fw",
+        LOCALHOST,
+        check(Probe::Tcp, server.port(), 100, 50),
+    );
+    // TEST-NET-1: not an address of this host, so bind() fails before anything is sent.
+    t.source = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+    let (checker, events) = spawn(vec![t]);
+    let t = wait_until(&checker, 1, Duration::from_secs(2), |t| {
+        t.last_reason.is_some()
+    });
+    std::thread::sleep(400 * MS);
+    assert!(events.try_recv().is_err(), "no transition on local errors");
+    assert!(t.healthy && t.consecutive_fail == 0);
+    assert!(
+        t.last_reason
+            .as_deref()
+            .unwrap()
+            .starts_with("binding source 192.0.2.1: "),
+        "{t:?}"
+    );
+    assert!(server.accepts().is_empty());
+}
+
+#[test]
+fn ipv6_loopback() {
+    let Ok(server) = Server::start_on("[::1]:0".parse().unwrap(), 200) else {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    };
+    let (checker, events) = spawn(vec![target(
+        1,
+        "fw",
+        server.addr.ip(),
+        check(http("/"), server.port(), 100, 50),
+    )]);
+    let t = wait_until(&checker, 1, Duration::from_secs(2), |t| {
+        t.consecutive_ok >= 2
+    });
+    assert_eq!(t.last_reason.as_deref(), Some("HTTP 200"));
+    assert!(events.try_recv().is_err());
+    let request = server.requests.lock().unwrap()[0].clone();
+    assert!(
+        request.contains(&format!("\r\nHost: [::1]:{}\r\n", server.port())),
+        "{request}"
+    );
+}
+
+/// Cost of the checker: 1000 TCP targets probed every 100 ms (10 000 probes/s) for 3 s.
+/// Prints the CPU time of the whole process (checker and the accepting server together).
+/// `cargo test --release -p gwlb --no-default-features --test health_checks -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement, not a check"]
+fn cost_of_1000_targets() {
+    fn cpu() -> Duration {
+        // SAFETY: `getrusage` only writes the zero-initialised struct it is given.
+        let usage = unsafe {
+            let mut u: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut u);
+            u
+        };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(usage.ru_utime) + tv(usage.ru_stime)
+    }
+    let server = Server::start(TCP);
+    let targets = (0..1000)
+        .map(|i| {
+            let mut c = check(Probe::Tcp, server.port(), 100, 50);
+            c.jitter_percent = 10;
+            target(i, &format!("g{i}"), LOCALHOST, c)
+        })
+        .collect();
+    let (checker, events) = spawn(targets);
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu0, wall0, n0) = (cpu(), Instant::now(), server.accepts().len());
+    std::thread::sleep(Duration::from_secs(3));
+    let (cpu1, wall1, n1) = (cpu(), Instant::now(), server.accepts().len());
+    let probes = n1 - n0;
+    let cpu_used = cpu1 - cpu0;
+    println!(
+        "{probes} probes in {:?}: CPU {:?} ({:.1}% of a core, {:.1} µs per probe, server included)",
+        wall1 - wall0,
+        cpu_used,
+        cpu_used.as_secs_f64() / (wall1 - wall0).as_secs_f64() * 100.0,
+        cpu_used.as_secs_f64() * 1e6 / probes as f64
+    );
+    assert!(events.try_recv().is_err());
+    assert!(checker.snapshot().iter().all(|t| t.healthy));
+}
