@@ -24,6 +24,9 @@ cargo test --workspace
 step "fuzz the Geneve parser for ${FUZZ_SECONDS:=30}s"
 FUZZ_SECONDS=$FUZZ_SECONDS scripts/fuzz.sh
 
+step "benchmark harness, smoke mode (every scenario runs, outputs verified, no speed claims)"
+perf/run.sh --smoke
+
 if [ -x scripts/e2e.sh ]; then
   step "end-to-end suite"
   scripts/e2e.sh
