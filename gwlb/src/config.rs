@@ -1485,7 +1485,7 @@ impl RawConfig {
         let mut v = Validator {
             warnings: Vec::new(),
         };
-        let dataplane = validate_dataplane(&self.dataplane)?;
+        let dataplane = validate_dataplane(&self.dataplane, &mut v)?;
         let ports = validate_ports(&self.ports, &dataplane, &mut v)?;
         let port_ref = |field: &str, name: &str| -> Result<usize, ConfigError> {
             ports.iter().position(|p| p.name == name).ok_or_else(|| {
@@ -1512,7 +1512,7 @@ impl RawConfig {
     }
 }
 
-fn validate_dataplane(raw: &RawDataplane) -> Result<Dataplane, ConfigError> {
+fn validate_dataplane(raw: &RawDataplane, v: &mut Validator) -> Result<Dataplane, ConfigError> {
     if raw.worker_cpus.is_empty() {
         return Err(invalid(
             "dataplane.worker_cpus",
@@ -1536,10 +1536,14 @@ fn validate_dataplane(raw: &RawDataplane) -> Result<Dataplane, ConfigError> {
     }
     let main_cpu: u32 = ranged("dataplane.main_cpu", raw.main_cpu, 0..=MAX_CPU)?;
     if worker_cpus.contains(&main_cpu) {
-        return Err(invalid(
+        // Allowed (a 2-core machine can only run 2 workers this way), but the worker then
+        // shares its CPU with the control plane's thread.
+        v.warn(
             "dataplane.main_cpu",
-            format!("CPU {main_cpu} is also a worker CPU; the main lcore needs its own"),
-        ));
+            format!(
+                "CPU {main_cpu} is also a worker CPU: the control plane shares it with a worker"
+            ),
+        );
     }
     for (i, arg) in raw.eal_args.iter().enumerate() {
         let field = format!("dataplane.eal_args[{i}]");
@@ -3015,11 +3019,11 @@ log_format = "json"
             "dataplane.worker_cpus[0]",
             "out of range 0..=1023",
         );
-        expect_err(
-            &with("[dataplane]\nmain_cpu = 1"),
-            "dataplane.main_cpu",
-            "also a worker",
-        );
+        let shared = Config::from_toml_str(&with("[dataplane]\nmain_cpu = 1")).unwrap();
+        assert!(shared
+            .warnings()
+            .iter()
+            .any(|w| w.field == "dataplane.main_cpu"));
         expect_err(
             &with("[dataplane]\nburst_size = 65"),
             "dataplane.burst_size",
