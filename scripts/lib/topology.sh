@@ -1,0 +1,338 @@
+# shellcheck shell=bash
+# Namespace topology shared by scripts/demo.sh and scripts/e2e.sh (source it, do not run it).
+#
+#   gwlb-client  eth0 10.10.1.2/24, default via 10.10.1.1 ─┐
+#   gwlb-server  eth0 10.10.2.2/24, default via 10.10.2.1 ─┤ bridge br0 in gwlb-lan
+#   gwlb-gw      gwu0 (gwlb "user" port, 10.10.0.1/16)  ───┘
+#   gwlb-gw      gwa0 (gwlb "appliance" port, 10.99.0.1/24) ─┐
+#   gwlb-app1    eth0 -> UML Linux-kernel appliance 10.99.0.11 ├ bridge br0 in gwlb-apps
+#   gwlb-app2    eth0 -> UML Linux-kernel appliance 10.99.0.12 │
+#   gwlb-app3    eth0 10.99.0.13, aws_appliance (AWS style) ───┘
+#
+# gwlb is the router of the client and server subnets (the route-table next hop). Its single
+# user port holds one IPv4 address (10.10.0.1/16, which covers both subnets); the client's
+# and server's gateway addresses 10.10.1.1 and 10.10.2.1 are static neighbor entries that
+# point at gwlb's MAC. gwlb has no ARP/ND yet, so every neighbor everywhere is static and
+# every interface has a fixed MAC. gwlb's veths have no IP address (the gw namespace kernel
+# must not answer), are promiscuous, and every veth has checksum offload and TSO/GSO/GRO off
+# (af_packet/af_xdp on veth would otherwise see partial checksums and 64 KiB GSO frames).
+
+TOPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+UML_SH=$TOPO_ROOT/scripts/appliance/uml-appliance.sh
+GWLB_BIN=${GWLB_BIN:-$TOPO_ROOT/target/release/gwlb}
+AWS_BIN=${AWS_BIN:-$TOPO_ROOT/target/release/examples/aws_appliance}
+PY=/usr/bin/python3
+WORK=${GWLB_DEMO_WORK:-/run/gwlb-demo}   # pid files, logs, config (removed by topo_cleanup)
+
+NS_CLIENT=gwlb-client NS_SERVER=gwlb-server NS_GW=gwlb-gw NS_LAN=gwlb-lan NS_APPS=gwlb-apps
+NS_APP1=gwlb-app1 NS_APP2=gwlb-app2 NS_APP3=gwlb-app3
+ALL_NS=("$NS_CLIENT" "$NS_SERVER" "$NS_GW" "$NS_LAN" "$NS_APPS" "$NS_APP1" "$NS_APP2" "$NS_APP3")
+UML1=gwlb-app1 UML2=gwlb-app2          # uml-appliance.sh names (state in /run/gwlb-uml/NAME)
+
+CLIENT_IP=10.10.1.2 CLIENT_GW=10.10.1.1 CLIENT_MAC=02:00:0a:0a:01:02
+SERVER_IP=10.10.2.2 SERVER_GW=10.10.2.1 SERVER_MAC=02:00:0a:0a:02:02
+GW_USER_IP=10.10.0.1 GW_USER_MAC=02:00:0a:0a:00:01
+GW_APP_IP=10.99.0.1 GW_APP_MAC=02:00:0a:63:00:01
+APP1_IP=10.99.0.11 APP1_MAC=02:00:0a:63:00:0b   # MAC of the UML guest NIC
+APP2_IP=10.99.0.12 APP2_MAC=02:00:0a:63:00:0c
+APP3_IP=10.99.0.13 APP3_MAC=02:00:0a:63:00:0d
+VNI=1
+BLOCKED_PORT=23
+APP_MTU=${APP_MTU:-1600}   # appliance side: user MTU 1500 + 68 (IPv4 Geneve) fits
+
+tlog() { printf '[%5.1fs] %s\n' "$(awk -v a="${TOPO_T0:-0}" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$*" >&2; }
+
+# Everything of a previous or the current run: gwlb, appliances, helpers, namespaces, files.
+topo_cleanup() {
+    local pids ns
+    disown -a 2>/dev/null   # no "Killed" job notices for the helpers killed below
+    # gwlb and helpers first (pid files), politely.
+    for f in "$WORK"/*.pid; do
+        [ -e "$f" ] || continue
+        pids=$(cat "$f" 2>/dev/null) || continue
+        [ -n "$pids" ] && kill -INT $pids 2>/dev/null
+    done
+    # UML appliances: SIGTERM tears a guest down in < 1 s (uml-appliance.sh stop would first
+    # wait 5 s for a polite poweroff); uml-appliance.sh stop then kills any rest and its state.
+    for n in "$UML1" "$UML2"; do
+        if [ -f "/run/gwlb-uml/$n/uml.pid" ]; then
+            kill -TERM "$(cat "/run/gwlb-uml/$n/uml.pid")" 2>/dev/null
+        fi
+    done
+    sleep 0.5
+    local stoppers=()
+    for n in "$UML1" "$UML2"; do
+        if [ -d "/run/gwlb-uml/$n" ]; then
+            "$UML_SH" stop --name "$n" >/dev/null 2>&1 &
+            stoppers+=($!)
+        fi
+    done
+    [ ${#stoppers[@]} -gt 0 ] && wait "${stoppers[@]}"   # not a bare wait: helpers are children too
+    # Whatever still runs inside our namespaces was started by us.
+    for ns in "${ALL_NS[@]}"; do
+        pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
+        [ -n "${pids// /}" ] && kill -KILL $pids 2>/dev/null
+    done
+    for ns in "${ALL_NS[@]}"; do
+        ip netns del "$ns" 2>/dev/null
+    done
+    rm -rf "$WORK"
+    return 0
+}
+
+# veth_pair NS_A IF_A MAC_A NS_B IF_B MAC_B MTU
+veth_pair() {
+    ip link add "$2" netns "$1" address "$3" mtu "$7" type veth \
+        peer name "$5" netns "$4" address "$6" mtu "$7"
+    offloads_off "$1" "$2"
+    offloads_off "$4" "$5"
+}
+offloads_off() { ip netns exec "$1" ethtool -K "$2" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true; }
+
+ns_add() {
+    ip netns add "$1"
+    ip -n "$1" link set lo up
+    ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+}
+
+# bridge NS: a Linux bridge br0 in NS, no STP, no address; ports added with bridge_port.
+bridge_add() {
+    ip -n "$1" link add br0 type bridge stp_state 0 forward_delay 0
+    ip -n "$1" link set br0 up
+}
+bridge_port() { ip -n "$1" link set "$2" master br0; ip -n "$1" link set "$2" up; }
+
+# host NS IF IP/LEN GW GW_MAC: a client/server end: address, default route, static gateway MAC.
+host_side() {
+    ip -n "$1" addr add "$3" dev "$2"
+    ip -n "$1" link set "$2" up
+    ip -n "$1" route add default via "$4" dev "$2"
+    ip -n "$1" neigh replace "$4" lladdr "$5" dev "$2" nud permanent
+}
+
+topo_create() {
+    mkdir -p "$WORK"
+    for ns in "${ALL_NS[@]}"; do ns_add "$ns"; done
+    bridge_add "$NS_LAN"
+    bridge_add "$NS_APPS"
+    # user side
+    veth_pair "$NS_CLIENT" eth0 "$CLIENT_MAC" "$NS_LAN" client 02:00:00:ff:01:02 1500
+    veth_pair "$NS_SERVER" eth0 "$SERVER_MAC" "$NS_LAN" server 02:00:00:ff:02:02 1500
+    veth_pair "$NS_GW" gwu0 "$GW_USER_MAC" "$NS_LAN" gw 02:00:00:ff:00:01 1500
+    for p in client server gw; do bridge_port "$NS_LAN" "$p"; done
+    host_side "$NS_CLIENT" eth0 "$CLIENT_IP/24" "$CLIENT_GW" "$GW_USER_MAC"
+    host_side "$NS_SERVER" eth0 "$SERVER_IP/24" "$SERVER_GW" "$GW_USER_MAC"
+    # appliance side
+    veth_pair "$NS_GW" gwa0 "$GW_APP_MAC" "$NS_APPS" gw 02:00:00:ff:63:01 "$APP_MTU"
+    veth_pair "$NS_APP1" eth0 02:00:0a:63:01:0b "$NS_APPS" app1 02:00:00:ff:63:0b "$APP_MTU"
+    veth_pair "$NS_APP2" eth0 02:00:0a:63:01:0c "$NS_APPS" app2 02:00:00:ff:63:0c "$APP_MTU"
+    veth_pair "$NS_APP3" eth0 "$APP3_MAC" "$NS_APPS" app3 02:00:00:ff:63:0d "$APP_MTU"
+    for p in gw app1 app2 app3; do bridge_port "$NS_APPS" "$p"; done
+    # AWS-style appliance: a user-space program on the namespace's own IP stack.
+    ip -n "$NS_APP3" addr add "$APP3_IP/24" dev eth0
+    ip -n "$NS_APP3" link set eth0 up
+    ip -n "$NS_APP3" neigh replace "$GW_APP_IP" lladdr "$GW_APP_MAC" dev eth0 nud permanent
+    # gwlb's ports: up, promiscuous, no address.
+    ip -n "$NS_GW" link set gwu0 up promisc on
+    ip -n "$NS_GW" link set gwa0 up promisc on
+}
+
+topo_config() { # writes the gwlb config for DRIVER (af_xdp | af_packet) to $WORK/gwlb.toml
+    local drv=$1
+    cat > "$WORK/gwlb.toml" <<EOF
+# generated by scripts/lib/topology.sh
+[dataplane]
+worker_cpus = [1]
+main_cpu = 0
+hugepages = "off"
+memory_mb = 256
+eal_args = ["--no-pci"]
+mbufs_per_worker = 8192
+flow_table_capacity = 65536
+
+[[ports]]
+name = "user"
+device = "net_${drv}0,iface=gwu0"
+role = "user"
+address = "$GW_USER_IP/16"
+
+[[ports]]
+name = "apps"
+device = "net_${drv}1,iface=gwa0"
+role = "appliance"
+address = "$GW_APP_IP/24"
+mtu = $APP_MTU
+
+[[neighbors]]
+address = "$CLIENT_IP"
+mac = "$CLIENT_MAC"
+port = "user"
+
+[[neighbors]]
+address = "$SERVER_IP"
+mac = "$SERVER_MAC"
+port = "user"
+
+[[target_groups]]
+name = "demo-fw"
+geneve_vni = $VNI
+maglev_table_size = 509
+
+[target_groups.health_check]
+enabled = false
+
+[[target_groups.targets]]
+address = "$APP1_IP"
+mac = "$APP1_MAC"
+
+[[target_groups.targets]]
+address = "$APP2_IP"
+mac = "$APP2_MAC"
+
+[[target_groups.targets]]
+address = "$APP3_IP"
+mac = "$APP3_MAC"
+
+[control]
+api_listen = "off"
+metrics_listen = "off"
+log_format = "human"
+EOF
+}
+
+# Boots both UML appliances in parallel and the AWS-style one; static neighbors in the guests.
+topo_start_appliances() {
+    local rc=0
+    "$UML_SH" start --netns "$NS_APP1" --name "$UML1" --dev eth0 --ip "$APP1_IP/24" \
+        --gateway-ip "$GW_APP_IP" --vni "$VNI" --block-tcp-port "$BLOCKED_PORT" --hc-port 8080 \
+        --mtu "$APP_MTU" --mac "$APP1_MAC" --stats-interval 3600 >"$WORK/uml1.log" 2>&1 &
+    local p1=$!
+    "$UML_SH" start --netns "$NS_APP2" --name "$UML2" --dev eth0 --ip "$APP2_IP/24" \
+        --gateway-ip "$GW_APP_IP" --vni "$VNI" --block-tcp-port "$BLOCKED_PORT" --hc-port 8080 \
+        --mtu "$APP_MTU" --mac "$APP2_MAC" --stats-interval 3600 >"$WORK/uml2.log" 2>&1 &
+    local p2=$!
+    ip netns exec "$NS_APP3" "$AWS_BIN" --listen "$APP3_IP" --block-tcp-port "$BLOCKED_PORT" \
+        --flow-log "$WORK/aws-flows.log" --stats >"$WORK/aws.out" 2>"$WORK/aws.err" &
+    echo $! > "$WORK/aws.pid"
+    wait $p1 || { rc=1; echo "UML appliance $UML1 failed to start:" >&2; tail -n 20 "$WORK/uml1.log" >&2; }
+    wait $p2 || { rc=1; echo "UML appliance $UML2 failed to start:" >&2; tail -n 20 "$WORK/uml2.log" >&2; }
+    [ $rc = 0 ] || return 1
+    kill -0 "$(cat "$WORK/aws.pid")" 2>/dev/null || { echo "aws_appliance exited:" >&2; cat "$WORK/aws.err" >&2; return 1; }
+    local n
+    for n in "$UML1" "$UML2"; do
+        "$UML_SH" exec --name "$n" -- ip neigh replace "$GW_APP_IP" lladdr "$GW_APP_MAC" dev eth0 nud permanent >/dev/null ||
+            { echo "could not set the static neighbor in $n" >&2; return 1; }
+    done
+}
+
+# Starts gwlb in the gw namespace with DRIVER; returns once its worker runs (0) or it died (1).
+gwlb_start() {
+    local drv=$1 i
+    topo_config "$drv"
+    ip netns exec "$NS_GW" "$GWLB_BIN" run --config "$WORK/gwlb.toml" \
+        >"$WORK/gwlb.out" 2>"$WORK/gwlb.err" &
+    echo $! > "$WORK/gwlb.pid"
+    for i in $(seq 100); do
+        grep -q "worker started" "$WORK/gwlb.err" 2>/dev/null && return 0
+        kill -0 "$(cat "$WORK/gwlb.pid")" 2>/dev/null || { rm -f "$WORK/gwlb.pid"; return 1; }
+        sleep 0.1
+    done
+    return 1
+}
+
+# Stops gwlb with SIGINT; its final counters are in $WORK/gwlb.out. Returns gwlb's exit code.
+gwlb_stop() {
+    local pid rc=0
+    [ -f "$WORK/gwlb.pid" ] || return 1
+    pid=$(cat "$WORK/gwlb.pid")
+    kill -INT "$pid" 2>/dev/null
+    wait "$pid" || rc=$?
+    rm -f "$WORK/gwlb.pid"
+    return $rc
+}
+
+# The client reaches the server only through gwlb: probe until a ping gets through.
+wait_path() {
+    local i
+    for i in $(seq 20); do
+        ip netns exec "$NS_CLIENT" ping -c1 -W1 "$SERVER_IP" >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+
+# Tools the scripts use beyond scripts/install-deps.sh.
+topo_need_tools() {
+    command -v ping >/dev/null || {
+        echo "installing iputils-ping" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iputils-ping >/dev/null 2>&1 ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iputils-ping >/dev/null; }
+    }
+}
+
+# --- evidence from the appliances ------------------------------------------------------------
+# Flow keys are "A.B.C.D.PORT|A.B.C.D.PORT" (the two endpoints sorted), TCP/UDP only.
+
+# uml_flow_dirs NAME: "KEY MASK" per inner flow seen arriving from gwlb (gnv0 In) at a UML
+# appliance; MASK 1 = only packets from the client side, 2 = only from the server side,
+# 3 = both directions.
+uml_flow_dirs() {
+    awk -v c="$CLIENT_IP." '$2 == "gnv0" && $3 == "In" && $4 == "IP" {
+        s = $5; d = $7; sub(/:$/, "", d)
+        if (split(s, x, ".") != 5 || split(d, y, ".") != 5) next
+        k = (s < d) ? s "|" d : d "|" s
+        if (index(s, c) == 1) a[k] = 1; else b[k] = 1; seen[k] = 1
+    } END { for (k in seen) print k, (k in a ? 1 : 0) + (k in b ? 2 : 0) }' \
+        "/run/gwlb-uml/$1/guest/flows.log" 2>/dev/null
+}
+
+# aws_flows: "KEY PACKETS_IN RETURNED BLOCKED" per flow of the AWS-style appliance (its flow
+# log counts both directions of a flow on one line). SIGUSR1 makes it rewrite the log now.
+aws_flows() {
+    [ -f "$WORK/aws.pid" ] && kill -USR1 "$(cat "$WORK/aws.pid")" 2>/dev/null && sleep 0.3
+    awk '$1 == "tcp" || $1 == "udp" {
+        s = $2; d = $3; sub(/:/, ".", s); sub(/:/, ".", d)
+        print ((s < d) ? s "|" d : d "|" s), $4, $5, $6
+    }' "$WORK/aws-flows.log" 2>/dev/null
+}
+
+# gnv0 In lines (packets received from gwlb) at a UML appliance matching an ERE.
+uml_count() { grep -cE "$2" "/run/gwlb-uml/$1/guest/flows.log" 2>/dev/null || true; }
+
+# --- gwlb and the services -------------------------------------------------------------------
+
+# gwlb_up: starts gwlb with net_af_xdp ports, or net_af_packet if af_xdp does not work here
+# (GWLB_DRIVER=af_packet|af_xdp forces one); sets DRIVER; 0 once a ping crosses it.
+gwlb_up() {
+    DRIVER=${GWLB_DRIVER:-af_xdp}
+    tlog "starting gwlb in netns $NS_GW (ports net_${DRIVER} on gwu0/gwa0)"
+    gwlb_start "$DRIVER" && wait_path && return 0
+    [ -n "${GWLB_DRIVER:-}" ] && return 1
+    gwlb_stop >/dev/null 2>&1
+    DRIVER=af_packet
+    tlog "net_af_xdp did not work here; falling back to net_af_packet"
+    gwlb_start "$DRIVER" && wait_path
+}
+
+# services NS IP [TCP_PORT_23]: a static HTTP server on :80 (files in $WORK/www-NS, log in
+# $WORK/httpd-NS.log), a UDP echo on :5353 that answers "LINE from PEER_ADDRESS", and with a
+# third argument a TCP listener on that port. Returns once they listen.
+services() {
+    local ns=$1 ip=$2 tport=${3:-} i
+    mkdir -p "$WORK/www-$ns"
+    echo "hello from $ns" > "$WORK/www-$ns/index.html"
+    ip netns exec "$ns" "$PY" "$TOPO_ROOT/scripts/lib/httpd.py" "$ip" 80 "$WORK/www-$ns" \
+        2>"$WORK/httpd-$ns.log" &
+    ip netns exec "$ns" socat "UDP-LISTEN:5353,bind=$ip,reuseaddr,fork" \
+        SYSTEM:'read l; echo "$l from $SOCAT_PEERADDR"' >/dev/null 2>&1 &
+    if [ -n "$tport" ]; then
+        ip netns exec "$ns" socat "TCP-LISTEN:$tport,bind=$ip,reuseaddr,fork" \
+            SYSTEM:'echo banner' >/dev/null 2>&1 &
+    fi
+    for i in $(seq 50); do
+        ip netns exec "$ns" ss -Hltn | grep -q "$ip:80 " &&
+            ip netns exec "$ns" ss -Hlun | grep -q "$ip:5353 " &&
+            { [ -z "$tport" ] || ip netns exec "$ns" ss -Hltn | grep -q "$ip:$tport "; } && return 0
+        sleep 0.1
+    done
+    return 1
+}
