@@ -84,8 +84,14 @@ pub fn use_hugepages(cfg: &Config) -> bool {
         Hugepages::On => true,
         Hugepages::Off => false,
         // 64 pages (128 MiB) is the least a useful pool set needs.
-        Hugepages::Auto => free_hugepages() >= 64 && Path::new("/dev/hugepages").exists(),
+        Hugepages::Auto => use_hugepages_auto(),
     }
+}
+
+/// The `auto` rule: hugepages when at least 64 free 2 MiB pages (128 MiB) and hugetlbfs at
+/// /dev/hugepages are there.
+pub fn use_hugepages_auto() -> bool {
+    free_hugepages() >= 64 && Path::new("/dev/hugepages").exists()
 }
 
 /// The EAL command line for a config: main lcore, memory mode, devices, then the config's

@@ -559,7 +559,9 @@ fn main() {
         "--log-level=lib.eal:error",
         "--log-level=pmd.net.ring:error",
     ];
-    if a.no_huge {
+    // Smoke runs must work on a machine without reserved hugepages (CI); timings from such
+    // a run are not comparable, and smoke mode makes no speed claims.
+    if a.no_huge || (a.smoke && !gwlb::dataplane::ports::use_hugepages_auto()) {
         eal_args.extend(["--no-huge", "-m", "1024"]);
     } else {
         eal_args.push("--in-memory");
