@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::maglev::is_prime;
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------------
@@ -670,20 +671,8 @@ impl PortRole {
     }
 }
 
-/// Which header fields pin a flow to an appliance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
-pub enum Stickiness {
-    /// Source and destination IP and port, protocol.
-    #[default]
-    #[serde(rename = "5-tuple")]
-    FiveTuple,
-    /// Source and destination IP, protocol.
-    #[serde(rename = "3-tuple")]
-    ThreeTuple,
-    /// Source and destination IP.
-    #[serde(rename = "2-tuple")]
-    TwoTuple,
-}
+/// Which header fields pin a flow to an appliance (`"5-tuple"`, `"3-tuple"`, `"2-tuple"`).
+pub use crate::flow::Stickiness;
 
 /// What happens to existing flows of a target that turns unhealthy (or whose
 /// deregistration delay has run out).
@@ -1414,24 +1403,6 @@ fn family(ip: IpAddr) -> &'static str {
     } else {
         "IPv6"
     }
-}
-
-/// Trial division; M <= 2^24 so at most 2^11 odd divisors.
-fn is_prime(n: u32) -> bool {
-    if n < 2 {
-        return false;
-    }
-    if n.is_multiple_of(2) {
-        return n == 2;
-    }
-    let mut d = 3u32;
-    while d.saturating_mul(d) <= n {
-        if n.is_multiple_of(d) {
-            return false;
-        }
-        d += 2;
-    }
-    true
 }
 
 /// FNV-1a, 64-bit: the default endpoint id, stable across versions and hosts.

@@ -137,7 +137,9 @@ fn permutation(key: u64, seed: u64, m: u32) -> (u32, u32) {
     ((h1 % m) as u32, (h2 % (m - 1)) as u32 + 1)
 }
 
-fn is_prime(n: u32) -> bool {
+/// Whether `n` is prime (trial division; table sizes are at most 2^24, so at most 2^11
+/// odd divisors).
+pub fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
     }

@@ -338,7 +338,7 @@ impl Snapshot {
                 name: g.name.clone(),
                 maglev,
                 backends: slots,
-                stickiness: g.stickiness.into(),
+                stickiness: g.stickiness,
                 rebalance: g.on_unhealthy == OnUnhealthy::Rebalance,
                 fail_open: g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
             });
@@ -382,15 +382,5 @@ impl Snapshot {
         let hop = r.via.as_ref().unwrap_or(dst);
         let mac = self.lookup_neighbor(hop).ok_or(NoNextHop::Unresolved)?;
         Ok(NextHop { port: r.port, mac })
-    }
-}
-
-impl From<config::Stickiness> for Stickiness {
-    fn from(s: config::Stickiness) -> Self {
-        match s {
-            config::Stickiness::FiveTuple => Stickiness::FiveTuple,
-            config::Stickiness::ThreeTuple => Stickiness::ThreeTuple,
-            config::Stickiness::TwoTuple => Stickiness::TwoTuple,
-        }
     }
 }
