@@ -136,28 +136,11 @@ impl Pipeline {
             Ok(p) => p,
             Err(r) => return Verdict::Drop(r),
         };
-        let Some(port) = snap.ports.get(usize::from(in_port)) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        if p.l3 == L3::Arp {
-            return Verdict::ToHost;
-        }
-        if port.is_own(&p.dst) {
-            if port.role.faces_appliances()
-                && p.protocol == proto::UDP
-                && p.dst_port == geneve::UDP_PORT
-                && p.fragment.is_none()
-            {
-                return self.decapsulate(snap, buf, &p, now);
-            }
-            return Verdict::ToHost;
-        }
-        if is_neighbor_discovery(&p) || is_link_scope(&p) {
-            return Verdict::ToHost;
-        }
-        match snap.group_for_port(in_port) {
-            Some(g) if port.role.faces_users() => self.encapsulate(snap, buf, &p, g, now),
-            _ => Verdict::Drop(DropReason::NoRoute),
+        match dispatch(snap, &p, in_port) {
+            Dispatch::Host => Verdict::ToHost,
+            Dispatch::Return => self.decapsulate(snap, buf, &p, now),
+            Dispatch::Encapsulate(g) => self.encapsulate(snap, buf, &p, g, now),
+            Dispatch::NoRoute => Verdict::Drop(DropReason::NoRoute),
         }
     }
 
@@ -170,8 +153,7 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let g = &snap.groups[usize::from(group)];
-        let key = FlowKey::from_packet(p, g.stickiness);
-        let h = key.hash(snap.seed);
+        let (key, h) = flow_of(snap, group, p);
         let (table_hash, lb_hash) = (h as u32, (h >> 32) as u32);
         let pick = |_: &Snapshot| g.maglev.lookup(lb_hash).map(|b| g.backends[usize::from(b)]);
 
@@ -250,10 +232,9 @@ impl Pipeline {
             Ok(r) => r,
             Err(r) => return Verdict::Drop(r),
         };
-        let a = &snap.appliances[usize::from(slot)];
-        let g = &snap.groups[usize::from(a.group)];
-        let key = FlowKey::from_packet(&ret.inner, g.stickiness);
-        let table_hash = key.hash(snap.seed) as u32;
+        let group = snap.appliances[usize::from(slot)].group;
+        let (key, h) = flow_of(snap, group, &ret.inner);
+        let table_hash = h as u32;
         match self.flows.lookup(&key, table_hash, now) {
             Some(e) if e.appliance == slot => {}
             _ => return Verdict::Drop(DropReason::NoFlowForReturn),
@@ -296,6 +277,72 @@ impl Pipeline {
         eth[12..14].copy_from_slice(&ethertype.to_be_bytes());
         self.counters.fail_open += 1;
         Verdict::Tx(hop.port)
+    }
+}
+
+/// Where a parsed frame goes. [`Pipeline::process`] and [`owner_hash`] both decide through
+/// this one function, so a flow's owner is chosen by the same rules that process it.
+enum Dispatch {
+    /// For the gateway itself (ARP/ND, link-scope traffic, anything to our addresses).
+    Host,
+    /// A Geneve return from an appliance.
+    Return,
+    /// User traffic for this target group.
+    Encapsulate(u16),
+    /// Nowhere: unknown port, or transit traffic on a port that takes none.
+    NoRoute,
+}
+
+#[inline]
+fn dispatch(snap: &Snapshot, p: &ParsedPacket, in_port: u16) -> Dispatch {
+    let Some(port) = snap.ports.get(usize::from(in_port)) else {
+        return Dispatch::NoRoute;
+    };
+    if p.l3 == L3::Arp {
+        return Dispatch::Host;
+    }
+    if port.is_own(&p.dst) {
+        let geneve = port.role.faces_appliances()
+            && p.protocol == proto::UDP
+            && p.dst_port == geneve::UDP_PORT
+            && p.fragment.is_none();
+        return if geneve {
+            Dispatch::Return
+        } else {
+            Dispatch::Host
+        };
+    }
+    if is_neighbor_discovery(p) || is_link_scope(p) {
+        return Dispatch::Host;
+    }
+    match snap.group_for_port(in_port) {
+        Some(g) if port.role.faces_users() => Dispatch::Encapsulate(g),
+        _ => Dispatch::NoRoute,
+    }
+}
+
+/// The flow key of a packet under its target group's stickiness, and its hash.
+#[inline]
+fn flow_of(snap: &Snapshot, group: u16, p: &ParsedPacket) -> (FlowKey, u64) {
+    let key = FlowKey::from_packet(p, snap.groups[usize::from(group)].stickiness);
+    let h = key.hash(snap.seed);
+    (key, h)
+}
+
+/// The flow-table hash of the flow a frame belongs to (for a Geneve return: the inner
+/// packet's flow), or `None` for frames that are not flow traffic or cannot be parsed.
+/// Workers use it to find a flow's owning worker (`hash % workers`) before processing.
+pub fn owner_hash(snap: &Snapshot, frame: &[u8], in_port: u16) -> Option<u32> {
+    let p = parse::parse_frame(frame).ok()?;
+    match dispatch(snap, &p, in_port) {
+        Dispatch::Encapsulate(g) => Some(flow_of(snap, g, &p).1 as u32),
+        Dispatch::Return => {
+            let slot = snap.appliance_by_addr(&p.src)?;
+            let ret = decap::parse_return(frame, &p).ok()?;
+            let group = snap.appliances[usize::from(slot)].group;
+            Some(flow_of(snap, group, &ret.inner).1 as u32)
+        }
+        Dispatch::Host | Dispatch::NoRoute => None,
     }
 }
 

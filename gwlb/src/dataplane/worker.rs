@@ -19,10 +19,7 @@ use dpdk_bindings::port::{RxQueue, TxQueue};
 use dpdk_bindings::{lcore, Mbuf, MbufBurst, Ring};
 
 use super::stats::WorkerStats;
-use crate::decap;
-use crate::flow::FlowKey;
-use crate::parse::{self, proto};
-use crate::pipeline::{Pipeline, Verdict};
+use crate::pipeline::{self, Pipeline, Verdict};
 use crate::snapshot::Snapshot;
 
 /// Packets per RX/TX burst.
@@ -81,13 +78,101 @@ struct LoopCounters {
     tx_drops: u64,
 }
 
+/// The worker's transmit side: one staging burst per port, flushed when full or when its TSC
+/// deadline passes; what a queue does not take is freed and counted.
+struct TxStage {
+    staged: Vec<MbufBurst<BURST>>,
+    deadline: Vec<u64>,
+    tx: Vec<TxQueue>,
+    lc: LoopCounters,
+}
+
+impl TxStage {
+    fn new(tx: Vec<TxQueue>) -> Self {
+        Self {
+            staged: (0..tx.len()).map(|_| MbufBurst::new()).collect(),
+            deadline: vec![u64::MAX; tx.len()],
+            tx,
+            lc: LoopCounters::default(),
+        }
+    }
+
+    /// Stages an mbuf for port `p`; the burst is sent at 32 packets or at `flush_at`.
+    #[inline]
+    fn stage(&mut self, p: u16, m: Mbuf, flush_at: u64) {
+        let p = usize::from(p);
+        if self.staged[p].is_empty() {
+            self.deadline[p] = flush_at;
+        }
+        let _ = self.staged[p].push(m);
+        if self.staged[p].is_full() {
+            self.flush(p);
+        }
+    }
+
+    /// Transmits port `p`'s staging burst.
+    #[inline]
+    fn flush(&mut self, p: usize) {
+        let b = &mut self.staged[p];
+        let n = self.tx[p].tx_burst(b);
+        self.lc.tx += n as u64;
+        self.lc.tx_drops += b.len() as u64;
+        b.clear();
+        self.deadline[p] = u64::MAX;
+    }
+
+    /// Flushes every non-empty burst whose deadline passed, or all of them when `all`.
+    #[inline]
+    fn flush_due(&mut self, tsc: u64, all: bool) {
+        for p in 0..self.staged.len() {
+            if !self.staged[p].is_empty() && (all || tsc >= self.deadline[p]) {
+                self.flush(p);
+            }
+        }
+    }
+}
+
+/// Where packets go besides the pipeline's verdicts: handoffs to owning workers and the
+/// exception path. Read-only during the loop.
+struct Routing {
+    me: usize,
+    workers: usize,
+    handoff_out: Vec<Arc<Ring>>,
+    port_index_by_id: Vec<u16>,
+    /// Port index -> DPDK port id (the inverse of `port_index_by_id`), stamped on handed-off
+    /// mbufs so the owner knows their port.
+    port_id_by_index: Vec<u16>,
+    host: HostPath,
+}
+
+/// Publishes everything the control plane reads.
+fn publish_all(stats: &WorkerStats, pipeline: &Pipeline, lc: &LoopCounters, appliances: usize) {
+    stats.publish(&pipeline.counters, lc.rx, lc.tx, lc.handed_off, lc.tx_drops);
+    stats.publish_appliances(&pipeline.counters, appliances);
+    stats
+        .active_flows
+        .store(pipeline.flows().len() as u64, Relaxed);
+}
+
 /// Runs the worker loop until `stop` is set. Returns the pipeline for final reporting.
 pub fn run(mut w: WorkerSetup) -> Pipeline {
     let hz = lcore::tsc_hz().max(1);
     let start = lcore::rdtsc();
-    let mut staged: Vec<MbufBurst<BURST>> = (0..w.tx.len()).map(|_| MbufBurst::new()).collect();
-    let mut deadline = vec![u64::MAX; w.tx.len()];
-    let mut lc = LoopCounters::default();
+    let mut out = TxStage::new(std::mem::take(&mut w.tx));
+    let mut port_id_by_index = vec![0u16; out.tx.len()];
+    for (id, &index) in w.port_index_by_id.iter().enumerate() {
+        if let Some(slot) = port_id_by_index.get_mut(usize::from(index)) {
+            *slot = id as u16;
+        }
+    }
+    let routing = Routing {
+        me: w.index,
+        workers: w.workers,
+        handoff_out: std::mem::take(&mut w.handoff_out),
+        port_index_by_id: std::mem::take(&mut w.port_index_by_id),
+        port_id_by_index,
+        host: std::mem::take(&mut w.host_path),
+    };
     let mut snap = w.snapshot.load_full();
     let mut rx_burst: MbufBurst<BURST> = MbufBurst::new();
     let mut last_rx = start;
@@ -103,32 +188,26 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
                 snap = arc_swap::Guard::into_inner(cur);
             }
         }
+        let flush_at = tsc + w.tx_flush_cycles;
 
         let mut got = 0;
         for (port_idx, q) in w.rx.iter_mut() {
             let n = q.rx_burst(&mut rx_burst);
-            if n == 0 {
-                continue;
+            if n > 0 {
+                got += n;
+                out.lc.rx += n as u64;
+                let port = Some(*port_idx);
+                process_burst(
+                    &mut w.pipeline,
+                    &snap,
+                    &mut rx_burst,
+                    port,
+                    &routing,
+                    &mut out,
+                    now,
+                    flush_at,
+                );
             }
-            got += n;
-            lc.rx += n as u64;
-            process_burst(
-                &mut w.pipeline,
-                &snap,
-                &mut rx_burst,
-                Some(*port_idx),
-                &w.port_index_by_id,
-                &w.host_path,
-                w.index,
-                w.workers,
-                &w.handoff_out,
-                &mut staged,
-                &mut deadline,
-                &mut w.tx,
-                &mut lc,
-                now,
-                tsc + w.tx_flush_cycles,
-            );
         }
         if let Some(ring) = &w.handoff_in {
             let n = ring.dequeue_burst(&mut rx_burst);
@@ -139,91 +218,45 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
                     &snap,
                     &mut rx_burst,
                     None,
-                    &w.port_index_by_id,
-                    &w.host_path,
-                    w.index,
-                    1,
-                    &w.handoff_out,
-                    &mut staged,
-                    &mut deadline,
-                    &mut w.tx,
-                    &mut lc,
+                    &routing,
+                    &mut out,
                     now,
-                    tsc + w.tx_flush_cycles,
+                    flush_at,
                 );
             }
         }
-
-        for (p, b) in staged.iter_mut().enumerate() {
-            if !b.is_empty() && (got == 0 || tsc >= deadline[p]) {
-                flush(&mut w.tx[p], b, &mut lc);
-                deadline[p] = u64::MAX;
-            }
-        }
+        out.flush_due(tsc, got == 0);
 
         if got > 0 {
             last_rx = tsc;
             w.stats.publish(
                 &w.pipeline.counters,
-                lc.rx,
-                lc.tx,
-                lc.handed_off,
-                lc.tx_drops,
+                out.lc.rx,
+                out.lc.tx,
+                out.lc.handed_off,
+                out.lc.tx_drops,
             );
         } else {
             // Idle: reclaim expired flows a little at a time.
             w.pipeline.flows_mut().expire_step(now, 64);
             if published_gen != snap.generation || tsc.wrapping_sub(last_rx) > hz / 10 {
-                w.stats.publish(
-                    &w.pipeline.counters,
-                    lc.rx,
-                    lc.tx,
-                    lc.handed_off,
-                    lc.tx_drops,
-                );
-                w.stats
-                    .publish_appliances(&w.pipeline.counters, snap.appliances.len());
-                w.stats
-                    .active_flows
-                    .store(w.pipeline.flows().len() as u64, Relaxed);
+                publish_all(&w.stats, &w.pipeline, &out.lc, snap.appliances.len());
                 published_gen = snap.generation;
             }
             if let Some(limit) = w.idle_exit_cycles {
-                if lc.rx > 0 && tsc.wrapping_sub(last_rx) > limit {
+                if out.lc.rx > 0 && tsc.wrapping_sub(last_rx) > limit {
                     break;
                 }
             }
         }
     }
-    for (p, b) in staged.iter_mut().enumerate() {
-        flush(&mut w.tx[p], b, &mut lc);
-    }
-    w.stats.publish(
-        &w.pipeline.counters,
-        lc.rx,
-        lc.tx,
-        lc.handed_off,
-        lc.tx_drops,
-    );
-    w.stats
-        .publish_appliances(&w.pipeline.counters, snap.appliances.len());
-    w.stats
-        .active_flows
-        .store(w.pipeline.flows().len() as u64, Relaxed);
+    out.flush_due(0, true);
+    publish_all(&w.stats, &w.pipeline, &out.lc, snap.appliances.len());
     w.pipeline
 }
 
-/// Transmits a staging burst; what the queue does not take is freed and counted.
-#[inline]
-fn flush(tx: &mut TxQueue, b: &mut MbufBurst<BURST>, lc: &mut LoopCounters) {
-    let n = tx.tx_burst(b);
-    lc.tx += n as u64;
-    lc.tx_drops += b.len() as u64;
-    b.clear();
-}
-
 /// Processes one received burst. `in_port` is `None` for handoff packets (their port is in
-/// the mbuf).
+/// the mbuf); those are already on their owner and are never handed off again.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn process_burst(
@@ -231,15 +264,8 @@ fn process_burst(
     snap: &Snapshot,
     burst: &mut MbufBurst<BURST>,
     in_port: Option<u16>,
-    port_index_by_id: &[u16],
-    host: &HostPath,
-    me: usize,
-    workers: usize,
-    handoff_out: &[Arc<Ring>],
-    staged: &mut [MbufBurst<BURST>],
-    deadline: &mut [u64],
-    tx: &mut [TxQueue],
-    lc: &mut LoopCounters,
+    r: &Routing,
+    out: &mut TxStage,
     now: u32,
     flush_at: u64,
 ) {
@@ -248,102 +274,43 @@ fn process_burst(
     while let Some(mut m) = burst.pop() {
         let port = match in_port {
             Some(p) => p,
-            None => port_index_by_id
+            None => r
+                .port_index_by_id
                 .get(usize::from(m.port().0))
                 .copied()
                 .unwrap_or(u16::MAX),
         };
         // From the kernel: out the paired port as the kernel built it.
-        if let Some(phys) = host.phys_of.get(usize::from(port)).copied().flatten() {
-            stage(staged, deadline, tx, lc, phys, m, flush_at);
+        if let Some(phys) = r.host.phys_of.get(usize::from(port)).copied().flatten() {
+            out.stage(phys, m, flush_at);
             continue;
         }
-        if workers > 1 {
-            let owner = owner_of(snap, m.data(), port, workers);
-            if owner != me {
-                m.set_port(dpdk_bindings::port::PortId(port_id_of(
-                    port_index_by_id,
-                    port,
-                )));
+        if r.workers > 1 && in_port.is_some() {
+            // Unparseable and non-flow frames go to worker 0 (dropped or sent to the host there).
+            let owner =
+                pipeline::owner_hash(snap, m.data(), port).map_or(0, |h| h as usize % r.workers);
+            if owner != r.me {
+                m.set_port(dpdk_bindings::port::PortId(
+                    r.port_id_by_index[usize::from(port)],
+                ));
                 let mut one: MbufBurst<1> = MbufBurst::new();
                 let _ = one.push(m);
-                if handoff_out[owner].enqueue_burst(&mut one) == 1 {
-                    lc.handed_off += 1;
+                if r.handoff_out[owner].enqueue_burst(&mut one) == 1 {
+                    out.lc.handed_off += 1;
                 } else {
-                    lc.tx_drops += 1;
+                    out.lc.tx_drops += 1;
                 }
                 continue;
             }
         }
         match pipeline.process(snap, &mut m, port, now) {
-            Verdict::Tx(p) => stage(staged, deadline, tx, lc, p, m, flush_at),
-            Verdict::ToHost => match host.tap_of.get(usize::from(port)).copied().flatten() {
-                Some(tap) => stage(staged, deadline, tx, lc, tap, m, flush_at),
+            Verdict::Tx(p) => out.stage(p, m, flush_at),
+            Verdict::ToHost => match r.host.tap_of.get(usize::from(port)).copied().flatten() {
+                Some(tap) => out.stage(tap, m, flush_at),
                 // No exception path configured: counted (to_host) and freed.
                 None => drop(m),
             },
             Verdict::Drop(_) => drop(m),
         }
     }
-}
-
-/// Stages an mbuf for TX on port `p`, flushing at a full burst.
-#[inline]
-fn stage(
-    staged: &mut [MbufBurst<BURST>],
-    deadline: &mut [u64],
-    tx: &mut [TxQueue],
-    lc: &mut LoopCounters,
-    p: u16,
-    m: Mbuf,
-    flush_at: u64,
-) {
-    let p = usize::from(p);
-    let b = &mut staged[p];
-    if b.is_empty() {
-        deadline[p] = flush_at;
-    }
-    let _ = b.push(m);
-    if b.is_full() {
-        flush(&mut tx[p], b, lc);
-        deadline[p] = u64::MAX;
-    }
-}
-
-fn port_id_of(port_index_by_id: &[u16], index: u16) -> u16 {
-    port_index_by_id
-        .iter()
-        .position(|&i| i == index)
-        .unwrap_or(0) as u16
-}
-
-/// The worker that owns the flow of this frame: `flow_hash % workers`. Frames that cannot
-/// be parsed, or are not flow traffic, stay with worker 0 (they are dropped or go to the
-/// host there).
-fn owner_of(snap: &Snapshot, frame: &[u8], port: u16, workers: usize) -> usize {
-    let Ok(p) = parse::parse_frame(frame) else {
-        return 0;
-    };
-    let Some(pv) = snap.ports.get(usize::from(port)) else {
-        return 0;
-    };
-    if pv.is_own(&p.dst) {
-        if p.protocol == proto::UDP && p.dst_port == geneve::UDP_PORT {
-            let Some(slot) = snap.appliance_by_addr(&p.src) else {
-                return 0;
-            };
-            let Ok(ret) = decap::parse_return(frame, &p) else {
-                return 0;
-            };
-            let g = &snap.groups[usize::from(snap.appliances[usize::from(slot)].group)];
-            let key = FlowKey::from_packet(&ret.inner, g.stickiness);
-            return (key.hash(snap.seed) as u32 as usize) % workers;
-        }
-        return 0;
-    }
-    let Some(g) = snap.group_for_port(port) else {
-        return 0;
-    };
-    let key = FlowKey::from_packet(&p, snap.groups[usize::from(g)].stickiness);
-    (key.hash(snap.seed) as u32 as usize) % workers
 }
