@@ -155,14 +155,6 @@ pub struct Snapshot {
     neighbors: Vec<(IpAddrBytes, [u8; 6])>,
 }
 
-/// Converts an address to the parser's representation.
-pub fn to_bytes(addr: IpAddr) -> IpAddrBytes {
-    match addr {
-        IpAddr::V4(a) => IpAddrBytes(a.to_ipv6_mapped().octets()),
-        IpAddr::V6(a) => IpAddrBytes(a.octets()),
-    }
-}
-
 fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
     let (bits, len) = match addr {
         IpAddr::V4(a) => (
@@ -211,8 +203,8 @@ impl Snapshot {
                 name: p.name.clone(),
                 mac: p.mac.map(|m| m.0).unwrap_or(*mac),
                 role: p.role,
-                ipv4: p.ipv4.map(|n| to_bytes(n.addr.into())),
-                ipv6: p.ipv6.map(|n| to_bytes(n.addr.into())),
+                ipv4: p.ipv4.map(|n| n.addr.into()),
+                ipv6: p.ipv6.map(|n| n.addr.into()),
                 mtu: p.mtu,
             })
             .collect();
@@ -220,18 +212,18 @@ impl Snapshot {
         let mut neighbors: Vec<(IpAddrBytes, [u8; 6])> = cfg
             .neighbors
             .iter()
-            .map(|n| (to_bytes(n.address), n.mac.0))
+            .map(|n| (IpAddrBytes::from(n.address), n.mac.0))
             .collect();
         for g in &cfg.target_groups {
             for t in &g.targets {
                 if let Some(mac) = t.mac {
-                    neighbors.push((to_bytes(t.address), mac.0));
+                    neighbors.push((IpAddrBytes::from(t.address), mac.0));
                 }
             }
         }
         // Learned entries last: static ones win (the stable sort + dedup keeps the first).
         for (ip, mac) in &live.learned_neighbors {
-            neighbors.push((to_bytes(*ip), *mac));
+            neighbors.push((IpAddrBytes::from(*ip), *mac));
         }
         neighbors.sort_by_key(|a| a.0);
         // Static entries were pushed first: keep the first of equal keys.
@@ -257,7 +249,7 @@ impl Snapshot {
         }
         for r in &cfg.routes {
             let (net, mask) = prefix_mask(r.prefix.addr(), r.prefix.prefix_len());
-            let via = r.via.map(to_bytes);
+            let via = r.via.map(IpAddrBytes::from);
             routes.push((
                 r.prefix.prefix_len(),
                 RouteView {
@@ -299,29 +291,31 @@ impl Snapshot {
                     .copied()
                     .unwrap_or(ApplianceState::Healthy);
                 let port = &snap.ports[t.port];
-                let template = snap.lookup_neighbor(&to_bytes(t.address)).and_then(|mac| {
-                    let src_ip = match t.address {
-                        IpAddr::V4(_) => port.ipv4,
-                        IpAddr::V6(_) => port.ipv6,
-                    }?;
-                    EncapTemplate::new(&EncapParams {
-                        src_mac: port.mac,
-                        dst_mac: mac,
-                        src_ip: src_ip.to_ip_addr(),
-                        dst_ip: t.address,
-                        vni: g.geneve_vni,
-                        ttl: g.outer_ttl,
-                        endpoint_id: g.endpoint_id,
-                        attachment_id: g.attachment_id,
-                        mtu: port.mtu,
-                    })
-                });
+                let template = snap
+                    .lookup_neighbor(&IpAddrBytes::from(t.address))
+                    .and_then(|mac| {
+                        let src_ip = match t.address {
+                            IpAddr::V4(_) => port.ipv4,
+                            IpAddr::V6(_) => port.ipv6,
+                        }?;
+                        EncapTemplate::new(&EncapParams {
+                            src_mac: port.mac,
+                            dst_mac: mac,
+                            src_ip: src_ip.to_ip_addr(),
+                            dst_ip: t.address,
+                            vni: g.geneve_vni,
+                            ttl: g.outer_ttl,
+                            endpoint_id: g.endpoint_id,
+                            attachment_id: g.attachment_id,
+                            mtu: port.mtu,
+                        })
+                    });
                 if state == ApplianceState::Healthy && t.weight > 0 {
                     backends.push(MaglevBackend::from_addr(t.address, u32::from(t.weight)));
                     slots.push(slot as u16);
                 }
                 snap.appliance_by_addr
-                    .push((to_bytes(t.address), slot as u16));
+                    .push((IpAddrBytes::from(t.address), slot as u16));
                 snap.appliances.push(ApplianceView {
                     addr: t.address,
                     group: gi as u16,

@@ -426,7 +426,7 @@ fn refresh_neighbors(
     wanted.extend(cfg.routes.iter().filter_map(|r| r.via.map(|v| (v, r.port))));
     for (addr, port) in wanted {
         if snap
-            .lookup_neighbor(&crate::snapshot::to_bytes(addr))
+            .lookup_neighbor(&crate::parse::IpAddrBytes::from(addr))
             .is_none()
         {
             if let Some((_, ifname)) = kernel_ifs.iter().find(|(p, _)| *p == port) {
