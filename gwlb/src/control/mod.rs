@@ -1,0 +1,479 @@
+//! The control plane's interface: what operators (the HTTP API, the CLI through it, SIGHUP)
+//! can ask a running gateway, and what it answers.
+//!
+//! One thread, the control loop (`dataplane::control_loop`), owns the mutable state: the
+//! running [`Config`](crate::config::Config), the [`registry::Registry`] of appliance slots,
+//! health and learned neighbours. Everything else talks to it by sending a [`Command`] with a
+//! reply channel through a [`ControlHandle`]; the loop applies commands one at a time, so a
+//! change is either applied whole (validated like a config file, a new snapshot published)
+//! or rejected with nothing changed.
+//!
+//! The types here are plain data (serde) so the API server, the CLI client and tests share
+//! them without DPDK.
+
+pub mod registry;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::{Deserialize, Serialize};
+
+/// Longest a [`ControlHandle`] request waits for the control loop.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a control request failed. Each kind maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ControlError {
+    /// The request is invalid; `field` names the offending input.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field (request field, or config field path for a rejected change).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The named target group or target does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. `target group "tg1"`.
+        what: String,
+    },
+    /// The request conflicts with the current state (e.g. registering a target twice).
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+    },
+    /// The control loop did not answer (stopping, or overloaded).
+    #[error("the gateway's control loop is not answering: {message}")]
+    Unavailable {
+        /// Details.
+        message: String,
+    },
+}
+
+impl ControlError {
+    /// The HTTP status code for this error.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ControlError::Invalid { .. } => 400,
+            ControlError::NotFound { .. } => 404,
+            ControlError::Conflict { .. } => 409,
+            ControlError::Unavailable { .. } => 503,
+        }
+    }
+
+    /// An [`ControlError::Invalid`] for `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ControlError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Result of a control request.
+pub type ControlResult<T> = Result<T, ControlError>;
+
+/// Reply channel of one command.
+pub type Reply<T> = Sender<ControlResult<T>>;
+
+/// Health / registration state of a target, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Registered and passing its health checks (or checks disabled): takes new flows if
+    /// its weight is above 0.
+    Healthy,
+    /// Registered and failing its health checks: no new flows.
+    Unhealthy,
+    /// Deregistered, its existing flows draining until the deregistration delay ends.
+    Draining,
+}
+
+impl TargetState {
+    /// Lower-case name (`healthy`, `unhealthy`, `draining`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Healthy => "healthy",
+            TargetState::Unhealthy => "unhealthy",
+            TargetState::Draining => "draining",
+        }
+    }
+}
+
+/// One target (appliance) of a target group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// Target group name.
+    pub group: String,
+    /// The appliance's address.
+    pub address: IpAddr,
+    /// Name of the port that reaches it.
+    pub port: String,
+    /// Relative weight for new flows (0 = none).
+    pub weight: u16,
+    /// Health / registration.
+    pub state: TargetState,
+    /// Why it is in that state (last health-check outcome, or the deregistration).
+    pub reason: Option<String>,
+    /// Seconds left of the deregistration delay, while draining.
+    pub drain_remaining_s: Option<u64>,
+    /// Duration of the latest answered health-check probe, in milliseconds.
+    pub check_latency_ms: Option<f64>,
+    /// Its slot (index in per-appliance counters; stable while the gateway runs).
+    pub slot: u16,
+    /// Whether its MAC address is known (encapsulation possible).
+    pub resolved: bool,
+    /// Packets encapsulated toward it (all workers).
+    pub packets: u64,
+    /// Inner IP bytes encapsulated toward it.
+    pub bytes: u64,
+    /// Flows given to it (new and moved), since start.
+    pub flows: u64,
+}
+
+/// A health-check configuration, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheckInfo {
+    /// Whether probes run.
+    pub enabled: bool,
+    /// `tcp` or `http`.
+    pub protocol: String,
+    /// Destination port.
+    pub port: u16,
+    /// HTTP path (HTTP only).
+    pub path: Option<String>,
+    /// Accepted HTTP status codes, e.g. `200-399` (HTTP only).
+    pub success_codes: Option<String>,
+    /// Milliseconds between probes.
+    pub interval_ms: u64,
+    /// Milliseconds a probe may take.
+    pub timeout_ms: u64,
+    /// Successes that make a target healthy.
+    pub healthy_threshold: u8,
+    /// Failures that make a target unhealthy.
+    pub unhealthy_threshold: u8,
+}
+
+/// A change to a target group's health check: every field left out keeps its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckPatch {
+    /// Probes on/off.
+    pub enabled: Option<bool>,
+    /// `tcp` or `http`.
+    pub protocol: Option<String>,
+    /// Destination port.
+    pub port: Option<u16>,
+    /// HTTP path.
+    pub path: Option<String>,
+    /// Accepted HTTP status codes (`200`, `200-299`, `200,301`).
+    pub success_codes: Option<String>,
+    /// Milliseconds between probes.
+    pub interval_ms: Option<u64>,
+    /// Milliseconds a probe may take.
+    pub timeout_ms: Option<u64>,
+    /// Successes that make a target healthy.
+    pub healthy_threshold: Option<u8>,
+    /// Failures that make a target unhealthy.
+    pub unhealthy_threshold: Option<u8>,
+}
+
+/// One target group with its targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetGroupInfo {
+    /// Name.
+    pub name: String,
+    /// `5-tuple`, `3-tuple` or `2-tuple`.
+    pub stickiness: String,
+    /// `rebalance` or `no_rebalance`.
+    pub on_unhealthy: String,
+    /// `fail_open` or `fail_closed`.
+    pub on_all_unhealthy: String,
+    /// Connection-draining delay in seconds.
+    pub deregistration_delay_s: u64,
+    /// Its health check.
+    pub health_check: HealthCheckInfo,
+    /// Targets taking new flows (healthy, weight > 0).
+    pub healthy_count: usize,
+    /// Registered targets failing their checks.
+    pub unhealthy_count: usize,
+    /// Its targets, registered ones first (in config order), then draining ones.
+    pub targets: Vec<TargetInfo>,
+}
+
+/// A target to register.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// The appliance's address.
+    pub address: IpAddr,
+    /// Weight, 0..=1000 (default 100).
+    pub weight: Option<u16>,
+    /// Port name (default: the appliance-facing port whose subnet holds the address).
+    pub port: Option<String>,
+    /// Static MAC (default: learned by ARP/ND).
+    pub mac: Option<String>,
+}
+
+/// Counters of one worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// Worker index.
+    pub worker: usize,
+    /// Packets received from ports.
+    pub rx: u64,
+    /// Packets transmitted.
+    pub tx: u64,
+    /// Packets processed by the pipeline.
+    pub processed: u64,
+    /// Encapsulated toward appliances.
+    pub encapsulated: u64,
+    /// Appliance returns decapsulated and forwarded.
+    pub decapsulated: u64,
+    /// Forwarded uninspected (fail-open).
+    pub fail_open: u64,
+    /// Handed to the host kernel (exception path).
+    pub to_host: u64,
+    /// New flows.
+    pub new_flows: u64,
+    /// Flows moved to another appliance.
+    pub rebalanced_flows: u64,
+    /// Packets passed to the flow's owning worker.
+    pub handed_off: u64,
+    /// Flow-table entries in use (as of the worker's last publish).
+    pub active_flows: u64,
+    /// Flow-table capacity.
+    pub flow_table_capacity: u64,
+    /// Total drops.
+    pub dropped: u64,
+    /// Drops by reason (only reasons with a count).
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// Statistics of the running gateway.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// Snapshot generation (increments with every health, neighbour or config change).
+    pub generation: u64,
+    /// Per worker.
+    pub workers: Vec<WorkerReport>,
+    /// Sum over workers (`worker` is 0).
+    pub total: WorkerReport,
+}
+
+/// Which flows to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowQuery {
+    /// Only flows of this target group.
+    pub group: Option<String>,
+    /// Only flows steered to this appliance.
+    pub appliance: Option<IpAddr>,
+    /// Only flows with this address at either end.
+    pub address: Option<IpAddr>,
+    /// Only flows with this port at either end.
+    pub port: Option<u16>,
+    /// Continue after a previous page (its `next_cursor`).
+    pub cursor: Option<String>,
+    /// Most flows per page (default 100, at most 10 000).
+    pub limit: Option<usize>,
+}
+
+/// One flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowInfo {
+    /// Owning worker.
+    pub worker: usize,
+    /// Target group.
+    pub group: String,
+    /// Appliance the flow is steered to.
+    pub appliance: IpAddr,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// One end (the lower address of the canonical key).
+    pub addr_a: IpAddr,
+    /// Its port (0 for port-less protocols or 2/3-tuple stickiness).
+    pub port_a: u16,
+    /// The other end.
+    pub addr_b: IpAddr,
+    /// Its port.
+    pub port_b: u16,
+    /// Seconds since the flow's last packet.
+    pub idle_s: u32,
+}
+
+/// A page of flows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowPage {
+    /// Flows on this page.
+    pub flows: Vec<FlowInfo>,
+    /// Pass as `cursor` to get the next page; `None` when this was the last.
+    pub next_cursor: Option<String>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The file that was loaded.
+    pub file: String,
+    /// `group/address` of targets registered by it.
+    pub registered: Vec<String>,
+    /// `group/address` of targets deregistered (draining) by it.
+    pub deregistered: Vec<String>,
+    /// `group/address` of targets whose weight changed.
+    pub reweighted: Vec<String>,
+    /// Other changed settings, by field path.
+    pub changed: Vec<String>,
+    /// Warnings of the new configuration.
+    pub warnings: Vec<String>,
+}
+
+/// A request to the control loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Every target group with its targets.
+    ListGroups(Reply<Vec<TargetGroupInfo>>),
+    /// Registers a target (starts healthy; probed from now on).
+    Register {
+        /// Target group name.
+        group: String,
+        /// The target.
+        target: TargetSpec,
+        /// Reply: the target as registered.
+        reply: Reply<TargetInfo>,
+    },
+    /// Deregisters a target: it drains for the group's deregistration delay.
+    Deregister {
+        /// Target group name.
+        group: String,
+        /// The target's address.
+        address: IpAddr,
+        /// Reply: the target, now draining.
+        reply: Reply<TargetInfo>,
+    },
+    /// Changes a target's weight (new flows only; existing flows stay).
+    SetWeight {
+        /// Target group name.
+        group: String,
+        /// The target's address.
+        address: IpAddr,
+        /// New weight, 0..=1000.
+        weight: u16,
+        /// Reply: the target.
+        reply: Reply<TargetInfo>,
+    },
+    /// Changes a target group's health check.
+    SetHealthCheck {
+        /// Target group name.
+        group: String,
+        /// The change.
+        patch: HealthCheckPatch,
+        /// Reply: the group.
+        reply: Reply<TargetGroupInfo>,
+    },
+    /// Counters.
+    Stats(Reply<StatsReport>),
+    /// A page of the flow tables.
+    Flows(FlowQuery, Reply<FlowPage>),
+    /// Reloads the configuration file (as SIGHUP does).
+    Reload(Reply<ReloadReport>),
+}
+
+/// The sending side of the control loop's command channel. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ControlHandle {
+    commands: Sender<Command>,
+}
+
+impl ControlHandle {
+    /// A handle and the receiver the control loop reads.
+    pub fn channel() -> (ControlHandle, Receiver<Command>) {
+        let (commands, rx) = crossbeam_channel::bounded(64);
+        (ControlHandle { commands }, rx)
+    }
+
+    fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> ControlResult<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.commands
+            .send_timeout(make(tx), REQUEST_TIMEOUT)
+            .map_err(|_| ControlError::Unavailable {
+                message: "command queue closed or full".into(),
+            })?;
+        rx.recv_timeout(REQUEST_TIMEOUT)
+            .map_err(|_| ControlError::Unavailable {
+                message: format!("no answer within {REQUEST_TIMEOUT:?}"),
+            })?
+    }
+
+    /// See [`Command::ListGroups`].
+    pub fn list_groups(&self) -> ControlResult<Vec<TargetGroupInfo>> {
+        self.request(Command::ListGroups)
+    }
+
+    /// See [`Command::Register`].
+    pub fn register(&self, group: &str, target: TargetSpec) -> ControlResult<TargetInfo> {
+        self.request(|reply| Command::Register {
+            group: group.to_owned(),
+            target,
+            reply,
+        })
+    }
+
+    /// See [`Command::Deregister`].
+    pub fn deregister(&self, group: &str, address: IpAddr) -> ControlResult<TargetInfo> {
+        self.request(|reply| Command::Deregister {
+            group: group.to_owned(),
+            address,
+            reply,
+        })
+    }
+
+    /// See [`Command::SetWeight`].
+    pub fn set_weight(
+        &self,
+        group: &str,
+        address: IpAddr,
+        weight: u16,
+    ) -> ControlResult<TargetInfo> {
+        self.request(|reply| Command::SetWeight {
+            group: group.to_owned(),
+            address,
+            weight,
+            reply,
+        })
+    }
+
+    /// See [`Command::SetHealthCheck`].
+    pub fn set_health_check(
+        &self,
+        group: &str,
+        patch: HealthCheckPatch,
+    ) -> ControlResult<TargetGroupInfo> {
+        self.request(|reply| Command::SetHealthCheck {
+            group: group.to_owned(),
+            patch,
+            reply,
+        })
+    }
+
+    /// See [`Command::Stats`].
+    pub fn stats(&self) -> ControlResult<StatsReport> {
+        self.request(Command::Stats)
+    }
+
+    /// See [`Command::Flows`].
+    pub fn flows(&self, query: FlowQuery) -> ControlResult<FlowPage> {
+        self.request(|reply| Command::Flows(query, reply))
+    }
+
+    /// See [`Command::Reload`].
+    pub fn reload(&self) -> ControlResult<ReloadReport> {
+        self.request(Command::Reload)
+    }
+}

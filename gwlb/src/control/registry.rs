@@ -1,0 +1,320 @@
+//! Stable appliance slots across registrations, deregistrations and reloads.
+//!
+//! Flow-table entries name their appliance by *slot* (a `u16` index into the snapshot's
+//! appliances and the per-appliance counters). A slot therefore must keep meaning the same
+//! appliance for as long as any flow may name it: the [`Registry`] hands out one slot per
+//! `(target group, address)` and never gives it to another target while the gateway runs.
+//! A target that is deregistered keeps its slot while it drains; one that comes back (by
+//! reload or API) gets its old slot back, with its flows.
+//!
+//! The registry is pure bookkeeping (no I/O, no clocks of its own): the control loop feeds it
+//! the running configuration and the time, and builds snapshots from it.
+
+use std::net::IpAddr;
+
+use crate::config::{Config, Target};
+
+/// Where a slot stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// In the running configuration.
+    Registered,
+    /// Deregistered: existing flows keep it until `until` (the data path's seconds clock).
+    Draining {
+        /// End of the deregistration delay.
+        until: u32,
+    },
+    /// Deregistered and drained: no flow may use it any more.
+    Gone,
+}
+
+/// One appliance slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// Target group name.
+    pub group: String,
+    /// The target as last configured (kept while it drains, when the config no longer has
+    /// it).
+    pub target: Target,
+    /// Registration state.
+    pub state: SlotState,
+    /// Health as last reported by the checker (registered targets start healthy).
+    pub healthy: bool,
+    /// Why it is in its state (last health transition or the deregistration).
+    pub reason: Option<String>,
+}
+
+/// What [`Registry::reconcile`] changed, as `group/address` strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Targets new in the configuration (or back from draining).
+    pub registered: Vec<String>,
+    /// Targets gone from the configuration: now draining.
+    pub deregistered: Vec<String>,
+    /// Targets whose weight changed.
+    pub reweighted: Vec<String>,
+    /// Targets whose port or static MAC changed.
+    pub modified: Vec<String>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.registered.is_empty()
+            && self.deregistered.is_empty()
+            && self.reweighted.is_empty()
+            && self.modified.is_empty()
+    }
+}
+
+/// Why a slot could not be given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no free appliance slot: {max} slots used since start (restart the gateway to compact them)"
+)]
+pub struct SlotsExhausted {
+    /// The slot limit.
+    pub max: usize,
+}
+
+/// Slot bookkeeping. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    slots: Vec<Slot>,
+    max: usize,
+}
+
+fn label(group: &str, addr: IpAddr) -> String {
+    format!("{group}/{addr}")
+}
+
+impl Registry {
+    /// Slots for the targets of `cfg`, in config order (group by group), at most `max`.
+    pub fn new(cfg: &Config, max: usize) -> Result<Registry, SlotsExhausted> {
+        let mut r = Registry {
+            slots: Vec::new(),
+            max,
+        };
+        r.reconcile(cfg, 0)?;
+        Ok(r)
+    }
+
+    /// Every slot, by index.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// Mutable slot by index.
+    pub fn slot_mut(&mut self, slot: u16) -> Option<&mut Slot> {
+        self.slots.get_mut(usize::from(slot))
+    }
+
+    /// The slot of `(group, addr)`, whatever its state.
+    pub fn find(&self, group: &str, addr: IpAddr) -> Option<u16> {
+        self.slots
+            .iter()
+            .position(|s| s.group == group && s.target.address == addr)
+            .map(|i| i as u16)
+    }
+
+    /// Brings the slots in line with `cfg` at time `now`: targets new to it get a slot
+    /// (their old one if they had one), targets no longer in it start draining for their
+    /// group's deregistration delay (a group that no longer exists drains with delay 0),
+    /// weights and ports are updated. Nothing changes when it fails.
+    pub fn reconcile(&mut self, cfg: &Config, now: u32) -> Result<Changes, SlotsExhausted> {
+        let mut next = self.slots.clone();
+        let mut changes = Changes::default();
+        let mut present = vec![false; next.len()];
+        for g in &cfg.target_groups {
+            for t in &g.targets {
+                let found = next
+                    .iter()
+                    .position(|s| s.group == g.name && s.target.address == t.address);
+                match found {
+                    Some(i) => {
+                        let s = &mut next[i];
+                        if s.state != SlotState::Registered {
+                            s.state = SlotState::Registered;
+                            s.healthy = true;
+                            s.reason = Some("registered".into());
+                            changes.registered.push(label(&g.name, t.address));
+                        } else if s.target.weight != t.weight {
+                            changes.reweighted.push(label(&g.name, t.address));
+                        } else if s.target != *t {
+                            changes.modified.push(label(&g.name, t.address));
+                        }
+                        s.target = *t;
+                        present[i] = true;
+                    }
+                    None => {
+                        if next.len() >= self.max {
+                            return Err(SlotsExhausted { max: self.max });
+                        }
+                        next.push(Slot {
+                            group: g.name.clone(),
+                            target: *t,
+                            state: SlotState::Registered,
+                            healthy: true,
+                            reason: Some("registered".into()),
+                        });
+                        present.push(true);
+                        changes.registered.push(label(&g.name, t.address));
+                    }
+                }
+            }
+        }
+        for (s, here) in next.iter_mut().zip(present) {
+            if here || s.state != SlotState::Registered {
+                continue;
+            }
+            let delay = cfg
+                .target_groups
+                .iter()
+                .find(|g| g.name == s.group)
+                .map_or(0, |g| g.deregistration_delay.as_secs());
+            let until = now.saturating_add(u32::try_from(delay).unwrap_or(u32::MAX));
+            s.state = SlotState::Draining { until };
+            s.reason = Some(format!("deregistered: draining for {delay} s"));
+            changes.deregistered.push(label(&s.group, s.target.address));
+        }
+        self.slots = next;
+        Ok(changes)
+    }
+
+    /// Ends the draining of every slot whose delay is over at `now`; returns their labels.
+    pub fn expire_drains(&mut self, now: u32) -> Vec<String> {
+        let mut done = Vec::new();
+        for s in &mut self.slots {
+            if let SlotState::Draining { until } = s.state {
+                if now >= until {
+                    s.state = SlotState::Gone;
+                    s.reason = Some("deregistered: draining finished".into());
+                    done.push(label(&s.group, s.target.address));
+                }
+            }
+        }
+        done
+    }
+
+    /// Records a health transition of `slot`. Returns whether the slot exists.
+    pub fn set_health(&mut self, slot: u16, healthy: bool, reason: String) -> bool {
+        match self.slots.get_mut(usize::from(slot)) {
+            Some(s) => {
+                s.healthy = healthy;
+                if s.state == SlotState::Registered {
+                    s.reason = Some(reason);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Slots of registered targets (health-checked ones), in slot order.
+    pub fn registered(&self) -> impl Iterator<Item = (u16, &Slot)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == SlotState::Registered)
+            .map(|(i, s)| (i as u16, s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(targets: &[(&str, u16)], delay: u32) -> Config {
+        let mut s = format!(
+            r#"
+[[ports]]
+name = "p0"
+device = "net_null0"
+role = "both"
+address = "10.0.0.1/24"
+
+[[target_groups]]
+name = "tg"
+deregistration_delay_s = {delay}
+"#
+        );
+        for (a, w) in targets {
+            s.push_str(&format!(
+                "[[target_groups.targets]]\naddress = \"{a}\"\nweight = {w}\nmac = \"02:00:00:00:00:01\"\n"
+            ));
+        }
+        Config::from_toml_str(&s).expect("valid config")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn slots_follow_config_order_at_start() {
+        let r = Registry::new(&cfg(&[("10.0.0.11", 1), ("10.0.0.12", 1)], 300), 16).unwrap();
+        assert_eq!(r.find("tg", ip("10.0.0.11")), Some(0));
+        assert_eq!(r.find("tg", ip("10.0.0.12")), Some(1));
+        assert_eq!(r.registered().count(), 2);
+    }
+
+    #[test]
+    fn removal_drains_then_ends_and_slots_are_never_reused() {
+        let mut r = Registry::new(&cfg(&[("10.0.0.11", 1), ("10.0.0.12", 1)], 30), 16).unwrap();
+        // .11 leaves, .13 arrives: .13 gets a new slot, .12 keeps its slot.
+        let ch = r
+            .reconcile(&cfg(&[("10.0.0.12", 1), ("10.0.0.13", 1)], 30), 100)
+            .unwrap();
+        assert_eq!(ch.deregistered, vec!["tg/10.0.0.11"]);
+        assert_eq!(ch.registered, vec!["tg/10.0.0.13"]);
+        assert_eq!(r.find("tg", ip("10.0.0.12")), Some(1));
+        assert_eq!(r.find("tg", ip("10.0.0.13")), Some(2));
+        assert_eq!(r.slots()[0].state, SlotState::Draining { until: 130 });
+        assert!(r.expire_drains(129).is_empty());
+        assert_eq!(r.expire_drains(130), vec!["tg/10.0.0.11"]);
+        assert_eq!(r.slots()[0].state, SlotState::Gone);
+        // Coming back: the old slot again.
+        let ch = r
+            .reconcile(
+                &cfg(&[("10.0.0.11", 5), ("10.0.0.12", 1), ("10.0.0.13", 1)], 30),
+                200,
+            )
+            .unwrap();
+        assert_eq!(ch.registered, vec!["tg/10.0.0.11"]);
+        assert_eq!(r.find("tg", ip("10.0.0.11")), Some(0));
+        assert_eq!(r.slots()[0].state, SlotState::Registered);
+        assert_eq!(r.slots()[0].target.weight, 5);
+    }
+
+    #[test]
+    fn weight_changes_are_reported() {
+        let mut r = Registry::new(&cfg(&[("10.0.0.11", 1)], 30), 16).unwrap();
+        let ch = r.reconcile(&cfg(&[("10.0.0.11", 7)], 30), 5).unwrap();
+        assert_eq!(ch.reweighted, vec!["tg/10.0.0.11"]);
+        assert!(ch.registered.is_empty() && ch.deregistered.is_empty());
+        assert_eq!(r.slots()[0].target.weight, 7);
+        assert!(r
+            .reconcile(&cfg(&[("10.0.0.11", 7)], 30), 6)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn slot_exhaustion_changes_nothing() {
+        let mut r = Registry::new(&cfg(&[("10.0.0.11", 1)], 30), 2).unwrap();
+        let err = r
+            .reconcile(&cfg(&[("10.0.0.12", 1), ("10.0.0.13", 1)], 30), 5)
+            .unwrap_err();
+        assert_eq!(err.max, 2);
+        assert_eq!(r.slots().len(), 1);
+        assert_eq!(r.slots()[0].state, SlotState::Registered);
+    }
+
+    #[test]
+    fn health_is_recorded_per_slot() {
+        let mut r = Registry::new(&cfg(&[("10.0.0.11", 1)], 30), 4).unwrap();
+        assert!(r.set_health(0, false, "2 consecutive failures".into()));
+        assert!(!r.slots()[0].healthy);
+        assert!(!r.set_health(9, true, String::new()));
+    }
+}
