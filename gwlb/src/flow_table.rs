@@ -246,6 +246,16 @@ pub struct DumpCursor(usize);
 impl DumpCursor {
     /// The beginning of the table.
     pub const START: Self = Self(0);
+
+    /// The cursor at slot `position` (as returned by [`DumpCursor::position`]).
+    pub const fn at(position: usize) -> Self {
+        Self(position)
+    }
+
+    /// The slot this cursor continues at (to carry it across an API request).
+    pub const fn position(self) -> usize {
+        self.0
+    }
 }
 
 /// A fixed-capacity flow table for one worker. See the module documentation.

@@ -87,6 +87,7 @@ fn main() -> ExitCode {
                 extra_eal_args: eal_args,
                 exit_when_idle: exit_when_idle_ms.map(Duration::from_millis),
                 duration: duration.map(Duration::from_secs_f64),
+                config_path: Some(config.clone()),
             };
             match run(&cfg, &opts) {
                 Ok(report) => {

@@ -193,6 +193,9 @@ drop_reasons! {
     NoHealthyAppliance => "no_healthy_appliance",
     /// Packet returned by an appliance that matches no flow (appliances cannot source flows).
     NoFlowForReturn => "no_flow_for_return",
+    /// Packet of a flow whose appliance was deregistered and has finished draining, in a
+    /// `no_rebalance` group: the flow ends (its entry is removed).
+    ApplianceGone => "appliance_gone",
     /// TCP packet other than a SYN for an unknown flow.
     TcpNotSynNoFlow => "tcp_not_syn_no_flow",
     /// New flow could not be inserted: the flow table is full.

@@ -164,9 +164,15 @@ impl Pipeline {
                     ApplianceState::Healthy => true,
                     ApplianceState::Unhealthy => !g.rebalance,
                     ApplianceState::Draining { until } => now < until,
+                    ApplianceState::Gone => false,
                 };
                 if keep {
                     e.appliance
+                } else if !g.rebalance && a.state != ApplianceState::Unhealthy {
+                    // no_rebalance: a flow ends with its drained appliance. The entry stays
+                    // (and blackholes the flow) until it idles out, so the flow's remaining
+                    // packets are never re-steered mid-connection.
+                    return Verdict::Drop(DropReason::ApplianceGone);
                 } else {
                     match pick(snap) {
                         Some(s) => {

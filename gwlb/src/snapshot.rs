@@ -9,8 +9,10 @@
 use std::net::IpAddr;
 
 use crate::config::{self, Config, OnAllUnhealthy, OnUnhealthy, PortRole};
+use crate::control::registry::{Registry, SlotState};
 use crate::encap::{EncapParams, EncapTemplate};
 use crate::flow::Stickiness;
+use crate::flow_table::Timeouts;
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
 use crate::parse::IpAddrBytes;
 
@@ -24,6 +26,12 @@ pub enum SnapshotError {
         group: usize,
         /// What Maglev said.
         source: MaglevError,
+    },
+    /// More appliance slots than a snapshot can index.
+    #[error("more than {max} appliance slots")]
+    Slots {
+        /// The limit.
+        max: usize,
     },
     /// The number of port MACs does not match the configured ports.
     #[error("expected {expected} port MAC addresses, got {got}")]
@@ -48,6 +56,8 @@ pub enum ApplianceState {
         /// End of the deregistration delay.
         until: u32,
     },
+    /// Deregistered and drained: its flows move (`rebalance`) or end (`no_rebalance`).
+    Gone,
 }
 
 /// A data-path port.
@@ -153,6 +163,8 @@ pub struct Snapshot {
     port_group: Vec<Option<u16>>,
     routes: Vec<RouteView>,
     neighbors: Vec<(IpAddrBytes, [u8; 6])>,
+    /// Flow idle timeouts (the first target group's; workers apply them on a new snapshot).
+    pub timeouts: Timeouts,
 }
 
 fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
@@ -174,18 +186,33 @@ fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
 /// Dynamic inputs to a snapshot that are not in the config file.
 #[derive(Clone, Debug, Default)]
 pub struct LiveState {
-    /// State per appliance slot (missing = healthy).
-    pub appliance_state: Vec<ApplianceState>,
     /// Neighbours learned by ARP/ND, added to the static ones.
     pub learned_neighbors: Vec<(IpAddr, [u8; 6])>,
 }
 
 impl Snapshot {
-    /// Builds a snapshot from a validated config, the ports' MAC addresses and the live state.
-    /// Appliance slots are the targets in config order, group by group.
+    /// Builds a snapshot of a freshly started gateway: appliance slots are the targets in
+    /// config order, group by group, all healthy.
     pub fn build(
         cfg: &Config,
         port_macs: &[[u8; 6]],
+        live: &LiveState,
+        generation: u64,
+    ) -> Result<Snapshot, SnapshotError> {
+        let registry =
+            Registry::new(cfg, usize::from(u16::MAX)).map_err(|_| SnapshotError::Slots {
+                max: usize::from(u16::MAX),
+            })?;
+        Self::build_with(cfg, port_macs, &registry, live, generation)
+    }
+
+    /// Builds a snapshot from a validated config, the ports' MAC addresses, the appliance
+    /// slots (registration and health) and the learned neighbours. Groups are the config's,
+    /// in order; a slot whose group is not in `cfg` is [`ApplianceState::Gone`].
+    pub fn build_with(
+        cfg: &Config,
+        port_macs: &[[u8; 6]],
+        registry: &Registry,
         live: &LiveState,
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
@@ -214,11 +241,9 @@ impl Snapshot {
             .iter()
             .map(|n| (IpAddrBytes::from(n.address), n.mac.0))
             .collect();
-        for g in &cfg.target_groups {
-            for t in &g.targets {
-                if let Some(mac) = t.mac {
-                    neighbors.push((IpAddrBytes::from(t.address), mac.0));
-                }
+        for s in registry.slots() {
+            if let (Some(mac), false) = (s.target.mac, s.state == SlotState::Gone) {
+                neighbors.push((IpAddrBytes::from(s.target.address), mac.0));
             }
         }
         // Learned entries last: static ones win (the stable sort + dedup keeps the first).
@@ -275,56 +300,73 @@ impl Snapshot {
             port_group: vec![None; cfg.ports.len()],
             routes,
             neighbors,
+            timeouts: Timeouts::default(),
         };
 
         for (gi, g) in cfg.target_groups.iter().enumerate() {
             for &p in &g.user_ports {
                 snap.port_group[p] = Some(gi as u16);
             }
-            let mut backends = Vec::new();
-            let mut slots = Vec::new();
-            for t in &g.targets {
-                let slot = snap.appliances.len();
-                let state = live
-                    .appliance_state
-                    .get(slot)
-                    .copied()
-                    .unwrap_or(ApplianceState::Healthy);
-                let port = &snap.ports[t.port];
-                let template = snap
-                    .lookup_neighbor(&IpAddrBytes::from(t.address))
-                    .and_then(|mac| {
-                        let src_ip = match t.address {
-                            IpAddr::V4(_) => port.ipv4,
-                            IpAddr::V6(_) => port.ipv6,
-                        }?;
-                        EncapTemplate::new(&EncapParams {
-                            src_mac: port.mac,
-                            dst_mac: mac,
-                            src_ip: src_ip.to_ip_addr(),
-                            dst_ip: t.address,
-                            vni: g.geneve_vni,
-                            ttl: g.outer_ttl,
-                            endpoint_id: g.endpoint_id,
-                            attachment_id: g.attachment_id,
-                            mtu: port.mtu,
+        }
+        let mut group_backends: Vec<(Vec<MaglevBackend>, Vec<u16>)> =
+            vec![(Vec::new(), Vec::new()); cfg.target_groups.len()];
+        for (slot, s) in registry.slots().iter().enumerate() {
+            let t = &s.target;
+            let gi = cfg.target_groups.iter().position(|g| g.name == s.group);
+            let state = match (gi, s.state) {
+                (None, _) | (_, SlotState::Gone) => ApplianceState::Gone,
+                (_, SlotState::Draining { until }) => ApplianceState::Draining { until },
+                (_, SlotState::Registered) if s.healthy => ApplianceState::Healthy,
+                (_, SlotState::Registered) => ApplianceState::Unhealthy,
+            };
+            let port = snap.ports.get(t.port);
+            let template = match (gi, port) {
+                (Some(gi), Some(port)) if state != ApplianceState::Gone => {
+                    let g = &cfg.target_groups[gi];
+                    snap.lookup_neighbor(&IpAddrBytes::from(t.address))
+                        .and_then(|mac| {
+                            let src_ip = match t.address {
+                                IpAddr::V4(_) => port.ipv4,
+                                IpAddr::V6(_) => port.ipv6,
+                            }?;
+                            EncapTemplate::new(&EncapParams {
+                                src_mac: port.mac,
+                                dst_mac: mac,
+                                src_ip: src_ip.to_ip_addr(),
+                                dst_ip: t.address,
+                                vni: g.geneve_vni,
+                                ttl: g.outer_ttl,
+                                endpoint_id: g.endpoint_id,
+                                attachment_id: g.attachment_id,
+                                mtu: port.mtu,
+                            })
                         })
-                    });
-                if state == ApplianceState::Healthy && t.weight > 0 {
-                    backends.push(MaglevBackend::from_addr(t.address, u32::from(t.weight)));
-                    slots.push(slot as u16);
                 }
+                _ => None,
+            };
+            if let Some(gi) = gi {
+                if state == ApplianceState::Healthy && t.weight > 0 {
+                    group_backends[gi]
+                        .0
+                        .push(MaglevBackend::from_addr(t.address, u32::from(t.weight)));
+                    group_backends[gi].1.push(slot as u16);
+                }
+            }
+            if state != ApplianceState::Gone {
                 snap.appliance_by_addr
                     .push((IpAddrBytes::from(t.address), slot as u16));
-                snap.appliances.push(ApplianceView {
-                    addr: t.address,
-                    group: gi as u16,
-                    port: t.port as u16,
-                    weight: t.weight,
-                    state,
-                    template,
-                });
             }
+            snap.appliances.push(ApplianceView {
+                addr: t.address,
+                group: gi.map_or(u16::MAX, |g| g as u16),
+                port: t.port as u16,
+                weight: t.weight,
+                state,
+                template,
+            });
+        }
+        for (gi, (g, (backends, slots))) in cfg.target_groups.iter().zip(group_backends).enumerate()
+        {
             let maglev =
                 MaglevTable::new(g.maglev_table_size, cfg.dataplane.flow_hash_seed, &backends)
                     .map_err(|source| SnapshotError::Maglev { group: gi, source })?;
@@ -337,7 +379,22 @@ impl Snapshot {
                 fail_open: g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
             });
         }
-        snap.appliance_by_addr.sort_by_key(|a| a.0);
+        // One slot per address: a registered one wins over one still draining elsewhere.
+        snap.appliance_by_addr.sort_by_key(|&(a, slot)| {
+            let draining = matches!(
+                snap.appliances[usize::from(slot)].state,
+                ApplianceState::Draining { .. }
+            );
+            (a, draining)
+        });
+        snap.appliance_by_addr.dedup_by(|a, b| a.0 == b.0);
+        snap.timeouts = cfg.target_groups.first().map_or(Timeouts::default(), |g| {
+            Timeouts::new(
+                u32::try_from(g.tcp_idle_timeout.as_secs()).unwrap_or(u32::MAX),
+                u32::try_from(g.other_idle_timeout.as_secs()).unwrap_or(u32::MAX),
+            )
+            .unwrap_or_default()
+        });
         Ok(snap)
     }
 

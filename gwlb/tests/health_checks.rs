@@ -432,14 +432,19 @@ fn jitter_keeps_probe_gaps_in_bounds() {
     c.jitter_percent = 20;
     let (_checker, _events) = spawn(vec![target(6, "fw", LOCALHOST, c)]);
     let gaps = gaps(&server, 15, Duration::from_secs(5));
-    // Probes start no earlier than 80 ms after the previous start; the upper slack absorbs
-    // scheduling noise of the two threads involved.
+    // Probes start no earlier than 80 ms after the previous start (the scheduler can only
+    // make them later, so this bound is exact up to the accept timestamp's own noise). Late
+    // starts are scheduling noise of a loaded machine, not jitter: the median bounds them.
     for gap in &gaps {
-        assert!(
-            *gap >= 75 * MS && *gap <= 145 * MS,
-            "gap {gap:?} outside 100 ms ± 20%: {gaps:?}"
-        );
+        assert!(*gap >= 75 * MS, "gap {gap:?} below 100 ms - 20%: {gaps:?}");
     }
+    let mut sorted = gaps.clone();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    assert!(
+        median <= 125 * MS,
+        "median gap {median:?} above 100 ms + 20%: {gaps:?}"
+    );
     let spread = *gaps.iter().max().unwrap() - *gaps.iter().min().unwrap();
     assert!(spread >= 5 * MS, "no visible jitter: {gaps:?}");
 }

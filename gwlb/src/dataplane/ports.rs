@@ -59,9 +59,9 @@ pub enum StartError {
     /// A ring could not be created.
     #[error("handoff ring: {0}")]
     Ring(dpdk_bindings::Error),
-    /// The health checker could not be started.
-    #[error("health checker: {0}")]
-    Health(crate::health::HealthError),
+    /// The control loop could not start.
+    #[error("control plane: {0}")]
+    Control(#[from] super::control_loop::ControlStartError),
     /// A worker thread could not be started.
     #[error("worker thread: {0}")]
     Thread(std::io::Error),

@@ -11,17 +11,17 @@ use dpdk_bindings::{
     lcore, Eal, Mempool, Ring, ThreadRegistration, DEFAULT_DATA_ROOM, SOCKET_ID_ANY,
 };
 
+use super::control_loop::{ControlLoop, ControlSetup};
 use super::ports::{
     configure_kernel_interface, eal_args, open_ports, open_tap_ports, use_hugepages, StartError,
 };
 use super::stats::WorkerStats;
-use super::worker::{self, HostPath, WorkerSetup};
+use super::worker::{self, Clock, HostPath, WorkerSetup};
 use crate::config::Config;
-use crate::flow_table::Timeouts;
-use crate::health::{HealthChecker, ProbeTarget};
+use crate::control::ControlHandle;
 use crate::parse::DropReason;
 use crate::pipeline::{Pipeline, MAX_APPLIANCES};
-use crate::snapshot::{ApplianceState, LiveState, Snapshot};
+use crate::snapshot::{LiveState, Snapshot};
 
 /// How `gwlb run` was asked to behave beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub exit_when_idle: Option<Duration>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// The configuration file, reloaded on SIGHUP and `POST /v1/reload`.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// What a run did, for the final report and for tests.
@@ -88,6 +90,7 @@ impl RunReport {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 /// Runs the gateway until SIGINT/SIGTERM (or the options' limits).
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
@@ -144,15 +147,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         ));
         ports.push(tap);
     }
-    let mut live = LiveState::default();
-    let snap = Snapshot::build(cfg, &macs, &live, 1)?;
-    let appliances: Vec<String> = snap.appliances.iter().map(|a| a.addr.to_string()).collect();
-    for a in &snap.appliances {
-        if a.template.is_none() {
-            tracing::warn!(appliance = %a.addr, "no MAC known for appliance: its flows are dropped (neighbor_unresolved) until one is configured");
-        }
-    }
-    let snapshot = Arc::new(ArcSwap::from_pointee(snap));
+    // Replaced by the control loop's first snapshot before any worker starts.
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+        cfg,
+        &macs,
+        &LiveState::default(),
+        1,
+    )?));
 
     for (i, p) in ports.iter_mut().enumerate() {
         let c = host_path.phys_of[i].map_or(i, usize::from);
@@ -195,15 +196,29 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         Vec::new()
     };
 
-    let g0 = cfg.target_groups.first();
-    let timeouts = Timeouts::new(
-        g0.map_or(350, |g| g.tcp_idle_timeout.as_secs() as u32),
-        g0.map_or(120, |g| g.other_idle_timeout.as_secs() as u32),
-    )?;
+    let clock = Clock::start();
+    let all_stats: Vec<Arc<WorkerStats>> = (0..workers)
+        .map(|_| Arc::new(WorkerStats::new(MAX_APPLIANCES)))
+        .collect();
+    let (dump_tx, dump_rx): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| crossbeam_channel::bounded(1)).unzip();
+    let mut ctl = ControlLoop::start(ControlSetup {
+        cfg: cfg.clone(),
+        config_path: opts.config_path.clone(),
+        macs: macs.clone(),
+        kernel_ifs: kernel_ifs.clone(),
+        snapshot: snapshot.clone(),
+        stats: all_stats.clone(),
+        dumps: dump_tx,
+        clock,
+    })
+    .map_err(StartError::Control)?;
+    let (handle, commands) = ControlHandle::channel();
+    let timeouts = snapshot.load().timeouts;
     let stop = Arc::new(AtomicBool::new(false));
     let hz = lcore::tsc_hz();
     let mut handles = Vec::new();
-    let mut all_stats = Vec::new();
+    let mut dump_rx = dump_rx.into_iter();
     for (w, &cpu) in cfg.dataplane.worker_cpus.iter().enumerate() {
         let mut rx = Vec::new();
         let mut tx = Vec::new();
@@ -226,8 +241,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             }
             tx.push(p.tx_queue(QueueId(w as u16)).map_err(err("tx queue"))?);
         }
-        let stats = Arc::new(WorkerStats::new(MAX_APPLIANCES));
-        all_stats.push(stats.clone());
+        let stats = all_stats[w].clone();
         let setup = WorkerSetup {
             index: w,
             workers,
@@ -246,6 +260,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             idle_exit_cycles: opts
                 .exit_when_idle
                 .map(|d| (hz as u128 * d.as_nanos() / 1_000_000_000) as u64),
+            clock,
+            dumps: dump_rx.next().expect("one dump channel per worker"),
         };
         let h = std::thread::Builder::new()
             .name(format!("gwlb-worker{w}"))
@@ -261,21 +277,21 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         handles.push(h);
     }
 
-    let (health_tx, health_rx) = crossbeam_channel::unbounded();
-    let checker =
-        HealthChecker::spawn(probe_targets(cfg), health_tx).map_err(StartError::Health)?;
-    live.appliance_state = vec![ApplianceState::Healthy; appliances.len()];
-
+    // The control API (issue 6) will serve `handle`; until then only SIGHUP drives it.
+    let _handle = handle;
     install_signal_handlers();
     let started = Instant::now();
     let mut last_print = Instant::now();
-    let mut last_neigh = Instant::now() - Duration::from_secs(2);
-    let mut generation = 1u64;
     loop {
-        std::thread::sleep(Duration::from_millis(50));
+        ctl.turn(&commands, Duration::from_millis(50));
         if STOP.load(Relaxed) {
             tracing::info!("signal received, stopping");
             break;
+        }
+        if RELOAD.swap(false, Relaxed) {
+            tracing::info!("SIGHUP: reloading the configuration");
+            // Logged (success or the rejection with its field) by the control loop.
+            let _ = ctl.reload();
         }
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -283,50 +299,19 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         if handles.iter().all(|h| h.is_finished()) {
             break;
         }
-        let mut changed = false;
-        while let Ok(ev) = health_rx.try_recv() {
-            if let Some(st) = live.appliance_state.get_mut(usize::from(ev.slot)) {
-                *st = if ev.healthy {
-                    ApplianceState::Healthy
-                } else {
-                    ApplianceState::Unhealthy
-                };
-                changed = true;
-            }
-        }
-        if changed {
-            log_groups_without_healthy(cfg, &live);
-        }
-        if !kernel_ifs.is_empty() && last_neigh.elapsed() >= Duration::from_secs(1) {
-            last_neigh = Instant::now();
-            changed |= refresh_neighbors(cfg, &kernel_ifs, &snapshot, &mut live);
-        }
-        if changed {
-            generation += 1;
-            match Snapshot::build(cfg, &macs, &live, generation) {
-                Ok(s) => {
-                    snapshot.store(Arc::new(s));
-                    tracing::info!(
-                        generation,
-                        neighbors = live.learned_neighbors.len(),
-                        "health or neighbours changed: new snapshot published"
-                    );
-                }
-                Err(e) => tracing::error!("snapshot rebuild failed, keeping the old one: {e}"),
-            }
-        }
-        if let Some(iv) = cfg.dataplane.stats_interval {
+        if let Some(iv) = ctl.config().dataplane.stats_interval {
             if last_print.elapsed() >= iv {
                 last_print = Instant::now();
                 let r = RunReport {
                     workers: all_stats.clone(),
-                    appliances: appliances.clone(),
+                    appliances: ctl.slot_addresses(),
                 };
                 eprint!("{}", r.render());
             }
         }
     }
-    drop(checker);
+    let appliances = ctl.slot_addresses();
+    ctl.stop();
     stop.store(true, Relaxed);
     for h in handles {
         match h.join() {
@@ -346,111 +331,17 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     })
 }
 
-/// Health-check targets for every appliance slot (slots in config order, as in
-/// [`Snapshot::build`]). Probes leave from the port's own address when the port has a kernel
-/// interface (the exception path carries them), else from the host's routing choice.
-fn probe_targets(cfg: &Config) -> Vec<ProbeTarget> {
-    let mut out = Vec::new();
-    let mut slot = 0u16;
-    for g in &cfg.target_groups {
-        for t in &g.targets {
-            let port = &cfg.ports[t.port];
-            out.push(ProbeTarget {
-                slot,
-                group: g.name.clone(),
-                addr: t.address,
-                check: g.health_check.clone(),
-                source: port
-                    .kernel_interface
-                    .as_ref()
-                    .and_then(|_| port.source_for(t.address)),
-            });
-            slot += 1;
-        }
-    }
-    out
-}
-
-/// Logs, loudly, every target group left without a healthy appliance and what its traffic
-/// does now.
-fn log_groups_without_healthy(cfg: &Config, live: &LiveState) {
-    let mut slot = 0usize;
-    for g in &cfg.target_groups {
-        let n = g.targets.len();
-        let healthy = live.appliance_state[slot..slot + n]
-            .iter()
-            .zip(&g.targets)
-            .filter(|(s, t)| **s == ApplianceState::Healthy && t.weight > 0)
-            .count();
-        if healthy == 0 && n > 0 {
-            match g.on_all_unhealthy {
-                crate::config::OnAllUnhealthy::FailOpen => {
-                    tracing::error!(group = %g.name, "no healthy appliance: FAIL-OPEN, new flows are forwarded uninspected")
-                }
-                crate::config::OnAllUnhealthy::FailClosed => {
-                    tracing::error!(group = %g.name, "no healthy appliance: FAIL-CLOSED, new flows are dropped")
-                }
-            }
-        }
-        slot += n;
-    }
-}
-
-/// Learns neighbours from the kernel's table on the exception-path interfaces and asks the
-/// kernel to resolve the ones still missing (targets and next hops). Returns whether the
-/// learned set changed.
-fn refresh_neighbors(
-    cfg: &Config,
-    kernel_ifs: &[(usize, String)],
-    snapshot: &ArcSwap<Snapshot>,
-    live: &mut LiveState,
-) -> bool {
-    let names: Vec<String> = kernel_ifs.iter().map(|(_, n)| n.clone()).collect();
-    let learned = match crate::neighbors::read_kernel_neighbors(&names) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!("reading the kernel neighbour table: {e}");
-            return false;
-        }
-    };
-    let snap = snapshot.load();
-    let mut wanted: Vec<(std::net::IpAddr, usize)> = Vec::new();
-    for g in &cfg.target_groups {
-        wanted.extend(
-            g.targets
-                .iter()
-                .filter(|t| t.mac.is_none())
-                .map(|t| (t.address, t.port)),
-        );
-    }
-    wanted.extend(cfg.routes.iter().filter_map(|r| r.via.map(|v| (v, r.port))));
-    for (addr, port) in wanted {
-        if snap
-            .lookup_neighbor(&crate::parse::IpAddrBytes::from(addr))
-            .is_none()
-        {
-            if let Some((_, ifname)) = kernel_ifs.iter().find(|(p, _)| *p == port) {
-                let _ = crate::neighbors::solicit(addr, ifname);
-            }
-        }
-    }
-    let new: Vec<(std::net::IpAddr, [u8; 6])> =
-        learned.into_iter().map(|n| (n.addr, n.mac)).collect();
-    if new != live.learned_neighbors {
-        live.learned_neighbors = new;
-        true
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        RELOAD.store(true, Relaxed);
     } else {
-        false
+        STOP.store(true, Relaxed);
     }
-}
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Relaxed);
 }
 
 fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `on_signal` is async-signal-safe (one atomic store) and has the C ABI
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: `on_signal` is async-signal-safe (one atomic store each) and has the C ABI
         // signature `signal` expects; replacing the default disposition is intended.
         unsafe {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);

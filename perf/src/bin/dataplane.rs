@@ -208,6 +208,8 @@ impl Bench {
                     stop: stop.clone(),
                     tx_flush_cycles: self.tx_flush_cycles,
                     idle_exit_cycles: None,
+                    clock: worker::Clock::start(),
+                    dumps: crossbeam_channel::never(),
                 };
                 std::thread::spawn(move || {
                     pin(cpu);

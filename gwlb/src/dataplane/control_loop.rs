@@ -1,0 +1,1001 @@
+//! The control loop: the one thread that changes what the workers see.
+//!
+//! It owns the running [`Config`], the [`Registry`] of appliance slots, the health checker
+//! and the learned neighbours, and publishes a new [`Snapshot`] whenever one of them changes.
+//! Inputs: health events, the kernel's neighbour table (exception path), operator commands
+//! ([`Command`] from the API, SIGHUP reloads) and the clock (drain deadlines).
+//!
+//! Every operator change goes through one path, [`ControlLoop::apply`]: the change is made to
+//! a copy of the running configuration, which is validated exactly like a file (so errors
+//! name the field), checked for settings that need a restart, reconciled with the slots and
+//! turned into a snapshot; only when all of that succeeded does anything change. A failed
+//! change, or a reload of a broken file, leaves the running state untouched.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender};
+
+use super::stats::WorkerStats;
+use super::worker::{Clock, FlowDumpReply, FlowDumpRequest, FlowFilter, FlowRecord};
+use crate::config::{Config, ConfigError, OnAllUnhealthy, OnUnhealthy, Probe};
+use crate::control::registry::{Changes, Registry, SlotState};
+use crate::control::{
+    Command, ControlError, ControlResult, FlowInfo, FlowPage, FlowQuery, HealthCheckInfo,
+    HealthCheckPatch, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo, TargetSpec,
+    TargetState, WorkerReport,
+};
+use crate::flow_table::DumpCursor;
+use crate::health::{HealthChecker, HealthEvent, ProbeTarget, TargetHealth};
+use crate::parse::{DropReason, IpAddrBytes};
+use crate::pipeline::MAX_APPLIANCES;
+use crate::snapshot::{LiveState, Snapshot};
+
+/// Default and largest page of a flow dump.
+const FLOWS_DEFAULT_LIMIT: usize = 100;
+const FLOWS_MAX_LIMIT: usize = 10_000;
+
+/// How long the loop waits for a worker's flow-dump page.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the control loop is given at start.
+#[derive(Debug)]
+pub struct ControlSetup {
+    /// The running configuration.
+    pub cfg: Config,
+    /// Its file, for reloads (`None`: reload refused).
+    pub config_path: Option<PathBuf>,
+    /// Port MACs, config order.
+    pub macs: Vec<[u8; 6]>,
+    /// `(config port index, kernel interface name)` of the exception paths.
+    pub kernel_ifs: Vec<(usize, String)>,
+    /// The published snapshot.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Every worker's counters.
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// Every worker's flow-dump channel.
+    pub dumps: Vec<Sender<FlowDumpRequest>>,
+    /// The data path's clock.
+    pub clock: Clock,
+}
+
+/// The control loop's state. See the module documentation.
+#[derive(Debug)]
+pub struct ControlLoop {
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    macs: Vec<[u8; 6]>,
+    kernel_ifs: Vec<(usize, String)>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    stats: Vec<Arc<WorkerStats>>,
+    dumps: Vec<Sender<FlowDumpRequest>>,
+    clock: Clock,
+    registry: Registry,
+    live: LiveState,
+    checker: HealthChecker,
+    health_rx: Receiver<HealthEvent>,
+    generation: u64,
+    started: Instant,
+    last_neigh: Instant,
+}
+
+/// Why the control loop could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlStartError {
+    /// More targets than appliance slots.
+    #[error(transparent)]
+    Slots(#[from] crate::control::registry::SlotsExhausted),
+    /// The first snapshot could not be built.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// The health checker could not start.
+    #[error(transparent)]
+    Health(#[from] crate::health::HealthError),
+}
+
+fn label(group: &str, addr: IpAddr) -> String {
+    format!("{group}/{addr}")
+}
+
+/// Maps a validation error of an edited configuration to a control error. `prefix` (e.g.
+/// `target_groups[0].targets[2].`) is removed from the field path, so a request's error names
+/// the request's own field (`weight`), not the config path.
+fn config_error(e: &ConfigError, prefix: &str) -> ControlError {
+    let field = e.field().unwrap_or("config");
+    let short = field.strip_prefix(prefix).unwrap_or(field);
+    let message = match e {
+        ConfigError::Invalid { message, .. } | ConfigError::Toml { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    ControlError::invalid(if short.is_empty() { field } else { short }, message)
+}
+
+/// The first setting that differs between `old` and `new` and that only a restart can
+/// change, as `(field, message)`.
+fn needs_restart(old: &Config, new: &Config) -> Option<(String, String)> {
+    let restart = |f: &str| Some((f.to_owned(), "changing it needs a restart".to_owned()));
+    let mut a = old.dataplane.clone();
+    let mut b = new.dataplane.clone();
+    a.stats_interval = None;
+    b.stats_interval = None;
+    if a != b {
+        return restart("dataplane");
+    }
+    if old.ports != new.ports {
+        return restart("ports");
+    }
+    if old.control != new.control {
+        return restart("control");
+    }
+    let names =
+        |c: &Config| -> Vec<String> { c.target_groups.iter().map(|g| g.name.clone()).collect() };
+    if names(old) != names(new) {
+        return Some((
+            "target_groups".into(),
+            "adding, removing, renaming or reordering target groups needs a restart".into(),
+        ));
+    }
+    for (i, (g, h)) in old.target_groups.iter().zip(&new.target_groups).enumerate() {
+        if g.user_ports != h.user_ports {
+            return restart(&format!("target_groups[{i}].user_ports"));
+        }
+        if g.stickiness != h.stickiness {
+            return restart(&format!("target_groups[{i}].stickiness"));
+        }
+    }
+    None
+}
+
+fn health_check_info(h: &crate::config::HealthCheck) -> HealthCheckInfo {
+    let (protocol, path, codes) = match &h.probe {
+        Probe::Tcp => ("tcp", None, None),
+        Probe::Http {
+            path,
+            success_codes,
+        } => ("http", Some(path.clone()), Some(success_codes.to_string())),
+    };
+    HealthCheckInfo {
+        enabled: h.enabled,
+        protocol: protocol.into(),
+        port: h.port,
+        path,
+        success_codes: codes,
+        interval_ms: h.interval.as_millis() as u64,
+        timeout_ms: h.timeout.as_millis() as u64,
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+    }
+}
+
+impl ControlLoop {
+    /// Builds the registry and the first snapshot, publishes it and starts the health
+    /// checker.
+    pub fn start(setup: ControlSetup) -> Result<ControlLoop, ControlStartError> {
+        let registry = Registry::new(&setup.cfg, MAX_APPLIANCES)?;
+        let live = LiveState::default();
+        let snap = Snapshot::build_with(&setup.cfg, &setup.macs, &registry, &live, 1)?;
+        for a in &snap.appliances {
+            if a.template.is_none() {
+                tracing::warn!(appliance = %a.addr, "no MAC known for appliance yet: its flows are dropped (neighbor_unresolved) until it is resolved");
+            }
+        }
+        setup.snapshot.store(Arc::new(snap));
+        let (health_tx, health_rx) = crossbeam_channel::unbounded();
+        let checker = HealthChecker::spawn(probe_targets(&setup.cfg, &registry), health_tx)?;
+        Ok(ControlLoop {
+            cfg: setup.cfg,
+            config_path: setup.config_path,
+            macs: setup.macs,
+            kernel_ifs: setup.kernel_ifs,
+            snapshot: setup.snapshot,
+            stats: setup.stats,
+            dumps: setup.dumps,
+            clock: setup.clock,
+            registry,
+            live,
+            checker,
+            health_rx,
+            generation: 1,
+            started: Instant::now(),
+            last_neigh: Instant::now() - Duration::from_secs(2),
+        })
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The address of every appliance slot, by slot.
+    pub fn slot_addresses(&self) -> Vec<String> {
+        self.registry
+            .slots()
+            .iter()
+            .map(|s| s.target.address.to_string())
+            .collect()
+    }
+
+    /// Waits up to `max_wait` for a command or a health event and handles what arrived, then
+    /// does the periodic work (drain deadlines, neighbour refresh). Returns after at most
+    /// about `max_wait`.
+    pub fn turn(&mut self, commands: &Receiver<Command>, max_wait: Duration) {
+        crossbeam_channel::select! {
+            recv(commands) -> c => if let Ok(c) = c { self.handle(c) },
+            recv(self.health_rx) -> ev => if let Ok(ev) = ev { self.on_health(ev) },
+            default(max_wait) => {}
+        }
+        let mut changed = false;
+        while let Ok(ev) = self.health_rx.try_recv() {
+            changed |= self.record_health(ev);
+        }
+        let drained = self.registry.expire_drains(self.clock.now());
+        for t in &drained {
+            tracing::info!(target = %t, "deregistration delay over: target removed");
+        }
+        changed |= !drained.is_empty();
+        if !self.kernel_ifs.is_empty() && self.last_neigh.elapsed() >= Duration::from_secs(1) {
+            self.last_neigh = Instant::now();
+            changed |= self.refresh_neighbors();
+        }
+        if changed {
+            self.publish("health, drain or neighbours changed");
+        }
+    }
+
+    fn on_health(&mut self, ev: HealthEvent) {
+        if self.record_health(ev) {
+            self.publish("health changed");
+        }
+    }
+
+    fn record_health(&mut self, ev: HealthEvent) -> bool {
+        if !self.registry.set_health(ev.slot, ev.healthy, ev.reason) {
+            return false;
+        }
+        self.log_groups_without_healthy();
+        true
+    }
+
+    /// Builds and publishes a snapshot of the current state.
+    fn publish(&mut self, why: &str) {
+        match Snapshot::build_with(
+            &self.cfg,
+            &self.macs,
+            &self.registry,
+            &self.live,
+            self.generation + 1,
+        ) {
+            Ok(s) => {
+                self.generation += 1;
+                self.snapshot.store(Arc::new(s));
+                tracing::debug!(
+                    generation = self.generation,
+                    "{why}: new snapshot published"
+                );
+            }
+            Err(e) => tracing::error!("snapshot rebuild failed, keeping the old one: {e}"),
+        }
+    }
+
+    /// Makes `new` the running configuration, or changes nothing. See the module docs.
+    pub fn apply(&mut self, new: Config, why: &str) -> ControlResult<Changes> {
+        if let Some((field, message)) = needs_restart(&self.cfg, &new) {
+            return Err(ControlError::Invalid { field, message });
+        }
+        let mut registry = self.registry.clone();
+        let changes =
+            registry
+                .reconcile(&new, self.clock.now())
+                .map_err(|e| ControlError::Conflict {
+                    message: e.to_string(),
+                })?;
+        let snap =
+            Snapshot::build_with(&new, &self.macs, &registry, &self.live, self.generation + 1)
+                .map_err(|e| ControlError::invalid("target_groups", e.to_string()))?;
+        self.checker
+            .update_targets(probe_targets(&new, &registry))
+            .map_err(|e| ControlError::Unavailable {
+                message: e.to_string(),
+            })?;
+        self.cfg = new;
+        self.registry = registry;
+        self.generation += 1;
+        self.snapshot.store(Arc::new(snap));
+        for t in &changes.registered {
+            tracing::info!(target = %t, cause = why, "target registered");
+        }
+        for t in &changes.deregistered {
+            tracing::info!(target = %t, cause = why, "target deregistered: draining");
+        }
+        for t in &changes.reweighted {
+            tracing::info!(target = %t, cause = why, "target weight changed");
+        }
+        for t in &changes.modified {
+            tracing::info!(target = %t, cause = why, "target port or MAC changed");
+        }
+        self.log_groups_without_healthy();
+        Ok(changes)
+    }
+
+    /// Reloads the configuration file. On any error the running configuration is kept.
+    pub fn reload(&mut self) -> ControlResult<ReloadReport> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(ControlError::Conflict {
+                message: "the gateway was not started from a configuration file".into(),
+            });
+        };
+        let result = Config::load(&path)
+            .map_err(|e| config_error(&e, ""))
+            .and_then(|new| {
+                let changed = changed_settings(&self.cfg, &new);
+                let warnings = new
+                    .warnings()
+                    .iter()
+                    .map(|w| format!("{}: {}", w.field, w.message))
+                    .collect();
+                let changes = self.apply(new, "reload")?;
+                Ok(ReloadReport {
+                    file: path.display().to_string(),
+                    registered: changes.registered,
+                    deregistered: changes.deregistered,
+                    reweighted: changes.reweighted,
+                    changed,
+                    warnings,
+                })
+            });
+        match &result {
+            Ok(r) => tracing::info!(
+                file = %path.display(),
+                registered = r.registered.len(),
+                deregistered = r.deregistered.len(),
+                reweighted = r.reweighted.len(),
+                changed = ?r.changed,
+                "configuration reloaded"
+            ),
+            Err(e) => tracing::error!(
+                file = %path.display(),
+                "configuration reload rejected, the running configuration is kept: {e}"
+            ),
+        }
+        result
+    }
+
+    /// Handles one operator command.
+    pub fn handle(&mut self, c: Command) {
+        // A requester that timed out has dropped its receiver: nothing to do then.
+        match c {
+            Command::ListGroups(reply) => {
+                let _ = reply.send(Ok(self.groups()));
+            }
+            Command::Register {
+                group,
+                target,
+                reply,
+            } => {
+                let _ = reply.send(self.register(&group, target));
+            }
+            Command::Deregister {
+                group,
+                address,
+                reply,
+            } => {
+                let _ = reply.send(self.deregister(&group, address));
+            }
+            Command::SetWeight {
+                group,
+                address,
+                weight,
+                reply,
+            } => {
+                let _ = reply.send(self.set_weight(&group, address, weight));
+            }
+            Command::SetHealthCheck {
+                group,
+                patch,
+                reply,
+            } => {
+                let _ = reply.send(self.set_health_check(&group, &patch));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(Ok(self.stats_report()));
+            }
+            Command::Flows(q, reply) => {
+                let _ = reply.send(self.flows(&q));
+            }
+            Command::Reload(reply) => {
+                let _ = reply.send(self.reload());
+            }
+        }
+    }
+
+    fn group_index(&self, group: &str) -> ControlResult<usize> {
+        self.cfg
+            .target_groups
+            .iter()
+            .position(|g| g.name == group)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("target group {group:?}"),
+            })
+    }
+
+    /// The running configuration as a TOML value, edited by `edit`, validated again.
+    fn edited(
+        &self,
+        prefix: &str,
+        edit: impl FnOnce(&mut toml::Value) -> ControlResult<()>,
+    ) -> ControlResult<Config> {
+        let internal = |e: String| ControlError::Unavailable { message: e };
+        let mut v: toml::Value =
+            toml::from_str(&self.cfg.to_toml_string()).map_err(|e| internal(e.to_string()))?;
+        edit(&mut v)?;
+        let text = toml::to_string(&v).map_err(|e| internal(e.to_string()))?;
+        Config::from_toml_str(&text).map_err(|e| config_error(&e, prefix))
+    }
+
+    fn targets_array(v: &mut toml::Value, gi: usize) -> ControlResult<&mut Vec<toml::Value>> {
+        let g = v
+            .get_mut("target_groups")
+            .and_then(|g| g.as_array_mut())
+            .and_then(|a| a.get_mut(gi))
+            .and_then(|g| g.as_table_mut())
+            .ok_or_else(|| ControlError::Unavailable {
+                message: "running configuration has no target group table".into(),
+            })?;
+        let t = g
+            .entry("targets")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        t.as_array_mut().ok_or_else(|| ControlError::Unavailable {
+            message: "targets is not an array".into(),
+        })
+    }
+
+    fn target_position(&self, gi: usize, address: IpAddr) -> ControlResult<usize> {
+        let g = &self.cfg.target_groups[gi];
+        g.targets
+            .iter()
+            .position(|t| t.address == address)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("registered target {address} in target group {:?}", g.name),
+            })
+    }
+
+    fn register(&mut self, group: &str, spec: TargetSpec) -> ControlResult<TargetInfo> {
+        let gi = self.group_index(group)?;
+        if self.target_position(gi, spec.address).is_ok() {
+            return Err(ControlError::Conflict {
+                message: format!("{} is already registered in {group:?}", spec.address),
+            });
+        }
+        let elsewhere = self.registry.slots().iter().find(|s| {
+            s.group != group && s.target.address == spec.address && s.state != SlotState::Gone
+        });
+        if let Some(s) = elsewhere {
+            return Err(ControlError::Conflict {
+                message: format!(
+                    "{} is a target of target group {:?} (an appliance belongs to one group: returns are matched by their source address)",
+                    spec.address, s.group
+                ),
+            });
+        }
+        let j = self.cfg.target_groups[gi].targets.len();
+        let new = self.edited(&format!("target_groups[{gi}].targets[{j}]."), |v| {
+            let mut t = toml::map::Map::new();
+            t.insert("address".into(), spec.address.to_string().into());
+            if let Some(w) = spec.weight {
+                t.insert("weight".into(), i64::from(w).into());
+            }
+            if let Some(p) = &spec.port {
+                t.insert("port".into(), p.clone().into());
+            }
+            if let Some(m) = &spec.mac {
+                t.insert("mac".into(), m.clone().into());
+            }
+            Self::targets_array(v, gi)?.push(toml::Value::Table(t));
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        self.target_info(group, spec.address)
+    }
+
+    fn deregister(&mut self, group: &str, address: IpAddr) -> ControlResult<TargetInfo> {
+        let gi = self.group_index(group)?;
+        let j = self.target_position(gi, address).map_err(|e| {
+            match self
+                .registry
+                .find(group, address)
+                .map(|s| self.registry.slots()[usize::from(s)].state)
+            {
+                Some(SlotState::Draining { .. }) => ControlError::Conflict {
+                    message: format!("{address} is already deregistered (draining)"),
+                },
+                _ => e,
+            }
+        })?;
+        let new = self.edited("", |v| {
+            Self::targets_array(v, gi)?.remove(j);
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        self.target_info(group, address)
+    }
+
+    fn set_weight(
+        &mut self,
+        group: &str,
+        address: IpAddr,
+        weight: u16,
+    ) -> ControlResult<TargetInfo> {
+        let gi = self.group_index(group)?;
+        let j = self.target_position(gi, address)?;
+        let new = self.edited(&format!("target_groups[{gi}].targets[{j}]."), |v| {
+            let t = Self::targets_array(v, gi)?
+                .get_mut(j)
+                .and_then(|t| t.as_table_mut())
+                .ok_or_else(|| ControlError::Unavailable {
+                    message: "target is not a table".into(),
+                })?;
+            t.insert("weight".into(), i64::from(weight).into());
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        self.target_info(group, address)
+    }
+
+    fn set_health_check(
+        &mut self,
+        group: &str,
+        p: &HealthCheckPatch,
+    ) -> ControlResult<TargetGroupInfo> {
+        let gi = self.group_index(group)?;
+        let new = self.edited(&format!("target_groups[{gi}].health_check."), |v| {
+            let g = v
+                .get_mut("target_groups")
+                .and_then(|g| g.as_array_mut())
+                .and_then(|a| a.get_mut(gi))
+                .and_then(|g| g.as_table_mut())
+                .ok_or_else(|| ControlError::Unavailable {
+                    message: "running configuration has no target group table".into(),
+                })?;
+            let hc = g
+                .entry("health_check")
+                .or_insert_with(|| toml::Value::Table(toml::map::Map::new()))
+                .as_table_mut()
+                .ok_or_else(|| ControlError::Unavailable {
+                    message: "health_check is not a table".into(),
+                })?;
+            let mut set = |k: &str, val: Option<toml::Value>| {
+                if let Some(val) = val {
+                    hc.insert(k.into(), val);
+                }
+            };
+            let int = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+            set("enabled", p.enabled.map(toml::Value::Boolean));
+            set("protocol", p.protocol.clone().map(toml::Value::String));
+            set("port", p.port.map(|n| int(n.into())));
+            set("path", p.path.clone().map(toml::Value::String));
+            set(
+                "success_codes",
+                p.success_codes.clone().map(toml::Value::String),
+            );
+            set("interval_ms", p.interval_ms.map(int));
+            set("timeout_ms", p.timeout_ms.map(int));
+            set(
+                "healthy_threshold",
+                p.healthy_threshold.map(|n| int(n.into())),
+            );
+            set(
+                "unhealthy_threshold",
+                p.unhealthy_threshold.map(|n| int(n.into())),
+            );
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(group, patch = ?p, "health check changed");
+        self.groups()
+            .into_iter()
+            .find(|g| g.name == group)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("target group {group:?}"),
+            })
+    }
+
+    fn target_info(&self, group: &str, address: IpAddr) -> ControlResult<TargetInfo> {
+        self.groups()
+            .into_iter()
+            .filter(|g| g.name == group)
+            .flat_map(|g| g.targets)
+            .find(|t| t.address == address)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("target {address} in target group {group:?}"),
+            })
+    }
+
+    /// Every target group with its targets (registered in config order, then draining).
+    pub fn groups(&self) -> Vec<TargetGroupInfo> {
+        let health: Vec<TargetHealth> = self.checker.snapshot();
+        let snap = self.snapshot.load();
+        let now = self.clock.now();
+        let sum = |slot: usize, k: usize| -> u64 {
+            self.stats
+                .iter()
+                .map(|w| w.appliance.get(slot).map_or(0, |a| a[k].load(Relaxed)))
+                .sum()
+        };
+        let mut out = Vec::new();
+        for g in &self.cfg.target_groups {
+            let mut targets = Vec::new();
+            let mut order: Vec<(usize, usize)> = Vec::new();
+            for (slot, s) in self.registry.slots().iter().enumerate() {
+                if s.group != g.name {
+                    continue;
+                }
+                let rank = match s.state {
+                    SlotState::Registered => g
+                        .targets
+                        .iter()
+                        .position(|t| t.address == s.target.address)
+                        .unwrap_or(usize::MAX / 2),
+                    SlotState::Draining { .. } => usize::MAX / 2 + slot,
+                    SlotState::Gone => continue,
+                };
+                order.push((rank, slot));
+            }
+            order.sort_unstable();
+            let (mut healthy, mut unhealthy) = (0, 0);
+            for (_, slot) in order {
+                let s = &self.registry.slots()[slot];
+                let h = health.iter().find(|h| usize::from(h.slot) == slot);
+                let (state, drain) = match s.state {
+                    SlotState::Draining { until } => (
+                        TargetState::Draining,
+                        Some(u64::from(until.saturating_sub(now))),
+                    ),
+                    _ if s.healthy => (TargetState::Healthy, None),
+                    _ => (TargetState::Unhealthy, None),
+                };
+                match state {
+                    TargetState::Healthy if s.target.weight > 0 => healthy += 1,
+                    TargetState::Unhealthy => unhealthy += 1,
+                    _ => {}
+                }
+                let reason = match state {
+                    TargetState::Draining => s.reason.clone(),
+                    _ => h
+                        .and_then(|h| h.last_reason.clone())
+                        .or_else(|| s.reason.clone()),
+                };
+                targets.push(TargetInfo {
+                    group: g.name.clone(),
+                    address: s.target.address,
+                    port: self
+                        .cfg
+                        .ports
+                        .get(s.target.port)
+                        .map_or_else(String::new, |p| p.name.clone()),
+                    weight: s.target.weight,
+                    state,
+                    reason,
+                    drain_remaining_s: drain,
+                    check_latency_ms: h
+                        .and_then(|h| h.last_latency)
+                        .map(|d| d.as_secs_f64() * 1e3),
+                    slot: slot as u16,
+                    resolved: snap
+                        .appliances
+                        .get(slot)
+                        .is_some_and(|a| a.template.is_some()),
+                    packets: sum(slot, 0),
+                    bytes: sum(slot, 1),
+                    flows: sum(slot, 2),
+                });
+            }
+            out.push(TargetGroupInfo {
+                name: g.name.clone(),
+                stickiness: g.stickiness.as_str().into(),
+                on_unhealthy: match g.on_unhealthy {
+                    OnUnhealthy::Rebalance => "rebalance",
+                    OnUnhealthy::NoRebalance => "no_rebalance",
+                }
+                .into(),
+                on_all_unhealthy: match g.on_all_unhealthy {
+                    OnAllUnhealthy::FailOpen => "fail_open",
+                    OnAllUnhealthy::FailClosed => "fail_closed",
+                }
+                .into(),
+                deregistration_delay_s: g.deregistration_delay.as_secs(),
+                health_check: health_check_info(&g.health_check),
+                healthy_count: healthy,
+                unhealthy_count: unhealthy,
+                targets,
+            });
+        }
+        out
+    }
+
+    /// Counters of every worker and their sum.
+    pub fn stats_report(&self) -> StatsReport {
+        let cap = u64::from(self.cfg.dataplane.flow_table_capacity);
+        let workers: Vec<WorkerReport> = self
+            .stats
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let drops: BTreeMap<String, u64> = DropReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str().to_owned(), w.drops[r.index()].load(Relaxed)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                WorkerReport {
+                    worker: i,
+                    rx: w.rx.load(Relaxed),
+                    tx: w.tx.load(Relaxed),
+                    processed: w.processed.load(Relaxed),
+                    encapsulated: w.encapsulated.load(Relaxed),
+                    decapsulated: w.decapsulated.load(Relaxed),
+                    fail_open: w.fail_open.load(Relaxed),
+                    to_host: w.to_host.load(Relaxed),
+                    new_flows: w.new_flows.load(Relaxed),
+                    rebalanced_flows: w.rebalanced_flows.load(Relaxed),
+                    handed_off: w.handed_off.load(Relaxed),
+                    active_flows: w.active_flows.load(Relaxed),
+                    flow_table_capacity: cap,
+                    dropped: drops.values().sum(),
+                    drops,
+                }
+            })
+            .collect();
+        let mut total = WorkerReport::default();
+        for w in &workers {
+            total.rx += w.rx;
+            total.tx += w.tx;
+            total.processed += w.processed;
+            total.encapsulated += w.encapsulated;
+            total.decapsulated += w.decapsulated;
+            total.fail_open += w.fail_open;
+            total.to_host += w.to_host;
+            total.new_flows += w.new_flows;
+            total.rebalanced_flows += w.rebalanced_flows;
+            total.handed_off += w.handed_off;
+            total.active_flows += w.active_flows;
+            total.flow_table_capacity += w.flow_table_capacity;
+            total.dropped += w.dropped;
+            for (k, v) in &w.drops {
+                *total.drops.entry(k.clone()).or_default() += v;
+            }
+        }
+        StatsReport {
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            generation: self.snapshot.load().generation,
+            workers,
+            total,
+        }
+    }
+
+    /// A page of flows, worker by worker. Cursor: `WORKER.SLOT`.
+    fn flows(&self, q: &FlowQuery) -> ControlResult<FlowPage> {
+        let limit = q.limit.unwrap_or(FLOWS_DEFAULT_LIMIT);
+        if limit == 0 || limit > FLOWS_MAX_LIMIT {
+            return Err(ControlError::invalid(
+                "limit",
+                format!("{limit} is out of range 1..={FLOWS_MAX_LIMIT}"),
+            ));
+        }
+        let snap = self.snapshot.load_full();
+        let mut filter = FlowFilter {
+            address: q.address.map(IpAddrBytes::from),
+            port: q.port,
+            ..FlowFilter::default()
+        };
+        if let Some(g) = &q.group {
+            filter.group = Some(self.group_index(g)? as u16);
+        }
+        if let Some(a) = q.appliance {
+            filter.appliance = Some(
+                self.registry
+                    .slots()
+                    .iter()
+                    .position(|s| s.target.address == a && s.state != SlotState::Gone)
+                    .ok_or_else(|| ControlError::NotFound {
+                        what: format!("appliance {a}"),
+                    })? as u16,
+            );
+        }
+        let (mut w, mut pos) = match &q.cursor {
+            None => (0usize, 0usize),
+            Some(c) => c
+                .split_once('.')
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                .filter(|(a, _)| *a < self.dumps.len())
+                .ok_or_else(|| {
+                    ControlError::invalid(
+                        "cursor",
+                        format!("{c:?} is not a cursor of this gateway"),
+                    )
+                })?,
+        };
+        let mut flows: Vec<FlowInfo> = Vec::new();
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded::<FlowDumpReply>(1);
+        while w < self.dumps.len() && flows.len() < limit {
+            let req = FlowDumpRequest {
+                cursor: DumpCursor::at(pos),
+                filter,
+                out: Vec::with_capacity(limit - flows.len()),
+                reply: reply_tx.clone(),
+            };
+            self.dumps[w].send_timeout(req, DUMP_TIMEOUT).map_err(|_| {
+                ControlError::Unavailable {
+                    message: format!("worker {w} does not take flow-dump requests"),
+                }
+            })?;
+            let page =
+                reply_rx
+                    .recv_timeout(DUMP_TIMEOUT)
+                    .map_err(|_| ControlError::Unavailable {
+                        message: format!("worker {w} did not answer a flow-dump request"),
+                    })?;
+            flows.extend(page.out.iter().map(|r| self.flow_info(&snap, w, r)));
+            match page.next {
+                Some(c) => pos = c.position(),
+                None => {
+                    w += 1;
+                    pos = 0;
+                }
+            }
+        }
+        let next_cursor = (w < self.dumps.len()).then(|| format!("{w}.{pos}"));
+        Ok(FlowPage { flows, next_cursor })
+    }
+
+    fn flow_info(&self, snap: &Snapshot, worker: usize, r: &FlowRecord) -> FlowInfo {
+        let group = self
+            .cfg
+            .target_groups
+            .get(usize::from(r.entry.group))
+            .map_or_else(String::new, |g| g.name.clone());
+        let appliance = snap
+            .appliances
+            .get(usize::from(r.entry.appliance))
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.addr);
+        FlowInfo {
+            worker,
+            group,
+            appliance,
+            protocol: r.key.protocol(),
+            addr_a: r.key.lo_addr().to_ip_addr(),
+            port_a: r.key.lo_port(),
+            addr_b: r.key.hi_addr().to_ip_addr(),
+            port_b: r.key.hi_port(),
+            idle_s: r.idle,
+        }
+    }
+
+    /// Logs, loudly, every target group left without a healthy appliance and what its
+    /// traffic does now.
+    fn log_groups_without_healthy(&self) {
+        for g in &self.cfg.target_groups {
+            let registered: Vec<_> = self
+                .registry
+                .registered()
+                .filter(|(_, s)| s.group == g.name)
+                .collect();
+            let healthy = registered
+                .iter()
+                .filter(|(_, s)| s.healthy && s.target.weight > 0)
+                .count();
+            if healthy == 0 && !registered.is_empty() {
+                match g.on_all_unhealthy {
+                    OnAllUnhealthy::FailOpen => {
+                        tracing::error!(group = %g.name, "no healthy appliance: FAIL-OPEN, new flows are forwarded uninspected")
+                    }
+                    OnAllUnhealthy::FailClosed => {
+                        tracing::error!(group = %g.name, "no healthy appliance: FAIL-CLOSED, new flows are dropped")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Learns neighbours from the kernel's table on the exception-path interfaces and asks
+    /// the kernel to resolve the ones still missing (targets and next hops). Returns whether
+    /// the learned set changed.
+    fn refresh_neighbors(&mut self) -> bool {
+        let names: Vec<String> = self.kernel_ifs.iter().map(|(_, n)| n.clone()).collect();
+        let learned = match crate::neighbors::read_kernel_neighbors(&names) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("reading the kernel neighbour table: {e}");
+                return false;
+            }
+        };
+        let snap = self.snapshot.load();
+        let mut wanted: Vec<(IpAddr, usize)> = self
+            .registry
+            .slots()
+            .iter()
+            .filter(|s| s.state != SlotState::Gone && s.target.mac.is_none())
+            .map(|s| (s.target.address, s.target.port))
+            .collect();
+        wanted.extend(
+            self.cfg
+                .routes
+                .iter()
+                .filter_map(|r| r.via.map(|v| (v, r.port))),
+        );
+        for (addr, port) in wanted {
+            if snap.lookup_neighbor(&IpAddrBytes::from(addr)).is_none() {
+                if let Some((_, ifname)) = self.kernel_ifs.iter().find(|(p, _)| *p == port) {
+                    let _ = crate::neighbors::solicit(addr, ifname);
+                }
+            }
+        }
+        let new: Vec<(IpAddr, [u8; 6])> = learned.into_iter().map(|n| (n.addr, n.mac)).collect();
+        if new != self.live.learned_neighbors {
+            self.live.learned_neighbors = new;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Stops the health checker.
+    pub fn stop(&mut self) {
+        self.checker.stop();
+    }
+}
+
+/// Top-level settings that differ between two configurations, by section (for the reload
+/// report; targets are reported by the registry).
+fn changed_settings(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.routes != new.routes {
+        out.push("routes".into());
+    }
+    if old.neighbors != new.neighbors {
+        out.push("neighbors".into());
+    }
+    if old.dataplane.stats_interval != new.dataplane.stats_interval {
+        out.push("dataplane.stats_interval".into());
+    }
+    for (i, (g, h)) in old.target_groups.iter().zip(&new.target_groups).enumerate() {
+        let mut a = g.clone();
+        let mut b = h.clone();
+        a.targets.clear();
+        b.targets.clear();
+        if a.health_check != b.health_check {
+            out.push(format!("target_groups[{i}].health_check"));
+        }
+        a.health_check = b.health_check.clone();
+        if a != b {
+            out.push(format!("target_groups[{i}]"));
+        }
+    }
+    out
+}
+
+/// Health-check targets for every registered slot. Probes leave from the port's own address
+/// when the port has a kernel interface (the exception path carries them), else from the
+/// host's routing choice.
+fn probe_targets(cfg: &Config, registry: &Registry) -> Vec<ProbeTarget> {
+    registry
+        .registered()
+        .filter_map(|(slot, s)| {
+            let g = cfg.target_groups.iter().find(|g| g.name == s.group)?;
+            let port = cfg.ports.get(s.target.port)?;
+            Some(ProbeTarget {
+                slot,
+                group: g.name.clone(),
+                addr: s.target.address,
+                check: g.health_check.clone(),
+                source: port
+                    .kernel_interface
+                    .as_ref()
+                    .and_then(|_| port.source_for(s.target.address)),
+            })
+        })
+        .collect()
+}
