@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{}: {e}", config.display());
+                eprintln!("{e}");
                 ExitCode::FAILURE
             }
         },
@@ -76,7 +76,8 @@ fn main() -> ExitCode {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{}: {e}", config.display());
+                    // The error names the file itself.
+                    eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };

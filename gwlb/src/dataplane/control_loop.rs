@@ -98,10 +98,6 @@ pub enum ControlStartError {
     Health(#[from] crate::health::HealthError),
 }
 
-fn label(group: &str, addr: IpAddr) -> String {
-    format!("{group}/{addr}")
-}
-
 /// Maps a validation error of an edited configuration to a control error. `prefix` (e.g.
 /// `target_groups[0].targets[2].`) is removed from the field path, so a request's error names
 /// the request's own field (`weight`), not the config path.

@@ -53,13 +53,15 @@ impl RunReport {
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "worker {i}: rx {} tx {} encapsulated {} decapsulated {} to_host {} new_flows {} handed_off {} dropped {}",
+                "worker {i}: rx {} tx {} encapsulated {} decapsulated {} fail_open {} to_host {} new_flows {} rebalanced_flows {} handed_off {} dropped {}",
                 w.rx.load(Relaxed),
                 w.tx.load(Relaxed),
                 w.encapsulated.load(Relaxed),
                 w.decapsulated.load(Relaxed),
+                w.fail_open.load(Relaxed),
                 w.to_host.load(Relaxed),
                 w.new_flows.load(Relaxed),
+                w.rebalanced_flows.load(Relaxed),
                 w.handed_off.load(Relaxed),
                 w.dropped(),
             );

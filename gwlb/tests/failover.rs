@@ -1,0 +1,418 @@
+//! Control-plane behaviour with real DPDK ports (net_af_packet on veths), real health-check
+//! sockets and real ARP, in network namespaces (see `netns/mod.rs`): failure detection,
+//! `no_rebalance` / `rebalance`, recovery, draining and re-weighting by reload, a broken
+//! reload, fail-open / fail-closed, and ping of the gateway while it forwards. In every
+//! scenario, flows of healthy appliances must never move.
+//!
+//! Flows are single UDP packets with distinct source ports; "where a flow went" is read on
+//! the appliances themselves (the inner source port each one saw).
+
+mod netns;
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use netns::{client_frame, forwarded_ports, Appliance, Gwlb, Topology, UserPort};
+
+/// Settle time after sending: the round trip through the appliances takes well under this.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Health check: interval 100 ms, unhealthy threshold 2, jitter 10 %, timeout 80 ms.
+/// Detection takes about 2 intervals; this bound adds the jitter, one probe timeout and a
+/// generous scheduling margin for a loaded 2-core CI machine.
+const DETECTION_BOUND: Duration = Duration::from_millis(2 * 110 + 80 + 1000);
+
+/// One scenario at a time: each runs a busy-polling gwlb worker, and detection times are
+/// only meaningful when the scenarios do not compete for the CPUs.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Rig {
+    _serial: MutexGuard<'static, ()>,
+    topo: Topology,
+    apps: Vec<Appliance>,
+    user: UserPort,
+    gwlb: Option<Gwlb>,
+}
+
+impl Rig {
+    fn start(name: &str, extra_group: &str, weights: &[u16]) -> Rig {
+        let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let topo = Topology::create(name, weights.len());
+        let apps = (0..weights.len())
+            .map(|i| Appliance::start(&topo.app(), i))
+            .collect();
+        let user = UserPort::open(&topo.usr(), &format!("{name}u1"));
+        let gwlb = Gwlb::start(&topo.gw(), &topo.config(extra_group, weights));
+        let mut rig = Rig {
+            _serial: serial,
+            topo,
+            apps,
+            user,
+            gwlb: Some(gwlb),
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        rig.gwlb.as_mut().expect("started").assert_running();
+        rig.wait_ready(weights.iter().filter(|w| **w > 0).count());
+        rig
+    }
+
+    fn gwlb(&self) -> &Gwlb {
+        self.gwlb.as_ref().expect("gwlb running")
+    }
+
+    /// Waits until every appliance is resolved (ARP through the exception path) by
+    /// sending probe flows until each weighted appliance has answered one.
+    fn wait_ready(&self, weighted: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut port = 60_000u16;
+        loop {
+            for _ in 0..16 {
+                self.user.send(&client_frame(port));
+                port += 1;
+            }
+            self.user.drain(QUIET);
+            let answering = self.apps.iter().filter(|a| a.count() > 0).count();
+            if answering >= weighted {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "appliances not resolved after 20 s ({answering}/{weighted} answering)\n{}",
+                self.gwlb().log_text()
+            );
+        }
+    }
+
+    /// Sends one packet per source port and returns, per source port, the appliance index
+    /// that saw it (absent: no appliance saw it) and which ports came back forwarded.
+    fn send_flows(&self, ports: &[u16]) -> (BTreeMap<u16, usize>, Vec<u16>) {
+        let before: Vec<usize> = self.apps.iter().map(Appliance::count).collect();
+        for &p in ports {
+            self.user.send(&client_frame(p));
+        }
+        let frames = self.user.drain(QUIET);
+        let mut at = BTreeMap::new();
+        for (i, a) in self.apps.iter().enumerate() {
+            for p in a.ports_since(before[i]) {
+                if ports.contains(&p) {
+                    assert!(
+                        at.insert(p, i).is_none_or(|j| j == i),
+                        "flow {p} seen by two appliances"
+                    );
+                }
+            }
+        }
+        (at, forwarded_ports(&frames))
+    }
+
+    fn kill_hc(&self, i: usize) -> Duration {
+        let t0 = Instant::now();
+        self.apps[i].close_hc();
+        let ip = self.apps[i].ip.to_string();
+        let (t, _) = self
+            .gwlb()
+            .wait_log(t0, &["appliance unhealthy", &ip], Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{ip} never marked unhealthy\n{}", self.gwlb().log_text()));
+        let took = t - t0;
+        eprintln!("{ip}: unhealthy after {took:?}");
+        assert!(
+            took <= DETECTION_BOUND,
+            "detection took {took:?} > {DETECTION_BOUND:?}"
+        );
+        // Let the new snapshot reach the worker.
+        std::thread::sleep(Duration::from_millis(100));
+        took
+    }
+
+    fn revive_hc(&self, i: usize) {
+        let t0 = Instant::now();
+        self.apps[i].open_hc();
+        let ip = self.apps[i].ip.to_string();
+        self.gwlb()
+            .wait_log(t0, &["appliance healthy", &ip], Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{ip} never healthy again\n{}", self.gwlb().log_text()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    fn reload(&self, config: &str) -> Instant {
+        std::fs::write(&self.gwlb().config, config).unwrap();
+        let t0 = Instant::now();
+        self.gwlb().signal(libc::SIGHUP);
+        t0
+    }
+
+    fn stop(mut self) -> BTreeMap<String, u64> {
+        self.gwlb.take().expect("running").stop()
+    }
+}
+
+fn ports(range: std::ops::Range<u16>) -> Vec<u16> {
+    range.collect()
+}
+
+/// Flows per appliance.
+fn spread(at: &BTreeMap<u16, usize>, n: usize) -> Vec<usize> {
+    let mut v = vec![0; n];
+    for &i in at.values() {
+        v[i] += 1;
+    }
+    v
+}
+
+#[test]
+fn unhealthy_no_rebalance_keeps_flows_then_recovers() {
+    if !netns::can_run() {
+        return;
+    }
+    let rig = Rig::start(
+        "gwtnr",
+        r#"on_unhealthy = "no_rebalance""#,
+        &[100, 100, 100],
+    );
+    let old = ports(1000..1090);
+    let (first, fwd) = rig.send_flows(&old);
+    assert_eq!(first.len(), old.len(), "every flow reached an appliance");
+    assert_eq!(fwd.len(), old.len(), "every flow came back forwarded");
+    let s = spread(&first, 3);
+    assert!(
+        s.iter().all(|&n| n > 0),
+        "flows spread over all three: {s:?}"
+    );
+
+    rig.kill_hc(0);
+    // Existing flows stay where they were, including those of the unhealthy appliance.
+    let (again, fwd) = rig.send_flows(&old);
+    assert_eq!(again, first, "no_rebalance: no flow moved");
+    assert_eq!(fwd.len(), old.len());
+    // New flows avoid it.
+    let new = ports(2000..2090);
+    let (placed, _) = rig.send_flows(&new);
+    assert_eq!(placed.len(), new.len());
+    assert_eq!(
+        spread(&placed, 3)[0],
+        0,
+        "no new flow to the unhealthy appliance"
+    );
+
+    // Recovery: after the healthy threshold it takes new flows again; nothing else moves.
+    rig.revive_hc(0);
+    let newer = ports(3000..3090);
+    let (placed2, _) = rig.send_flows(&newer);
+    assert!(
+        spread(&placed2, 3)[0] > 0,
+        "recovered appliance takes new flows"
+    );
+    let (again, _) = rig.send_flows(&old);
+    assert_eq!(again, first, "flows never moved");
+    let (again, _) = rig.send_flows(&new);
+    assert_eq!(
+        again, placed,
+        "flows placed while it was down stay put after it recovers"
+    );
+    let report = rig.stop();
+    assert_eq!(report.get("rebalanced_flows").copied().unwrap_or(0), 0);
+}
+
+#[test]
+fn unhealthy_rebalance_moves_only_its_flows() {
+    if !netns::can_run() {
+        return;
+    }
+    let rig = Rig::start("gwtrb", r#"on_unhealthy = "rebalance""#, &[100, 100, 100]);
+    let old = ports(1000..1090);
+    let (first, _) = rig.send_flows(&old);
+    assert_eq!(first.len(), old.len());
+    rig.kill_hc(1);
+    let (after, fwd) = rig.send_flows(&old);
+    assert_eq!(after.len(), old.len(), "every flow still served");
+    assert_eq!(fwd.len(), old.len(), "every flow still forwarded");
+    let mut moved = 0;
+    for (p, &was) in &first {
+        let now = after[p];
+        if was == 1 {
+            assert_ne!(now, 1, "flow {p} left the unhealthy appliance");
+            moved += 1;
+        } else {
+            assert_eq!(now, was, "flow {p} of a healthy appliance never moves");
+        }
+    }
+    assert!(moved > 0);
+    let report = rig.stop();
+    assert_eq!(report["rebalanced_flows"], moved as u64);
+}
+
+#[test]
+fn reload_drains_reweights_and_a_broken_file_changes_nothing() {
+    if !netns::can_run() {
+        return;
+    }
+    let policy = "on_unhealthy = \"no_rebalance\"\nderegistration_delay_s = 2";
+    let rig = Rig::start("gwtdr", policy, &[100, 100, 100]);
+    let old = ports(1000..1090);
+    let (first, _) = rig.send_flows(&old);
+    assert_eq!(first.len(), old.len());
+
+    // A broken file: rejected with the field named, the running config kept.
+    let broken = rig
+        .topo
+        .config(policy, &[100, 100, 100])
+        .replace("interval_ms = 100", "interval_ms = 5");
+    let t0 = rig.reload(&broken);
+    let (_, line) = rig
+        .gwlb()
+        .wait_log(t0, &["reload rejected"], Duration::from_secs(5))
+        .expect("reload rejection logged");
+    assert!(
+        line.contains("health_check.interval_ms"),
+        "names the field: {line}"
+    );
+    let (again, _) = rig.send_flows(&old);
+    assert_eq!(again, first, "nothing changed after a rejected reload");
+
+    // Deregister appliance 2 and set appliance 1's weight to 0 by reload.
+    let cfg = rig.topo.config(policy, &[100, 0]);
+    let t0 = rig.reload(&cfg);
+    rig.gwlb()
+        .wait_log(t0, &["configuration reloaded"], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("reload not applied\n{}", rig.gwlb().log_text()));
+    std::thread::sleep(Duration::from_millis(100));
+    // Draining: old flows keep their appliance, new ones go only to appliance 0.
+    let (during, _) = rig.send_flows(&old);
+    assert_eq!(
+        during, first,
+        "draining and re-weighting move no existing flow"
+    );
+    let new = ports(2000..2060);
+    let (placed, _) = rig.send_flows(&new);
+    assert_eq!(
+        spread(&placed, 3),
+        vec![new.len(), 0, 0],
+        "new flows only to the weighted, registered appliance"
+    );
+
+    // After the delay (no_rebalance) the drained appliance's flows end: dropped, counted.
+    rig.gwlb()
+        .wait_log(t0, &["deregistration delay over"], Duration::from_secs(6))
+        .expect("drain end logged");
+    std::thread::sleep(Duration::from_millis(100));
+    let (after, fwd) = rig.send_flows(&old);
+    let on2 = first.values().filter(|&&i| i == 2).count();
+    assert!(on2 > 0);
+    assert!(
+        after.values().all(|&i| i != 2),
+        "no packet reaches the removed appliance"
+    );
+    assert_eq!(after.len(), old.len() - on2, "its flows ended");
+    assert_eq!(fwd.len(), old.len() - on2);
+    for (p, i) in &after {
+        assert_eq!(first[p], *i, "other flows never moved");
+    }
+    let report = rig.stop();
+    assert_eq!(report["drop appliance_gone"], on2 as u64);
+}
+
+#[test]
+fn fail_closed_drops_and_fail_open_forwards_uninspected() {
+    if !netns::can_run() {
+        return;
+    }
+    for (name, policy) in [("gwtfc", "fail_closed"), ("gwtfo", "fail_open")] {
+        let rig = Rig::start(
+            name,
+            &format!("on_all_unhealthy = \"{policy}\""),
+            &[100, 100],
+        );
+        rig.kill_hc(0);
+        rig.kill_hc(1);
+        let t0 = Instant::now();
+        let shout = if policy == "fail_open" {
+            "FAIL-OPEN"
+        } else {
+            "FAIL-CLOSED"
+        };
+        assert!(
+            rig.gwlb()
+                .wait_log(
+                    t0 - Duration::from_secs(3),
+                    &[shout],
+                    Duration::from_secs(1)
+                )
+                .is_some(),
+            "{policy} logged"
+        );
+        let new = ports(5000..5040);
+        let (placed, fwd) = rig.send_flows(&new);
+        assert!(placed.is_empty(), "{policy}: no appliance sees new flows");
+        let report = rig.stop();
+        if policy == "fail_open" {
+            assert_eq!(
+                fwd, new,
+                "fail-open forwards every packet uninspected, in order"
+            );
+        } else {
+            assert!(fwd.is_empty(), "fail-closed forwards nothing");
+            assert_eq!(report["drop no_healthy_appliance"], new.len() as u64);
+        }
+    }
+}
+
+#[test]
+fn gateway_answers_ping_and_arp_while_forwarding() {
+    if !netns::can_run() {
+        return;
+    }
+    let rig = Rig::start("gwtpg", "", &[100, 100]);
+    // Traffic in the background while an appliance-side host pings the gateway.
+    let ns = rig.topo.app();
+    let pinger = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "ping",
+                "-c",
+                "5",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "10.77.0.1",
+            ])
+            .output()
+            .expect("ping")
+    });
+    let flows = ports(1000..1400);
+    let (placed, fwd) = rig.send_flows(&flows);
+    let out = pinger.join().unwrap();
+    assert!(
+        out.status.success(),
+        "ping of the gateway: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(placed.len(), flows.len());
+    assert_eq!(fwd.len(), flows.len());
+    // The appliances' MACs were learned from the kernel (ARP through the exception path):
+    // the config has none.
+    let neigh = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &rig.topo.gw(),
+            "neigh",
+            "show",
+            "dev",
+            &rig.topo.tap(),
+        ])
+        .output()
+        .unwrap();
+    let neigh = String::from_utf8_lossy(&neigh.stdout);
+    for a in &rig.apps {
+        assert!(
+            neigh.contains(&a.ip.to_string()),
+            "{} learned: {neigh}",
+            a.ip
+        );
+    }
+    rig.stop();
+}
