@@ -2004,6 +2004,23 @@ fn validate_groups(
 
         let health_check = validate_health_check(&rg.health_check, &format!("{g}.health_check"))?;
         let targets = validate_targets(&rg.targets, &g, ports, port_ref)?;
+        for (ti, t) in targets.iter().enumerate() {
+            let other = groups.iter().enumerate().find_map(|(j, o)| {
+                o.targets
+                    .iter()
+                    .position(|u| u.address == t.address)
+                    .map(|k| (j, k))
+            });
+            if let Some((j, k)) = other {
+                return Err(invalid(
+                    format!("{g}.targets[{ti}].address"),
+                    format!(
+                        "{} is already target_groups[{j}].targets[{k}]: an appliance belongs to one target group (its Geneve returns are matched by their source address)",
+                        t.address
+                    ),
+                ));
+            }
+        }
 
         let n = targets.len();
         if u32::try_from(n).map_or(true, |n| n > maglev_table_size) {
@@ -3516,6 +3533,15 @@ log_format = "json"
             .warnings()
             .iter()
             .any(|w| w.field == "target_groups[0].targets"));
+        // The same appliance in two groups: its returns could not be matched to a group.
+        let two = format!(
+            "{TWO_ARM}\n[[target_groups]]\nname = \"ids\"\nuser_ports = []\n[[target_groups.targets]]\naddress = \"10.0.2.12\"\n"
+        );
+        expect_err(
+            &two,
+            "target_groups[1].targets[0].address",
+            "is already target_groups[0].targets[1]",
+        );
     }
 
     #[test]

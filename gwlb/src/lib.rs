@@ -16,6 +16,7 @@ pub mod packet_buf;
 pub mod parse;
 pub mod pipeline;
 pub mod snapshot;
+pub mod tcp_reset;
 
 #[cfg(feature = "dpdk")]
 pub mod dataplane;

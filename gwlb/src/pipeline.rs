@@ -11,7 +11,8 @@ use crate::flow::FlowKey;
 use crate::flow_table::{FlowEntry, FlowTable, FlowTableError, ProtoClass, Timeouts};
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, proto, DropReason, ParsedPacket, L3};
-use crate::snapshot::{ApplianceState, NoNextHop, Snapshot};
+use crate::snapshot::{ApplianceState, GroupView, NoNextHop, Snapshot};
+use crate::tcp_reset;
 
 /// What to do with a packet after [`Pipeline::process`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub struct Counters {
     pub new_flows: u64,
     /// Flows moved to another appliance (rebalance, drain expiry).
     pub rebalanced_flows: u64,
+    /// TCP resets sent in place of dropped packets (`tcp_rst_on_drop`).
+    pub tcp_resets: u64,
     /// Drops by reason, indexed by [`DropReason::index`].
     pub drops: [u64; DropReason::COUNT],
     /// Packets sent to each appliance slot.
@@ -63,6 +66,7 @@ impl Counters {
             to_host: 0,
             new_flows: 0,
             rebalanced_flows: 0,
+            tcp_resets: 0,
             drops: [0; DropReason::COUNT],
             appliance_packets: vec![0; max_appliances].into_boxed_slice(),
             appliance_bytes: vec![0; max_appliances].into_boxed_slice(),
@@ -139,7 +143,7 @@ impl Pipeline {
         match dispatch(snap, &p, in_port) {
             Dispatch::Host => Verdict::ToHost,
             Dispatch::Return => self.decapsulate(snap, buf, &p, now),
-            Dispatch::Encapsulate(g) => self.encapsulate(snap, buf, &p, g, now),
+            Dispatch::Encapsulate(g) => self.encapsulate(snap, buf, &p, g, in_port, now),
             Dispatch::NoRoute => Verdict::Drop(DropReason::NoRoute),
         }
     }
@@ -150,6 +154,7 @@ impl Pipeline {
         buf: &mut B,
         p: &ParsedPacket,
         group: u16,
+        in_port: u16,
         now: u32,
     ) -> Verdict {
         let g = &snap.groups[usize::from(group)];
@@ -172,7 +177,7 @@ impl Pipeline {
                     // no_rebalance: a flow ends with its drained appliance. The entry stays
                     // (and blackholes the flow) until it idles out, so the flow's remaining
                     // packets are never re-steered mid-connection.
-                    return Verdict::Drop(DropReason::ApplianceGone);
+                    return self.end_flow(g, buf, p, in_port, DropReason::ApplianceGone);
                 } else {
                     match pick(snap) {
                         Some(s) => {
@@ -196,7 +201,7 @@ impl Pipeline {
                     s
                 }
                 None if g.fail_open => return self.forward(snap, buf, p),
-                None => return Verdict::Drop(DropReason::NoHealthyAppliance),
+                None => return self.end_flow(g, buf, p, in_port, DropReason::NoHealthyAppliance),
             },
         };
         let a = &snap.appliances[usize::from(slot)];
@@ -259,6 +264,24 @@ impl Pipeline {
         }
         self.counters.decapsulated += 1;
         Verdict::Tx(hop.port)
+    }
+
+    /// Drops a packet whose flow the gateway cannot serve, answering it with a TCP RST back
+    /// out `in_port` when the group asks for it (the drop is counted either way).
+    fn end_flow<B: PacketBuf>(
+        &mut self,
+        g: &GroupView,
+        buf: &mut B,
+        p: &ParsedPacket,
+        in_port: u16,
+        why: DropReason,
+    ) -> Verdict {
+        if g.tcp_rst && tcp_reset::reflect_rst(buf, p) {
+            self.counters.drops[why.index()] += 1;
+            self.counters.tcp_resets += 1;
+            return Verdict::Tx(in_port);
+        }
+        Verdict::Drop(why)
     }
 
     /// Fail-open: forward the original packet to its next hop without inspection.

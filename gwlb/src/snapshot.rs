@@ -117,6 +117,8 @@ pub struct GroupView {
     pub rebalance: bool,
     /// `fail_open`: with no healthy appliance, forward uninspected instead of dropping.
     pub fail_open: bool,
+    /// `tcp_rst_on_drop`: answer TCP packets of flows the gateway ends with a RST.
+    pub tcp_rst: bool,
 }
 
 /// A route for forwarding decapsulated (or fail-open) traffic.
@@ -377,6 +379,7 @@ impl Snapshot {
                 stickiness: g.stickiness,
                 rebalance: g.on_unhealthy == OnUnhealthy::Rebalance,
                 fail_open: g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
+                tcp_rst: g.tcp_rst_on_drop,
             });
         }
         // One slot per address: a registered one wins over one still draining elsewhere.

@@ -318,11 +318,8 @@ fn fail_closed_drops_and_fail_open_forwards_uninspected() {
         return;
     }
     for (name, policy) in [("gwtfc", "fail_closed"), ("gwtfo", "fail_open")] {
-        let rig = Rig::start(
-            name,
-            &format!("on_all_unhealthy = \"{policy}\""),
-            &[100, 100],
-        );
+        let group = format!("on_all_unhealthy = \"{policy}\"\ntcp_rst_on_drop = true");
+        let rig = Rig::start(name, &group, &[100, 100]);
         rig.kill_hc(0);
         rig.kill_hc(1);
         let t0 = Instant::now();
@@ -344,15 +341,24 @@ fn fail_closed_drops_and_fail_open_forwards_uninspected() {
         let new = ports(5000..5040);
         let (placed, fwd) = rig.send_flows(&new);
         assert!(placed.is_empty(), "{policy}: no appliance sees new flows");
+        // A TCP connection attempt: fail-closed refuses it at once with a RST (seq 0, ack
+        // = SYN's seq + 1); fail-open forwards the SYN.
+        rig.user.send(&netns::client_syn(6000));
+        let frames = rig.user.drain(QUIET);
+        let resets = netns::resets_to_client(&frames);
         let report = rig.stop();
         if policy == "fail_open" {
             assert_eq!(
                 fwd, new,
                 "fail-open forwards every packet uninspected, in order"
             );
+            assert!(resets.is_empty(), "no RST in fail-open");
+            assert_eq!(report["fail_open"], new.len() as u64 + 1);
         } else {
             assert!(fwd.is_empty(), "fail-closed forwards nothing");
-            assert_eq!(report["drop no_healthy_appliance"], new.len() as u64);
+            assert_eq!(resets, vec![(6000, 0, 5001)], "RST answers the SYN");
+            assert_eq!(report["drop no_healthy_appliance"], new.len() as u64 + 1);
+            assert_eq!(report["tcp_resets"], 1);
         }
     }
 }

@@ -242,6 +242,9 @@ pub struct WorkerReport {
     pub new_flows: u64,
     /// Flows moved to another appliance.
     pub rebalanced_flows: u64,
+    /// TCP resets sent in place of dropped packets of ended flows.
+    #[serde(default)]
+    pub tcp_resets: u64,
     /// Packets passed to the flow's owning worker.
     pub handed_off: u64,
     /// Flow-table entries in use (as of the worker's last publish).

@@ -737,6 +737,7 @@ impl ControlLoop {
                     to_host: w.to_host.load(Relaxed),
                     new_flows: w.new_flows.load(Relaxed),
                     rebalanced_flows: w.rebalanced_flows.load(Relaxed),
+                    tcp_resets: w.tcp_resets.load(Relaxed),
                     handed_off: w.handed_off.load(Relaxed),
                     active_flows: w.active_flows.load(Relaxed),
                     flow_table_capacity: cap,
@@ -756,6 +757,7 @@ impl ControlLoop {
             total.to_host += w.to_host;
             total.new_flows += w.new_flows;
             total.rebalanced_flows += w.rebalanced_flows;
+            total.tcp_resets += w.tcp_resets;
             total.handed_off += w.handed_off;
             total.active_flows += w.active_flows;
             total.flow_table_capacity += w.flow_table_capacity;

@@ -53,7 +53,7 @@ impl RunReport {
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "worker {i}: rx {} tx {} encapsulated {} decapsulated {} fail_open {} to_host {} new_flows {} rebalanced_flows {} handed_off {} dropped {}",
+                "worker {i}: rx {} tx {} encapsulated {} decapsulated {} fail_open {} to_host {} new_flows {} rebalanced_flows {} tcp_resets {} handed_off {} dropped {}",
                 w.rx.load(Relaxed),
                 w.tx.load(Relaxed),
                 w.encapsulated.load(Relaxed),
@@ -62,6 +62,7 @@ impl RunReport {
                 w.to_host.load(Relaxed),
                 w.new_flows.load(Relaxed),
                 w.rebalanced_flows.load(Relaxed),
+                w.tcp_resets.load(Relaxed),
                 w.handed_off.load(Relaxed),
                 w.dropped(),
             );

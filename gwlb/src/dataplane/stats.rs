@@ -32,6 +32,8 @@ pub struct WorkerStats {
     pub new_flows: AtomicU64,
     /// Flows moved between appliances.
     pub rebalanced_flows: AtomicU64,
+    /// TCP resets sent for ended flows.
+    pub tcp_resets: AtomicU64,
     /// Live flows in the worker's table (as of its last publish).
     pub active_flows: AtomicU64,
     /// Drops by reason.
@@ -54,6 +56,7 @@ impl WorkerStats {
             to_host: AtomicU64::new(0),
             new_flows: AtomicU64::new(0),
             rebalanced_flows: AtomicU64::new(0),
+            tcp_resets: AtomicU64::new(0),
             active_flows: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             appliance: (0..max_appliances)
@@ -74,6 +77,7 @@ impl WorkerStats {
         self.to_host.store(c.to_host, Relaxed);
         self.new_flows.store(c.new_flows, Relaxed);
         self.rebalanced_flows.store(c.rebalanced_flows, Relaxed);
+        self.tcp_resets.store(c.tcp_resets, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
             a.store(*v, Relaxed);
         }

@@ -490,6 +490,43 @@ pub fn client_frame(sport: u16) -> Vec<u8> {
     f
 }
 
+/// A TCP SYN from the client (source port `sport`) to the server.
+pub fn client_syn(sport: u16) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, GW_USER_MAC)
+        .ipv4(CLIENT.octets(), SERVER.octets(), 64)
+        .tcp(sport, 443, 5000, 64240)
+        .syn();
+    let mut f = Vec::with_capacity(b.size(0));
+    b.write(&mut f, &[]).unwrap();
+    f
+}
+
+/// `(destination port, seq, ack)` of the TCP resets among `frames` that the gateway sent
+/// back to the client, from the server's address.
+pub fn resets_to_client(frames: &[Vec<u8>]) -> Vec<(u16, u32, u32)> {
+    frames
+        .iter()
+        .filter(|f| f.len() >= 54 && f[0..6] == CLIENT_MAC && f[6..12] == GW_USER_MAC)
+        .filter_map(|f| {
+            let p = etherparse::SlicedPacket::from_ethernet(f).ok()?;
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+                return None;
+            };
+            if ip.header().source_addr() != SERVER || ip.header().destination_addr() != CLIENT {
+                return None;
+            }
+            match p.transport {
+                Some(etherparse::TransportSlice::Tcp(t)) if t.rst() => Some((
+                    t.destination_port(),
+                    t.sequence_number(),
+                    t.acknowledgment_number(),
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Source ports of the client frames among `frames` that gwlb forwarded toward the next
 /// hop (destination MAC of the next hop, source MAC of the gateway).
 pub fn forwarded_ports(frames: &[Vec<u8>]) -> Vec<u16> {
