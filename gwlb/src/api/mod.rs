@@ -11,8 +11,10 @@
 //! - [`metrics`]: the `/metrics` exposition.
 //! - [`http_error`]: the JSON error body both sides share.
 //! - [`client`]: the HTTP client of the CLI.
+//! - [`cli`]: the CLI subcommands that use it.
 //! - [`tables`]: the CLI's human-readable tables.
 
+pub mod cli;
 pub mod client;
 pub mod http_error;
 pub mod metrics;

@@ -235,11 +235,16 @@ fn parse_address(text: &str) -> Result<IpAddr, HttpError> {
 
 /// Parses a JSON body into `T`, naming the field at fault.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(HttpError::invalid(
-            "body",
-            "expected a JSON object, got an empty body",
-        ));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(HttpError::invalid(
+                "body",
+                "expected a JSON object, got an empty body",
+            ))
+        }
+        // serde would also take a struct as an array of its fields: refuse that form.
+        Some(b'{') => {}
+        Some(_) => return Err(HttpError::invalid("body", "expected a JSON object")),
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
