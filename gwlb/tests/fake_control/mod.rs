@@ -446,10 +446,10 @@ impl Model {
             .iter()
             .enumerate()
             .skip(start)
-            .filter(|(_, f)| q.group.as_ref().map_or(true, |g| *g == f.group))
-            .filter(|(_, f)| q.appliance.map_or(true, |a| a == f.appliance))
-            .filter(|(_, f)| q.address.map_or(true, |a| a == f.addr_a || a == f.addr_b))
-            .filter(|(_, f)| q.port.map_or(true, |p| p == f.port_a || p == f.port_b))
+            .filter(|(_, f)| q.group.as_ref().is_none_or(|g| *g == f.group))
+            .filter(|(_, f)| q.appliance.is_none_or(|a| a == f.appliance))
+            .filter(|(_, f)| q.address.is_none_or(|a| a == f.addr_a || a == f.addr_b))
+            .filter(|(_, f)| q.port.is_none_or(|p| p == f.port_a || p == f.port_b))
             .take(limit + 1)
             .collect();
         let next_cursor = (matching.len() > limit).then(|| format!("o{}", matching[limit].0));
