@@ -523,6 +523,12 @@ impl fmt::Display for Device {
     }
 }
 
+/// Default of `[control] api_listen`, and the address the CLI talks to by default.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9090";
+
+/// Default of `[control] metrics_listen`.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9091";
+
 /// A listening address for the control API or metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Listen {
@@ -1302,9 +1308,9 @@ struct RawControl {
 impl Default for RawControl {
     fn default() -> Self {
         RawControl {
-            api_listen: "127.0.0.1:9090".to_owned(),
+            api_listen: DEFAULT_API_LISTEN.to_owned(),
             api_token: String::new(),
-            metrics_listen: "127.0.0.1:9091".to_owned(),
+            metrics_listen: DEFAULT_METRICS_LISTEN.to_owned(),
             log_format: LogFormat::Auto,
         }
     }

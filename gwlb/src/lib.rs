@@ -3,6 +3,7 @@
 //!
 //! See `docs/architecture.md` for how the pieces fit.
 
+pub mod api;
 pub mod config;
 pub mod control;
 pub mod decap;
@@ -10,6 +11,7 @@ pub mod encap;
 pub mod flow;
 pub mod flow_table;
 pub mod health;
+pub mod logging;
 pub mod maglev;
 pub mod neighbors;
 pub mod packet_buf;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use gwlb::config::Config;
+use gwlb::api::cli::ClientCommand;
+use gwlb::config::{Config, LogFormat};
 use gwlb::dataplane::run::{run, RunOptions};
 
 /// gwlb: a gateway load balancer. Traffic routed to this node is encapsulated in Geneve
@@ -32,6 +33,10 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long, value_name = "SECONDS")]
         duration: Option<f64>,
+        /// Log format: auto (human on a terminal, JSON otherwise), human or json. Overrides
+        /// `[control] log_format`.
+        #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+        log_format: Option<LogFormat>,
         /// Extra DPDK EAL arguments, after `--` (appended after the config's eal_args).
         #[arg(last = true, value_name = "EAL_ARGS")]
         eal_args: Vec<String>,
@@ -42,18 +47,36 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "auto" => Ok(LogFormat::Auto),
+        "human" => Ok(LogFormat::Human),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("{s:?}: expected auto, human or json")),
+    }
+}
+
+/// Sets up logging; on failure says why on stderr.
+fn init_logging(format: LogFormat) -> Result<(), ExitCode> {
+    gwlb::logging::init(format).map_err(|e| {
+        eprintln!("gwlb: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GWLB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match cli.command {
+        Command::Client(command) => {
+            if let Err(code) = init_logging(LogFormat::Human) {
+                return code;
+            }
+            command.run()
+        }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(cfg) => {
                 for w in cfg.warnings() {
@@ -63,7 +86,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("gwlb: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -71,16 +94,20 @@ fn main() -> ExitCode {
             config,
             exit_when_idle_ms,
             duration,
+            log_format,
             eal_args,
         } => {
+            // The configuration first: it says how to log.
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    // The error names the file itself.
-                    eprintln!("{e}");
+                    eprintln!("gwlb: {e}");
                     return ExitCode::FAILURE;
                 }
             };
+            if let Err(code) = init_logging(log_format.unwrap_or(cfg.control.log_format)) {
+                return code;
+            }
             for w in cfg.warnings() {
                 tracing::warn!("{}: {}", w.field, w.message);
             }

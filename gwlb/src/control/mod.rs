@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
 /// Longest a [`ControlHandle`] request waits for the control loop.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Flows per [`FlowPage`] when [`FlowQuery::limit`] is not given.
+pub const DEFAULT_FLOW_PAGE: usize = 100;
+
+/// Most flows per [`FlowPage`] ([`FlowQuery::limit`]).
+pub const MAX_FLOW_PAGE: usize = 10_000;
+
 /// Why a control request failed. Each kind maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

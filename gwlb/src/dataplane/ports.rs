@@ -59,6 +59,9 @@ pub enum StartError {
     /// A ring could not be created.
     #[error("handoff ring: {0}")]
     Ring(dpdk_bindings::Error),
+    /// The control API or metrics listener could not start.
+    #[error("control API: {0}")]
+    Api(#[from] crate::api::ApiError),
     /// The control loop could not start.
     #[error("control plane: {0}")]
     Control(#[from] super::control_loop::ControlStartError),

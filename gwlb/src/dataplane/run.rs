@@ -217,6 +217,22 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     })
     .map_err(StartError::Control)?;
     let (handle, commands) = ControlHandle::channel();
+    // Before the workers start: a listener that cannot bind stops the start cleanly.
+    let api = cfg
+        .control
+        .api_listen
+        .as_ref()
+        .map(|l| crate::api::serve(l, cfg.control.api_token.clone(), handle.clone()))
+        .transpose()?;
+    let metrics = cfg
+        .control
+        .metrics_listen
+        .as_ref()
+        .map(|l| crate::api::serve_metrics(l, handle.clone()))
+        .transpose()?;
+    for l in [&api, &metrics].into_iter().flatten() {
+        tracing::info!(listen = %l.local_addr(), "listening");
+    }
     let timeouts = snapshot.load().timeouts;
     let stop = Arc::new(AtomicBool::new(false));
     let hz = lcore::tsc_hz();
@@ -280,8 +296,6 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         handles.push(h);
     }
 
-    // The control API (issue 6) will serve `handle`; until then only SIGHUP drives it.
-    let _handle = handle;
     install_signal_handlers();
     let started = Instant::now();
     let mut last_print = Instant::now();
@@ -313,6 +327,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             }
         }
     }
+    drop(api);
+    drop(metrics);
     let appliances = ctl.slot_addresses();
     ctl.stop();
     stop.store(true, Relaxed);

@@ -1,0 +1,415 @@
+//! The `gwlb` subcommands that talk to a running gateway through its control API
+//! (`gwlb targets`, `gwlb register`, ...): argument definitions and what each one prints.
+//! Tables by default, the API's JSON with `--json`; errors on stderr and exit status 1.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::client::{ApiClient, ClientError};
+use super::tables;
+use crate::config::{Config, Listen, DEFAULT_API_LISTEN};
+use crate::control::{FlowInfo, FlowPage, FlowQuery, HealthCheckPatch, TargetSpec};
+
+/// Where the API is and how to print.
+#[derive(Debug, Clone, Args)]
+pub struct ClientOpts {
+    /// Address of the control API: IP:PORT or unix:/PATH. Default: `control.api_listen` of
+    /// --config, else 127.0.0.1:9090.
+    #[arg(long, env = "GWLB_API", value_name = "ADDR")]
+    pub api: Option<Listen>,
+    /// Bearer token of the API. Default: `control.api_token` of --config.
+    #[arg(
+        long,
+        env = "GWLB_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Take the API address and token from this configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Health-check settings to change; those left out keep their value.
+#[derive(Debug, Clone, Default, Args)]
+pub struct HealthCheckArgs {
+    /// Probes on or off.
+    #[arg(long, value_name = "BOOL")]
+    pub enabled: Option<bool>,
+    /// `tcp` or `http`.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// Destination port of the probes.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// HTTP path.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Accepted HTTP status codes (`200`, `200-299`, `200,301`).
+    #[arg(long, value_name = "CODES")]
+    pub success_codes: Option<String>,
+    /// Milliseconds between probes.
+    #[arg(long, value_name = "MS")]
+    pub interval_ms: Option<u64>,
+    /// Milliseconds a probe may take.
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+    /// Successes that make a target healthy.
+    #[arg(long, value_name = "N")]
+    pub healthy_threshold: Option<u8>,
+    /// Failures that make a target unhealthy.
+    #[arg(long, value_name = "N")]
+    pub unhealthy_threshold: Option<u8>,
+}
+
+impl From<HealthCheckArgs> for HealthCheckPatch {
+    fn from(a: HealthCheckArgs) -> Self {
+        HealthCheckPatch {
+            enabled: a.enabled,
+            protocol: a.protocol,
+            port: a.port,
+            path: a.path,
+            success_codes: a.success_codes,
+            interval_ms: a.interval_ms,
+            timeout_ms: a.timeout_ms,
+            healthy_threshold: a.healthy_threshold,
+            unhealthy_threshold: a.unhealthy_threshold,
+        }
+    }
+}
+
+/// Subcommands that talk to a running gateway.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// List targets with their health and the reason, counters and check latency.
+    Targets {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// Only this target group.
+        group: Option<String>,
+    },
+    /// List target groups with healthy/unhealthy counts and health-check settings.
+    Groups {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Register a target (appliance) in a target group.
+    Register {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// Target group.
+        group: String,
+        /// The appliance's address.
+        address: IpAddr,
+        /// Weight, 0..=1000 (default: the gateway's default).
+        #[arg(long)]
+        weight: Option<u16>,
+        /// Port name the appliance is reached on (default: the one whose subnet holds it).
+        #[arg(long)]
+        port: Option<String>,
+        /// Static MAC address (default: learned).
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// Deregister a target: it takes no new flows and drains for the deregistration delay.
+    Deregister {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// Target group.
+        group: String,
+        /// The target's address.
+        address: IpAddr,
+    },
+    /// Change a target's weight (new flows only).
+    Weight {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// Target group.
+        group: String,
+        /// The target's address.
+        address: IpAddr,
+        /// New weight, 0..=1000.
+        weight: u16,
+    },
+    /// Show a target group's health check, or change the settings given.
+    HealthCheck {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// Target group.
+        group: String,
+        #[command(flatten)]
+        settings: HealthCheckArgs,
+    },
+    /// Counters per worker and in total, drops by reason.
+    Stats {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// List flows (one page, or --all).
+    Flows {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// Only flows steered to this appliance.
+        #[arg(long)]
+        appliance: Option<IpAddr>,
+        /// Only flows with this address at either end.
+        #[arg(long)]
+        address: Option<IpAddr>,
+        /// Only flows with this port at either end.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Only flows of this target group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Flows per page (1..=10000; default 100).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Continue after a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Fetch every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Reload the configuration file (as SIGHUP does) and print what changed.
+    Reload {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration file given with --config is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The configuration turns the API off.
+    #[error("{}: control.api_listen is \"off\"; give --api", .0.display())]
+    ApiOff(PathBuf),
+    /// The request failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Writing the output failed.
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl ClientOpts {
+    /// The client these options describe: --api / GWLB_API, else the config's
+    /// `api_listen`, else the default; --token / GWLB_API_TOKEN, else the config's token.
+    pub fn client(&self) -> Result<ApiClient, CliError> {
+        let config = self.config.as_ref().map(Config::load).transpose()?;
+        let endpoint = match (&self.api, &config) {
+            (Some(api), _) => api.clone(),
+            (None, Some(c)) => c
+                .control
+                .api_listen
+                .clone()
+                .ok_or_else(|| CliError::ApiOff(self.config.clone().unwrap_or_default()))?,
+            (None, None) => DEFAULT_API_LISTEN
+                .parse()
+                .unwrap_or_else(|_| Listen::Tcp(([127, 0, 0, 1], 9090).into())),
+        };
+        let token = self
+            .token
+            .clone()
+            .or_else(|| config.and_then(|c| c.control.api_token));
+        Ok(ApiClient::new(endpoint, token))
+    }
+}
+
+impl ClientCommand {
+    /// Runs the command, printing to stdout; errors go to stderr as `gwlb: ...`.
+    pub fn run(self) -> ExitCode {
+        let mut stdout = std::io::stdout().lock();
+        match self.execute(&mut stdout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gwlb: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Runs the command, printing to `out`.
+    pub fn execute(self, out: &mut dyn Write) -> Result<(), CliError> {
+        match self {
+            ClientCommand::Targets { opts, group } => {
+                let client = opts.client()?;
+                let groups = match &group {
+                    Some(g) => vec![client.group(g)?],
+                    None => client.list_groups()?,
+                };
+                print(out, opts.json, &groups, || tables::targets(&groups))
+            }
+            ClientCommand::Groups { opts } => {
+                let groups = opts.client()?.list_groups()?;
+                print(out, opts.json, &groups, || tables::groups(&groups))
+            }
+            ClientCommand::Register {
+                opts,
+                group,
+                address,
+                weight,
+                port,
+                mac,
+            } => {
+                let spec = TargetSpec {
+                    address,
+                    weight,
+                    port,
+                    mac,
+                };
+                let t = opts.client()?.register(&group, &spec)?;
+                print(out, opts.json, &t, || tables::target(&t))
+            }
+            ClientCommand::Deregister {
+                opts,
+                group,
+                address,
+            } => {
+                let t = opts.client()?.deregister(&group, address)?;
+                print(out, opts.json, &t, || tables::target(&t))
+            }
+            ClientCommand::Weight {
+                opts,
+                group,
+                address,
+                weight,
+            } => {
+                let t = opts.client()?.set_weight(&group, address, weight)?;
+                print(out, opts.json, &t, || tables::target(&t))
+            }
+            ClientCommand::HealthCheck {
+                opts,
+                group,
+                settings,
+            } => {
+                let client = opts.client()?;
+                let patch = HealthCheckPatch::from(settings);
+                let g = if patch == HealthCheckPatch::default() {
+                    client.group(&group)?
+                } else {
+                    client.set_health_check(&group, &patch)?
+                };
+                print(out, opts.json, &g.health_check, || {
+                    tables::health_check(&g.name, &g.health_check)
+                })
+            }
+            ClientCommand::Stats { opts } => {
+                let s = opts.client()?.stats()?;
+                print(out, opts.json, &s, || tables::stats(&s))
+            }
+            ClientCommand::Flows {
+                opts,
+                appliance,
+                address,
+                port,
+                group,
+                limit,
+                cursor,
+                all,
+            } => {
+                let client = opts.client()?;
+                let mut query = FlowQuery {
+                    group,
+                    appliance,
+                    address,
+                    port,
+                    cursor,
+                    limit,
+                };
+                let mut flows: Vec<FlowInfo> = Vec::new();
+                let next_cursor = loop {
+                    let page = client.flows(&query)?;
+                    flows.extend(page.flows);
+                    match page.next_cursor {
+                        Some(next) if all => query.cursor = Some(next),
+                        next => break next,
+                    }
+                };
+                if let Some(next) = &next_cursor {
+                    eprintln!("more flows: add --cursor {next} for the next page, or --all");
+                }
+                let page = FlowPage { flows, next_cursor };
+                print(out, opts.json, &page, || tables::flows(&page.flows))
+            }
+            ClientCommand::Reload { opts } => {
+                let r = opts.client()?.reload()?;
+                print(out, opts.json, &r, || tables::reload(&r))
+            }
+        }
+    }
+}
+
+fn print<T: Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> Result<(), CliError> {
+    if json {
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+        writeln!(out, "{text}")?;
+    } else {
+        out.write_all(table().as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_default_endpoint_is_config_default() {
+        let opts = ClientOpts {
+            api: None,
+            token: None,
+            config: None,
+            json: false,
+        };
+        let c = opts.client().unwrap();
+        assert_eq!(c.endpoint().to_string(), DEFAULT_API_LISTEN);
+    }
+
+    #[test]
+    fn test_config_file_gives_endpoint_and_token() {
+        let dir = std::env::temp_dir().join(format!("gwlb-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gwlb.toml");
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/one-arm.toml"
+        ))
+        .unwrap();
+        std::fs::write(
+            &path,
+            format!("{example}\n[control]\napi_listen = \"unix:/run/gwlb-test/api.sock\"\n"),
+        )
+        .unwrap();
+        let mut opts = ClientOpts {
+            api: None,
+            token: None,
+            config: Some(path.clone()),
+            json: false,
+        };
+        assert_eq!(
+            opts.client().unwrap().endpoint().to_string(),
+            "unix:/run/gwlb-test/api.sock"
+        );
+        opts.api = Some("127.0.0.1:7".parse().unwrap());
+        assert_eq!(opts.client().unwrap().endpoint().to_string(), "127.0.0.1:7");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,463 @@
+//! Prometheus metrics at `GET /metrics`, in the text exposition format (version 0.0.4).
+//!
+//! Every scrape asks the control loop for [`StatsReport`] and the target groups; the workers
+//! publish their counters once per burst anyway, so scraping costs them nothing.
+//!
+//! Names: AWS's Gateway Load Balancer metric names keep their spelling after the `gwlb_`
+//! prefix (`gwlb_ActiveFlowCount`, `gwlb_HealthyHostCount`); counters end in `_total` as
+//! Prometheus expects (`gwlb_NewFlowCount_total`, `gwlb_ProcessedBytes_total`). What AWS does
+//! not have is in snake case (`gwlb_target_packets_total`, `gwlb_worker_rx_packets_total`).
+//! The full list is in `docs/api.md`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::http_error::HttpError;
+use super::server::{start, ApiError, ApiServer, Reply};
+use crate::config::Listen;
+use crate::control::{ControlHandle, StatsReport, TargetGroupInfo, TargetInfo, TargetState};
+
+/// `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serves `GET /metrics` on `listen` (no authentication: bind it to a trusted address).
+pub fn serve_metrics(listen: &Listen, handle: ControlHandle) -> Result<ApiServer, ApiError> {
+    start(
+        listen,
+        "metrics",
+        None,
+        Arc::new(move |req| {
+            if req.path != "/metrics" {
+                return Reply::error(&HttpError::not_found(format!(
+                    "no route {}; metrics are at /metrics",
+                    req.path
+                )));
+            }
+            if req.method != "GET" {
+                let mut reply = Reply::error(&HttpError::method_not_allowed(&req.method, &["GET"]));
+                reply.allow = Some("GET".to_owned());
+                return reply;
+            }
+            match handle.stats().and_then(|s| Ok((s, handle.list_groups()?))) {
+                Ok((stats, groups)) => Reply::text(200, CONTENT_TYPE, render(&stats, &groups)),
+                Err(e) => Reply::text(
+                    e.http_status(),
+                    "text/plain; charset=utf-8",
+                    format!("cannot collect metrics: {e}\n"),
+                ),
+            }
+        }),
+    )
+}
+
+/// The exposition of `stats` and `groups`.
+pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
+    let mut e = Exposition::default();
+    let t = &stats.total;
+
+    // --- AWS names -----------------------------------------------------------------------
+    e.family(
+        "gwlb_ActiveFlowCount",
+        Gauge,
+        "Flows in the flow tables (all workers).",
+    );
+    e.sample("gwlb_ActiveFlowCount", NO_LABELS, t.active_flows);
+    e.family("gwlb_NewFlowCount_total", Counter, "New flows since start.");
+    e.sample("gwlb_NewFlowCount_total", NO_LABELS, t.new_flows);
+    e.family(
+        "gwlb_HealthyHostCount",
+        Gauge,
+        "Targets taking new flows (healthy, weight above 0), per target group.",
+    );
+    for g in groups {
+        e.sample(
+            "gwlb_HealthyHostCount",
+            &[("target_group", &g.name)],
+            g.healthy_count,
+        );
+    }
+    e.family(
+        "gwlb_UnHealthyHostCount",
+        Gauge,
+        "Registered targets failing their health checks, per target group.",
+    );
+    for g in groups {
+        e.sample(
+            "gwlb_UnHealthyHostCount",
+            &[("target_group", &g.name)],
+            g.unhealthy_count,
+        );
+    }
+    e.family(
+        "gwlb_ProcessedBytes_total",
+        Counter,
+        "Inner IP bytes sent to the target group's appliances (its targets' sum, draining ones included).",
+    );
+    for g in groups {
+        let bytes: u64 = g.targets.iter().map(|t| t.bytes).sum();
+        e.sample(
+            "gwlb_ProcessedBytes_total",
+            &[("target_group", &g.name)],
+            bytes,
+        );
+    }
+    e.family(
+        "gwlb_ProcessedPackets_total",
+        Counter,
+        "Packets sent to the target group's appliances (its targets' sum, draining ones included).",
+    );
+    for g in groups {
+        let packets: u64 = g.targets.iter().map(|t| t.packets).sum();
+        e.sample(
+            "gwlb_ProcessedPackets_total",
+            &[("target_group", &g.name)],
+            packets,
+        );
+    }
+
+    // --- Per target -----------------------------------------------------------------------
+    let targets: Vec<&TargetInfo> = groups.iter().flat_map(|g| &g.targets).collect();
+    let target_counter = |e: &mut Exposition, name: &str, help: &str, f: fn(&TargetInfo) -> u64| {
+        e.family(name, Counter, help);
+        for t in &targets {
+            e.sample(name, &target_labels(t), f(t));
+        }
+    };
+    target_counter(
+        &mut e,
+        "gwlb_target_packets_total",
+        "Packets encapsulated toward the target.",
+        |t| t.packets,
+    );
+    target_counter(
+        &mut e,
+        "gwlb_target_bytes_total",
+        "Inner IP bytes encapsulated toward the target.",
+        |t| t.bytes,
+    );
+    target_counter(
+        &mut e,
+        "gwlb_target_flows_total",
+        "Flows given to the target (new and moved).",
+        |t| t.flows,
+    );
+    e.family(
+        "gwlb_target_weight",
+        Gauge,
+        "Relative weight for new flows (0 = none).",
+    );
+    for t in &targets {
+        e.sample("gwlb_target_weight", &target_labels(t), t.weight);
+    }
+    e.family(
+        "gwlb_target_state",
+        Gauge,
+        "1 for the target's state (healthy, unhealthy, draining), 0 for the others.",
+    );
+    for t in &targets {
+        for state in [
+            TargetState::Healthy,
+            TargetState::Unhealthy,
+            TargetState::Draining,
+        ] {
+            let mut labels = target_labels(t);
+            labels.push(("state", state.as_str().to_owned()));
+            e.sample("gwlb_target_state", &labels, u64::from(t.state == state));
+        }
+    }
+    e.family(
+        "gwlb_target_resolved",
+        Gauge,
+        "1 when the target's MAC address is known (encapsulation possible).",
+    );
+    for t in &targets {
+        e.sample(
+            "gwlb_target_resolved",
+            &target_labels(t),
+            u64::from(t.resolved),
+        );
+    }
+    e.family(
+        "gwlb_target_drain_remaining_seconds",
+        Gauge,
+        "Seconds left of a draining target's deregistration delay.",
+    );
+    for t in &targets {
+        if let Some(s) = t.drain_remaining_s {
+            e.sample("gwlb_target_drain_remaining_seconds", &target_labels(t), s);
+        }
+    }
+    e.family(
+        "gwlb_health_check_latency_seconds",
+        Gauge,
+        "Duration of the target's latest answered health-check probe.",
+    );
+    for t in &targets {
+        if let Some(ms) = t.check_latency_ms {
+            e.sample(
+                "gwlb_health_check_latency_seconds",
+                &target_labels(t),
+                ms / 1000.0,
+            );
+        }
+    }
+
+    // --- Per worker -----------------------------------------------------------------------
+    type WorkerField = fn(&crate::control::WorkerReport) -> u64;
+    let worker_counters: [(&str, &str, WorkerField); 12] = [
+        (
+            "gwlb_worker_rx_packets_total",
+            "Packets received from ports.",
+            |w| w.rx,
+        ),
+        (
+            "gwlb_worker_tx_packets_total",
+            "Packets transmitted.",
+            |w| w.tx,
+        ),
+        (
+            "gwlb_worker_processed_packets_total",
+            "Packets processed by the pipeline.",
+            |w| w.processed,
+        ),
+        (
+            "gwlb_worker_encapsulated_packets_total",
+            "Packets encapsulated toward appliances.",
+            |w| w.encapsulated,
+        ),
+        (
+            "gwlb_worker_decapsulated_packets_total",
+            "Appliance returns decapsulated and forwarded.",
+            |w| w.decapsulated,
+        ),
+        (
+            "gwlb_worker_fail_open_packets_total",
+            "Packets forwarded uninspected (fail-open).",
+            |w| w.fail_open,
+        ),
+        (
+            "gwlb_worker_to_host_packets_total",
+            "Packets handed to the host kernel.",
+            |w| w.to_host,
+        ),
+        (
+            "gwlb_worker_handed_off_packets_total",
+            "Packets passed to the flow's owning worker.",
+            |w| w.handed_off,
+        ),
+        ("gwlb_worker_new_flows_total", "New flows.", |w| w.new_flows),
+        (
+            "gwlb_worker_rebalanced_flows_total",
+            "Flows moved to another appliance.",
+            |w| w.rebalanced_flows,
+        ),
+        (
+            "gwlb_worker_tcp_resets_total",
+            "TCP resets sent for flows the gateway ended (tcp_rst_on_drop).",
+            |w| w.tcp_resets,
+        ),
+        (
+            "gwlb_worker_dropped_packets_total",
+            "Packets dropped, all reasons.",
+            |w| w.dropped,
+        ),
+    ];
+    for (name, help, field) in worker_counters {
+        e.family(name, Counter, help);
+        for w in &stats.workers {
+            e.sample(name, &[("worker", &w.worker.to_string())], field(w));
+        }
+    }
+    e.family(
+        "gwlb_worker_drops_total",
+        Counter,
+        "Packets dropped, by reason (reasons seen so far).",
+    );
+    for w in &stats.workers {
+        let worker = w.worker.to_string();
+        for (reason, n) in &w.drops {
+            e.sample(
+                "gwlb_worker_drops_total",
+                &[("worker", &worker), ("reason", reason)],
+                *n,
+            );
+        }
+    }
+    e.family(
+        "gwlb_flow_table_active_flows",
+        Gauge,
+        "Flow-table entries in use, per worker.",
+    );
+    for w in &stats.workers {
+        e.sample(
+            "gwlb_flow_table_active_flows",
+            &[("worker", &w.worker.to_string())],
+            w.active_flows,
+        );
+    }
+    e.family(
+        "gwlb_flow_table_capacity",
+        Gauge,
+        "Flow-table capacity, per worker.",
+    );
+    for w in &stats.workers {
+        e.sample(
+            "gwlb_flow_table_capacity",
+            &[("worker", &w.worker.to_string())],
+            w.flow_table_capacity,
+        );
+    }
+    e.family(
+        "gwlb_flow_table_occupancy_ratio",
+        Gauge,
+        "Flow-table entries in use over capacity, all workers (0..1).",
+    );
+    let occupancy = if t.flow_table_capacity == 0 {
+        0.0
+    } else {
+        t.active_flows as f64 / t.flow_table_capacity as f64
+    };
+    e.sample("gwlb_flow_table_occupancy_ratio", NO_LABELS, occupancy);
+
+    // --- Process --------------------------------------------------------------------------
+    e.family(
+        "gwlb_uptime_seconds",
+        Gauge,
+        "Seconds since the gateway started.",
+    );
+    e.sample("gwlb_uptime_seconds", NO_LABELS, stats.uptime_s);
+    e.family(
+        "gwlb_snapshot_generation",
+        Gauge,
+        "Generation of the forwarding state (increments with every health, neighbour or config change).",
+    );
+    e.sample("gwlb_snapshot_generation", NO_LABELS, stats.generation);
+    e.out
+}
+
+fn target_labels(t: &TargetInfo) -> Vec<(&'static str, String)> {
+    vec![
+        ("target_group", t.group.clone()),
+        ("address", t.address.to_string()),
+        ("port", t.port.clone()),
+    ]
+}
+
+const NO_LABELS: &[(&str, &str)] = &[];
+
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+use Kind::{Counter, Gauge};
+
+/// A sample value: integers print exactly, floats in Prometheus' spelling.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<usize> for Value {
+    fn from(v: usize) -> Self {
+        Value::Int(v as u64)
+    }
+}
+
+impl From<u16> for Value {
+    fn from(v: u16) -> Self {
+        Value::Int(v.into())
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+/// Text exposition under construction. Families are written whole, one after another, as
+/// the format requires.
+#[derive(Debug, Default)]
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Counter => "counter",
+            Gauge => "gauge",
+        };
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample<S: AsRef<str>>(&mut self, name: &str, labels: &[(&str, S)], value: impl Into<Value>) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (label, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{label}=\"{}\"", escape_label(value.as_ref()));
+            }
+            self.out.push('}');
+        }
+        let _ = match value.into() {
+            Value::Int(v) => writeln!(self.out, " {v}"),
+            Value::Float(v) if v.is_nan() => writeln!(self.out, " NaN"),
+            Value::Float(v) if v.is_infinite() => {
+                writeln!(self.out, " {}", if v > 0.0 { "+Inf" } else { "-Inf" })
+            }
+            Value::Float(v) => writeln!(self.out, " {v}"),
+        };
+    }
+}
+
+/// Label values escape `\`, `"` and newline.
+fn escape_label(value: &str) -> String {
+    let mut s = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_escape_label() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn test_sample_lines() {
+        let mut e = Exposition::default();
+        e.family("x_total", Counter, "Help with \\ and\nnewline.");
+        e.sample("x_total", &[("a", "1"), ("b", "q\"")], 7u64);
+        e.sample("x_total", NO_LABELS, f64::INFINITY);
+        e.sample("x_total", NO_LABELS, 0.25);
+        assert_eq!(
+            e.out,
+            "# HELP x_total Help with \\\\ and\\nnewline.\n# TYPE x_total counter\n\
+             x_total{a=\"1\",b=\"q\\\"\"} 7\nx_total +Inf\nx_total 0.25\n"
+        );
+    }
+}

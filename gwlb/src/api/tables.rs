@@ -1,0 +1,329 @@
+//! Human-readable output of the CLI: aligned tables (`tabwriter`), one row per item, `-`
+//! where a value is absent. `--json` bypasses this and prints the API's JSON.
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use tabwriter::TabWriter;
+
+use crate::control::{
+    FlowInfo, HealthCheckInfo, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo, TargetState,
+};
+
+/// Builds a table from tab-separated rows.
+struct Table {
+    rows: Vec<String>,
+}
+
+impl Table {
+    fn new(header: &[&str]) -> Table {
+        Table {
+            rows: vec![header.join("\t")],
+        }
+    }
+
+    fn row(&mut self, cells: &[String]) {
+        self.rows.push(cells.join("\t"));
+    }
+
+    fn render(self) -> String {
+        let mut tw = TabWriter::new(Vec::new()).padding(2);
+        for r in &self.rows {
+            // Writing to a Vec cannot fail.
+            let _ = writeln!(tw, "{r}");
+        }
+        let bytes = tw.into_inner().unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn state(t: &TargetInfo) -> String {
+    match (t.state, t.drain_remaining_s) {
+        (TargetState::Draining, Some(s)) => format!("draining ({s}s left)"),
+        (s, _) => s.as_str().to_owned(),
+    }
+}
+
+/// Targets of `groups`, one row each.
+pub fn targets(groups: &[TargetGroupInfo]) -> String {
+    let targets: Vec<&TargetInfo> = groups.iter().flat_map(|g| &g.targets).collect();
+    target_rows(&targets)
+}
+
+/// One target (the reply of register, deregister, weight).
+pub fn target(t: &TargetInfo) -> String {
+    target_rows(&[t])
+}
+
+fn target_rows(targets: &[&TargetInfo]) -> String {
+    let mut table = Table::new(&[
+        "GROUP", "ADDRESS", "PORT", "WEIGHT", "STATE", "REASON", "CHECK", "RESOLVED", "PACKETS",
+        "BYTES", "FLOWS",
+    ]);
+    for t in targets {
+        table.row(&[
+            t.group.clone(),
+            t.address.to_string(),
+            t.port.clone(),
+            t.weight.to_string(),
+            state(t),
+            or_dash(t.reason.as_deref()),
+            or_dash(t.check_latency_ms.map(|ms| format!("{ms:.1}ms"))),
+            if t.resolved { "yes" } else { "no" }.to_owned(),
+            t.packets.to_string(),
+            t.bytes.to_string(),
+            t.flows.to_string(),
+        ]);
+    }
+    table.render()
+}
+
+/// Target groups, one row each, with their health-check summary.
+pub fn groups(groups: &[TargetGroupInfo]) -> String {
+    let mut table = Table::new(&[
+        "NAME",
+        "HEALTHY",
+        "UNHEALTHY",
+        "TARGETS",
+        "STICKINESS",
+        "ON_UNHEALTHY",
+        "ON_ALL_UNHEALTHY",
+        "DRAIN",
+        "HEALTH_CHECK",
+    ]);
+    for g in groups {
+        table.row(&[
+            g.name.clone(),
+            g.healthy_count.to_string(),
+            g.unhealthy_count.to_string(),
+            g.targets.len().to_string(),
+            g.stickiness.clone(),
+            g.on_unhealthy.clone(),
+            g.on_all_unhealthy.clone(),
+            format!("{}s", g.deregistration_delay_s),
+            check_summary(&g.health_check),
+        ]);
+    }
+    table.render()
+}
+
+fn check_summary(h: &HealthCheckInfo) -> String {
+    if !h.enabled {
+        return "off".to_owned();
+    }
+    let target = match &h.path {
+        Some(path) => format!("{} :{}{path}", h.protocol, h.port),
+        None => format!("{} :{}", h.protocol, h.port),
+    };
+    format!("{target} every {}ms", h.interval_ms)
+}
+
+/// A group's health check, one setting per line.
+pub fn health_check(group: &str, h: &HealthCheckInfo) -> String {
+    let mut table = Table::new(&["SETTING", "VALUE"]);
+    let rows: [(&str, String); 10] = [
+        ("target_group", group.to_owned()),
+        ("enabled", h.enabled.to_string()),
+        ("protocol", h.protocol.clone()),
+        ("port", h.port.to_string()),
+        ("path", or_dash(h.path.as_deref())),
+        ("success_codes", or_dash(h.success_codes.as_deref())),
+        ("interval_ms", h.interval_ms.to_string()),
+        ("timeout_ms", h.timeout_ms.to_string()),
+        ("healthy_threshold", h.healthy_threshold.to_string()),
+        ("unhealthy_threshold", h.unhealthy_threshold.to_string()),
+    ];
+    for (k, v) in rows {
+        table.row(&[k.to_owned(), v]);
+    }
+    table.render()
+}
+
+/// Counters per worker and in total, then drops by reason.
+pub fn stats(s: &StatsReport) -> String {
+    let mut out = format!("uptime {:.1}s, generation {}\n\n", s.uptime_s, s.generation);
+    let mut table = Table::new(&[
+        "WORKER",
+        "RX",
+        "TX",
+        "PROCESSED",
+        "ENCAP",
+        "DECAP",
+        "FAIL_OPEN",
+        "TO_HOST",
+        "NEW_FLOWS",
+        "ACTIVE_FLOWS",
+        "CAPACITY",
+        "DROPPED",
+    ]);
+    let rows = s
+        .workers
+        .iter()
+        .map(|w| (w.worker.to_string(), w))
+        .chain(std::iter::once(("total".to_owned(), &s.total)));
+    for (name, w) in rows {
+        table.row(&[
+            name,
+            w.rx.to_string(),
+            w.tx.to_string(),
+            w.processed.to_string(),
+            w.encapsulated.to_string(),
+            w.decapsulated.to_string(),
+            w.fail_open.to_string(),
+            w.to_host.to_string(),
+            w.new_flows.to_string(),
+            w.active_flows.to_string(),
+            w.flow_table_capacity.to_string(),
+            w.dropped.to_string(),
+        ]);
+    }
+    out.push_str(&table.render());
+    if !s.total.drops.is_empty() {
+        let mut drops = Table::new(&["DROP_REASON", "PACKETS"]);
+        for (reason, n) in &s.total.drops {
+            drops.row(&[reason.clone(), n.to_string()]);
+        }
+        out.push('\n');
+        out.push_str(&drops.render());
+    }
+    out
+}
+
+fn protocol(p: u8) -> String {
+    match p {
+        1 => "icmp".to_owned(),
+        6 => "tcp".to_owned(),
+        17 => "udp".to_owned(),
+        58 => "icmpv6".to_owned(),
+        132 => "sctp".to_owned(),
+        n => n.to_string(),
+    }
+}
+
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    if port == 0 {
+        addr.to_string()
+    } else {
+        SocketAddr::new(addr, port).to_string()
+    }
+}
+
+/// Flows, one row each.
+pub fn flows(flows: &[FlowInfo]) -> String {
+    let mut table = Table::new(&["WORKER", "GROUP", "APPLIANCE", "PROTO", "A", "B", "IDLE"]);
+    for f in flows {
+        table.row(&[
+            f.worker.to_string(),
+            f.group.clone(),
+            f.appliance.to_string(),
+            protocol(f.protocol),
+            endpoint(f.addr_a, f.port_a),
+            endpoint(f.addr_b, f.port_b),
+            format!("{}s", f.idle_s),
+        ]);
+    }
+    table.render()
+}
+
+/// What a reload changed.
+pub fn reload(r: &ReloadReport) -> String {
+    let mut out = format!("reloaded {}\n", r.file);
+    let lists: [(&str, &Vec<String>); 5] = [
+        ("registered", &r.registered),
+        ("deregistered (draining)", &r.deregistered),
+        ("re-weighted", &r.reweighted),
+        ("changed", &r.changed),
+        ("warning", &r.warnings),
+    ];
+    let mut any = false;
+    for (what, items) in lists {
+        for item in items {
+            out.push_str(&format!("  {what}: {item}\n"));
+            any = true;
+        }
+    }
+    if !any {
+        out.push_str("  no changes\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::WorkerReport;
+
+    fn target(addr: &str, state: TargetState) -> TargetInfo {
+        TargetInfo {
+            group: "firewalls".into(),
+            address: addr.parse().unwrap(),
+            port: "appliance".into(),
+            weight: 100,
+            state,
+            reason: None,
+            drain_remaining_s: (state == TargetState::Draining).then_some(30),
+            check_latency_ms: Some(1.25),
+            slot: 0,
+            resolved: true,
+            packets: 12,
+            bytes: 3400,
+            flows: 5,
+        }
+    }
+
+    #[test]
+    fn test_columns_align() {
+        let out = target_rows(&[
+            &target("10.0.2.11", TargetState::Healthy),
+            &target("fd00:2::1234", TargetState::Draining),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        // Every column starts at the same offset on every line.
+        let col = |line: &str, text: &str| line.find(text).unwrap();
+        assert_eq!(col(lines[0], "STATE"), col(lines[1], "healthy"), "{out}");
+        assert_eq!(
+            col(lines[0], "STATE"),
+            col(lines[2], "draining (30s left)"),
+            "{out}"
+        );
+        assert_eq!(col(lines[0], "CHECK"), col(lines[1], "1.2ms"), "{out}");
+    }
+
+    #[test]
+    fn test_stats_total_row_and_drops() {
+        let mut w = WorkerReport {
+            rx: 10,
+            ..Default::default()
+        };
+        w.drops.insert("no_route".into(), 3);
+        let s = StatsReport {
+            workers: vec![w.clone()],
+            total: w,
+            ..Default::default()
+        };
+        let out = stats(&s);
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("total ") && l.contains("10")),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("no_route") && l.ends_with('3')),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn test_flow_endpoints() {
+        assert_eq!(endpoint("fd00::1".parse().unwrap(), 443), "[fd00::1]:443");
+        assert_eq!(endpoint("10.0.0.1".parse().unwrap(), 0), "10.0.0.1");
+        assert_eq!(protocol(6), "tcp");
+        assert_eq!(protocol(47), "47");
+    }
+}

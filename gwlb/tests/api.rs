@@ -1,0 +1,852 @@
+//! The control API and the metrics endpoint, end to end over real TCP and Unix sockets, with
+//! a fake control loop (`fake_control`) in place of the gateway's. Requests are written by
+//! hand here, independently of `gwlb::api::client`.
+
+mod fake_control;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+
+use fake_control::{FakeGateway, FLOW_COUNT};
+use gwlb::api::client::{ApiClient, ClientError};
+use gwlb::api::{serve, serve_metrics, ApiError, ApiServer};
+use gwlb::config::Listen;
+use gwlb::control::{
+    ControlHandle, FlowInfo, FlowPage, StatsReport, TargetGroupInfo, TargetInfo, TargetSpec,
+    TargetState,
+};
+use serde_json::{json, Value};
+
+/// A reply: status, header block (lower-cased), body.
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    /// `error.field` of an error reply.
+    fn field(&self) -> String {
+        self.json()["error"]["field"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error.field: {}", self.body))
+            .to_owned()
+    }
+
+    fn kind(&self) -> String {
+        self.json()["error"]["kind"].as_str().unwrap().to_owned()
+    }
+}
+
+fn send_raw(listen: &Listen, request: &[u8]) -> Reply {
+    let mut raw = Vec::new();
+    match listen {
+        Listen::Tcp(a) => {
+            let mut s = TcpStream::connect(a).unwrap();
+            s.write_all(request).unwrap();
+            s.read_to_end(&mut raw).unwrap();
+        }
+        Listen::Unix(p) => {
+            let mut s = UnixStream::connect(p).unwrap();
+            s.write_all(request).unwrap();
+            s.read_to_end(&mut raw).unwrap();
+        }
+    }
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{text}"));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_owned(),
+    }
+}
+
+fn request(listen: &Listen, method: &str, path: &str, body: Option<&str>, extra: &str) -> Reply {
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    send_raw(listen, req.as_bytes())
+}
+
+fn get(s: &ApiServer, path: &str) -> Reply {
+    request(s.local_addr(), "GET", path, None, "")
+}
+
+fn with_body(s: &ApiServer, method: &str, path: &str, body: &str) -> Reply {
+    request(s.local_addr(), method, path, Some(body), "")
+}
+
+fn localhost() -> Listen {
+    Listen::Tcp("127.0.0.1:0".parse().unwrap())
+}
+
+fn start() -> (FakeGateway, ApiServer) {
+    let gw = FakeGateway::start();
+    let server = serve(&localhost(), None, gw.handle.clone()).unwrap();
+    (gw, server)
+}
+
+fn temp_socket(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gwlb-api-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn test_list_groups_and_one_group() {
+    let (gw, s) = start();
+    let r = get(&s, "/v1/target-groups");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.headers.contains("content-type: application/json"),
+        "{}",
+        r.headers
+    );
+    let groups: Vec<TargetGroupInfo> = r.parse();
+    assert_eq!(groups, gw.snapshot().groups);
+    assert_eq!(groups[0].healthy_count, 1);
+    assert_eq!(groups[0].unhealthy_count, 1);
+    let unhealthy = &groups[0].targets[1];
+    assert_eq!(unhealthy.state, TargetState::Unhealthy);
+    assert!(unhealthy
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("connection refused"));
+
+    let r = get(&s, "/v1/target-groups/inspection");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.parse::<TargetGroupInfo>().name, "inspection");
+
+    let r = get(&s, "/v1/target-groups/inspection/targets/fd00:2::21");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.parse::<TargetInfo>().address,
+        "fd00:2::21".parse::<IpAddr>().unwrap()
+    );
+
+    let r = get(&s, "/v1/target-groups/inspection/health-check");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["protocol"], "tcp");
+
+    let r = get(&s, "/v1/target-groups/nope");
+    assert_eq!((r.status, r.kind().as_str()), (404, "not_found"));
+    assert!(r.body.contains("\\\"nope\\\""), "{}", r.body);
+    let r = get(&s, "/v1/target-groups/firewalls/targets/10.0.2.99");
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn test_register_weight_deregister_round_trip() {
+    let (gw, s) = start();
+    let path = "/v1/target-groups/firewalls/targets";
+    let r = with_body(&s, "POST", path, r#"{"address":"10.0.2.50","weight":20}"#);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t: TargetInfo = r.parse();
+    assert_eq!((t.weight, t.state), (20, TargetState::Healthy));
+
+    // It is in the listing, and the model holds it.
+    let listed: Vec<TargetInfo> = get(&s, path).parse();
+    assert!(listed.iter().any(|t| t.address.to_string() == "10.0.2.50"));
+    assert_eq!(gw.snapshot().groups[0].healthy_count, 2);
+
+    // Twice: conflict.
+    let r = with_body(&s, "POST", path, r#"{"address":"10.0.2.50"}"#);
+    assert_eq!(
+        (r.status, r.kind().as_str()),
+        (409, "conflict"),
+        "{}",
+        r.body
+    );
+
+    // Re-weight.
+    let r = with_body(&s, "PATCH", &format!("{path}/10.0.2.50"), r#"{"weight":7}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t: TargetInfo = get(&s, &format!("{path}/10.0.2.50")).parse();
+    assert_eq!(t.weight, 7);
+
+    // Out of range: rejected by the control loop, field named, nothing changed.
+    let r = with_body(
+        &s,
+        "PATCH",
+        &format!("{path}/10.0.2.50"),
+        r#"{"weight":1001}"#,
+    );
+    assert_eq!(
+        (r.status, r.field().as_str()),
+        (400, "weight"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        get(&s, &format!("{path}/10.0.2.50"))
+            .parse::<TargetInfo>()
+            .weight,
+        7
+    );
+
+    // Deregister: draining for the group's delay; twice is a conflict.
+    let r = request(
+        s.local_addr(),
+        "DELETE",
+        &format!("{path}/10.0.2.50"),
+        None,
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t: TargetInfo = r.parse();
+    assert_eq!(
+        (t.state, t.drain_remaining_s),
+        (TargetState::Draining, Some(120))
+    );
+    let r = request(
+        s.local_addr(),
+        "DELETE",
+        &format!("{path}/10.0.2.50"),
+        None,
+        "",
+    );
+    assert_eq!(r.status, 409);
+    assert_eq!(gw.snapshot().groups[0].healthy_count, 1);
+
+    // IPv6 in the path, percent-encoded or not.
+    let r = request(
+        s.local_addr(),
+        "DELETE",
+        "/v1/target-groups/inspection/targets/fd00%3A2%3A%3A21",
+        None,
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn test_bad_input_names_the_problem() {
+    let (gw, s) = start();
+    let before = gw.snapshot().groups;
+    let path = "/v1/target-groups/firewalls/targets";
+    let cases: [(&str, &str, &str, &str, u16, &str); 10] = [
+        ("POST", path, "{\"address\":", "", 400, "body"),
+        ("POST", path, "", "", 400, "body"),
+        (
+            "POST",
+            path,
+            r#"{"address":"10.0.2.60","wieght":1}"#,
+            "",
+            400,
+            "wieght",
+        ),
+        (
+            "POST",
+            path,
+            r#"{"address":"10.0.2.300"}"#,
+            "",
+            400,
+            "address",
+        ),
+        ("POST", path, r#"{"weight":1}"#, "", 400, "address"),
+        (
+            "POST",
+            path,
+            r#"{"address":"10.0.2.60","port":"nope"}"#,
+            "",
+            400,
+            "port",
+        ),
+        (
+            "POST",
+            path,
+            r#"{"address":"10.0.2.60","weight":5000}"#,
+            "",
+            400,
+            "weight",
+        ),
+        (
+            "PATCH",
+            &format!("{path}/not-an-ip"),
+            r#"{"weight":1}"#,
+            "",
+            400,
+            "address",
+        ),
+        (
+            "PATCH",
+            &format!("{path}/10.0.2.11"),
+            r#"{"weight":"x"}"#,
+            "",
+            400,
+            "weight",
+        ),
+        ("GET", "/v1/stats?verbose=1", "", "", 400, "verbose"),
+    ];
+    for (method, path, body, extra, status, field) in cases {
+        let r = request(s.local_addr(), method, path, Some(body), extra);
+        assert_eq!(r.status, status, "{method} {path} {body}: {}", r.body);
+        assert_eq!(r.field(), field, "{method} {path} {body}: {}", r.body);
+        assert_eq!(r.kind(), "invalid");
+    }
+    // Nothing was applied by any of them.
+    assert_eq!(gw.snapshot().groups, before);
+
+    let r = get(&s, "/v1/nothing-here");
+    assert_eq!((r.status, r.kind().as_str()), (404, "not_found"));
+    let r = get(&s, "/");
+    assert_eq!(r.status, 404);
+
+    let r = request(s.local_addr(), "PUT", "/v1/stats", Some("{}"), "");
+    assert_eq!((r.status, r.kind().as_str()), (405, "method_not_allowed"));
+    assert!(r.headers.contains("\r\nallow: get"), "{}", r.headers);
+    let r = request(s.local_addr(), "GET", "/v1/reload", None, "");
+    assert_eq!(r.status, 405);
+    assert!(r.headers.contains("\r\nallow: post"), "{}", r.headers);
+
+    // 64 KiB is the limit.
+    let big = format!(
+        "{{\"address\":\"10.0.2.61\",\"port\":\"{}\"}}",
+        "x".repeat(70_000)
+    );
+    let r = with_body(&s, "POST", path, &big);
+    assert_eq!((r.status, r.kind().as_str()), (413, "payload_too_large"));
+}
+
+#[test]
+fn test_health_check_patch_whole_or_nothing() {
+    let (gw, s) = start();
+    let path = "/v1/target-groups/firewalls/health-check";
+    let r = with_body(
+        &s,
+        "PATCH",
+        path,
+        r#"{"interval_ms":2000,"healthy_threshold":5}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let g: TargetGroupInfo = r.parse();
+    assert_eq!(g.health_check.interval_ms, 2000);
+    assert_eq!(g.health_check.healthy_threshold, 5);
+
+    // A valid interval with an invalid protocol: neither is applied.
+    let r = with_body(
+        &s,
+        "PATCH",
+        path,
+        r#"{"interval_ms":3000,"protocol":"icmp"}"#,
+    );
+    assert_eq!(
+        (r.status, r.field().as_str()),
+        (400, "health_check.protocol")
+    );
+    assert_eq!(gw.snapshot().groups[0].health_check.interval_ms, 2000);
+
+    let r = with_body(&s, "PATCH", path, r#"{"interval":3000}"#);
+    assert_eq!((r.status, r.field().as_str()), (400, "interval"));
+    let r = with_body(&s, "PATCH", path, "{}");
+    assert_eq!((r.status, r.field().as_str()), (400, "body"));
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/target-groups/x/health-check",
+        r#"{"port":1}"#,
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn test_flows_paginate_and_filter() {
+    let (gw, s) = start();
+    let mut all: Vec<FlowInfo> = Vec::new();
+    let mut path = "/v1/flows?limit=60".to_owned();
+    let mut pages = 0;
+    loop {
+        let r = get(&s, &path);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let page: FlowPage = r.parse();
+        assert!(page.flows.len() <= 60);
+        all.extend(page.flows);
+        pages += 1;
+        match page.next_cursor {
+            Some(c) => path = format!("/v1/flows?limit=60&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, FLOW_COUNT.div_ceil(60));
+    assert_eq!(all, gw.snapshot().flows);
+
+    // Filters combine; IPv6 percent-encoded in the query.
+    let page: FlowPage = get(
+        &s,
+        "/v1/flows?appliance=fd00%3A2%3A%3A21&port=80&limit=1000",
+    )
+    .parse();
+    let expected: Vec<FlowInfo> = gw
+        .snapshot()
+        .flows
+        .into_iter()
+        .filter(|f| f.appliance.to_string() == "fd00:2::21" && f.port_b == 80)
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(page.flows, expected);
+    assert_eq!(page.next_cursor, None);
+
+    let page: FlowPage = get(&s, "/v1/flows?group=inspection&address=fd00:1::5").parse();
+    assert_eq!(page.flows.len(), 1);
+    assert_eq!(page.flows[0].port_a, 10_005);
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=20000", "limit"),
+        ("port=99999", "port"),
+        ("appliance=fw1", "appliance"),
+        ("cursor=zzz", "cursor"),
+        ("sort=idle", "sort"),
+    ] {
+        let r = get(&s, &format!("/v1/flows?{query}"));
+        assert_eq!(
+            (r.status, r.field().as_str()),
+            (400, field),
+            "{query}: {}",
+            r.body
+        );
+    }
+}
+
+#[test]
+fn test_stats_and_reload() {
+    let (gw, s) = start();
+    let r = get(&s, "/v1/stats");
+    assert_eq!(r.status, 200);
+    let stats: StatsReport = r.parse();
+    assert_eq!(stats, gw.snapshot().stats);
+    assert_eq!(
+        stats.total.rx,
+        stats.workers.iter().map(|w| w.rx).sum::<u64>()
+    );
+
+    let r = request(s.local_addr(), "POST", "/v1/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["file"], "/etc/gwlb/gwlb.toml");
+    assert_eq!(gw.snapshot().reloads, 1);
+}
+
+#[test]
+fn test_token_required_when_configured() {
+    let gw = FakeGateway::start();
+    let token = "0123456789abcdef-secret";
+    let s = serve(&localhost(), Some(token.into()), gw.handle.clone()).unwrap();
+    let a = s.local_addr();
+
+    let r = request(a, "GET", "/v1/stats", None, "");
+    assert_eq!((r.status, r.kind().as_str()), (401, "unauthorized"));
+    assert!(
+        r.headers.contains("www-authenticate: bearer"),
+        "{}",
+        r.headers
+    );
+    let r = request(
+        a,
+        "GET",
+        "/v1/stats",
+        None,
+        "Authorization: Bearer wrong\r\n",
+    );
+    assert_eq!(r.status, 401);
+    let r = request(
+        a,
+        "GET",
+        "/v1/stats",
+        None,
+        &format!("Authorization: Basic {token}\r\n"),
+    );
+    assert_eq!(r.status, 401);
+    // A change without the token is not applied.
+    let r = request(
+        a,
+        "POST",
+        "/v1/target-groups/firewalls/targets",
+        Some(r#"{"address":"10.0.2.70"}"#),
+        "",
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(gw.snapshot().groups[0].targets.len(), 2);
+
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let r = request(a, "GET", "/v1/stats", None, &auth);
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The client sends it too.
+    let c = ApiClient::new(a.clone(), Some(token.into()));
+    assert_eq!(c.stats().unwrap(), gw.snapshot().stats);
+    let e = ApiClient::new(a.clone(), None).stats().unwrap_err();
+    assert!(matches!(e, ClientError::Api { status: 401, .. }), "{e:?}");
+}
+
+#[test]
+fn test_unix_socket_mode_stale_file_and_cleanup() {
+    let gw = FakeGateway::start();
+    let path = temp_socket("api.sock");
+    // A stale socket from a previous run: bound, then its listener gone.
+    drop(UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+
+    let listen = Listen::Unix(path.clone());
+    let s = serve(&listen, None, gw.handle.clone()).unwrap();
+    assert_eq!(s.local_addr(), &listen);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+
+    let r = get(&s, "/v1/target-groups");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.parse::<Vec<TargetGroupInfo>>(), gw.snapshot().groups);
+
+    // A second server on the same live socket is refused.
+    let e = serve(&listen, None, gw.handle.clone()).unwrap_err();
+    assert!(matches!(e, ApiError::SocketInUse { .. }), "{e}");
+
+    // The client over the Unix socket, with the API's error mapped.
+    let c = ApiClient::new(listen.clone(), None);
+    let spec = TargetSpec {
+        address: "10.0.2.80".parse().unwrap(),
+        weight: Some(2000),
+        port: None,
+        mac: None,
+    };
+    match c.register("firewalls", &spec).unwrap_err() {
+        ClientError::Api { status, detail } => {
+            assert_eq!((status, detail.field.as_deref()), (400, Some("weight")));
+        }
+        e => panic!("{e:?}"),
+    }
+
+    drop(s);
+    assert!(!path.exists(), "socket file left behind");
+    let e = c.stats().unwrap_err();
+    assert!(matches!(e, ClientError::Unreachable { .. }), "{e:?}");
+
+    // A regular file in the way is not removed.
+    std::fs::write(&path, "not a socket").unwrap();
+    let e = serve(&listen, None, gw.handle.clone()).unwrap_err();
+    assert!(matches!(e, ApiError::NotASocket { .. }), "{e}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn test_control_loop_gone_is_503() {
+    let (handle, rx) = ControlHandle::channel();
+    drop(rx);
+    let s = serve(&localhost(), None, handle.clone()).unwrap();
+    let r = get(&s, "/v1/target-groups");
+    assert_eq!(
+        (r.status, r.kind().as_str()),
+        (503, "unavailable"),
+        "{}",
+        r.body
+    );
+    let m = serve_metrics(&localhost(), handle).unwrap();
+    let r = get(&m, "/metrics");
+    assert_eq!(r.status, 503);
+}
+
+#[test]
+fn test_tcp_bind_conflict_is_an_error() {
+    let gw = FakeGateway::start();
+    let s = serve(&localhost(), None, gw.handle.clone()).unwrap();
+    let e = serve(s.local_addr(), None, gw.handle.clone()).unwrap_err();
+    assert!(matches!(e, ApiError::Bind { .. }), "{e}");
+    assert!(e.to_string().contains(&s.local_addr().to_string()), "{e}");
+}
+
+// --- Metrics ---------------------------------------------------------------------------------
+
+/// One sample line: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Checks the text exposition format line by line and returns the samples. Panics on a
+/// malformed line, a sample before its family's TYPE, or a family split in two.
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    fn is_name(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    let mut samples = Vec::new();
+    let mut typed: Vec<String> = Vec::new();
+    let mut helped: Vec<String> = Vec::new();
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, _help) = rest.split_once(' ').unwrap();
+            assert!(is_name(name), "{line}");
+            assert!(!helped.contains(&name.to_owned()), "HELP twice: {line}");
+            helped.push(name.to_owned());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(is_name(name), "{line}");
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(!typed.contains(&name.to_owned()), "TYPE twice: {line}");
+            assert_eq!(helped.last().map(String::as_str), Some(name), "{line}");
+            typed.push(name.to_owned());
+            continue;
+        }
+        assert!(!line.starts_with('#') && !line.is_empty(), "{line:?}");
+        let name_end = line.find(['{', ' ']).unwrap();
+        let name = &line[..name_end];
+        assert!(is_name(name), "{line}");
+        // Samples belong to the latest TYPE: families are contiguous.
+        assert_eq!(typed.last().map(String::as_str), Some(name), "{line}");
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            rest = r;
+            loop {
+                let (label, r) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                assert!(is_name(label), "{line}");
+                let mut value = String::new();
+                let mut chars = r.char_indices();
+                let end = loop {
+                    match chars.next() {
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, 'n')) => value.push('\n'),
+                            Some((_, c @ ('\\' | '"'))) => value.push(c),
+                            other => panic!("bad escape {other:?}: {line}"),
+                        },
+                        Some((i, '"')) => break i,
+                        Some((_, c)) => value.push(c),
+                        None => panic!("unterminated label: {line}"),
+                    }
+                };
+                labels.push((label.to_owned(), value));
+                rest = &r[end + 1..];
+                if let Some(r) = rest.strip_prefix(',') {
+                    rest = r;
+                } else {
+                    rest = rest.strip_prefix('}').unwrap_or_else(|| panic!("{line}"));
+                    break;
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ').unwrap_or_else(|| panic!("{line}"));
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        samples.push((name.to_owned(), labels, value));
+    }
+    samples
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|s| s.2)
+        .collect();
+    assert_eq!(found.len(), 1, "{name}{labels:?}: {found:?}");
+    found[0]
+}
+
+#[test]
+fn test_metrics_exposition_matches_state() {
+    let gw = FakeGateway::start();
+    let api = serve(&localhost(), None, gw.handle.clone()).unwrap();
+    let m = serve_metrics(&localhost(), gw.handle.clone()).unwrap();
+    let r = get(&m, "/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.headers
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{}",
+        r.headers
+    );
+    let samples = parse_exposition(&r.body);
+    let model = gw.snapshot();
+    let st = &model.stats;
+
+    assert_eq!(
+        value(&samples, "gwlb_ActiveFlowCount", &[]),
+        st.total.active_flows as f64
+    );
+    assert_eq!(
+        value(&samples, "gwlb_NewFlowCount_total", &[]),
+        st.total.new_flows as f64
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "gwlb_HealthyHostCount",
+            &[("target_group", "firewalls")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "gwlb_UnHealthyHostCount",
+            &[("target_group", "firewalls")]
+        ),
+        1.0
+    );
+    let fw_bytes: u64 = model.groups[0].targets.iter().map(|t| t.bytes).sum();
+    assert_eq!(
+        value(
+            &samples,
+            "gwlb_ProcessedBytes_total",
+            &[("target_group", "firewalls")]
+        ),
+        fw_bytes as f64
+    );
+    let t = &model.groups[1].targets[0];
+    let tl = [
+        ("target_group", "inspection"),
+        ("address", "fd00:2::21"),
+        ("port", "appliance"),
+    ];
+    assert_eq!(
+        value(&samples, "gwlb_target_packets_total", &tl),
+        t.packets as f64
+    );
+    assert_eq!(
+        value(&samples, "gwlb_target_bytes_total", &tl),
+        t.bytes as f64
+    );
+    assert_eq!(
+        value(&samples, "gwlb_target_flows_total", &tl),
+        t.flows as f64
+    );
+    assert_eq!(
+        value(&samples, "gwlb_health_check_latency_seconds", &tl),
+        t.check_latency_ms.unwrap() / 1000.0
+    );
+    let fl = [("target_group", "firewalls"), ("address", "10.0.2.12")];
+    assert_eq!(
+        value(
+            &samples,
+            "gwlb_target_state",
+            &[fl[0], fl[1], ("state", "unhealthy")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "gwlb_target_state",
+            &[fl[0], fl[1], ("state", "healthy")]
+        ),
+        0.0
+    );
+    for w in &st.workers {
+        let wl = [("worker", &*w.worker.to_string())];
+        assert_eq!(
+            value(&samples, "gwlb_worker_rx_packets_total", &wl),
+            w.rx as f64
+        );
+        assert_eq!(
+            value(&samples, "gwlb_worker_tx_packets_total", &wl),
+            w.tx as f64
+        );
+        assert_eq!(
+            value(&samples, "gwlb_flow_table_active_flows", &wl),
+            w.active_flows as f64
+        );
+        for (reason, n) in &w.drops {
+            let l = [wl[0], ("reason", reason.as_str())];
+            assert_eq!(value(&samples, "gwlb_worker_drops_total", &l), *n as f64);
+        }
+    }
+    let ratio = st.total.active_flows as f64 / st.total.flow_table_capacity as f64;
+    assert_eq!(
+        value(&samples, "gwlb_flow_table_occupancy_ratio", &[]),
+        ratio
+    );
+
+    // Live, not canned: a registration and a deregistration show at the next scrape.
+    let r = with_body(
+        &api,
+        "POST",
+        "/v1/target-groups/firewalls/targets",
+        r#"{"address":"10.0.2.90","weight":3}"#,
+    );
+    assert_eq!(r.status, 201);
+    request(
+        api.local_addr(),
+        "DELETE",
+        "/v1/target-groups/firewalls/targets/10.0.2.11",
+        None,
+        "",
+    );
+    let samples = parse_exposition(&get(&m, "/metrics").body);
+    assert_eq!(
+        value(
+            &samples,
+            "gwlb_HealthyHostCount",
+            &[("target_group", "firewalls")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "gwlb_target_weight", &[("address", "10.0.2.90")]),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "gwlb_target_drain_remaining_seconds",
+            &[("address", "10.0.2.11")]
+        ),
+        120.0
+    );
+
+    let r = get(&m, "/v1/stats");
+    assert_eq!(r.status, 404);
+    let r = request(m.local_addr(), "POST", "/metrics", None, "");
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn test_metrics_on_unix_socket() {
+    let gw = FakeGateway::start();
+    let listen = Listen::Unix(temp_socket("metrics.sock"));
+    let m = serve_metrics(&listen, gw.handle.clone()).unwrap();
+    let r = get(&m, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(!parse_exposition(&r.body).is_empty());
+}
+
+#[test]
+fn test_json_errors_are_objects() {
+    let (_gw, s) = start();
+    let r = with_body(&s, "POST", "/v1/target-groups/firewalls/targets", "[1,2]");
+    assert_eq!(r.status, 400);
+    let v = r.json();
+    assert_eq!(
+        v,
+        json!({"error": {"kind": "invalid", "field": "body", "message": v["error"]["message"]}})
+    );
+    assert_eq!(v["error"]["message"], "expected a JSON object");
+}

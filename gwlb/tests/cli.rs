@@ -1,0 +1,246 @@
+//! The `gwlb` binary as an API client, against a real API server (TCP and Unix socket) in
+//! front of a fake control loop (`fake_control`).
+
+// The binary needs the `dpdk` feature.
+#![cfg(feature = "dpdk")]
+
+mod fake_control;
+
+use std::process::{Command, Output};
+
+use fake_control::{FakeGateway, FLOW_COUNT};
+use gwlb::api::{serve, ApiServer};
+use gwlb::config::Listen;
+use gwlb::control::{FlowPage, StatsReport, TargetGroupInfo, TargetInfo, TargetState};
+
+fn start(token: Option<&str>) -> (FakeGateway, ApiServer) {
+    let gw = FakeGateway::start();
+    let listen = Listen::Tcp("127.0.0.1:0".parse().unwrap());
+    let server = serve(&listen, token.map(Into::into), gw.handle.clone()).unwrap();
+    (gw, server)
+}
+
+fn gwlb(api: &Listen, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gwlb"))
+        .args(args)
+        .arg("--api")
+        .arg(api.to_string())
+        .env_remove("GWLB_API")
+        .env_remove("GWLB_API_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn failure(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn test_targets_table_and_json() {
+    let (gw, s) = start(None);
+    let out = stdout(&gwlb(s.local_addr(), &["targets"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1 + 3, "{out}");
+    assert!(lines[0].starts_with("GROUP"), "{out}");
+    // Aligned: the STATE column starts at the same offset on every line.
+    let state_col = lines[0].find("STATE").unwrap();
+    for (line, state) in lines[1..].iter().zip(["healthy", "unhealthy", "healthy"]) {
+        assert_eq!(line.find(state), Some(state_col), "{out}");
+    }
+    assert!(lines[2].contains("connection refused"), "{out}");
+
+    let out = stdout(&gwlb(s.local_addr(), &["targets", "firewalls", "--json"]));
+    let groups: Vec<TargetGroupInfo> = serde_json::from_str(&out).unwrap();
+    assert_eq!(groups, vec![gw.snapshot().groups[0].clone()]);
+
+    let out = stdout(&gwlb(s.local_addr(), &["groups"]));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("firewalls") && l.contains("http :8080/healthz")),
+        "{out}"
+    );
+}
+
+#[test]
+fn test_register_weight_deregister() {
+    let (gw, s) = start(None);
+    let a = s.local_addr();
+    let out = stdout(&gwlb(
+        a,
+        &["register", "firewalls", "10.0.2.50", "--weight", "20"],
+    ));
+    assert!(
+        out.contains("10.0.2.50") && out.contains("healthy"),
+        "{out}"
+    );
+    let t = gw.snapshot().groups[0].targets.last().cloned().unwrap();
+    assert_eq!(
+        (t.address.to_string().as_str(), t.weight),
+        ("10.0.2.50", 20)
+    );
+
+    let err = failure(&gwlb(a, &["register", "firewalls", "10.0.2.50"]));
+    assert!(
+        err.contains("already registered") && err.contains("409"),
+        "{err}"
+    );
+
+    let out = stdout(&gwlb(
+        a,
+        &["weight", "firewalls", "10.0.2.50", "5", "--json"],
+    ));
+    let t: TargetInfo = serde_json::from_str(&out).unwrap();
+    assert_eq!(t.weight, 5);
+
+    let err = failure(&gwlb(a, &["weight", "firewalls", "10.0.2.50", "1001"]));
+    assert!(err.starts_with("gwlb: weight: "), "{err}");
+
+    let out = stdout(&gwlb(a, &["deregister", "firewalls", "10.0.2.50"]));
+    assert!(out.contains("draining (120s left)"), "{out}");
+    let t = gw.snapshot().groups[0].targets.last().cloned().unwrap();
+    assert_eq!(t.state, TargetState::Draining);
+
+    let err = failure(&gwlb(a, &["deregister", "nope", "10.0.2.50"]));
+    assert!(err.contains("target group \"nope\" not found"), "{err}");
+
+    // Bad arguments are refused before any request (clap: exit 2).
+    let o = gwlb(a, &["register", "firewalls", "not-an-ip"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+}
+
+#[test]
+fn test_health_check_show_and_change() {
+    let (gw, s) = start(None);
+    let a = s.local_addr();
+    let out = stdout(&gwlb(a, &["health-check", "firewalls"]));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("interval_ms") && l.ends_with("1000")),
+        "{out}"
+    );
+    let out = stdout(&gwlb(
+        a,
+        &["health-check", "firewalls", "--interval-ms", "2500"],
+    ));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("interval_ms") && l.ends_with("2500")),
+        "{out}"
+    );
+    assert_eq!(gw.snapshot().groups[0].health_check.interval_ms, 2500);
+    let err = failure(&gwlb(
+        a,
+        &["health-check", "firewalls", "--interval-ms", "5"],
+    ));
+    assert!(err.contains("health_check.interval_ms"), "{err}");
+}
+
+#[test]
+fn test_stats_flows_reload() {
+    let (gw, s) = start(None);
+    let a = s.local_addr();
+    let out = stdout(&gwlb(a, &["stats"]));
+    let total = out.lines().find(|l| l.starts_with("total")).unwrap();
+    assert!(
+        total.contains(&gw.snapshot().stats.total.rx.to_string()),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("no_route")), "{out}");
+    let stats: StatsReport = serde_json::from_str(&stdout(&gwlb(a, &["stats", "--json"]))).unwrap();
+    assert_eq!(stats, gw.snapshot().stats);
+
+    // One page: a hint on stderr about the rest.
+    let o = gwlb(a, &["flows", "--limit", "10"]);
+    assert_eq!(stdout(&o).lines().count(), 11);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--cursor o10"),
+        "{o:?}"
+    );
+    // Every page.
+    let page: FlowPage = serde_json::from_str(&stdout(&gwlb(
+        a,
+        &["flows", "--all", "--limit", "40", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(page.flows, gw.snapshot().flows);
+    assert_eq!(page.flows.len(), FLOW_COUNT);
+    let out = stdout(&gwlb(
+        a,
+        &[
+            "flows",
+            "--appliance",
+            "fd00:2::21",
+            "--port",
+            "80",
+            "--all",
+        ],
+    ));
+    assert!(
+        out.lines()
+            .skip(1)
+            .all(|l| l.contains("fd00:2::21") && l.contains(":80 ")),
+        "{out}"
+    );
+    assert!(out.lines().count() > 1);
+
+    let out = stdout(&gwlb(a, &["reload"]));
+    assert!(out.contains("reloaded /etc/gwlb/gwlb.toml"), "{out}");
+    assert_eq!(gw.snapshot().reloads, 1);
+}
+
+#[test]
+fn test_daemon_not_running() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = Listen::Tcp(([127, 0, 0, 1], port).into());
+    let err = failure(&gwlb(&api, &["targets"]));
+    assert!(
+        err.contains(&format!("cannot reach the gwlb API at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("is `gwlb run` running?"), "{err}");
+    let sock = Listen::Unix("/nonexistent/gwlb/api.sock".into());
+    let err = failure(&gwlb(&sock, &["stats"]));
+    assert!(err.contains("unix:/nonexistent/gwlb/api.sock"), "{err}");
+}
+
+#[test]
+fn test_env_unix_socket_and_token() {
+    let gw = FakeGateway::start();
+    let dir = std::env::temp_dir().join(format!("gwlb-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen = Listen::Unix(dir.join("api.sock"));
+    let s = serve(&listen, Some("0123456789abcdef".into()), gw.handle.clone()).unwrap();
+    let run = |token: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gwlb"));
+        c.args(["targets", "--json"])
+            .env("GWLB_API", s.local_addr().to_string())
+            .env_remove("GWLB_API_TOKEN");
+        if let Some(t) = token {
+            c.env("GWLB_API_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let err = failure(&run(None));
+    assert!(err.contains("401"), "{err}");
+    let out = stdout(&run(Some("0123456789abcdef")));
+    let groups: Vec<TargetGroupInfo> = serde_json::from_str(&out).unwrap();
+    assert_eq!(groups, gw.snapshot().groups);
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
