@@ -311,6 +311,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
     let mut rx_burst: MbufBurst<BURST> = MbufBurst::new();
     let mut last_rx = start;
     let mut published_gen = u64::MAX;
+    let mut last_full_publish = start;
 
     while !w.stop.load(Relaxed) {
         let tsc = lcore::rdtsc();
@@ -381,10 +382,15 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
         } else {
             // Idle: reclaim expired flows a little at a time.
             w.pipeline.flows_mut().expire_step(now, 64);
-            if published_gen != snap.generation || tsc.wrapping_sub(last_rx) > hz / 10 {
-                publish_all(&w.stats, &w.pipeline, &out.lc, snap.appliances.len());
-                published_gen = snap.generation;
-            }
+        }
+        // Everything else (per-appliance counters, flow-table occupancy) every 100 ms and on
+        // a new snapshot, busy or not: a gateway under constant load must still report.
+        if published_gen != snap.generation || tsc.wrapping_sub(last_full_publish) > hz / 10 {
+            publish_all(&w.stats, &w.pipeline, &out.lc, snap.appliances.len());
+            published_gen = snap.generation;
+            last_full_publish = tsc;
+        }
+        if got == 0 {
             if let Some(limit) = w.idle_exit_cycles {
                 if out.lc.rx > 0 && tsc.wrapping_sub(last_rx) > limit {
                     break;

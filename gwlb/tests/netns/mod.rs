@@ -28,7 +28,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The gateway's MAC on its user port.
@@ -680,4 +680,168 @@ impl Drop for Gwlb {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Settle time after sending: the round trip through the appliances takes well under this.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Health check: interval 100 ms, unhealthy threshold 2, jitter 10 %, timeout 80 ms.
+/// Detection takes about 2 intervals; this bound adds the jitter, one probe timeout and a
+/// generous scheduling margin for a loaded 2-core CI machine.
+pub const DETECTION_BOUND: Duration = Duration::from_millis(2 * 110 + 80 + 1000);
+
+/// One scenario at a time: each runs a busy-polling gwlb worker, and detection times are
+/// only meaningful when the scenarios do not compete for the CPUs.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A running scenario: topology, appliances, user port and gwlb.
+pub struct Rig {
+    _serial: MutexGuard<'static, ()>,
+    /// Namespaces.
+    pub topo: Topology,
+    /// The appliances (one per address of the topology).
+    pub apps: Vec<Appliance>,
+    /// The user side.
+    pub user: UserPort,
+    gwlb: Option<Gwlb>,
+}
+
+impl Rig {
+    /// Starts a scenario with one appliance per weight, all registered.
+    pub fn start(name: &str, extra_group: &str, weights: &[u16]) -> Rig {
+        Self::start_with(name, extra_group, weights, weights.len(), "")
+    }
+
+    /// Starts a scenario with `appliances` appliances of which the first `weights.len()` are
+    /// registered, and `extra` appended to the configuration.
+    pub fn start_with(
+        name: &str,
+        extra_group: &str,
+        weights: &[u16],
+        appliances: usize,
+        extra: &str,
+    ) -> Rig {
+        let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let topo = Topology::create(name, appliances);
+        let apps = (0..appliances)
+            .map(|i| Appliance::start(&topo.app(), i))
+            .collect();
+        let user = UserPort::open(&topo.usr(), &format!("{name}u1"));
+        let config = format!("{}{extra}", topo.config(extra_group, weights));
+        let gwlb = Gwlb::start(&topo.gw(), &config);
+        let mut rig = Rig {
+            _serial: serial,
+            topo,
+            apps,
+            user,
+            gwlb: Some(gwlb),
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        rig.gwlb.as_mut().expect("started").assert_running();
+        rig.wait_ready(weights.iter().filter(|w| **w > 0).count());
+        rig
+    }
+
+    pub fn gwlb(&self) -> &Gwlb {
+        self.gwlb.as_ref().expect("gwlb running")
+    }
+
+    /// Waits until every appliance is resolved (ARP through the exception path) by
+    /// sending probe flows until each weighted appliance has answered one.
+    pub fn wait_ready(&self, weighted: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut port = 60_000u16;
+        loop {
+            for _ in 0..16 {
+                self.user.send(&client_frame(port));
+                port += 1;
+            }
+            self.user.drain(QUIET);
+            let answering = self.apps.iter().filter(|a| a.count() > 0).count();
+            if answering >= weighted {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "appliances not resolved after 20 s ({answering}/{weighted} answering)\n{}",
+                self.gwlb().log_text()
+            );
+        }
+    }
+
+    /// Sends one packet per source port and returns, per source port, the appliance index
+    /// that saw it (absent: no appliance saw it) and which ports came back forwarded.
+    pub fn send_flows(&self, ports: &[u16]) -> (BTreeMap<u16, usize>, Vec<u16>) {
+        let before: Vec<usize> = self.apps.iter().map(Appliance::count).collect();
+        for &p in ports {
+            self.user.send(&client_frame(p));
+        }
+        let frames = self.user.drain(QUIET);
+        let mut at = BTreeMap::new();
+        for (i, a) in self.apps.iter().enumerate() {
+            for p in a.ports_since(before[i]) {
+                if ports.contains(&p) {
+                    assert!(
+                        at.insert(p, i).is_none_or(|j| j == i),
+                        "flow {p} seen by two appliances"
+                    );
+                }
+            }
+        }
+        (at, forwarded_ports(&frames))
+    }
+
+    pub fn kill_hc(&self, i: usize) -> Duration {
+        let t0 = Instant::now();
+        self.apps[i].close_hc();
+        let ip = self.apps[i].ip.to_string();
+        let (t, _) = self
+            .gwlb()
+            .wait_log(t0, &["appliance unhealthy", &ip], Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{ip} never marked unhealthy\n{}", self.gwlb().log_text()));
+        let took = t - t0;
+        eprintln!("{ip}: unhealthy after {took:?}");
+        assert!(
+            took <= DETECTION_BOUND,
+            "detection took {took:?} > {DETECTION_BOUND:?}"
+        );
+        // Let the new snapshot reach the worker.
+        std::thread::sleep(Duration::from_millis(100));
+        took
+    }
+
+    pub fn revive_hc(&self, i: usize) {
+        let t0 = Instant::now();
+        self.apps[i].open_hc();
+        let ip = self.apps[i].ip.to_string();
+        self.gwlb()
+            .wait_log(t0, &["appliance healthy", &ip], Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{ip} never healthy again\n{}", self.gwlb().log_text()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    pub fn reload(&self, config: &str) -> Instant {
+        std::fs::write(&self.gwlb().config, config).unwrap();
+        let t0 = Instant::now();
+        self.gwlb().signal(libc::SIGHUP);
+        t0
+    }
+
+    pub fn stop(mut self) -> BTreeMap<String, u64> {
+        self.gwlb.take().expect("running").stop()
+    }
+}
+
+/// The ports of a range.
+pub fn ports(range: std::ops::Range<u16>) -> Vec<u16> {
+    range.collect()
+}
+
+/// Flows per appliance.
+pub fn spread(at: &BTreeMap<u16, usize>, n: usize) -> Vec<usize> {
+    let mut v = vec![0; n];
+    for &i in at.values() {
+        v[i] += 1;
+    }
+    v
 }
