@@ -9,6 +9,8 @@
 
 mod netns;
 
+use std::process::Command;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use netns::{ports, spread, Rig, QUIET};
@@ -274,4 +276,99 @@ fn gateway_answers_ping_and_arp_while_forwarding() {
         );
     }
     rig.stop();
+}
+
+#[test]
+fn nd_learning_and_ipv6_health_checks_against_a_kernel_peer() {
+    if !netns::can_run() {
+        return;
+    }
+    let _serial = netns::SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let topo = netns::Topology::create("gwtnd", 0);
+    // IPv6 on in the gateway (for its TAP) and appliance namespaces, off on the DPDK veth so
+    // that only the TAP's kernel answers for the gateway.
+    let sh = |args: &[&str]| {
+        let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(st.success(), "{args:?}");
+    };
+    for ns in [topo.gw(), topo.app()] {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+        ]);
+    }
+    let a0_off = format!("net.ipv6.conf.{}.disable_ipv6=1", topo.a0());
+    sh(&["ip", "netns", "exec", &topo.gw(), "sysctl", "-qw", &a0_off]);
+    let a1 = format!("{}a1", topo.name);
+    let a1_on = format!("net.ipv6.conf.{a1}.disable_ipv6=0");
+    sh(&["ip", "netns", "exec", &topo.app(), "sysctl", "-qw", &a1_on]);
+    sh(&[
+        "ip",
+        "-n",
+        &topo.app(),
+        "addr",
+        "add",
+        "fd77::11/64",
+        "dev",
+        &a1,
+        "nodad",
+    ]);
+    let appliance = netns::Appliance::start_at(&topo.app(), "fd77::11".parse().unwrap());
+    let user = netns::UserPort::open(&topo.usr(), &format!("{}u1", topo.name));
+    let config = topo.config("", &[]).replace(
+        "address = \"10.77.0.1/24\"",
+        "address = [\"10.77.0.1/24\", \"fd77::1/64\"]",
+    ) + "\n[[target_groups.targets]]\naddress = \"fd77::11\"\n";
+    let gwlb = netns::Gwlb::start(&topo.gw(), &config);
+
+    // The appliance's MAC is learned by ND through the exception path (the config has
+    // none); then flows reach it in IPv6-outer Geneve and come back forwarded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut port = 1000;
+    loop {
+        user.send(&netns::client_frame(port));
+        port += 1;
+        user.drain(Duration::from_millis(100));
+        if appliance.count() > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no flow reached the IPv6 appliance\n{}",
+            gwlb.log_text()
+        );
+    }
+    let neigh = Command::new("ip")
+        .args(["-n", &topo.gw(), "-6", "neigh", "show", "dev", &topo.tap()])
+        .output()
+        .unwrap();
+    let neigh = String::from_utf8_lossy(&neigh.stdout);
+    assert!(neigh.contains("fd77::11"), "learned by ND: {neigh}");
+    let flows = ports(5000..5020);
+    for &p in &flows {
+        user.send(&netns::client_frame(p));
+    }
+    let fwd = netns::forwarded_ports(&user.drain(QUIET));
+    assert_eq!(fwd, flows, "IPv6-outer round trip forwards every packet");
+
+    // The IPv6 health check goes through the TAP too: closing the listener is detected.
+    let t0 = Instant::now();
+    appliance.close_hc();
+    assert!(
+        gwlb.wait_log(
+            t0,
+            &["appliance unhealthy", "fd77::11"],
+            netns::DETECTION_BOUND
+        )
+        .is_some(),
+        "IPv6 health check failure detected\n{}",
+        gwlb.log_text()
+    );
+    gwlb.stop();
 }

@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -294,7 +294,7 @@ impl Drop for Topology {
 /// One simulated appliance: Geneve echo + health-check listener.
 pub struct Appliance {
     /// Its address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Inner UDP source ports seen, in order.
     pub seen: Arc<Mutex<Vec<u16>>>,
     hc: Arc<Mutex<Option<TcpListener>>>,
@@ -306,7 +306,11 @@ pub struct Appliance {
 impl Appliance {
     /// Starts appliance `i` in namespace `ns`.
     pub fn start(ns: &str, i: usize) -> Appliance {
-        let ip = appliance_ip(i);
+        Self::start_at(ns, IpAddr::V4(appliance_ip(i)))
+    }
+
+    /// Starts an appliance with address `ip` (already configured in `ns`).
+    pub fn start_at(ns: &str, ip: IpAddr) -> Appliance {
         let a = Appliance {
             ip,
             seen: Arc::default(),
@@ -316,7 +320,7 @@ impl Appliance {
             ns: ns.into(),
         };
         let sock = in_netns(ns, move || {
-            let s = UdpSocket::bind(SocketAddrV4::new(ip, geneve::UDP_PORT)).expect("bind 6081");
+            let s = UdpSocket::bind(SocketAddr::new(ip, geneve::UDP_PORT)).expect("bind 6081");
             s.set_read_timeout(Some(Duration::from_millis(100)))
                 .unwrap();
             s
@@ -350,11 +354,15 @@ impl Appliance {
     pub fn open_hc(&self) {
         let ip = self.ip;
         let l = in_netns(&self.ns, move || {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let addr = SocketAddr::new(ip, HC_PORT);
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )
+            .unwrap();
             s.set_reuse_address(true).unwrap();
-            s.bind(&SocketAddrV4::new(ip, HC_PORT).into())
-                .expect("bind hc");
+            s.bind(&addr.into()).expect("bind hc");
             s.listen(128).unwrap();
             TcpListener::from(s)
         });
@@ -692,7 +700,7 @@ pub const DETECTION_BOUND: Duration = Duration::from_millis(2 * 110 + 80 + 1000)
 
 /// One scenario at a time: each runs a busy-polling gwlb worker, and detection times are
 /// only meaningful when the scenarios do not compete for the CPUs.
-static SERIAL: Mutex<()> = Mutex::new(());
+pub static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A running scenario: topology, appliances, user port and gwlb.
 pub struct Rig {
