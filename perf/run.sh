@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the benchmarks in release and runs them all: `perf/run.sh` (full, ~3 min) or
-# `perf/run.sh --smoke` (seconds; verifies packets, makes no speed claims). Run as root
-# (DPDK); the full run reserves 1024 2 MiB hugepages if fewer are reserved.
+# Builds the benchmarks in release and runs them all: `perf/run.sh` (full, ~6 min on a quiet
+# 2-CPU machine) or `perf/run.sh --smoke` (seconds; verifies packets, makes no speed claims).
+# Run as root (DPDK); the full run reserves 1024 2 MiB hugepages if fewer are reserved. The
+# full run ends with callgrind instruction counts (stable on a shared machine) when valgrind
+# is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -17,3 +19,13 @@ fi
 "$target/release/micro" "${smoke[@]}" "$@"
 echo
 "$target/release/dataplane" "${smoke[@]}"
+echo
+# Pipeline scenarios (both entry points) verified without valgrind in smoke mode; the
+# instruction table under callgrind in a full run.
+if [[ ${#smoke[@]} -ne 0 ]]; then
+    "$target/release/instr" --smoke
+elif command -v valgrind >/dev/null; then
+    "$target/release/instr"
+else
+    echo "valgrind not installed: no instruction counts"
+fi

@@ -292,7 +292,31 @@ fn tag_of(hash: u32) -> u32 {
     }
 }
 
-/// Bit i set when `tags[i] == tag`; LLVM turns it into a vector compare and a move-mask.
+/// Bit i set when `tags[i] == tag`: two SSE2 compares and a move-mask on x86_64 (the scalar
+/// loop below is what LLVM made of it before: about 70 instructions, not vectorised).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn match_mask(tags: &[u32; WAYS], tag: u32) -> u32 {
+    use core::arch::x86_64::{
+        __m128i, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_loadu_si128, _mm_movemask_ps,
+        _mm_set1_epi32,
+    };
+    const _: () = assert!(WAYS == 8);
+    let p = tags.as_ptr().cast::<__m128i>();
+    // SAFETY: SSE2 is part of the x86_64 baseline. `tags` is 8 u32 = two 16-byte vectors, so
+    // both unaligned loads (`p` and `p + 1`) read inside the array.
+    unsafe {
+        let t = _mm_set1_epi32(tag as i32);
+        let lo = _mm_cmpeq_epi32(_mm_loadu_si128(p), t);
+        let hi = _mm_cmpeq_epi32(_mm_loadu_si128(p.add(1)), t);
+        let lo = _mm_movemask_ps(_mm_castsi128_ps(lo)) as u32;
+        let hi = _mm_movemask_ps(_mm_castsi128_ps(hi)) as u32;
+        lo | hi << 4
+    }
+}
+
+/// Bit i set when `tags[i] == tag` (portable version).
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn match_mask(tags: &[u32; WAYS], tag: u32) -> u32 {
     let mut m = 0u32;
@@ -300,6 +324,19 @@ fn match_mask(tags: &[u32; WAYS], tag: u32) -> u32 {
         m |= u32::from(t == tag) << i;
     }
     m
+}
+
+/// Hints the CPU to start loading the cache line at `p` (no-op where unsupported).
+#[inline(always)]
+fn prefetch_line<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and has no architectural effect, whatever
+    // the address (SSE, part of the x86_64 baseline).
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 impl<K: Copy + Eq> FlowTable<K> {
@@ -395,8 +432,7 @@ impl<K: Copy + Eq> FlowTable<K> {
     }
 
     #[inline(always)]
-    fn find_in(&self, bucket: usize, key: &K, tag: u32) -> Option<usize> {
-        let mut m = match_mask(&self.tags[bucket].0, tag);
+    fn find_in(&self, bucket: usize, mut m: u32, key: &K) -> Option<usize> {
         while m != 0 {
             let s = bucket * WAYS + m.trailing_zeros() as usize;
             if self.key_at(s) == key {
@@ -407,13 +443,56 @@ impl<K: Copy + Eq> FlowTable<K> {
         None
     }
 
-    /// Slot index of `key`, expired or not.
+    /// Slot index of `key`, expired or not. Both buckets' tags are loaded and compared before
+    /// any branch, so a cold table costs the two tag-line misses in parallel, not in series.
     #[inline(always)]
     fn find(&self, key: &K, hash: u32) -> Option<usize> {
         let tag = tag_of(hash);
         let (b1, b2) = self.buckets_of(tag);
-        self.find_in(b1, key, tag)
-            .or_else(|| self.find_in(b2, key, tag))
+        let m1 = match_mask(&self.tags[b1].0, tag);
+        let m2 = match_mask(&self.tags[b2].0, tag);
+        if m1 | m2 == 0 {
+            return None;
+        }
+        match self.find_in(b1, m1, key) {
+            Some(s) => Some(s),
+            None => self.find_in(b2, m2, key),
+        }
+    }
+
+    /// Starts loading the two candidate tag lines of `hash` into the cache (first step of a
+    /// burst: call it for every packet of the burst, then [`FlowTable::prefetch_slots`], then
+    /// look up). A hint only: never changes what the table holds.
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u32) {
+        let (b1, b2) = self.buckets_of(tag_of(hash));
+        prefetch_line(self.tags.as_ptr().wrapping_add(b1));
+        prefetch_line(self.tags.as_ptr().wrapping_add(b2));
+    }
+
+    /// Starts loading the slot (key and entry) of the first tag match in each candidate bucket
+    /// of `hash`. Reads the tag lines, so call it after [`FlowTable::prefetch`] had time to
+    /// bring them in (a burst later). A hint only.
+    #[inline(always)]
+    pub fn prefetch_slots(&self, hash: u32) {
+        let tag = tag_of(hash);
+        let (b1, b2) = self.buckets_of(tag);
+        let m1 = match_mask(&self.tags[b1].0, tag);
+        let m2 = match_mask(&self.tags[b2].0, tag);
+        for (b, m) in [(b1, m1), (b2, m2)] {
+            if m != 0 {
+                let s = self
+                    .slots
+                    .as_ptr()
+                    .wrapping_add(b * WAYS + m.trailing_zeros() as usize);
+                // A slot is 56 bytes: it may straddle two lines.
+                prefetch_line(s);
+                prefetch_line(
+                    s.cast::<u8>()
+                        .wrapping_add(std::mem::size_of::<Slot<K>>() - 1),
+                );
+            }
+        }
     }
 
     /// The key of an occupied slot (non-zero tag).
@@ -484,6 +563,37 @@ impl<K: Copy + Eq> FlowTable<K> {
             *e = value;
             return Ok(e);
         }
+        self.insert_new(key, hash, value)
+    }
+
+    /// [`FlowTable::insert`] of a key known to be absent: right after
+    /// [`FlowTable::lookup`] returned `None` for it (a lookup reclaims an expired entry of its
+    /// key, so none is left), with no other insert of that key in between. Skips the search.
+    #[inline]
+    pub fn insert_absent(
+        &mut self,
+        key: K,
+        hash: u32,
+        mut value: FlowEntry,
+        now: u32,
+    ) -> Result<&mut FlowEntry, TableFull> {
+        debug_assert!(
+            self.find(&key, hash).is_none(),
+            "insert_absent of a present key"
+        );
+        value.last_seen = now;
+        self.insert_new(key, hash, value)
+    }
+
+    /// Stores an absent key (`value.last_seen` already set).
+    #[inline(always)]
+    fn insert_new(
+        &mut self,
+        key: K,
+        hash: u32,
+        value: FlowEntry,
+    ) -> Result<&mut FlowEntry, TableFull> {
+        let now = value.last_seen;
         let tag = tag_of(hash);
         let (b1, b2) = self.buckets_of(tag);
         let free1 = match_mask(&self.tags[b1].0, 0);

@@ -405,6 +405,10 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
 
 /// Processes one received burst. `in_port` is `None` for handoff packets (their port is in
 /// the mbuf); those are already on their owner and are never handed off again.
+///
+/// Packets from the kernel and packets owned by another worker leave first, one by one; the
+/// rest go through [`Pipeline::process_burst`] together (flow-table prefetch across the
+/// burst), then are staged in arrival order.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn process_burst(
@@ -417,6 +421,8 @@ fn process_burst(
     now: u32,
     flush_at: u64,
 ) {
+    let mut mine: MbufBurst<BURST> = MbufBurst::new();
+    let mut ports = [0u16; BURST];
     // Pop from the back after reversing = original order, so packets leave in arrival order.
     burst.as_mut_slice().reverse();
     while let Some(mut m) = burst.pop() {
@@ -451,7 +457,33 @@ fn process_burst(
                 continue;
             }
         }
-        match pipeline.process(snap, &mut m, port, now) {
+        ports[mine.len()] = port;
+        // Cannot fail: at most BURST mbufs came in.
+        let _ = mine.push(m);
+    }
+    let n = mine.len();
+    let mut verdicts = [Verdict::ToHost; BURST];
+    // Runs of packets from the same port (a whole RX burst is one run).
+    let mut i = 0;
+    while i < n {
+        let port = ports[i];
+        let end = ports[i..n]
+            .iter()
+            .position(|&p| p != port)
+            .map_or(n, |k| i + k);
+        pipeline.process_burst(
+            snap,
+            &mut mine.as_mut_slice()[i..end],
+            port,
+            now,
+            &mut verdicts[i..end],
+        );
+        i = end;
+    }
+    mine.as_mut_slice().reverse();
+    for (&v, &port) in verdicts[..n].iter().zip(&ports[..n]) {
+        let Some(m) = mine.pop() else { break };
+        match v {
             Verdict::Tx(p) => out.stage(p, m, flush_at),
             Verdict::ToHost => match r.host.tap_of.get(usize::from(port)).copied().flatten() {
                 Some(tap) => out.stage(tap, m, flush_at),

@@ -36,8 +36,8 @@ use gwlb::parse::DropReason;
 use gwlb::pipeline::{Pipeline, MAX_APPLIANCES};
 use gwlb::snapshot::Snapshot;
 use gwlb_perf::{
-    bench_snapshot, cpu_model, geneve_inner, ip_src, print_table, verify_encap, FlowGen, FlowRec,
-    Frame, Rng, Summary, FRAME_LEN,
+    bench_snapshot, cpu_model, geneve_inner, imix_len, ip_src, print_table, verify_decap,
+    verify_encap, FlowGen, Frame, ImixFrames, ReturnStyle, Returns, Rng, Summary, FRAME_LEN,
 };
 
 #[derive(Parser, Debug)]
@@ -90,6 +90,26 @@ enum Kind {
     Established { flows: usize },
     /// gwlb worker, a new 5-tuple every packet.
     Storm,
+    /// gwlb worker, established flows, IMIX frame sizes (7:4:1 of 64/570/1518 B).
+    Imix { flows: usize },
+    /// gwlb worker, appliance returns of established flows.
+    Decap { flows: usize, style: ReturnStyle },
+    /// gwlb worker, both directions: 1 packet in 64 a new flow, the others half forward,
+    /// half AWS-style returns of established flows.
+    Mixed { flows: usize },
+}
+
+impl Kind {
+    /// Established flows pre-inserted before the window.
+    fn flows(self) -> Option<usize> {
+        match self {
+            Kind::Established { flows }
+            | Kind::Imix { flows }
+            | Kind::Decap { flows, .. }
+            | Kind::Mixed { flows } => Some(flows),
+            Kind::IoFwd | Kind::Storm => None,
+        }
+    }
 }
 
 /// What the worker thread hands back.
@@ -113,6 +133,8 @@ struct Bench {
     snap: Arc<ArcSwap<Snapshot>>,
     tmpl: [u8; FRAME_LEN],
     gen: FlowGen,
+    imix: ImixFrames,
+    rets: Returns,
     hz: u64,
     tx_flush_cycles: u64,
     seq: u32,
@@ -121,15 +143,15 @@ struct Bench {
 
 /// The feeder's flow source.
 enum Source<'a> {
-    /// Cycle through this list.
-    List(&'a [FlowRec], usize),
+    /// Cycle through this list of flow indexes.
+    List(&'a [u64], usize),
     /// Flow indexes counting up from here (every packet a new flow).
     Counter(u64),
 }
 
 impl Source<'_> {
     #[inline]
-    fn next(&mut self, gen: &FlowGen) -> FlowRec {
+    fn next(&mut self) -> u64 {
         match self {
             Source::List(l, i) => {
                 let r = l[*i];
@@ -141,10 +163,19 @@ impl Source<'_> {
             }
             Source::Counter(c) => {
                 *c += 1;
-                gen.flow(*c)
+                *c
             }
         }
     }
+}
+
+/// What the feeder writes next.
+#[derive(Clone, Copy)]
+enum Pkt {
+    /// A client frame of flow `.0`, `.1` bytes.
+    Fwd(u64, usize),
+    /// An appliance return of flow `.0`.
+    Ret(u64, ReturnStyle),
 }
 
 impl Bench {
@@ -187,7 +218,7 @@ impl Bench {
                     Done::IoFwd
                 })
             }
-            Kind::Established { .. } | Kind::Storm => {
+            _ => {
                 let mut port_index_by_id = vec![u16::MAX; usize::from(pid.0) + 1];
                 port_index_by_id[usize::from(pid.0)] = 0;
                 let setup = WorkerSetup {
@@ -225,26 +256,35 @@ impl Bench {
 
         // Flow lists: established flows are pre-inserted in index order, then visited in a
         // random order.
-        let (prefill, order): (Vec<FlowRec>, Vec<FlowRec>) = match kind {
-            Kind::Established { flows } => {
-                let v: Vec<FlowRec> = (0..flows as u64).map(|i| self.gen.flow(i)).collect();
+        let (prefill, order): (Vec<u64>, Vec<u64>) = match kind.flows() {
+            Some(flows) => {
+                let v: Vec<u64> = (0..flows as u64).collect();
                 let mut o = v.clone();
                 Rng::new(42 + u64::from(n)).shuffle(&mut o);
                 (v, o)
             }
-            Kind::IoFwd => {
-                let mut o: Vec<FlowRec> = (0..4096u64).map(|i| self.gen.flow(i)).collect();
+            None if kind == Kind::IoFwd => {
+                let mut o: Vec<u64> = (0..4096u64).collect();
                 Rng::new(1).shuffle(&mut o);
                 (Vec::new(), o)
             }
-            Kind::Storm => (Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new()),
         };
-        let mut feeder = Feeder::new(self, &rx_ring, &tx_ring, kind);
+        // Appliance and cookie of each established flow (for returns).
+        let targets: Vec<(u16, u32)> = match kind {
+            Kind::Decap { .. } | Kind::Mixed { .. } => (0..order.len() as u64)
+                .map(|i| self.rets.target(i))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut feeder = Feeder::new(self, &rx_ring, &tx_ring, kind, &targets);
 
         if !prefill.is_empty() {
             let mut src = Source::List(&prefill, 0);
             let want = prefill.len() as u64;
+            feeder.prefill = true;
             feeder.run(&mut src, |f| f.sent >= want);
+            feeder.prefill = false;
             let t = Instant::now();
             while processed() < want && t.elapsed() < Duration::from_secs(30) {
                 feeder.drain();
@@ -304,7 +344,11 @@ impl Bench {
             Done::Gwlb(p) => {
                 let c = &p.counters;
                 assert_eq!(c.dropped(), 0, "gwlb dropped packets: {:?}", c.drops);
-                assert_eq!(c.encapsulated, c.packets, "every packet encapsulated");
+                assert_eq!(
+                    c.encapsulated + c.decapsulated,
+                    c.packets,
+                    "every packet encapsulated or decapsulated"
+                );
                 stats.drops[DropReason::TxFull.index()].load(Relaxed)
             }
             Done::IoFwd => 0,
@@ -335,7 +379,14 @@ struct Feeder<'a> {
     tx_ring: &'a Ring,
     tmpl: [u8; FRAME_LEN],
     gen: FlowGen,
+    imix: &'a ImixFrames,
+    rets: &'a Returns,
+    targets: &'a [(u16, u32)],
     kind: Kind,
+    /// Feeding the pre-inserted flows (forward 64 B frames whatever the kind).
+    prefill: bool,
+    seq: u64,
+    new_flow: u64,
     sent: u64,
     drained: u64,
     bursts_out: u64,
@@ -347,14 +398,26 @@ struct Feeder<'a> {
 }
 
 impl<'a> Feeder<'a> {
-    fn new(bench: &'a Bench, rx_ring: &'a Ring, tx_ring: &'a Ring, kind: Kind) -> Self {
+    fn new(
+        bench: &'a Bench,
+        rx_ring: &'a Ring,
+        tx_ring: &'a Ring,
+        kind: Kind,
+        targets: &'a [(u16, u32)],
+    ) -> Self {
         Self {
             pool: &bench.pool,
             rx_ring,
             tx_ring,
             tmpl: bench.tmpl,
             gen: bench.gen,
+            imix: &bench.imix,
+            rets: &bench.rets,
+            targets,
             kind,
+            prefill: false,
+            seq: 0,
+            new_flow: 1 << 40,
             sent: 0,
             drained: 0,
             bursts_out: 0,
@@ -397,13 +460,54 @@ impl<'a> Feeder<'a> {
             if self.pool.alloc_bulk(&mut self.b, BURST).is_err() {
                 return;
             }
-            for m in self.b.as_mut_slice() {
-                let d = m.append(FRAME_LEN).expect("tailroom");
-                d.copy_from_slice(&self.tmpl);
-                Frame::patch_bytes(d, &src.next(&self.gen));
+            for j in 0..BURST {
+                let pkt = self.next_pkt(src);
+                let m = &mut self.b.as_mut_slice()[j];
+                match pkt {
+                    Pkt::Fwd(flow, FRAME_LEN) => {
+                        let d = m.append(FRAME_LEN).expect("tailroom");
+                        d.copy_from_slice(&self.tmpl);
+                        Frame::patch_bytes(d, &self.gen.flow(flow));
+                    }
+                    Pkt::Fwd(flow, len) => {
+                        let (t, g) = self.imix.get(len);
+                        let d = m.append(len).expect("tailroom");
+                        d.copy_from_slice(t);
+                        Frame::patch_bytes(d, &g.flow(flow));
+                    }
+                    Pkt::Ret(flow, style) => {
+                        let d = m.append(Returns::len(style)).expect("tailroom");
+                        self.rets.write(style, flow, self.targets[flow as usize], d);
+                    }
+                }
             }
             self.sent += self.rx_ring.enqueue_burst(&mut self.b) as u64;
             self.b.clear();
+        }
+    }
+
+    /// The next packet of this kind.
+    #[inline]
+    fn next_pkt(&mut self, src: &mut Source<'_>) -> Pkt {
+        let seq = self.seq;
+        self.seq += 1;
+        if self.prefill {
+            return Pkt::Fwd(src.next(), FRAME_LEN);
+        }
+        match self.kind {
+            Kind::IoFwd | Kind::Established { .. } | Kind::Storm => Pkt::Fwd(src.next(), FRAME_LEN),
+            Kind::Imix { .. } => Pkt::Fwd(src.next(), imix_len(seq)),
+            Kind::Decap { style, .. } => Pkt::Ret(src.next(), style),
+            Kind::Mixed { .. } => {
+                if seq.is_multiple_of(64) {
+                    self.new_flow += 1;
+                    Pkt::Fwd(self.new_flow, FRAME_LEN)
+                } else if seq & 1 == 0 {
+                    Pkt::Fwd(src.next(), FRAME_LEN)
+                } else {
+                    Pkt::Ret(src.next(), ReturnStyle::Aws)
+                }
+            }
         }
     }
 
@@ -430,9 +534,12 @@ impl<'a> Feeder<'a> {
 
     fn check(&mut self, i: usize) {
         let out = self.d.as_slice()[i].data();
+        // Geneve (UDP 6081 at the usual offset) or a decapsulated packet.
+        let encap = out.len() > 38 && out[23] == 17 && out[36..38] == [0x17, 0xc1];
         let ip = match self.kind {
             Kind::IoFwd => out.get(14..),
-            _ => geneve_inner(out),
+            _ if encap => geneve_inner(out),
+            _ => out.get(14..),
         };
         let Some((a, p)) = ip.and_then(ip_src) else {
             panic!(
@@ -445,16 +552,24 @@ impl<'a> Feeder<'a> {
             .index_of(a, p)
             .unwrap_or_else(|| panic!("unknown flow {a:#x}:{p} in output"));
         let input = Frame::of(&self.gen.flow(idx));
-        if let Kind::Established { flows } = self.kind {
+        if let (Some(flows), false) = (self.kind.flows(), matches!(self.kind, Kind::Mixed { .. })) {
             assert!(idx < flows as u64, "flow {idx} not in the established set");
         }
-        match self.kind {
-            Kind::IoFwd => assert_eq!(out, &input.0[..], "io-forward changed the frame"),
-            _ => {
-                if let Err(e) = verify_encap(out, &input.0) {
-                    panic!("output of flow {idx}: {e}");
-                }
+        let res = match self.kind {
+            Kind::IoFwd => {
+                assert_eq!(out, &input.0[..], "io-forward changed the frame");
+                Ok(())
             }
+            _ if encap => {
+                let len = ip.map_or(0, |ip| ip.len()) + 14;
+                let f = self.imix.frame(idx, len.clamp(FRAME_LEN, 1514));
+                verify_encap(out, &f).map(|_| ())
+            }
+            Kind::Decap { style, .. } => verify_decap(out, &self.rets.inner(style, idx)),
+            _ => verify_decap(out, &self.rets.inner(ReturnStyle::Aws, idx)),
+        };
+        if let Err(e) = res {
+            panic!("output of flow {idx}: {e}");
         }
         self.verified += 1;
     }
@@ -571,6 +686,7 @@ fn main() {
     let _eal = eal::init_once(&eal_args).expect("EAL init (root, hugepages? try --no-huge)");
     let hz = lcore::tsc_hz();
     let (cfg, snap) = bench_snapshot(a.appliances, a.table as u32);
+    let snap_for_returns = bench_snapshot(a.appliances, a.table as u32).1;
     let pool = Mempool::new_pktmbuf("perfpool", 32767, 256, DEFAULT_DATA_ROOM, SOCKET_ID_ANY)
         .expect("mempool");
     let mut bench = Bench {
@@ -578,6 +694,8 @@ fn main() {
         snap: Arc::new(ArcSwap::from_pointee(snap)),
         tmpl: Frame::template().0,
         gen: FlowGen::new(),
+        imix: ImixFrames::new(),
+        rets: Returns::new(&snap_for_returns),
         hz,
         tx_flush_cycles: (hz as u128 * cfg.dataplane.tx_flush.as_nanos() / 1_000_000_000) as u64,
         seq: 0,
@@ -638,6 +756,38 @@ fn main() {
             Kind::Storm,
             a.storm_table,
         ),
+        (
+            format!(
+                "gwlb established IMIX 7:4:1 (64/570/1518 B), {} flows",
+                a.flows
+            ),
+            Kind::Imix { flows: a.flows },
+            a.table,
+        ),
+        (
+            format!("gwlb decap, AWS-echo returns, {} flows", a.flows),
+            Kind::Decap {
+                flows: a.flows,
+                style: ReturnStyle::Aws,
+            },
+            a.table,
+        ),
+        (
+            format!("gwlb decap, Linux-kernel returns, {} flows", a.flows),
+            Kind::Decap {
+                flows: a.flows,
+                style: ReturnStyle::Linux,
+            },
+            a.table,
+        ),
+        (
+            format!(
+                "gwlb mixed: both directions, 1/64 new flows, {} flows",
+                a.flows
+            ),
+            Kind::Mixed { flows: a.flows },
+            a.table,
+        ),
     ];
     let mut results: Vec<(String, Kind, Vec<RepResult>)> = Vec::new();
     for (name, kind, table) in scenarios {
@@ -655,7 +805,7 @@ fn main() {
                 res.window_s
             );
             assert!(res.verified > 0, "no output verified");
-            if let Kind::Established { .. } = kind {
+            if let Kind::Established { .. } | Kind::Imix { .. } | Kind::Decap { .. } = kind {
                 assert_eq!(res.new_flows_in_window, 0, "established: no new flows");
             }
             reps.push(res);
