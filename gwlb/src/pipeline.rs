@@ -221,7 +221,7 @@ impl Pipeline {
             *v = match sc.plan[i] {
                 Plan::Done(v) => v,
                 Plan::Encap { group, key, hash } => {
-                    self.encapsulate_keyed(snap, b, &sc.parsed[i], group, key, hash, now)
+                    self.encapsulate_keyed(snap, b, &sc.parsed[i], group, in_port, key, hash, now)
                 }
                 Plan::Return {
                     slot,
@@ -267,7 +267,7 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let (key, h) = flow_of(snap, group, p);
-        self.encapsulate_keyed(snap, buf, p, group, key, h, now)
+        self.encapsulate_keyed(snap, buf, p, group, in_port, key, h, now)
     }
 
     /// [`Pipeline::encapsulate`] with the flow key and hash already computed.
@@ -279,6 +279,7 @@ impl Pipeline {
         buf: &mut B,
         p: &ParsedPacket,
         group: u16,
+        in_port: u16,
         key: FlowKey,
         h: u64,
         now: u32,

@@ -253,7 +253,17 @@ fn gateway_answers_ping_and_arp_while_forwarding() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(placed.len(), flows.len());
-    assert_eq!(fwd.len(), flows.len());
+    if fwd.len() != flows.len() {
+        std::thread::sleep(Duration::from_millis(300));
+        let late = netns::forwarded_ports(&rig.user.drain(QUIET));
+        panic!(
+            "{} of {} forwarded ({} late); gwlb: {:?}",
+            fwd.len(),
+            flows.len(),
+            late.len(),
+            rig.stop()
+        );
+    }
     // The appliances' MACs were learned from the kernel (ARP through the exception path):
     // the config has none.
     let neigh = std::process::Command::new("ip")

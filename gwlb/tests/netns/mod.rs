@@ -441,6 +441,20 @@ impl UserPort {
                 )
             };
             assert_eq!(rc, 0, "bind AF_PACKET");
+            // Bursts of a few hundred frames must not overflow the default receive buffer
+            // (about 200 KiB: ~270 small frames' worth of skb memory). Root may force it.
+            let rcvbuf: libc::c_int = 32 << 20;
+            // SAFETY: rcvbuf is a valid c_int for SO_RCVBUFFORCE.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&rcvbuf as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            assert_eq!(rc, 0, "SO_RCVBUFFORCE");
             let tv = libc::timeval {
                 tv_sec: 0,
                 tv_usec: 20_000,
