@@ -146,10 +146,10 @@ nused=$(tr ' ' '\n' <<<"$used" | grep . | sort -u | grep -c .)
 
 tlog "health checks, exception path, neighbour learning"
 # Probes leave from the gateway's own address through DPDK: capture them on an appliance link.
-n=$(ip netns exec "$NS_APP3" timeout 2 tcpdump -i eth0 -n -c 3 \
+n=$(ip netns exec "$NS_APP3" timeout 3 tcpdump -i eth0 -n -c 3 \
     "tcp dst port $HC_PORT and src host $GW_APP_IP and tcp[tcpflags] & tcp-syn != 0" 2>/dev/null | grep -c .)
-[ "$n" = 3 ] && ok "health-check probes (TCP SYN to :$HC_PORT from $GW_APP_IP) arrive at $APP3_IP: 3 within 2 s (interval ${HC_INTERVAL_MS} ms)" ||
-    bad "health-check probes from $GW_APP_IP arrive at $APP3_IP" "$n SYNs in 2 s"
+[ "$n" = 3 ] && ok "health-check probes (TCP SYN to :$HC_PORT from $GW_APP_IP) arrive at $APP3_IP: 3 within 3 s (interval ${HC_INTERVAL_MS} ms)" ||
+    bad "health-check probes from $GW_APP_IP arrive at $APP3_IP" "$n SYNs in 3 s"
 neigh=$(ip -n "$NS_GW" neigh show dev "$GW_APP_KIF")
 learned=0
 for pair in "$APP1_IP $APP1_MAC" "$APP2_IP $APP2_MAC" "$APP3_IP $APP3_MAC"; do

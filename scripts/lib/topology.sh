@@ -61,7 +61,9 @@ MAX_INNER=$((APP_MTU - 68)) # largest inner packet gwlb can encapsulate toward t
 # Health checks: TCP connect to HC_PORT of each appliance. Detection of a dead appliance takes
 # at most HC_THRESHOLD probes, each at most HC_INTERVAL_MS (+ HC_JITTER %) after the previous
 # one, the last one failing by its timeout: see hc_detect_bound_ms.
-HC_PORT=8080 HC_INTERVAL_MS=300 HC_TIMEOUT_MS=200 HC_THRESHOLD=2 HC_JITTER=10
+# 500/300 ms rather than less: on a loaded 2-core machine gwlb's worker can be starved for
+# half a second or more, and tighter settings then flap every appliance at once.
+HC_PORT=8080 HC_INTERVAL_MS=500 HC_TIMEOUT_MS=300 HC_THRESHOLD=2 HC_JITTER=10
 ON_UNHEALTHY=rebalance     # existing flows of an unhealthy appliance move to healthy ones
 # Weights for new flows: app1 : app2 : app3 (see the weights check in e2e.sh).
 W1=1 W2=1 W3=2
@@ -286,7 +288,10 @@ topo_start_appliances() {
 gwlb_start() {
     local drv=$1 i
     topo_config "$drv"
-    NO_COLOR=1 ip netns exec "$NS_GW" "$GWLB_BIN" run --config "$WORK/gwlb.toml" \
+    # setsid: its own session, hence its own scheduler autogroup (where the kernel has
+    # autogroups, CPU time is shared per session): the busy-polling worker then competes
+    # with the helpers of this script as one group, not with each of them.
+    NO_COLOR=1 setsid ip netns exec "$NS_GW" "$GWLB_BIN" run --config "$WORK/gwlb.toml" \
         >"$WORK/gwlb.out" 2>"$WORK/gwlb.err" &
     echo $! > "$WORK/gwlb.pid"
     for i in $(seq 100); do
