@@ -181,6 +181,8 @@ echo "    health transitions gwlb logged:"
 gw_health_lines | while read -r t s ip r; do
     printf '      +%6.1f s  %-9s %s  (%s)\n' "$(awk -v a="$TOPO_T0" -v b="$t" 'BEGIN {print b - a}')" "$s" "$ip" "$r"
 done
+echo "    (flows: new flows gwlb gave the appliance plus flows moved to it; neighbor_unresolved: packets"
+echo "     of the first moments, before gwlb had learned the appliances' MACs)"
 echo "    aws_appliance's own flow log: $(grep -c . <<<"$AWS" || true) flows, $(awk '{i += $2; r += $3; b += $4} END {printf "%d pkts in, %d returned, %d blocked", i, r, b}' <<<"$AWS")"
 echo "==========================================================================================="
 }
