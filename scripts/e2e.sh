@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end test of gwlb with real appliances: the demo's topology (scripts/lib/topology.sh:
 # client and server routed through gwlb, two UML Linux-kernel Geneve appliances and one
-# AWS-style appliance, all blocking TCP/23), non-interactive, with assertions.
+# AWS-style appliance, all blocking TCP/23; TCP health checks through gwlb's exception path),
+# non-interactive, with assertions: forwarding both ways, no NAT, payload, the firewall,
+# stickiness, health checks and neighbour learning, weights, bad and oversize traffic, an
+# appliance killed (detection time, failover with on_unhealthy = rebalance) and restarted.
 #
 #   sudo scripts/e2e.sh        (root; expects target/release/gwlb and the aws_appliance
-#                               example built, or builds them; about 20 s)
+#                               example built, or builds them; about 90 s, two UML boots
+#                               included)
 #
 # Prints PASS/FAIL per check and "N passed, M failed" as its last line; exit status 0 only
 # if every check passed. GWLB_DRIVER=af_packet|af_xdp forces gwlb's port driver (default:
@@ -58,6 +62,7 @@ gwlb_up || abort "gwlb starts and forwards a first ping"
 ok "gwlb runs in $NS_GW with net_$DRIVER ports and forwards a first ping"
 services "$NS_SERVER" "$SERVER_IP" "$BLOCKED_PORT" || abort "services in $NS_SERVER"
 services "$NS_CLIENT" "$CLIENT_IP" || abort "services in $NS_CLIENT"
+udp_echo "$NS_SERVER" "$SERVER_IP" || abort "UDP echo in $NS_SERVER"
 head -c 3000000 /dev/urandom > "$WORK/www-$NS_SERVER/blob.bin"
 head -c 3000000 /dev/urandom > "$WORK/www-$NS_CLIENT/blob.bin"
 
@@ -138,6 +143,184 @@ nused=$(tr ' ' '\n' <<<"$used" | grep . | sort -u | grep -c .)
     bad "both directions of a flow on one appliance" "$sticky_bad"
 [ "$on_uml" -ge 1 ] && ok "at least one of them crossed a UML Linux-kernel appliance" || bad "a flow crossed a UML appliance"
 [ "$nused" -ge 2 ] && ok "the 12 flows spread over $nused appliances" || bad "flows spread over more than one appliance" "$nused"
+
+tlog "health checks, exception path, neighbour learning"
+# Probes leave from the gateway's own address through DPDK: capture them on an appliance link.
+n=$(ip netns exec "$NS_APP3" timeout 3 tcpdump -i eth0 -n -c 3 \
+    "tcp dst port $HC_PORT and src host $GW_APP_IP and tcp[tcpflags] & tcp-syn != 0" 2>/dev/null | grep -c .)
+[ "$n" = 3 ] && ok "health-check probes (TCP SYN to :$HC_PORT from $GW_APP_IP) arrive at $APP3_IP: 3 within 3 s (interval ${HC_INTERVAL_MS} ms)" ||
+    bad "health-check probes from $GW_APP_IP arrive at $APP3_IP" "$n SYNs in 3 s"
+neigh=$(ip -n "$NS_GW" neigh show dev "$GW_APP_KIF")
+learned=0
+for pair in "$APP1_IP $APP1_MAC" "$APP2_IP $APP2_MAC" "$APP3_IP $APP3_MAC"; do
+    read -r ip mac <<<"$pair"
+    grep -q "^$ip lladdr $mac " <<<"$neigh" && learned=$((learned + 1))
+done
+[ "$learned" = 3 ] && ok "the gateway kernel resolved all 3 appliances on $GW_APP_KIF (gwlb learns their MACs from it; none configured)" ||
+    bad "appliance MACs resolved on $GW_APP_KIF" "$(tr '\n' ';' <<<"$neigh")"
+g=$(ip -n "$NS_APP3" neigh show "$GW_APP_IP")
+[[ "$g" == *"lladdr $GW_APP_MAC"* && "$g" != *PERMANENT* ]] &&
+    ok "the appliances learn the gateway by ARP through the exception path ($APP3_IP: $g)" ||
+    bad "appliance $APP3_IP resolved $GW_APP_IP by ARP" "'$g'"
+
+tlog "weights"
+# Each new flow lands on appliance i with probability p_i = W_i / sum(W) (Maglev, table 1021).
+# The count on i is binomial(n, p_i): accept |count - n p_i| <= 4 sd + 1 % of n (the 1 % covers
+# the Maglev table's own deviation from the exact weights; 4 sd: a false failure ~1e-4).
+NW=400 WLO=44001
+if r=$(udp_burst "$WLO" $((WLO + NW - 1))); then ok "weights: $NW new UDP flows (distinct client ports), all answered"
+else bad "weights: $NW UDP flows answered" "$r"; fi
+gw_wait_report
+seen=$(flows_seen "$WLO" $((WLO + NW - 1)))
+nflows=$(awk '{print $2}' <<<"$seen" | sort -u | grep -c .)
+ndup=$(awk '{print $2}' <<<"$seen" | sort | uniq -d | grep -c .)
+[ "$nflows" = "$NW" ] && [ "$ndup" = 0 ] && ok "weights: every one of the $NW flows seen on exactly one appliance's own log" ||
+    bad "weights: flows seen on exactly one appliance" "$nflows distinct flows seen, $ndup on more than one"
+wsum=$((W1 + W2 + W3))
+for pair in "$APP1_IP $W1" "$APP2_IP $W2" "$APP3_IP $W3"; do
+    read -r ip w <<<"$pair"
+    c=$(awk -v a="$ip" '$1 == a' <<<"$seen" | grep -c .)
+    verdict=$(awk -v n="$NW" -v w="$w" -v s="$wsum" -v c="$c" 'BEGIN {
+        p = w / s; e = n * p; tol = 4 * sqrt(n * p * (1 - p)) + 0.01 * n
+        d = c - e; if (d < 0) d = -d
+        printf "%s %.1f %.1f %.1f", (d <= tol) ? "ok" : "bad", e, tol, 100 * c / n }')
+    read -r v e tol pct <<<"$verdict"
+    msg="weights: $ip (weight $w/$wsum) got $c of $NW flows ($pct %), expected $e +- $tol"
+    [ "$v" = ok ] && ok "$msg" || bad "$msg"
+done
+
+tlog "bad traffic"
+BT=$TOPO_ROOT/scripts/lib/badtraffic.py
+declare -A before
+reasons="unknown_appliance no_flow_for_return geneve_malformed geneve_bad_protocol bad_ipv4_ihl"
+for r in $reasons; do before[$r]=$(gw_drop "$r"); done
+dec0=$(gw_count decapsulated)
+a3() { ip netns exec "$NS_APP3" "$PY" "$BT" "$@" --iface eth0 --dst-mac "$GW_APP_MAC" --dst "$GW_APP_IP" --count 5 >/dev/null; }
+a3 geneve --src 10.99.0.99 || bad "send Geneve from 10.99.0.99"
+a3 geneve --src "$APP3_IP" --inner-sport 61000 --inner-dport 9 || bad "send Geneve for a foreign flow"
+a3 geneve-truncated --src "$APP3_IP" || bad "send truncated Geneve"
+a3 geneve-ethernet --src "$APP3_IP" || bad "send Geneve with an Ethernet payload"
+cx "$PY" "$BT" ipv4-bad-ihl --iface eth0 --dst-mac "$GW_USER_MAC" --src "$CLIENT_IP" --dst "$SERVER_IP" --count 5 >/dev/null ||
+    bad "send IPv4 with IHL 3"
+gw_wait_report
+declare -A what=([unknown_appliance]="Geneve from 10.99.0.99, not a registered appliance"
+    [no_flow_for_return]="Geneve from appliance $APP3_IP for a flow it was never given"
+    [geneve_malformed]="Geneve header announcing options that are not there (appliance side)"
+    [geneve_bad_protocol]="Geneve with an Ethernet payload (appliance side)"
+    [bad_ipv4_ihl]="IPv4 with IHL 3 from the client (user side)")
+for r in $reasons; do
+    d=$(( $(gw_drop "$r") - ${before[$r]} ))
+    [ "$d" = 5 ] && ok "5 x ${what[$r]}: dropped, counted as $r (+$d)" || bad "5 x ${what[$r]} counted as $r" "+$d"
+done
+dec1=$(gw_count decapsulated)
+[ "$dec1" = "$dec0" ] && ok "none of them was decapsulated and forwarded (decapsulated stays $dec0)" ||
+    bad "bad Geneve not forwarded" "decapsulated $dec0 -> $dec1"
+check "gwlb still running and forwarding after bad traffic (ping)" cx ping -c 2 -i 0.2 -W 2 -q "$SERVER_IP"
+
+tlog "oversize"
+# gwlb's user link (gwu0) takes 2000-byte frames; the appliance port's MTU is $APP_MTU, so an
+# inner packet may have at most $MAX_INNER bytes. Sent from the LAN switch's port toward gwlb.
+ov0=$(gw_drop oversize) enc0=$(gw_count encapsulated)
+big() { ip netns exec "$NS_LAN" "$PY" "$BT" udp-len --iface gw --dst-mac "$GW_USER_MAC" \
+            --src "$CLIENT_IP" --dst "$SERVER_IP" --count 3 "$@" >/dev/null; }
+big --ip-len $((MAX_INNER + 1)) --inner-sport 45001 || bad "send oversize"
+big --ip-len "$MAX_INNER" --inner-sport 45002 || bad "send largest packet"
+gw_wait_report
+d=$(( $(gw_drop oversize) - ov0 )) e=$(( $(gw_count encapsulated) - enc0 ))
+[ "$d" = 3 ] && ok "3 x inner $((MAX_INNER + 1)) B (+68 B Geneve > MTU $APP_MTU): dropped, counted as oversize (+$d)" ||
+    bad "oversize counted" "+$d"
+[ "$e" -ge 3 ] && [ -n "$(flows_seen 45002 45002)" ] &&
+    ok "3 x inner $MAX_INNER B (exactly fits): encapsulated (+$e) and seen by appliance $(flows_seen 45002 45002 | awk '{print $1}')" ||
+    bad "largest packet encapsulated and seen by an appliance" "encapsulated +$e; seen: '$(flows_seen 45002 45002)'"
+r=$(cx curl -s -m 5 "http://$SERVER_IP/")
+[ "$r" = "hello from $NS_SERVER" ] && ok "gwlb still forwards after oversize packets (HTTP GET)" || bad "HTTP after oversize" "got '$r'"
+
+tlog "kill an appliance"
+# Long-lived UDP flows (24 client ports, one datagram each per 50 ms, echoed by the server).
+SLO=46001 SHI=46024
+ip netns exec "$NS_CLIENT" "$PY" scripts/lib/udpflows.py stream --src "$CLIENT_IP" --dst "$SERVER_IP" \
+    --port "$ECHO_PORT" --sports "$SLO-$SHI" --log "$WORK/streams.log" &
+echo $! > "$WORK/streams.pid"
+sleep 1
+st=$(flows_seen "$SLO" "$SHI")
+n1=$(awk -v a="$APP1_IP" '$1 == a' <<<"$st" | grep -c .) n2=$(awk -v a="$APP2_IP" '$1 == a' <<<"$st" | grep -c .)
+if [ "$n1" -ge "$n2" ]; then V=1 VIP=$APP1_IP; else V=2 VIP=$APP2_IP; fi
+VPORTS=$(awk -v a="$VIP" '$1 == a {print $2}' <<<"$st" | xargs)
+[ -n "$VPORTS" ] && ok "streams: $(grep -c . <<<"$st") of 24 long-lived UDP flows seen; ${VPORTS// /,} on UML appliance $VIP, which is killed" ||
+    abort "long-lived UDP flows on a UML appliance" "$(tr '\n' ';' <<<"$st")"
+wire_capture "gwlb-app$V" "$WORK/wire.log"
+t_kill=$(date +%s.%N)
+uml_kill "$V"
+if line=$(gw_wait_health "$VIP" unhealthy "$t_kill" 10); then
+    read -r t_det _ _ reason <<<"$line"
+    det_ms=$(elapsed_ms "$t_kill" "$t_det") bound=$(hc_detect_bound_ms)
+    msg="$VIP killed (SIGKILL): gwlb logged it unhealthy after $det_ms ms (bound $bound ms = $HC_THRESHOLD x ${HC_INTERVAL_MS} ms x 1.$HC_JITTER + timeout $HC_TIMEOUT_MS + 400 margin; reason: $reason)"
+    [ "$det_ms" -le "$bound" ] && ok "$msg" || bad "$msg"
+else
+    bad "$VIP killed: gwlb logs it unhealthy within 10 s"
+    t_det=$(date +%s.%N)
+fi
+sleep 0.5
+gw_wait_report
+vp0=$(gw_app "$VIP" packets) vf0=$(gw_app "$VIP" flows)
+NLO=47001 NHI=47060
+if r=$(udp_burst "$NLO" "$NHI"); then ok "after the kill: 60 new UDP flows all answered"; else bad "after the kill: new UDP flows answered" "$r"; fi
+hok=0; for _ in 1 2 3 4 5; do [ "$(cx curl -s -m 5 "http://$SERVER_IP/")" = "hello from $NS_SERVER" ] && hok=$((hok + 1)); done
+[ "$hok" = 5 ] && ok "after the kill: 5 new HTTP connections OK" || bad "after the kill: HTTP connections" "$hok of 5"
+nseen=$(flows_seen "$NLO" "$NHI")
+non=$(awk -v a="$VIP" '$1 != a' <<<"$nseen" | grep -c .)
+[ "$non" = 60 ] && ok "the 60 new flows are on the surviving appliances ($(awk '{print $1}' <<<"$nseen" | sort | uniq -c | awk '{printf "%s: %s  ", $2, $1}'))" ||
+    bad "new flows on the survivors" "$non of 60 seen there"
+gw_wait_report
+vp1=$(gw_app "$VIP" packets) vf1=$(gw_app "$VIP" flows)
+[ "$vp1" = "$vp0" ] && [ "$vf1" = "$vf0" ] && ok "gwlb's counters for $VIP unchanged after detection (packets $vp1, flows $vf1): nothing sent to it" ||
+    bad "nothing sent to $VIP after detection" "packets $vp0 -> $vp1, flows $vf0 -> $vf1"
+wire_capture_stop "gwlb-app$V"
+before_det=$(awk -v a="$t_kill" -v b="$t_det" '$1 >= a && $1 < b' "$WORK/wire.log" | grep -c .)
+after_det=$(awk -v b="$t_det" '$1 > b + 0.1' "$WORK/wire.log" | grep -c .)
+[ "$after_det" = 0 ] && [ "$before_det" -gt 0 ] &&
+    ok "on $VIP's link: $before_det Geneve packets between kill and detection, 0 after detection + 100 ms" ||
+    bad "no Geneve packet on $VIP's link after detection" "$before_det before, $after_det after"
+# on_unhealthy = rebalance: the streams that were on the dead appliance go on through others.
+moved_ok=0 moved_bad="" gaps=""
+for p in $VPORTS; do
+    nafter=$(awk -v p="$p" -v t="$t_det" '$2 == p && $1 > t + 0.5' "$WORK/streams.log" | grep -c .)
+    gap=$(awk -v p="$p" -v a="$t_kill" '$2 == p {if (last != "" && $1 > a && $1 - last > g) g = $1 - last; last = $1}
+        END {printf "%d", g * 1000}' "$WORK/streams.log")
+    where=$(awk -v p="$p" -v a="$VIP" '$2 == p && $1 != a {print $1}' <<<"$(flows_seen "$SLO" "$SHI")" | xargs)
+    gaps+=" $p:${gap}ms"
+    if [ "$nafter" -ge 10 ] && [ -n "$where" ]; then moved_ok=$((moved_ok + 1)); else moved_bad+=" $p (answers $nafter, now on '$where')"; fi
+done
+nv=$(wc -w <<<"$VPORTS")
+[ "$moved_ok" = "$nv" ] && ok "rebalance: all $nv streams of $VIP continue through another appliance (longest gap per stream:$gaps)" ||
+    bad "rebalance: streams of $VIP continue elsewhere" "$moved_bad"
+
+tlog "bring it back"
+t_start=$(date +%s.%N)
+uml_start "$V" || abort "restart UML appliance $V" "$(tail -n 5 "$WORK/uml$V.log")"
+t_ready=$(date +%s.%N)
+if line=$(gw_wait_health "$VIP" healthy "$t_start" 10); then
+    read -r t_up _ _ reason <<<"$line"
+    up_ms=$(elapsed_ms "$t_start" "$t_up") boot_ms=$(elapsed_ms "$t_start" "$t_ready")
+    # The guest's HC listener is up before it reports ready (it then waits for its tcpdump).
+    msg="$VIP restarted: gwlb logged it healthy $up_ms ms after the restart began (guest ready after $boot_ms ms; $reason)"
+    [ "$up_ms" -le $((boot_ms + 1000)) ] && ok "$msg" || bad "$msg" "more than 1 s after the guest was ready"
+else
+    bad "$VIP restarted: gwlb logs it healthy within 10 s"
+fi
+RLO=48001 RHI=48060
+if r=$(udp_burst "$RLO" "$RHI"); then ok "after the restart: 60 new UDP flows all answered"; else bad "after the restart: new UDP flows answered" "$r"; fi
+rseen=$(flows_seen "$RLO" "$RHI")
+nv=$(awk -v a="$VIP" '$1 == a' <<<"$rseen" | grep -c .)
+[ "$nv" -ge 1 ] && ok "new flows reach $VIP again: $nv of 60 (weight share $(( 100 * W$V / (W1 + W2 + W3) )) %)" ||
+    bad "new flows reach $VIP again" "0 of 60"
+back=$(awk -v a="$VIP" '$1 == a {print $2}' <<<"$(flows_seen "$SLO" "$SHI")" | xargs)
+[ -z "$back" ] && ok "the moved streams stay on their new appliance (none back on $VIP)" ||
+    bad "moved streams stay where they are" "back on $VIP: $back"
+kill -INT "$(cat "$WORK/streams.pid")" 2>/dev/null; rm -f "$WORK/streams.pid"
+others=$(gw_health_lines | awk -v v="$VIP" '$3 != v' | xargs)
+[ -z "$others" ] && ok "no other appliance changed health during the run (no false positives)" ||
+    bad "no health flaps of the other appliances" "$others"
 
 tlog "gwlb counters"
 pid=$(cat "$WORK/gwlb.pid" 2>/dev/null)

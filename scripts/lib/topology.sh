@@ -5,6 +5,7 @@
 #   gwlb-server  eth0 10.10.2.2/24, default via 10.10.2.1 ─┤ bridge br0 in gwlb-lan
 #   gwlb-gw      gwu0 (gwlb "user" port, 10.10.0.1/16)  ───┘
 #   gwlb-gw      gwa0 (gwlb "appliance" port, 10.99.0.1/24) ─┐
+#                gwak (TAP: the kernel's side of 10.99.0.1)  │
 #   gwlb-app1    eth0 -> UML Linux-kernel appliance 10.99.0.11 ├ bridge br0 in gwlb-apps
 #   gwlb-app2    eth0 -> UML Linux-kernel appliance 10.99.0.12 │
 #   gwlb-app3    eth0 10.99.0.13, aws_appliance (AWS style) ───┘
@@ -12,10 +13,25 @@
 # gwlb is the router of the client and server subnets (the route-table next hop). Its single
 # user port holds one IPv4 address (10.10.0.1/16, which covers both subnets); the client's
 # and server's gateway addresses 10.10.1.1 and 10.10.2.1 are static neighbor entries that
-# point at gwlb's MAC. gwlb has no ARP/ND yet, so every neighbor everywhere is static and
-# every interface has a fixed MAC. gwlb's veths have no IP address (the gw namespace kernel
-# must not answer), are promiscuous, and every veth has checksum offload and TSO/GSO/GRO off
-# (af_packet/af_xdp on veth would otherwise see partial checksums and 64 KiB GSO frames).
+# point at gwlb's MAC, and gwlb knows the client's and server's MACs statically too: a kernel
+# interface on the user port would only answer ARP for 10.10.0.1 (one IPv4 address per port),
+# and gwlb learns MACs only of targets and route next hops, not of connected hosts.
+#
+# The appliance side is dynamic: gwlb's appliance port has a kernel interface (gwak, a TAP;
+# the exception path). The gw namespace kernel owns 10.99.0.1 there: it answers the
+# appliances' ARP, sends gwlb's health-check probes (TCP to :8080 of every appliance, from
+# 10.99.0.1, out through DPDK) and resolves the appliances' MACs, which gwlb learns from its
+# neighbour table (no target has a static MAC, the appliances have no static entry for the
+# gateway). gwlb's veths have no IP address (the gw namespace kernel must not answer on
+# them: gwa0 also has ARP off, IPv6 is off everywhere), are promiscuous, and every veth has
+# checksum offload and TSO/GSO/GRO off (af_packet/af_xdp on veth would otherwise see partial
+# checksums and 64 KiB GSO frames). Every interface has a fixed MAC, so a restarted UML
+# appliance comes back with the MAC gwlb learned before.
+#
+# MTUs: 1500 on the user side, except gwlb's own user link (gwu0 and its bridge port, 2000
+# bytes) so that oversize frames can reach gwlb; 1600 on the appliance side, which carries
+# a 1500-byte user packet plus 68 bytes of Geneve. An inner packet over 1600 - 68 = 1532
+# bytes cannot be encapsulated and is dropped as "oversize" (docs/architecture.md).
 
 TOPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 UML_SH=$TOPO_ROOT/scripts/appliance/uml-appliance.sh
@@ -39,6 +55,20 @@ APP3_IP=10.99.0.13 APP3_MAC=02:00:0a:63:00:0d
 VNI=1
 BLOCKED_PORT=23
 APP_MTU=${APP_MTU:-1600}   # appliance side: user MTU 1500 + 68 (IPv4 Geneve) fits
+GW_USER_LINK_MTU=2000      # gwu0 and its bridge port only: lets oversize frames reach gwlb
+GW_APP_KIF=gwak            # gwlb's kernel interface (TAP) of the appliance port
+MAX_INNER=$((APP_MTU - 68)) # largest inner packet gwlb can encapsulate toward the appliances
+# Health checks: TCP connect to HC_PORT of each appliance. Detection of a dead appliance takes
+# at most HC_THRESHOLD probes, each at most HC_INTERVAL_MS (+ HC_JITTER %) after the previous
+# one, the last one failing by its timeout: see hc_detect_bound_ms.
+# 500/300 ms rather than less: on a loaded 2-core machine gwlb's worker can be starved for
+# half a second or more, and tighter settings then flap every appliance at once.
+HC_PORT=8080 HC_INTERVAL_MS=500 HC_TIMEOUT_MS=300 HC_THRESHOLD=2 HC_JITTER=10
+ON_UNHEALTHY=rebalance     # existing flows of an unhealthy appliance move to healthy ones
+# Weights for new flows: app1 : app2 : app3 (see the weights check in e2e.sh).
+W1=1 W2=1 W3=2
+WORKER_CPU=1 MAIN_CPU=0      # gwlb's worker and main lcore (the main CPU also runs the helpers)
+ECHO_PORT=5354             # UDP echo (udpflows.py) on the server, for the UDP flow tests
 
 tlog() { printf '[%5.1fs] %s\n' "$(awk -v a="${TOPO_T0:-0}" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$*" >&2; }
 
@@ -96,9 +126,13 @@ ns_add() {
 }
 
 # bridge NS: a Linux bridge br0 in NS, no STP, no address; ports added with bridge_port.
+# A plain L2 switch: where br_netfilter is loaded, bridged IPv4 would otherwise be validated
+# (and malformed headers dropped) by the namespace's netfilter before reaching gwlb.
 bridge_add() {
     ip -n "$1" link add br0 type bridge stp_state 0 forward_delay 0
     ip -n "$1" link set br0 up
+    ip netns exec "$1" sysctl -qw net.bridge.bridge-nf-call-iptables=0 \
+        net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
 }
 bridge_port() { ip -n "$1" link set "$2" master br0; ip -n "$1" link set "$2" up; }
 
@@ -118,7 +152,7 @@ topo_create() {
     # user side
     veth_pair "$NS_CLIENT" eth0 "$CLIENT_MAC" "$NS_LAN" client 02:00:00:ff:01:02 1500
     veth_pair "$NS_SERVER" eth0 "$SERVER_MAC" "$NS_LAN" server 02:00:00:ff:02:02 1500
-    veth_pair "$NS_GW" gwu0 "$GW_USER_MAC" "$NS_LAN" gw 02:00:00:ff:00:01 1500
+    veth_pair "$NS_GW" gwu0 "$GW_USER_MAC" "$NS_LAN" gw 02:00:00:ff:00:01 "$GW_USER_LINK_MTU"
     for p in client server gw; do bridge_port "$NS_LAN" "$p"; done
     host_side "$NS_CLIENT" eth0 "$CLIENT_IP/24" "$CLIENT_GW" "$GW_USER_MAC"
     host_side "$NS_SERVER" eth0 "$SERVER_IP/24" "$SERVER_GW" "$GW_USER_MAC"
@@ -131,10 +165,10 @@ topo_create() {
     # AWS-style appliance: a user-space program on the namespace's own IP stack.
     ip -n "$NS_APP3" addr add "$APP3_IP/24" dev eth0
     ip -n "$NS_APP3" link set eth0 up
-    ip -n "$NS_APP3" neigh replace "$GW_APP_IP" lladdr "$GW_APP_MAC" dev eth0 nud permanent
-    # gwlb's ports: up, promiscuous, no address.
+    # gwlb's ports: up, promiscuous, no address; on gwa0 (whose kernel interface gwlb
+    # creates) the namespace kernel must not answer ARP next to gwlb's TAP.
     ip -n "$NS_GW" link set gwu0 up promisc on
-    ip -n "$NS_GW" link set gwa0 up promisc on
+    ip -n "$NS_GW" link set gwa0 up promisc on arp off
 }
 
 topo_config() { # writes the gwlb config for DRIVER (af_xdp | af_packet) to $WORK/gwlb.toml
@@ -142,13 +176,14 @@ topo_config() { # writes the gwlb config for DRIVER (af_xdp | af_packet) to $WOR
     cat > "$WORK/gwlb.toml" <<EOF
 # generated by scripts/lib/topology.sh
 [dataplane]
-worker_cpus = [1]
-main_cpu = 0
+worker_cpus = [$WORKER_CPU]
+main_cpu = $MAIN_CPU
 hugepages = "off"
 memory_mb = 256
 eal_args = ["--no-pci"]
 mbufs_per_worker = 8192
 flow_table_capacity = 65536
+stats_interval_s = 1
 
 [[ports]]
 name = "user"
@@ -162,6 +197,7 @@ device = "net_${drv}1,iface=gwa0"
 role = "appliance"
 address = "$GW_APP_IP/24"
 mtu = $APP_MTU
+kernel_interface = "$GW_APP_KIF"
 
 [[neighbors]]
 address = "$CLIENT_IP"
@@ -176,22 +212,30 @@ port = "user"
 [[target_groups]]
 name = "demo-fw"
 geneve_vni = $VNI
-maglev_table_size = 509
+maglev_table_size = 1021
+on_unhealthy = "$ON_UNHEALTHY"
 
 [target_groups.health_check]
-enabled = false
+protocol = "tcp"
+port = $HC_PORT
+interval_ms = $HC_INTERVAL_MS
+timeout_ms = $HC_TIMEOUT_MS
+healthy_threshold = $HC_THRESHOLD
+unhealthy_threshold = $HC_THRESHOLD
+jitter_percent = $HC_JITTER
 
+# No MACs: gwlb learns them from the kernel's neighbour table on $GW_APP_KIF.
 [[target_groups.targets]]
 address = "$APP1_IP"
-mac = "$APP1_MAC"
+weight = $W1
 
 [[target_groups.targets]]
 address = "$APP2_IP"
-mac = "$APP2_MAC"
+weight = $W2
 
 [[target_groups.targets]]
 address = "$APP3_IP"
-mac = "$APP3_MAC"
+weight = $W3
 
 [control]
 api_listen = "off"
@@ -200,36 +244,58 @@ log_format = "human"
 EOF
 }
 
-# Boots both UML appliances in parallel and the AWS-style one; static neighbors in the guests.
+# uml_start N: boots UML appliance N (1 or 2) in its namespace; log in $WORK/umlN.log.
+# Blocks until the guest is ready (its health-check listener on :$HC_PORT is up). The guests
+# run on CPU $MAIN_CPU, away from gwlb's worker CPU $WORKER_CPU (as a data-plane core is kept
+# free in production): a UML boot is CPU-heavy, and on a 2-core machine it starved the worker
+# for over a second, so that every appliance failed its health checks at once.
+uml_start() {
+    local n=$1 ns ip mac
+    case $n in
+        1) ns=$NS_APP1 ip=$APP1_IP mac=$APP1_MAC ;;
+        2) ns=$NS_APP2 ip=$APP2_IP mac=$APP2_MAC ;;
+        *) echo "uml_start: no UML appliance $n" >&2; return 2 ;;
+    esac
+    taskset -c "$MAIN_CPU" "$UML_SH" start --netns "$ns" --name "gwlb-app$n" --dev eth0 --ip "$ip/24" \
+        --gateway-ip "$GW_APP_IP" --vni "$VNI" --block-tcp-port "$BLOCKED_PORT" --hc-port "$HC_PORT" \
+        --mtu "$APP_MTU" --mac "$mac" --stats-interval 3600 >"$WORK/uml$n.log" 2>&1
+}
+
+# uml_kill N: kills UML appliance N at once (SIGKILL to its process group: no shutdown, like
+# a crashed or powered-off machine), then removes what is left of it (its state directory,
+# flows.log included).
+uml_kill() {
+    local name=gwlb-app$1 pid
+    pid=$(cat "/run/gwlb-uml/$name/uml.pid" 2>/dev/null) || { echo "uml_kill: $name is not running" >&2; return 1; }
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
+    "$UML_SH" stop --name "$name" >/dev/null 2>&1
+}
+
+# Boots both UML appliances in parallel and the AWS-style one. No static neighbours: they
+# ARP for the gateway, whose kernel interface answers.
 topo_start_appliances() {
     local rc=0
-    "$UML_SH" start --netns "$NS_APP1" --name "$UML1" --dev eth0 --ip "$APP1_IP/24" \
-        --gateway-ip "$GW_APP_IP" --vni "$VNI" --block-tcp-port "$BLOCKED_PORT" --hc-port 8080 \
-        --mtu "$APP_MTU" --mac "$APP1_MAC" --stats-interval 3600 >"$WORK/uml1.log" 2>&1 &
+    uml_start 1 &
     local p1=$!
-    "$UML_SH" start --netns "$NS_APP2" --name "$UML2" --dev eth0 --ip "$APP2_IP/24" \
-        --gateway-ip "$GW_APP_IP" --vni "$VNI" --block-tcp-port "$BLOCKED_PORT" --hc-port 8080 \
-        --mtu "$APP_MTU" --mac "$APP2_MAC" --stats-interval 3600 >"$WORK/uml2.log" 2>&1 &
+    uml_start 2 &
     local p2=$!
     ip netns exec "$NS_APP3" "$AWS_BIN" --listen "$APP3_IP" --block-tcp-port "$BLOCKED_PORT" \
-        --flow-log "$WORK/aws-flows.log" --stats >"$WORK/aws.out" 2>"$WORK/aws.err" &
+        --hc-port "$HC_PORT" --flow-log "$WORK/aws-flows.log" --stats >"$WORK/aws.out" 2>"$WORK/aws.err" &
     echo $! > "$WORK/aws.pid"
     wait $p1 || { rc=1; echo "UML appliance $UML1 failed to start:" >&2; tail -n 20 "$WORK/uml1.log" >&2; }
     wait $p2 || { rc=1; echo "UML appliance $UML2 failed to start:" >&2; tail -n 20 "$WORK/uml2.log" >&2; }
     [ $rc = 0 ] || return 1
     kill -0 "$(cat "$WORK/aws.pid")" 2>/dev/null || { echo "aws_appliance exited:" >&2; cat "$WORK/aws.err" >&2; return 1; }
-    local n
-    for n in "$UML1" "$UML2"; do
-        "$UML_SH" exec --name "$n" -- ip neigh replace "$GW_APP_IP" lladdr "$GW_APP_MAC" dev eth0 nud permanent >/dev/null ||
-            { echo "could not set the static neighbor in $n" >&2; return 1; }
-    done
 }
 
 # Starts gwlb in the gw namespace with DRIVER; returns once its worker runs (0) or it died (1).
 gwlb_start() {
     local drv=$1 i
     topo_config "$drv"
-    ip netns exec "$NS_GW" "$GWLB_BIN" run --config "$WORK/gwlb.toml" \
+    # setsid: its own session, hence its own scheduler autogroup (where the kernel has
+    # autogroups, CPU time is shared per session): the busy-polling worker then competes
+    # with the helpers of this script as one group, not with each of them.
+    NO_COLOR=1 setsid ip netns exec "$NS_GW" "$GWLB_BIN" run --config "$WORK/gwlb.toml" \
         >"$WORK/gwlb.out" 2>"$WORK/gwlb.err" &
     echo $! > "$WORK/gwlb.pid"
     for i in $(seq 100); do
@@ -335,4 +401,141 @@ services() {
         sleep 0.1
     done
     return 1
+}
+
+# udp_echo NS IP: the UDP echo of udpflows.py on IP:$ECHO_PORT; returns once it listens.
+udp_echo() {
+    local i
+    ip netns exec "$1" "$PY" "$TOPO_ROOT/scripts/lib/udpflows.py" echo "$2" "$ECHO_PORT" \
+        2>"$WORK/udpecho-$1.log" &
+    for i in $(seq 50); do
+        ip netns exec "$1" ss -Hlun | grep -q "$2:$ECHO_PORT " && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# udp_burst LO HI: one new UDP flow client -> server echo per client port LO..HI, each
+# answered (udpflows.py burst); prints its "answered N of M" line; 0 if all were answered.
+udp_burst() {
+    ip netns exec "$NS_CLIENT" "$PY" "$TOPO_ROOT/scripts/lib/udpflows.py" burst \
+        --src "$CLIENT_IP" --dst "$SERVER_IP" --port "$ECHO_PORT" --sports "$1-$2"
+}
+
+# flows_seen LO HI: "APPLIANCE_IP CLIENT_PORT", one line per TCP/UDP flow from a client port
+# in LO..HI that the appliance's own log shows arriving from gwlb (UML: tcpdump on gnv0 in
+# the guest; aws_appliance: its flow log). A flow seen on two appliances gives two lines.
+flows_seen() {
+    sleep 1.2   # tcpdump -U in the guests and the aws flow log (rewritten every second)
+    { uml_flow_dirs "$UML1" | sed "s/^/$APP1_IP /"
+      uml_flow_dirs "$UML2" | sed "s/^/$APP2_IP /"
+      aws_flows | sed "s/^/$APP3_IP /"; } |
+        awk -v c="$CLIENT_IP." -v lo="$1" -v hi="$2" '{
+            n = split($2, e, "|")
+            for (i = 1; i <= n; i++) if (index(e[i], c) == 1) {
+                m = split(e[i], x, "."); p = x[m] + 0
+                if (p >= lo && p <= hi) print $1, p
+            }
+        }' | sort -u
+}
+
+# --- gwlb's counters and health, as the scripts read them ------------------------------------
+
+# gw_stats: gwlb's latest counter report; the ONE place the scripts read gwlb's counters
+# (switch it to the `gwlb stats` / `gwlb targets` CLI once that exists). While gwlb runs: the
+# last report it printed on stderr (every dataplane.stats_interval_s = 1 s); after it stopped:
+# its final report (stdout). Lines:
+#   worker N: rx R tx T encapsulated E decapsulated D to_host H new_flows F handed_off O dropped X
+#     drop REASON: N
+#   appliance IP: packets P bytes B flows F
+gw_stats() {
+    if [ ! -f "$WORK/gwlb.pid" ] && [ -s "$WORK/gwlb.out" ]; then
+        cat "$WORK/gwlb.out"
+        return 0
+    fi
+    awk '/^worker 0: / {blk = ""; on = 1}
+         on && /^(worker [0-9]+: |  drop |appliance )/ {blk = blk $0 "\n"}
+         END {printf "%s", blk}' "$WORK/gwlb.err" 2>/dev/null
+}
+
+# gw_wait_report: returns once gwlb has printed two more reports, so the next gw_stats
+# includes everything that happened before this call (a report may have been in progress).
+gw_wait_report() {
+    local n0 i
+    n0=$(grep -c '^worker 0: ' "$WORK/gwlb.err" 2>/dev/null)
+    for i in $(seq 60); do
+        [ "$(grep -c '^worker 0: ' "$WORK/gwlb.err" 2>/dev/null)" -ge $((n0 + 2)) ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# gw_count FIELD (a worker counter, summed over workers) | gw_drop REASON | gw_app IP FIELD
+gw_count() { gw_stats | awk -v f="$1" '/^worker/ {for (i = 1; i < NF; i++) if ($i == f) s += $(i + 1)} END {print s + 0}'; }
+gw_drop() { gw_stats | awk -v r="$1:" '$1 == "drop" && $2 == r {s += $3} END {print s + 0}'; }
+gw_app() { gw_stats | awk -v a="$1:" -v f="$2" '$1 == "appliance" && $2 == a {for (i = 3; i < NF; i++) if ($i == f) print $(i + 1)}'; }
+
+# gw_health_lines: gwlb's health transitions, one per line: "EPOCH healthy|unhealthy IP REASON".
+gw_health_lines() {
+    sed 's/\x1b\[[0-9;]*m//g' "$WORK/gwlb.err" 2>/dev/null |
+        awk '/gwlb::health: appliance (un)?healthy / {
+            st = ($0 ~ /appliance unhealthy /) ? "unhealthy" : "healthy"
+            ip = ""; r = $0
+            if (match($0, /addr=[0-9.]+/)) ip = substr($0, RSTART + 5, RLENGTH - 5)
+            sub(/.*reason=/, "", r); sub(/ latency_ms=.*/, "", r)
+            print $1, st, ip, r
+        }' | while read -r ts st ip r; do
+            echo "$(date -d "$ts" +%s.%N) $st $ip $r"
+        done
+}
+
+# gw_wait_health IP STATE SINCE TIMEOUT_S: waits for gwlb to log IP turning STATE (healthy |
+# unhealthy) at or after epoch SINCE; prints that line of gw_health_lines; 1 on timeout.
+gw_wait_health() {
+    local end line
+    end=$(awk -v a="$(date +%s.%N)" -v t="$4" 'BEGIN {printf "%.3f", a + t}')
+    while :; do
+        line=$(gw_health_lines | awk -v ip="$1" -v st="$2" -v t="$3" '$3 == ip && $2 == st && $1 >= t {print; exit}')
+        [ -n "$line" ] && { echo "$line"; return 0; }
+        awk -v a="$(date +%s.%N)" -v e="$end" 'BEGIN {exit !(a > e)}' && return 1
+        sleep 0.05
+    done
+}
+
+# hc_detect_bound_ms: the longest gwlb may take to mark a dead appliance unhealthy:
+# HC_THRESHOLD failed probes, each started at most interval x (1 + jitter) after the previous
+# one, the last failing by its timeout; plus 400 ms of margin for a loaded 2-core machine
+# (control loop tick 50 ms, scheduling of the UML-heavy test box).
+hc_detect_bound_ms() {
+    echo $(( HC_THRESHOLD * HC_INTERVAL_MS * (100 + HC_JITTER) / 100 + HC_TIMEOUT_MS + 400 ))
+}
+
+# wire_capture NS FILE: tcpdump of the Geneve packets arriving on NS's eth0 (the appliance's
+# link, seen from the host side; works while the appliance itself is dead). Pid in
+# $WORK/wire-NS.pid.
+wire_capture() {
+    ip netns exec "$1" tcpdump -i eth0 -n -tt -U -l 'udp dst port 6081' >"$2" 2>/dev/null &
+    echo $! > "$WORK/wire-$1.pid"
+    sleep 0.5
+}
+wire_capture_stop() {
+    local f=$WORK/wire-$1.pid
+    [ -f "$f" ] && kill -INT "$(cat "$f")" 2>/dev/null
+    rm -f "$f"
+    sleep 0.2
+}
+
+# elapsed_ms FROM TO (epoch seconds with fraction)
+elapsed_ms() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%d", (b - a) * 1000}'; }
+
+# gw_targets: one line per appliance as gwlb sees it: "IP STATE PACKETS FLOWS" (state from
+# gwlb's logged health transitions; every target starts healthy; packets and new flows from
+# gw_stats). With the control API this becomes `gwlb targets`.
+gw_targets() {
+    local h ip st
+    h=$(gw_health_lines)
+    for ip in "$APP1_IP" "$APP2_IP" "$APP3_IP"; do
+        st=$(awk -v a="$ip" '$3 == a {s = $2} END {print s ? s : "healthy"}' <<<"$h")
+        echo "$ip $st $(gw_app "$ip" packets) $(gw_app "$ip" flows)"
+    done
 }
