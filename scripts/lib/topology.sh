@@ -238,8 +238,8 @@ address = "$APP3_IP"
 weight = $W3
 
 [control]
-api_listen = "off"
-metrics_listen = "off"
+api_listen = "unix:$WORK/api.sock"
+metrics_listen = "unix:$WORK/metrics.sock"
 log_format = "human"
 EOF
 }
@@ -441,34 +441,40 @@ flows_seen() {
 
 # --- gwlb's counters and health, as the scripts read them ------------------------------------
 
-# gw_stats: gwlb's latest counter report; the ONE place the scripts read gwlb's counters
-# (switch it to the `gwlb stats` / `gwlb targets` CLI once that exists). While gwlb runs: the
-# last report it printed on stderr (every dataplane.stats_interval_s = 1 s); after it stopped:
-# its final report (stdout). Lines:
-#   worker N: rx R tx T encapsulated E decapsulated D to_host H new_flows F handed_off O dropped X
+# gw_cli ARGS...: the gwlb CLI against this topology's gateway (control API on a Unix socket).
+gw_cli() { "$GWLB_BIN" "$@" --api "unix:$WORK/api.sock"; }
+
+# gw_stats: gwlb's counters; the ONE place the scripts read them. While gwlb runs: from its
+# control API (`gwlb stats --json`, `gwlb targets --json`), current to ~100 ms; after it
+# stopped: its final report (stdout). Lines:
+#   worker N: rx R tx T encapsulated E decapsulated D ... new_flows F ... dropped X
 #     drop REASON: N
 #   appliance IP: packets P bytes B flows F
 gw_stats() {
-    if [ ! -f "$WORK/gwlb.pid" ] && [ -s "$WORK/gwlb.out" ]; then
+    if [ ! -S "$WORK/api.sock" ] && [ -s "$WORK/gwlb.out" ]; then
         cat "$WORK/gwlb.out"
         return 0
     fi
-    awk '/^worker 0: / {blk = ""; on = 1}
-         on && /^(worker [0-9]+: |  drop |appliance )/ {blk = blk $0 "\n"}
-         END {printf "%s", blk}' "$WORK/gwlb.err" 2>/dev/null
+    local stats targets
+    stats=$(gw_cli stats --json 2>/dev/null) && targets=$(gw_cli targets --json 2>/dev/null) || return 1
+    "$PY" - "$stats" "$targets" <<'PYEOF'
+import json, sys
+stats, groups = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+keys = ["rx", "tx", "encapsulated", "decapsulated", "fail_open", "to_host", "new_flows",
+        "rebalanced_flows", "tcp_resets", "handed_off", "dropped"]
+for w in stats["workers"]:
+    print(f"worker {w['worker']}: " + " ".join(f"{k} {w[k]}" for k in keys))
+    for r, n in sorted(w["drops"].items()):
+        print(f"  drop {r}: {n}")
+for g in (groups if isinstance(groups, list) else [groups]):
+    for t in g["targets"]:
+        print(f"appliance {t['address']}: packets {t['packets']} bytes {t['bytes']} flows {t['flows']}")
+PYEOF
 }
 
-# gw_wait_report: returns once gwlb has printed two more reports, so the next gw_stats
-# includes everything that happened before this call (a report may have been in progress).
-gw_wait_report() {
-    local n0 i
-    n0=$(grep -c '^worker 0: ' "$WORK/gwlb.err" 2>/dev/null)
-    for i in $(seq 60); do
-        [ "$(grep -c '^worker 0: ' "$WORK/gwlb.err" 2>/dev/null)" -ge $((n0 + 2)) ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
+# gw_wait_report: returns once the counters include everything before this call (workers
+# publish every 100 ms; the API reads them live).
+gw_wait_report() { sleep 0.3; }
 
 # gw_count FIELD (a worker counter, summed over workers) | gw_drop REASON | gw_app IP FIELD
 gw_count() { gw_stats | awk -v f="$1" '/^worker/ {for (i = 1; i < NF; i++) if ($i == f) s += $(i + 1)} END {print s + 0}'; }
@@ -528,14 +534,13 @@ wire_capture_stop() {
 # elapsed_ms FROM TO (epoch seconds with fraction)
 elapsed_ms() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%d", (b - a) * 1000}'; }
 
-# gw_targets: one line per appliance as gwlb sees it: "IP STATE PACKETS FLOWS" (state from
-# gwlb's logged health transitions; every target starts healthy; packets and new flows from
-# gw_stats). With the control API this becomes `gwlb targets`.
+# gw_targets: one line per appliance as gwlb sees it: "IP STATE PACKETS FLOWS", from
+# `gwlb targets --json` (state: healthy, unhealthy or draining, with gwlb's reason).
 gw_targets() {
-    local h ip st
-    h=$(gw_health_lines)
-    for ip in "$APP1_IP" "$APP2_IP" "$APP3_IP"; do
-        st=$(awk -v a="$ip" '$3 == a {s = $2} END {print s ? s : "healthy"}' <<<"$h")
-        echo "$ip $st $(gw_app "$ip" packets) $(gw_app "$ip" flows)"
-    done
+    gw_cli targets --json | "$PY" -c '
+import json, sys
+groups = json.load(sys.stdin)
+for g in (groups if isinstance(groups, list) else [groups]):
+    for t in g["targets"]:
+        print(t["address"], t["state"], t["packets"], t["flows"])'
 }
