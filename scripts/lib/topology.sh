@@ -535,8 +535,19 @@ wire_capture_stop() {
 elapsed_ms() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%d", (b - a) * 1000}'; }
 
 # gw_targets: one line per appliance as gwlb sees it: "IP STATE PACKETS FLOWS", from
-# `gwlb targets --json` (state: healthy, unhealthy or draining, with gwlb's reason).
+# `gwlb targets --json` while it runs (state: healthy, unhealthy or draining); after it
+# stopped, from its final report and its logged health transitions.
 gw_targets() {
+    if [ ! -S "$WORK/api.sock" ]; then
+        # gwlb has stopped: its final report, with the last health transition it logged.
+        local h ip st
+        h=$(gw_health_lines)
+        for ip in "$APP1_IP" "$APP2_IP" "$APP3_IP"; do
+            st=$(awk -v a="$ip" '$3 == a {s = $2} END {print s ? s : "healthy"}' <<<"$h")
+            echo "$ip $st $(gw_app "$ip" packets) $(gw_app "$ip" flows)"
+        done
+        return 0
+    fi
     gw_cli targets --json | "$PY" -c '
 import json, sys
 groups = json.load(sys.stdin)
