@@ -7,6 +7,9 @@
 //! The API and metrics listen on Unix sockets (reachable from outside the gateway's
 //! namespace).
 
+// The `gwlb` binary these tests run needs the DPDK data path.
+#![cfg(feature = "dpdk")]
+
 mod netns;
 
 use std::collections::{BTreeMap, BTreeSet};

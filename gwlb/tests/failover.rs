@@ -7,6 +7,9 @@
 //! Flows are single UDP packets with distinct source ports; "where a flow went" is read on
 //! the appliances themselves (the inner source port each one saw).
 
+// The `gwlb` binary these tests run needs the DPDK data path.
+#![cfg(feature = "dpdk")]
+
 mod netns;
 
 use std::process::Command;
