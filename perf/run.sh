@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the benchmarks in release and runs them all: `perf/run.sh` (full, ~6 min on a quiet
-# 2-CPU machine) or `perf/run.sh --smoke` (seconds; verifies packets, makes no speed claims).
+# Builds the benchmarks in release and runs them all: `perf/run.sh` (full, ~12 min on a quiet
+# 2-CPU machine; dataplane throughput, latency and 1 vs N workers) or `perf/run.sh --smoke`
+# (seconds; verifies packets, runs the latency and scaling code, makes no speed claims).
 # Run as root (DPDK); the full run reserves 1024 2 MiB hugepages if fewer are reserved. The
 # full run ends with callgrind instruction counts (stable on a shared machine) when valgrind
 # is installed.

@@ -499,6 +499,35 @@ impl Returns {
     }
 }
 
+/// Where the latency benchmark writes its 8-byte TSC stamp in an IPv4/TCP packet without
+/// options (offset from the IP header): the TCP sequence and acknowledgement numbers. gwlb
+/// carries them unchanged in both directions and nobody on the bench path checks the TCP
+/// checksum, so the packet is otherwise the real one.
+pub const STAMP_IN_IP: usize = 24;
+
+/// Offset of the latency stamp in an output frame: behind the Geneve header (its option
+/// length read from the packet) for an encapsulated frame, behind Ethernet otherwise
+/// (decapsulated or forwarded unchanged). `None` if the frame is too short.
+#[inline]
+pub fn stamp_offset(out: &[u8]) -> Option<usize> {
+    let encap = out.len() > 38 && out[23] == 17 && out[36..38] == geneve::UDP_PORT.to_be_bytes();
+    let ip = if encap {
+        let g = 14 + usize::from(out[14] & 0x0f) * 4 + 8;
+        g + 8 + usize::from(out.get(g)? & 0x3f) * 4
+    } else {
+        14
+    };
+    let at = ip + usize::from(out.get(ip)? & 0x0f) * 4 + 4;
+    (at + 8 <= out.len()).then_some(at)
+}
+
+/// The latency stamp of an output frame (see [`stamp_offset`]).
+#[inline]
+pub fn read_stamp(out: &[u8]) -> Option<u64> {
+    let at = stamp_offset(out)?;
+    Some(u64::from_le_bytes(out[at..at + 8].try_into().ok()?))
+}
+
 /// Sets the checksum of an IPv4 header without options.
 pub fn set_ipv4_checksum(h: &mut [u8]) {
     h[10..12].fill(0);
@@ -829,6 +858,28 @@ mod tests {
             }
         }
         assert_eq!(pipe.counters.decapsulated, 8);
+        // A latency stamp in the input is found at the same place in every output.
+        let stamp = 0x0123_4567_89ab_cdefu64.to_le_bytes();
+        let mut f = Frame::of(&g.flow(5)).0;
+        f[14 + STAMP_IN_IP..14 + STAMP_IN_IP + 8].copy_from_slice(&stamp);
+        assert_eq!(read_stamp(&f), Some(u64::from_le_bytes(stamp)));
+        let mut b = VecBuf::new(&f);
+        assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
+        verify_encap(b.data(), &f).unwrap();
+        assert_eq!(read_stamp(b.data()), Some(u64::from_le_bytes(stamp)));
+        for style in [ReturnStyle::Aws, ReturnStyle::Linux] {
+            let mut r = vec![0u8; Returns::len(style)];
+            rets.write(style, 5, rets.target(5), &mut r);
+            let at = Returns::len(style) - (FRAME_LEN - 14) + STAMP_IN_IP;
+            r[at..at + 8].copy_from_slice(&stamp);
+            let mut b = VecBuf::new(&r);
+            assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
+            assert_eq!(
+                read_stamp(b.data()),
+                Some(u64::from_le_bytes(stamp)),
+                "{style:?}"
+            );
+        }
         // IMIX frames encapsulate (the bench port has a 9000-byte MTU).
         let imix = ImixFrames::new();
         for i in 0..12 {

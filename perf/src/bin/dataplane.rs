@@ -14,6 +14,18 @@
 //! feeder's checks that found IN nearly empty (under 64 packets): near 0% means the worker was
 //! the bottleneck; a high value means the feeder was and the rate is a lower bound.
 //!
+//! Latency: the same layout with a paced feeder. Each packet carries the feeder's TSC at
+//! enqueue in its TCP sequence/acknowledgement fields ([`gwlb_perf::STAMP_IN_IP`]); the drain
+//! (same thread, so no cross-CPU clock skew) records `rdtsc at dequeue - stamp` into an
+//! `hdrhistogram`. It includes both ring transfers and the worker's TX batching (`tx_flush`),
+//! so it is compared with the io-forward loop measured the same way at the same rate.
+//!
+//! Scaling: `--workers N` worker loops (CPUs `worker_cpu`, `worker_cpu + 1`, ... modulo the
+//! CPUs online), one IN/OUT ring pair (rx/tx queue) each and handoff rings between them as in
+//! `gwlb run`; the feeder steers each flow to its owner's queue (an RSS that agrees with
+//! gwlb's owner hash) or spreads flows over the queues (every packet of a non-owner is handed
+//! off).
+//!
 //! `cargo run --release -p gwlb-perf --bin dataplane [-- --smoke]` (as root; hugepages)
 
 use std::io::{BufRead, BufReader};
@@ -33,12 +45,14 @@ use gwlb::dataplane::stats::WorkerStats;
 use gwlb::dataplane::worker::{self, HostPath, WorkerSetup};
 use gwlb::flow_table::Timeouts;
 use gwlb::parse::DropReason;
-use gwlb::pipeline::{Pipeline, MAX_APPLIANCES};
+use gwlb::pipeline::{self, Pipeline, MAX_APPLIANCES};
 use gwlb::snapshot::Snapshot;
 use gwlb_perf::{
-    bench_snapshot, cpu_model, geneve_inner, imix_len, ip_src, print_table, verify_decap,
-    verify_encap, FlowGen, Frame, ImixFrames, ReturnStyle, Returns, Rng, Summary, FRAME_LEN,
+    bench_snapshot, cpu_model, geneve_inner, imix_len, ip_src, print_table, stamp_offset,
+    verify_decap, verify_encap, FlowGen, Frame, ImixFrames, ReturnStyle, Returns, Rng, Summary,
+    FRAME_LEN, STAMP_IN_IP,
 };
+use hdrhistogram::Histogram;
 
 #[derive(Parser, Debug)]
 #[command(about = "gwlb worker-loop throughput on ring ports (DPDK)")]
@@ -70,9 +84,27 @@ struct Args {
     /// Skip the dpdk-testpmd anchor.
     #[arg(long)]
     no_testpmd: bool,
-    /// CPU of the worker.
+    /// CPU of the worker (of the first worker in the scaling table; the others follow).
     #[arg(long, default_value_t = 1)]
     worker_cpu: usize,
+    /// Workers for the scaling table (1 worker vs N). Default: every CPU online but the
+    /// feeder's; at least 2 are run even where that oversubscribes the CPUs (said in the
+    /// output).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Skip the scaling table.
+    #[arg(long)]
+    no_scaling: bool,
+    /// Offered loads of the latency table, percent of the same scenario's measured median
+    /// rate in this run.
+    #[arg(long, value_delimiter = ',', default_value = "10,50")]
+    lat_loads: Vec<f64>,
+    /// Latency window per load, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    lat_secs: f64,
+    /// Skip the latency table.
+    #[arg(long)]
+    no_latency: bool,
 }
 
 /// IN ring size (like a NIC's 1024 RX descriptors).
@@ -118,6 +150,28 @@ enum Done {
     IoFwd,
 }
 
+/// How a repetition is run besides its kind.
+#[derive(Clone, Copy, Debug)]
+struct RepOpts {
+    /// Worker loops, one IN/OUT ring pair (rx/tx queue) each; handoff rings when > 1.
+    workers: usize,
+    /// Feed flow `i` to queue `i % workers` instead of its owner's (handoffs, as with an RSS
+    /// that does not agree with gwlb's owner hash).
+    spread: bool,
+    /// Offered rate, packets/s: paced feeder, stamped packets, latency histogram. `None`: as
+    /// fast as IN takes them.
+    pace_pps: Option<f64>,
+}
+
+impl RepOpts {
+    /// One worker, unpaced (the throughput table).
+    const MAX: RepOpts = RepOpts {
+        workers: 1,
+        spread: false,
+        pace_pps: None,
+    };
+}
+
 /// One repetition's result.
 struct RepResult {
     mpps: f64,
@@ -126,6 +180,16 @@ struct RepResult {
     tx_drops: u64,
     new_flows_in_window: u64,
     window_s: f64,
+    /// Packets handed off between workers / packets processed, whole repetition.
+    handed_off: f64,
+    /// Paced runs: latency in TSC cycles (window only).
+    hist: Option<Histogram<u64>>,
+    /// Paced runs: the rate the pacer aimed at, Mpps.
+    offered_mpps: f64,
+    /// Paced runs: share of due packets skipped because the feeder fell behind.
+    late: f64,
+    /// Paced runs: outputs in the window without a plausible stamp.
+    bad_stamps: u64,
 }
 
 struct Bench {
@@ -179,80 +243,122 @@ enum Pkt {
 }
 
 impl Bench {
-    /// One repetition of `kind`: fresh rings and port, a worker on `self.cpu`, feed/drain
-    /// until done. `pipeline` is used (and returned) for gwlb kinds.
-    fn rep(&mut self, kind: Kind, secs: f64, table: usize, smoke: bool) -> RepResult {
+    /// One repetition of `kind`: fresh rings and port, `opts.workers` workers from
+    /// `self.cpu` on, feed/drain until done.
+    fn rep(
+        &mut self,
+        kind: Kind,
+        secs: f64,
+        table: usize,
+        smoke: bool,
+        opts: RepOpts,
+    ) -> RepResult {
         self.seq += 1;
         let n = self.seq;
-        let rx_ring = Ring::new(&format!("pin{n}"), RING, SOCKET_ID_ANY).expect("ring");
-        let tx_ring = Ring::new(&format!("pout{n}"), OUT_RING, SOCKET_ID_ANY).expect("ring");
+        let nq = opts.workers;
+        assert!(
+            nq >= 1 && (nq == 1 || kind != Kind::IoFwd),
+            "io-forward has one loop"
+        );
+        let rx_rings: Vec<Ring> = (0..nq)
+            .map(|q| Ring::new(&format!("pin{n}_{q}"), RING, SOCKET_ID_ANY).expect("ring"))
+            .collect();
+        let tx_rings: Vec<Ring> = (0..nq)
+            .map(|q| Ring::new(&format!("pout{n}_{q}"), OUT_RING, SOCKET_ID_ANY).expect("ring"))
+            .collect();
+        let rx_refs: Vec<&Ring> = rx_rings.iter().collect();
+        let tx_refs: Vec<&Ring> = tx_rings.iter().collect();
         let mut port =
-            Port::from_rings(&format!("bench{n}"), &[&rx_ring], &[&tx_ring]).expect("ring port");
-        port.configure(&PortConfig::default(), &self.pool)
-            .expect("configure");
+            Port::from_rings(&format!("bench{n}"), &rx_refs, &tx_refs).expect("ring port");
+        let pc = PortConfig {
+            rx_queues: nq as u16,
+            tx_queues: nq as u16,
+            ..PortConfig::default()
+        };
+        port.configure(&pc, &self.pool).expect("configure");
         port.start().expect("start");
         let pid = port.id();
-        let rxq = port.rx_queue(QueueId(0)).expect("rxq");
-        let txq = port.tx_queue(QueueId(0)).expect("txq");
+        // As `gwlb run` does with more than one worker: a handoff ring per worker.
+        let handoff: Vec<Arc<Ring>> = if nq > 1 {
+            (0..nq)
+                .map(|w| {
+                    Ring::new(&format!("ho{n}_{w}"), 4096, SOCKET_ID_ANY)
+                        .map(Arc::new)
+                        .expect("handoff ring")
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
 
         let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(WorkerStats::new(MAX_APPLIANCES));
+        let stats: Vec<Arc<WorkerStats>> = (0..nq)
+            .map(|_| Arc::new(WorkerStats::new(MAX_APPLIANCES)))
+            .collect();
         let io_count = Arc::new(AtomicU64::new(0));
-        let cpu = self.cpu;
-        let handle: JoinHandle<Done> = match kind {
-            Kind::IoFwd => {
-                let (stop, count) = (stop.clone(), io_count.clone());
-                let (mut rxq, mut txq) = (rxq, txq);
-                std::thread::spawn(move || {
-                    pin(cpu);
-                    let _reg = ThreadRegistration::register().expect("register");
-                    let mut b = MbufBurst::<BURST>::new();
-                    let mut sent = 0u64;
-                    while !stop.load(Relaxed) {
-                        if rxq.rx_burst(&mut b) > 0 {
-                            sent += txq.tx_burst(&mut b) as u64;
-                            b.clear();
-                            count.store(sent, Relaxed);
+        let cpus = gwlb_perf::cpus_online().max(1);
+        let mut handles: Vec<JoinHandle<Done>> = Vec::new();
+        for (w, wstats) in stats.iter().enumerate() {
+            let rxq = port.rx_queue(QueueId(w as u16)).expect("rxq");
+            let txq = port.tx_queue(QueueId(w as u16)).expect("txq");
+            let cpu = (self.cpu + w) % cpus;
+            handles.push(match kind {
+                Kind::IoFwd => {
+                    let (stop, count) = (stop.clone(), io_count.clone());
+                    let (mut rxq, mut txq) = (rxq, txq);
+                    std::thread::spawn(move || {
+                        pin(cpu);
+                        let _reg = ThreadRegistration::register().expect("register");
+                        let mut b = MbufBurst::<BURST>::new();
+                        let mut sent = 0u64;
+                        while !stop.load(Relaxed) {
+                            if rxq.rx_burst(&mut b) > 0 {
+                                sent += txq.tx_burst(&mut b) as u64;
+                                b.clear();
+                                count.store(sent, Relaxed);
+                            }
                         }
-                    }
-                    Done::IoFwd
-                })
-            }
-            _ => {
-                let mut port_index_by_id = vec![u16::MAX; usize::from(pid.0) + 1];
-                port_index_by_id[usize::from(pid.0)] = 0;
-                let setup = WorkerSetup {
-                    index: 0,
-                    workers: 1,
-                    rx: vec![(0, rxq)],
-                    tx: vec![txq],
-                    host_path: HostPath {
-                        tap_of: vec![None],
-                        phys_of: vec![None],
-                    },
-                    port_index_by_id,
-                    handoff_in: None,
-                    handoff_out: Vec::new(),
-                    pipeline: Pipeline::new(table, Timeouts::default()).expect("pipeline"),
-                    snapshot: self.snap.clone(),
-                    stats: stats.clone(),
-                    stop: stop.clone(),
-                    tx_flush_cycles: self.tx_flush_cycles,
-                    idle_exit_cycles: None,
-                    clock: worker::Clock::start(),
-                    dumps: crossbeam_channel::never(),
-                };
-                std::thread::spawn(move || {
-                    pin(cpu);
-                    let _reg = ThreadRegistration::register().expect("register");
-                    Done::Gwlb(Box::new(worker::run(setup)))
-                })
-            }
-        };
+                        Done::IoFwd
+                    })
+                }
+                _ => {
+                    let mut port_index_by_id = vec![u16::MAX; usize::from(pid.0) + 1];
+                    port_index_by_id[usize::from(pid.0)] = 0;
+                    let setup = WorkerSetup {
+                        index: w,
+                        workers: nq,
+                        rx: vec![(0, rxq)],
+                        tx: vec![txq],
+                        host_path: HostPath {
+                            tap_of: vec![None],
+                            phys_of: vec![None],
+                        },
+                        port_index_by_id,
+                        handoff_in: handoff.get(w).cloned(),
+                        handoff_out: handoff.clone(),
+                        pipeline: Pipeline::new(table, Timeouts::default()).expect("pipeline"),
+                        snapshot: self.snap.clone(),
+                        stats: wstats.clone(),
+                        stop: stop.clone(),
+                        tx_flush_cycles: self.tx_flush_cycles,
+                        idle_exit_cycles: None,
+                        clock: worker::Clock::start(),
+                        dumps: crossbeam_channel::never(),
+                    };
+                    std::thread::spawn(move || {
+                        pin(cpu);
+                        let _reg = ThreadRegistration::register().expect("register");
+                        Done::Gwlb(Box::new(worker::run(setup)))
+                    })
+                }
+            });
+        }
+        let sum = |f: fn(&WorkerStats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
         let processed = || match kind {
             Kind::IoFwd => io_count.load(Relaxed),
-            _ => stats.processed.load(Relaxed),
+            _ => sum(|s| s.processed.load(Relaxed)),
         };
+        let new_flows = || sum(|s| s.new_flows.load(Relaxed));
 
         // Flow lists: established flows are pre-inserted in index order, then visited in a
         // random order.
@@ -277,7 +383,19 @@ impl Bench {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut feeder = Feeder::new(self, &rx_ring, &tx_ring, kind, &targets);
+        // Owner queue of each listed flow (returns hash like their forward flow).
+        let steer: Vec<u16> = if nq > 1 && !opts.spread {
+            let snap = self.snap.load();
+            (0..order.len() as u64)
+                .map(|i| {
+                    let f = Frame::of(&self.gen.flow(i));
+                    pipeline::owner_hash(&snap, &f.0, 0).map_or(0, |h| (h as usize % nq) as u16)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut feeder = Feeder::new(self, rx_refs, tx_refs, kind, &targets, &steer);
 
         if !prefill.is_empty() {
             let mut src = Source::List(&prefill, 0);
@@ -286,62 +404,80 @@ impl Bench {
             feeder.run(&mut src, |f| f.sent >= want);
             feeder.prefill = false;
             let t = Instant::now();
-            while processed() < want && t.elapsed() < Duration::from_secs(30) {
+            // Both: a worker publishes its counters one by one.
+            while (processed() < want || new_flows() < want)
+                && t.elapsed() < Duration::from_secs(30)
+            {
                 feeder.drain();
             }
-            let nf = stats.new_flows.load(Relaxed);
+            let nf = new_flows();
             assert_eq!(nf, want, "every pre-inserted flow admitted");
         }
         let mut src = match kind {
             Kind::Storm => Source::Counter(1 << 32),
             _ => Source::List(&order, 0),
         };
+        if let Some(pps) = opts.pace_pps {
+            feeder.pace = Some(pps / self.hz as f64);
+            feeder.stamp = true;
+            feeder.hist = Some(
+                Histogram::new_with_bounds(1, self.hz.saturating_mul(10).max(2), 3)
+                    .expect("histogram bounds"),
+            );
+        }
         // Warm-up, then the window.
         let warm = Duration::from_secs_f64(if smoke { 0.05 } else { 0.3 });
         let t = Instant::now();
+        feeder.reset_counts();
         feeder.run(&mut src, |_| t.elapsed() >= warm);
         feeder.reset_counts();
-        let (p0, nf0, t0) = (processed(), stats.new_flows.load(Relaxed), Instant::now());
+        feeder.recording = feeder.hist.is_some();
+        let (p0, nf0, t0) = (processed(), new_flows(), Instant::now());
         let window = Duration::from_secs_f64(secs);
         let storm_limit = (table as f64 * 0.85) as u64;
         let mut n_checks = 0u32;
         let mut storm_full = false;
         feeder.run(&mut src, |_| {
             n_checks += 1;
-            if kind == Kind::Storm
-                && n_checks & 63 == 0
-                && stats.new_flows.load(Relaxed) > storm_limit
-            {
+            if kind == Kind::Storm && n_checks & 63 == 0 && new_flows() > storm_limit {
                 storm_full = true;
                 return true;
             }
             t0.elapsed() >= window
         });
-        let (p1, nf1, dt) = (
-            processed(),
-            stats.new_flows.load(Relaxed),
-            t0.elapsed().as_secs_f64(),
-        );
+        let (p1, nf1, dt) = (processed(), new_flows(), t0.elapsed().as_secs_f64());
+        feeder.recording = false;
         let starved = feeder.starved as f64 / feeder.checks.max(1) as f64;
+        let offered_mpps = (feeder.offered as f64) / dt / 1e6;
+        let late = feeder.late as f64 / feeder.offered.max(1) as f64;
 
         stop.store(true, Relaxed);
-        while !handle.is_finished() {
+        while !handles.iter().all(|h| h.is_finished()) {
             feeder.drain();
         }
-        let done = handle.join().expect("worker thread");
+        let done: Vec<Done> = handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread"))
+            .collect();
         feeder.drain();
         while feeder.drain() > 0 {}
-        // Rings do not free the mbufs they hold: empty IN explicitly.
+        // Rings free what they hold when dropped, but empty IN and the handoff rings now so
+        // that the pool is full again for the next repetition.
         let mut b = MbufBurst::<BURST>::new();
-        while rx_ring.dequeue_burst(&mut b) > 0 {
-            b.clear();
+        for r in rx_rings.iter().chain(handoff.iter().map(|r| &**r)) {
+            while r.dequeue_burst(&mut b) > 0 {
+                b.clear();
+            }
         }
         let verified = feeder.verified;
+        let hist = feeder.hist.take();
+        let bad_stamps = feeder.bad_stamps;
         if storm_full {
             eprintln!("  (storm window ended early at 85% table load)");
         }
-        let tx_drops = match &done {
-            Done::Gwlb(p) => {
+        let mut tx_drops = 0;
+        for d in &done {
+            if let Done::Gwlb(p) = d {
                 let c = &p.counters;
                 assert_eq!(c.dropped(), 0, "gwlb dropped packets: {:?}", c.drops);
                 assert_eq!(
@@ -349,10 +485,13 @@ impl Bench {
                     c.packets,
                     "every packet encapsulated or decapsulated"
                 );
-                stats.drops[DropReason::TxFull.index()].load(Relaxed)
             }
-            Done::IoFwd => 0,
-        };
+        }
+        if kind != Kind::IoFwd {
+            tx_drops = sum(|s| s.drops[DropReason::TxFull.index()].load(Relaxed));
+        }
+        let handed_off = sum(|s| s.handed_off.load(Relaxed)) as f64
+            / sum(|s| s.processed.load(Relaxed)).max(1) as f64;
         drop(done);
         drop(port);
         RepResult {
@@ -362,6 +501,11 @@ impl Bench {
             tx_drops,
             new_flows_in_window: nf1 - nf0,
             window_s: dt,
+            handed_off,
+            hist,
+            offered_mpps,
+            late,
+            bad_stamps,
         }
     }
 }
@@ -375,13 +519,17 @@ fn pin(cpu: usize) {
 /// The feeder/drain state of one repetition.
 struct Feeder<'a> {
     pool: &'a Mempool,
-    rx_ring: &'a Ring,
-    tx_ring: &'a Ring,
+    /// IN rings, one per worker (rx queue).
+    rx_rings: Vec<&'a Ring>,
+    /// OUT rings, one per worker (tx queue).
+    tx_rings: Vec<&'a Ring>,
     tmpl: [u8; FRAME_LEN],
     gen: FlowGen,
     imix: &'a ImixFrames,
     rets: &'a Returns,
     targets: &'a [(u16, u32)],
+    /// Queue of each listed flow (several workers, steered); others go to `flow % queues`.
+    steer: &'a [u16],
     kind: Kind,
     /// Feeding the pre-inserted flows (forward 64 B frames whatever the kind).
     prefill: bool,
@@ -393,27 +541,50 @@ struct Feeder<'a> {
     checks: u64,
     starved: u64,
     verified: u64,
+    /// Paced: packets per TSC cycle.
+    pace: Option<f64>,
+    /// Paced: TSC at the start of the schedule.
+    pace_t0: u64,
+    /// Paced: packets due so far (fed or skipped as late).
+    offered: u64,
+    /// Paced: due packets skipped because the feeder fell more than 4 bursts behind (they
+    /// would have left as one catch-up burst and queued behind each other).
+    late: u64,
+    /// Write the TSC into every packet ([`STAMP_IN_IP`]).
+    stamp: bool,
+    /// Latency in TSC cycles, recorded while `recording`.
+    hist: Option<Histogram<u64>>,
+    recording: bool,
+    /// Outputs without a plausible stamp while recording.
+    bad_stamps: u64,
+    /// Stamps older than this many cycles are not plausible (10 s).
+    stamp_max: u64,
     b: MbufBurst<BURST>,
     d: MbufBurst<BURST>,
+    /// Per-queue staging when feeding several queues.
+    qb: Vec<MbufBurst<BURST>>,
 }
 
 impl<'a> Feeder<'a> {
     fn new(
         bench: &'a Bench,
-        rx_ring: &'a Ring,
-        tx_ring: &'a Ring,
+        rx_rings: Vec<&'a Ring>,
+        tx_rings: Vec<&'a Ring>,
         kind: Kind,
         targets: &'a [(u16, u32)],
+        steer: &'a [u16],
     ) -> Self {
+        let nq = rx_rings.len();
         Self {
             pool: &bench.pool,
-            rx_ring,
-            tx_ring,
+            rx_rings,
+            tx_rings,
             tmpl: bench.tmpl,
             gen: bench.gen,
             imix: &bench.imix,
             rets: &bench.rets,
             targets,
+            steer,
             kind,
             prefill: false,
             seq: 0,
@@ -424,14 +595,28 @@ impl<'a> Feeder<'a> {
             checks: 0,
             starved: 0,
             verified: 0,
+            pace: None,
+            pace_t0: 0,
+            offered: 0,
+            late: 0,
+            stamp: false,
+            hist: None,
+            recording: false,
+            bad_stamps: 0,
+            stamp_max: bench.hz.saturating_mul(10),
             b: MbufBurst::new(),
             d: MbufBurst::new(),
+            qb: (0..nq).map(|_| MbufBurst::new()).collect(),
         }
     }
 
+    /// Starts the counters (and the pacing schedule) afresh.
     fn reset_counts(&mut self) {
         self.checks = 0;
         self.starved = 0;
+        self.pace_t0 = lcore::rdtsc();
+        self.offered = 0;
+        self.late = 0;
     }
 
     /// Feeds and drains until `done(self)` (checked every 16 iterations).
@@ -447,43 +632,119 @@ impl<'a> Feeder<'a> {
         }
     }
 
-    /// Tops IN up by at most 4 bursts.
+    /// Unpaced: tops IN up by at most 4 bursts. Paced: feeds the packets due by now (at
+    /// most one burst; more than 4 bursts behind, the excess is skipped and counted late).
     #[inline]
     fn feed(&mut self, src: &mut Source<'_>) {
-        let queued = self.rx_ring.count();
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for r in &self.rx_rings {
+            let c = r.count();
+            lo = lo.min(c);
+            hi = hi.max(c);
+        }
         self.checks += 1;
-        if queued < 64 {
+        if lo < 64 {
             self.starved += 1;
         }
-        let room = (RING as usize).saturating_sub(queued) / BURST;
-        for _ in 0..room.min(4) {
-            if self.pool.alloc_bulk(&mut self.b, BURST).is_err() {
-                return;
-            }
-            for j in 0..BURST {
-                let pkt = self.next_pkt(src);
-                let m = &mut self.b.as_mut_slice()[j];
-                match pkt {
-                    Pkt::Fwd(flow, FRAME_LEN) => {
-                        let d = m.append(FRAME_LEN).expect("tailroom");
-                        d.copy_from_slice(&self.tmpl);
-                        Frame::patch_bytes(d, &self.gen.flow(flow));
-                    }
-                    Pkt::Fwd(flow, len) => {
-                        let (t, g) = self.imix.get(len);
-                        let d = m.append(len).expect("tailroom");
-                        d.copy_from_slice(t);
-                        Frame::patch_bytes(d, &g.flow(flow));
-                    }
-                    Pkt::Ret(flow, style) => {
-                        let d = m.append(Returns::len(style)).expect("tailroom");
-                        self.rets.write(style, flow, self.targets[flow as usize], d);
+        // A ring of N slots holds N - 1 mbufs.
+        let room = (RING as usize - 1).saturating_sub(hi);
+        match self.pace {
+            None => {
+                for _ in 0..(room / BURST).min(4) {
+                    if !self.feed_burst(src, BURST) {
+                        return;
                     }
                 }
             }
-            self.sent += self.rx_ring.enqueue_burst(&mut self.b) as u64;
-            self.b.clear();
+            Some(per_cycle) => {
+                let due = (lcore::rdtsc().wrapping_sub(self.pace_t0) as f64 * per_cycle) as u64;
+                let mut want = due.saturating_sub(self.offered);
+                if want > 4 * BURST as u64 {
+                    let skip = want - BURST as u64;
+                    self.late += skip;
+                    self.offered += skip;
+                    want = BURST as u64;
+                }
+                let k = (want as usize).min(BURST).min(room);
+                if k > 0 && self.feed_burst(src, k) {
+                    self.offered += k as u64;
+                }
+            }
         }
+    }
+
+    /// Allocates, writes and enqueues `k` packets (stamped when `self.stamp`), each on its
+    /// flow's queue. False if the pool is empty.
+    #[inline]
+    fn feed_burst(&mut self, src: &mut Source<'_>, k: usize) -> bool {
+        if self.pool.alloc_bulk(&mut self.b, k).is_err() {
+            return false;
+        }
+        let mut stamp_at = [0usize; BURST];
+        let mut queue = [0u16; BURST];
+        for j in 0..k {
+            let pkt = self.next_pkt(src);
+            let m = &mut self.b.as_mut_slice()[j];
+            let flow = match pkt {
+                Pkt::Fwd(flow, FRAME_LEN) => {
+                    let d = m.append(FRAME_LEN).expect("tailroom");
+                    d.copy_from_slice(&self.tmpl);
+                    Frame::patch_bytes(d, &self.gen.flow(flow));
+                    stamp_at[j] = 14 + STAMP_IN_IP;
+                    flow
+                }
+                Pkt::Fwd(flow, len) => {
+                    let (t, g) = self.imix.get(len);
+                    let d = m.append(len).expect("tailroom");
+                    d.copy_from_slice(t);
+                    Frame::patch_bytes(d, &g.flow(flow));
+                    stamp_at[j] = 14 + STAMP_IN_IP;
+                    flow
+                }
+                Pkt::Ret(flow, style) => {
+                    let d = m.append(Returns::len(style)).expect("tailroom");
+                    self.rets.write(style, flow, self.targets[flow as usize], d);
+                    stamp_at[j] = Returns::len(style) - (FRAME_LEN - 14) + STAMP_IN_IP;
+                    flow
+                }
+            };
+            let nq = self.rx_rings.len();
+            queue[j] = if nq == 1 {
+                0
+            } else {
+                self.steer
+                    .get(flow as usize)
+                    .copied()
+                    .unwrap_or((flow % nq as u64) as u16)
+            };
+        }
+        if self.stamp {
+            // After building the burst: the stamp is the enqueue time.
+            let t = lcore::rdtsc().to_le_bytes();
+            for (m, &at) in self.b.as_mut_slice().iter_mut().zip(&stamp_at) {
+                m.data_mut()[at..at + 8].copy_from_slice(&t);
+            }
+        }
+        if self.rx_rings.len() == 1 {
+            self.sent += self.rx_rings[0].enqueue_burst(&mut self.b) as u64;
+            self.b.clear();
+        } else {
+            // Pop from the back after reversing = original order.
+            self.b.as_mut_slice().reverse();
+            let mut j = 0;
+            while let Some(m) = self.b.pop() {
+                // Cannot fail: at most k <= BURST packets per queue.
+                let _ = self.qb[usize::from(queue[j])].push(m);
+                j += 1;
+            }
+            for (q, qb) in self.qb.iter_mut().enumerate() {
+                if !qb.is_empty() {
+                    self.sent += self.rx_rings[q].enqueue_burst(qb) as u64;
+                    qb.clear();
+                }
+            }
+        }
+        true
     }
 
     /// The next packet of this kind.
@@ -511,25 +772,49 @@ impl<'a> Feeder<'a> {
         }
     }
 
-    /// Dequeues and frees up to 4 bursts from OUT, checking one packet in 256 bursts.
+    /// Dequeues and frees up to 4 bursts from each OUT ring, recording latencies while
+    /// `recording` and checking one packet in 256 bursts.
     #[inline]
     fn drain(&mut self) -> usize {
         let mut total = 0;
-        for _ in 0..4 {
-            let n = self.tx_ring.dequeue_burst(&mut self.d);
-            if n == 0 {
-                break;
+        for r in 0..self.tx_rings.len() {
+            for _ in 0..4 {
+                let n = self.tx_rings[r].dequeue_burst(&mut self.d);
+                if n == 0 {
+                    break;
+                }
+                if self.recording {
+                    self.record(lcore::rdtsc());
+                }
+                total += n;
+                self.drained += n as u64;
+                if self.bursts_out & 255 == 0 {
+                    let i = (self.bursts_out / 256) as usize % n;
+                    self.check(i);
+                }
+                self.bursts_out += 1;
+                self.d.clear();
             }
-            total += n;
-            self.drained += n as u64;
-            if self.bursts_out & 255 == 0 {
-                let i = (self.bursts_out / 256) as usize % n;
-                self.check(i);
-            }
-            self.bursts_out += 1;
-            self.d.clear();
         }
         total
+    }
+
+    /// Records `now - stamp` of every packet of the dequeued burst.
+    #[inline]
+    fn record(&mut self, now: u64) {
+        let Some(h) = self.hist.as_mut() else { return };
+        for m in self.d.as_slice() {
+            let out = m.data();
+            let dt = stamp_offset(out).map(|at| {
+                let mut s = [0u8; 8];
+                s.copy_from_slice(&out[at..at + 8]);
+                now.wrapping_sub(u64::from_le_bytes(s))
+            });
+            match dt {
+                Some(dt) if dt < self.stamp_max => h.saturating_record(dt.max(1)),
+                _ => self.bad_stamps += 1,
+            }
+        }
     }
 
     fn check(&mut self, i: usize) {
@@ -551,7 +836,21 @@ impl<'a> Feeder<'a> {
             .gen
             .index_of(a, p)
             .unwrap_or_else(|| panic!("unknown flow {a:#x}:{p} in output"));
-        let input = Frame::of(&self.gen.flow(idx));
+        // Stamped runs: the expected packet carries the stamp found in the output (the
+        // stamp's own plausibility is checked by `record`).
+        let stamp: Option<[u8; 8]> = if self.stamp {
+            let at = stamp_offset(out).expect("stamp in output");
+            out[at..at + 8].try_into().ok()
+        } else {
+            None
+        };
+        let put = |ip: &mut [u8]| {
+            if let Some(s) = stamp {
+                ip[STAMP_IN_IP..STAMP_IN_IP + 8].copy_from_slice(&s);
+            }
+        };
+        let mut input = Frame::of(&self.gen.flow(idx));
+        put(&mut input.0[14..]);
         if let (Some(flows), false) = (self.kind.flows(), matches!(self.kind, Kind::Mixed { .. })) {
             assert!(idx < flows as u64, "flow {idx} not in the established set");
         }
@@ -562,11 +861,20 @@ impl<'a> Feeder<'a> {
             }
             _ if encap => {
                 let len = ip.map_or(0, |ip| ip.len()) + 14;
-                let f = self.imix.frame(idx, len.clamp(FRAME_LEN, 1514));
+                let mut f = self.imix.frame(idx, len.clamp(FRAME_LEN, 1514));
+                put(&mut f[14..]);
                 verify_encap(out, &f).map(|_| ())
             }
-            Kind::Decap { style, .. } => verify_decap(out, &self.rets.inner(style, idx)),
-            _ => verify_decap(out, &self.rets.inner(ReturnStyle::Aws, idx)),
+            Kind::Decap { style, .. } => {
+                let mut inner = self.rets.inner(style, idx);
+                put(&mut inner);
+                verify_decap(out, &inner)
+            }
+            _ => {
+                let mut inner = self.rets.inner(ReturnStyle::Aws, idx);
+                put(&mut inner);
+                verify_decap(out, &inner)
+            }
         };
         if let Err(e) = res {
             panic!("output of flow {idx}: {e}");
@@ -666,6 +974,7 @@ fn main() {
         a.table = 32_768;
         a.storm_table = 1 << 20;
         a.no_testpmd = true;
+        a.lat_secs = 0.2;
     }
     let mut eal_args = vec![
         "-l",
@@ -793,7 +1102,7 @@ fn main() {
     for (name, kind, table) in scenarios {
         let mut reps = Vec::new();
         for r in 0..a.reps {
-            let res = bench.rep(kind, a.secs, table, a.smoke);
+            let res = bench.rep(kind, a.secs, table, a.smoke, RepOpts::MAX);
             eprintln!(
                 "{name} rep {r}: {:.2} Mpps, IN starved {:.1}%, {} outputs verified, tx drops {}, \
                  new flows {} in {:.2} s",
@@ -811,6 +1120,182 @@ fn main() {
             reps.push(res);
         }
         results.push((name, kind, reps));
+    }
+
+    let hz = bench.hz;
+    let ns = |cycles: u64| cycles as f64 * 1e9 / hz as f64;
+    // Latency: paced at a share of the same scenario's median rate measured above, then the
+    // io-forward loop at the same rate, stamped and drained the same way.
+    let mut lat_rows = Vec::new();
+    if !a.no_latency {
+        let lat_scenarios = [
+            (
+                format!("gwlb encap, established, {} flows", a.flows),
+                Kind::Established { flows: a.flows },
+            ),
+            (
+                format!("gwlb decap, AWS-echo returns, {} flows", a.flows),
+                Kind::Decap {
+                    flows: a.flows,
+                    style: ReturnStyle::Aws,
+                },
+            ),
+        ];
+        for (name, kind) in lat_scenarios {
+            let Some((_, _, reps)) = results.iter().find(|(_, k, _)| *k == kind) else {
+                continue;
+            };
+            let max = Summary::of(&reps.iter().map(|r| r.mpps).collect::<Vec<_>>()).median;
+            for &load in &a.lat_loads {
+                let opts = RepOpts {
+                    pace_pps: Some(max * 1e6 * load / 100.0),
+                    ..RepOpts::MAX
+                };
+                let g = bench.rep(kind, a.lat_secs, a.table, a.smoke, opts);
+                let io = bench.rep(Kind::IoFwd, a.lat_secs, 0, a.smoke, opts);
+                let (gh, ih) = (g.hist.as_ref(), io.hist.as_ref());
+                let (gh, ih) = (gh.expect("histogram"), ih.expect("histogram"));
+                for (label, r, h) in [
+                    (&name, &g, gh),
+                    (&"io-forward baseline".to_string(), &io, ih),
+                ] {
+                    eprintln!(
+                        "latency {label} at {load}%: offered {:.3} Mpps, delivered {:.3} Mpps, \
+                         late {:.2}%, {} samples, p50 {:.0} ns, p99 {:.0} ns, max {:.0} ns, \
+                         {} outputs verified, {} bad stamps",
+                        r.offered_mpps,
+                        r.mpps,
+                        r.late * 100.0,
+                        h.len(),
+                        ns(h.value_at_quantile(0.5)),
+                        ns(h.value_at_quantile(0.99)),
+                        ns(h.max()),
+                        r.verified,
+                        r.bad_stamps
+                    );
+                    assert!(!h.is_empty(), "no latency sample");
+                    assert_eq!(r.bad_stamps, 0, "outputs without their stamp");
+                    assert!(r.verified > 0, "no output verified");
+                }
+                let added = |q: f64| ns(gh.value_at_quantile(q)) - ns(ih.value_at_quantile(q));
+                for (label, r, h, diff) in [
+                    (
+                        name.clone(),
+                        &g,
+                        gh,
+                        format!("{:.0} / {:.0}", added(0.5), added(0.99)),
+                    ),
+                    (
+                        "io-forward baseline, same rate".to_string(),
+                        &io,
+                        ih,
+                        "-".to_string(),
+                    ),
+                ] {
+                    lat_rows.push(vec![
+                        label,
+                        format!("{load}% of {max:.2}"),
+                        format!("{:.3}", r.offered_mpps),
+                        format!("{:.3}", r.mpps),
+                        format!("{:.2}", r.late * 100.0),
+                        h.len().to_string(),
+                        format!("{:.0}", ns(h.value_at_quantile(0.5))),
+                        format!("{:.0}", ns(h.value_at_quantile(0.99))),
+                        format!("{:.0}", ns(h.value_at_quantile(0.999))),
+                        format!("{:.0}", ns(h.max())),
+                        diff,
+                    ]);
+                }
+            }
+        }
+    }
+
+    // Scaling: the established scenario with 1 and N workers.
+    let cpus = gwlb_perf::cpus_online().max(1);
+    let n_workers = a
+        .workers
+        .unwrap_or_else(|| cpus.saturating_sub(1).max(2))
+        .max(1);
+    let worker_cpus = |n: usize| {
+        (0..n)
+            .map(|w| ((a.worker_cpu + w) % cpus).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let oversubscribed = n_workers + 1 > cpus;
+    let mut scale_rows = Vec::new();
+    if !a.no_scaling {
+        let kind = Kind::Established { flows: a.flows };
+        let mut configs = vec![(1, false)];
+        if n_workers > 1 {
+            configs.extend([(n_workers, false), (n_workers, true)]);
+        }
+        let mut one_worker = f64::NAN;
+        for (workers, spread) in configs {
+            let feed = if workers == 1 {
+                "-"
+            } else if spread {
+                "spread (flow % N: handoffs)"
+            } else {
+                "steered to the owner"
+            };
+            let mut reps = Vec::new();
+            for r in 0..a.reps {
+                let opts = RepOpts {
+                    workers,
+                    spread,
+                    pace_pps: None,
+                };
+                let res = bench.rep(kind, a.secs, a.table, a.smoke, opts);
+                eprintln!(
+                    "scaling {workers} worker(s), {feed}, rep {r}: {:.2} Mpps, handed off {:.1}%, \
+                     IN starved {:.1}%, {} outputs verified, tx drops {}",
+                    res.mpps,
+                    res.handed_off * 100.0,
+                    res.starved * 100.0,
+                    res.verified,
+                    res.tx_drops
+                );
+                assert!(res.verified > 0, "no output verified");
+                assert_eq!(res.new_flows_in_window, 0, "established: no new flows");
+                if spread {
+                    assert!(res.handed_off > 0.0, "spread feed: no handoff");
+                } else {
+                    assert_eq!(res.handed_off, 0.0, "steered feed: handoffs");
+                }
+                reps.push(res);
+            }
+            let m = Summary::of(&reps.iter().map(|r| r.mpps).collect::<Vec<_>>());
+            if workers == 1 {
+                one_worker = m.median;
+            }
+            let h = Summary::of(
+                &reps
+                    .iter()
+                    .map(|r| r.handed_off * 100.0)
+                    .collect::<Vec<_>>(),
+            );
+            let st = Summary::of(&reps.iter().map(|r| r.starved * 100.0).collect::<Vec<_>>());
+            scale_rows.push(vec![
+                workers.to_string(),
+                feed.to_string(),
+                format!(
+                    "{}{}",
+                    worker_cpus(workers),
+                    if workers + 1 > cpus {
+                        " (oversubscribed)"
+                    } else {
+                        ""
+                    }
+                ),
+                m.fmt(2),
+                format!("{:.2}", m.median / one_worker),
+                h.fmt(1),
+                st.fmt(1),
+                reps.iter().map(|r| r.verified).sum::<u64>().to_string(),
+                reps.iter().map(|r| r.tx_drops).sum::<u64>().to_string(),
+            ]);
+        }
     }
 
     let io_median = Summary::of(&results[0].2.iter().map(|r| r.mpps).collect::<Vec<_>>()).median;
@@ -872,8 +1357,78 @@ fn main() {
             s.fmt(1)
         );
     }
+    if !lat_rows.is_empty() {
+        println!();
+        println!(
+            "### Latency: feeder TSC stamp at enqueue on IN -> drain dequeue from OUT (same \
+             thread), {:.1} s window per row, paced feeder; includes both ring transfers and \
+             TX batching (tx_flush {:.1} us); io-forward at the same rate measured the same way",
+            a.lat_secs,
+            bench.tx_flush_cycles as f64 * 1e6 / bench.hz as f64
+        );
+        println!();
+        print_table(
+            &[
+                "scenario",
+                "load (% of median Mpps above)",
+                "offered Mpps",
+                "delivered Mpps",
+                "late %",
+                "samples",
+                "p50 ns",
+                "p99 ns",
+                "p99.9 ns",
+                "max ns",
+                "p50 / p99 over io-forward, ns",
+            ],
+            &lat_rows,
+        );
+    }
+    if !scale_rows.is_empty() {
+        println!();
+        println!(
+            "### Scaling: gwlb established, {} flows, {}-flow table per worker; {} x {:.1} s; \
+             worker w on CPU (worker_cpu + w) % {cpus}, feeder/drain on CPU 0",
+            a.flows, a.table, a.reps, a.secs
+        );
+        if oversubscribed {
+            println!(
+                "NOTE: {n_workers} workers + the feeder on {cpus} CPUs: oversubscribed (threads \
+                 share CPUs by time slicing). This says whether the multi-worker path works and \
+                 scales at all, not how fast it is; run on >= {} CPUs for a scaling figure.",
+                n_workers + 1
+            );
+        }
+        println!();
+        print_table(
+            &[
+                "workers",
+                "feed",
+                "worker CPUs",
+                "Mpps (all workers)",
+                "vs 1 worker",
+                "handed off %",
+                "IN starved %",
+                "outputs verified",
+                "tx drops",
+            ],
+            &scale_rows,
+        );
+    }
     if a.smoke {
         println!();
-        println!("smoke: OK (outputs verified, no drops)");
+        println!(
+            "smoke: OK (outputs verified, no drops{}{})",
+            if lat_rows.is_empty() {
+                ""
+            } else {
+                ", latency stamps recorded"
+            },
+            if scale_rows.is_empty() {
+                ""
+            } else {
+                ", 1 and N workers verified"
+            }
+        );
     }
 }
