@@ -300,28 +300,24 @@ fn nd_learning_and_ipv6_health_checks_against_a_kernel_peer() {
     let topo = netns::Topology::create("gwtnd", 0);
     // IPv6 on in the gateway (for its TAP) and appliance namespaces, off on the DPDK veth so
     // that only the TAP's kernel answers for the gateway.
-    let sh = |args: &[&str]| {
-        let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
-        assert!(st.success(), "{args:?}");
-    };
     for ns in [topo.gw(), topo.app()] {
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
+        netns::sysctl(
             &ns,
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-        ]);
+            &[
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+            ],
+        );
     }
-    let a0_off = format!("net.ipv6.conf.{}.disable_ipv6=1", topo.a0());
-    sh(&["ip", "netns", "exec", &topo.gw(), "sysctl", "-qw", &a0_off]);
-    let a1 = format!("{}a1", topo.name);
-    let a1_on = format!("net.ipv6.conf.{a1}.disable_ipv6=0");
-    sh(&["ip", "netns", "exec", &topo.app(), "sysctl", "-qw", &a1_on]);
-    sh(&[
+    netns::sysctl(
+        &topo.gw(),
+        &[&format!("net.ipv6.conf.{}.disable_ipv6=1", topo.a0())],
+    );
+    netns::sysctl(
+        &topo.app(),
+        &[&format!("net.ipv6.conf.{}.disable_ipv6=0", topo.a1())],
+    );
+    netns::sh(&[
         "ip",
         "-n",
         &topo.app(),
@@ -329,11 +325,11 @@ fn nd_learning_and_ipv6_health_checks_against_a_kernel_peer() {
         "add",
         "fd77::11/64",
         "dev",
-        &a1,
+        &topo.a1(),
         "nodad",
     ]);
     let appliance = netns::Appliance::start_at(&topo.app(), "fd77::11".parse().unwrap());
-    let user = netns::UserPort::open(&topo.usr(), &format!("{}u1", topo.name));
+    let user = netns::UserPort::open(&topo.usr(), &topo.u1());
     let config = topo.config("", &[]).replace(
         "address = \"10.77.0.1/24\"",
         "address = [\"10.77.0.1/24\", \"fd77::1/64\"]",

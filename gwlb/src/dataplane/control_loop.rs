@@ -54,8 +54,6 @@ pub struct ControlSetup {
     pub macs: Vec<[u8; 6]>,
     /// `(config port index, kernel interface name)` of the exception paths.
     pub kernel_ifs: Vec<(usize, String)>,
-    /// The published snapshot.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// Every worker's counters.
     pub stats: Vec<Arc<WorkerStats>>,
     /// Every worker's flow-dump channel.
@@ -169,8 +167,8 @@ fn health_check_info(h: &crate::config::HealthCheck) -> HealthCheckInfo {
 }
 
 impl ControlLoop {
-    /// Builds the registry and the first snapshot, publishes it and starts the health
-    /// checker.
+    /// Builds the registry and the first snapshot (see [`ControlLoop::snapshot`]) and starts
+    /// the health checker.
     pub fn start(setup: ControlSetup) -> Result<ControlLoop, ControlStartError> {
         let registry = Registry::new(&setup.cfg, MAX_APPLIANCES)?;
         let live = LiveState::default();
@@ -180,7 +178,7 @@ impl ControlLoop {
                 tracing::warn!(appliance = %a.addr, "no MAC known for appliance yet: its flows are dropped (neighbor_unresolved) until it is resolved");
             }
         }
-        setup.snapshot.store(Arc::new(snap));
+        let snapshot = Arc::new(ArcSwap::from_pointee(snap));
         let (health_tx, health_rx) = crossbeam_channel::unbounded();
         let checker = HealthChecker::spawn(probe_targets(&setup.cfg, &registry), health_tx)?;
         Ok(ControlLoop {
@@ -188,7 +186,7 @@ impl ControlLoop {
             config_path: setup.config_path,
             macs: setup.macs,
             kernel_ifs: setup.kernel_ifs,
-            snapshot: setup.snapshot,
+            snapshot,
             stats: setup.stats,
             dumps: setup.dumps,
             clock: setup.clock,
@@ -200,6 +198,11 @@ impl ControlLoop {
             started: Instant::now(),
             last_neigh: Instant::now() - Duration::from_secs(2),
         })
+    }
+
+    /// The published snapshot, for the workers.
+    pub fn snapshot(&self) -> Arc<ArcSwap<Snapshot>> {
+        Arc::clone(&self.snapshot)
     }
 
     /// The running configuration.
@@ -433,16 +436,22 @@ impl ControlLoop {
         Config::from_toml_str(&text).map_err(|e| config_error(&e, prefix))
     }
 
-    fn targets_array(v: &mut toml::Value, gi: usize) -> ControlResult<&mut Vec<toml::Value>> {
-        let g = v
-            .get_mut("target_groups")
+    /// Target group `gi`'s table in the configuration as a TOML value.
+    fn group_table(
+        v: &mut toml::Value,
+        gi: usize,
+    ) -> ControlResult<&mut toml::map::Map<String, toml::Value>> {
+        v.get_mut("target_groups")
             .and_then(|g| g.as_array_mut())
             .and_then(|a| a.get_mut(gi))
             .and_then(|g| g.as_table_mut())
             .ok_or_else(|| ControlError::Unavailable {
                 message: "running configuration has no target group table".into(),
-            })?;
-        let t = g
+            })
+    }
+
+    fn targets_array(v: &mut toml::Value, gi: usize) -> ControlResult<&mut Vec<toml::Value>> {
+        let t = Self::group_table(v, gi)?
             .entry("targets")
             .or_insert_with(|| toml::Value::Array(Vec::new()));
         t.as_array_mut().ok_or_else(|| ControlError::Unavailable {
@@ -549,15 +558,7 @@ impl ControlLoop {
     ) -> ControlResult<TargetGroupInfo> {
         let gi = self.group_index(group)?;
         let new = self.edited(&format!("target_groups[{gi}].health_check."), |v| {
-            let g = v
-                .get_mut("target_groups")
-                .and_then(|g| g.as_array_mut())
-                .and_then(|a| a.get_mut(gi))
-                .and_then(|g| g.as_table_mut())
-                .ok_or_else(|| ControlError::Unavailable {
-                    message: "running configuration has no target group table".into(),
-                })?;
-            let hc = g
+            let hc = Self::group_table(v, gi)?
                 .entry("health_check")
                 .or_insert_with(|| toml::Value::Table(toml::map::Map::new()))
                 .as_table_mut()
@@ -793,15 +794,11 @@ impl ControlLoop {
             filter.group = Some(self.group_index(g)? as u16);
         }
         if let Some(a) = q.appliance {
-            filter.appliance = Some(
-                self.registry
-                    .slots()
-                    .iter()
-                    .position(|s| s.target.address == a && s.state != SlotState::Gone)
-                    .ok_or_else(|| ControlError::NotFound {
-                        what: format!("appliance {a}"),
-                    })? as u16,
-            );
+            filter.appliance = Some(snap.appliance_by_addr(&IpAddrBytes::from(a)).ok_or_else(
+                || ControlError::NotFound {
+                    what: format!("appliance {a}"),
+                },
+            )?);
         }
         let (mut w, mut pos) = match &q.cursor {
             None => (0usize, 0usize),

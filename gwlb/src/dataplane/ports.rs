@@ -50,9 +50,6 @@ pub enum StartError {
         /// DPDK's error.
         source: dpdk_bindings::Error,
     },
-    /// Building the first snapshot failed.
-    #[error("{0}")]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// A flow table could not be allocated.
     #[error("flow table: {0}")]
     FlowTable(#[from] crate::flow_table::FlowTableError),

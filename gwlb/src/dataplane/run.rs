@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use dpdk_bindings::port::QueueId;
 use dpdk_bindings::{
     lcore, Eal, Mempool, Ring, ThreadRegistration, DEFAULT_DATA_ROOM, SOCKET_ID_ANY,
@@ -21,7 +20,6 @@ use crate::config::Config;
 use crate::control::ControlHandle;
 use crate::parse::DropReason;
 use crate::pipeline::{Pipeline, MAX_APPLIANCES};
-use crate::snapshot::{LiveState, Snapshot};
 
 /// How `gwlb run` was asked to behave beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -150,13 +148,6 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         ));
         ports.push(tap);
     }
-    // Replaced by the control loop's first snapshot before any worker starts.
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-        cfg,
-        &macs,
-        &LiveState::default(),
-        1,
-    )?));
 
     for (i, p) in ports.iter_mut().enumerate() {
         let c = host_path.phys_of[i].map_or(i, usize::from);
@@ -210,12 +201,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         config_path: opts.config_path.clone(),
         macs: macs.clone(),
         kernel_ifs: kernel_ifs.clone(),
-        snapshot: snapshot.clone(),
         stats: all_stats.clone(),
         dumps: dump_tx,
         clock,
     })
     .map_err(StartError::Control)?;
+    let snapshot = ctl.snapshot();
     let (handle, commands) = ControlHandle::channel();
     // Before the workers start: a listener that cannot bind stops the start cleanly.
     let api = cfg

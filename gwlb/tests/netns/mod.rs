@@ -66,7 +66,8 @@ pub fn can_run() -> bool {
     root
 }
 
-fn sh(args: &[&str]) {
+/// Runs a command; panics with its stderr if it fails.
+pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -76,6 +77,13 @@ fn sh(args: &[&str]) {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Sets kernel `settings` (`key=value`) in namespace `ns`.
+pub fn sysctl(ns: &str, settings: &[&str]) {
+    let mut args = vec!["ip", "netns", "exec", ns, "sysctl", "-qw"];
+    args.extend_from_slice(settings);
+    sh(&args);
 }
 
 fn sh_quiet(args: &[&str]) {
@@ -131,14 +139,16 @@ impl Topology {
     pub fn u0(&self) -> String {
         format!("{}u0", self.name)
     }
-    fn u1(&self) -> String {
+    /// The user side's veth end (where frames are injected and captured).
+    pub fn u1(&self) -> String {
         format!("{}u1", self.name)
     }
     /// The veth end gwlb drives on the appliance side.
     pub fn a0(&self) -> String {
         format!("{}a0", self.name)
     }
-    fn a1(&self) -> String {
+    /// The appliances' veth end.
+    pub fn a1(&self) -> String {
         format!("{}a1", self.name)
     }
     /// The TAP interface of the exception path.
@@ -155,16 +165,13 @@ impl Topology {
         for ns in [t.gw(), t.app(), t.usr()] {
             sh(&["ip", "netns", "add", &ns]);
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
+            sysctl(
                 &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ]);
+                &[
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            );
         }
         let (gw, app, usr) = (t.gw(), t.app(), t.usr());
         for (a, b, ns_b, mac_a) in [
@@ -748,7 +755,7 @@ impl Rig {
         let apps = (0..appliances)
             .map(|i| Appliance::start(&topo.app(), i))
             .collect();
-        let user = UserPort::open(&topo.usr(), &format!("{name}u1"));
+        let user = UserPort::open(&topo.usr(), &topo.u1());
         let config = format!("{}{extra}", topo.config(extra_group, weights));
         let gwlb = Gwlb::start(&topo.gw(), &config);
         let mut rig = Rig {
