@@ -86,10 +86,7 @@ targets_before=$(targets_table)
 
 tlog "4/6 24 long-lived UDP flows client -> server (one datagram per flow every 50 ms)"
 SLO=46001 SHI=46024
-ip netns exec "$NS_CLIENT" "$PY" scripts/lib/udpflows.py stream --src "$CLIENT_IP" --dst "$SERVER_IP" \
-    --port "$ECHO_PORT" --sports "$SLO-$SHI" --log "$WORK/streams.log" &
-echo $! > "$WORK/streams.pid"
-sleep 1
+streams_start "$SLO" "$SHI"
 st=$(flows_seen "$SLO" "$SHI")
 n1=$(awk -v a="$APP1_IP" '$1 == a' <<<"$st" | grep -c .)
 n2=$(awk -v a="$APP2_IP" '$1 == a' <<<"$st" | grep -c .)

@@ -238,10 +238,7 @@ r=$(cx curl -s -m 5 "http://$SERVER_IP/")
 tlog "kill an appliance"
 # Long-lived UDP flows (24 client ports, one datagram each per 50 ms, echoed by the server).
 SLO=46001 SHI=46024
-ip netns exec "$NS_CLIENT" "$PY" scripts/lib/udpflows.py stream --src "$CLIENT_IP" --dst "$SERVER_IP" \
-    --port "$ECHO_PORT" --sports "$SLO-$SHI" --log "$WORK/streams.log" &
-echo $! > "$WORK/streams.pid"
-sleep 1
+streams_start "$SLO" "$SHI"
 st=$(flows_seen "$SLO" "$SHI")
 n1=$(awk -v a="$APP1_IP" '$1 == a' <<<"$st" | grep -c .) n2=$(awk -v a="$APP2_IP" '$1 == a' <<<"$st" | grep -c .)
 if [ "$n1" -ge "$n2" ]; then V=1 VIP=$APP1_IP; else V=2 VIP=$APP2_IP; fi

@@ -422,6 +422,16 @@ udp_burst() {
         --src "$CLIENT_IP" --dst "$SERVER_IP" --port "$ECHO_PORT" --sports "$1-$2"
 }
 
+# streams_start SLO SHI: long-lived UDP flows client -> server, one datagram per client port
+# SLO..SHI every 50 ms (echoed by the server), in the background (pid in $WORK/streams.pid);
+# returns after a second, once they are placed.
+streams_start() {
+    ip netns exec "$NS_CLIENT" "$PY" "$TOPO_ROOT/scripts/lib/udpflows.py" stream --src "$CLIENT_IP" \
+        --dst "$SERVER_IP" --port "$ECHO_PORT" --sports "$1-$2" --log "$WORK/streams.log" &
+    echo $! > "$WORK/streams.pid"
+    sleep 1
+}
+
 # flows_seen LO HI: "APPLIANCE_IP CLIENT_PORT", one line per TCP/UDP flow from a client port
 # in LO..HI that the appliance's own log shows arriving from gwlb (UML: tcpdump on gnv0 in
 # the guest; aws_appliance: its flow log). A flow seen on two appliances gives two lines.
