@@ -107,6 +107,8 @@ topo_cleanup() {
         ip netns del "$ns" 2>/dev/null
     done
     rm -rf "$WORK"
+    # The appliances' state root, once their own directories are gone (never others' state).
+    rmdir /run/gwlb-uml 2>/dev/null
     return 0
 }
 
