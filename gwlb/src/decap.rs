@@ -8,7 +8,7 @@
 //! matched on the appliance's outer source address plus the inner packet's flow, and the
 //! flow cookie is checked only when it is present.
 //!
-//! [`parse_return`] validates the Geneve header and locates the inner packet;
+//! [`parse_return_into`] validates the Geneve header and parses the inner packet in place;
 //! [`restore_frame`] turns the buffer into the inner packet under a fresh Ethernet header,
 //! leaving the inner IP packet byte for byte as the appliance sent it.
 
@@ -16,7 +16,8 @@ use crate::encap::ETH_LEN;
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, DropReason, ParsedPacket};
 
-/// A validated Geneve return.
+/// The Geneve facts of a validated return (the inner packet is parsed separately, in place:
+/// see [`parse_return_into`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GeneveReturn {
     /// Offset of the inner IP packet in the frame.
@@ -25,12 +26,12 @@ pub struct GeneveReturn {
     pub vni: u32,
     /// The flow cookie, when the appliance echoed the AWS options.
     pub flow_cookie: Option<u32>,
-    /// The inner packet, parsed (offsets relative to `inner_offset`).
-    pub inner: ParsedPacket,
 }
 
 /// Validates the Geneve payload of a UDP datagram whose outer headers `outer` were parsed from
-/// `frame`, and parses the inner packet.
+/// `frame`, and parses the inner packet into `inner` (offsets relative to
+/// [`GeneveReturn::inner_offset`]). `inner` is written in place so that the data path moves
+/// no parsed packet around; on error its content is unspecified.
 ///
 /// Drops: [`DropReason::GeneveMalformed`] (truncated, bad version, option overrun, OAM
 /// packets), [`DropReason::GeneveCriticalOption`] (an option we do not understand has its
@@ -38,7 +39,11 @@ pub struct GeneveReturn {
 /// IPv6 inside, or a protocol type that disagrees with the inner version), and the inner
 /// packet's own parse errors.
 #[inline]
-pub fn parse_return(frame: &[u8], outer: &ParsedPacket) -> Result<GeneveReturn, DropReason> {
+pub fn parse_return_into(
+    frame: &[u8],
+    outer: &ParsedPacket,
+    inner: &mut ParsedPacket,
+) -> Result<GeneveReturn, DropReason> {
     let l4 = usize::from(outer.l4_offset.ok_or(DropReason::GeneveMalformed)?);
     let geneve_off = l4 + 8;
     let end = outer.l3_end().min(frame.len());
@@ -53,46 +58,54 @@ pub fn parse_return(frame: &[u8], outer: &ParsedPacket) -> Result<GeneveReturn, 
         return Err(DropReason::GeneveCriticalOption);
     }
     let inner_offset = geneve_off + hdr.header_len;
-    if !matches!(hdr.protocol_type, geneve::PROTO_IPV4 | geneve::PROTO_IPV6) {
-        return Err(DropReason::GeneveBadProtocol);
-    }
-    let inner = parse::parse_ip(&frame[inner_offset..end])?;
-    let version_ok = match hdr.protocol_type {
-        geneve::PROTO_IPV4 => inner.l3 == parse::L3::Ipv4,
-        geneve::PROTO_IPV6 => inner.l3 == parse::L3::Ipv6,
-        _ => false,
+    let want = match hdr.protocol_type {
+        geneve::PROTO_IPV4 => parse::L3::Ipv4,
+        geneve::PROTO_IPV6 => parse::L3::Ipv6,
+        _ => return Err(DropReason::GeneveBadProtocol),
     };
-    if !version_ok {
+    parse::parse_ip_into(&frame[inner_offset..end], inner)?;
+    if inner.l3 != want {
         return Err(DropReason::GeneveBadProtocol);
     }
     Ok(GeneveReturn {
         inner_offset,
         vni: hdr.vni,
         flow_cookie: hdr.options.flow_cookie,
-        inner,
     })
 }
 
-/// Replaces everything in front of the inner packet with an Ethernet header
-/// (`dst`, `src`, the inner IP version's ethertype) and removes whatever follows the inner
-/// packet (outer padding). The inner packet is not touched.
+/// [`parse_return_into`] returning the parsed inner packet by value (for callers off the
+/// per-packet path and for tests).
+pub fn parse_return(
+    frame: &[u8],
+    outer: &ParsedPacket,
+) -> Result<(GeneveReturn, ParsedPacket), DropReason> {
+    let mut inner = ParsedPacket::default();
+    let ret = parse_return_into(frame, outer, &mut inner)?;
+    Ok((ret, inner))
+}
+
+/// Replaces everything in front of the inner packet (`inner`, parsed at `inner_offset`) with an
+/// Ethernet header (`dst`, `src`, the inner IP version's ethertype) and removes whatever
+/// follows the inner packet (outer padding). The inner packet is not touched.
 ///
 /// Returns `false` (buffer unchanged) if the buffer does not hold the whole inner packet.
 #[inline]
 pub fn restore_frame<B: PacketBuf>(
     buf: &mut B,
-    ret: &GeneveReturn,
+    inner_offset: usize,
+    inner: &ParsedPacket,
     dst: [u8; 6],
     src: [u8; 6],
 ) -> bool {
-    let inner_len = usize::from(ret.inner.l3_len);
+    let inner_len = usize::from(inner.l3_len);
     let len = buf.data().len();
-    if ret.inner_offset < ETH_LEN || ret.inner_offset + inner_len > len {
+    if inner_offset < ETH_LEN || inner_offset + inner_len > len {
         return false;
     }
-    let _ = buf.trim(len - ret.inner_offset - inner_len);
-    let _ = buf.adj(ret.inner_offset - ETH_LEN);
-    let ethertype = if ret.inner.l3 == parse::L3::Ipv6 {
+    let _ = buf.trim(len - inner_offset - inner_len);
+    let _ = buf.adj(inner_offset - ETH_LEN);
+    let ethertype = if inner.l3 == parse::L3::Ipv6 {
         parse::ethertype::IPV6
     } else {
         parse::ethertype::IPV4

@@ -50,6 +50,8 @@ use std::ops::RangeInclusive;
 
 use thiserror::Error;
 
+use crate::huge_array::{HugeArray, HugeArrayError};
+
 /// Slots per bucket.
 pub const WAYS: usize = 8;
 
@@ -141,6 +143,9 @@ pub enum FlowTableError {
         /// [`MAX_SLOTS`].
         max: usize,
     },
+    /// The table's memory could not be mapped.
+    #[error("flow table memory: {0}")]
+    Memory(#[from] HugeArrayError),
 }
 
 /// Insert failed: both candidate buckets hold only live flows. Counted in
@@ -260,8 +265,8 @@ impl DumpCursor {
 
 /// A fixed-capacity flow table for one worker. See the module documentation.
 pub struct FlowTable<K> {
-    tags: Box<[Tags]>,
-    slots: Box<[Slot<K>]>,
+    tags: HugeArray<Tags>,
+    slots: HugeArray<Slot<K>>,
     /// Buckets - 1 (buckets is a power of two, at least 2).
     mask: u32,
     /// Occupied slots, including expired entries not reclaimed yet.
@@ -356,8 +361,8 @@ impl<K: Copy + Eq> FlowTable<K> {
             entry: FlowEntry::VACANT,
         };
         Ok(Self {
-            tags: vec![Tags([0; WAYS]); buckets].into_boxed_slice(),
-            slots: vec![vacant; buckets * WAYS].into_boxed_slice(),
+            tags: HugeArray::new(buckets, Tags([0; WAYS]))?,
+            slots: HugeArray::new(buckets * WAYS, vacant)?,
             // buckets <= MAX_SLOTS / WAYS < 2^32.
             mask: (buckets - 1) as u32,
             len: 0,

@@ -11,6 +11,7 @@ pub mod encap;
 pub mod flow;
 pub mod flow_table;
 pub mod health;
+pub mod huge_array;
 pub mod logging;
 pub mod maglev;
 pub mod neighbors;

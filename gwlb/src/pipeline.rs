@@ -196,7 +196,7 @@ impl Pipeline {
                         self.flows.prefetch(hash as u32);
                         Plan::Encap { group, key, hash }
                     }
-                    Dispatch::Return => match return_flow(snap, b.data(), p) {
+                    Dispatch::Return => match return_flow(snap, b.data(), p, &mut sc.inner[i]) {
                         Ok((slot, ret, key, hash)) => {
                             self.flows.prefetch(hash as u32);
                             Plan::Return {
@@ -228,7 +228,7 @@ impl Pipeline {
                     ref ret,
                     key,
                     hash,
-                } => self.decapsulate_flow(snap, b, slot, ret, key, hash, now),
+                } => self.decapsulate_flow(snap, b, slot, ret, &sc.inner[i], key, hash, now),
             };
             match *v {
                 Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
@@ -362,14 +362,17 @@ impl Pipeline {
         outer: &ParsedPacket,
         now: u32,
     ) -> Verdict {
-        match return_flow(snap, buf.data(), outer) {
-            Ok((slot, ret, key, h)) => self.decapsulate_flow(snap, buf, slot, &ret, key, h, now),
+        let mut inner = ParsedPacket::default();
+        match return_flow(snap, buf.data(), outer, &mut inner) {
+            Ok((slot, ret, key, h)) => {
+                self.decapsulate_flow(snap, buf, slot, &ret, &inner, key, h, now)
+            }
             Err(r) => Verdict::Drop(r),
         }
     }
 
-    /// [`Pipeline::decapsulate`] of a validated return of appliance `slot` whose inner flow
-    /// has key `key` and hash `h`.
+    /// [`Pipeline::decapsulate`] of a validated return `ret` of appliance `slot` whose inner
+    /// packet `inner` has flow key `key` and hash `h`.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn decapsulate_flow<B: PacketBuf>(
@@ -378,6 +381,7 @@ impl Pipeline {
         buf: &mut B,
         slot: u16,
         ret: &decap::GeneveReturn,
+        inner: &ParsedPacket,
         key: FlowKey,
         h: u64,
         now: u32,
@@ -390,13 +394,13 @@ impl Pipeline {
         if ret.flow_cookie.is_some_and(|c| c != table_hash) {
             return Verdict::Drop(DropReason::NoFlowForReturn);
         }
-        let hop = match snap.next_hop(&ret.inner.dst) {
+        let hop = match snap.next_hop(&inner.dst) {
             Ok(h) => h,
             Err(NoNextHop::NoRoute) => return Verdict::Drop(DropReason::NoRoute),
             Err(NoNextHop::Unresolved) => return Verdict::Drop(DropReason::NeighborUnresolved),
         };
         let src = snap.ports[usize::from(hop.port)].mac;
-        if !decap::restore_frame(buf, ret, hop.mac, src) {
+        if !decap::restore_frame(buf, ret.inner_offset, inner, hop.mac, src) {
             return Verdict::Drop(DropReason::GeneveMalformed);
         }
         self.counters.decapsulated += 1;
@@ -488,19 +492,21 @@ fn dispatch(snap: &Snapshot, p: &ParsedPacket, in_port: u16) -> Dispatch {
 }
 
 /// The appliance slot of a Geneve return, the validated return, and its inner flow's key and
-/// hash; or why it is dropped. Depends only on the snapshot and the frame.
+/// hash; or why it is dropped. The inner packet is parsed into `inner`. Depends only on the
+/// snapshot and the frame.
 #[inline]
 fn return_flow(
     snap: &Snapshot,
     frame: &[u8],
     outer: &ParsedPacket,
+    inner: &mut ParsedPacket,
 ) -> Result<(u16, decap::GeneveReturn, FlowKey, u64), DropReason> {
     let slot = snap
         .appliance_by_addr(&outer.src)
         .ok_or(DropReason::UnknownAppliance)?;
-    let ret = decap::parse_return(frame, outer)?;
+    let ret = decap::parse_return_into(frame, outer, inner)?;
     let group = snap.appliances[usize::from(slot)].group;
-    let (key, h) = flow_of(snap, group, &ret.inner);
+    let (key, h) = flow_of(snap, group, inner);
     Ok((slot, ret, key, h))
 }
 
@@ -514,7 +520,8 @@ enum Plan {
     Done(Verdict),
     /// User traffic of this target group, its flow key and hash.
     Encap { group: u16, key: FlowKey, hash: u64 },
-    /// A validated return of appliance `slot`, its inner flow key and hash.
+    /// A validated return of appliance `slot` (its inner packet parsed in
+    /// [`BurstScratch::inner`]), its inner flow key and hash.
     Return {
         slot: u16,
         ret: decap::GeneveReturn,
@@ -525,7 +532,10 @@ enum Plan {
 
 /// Scratch of [`Pipeline::process_burst`], allocated once with the pipeline.
 struct BurstScratch {
+    /// Each packet as received.
     parsed: [ParsedPacket; BURST_MAX],
+    /// The inner packet of each Geneve return (unused for other packets).
+    inner: [ParsedPacket; BURST_MAX],
     plan: [Plan; BURST_MAX],
 }
 
@@ -533,6 +543,7 @@ impl BurstScratch {
     fn new() -> Self {
         Self {
             parsed: [ParsedPacket::default(); BURST_MAX],
+            inner: [ParsedPacket::default(); BURST_MAX],
             plan: [Plan::Done(Verdict::ToHost); BURST_MAX],
         }
     }
@@ -575,9 +586,9 @@ pub fn owner_hash(snap: &Snapshot, frame: &[u8], in_port: u16) -> Option<u32> {
         Dispatch::Encapsulate(g) => Some(flow_of(snap, g, &p).1 as u32),
         Dispatch::Return => {
             let slot = snap.appliance_by_addr(&p.src)?;
-            let ret = decap::parse_return(frame, &p).ok()?;
+            let (_, inner) = decap::parse_return(frame, &p).ok()?;
             let group = snap.appliances[usize::from(slot)].group;
-            Some(flow_of(snap, group, &ret.inner).1 as u32)
+            Some(flow_of(snap, group, &inner).1 as u32)
         }
         Dispatch::Host | Dispatch::NoRoute => None,
     }

@@ -105,6 +105,10 @@ struct Args {
     /// Skip the latency table.
     #[arg(long)]
     no_latency: bool,
+    /// Run only the throughput scenarios whose name contains one of these words (e.g.
+    /// `--only decap,storm`); the io-forward baseline always runs. For quick A/B runs.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// IN ring size (like a NIC's 1024 RX descriptors).
@@ -1098,6 +1102,11 @@ fn main() {
             a.table,
         ),
     ];
+    let scenarios = scenarios.into_iter().filter(|(name, kind, _)| {
+        *kind == Kind::IoFwd
+            || a.only.is_empty()
+            || a.only.iter().any(|w| name.contains(w.as_str()))
+    });
     let mut results: Vec<(String, Kind, Vec<RepResult>)> = Vec::new();
     for (name, kind, table) in scenarios {
         let mut reps = Vec::new();
