@@ -555,15 +555,24 @@ impl std::fmt::Debug for BurstScratch {
     }
 }
 
-/// Starts loading the first cache line of a packet (no-op where unsupported).
+/// Starts loading the cache lines of a packet the pipeline touches: the first line of data
+/// (headers), the second for longer frames (the inner headers of a Geneve return cross it),
+/// and the line in front of the data (headroom), which encapsulation writes its outer headers
+/// into. A prefetch is a hint: no-op where unsupported, and it never faults, so the
+/// out-of-buffer addresses of short or headroom-less buffers are harmless.
 #[inline(always)]
 fn prefetch_data(d: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and has no architectural effect.
+    // SAFETY: a prefetch is a hint: it never faults and has no architectural effect, whatever
+    // the address (`wrapping_*` pointer arithmetic creates no reference).
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-            d.as_ptr().cast::<i8>(),
-        );
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = d.as_ptr().cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(p);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_sub(64));
+        if d.len() > 64 {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = d;
