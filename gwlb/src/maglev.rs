@@ -254,6 +254,9 @@ struct Perm {
     /// Next slot of the permutation to try.
     pos: u32,
     skip: u32,
+    /// `k * skip mod M` for k = 2, 3, 4: the probe loop computes four candidates from `pos`
+    /// independently instead of as a chain of dependent steps.
+    skips: [u32; 3],
     /// `skip^-1 mod M`, computed on the backend's first turn in the tail (0 = not yet).
     inv_skip: u32,
     weight: u32,
@@ -374,10 +377,19 @@ impl MaglevBuilder {
         for &(key, index) in &self.order {
             let (pos, skip) = permutation(key, self.seed, self.size);
             let weight = backends[usize::from(index)].weight;
+            let add = |a: u32, b: u32| {
+                if a + b >= self.size {
+                    a + b - self.size
+                } else {
+                    a + b
+                }
+            };
+            let skip2 = add(skip, skip);
             self.perms.push(Perm {
                 credit: 0,
                 pos,
                 skip,
+                skips: [skip2, add(skip2, skip), add(skip2, skip2)],
                 inv_skip: 0,
                 weight,
                 index,
@@ -465,29 +477,29 @@ impl MaglevBuilder {
                 // iteration with one branch (late in the fill most candidates are taken, and a
                 // branch per probe mispredicts). Terminates: fewer than M slots are filled and
                 // the permutation visits all M.
-                let skip = p.skip;
-                let step = |c: u32| {
-                    if c + skip >= m {
-                        c + skip - m
-                    } else {
-                        c + skip
-                    }
+                // (a + b) mod M for a, b < M.
+                let add = |a: u32, b: u32| if a + b >= m { a + b - m } else { a + b };
+                let (skip, [skip2, skip3, skip4]) = (p.skip, p.skips);
+                let words = filled_bits.as_slice();
+                let free = |c: u32| {
+                    debug_assert!(c < m);
+                    // SAFETY: every candidate is reduced mod M (`add` of two values < M), and
+                    // `filled_bits` holds ceil(M / 64) words, so `c >> 6` is in bounds.
+                    let w = unsafe { *words.get_unchecked((c >> 6) as usize) };
+                    (!w >> (c & 63)) & 1
                 };
-                let free = |c: u32| (!filled_bits[(c >> 6) as usize] >> (c & 63)) & 1;
                 let mut c0 = p.pos;
                 let c = loop {
-                    let c1 = step(c0);
-                    let c2 = step(c1);
-                    let c3 = step(c2);
+                    let (c1, c2, c3) = (add(c0, skip), add(c0, skip2), add(c0, skip3));
                     let mask = free(c0) | free(c1) << 1 | free(c2) << 2 | free(c3) << 3;
                     if mask != 0 {
                         break [c0, c1, c2, c3][mask.trailing_zeros() as usize];
                     }
-                    c0 = step(c3);
+                    c0 = add(c0, skip4);
                 };
                 filled_bits[(c >> 6) as usize] |= 1 << (c & 63);
                 out[c as usize] = p.index;
-                p.pos = step(c);
+                p.pos = add(c, skip);
                 filled += 1;
                 if filled == m {
                     return;

@@ -53,8 +53,11 @@ struct Args {
     /// Modes the driver runs (comma-separated).
     #[arg(long, default_value = "packet,burst")]
     modes: String,
-    /// Scenarios the driver runs (comma-separated).
-    #[arg(long, default_value = "encap,imix,decap-aws,decap-linux,storm,mixed")]
+    /// Scenarios the driver runs (comma-separated; `maglev-N` is one rebuild for N backends).
+    #[arg(
+        long,
+        default_value = "encap,imix,decap-aws,decap-linux,storm,mixed,maglev-10,maglev-100,maglev-1000"
+    )]
     scenarios: String,
     /// Smaller sizes (CI smoke: the driver is not run, a child run verifies).
     #[arg(long)]
@@ -342,7 +345,11 @@ fn driver(a: &Args) {
         a.packets, a.flows, a.table
     );
     println!();
-    for sc in a.scenarios.split(',') {
+    let (maglev, pipeline): (Vec<&str>, Vec<&str>) = a
+        .scenarios
+        .split(',')
+        .partition(|s| s.starts_with("maglev-"));
+    for sc in pipeline {
         let mut row = vec![sc.to_string()];
         for m in &modes {
             let out = dir.join(format!("gwlb-instr-{}-{sc}-{m}.out", std::process::id()));
@@ -373,14 +380,14 @@ fn driver(a: &Args) {
         rows.push(row);
     }
     let mut mrows = Vec::new();
-    for n in [10, 100, 1000] {
-        let sc = format!("maglev-{n}");
+    for sc in maglev {
+        let n = sc.trim_start_matches("maglev-");
         let out = dir.join(format!("gwlb-instr-{}-{sc}.out", std::process::id()));
         let st = Command::new("valgrind")
             .args(["--tool=callgrind", "-q"])
             .arg(format!("--callgrind-out-file={}", out.display()))
             .arg(&exe)
-            .args(["--scenario", &sc])
+            .args(["--scenario", sc])
             .status()
             .expect("valgrind");
         assert!(st.success(), "callgrind run of {sc} failed");
@@ -415,7 +422,13 @@ fn main() {
         Some(s) => child(&a, &s),
         None if a.smoke => {
             for s in a.scenarios.split(',') {
-                for m in a.modes.split(',') {
+                // One Maglev build per scenario, whatever the mode.
+                let modes = if s.starts_with("maglev-") {
+                    "packet"
+                } else {
+                    a.modes.as_str()
+                };
+                for m in modes.split(',') {
                     let mut b = Args::parse();
                     b.packets = a.packets;
                     b.flows = a.flows;
