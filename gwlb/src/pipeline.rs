@@ -561,7 +561,7 @@ impl std::fmt::Debug for BurstScratch {
 /// into. A prefetch is a hint: no-op where unsupported, and it never faults, so the
 /// out-of-buffer addresses of short or headroom-less buffers are harmless.
 #[inline(always)]
-fn prefetch_data(d: &[u8]) {
+pub(crate) fn prefetch_data(d: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it never faults and has no architectural effect, whatever
     // the address (`wrapping_*` pointer arithmetic creates no reference).
@@ -576,6 +576,18 @@ fn prefetch_data(d: &[u8]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = d;
+}
+
+/// Starts loading the cache line at `p` (no-op where unsupported; never faults).
+#[inline(always)]
+pub(crate) fn prefetch_ptr<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and has no architectural effect.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The flow key of a packet under its target group's stickiness, and its hash.

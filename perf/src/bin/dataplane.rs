@@ -22,9 +22,11 @@
 //!
 //! Scaling: `--workers N` worker loops (CPUs `worker_cpu`, `worker_cpu + 1`, ... modulo the
 //! CPUs online), one IN/OUT ring pair (rx/tx queue) each and handoff rings between them as in
-//! `gwlb run`; the feeder steers each flow to its owner's queue (an RSS that agrees with
-//! gwlb's owner hash) or spreads flows over the queues (every packet of a non-owner is handed
-//! off).
+//! `gwlb run`, **preloaded**: a round of 2^19 packets is put in the IN rings while the workers
+//! are stopped, then the workers run and are timed until everything is processed while the
+//! main thread sleeps, so N workers get N CPUs (a live feeder would need an N+1th). Flows are
+//! steered to their owner's queue (an RSS that agrees with gwlb's owner hash) or spread over
+//! the queues (every packet of a non-owner is handed off).
 //!
 //! `cargo run --release -p gwlb-perf --bin dataplane [-- --smoke]` (as root; hugepages)
 
@@ -44,8 +46,9 @@ use dpdk_bindings::{
 use gwlb::dataplane::stats::WorkerStats;
 use gwlb::dataplane::worker::{self, HostPath, WorkerSetup};
 use gwlb::flow_table::Timeouts;
+use gwlb::packet_buf::VecBuf;
 use gwlb::parse::DropReason;
-use gwlb::pipeline::{self, Pipeline, MAX_APPLIANCES};
+use gwlb::pipeline::{self, Counters, Pipeline, Verdict, MAX_APPLIANCES};
 use gwlb::snapshot::Snapshot;
 use gwlb_perf::{
     bench_snapshot, cpu_model, geneve_inner, imix_len, ip_src, print_table, stamp_offset,
@@ -165,6 +168,11 @@ struct RepOpts {
     /// Offered rate, packets/s: paced feeder, stamped packets, latency histogram. `None`: as
     /// fast as IN takes them.
     pace_pps: Option<f64>,
+    /// Preloaded: no feeder while the workers run. Each round fills the IN rings with this
+    /// many packets in all while the workers are stopped, starts them, and times how long
+    /// they take to process everything (the main thread sleeps meanwhile), so N workers can
+    /// be measured on N CPUs. The flows are inserted into each worker's table directly.
+    preload: Option<usize>,
 }
 
 impl RepOpts {
@@ -173,6 +181,7 @@ impl RepOpts {
         workers: 1,
         spread: false,
         pace_pps: None,
+        preload: None,
     };
 }
 
@@ -198,6 +207,9 @@ struct RepResult {
 
 struct Bench {
     pool: Mempool,
+    /// Small mbufs for the preloaded scaling runs (a whole round sits in the IN rings);
+    /// `None` when the scaling table is skipped.
+    preload_pool: Option<Mempool>,
     snap: Arc<ArcSwap<Snapshot>>,
     tmpl: [u8; FRAME_LEN],
     gen: FlowGen,
@@ -264,24 +276,45 @@ impl Bench {
             nq >= 1 && (nq == 1 || kind != Kind::IoFwd),
             "io-forward has one loop"
         );
+        // Preloaded: each IN ring holds a round's share, each OUT ring a whole round (the
+        // owner of a handed-off flow transmits it).
+        let (in_size, out_size) = match opts.preload {
+            Some(total) => (
+                (total.div_ceil(nq) + 1).next_power_of_two() as u32,
+                (total + 1).next_power_of_two() as u32,
+            ),
+            None => (RING, OUT_RING),
+        };
         let rx_rings: Vec<Ring> = (0..nq)
-            .map(|q| Ring::new(&format!("pin{n}_{q}"), RING, SOCKET_ID_ANY).expect("ring"))
+            .map(|q| Ring::new(&format!("pin{n}_{q}"), in_size, SOCKET_ID_ANY).expect("ring"))
             .collect();
         let tx_rings: Vec<Ring> = (0..nq)
-            .map(|q| Ring::new(&format!("pout{n}_{q}"), OUT_RING, SOCKET_ID_ANY).expect("ring"))
+            .map(|q| Ring::new(&format!("pout{n}_{q}"), out_size, SOCKET_ID_ANY).expect("ring"))
             .collect();
         let rx_refs: Vec<&Ring> = rx_rings.iter().collect();
         let tx_refs: Vec<&Ring> = tx_rings.iter().collect();
-        let mut port =
-            Port::from_rings(&format!("bench{n}"), &rx_refs, &tx_refs).expect("ring port");
-        let pc = PortConfig {
-            rx_queues: nq as u16,
-            tx_queues: nq as u16,
-            ..PortConfig::default()
-        };
-        port.configure(&pc, &self.pool).expect("configure");
-        port.start().expect("start");
-        let pid = port.id();
+        // One ring port per worker, each with one queue pair, all seen by gwlb as port index
+        // 0 (the snapshot's one port): the ring PMD keeps its per-queue packet counters in one
+        // array and updates them with a locked add on every burst, so queues of one port
+        // polled by different CPUs would share cache lines. A NIC PMD allocates each queue on
+        // its own cache lines; this keeps that property instead of measuring the PMD's false
+        // sharing.
+        let mut ports: Vec<Port> = (0..nq)
+            .map(|q| {
+                let mut port =
+                    Port::from_rings(&format!("bench{n}_{q}"), &rx_refs[q..=q], &tx_refs[q..=q])
+                        .expect("ring port");
+                port.configure(&PortConfig::default(), &self.pool)
+                    .expect("configure");
+                port.start().expect("start");
+                port
+            })
+            .collect();
+        let max_pid = ports.iter().map(|p| p.id().0).max().unwrap_or(0);
+        let mut port_index_by_id = vec![u16::MAX; usize::from(max_pid) + 1];
+        for p in &ports {
+            port_index_by_id[usize::from(p.id().0)] = 0;
+        }
         // As `gwlb run` does with more than one worker: a handoff ring per worker.
         let handoff: Vec<Arc<Ring>> = if nq > 1 {
             (0..nq)
@@ -302,9 +335,11 @@ impl Bench {
         let io_count = Arc::new(AtomicU64::new(0));
         let cpus = gwlb_perf::cpus_online().max(1);
         let mut handles: Vec<JoinHandle<Done>> = Vec::new();
+        // Preloaded: the workers' setups, started round by round.
+        let mut pending: Vec<(usize, WorkerSetup)> = Vec::new();
         for (w, wstats) in stats.iter().enumerate() {
-            let rxq = port.rx_queue(QueueId(w as u16)).expect("rxq");
-            let txq = port.tx_queue(QueueId(w as u16)).expect("txq");
+            let rxq = ports[w].rx_queue(QueueId(0)).expect("rxq");
+            let txq = ports[w].tx_queue(QueueId(0)).expect("txq");
             let cpu = (self.cpu + w) % cpus;
             handles.push(match kind {
                 Kind::IoFwd => {
@@ -326,8 +361,7 @@ impl Bench {
                     })
                 }
                 _ => {
-                    let mut port_index_by_id = vec![u16::MAX; usize::from(pid.0) + 1];
-                    port_index_by_id[usize::from(pid.0)] = 0;
+                    let port_index_by_id = port_index_by_id.clone();
                     let setup = WorkerSetup {
                         index: w,
                         workers: nq,
@@ -349,11 +383,11 @@ impl Bench {
                         clock: worker::Clock::start(),
                         dumps: crossbeam_channel::never(),
                     };
-                    std::thread::spawn(move || {
-                        pin(cpu);
-                        let _reg = ThreadRegistration::register().expect("register");
-                        Done::Gwlb(Box::new(worker::run(setup)))
-                    })
+                    if opts.preload.is_some() {
+                        pending.push((cpu, setup));
+                        continue;
+                    }
+                    spawn_worker(cpu, setup)
                 }
             });
         }
@@ -400,6 +434,24 @@ impl Bench {
             Vec::new()
         };
         let mut feeder = Feeder::new(self, rx_refs, tx_refs, kind, &targets, &steer);
+        feeder.ring_cap = in_size as usize - 1;
+        if opts.preload.is_some() {
+            feeder.pool = self.preload_pool.as_ref().expect("preload pool");
+        }
+
+        if let Some(total) = opts.preload {
+            return self.preloaded(
+                &mut feeder,
+                pending,
+                &stats,
+                &stop,
+                &prefill,
+                &order,
+                total,
+                &handoff,
+                ports,
+            );
+        }
 
         if !prefill.is_empty() {
             let mut src = Source::List(&prefill, 0);
@@ -497,7 +549,7 @@ impl Bench {
         let handed_off = sum(|s| s.handed_off.load(Relaxed)) as f64
             / sum(|s| s.processed.load(Relaxed)).max(1) as f64;
         drop(done);
-        drop(port);
+        drop(ports);
         RepResult {
             mpps: (p1 - p0) as f64 / dt / 1e6,
             starved,
@@ -512,6 +564,126 @@ impl Bench {
             bad_stamps,
         }
     }
+
+    /// The preloaded repetition of [`Bench::rep`] (see [`RepOpts::preload`]): flows inserted
+    /// into each owner's table directly, one round of `total` packets put in the IN rings
+    /// while no worker runs, then the workers started and timed until they have processed
+    /// all of it, while this thread sleeps (100 us polls). The time includes starting the
+    /// worker threads (~0.1 ms of a ~20-40 ms round).
+    #[allow(clippy::too_many_arguments)]
+    fn preloaded(
+        &self,
+        feeder: &mut Feeder<'_>,
+        mut pending: Vec<(usize, WorkerSetup)>,
+        stats: &[Arc<WorkerStats>],
+        stop: &Arc<AtomicBool>,
+        prefill: &[u64],
+        order: &[u64],
+        total: usize,
+        handoff: &[Arc<Ring>],
+        ports: Vec<Port>,
+    ) -> RepResult {
+        let nq = pending.len();
+        let snap = self.snap.load_full();
+        for &i in prefill {
+            let f = Frame::of(&self.gen.flow(i));
+            let owner = match nq {
+                1 => 0,
+                _ => pipeline::owner_hash(&snap, &f.0, 0).map_or(0, |h| h as usize % nq),
+            };
+            let mut b = VecBuf::new(&f.0);
+            let v = pending[owner].1.pipeline.process(&snap, &mut b, 0, 1);
+            assert!(matches!(v, Verdict::Tx(_)), "prefill of flow {i}: {v:?}");
+        }
+        let sum_pipes = |p: &[(usize, WorkerSetup)], f: fn(&Counters) -> u64| -> u64 {
+            p.iter().map(|(_, s)| f(&s.pipeline.counters)).sum()
+        };
+        let base = sum_pipes(&pending, |c| c.packets);
+        let nf0 = sum_pipes(&pending, |c| c.new_flows);
+        assert_eq!(
+            nf0,
+            prefill.len() as u64,
+            "every pre-inserted flow admitted"
+        );
+        let mut src = Source::List(order, 0);
+        feeder.run(&mut src, |f| f.sent >= total as u64);
+        let fed = feeder.sent;
+
+        let t0 = Instant::now();
+        let handles: Vec<JoinHandle<Done>> = pending
+            .drain(..)
+            .map(|(cpu, setup)| spawn_worker(cpu, setup))
+            .collect();
+        let sum = |f: fn(&WorkerStats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
+        // A handoff ring (4096, as in `gwlb run`) can overflow when one worker starts before
+        // the other and floods it: those packets are dropped and counted (tx drops), so the
+        // round ends when every packet is processed or dropped.
+        let tx_full = || sum(|s| s.drops[DropReason::TxFull.index()].load(Relaxed));
+        while sum(|s| s.processed.load(Relaxed)) + tx_full() < base + fed
+            && t0.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        stop.store(true, Relaxed);
+        let done: Vec<Done> = handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread"))
+            .collect();
+        while feeder.drain() > 0 {}
+        let mut b = MbufBurst::<BURST>::new();
+        for r in feeder
+            .rx_rings
+            .iter()
+            .copied()
+            .chain(handoff.iter().map(|r| &**r))
+        {
+            while r.dequeue_burst(&mut b) > 0 {
+                b.clear();
+            }
+        }
+        let (mut packets, mut new_flows) = (0, 0);
+        for d in &done {
+            if let Done::Gwlb(p) = d {
+                let c = &p.counters;
+                assert_eq!(c.dropped(), 0, "gwlb dropped packets: {:?}", c.drops);
+                assert_eq!(c.encapsulated, c.packets, "every packet encapsulated");
+                packets += c.packets;
+                new_flows += c.new_flows;
+            }
+        }
+        let tx_drops = tx_full();
+        assert_eq!(
+            packets - base + tx_drops,
+            fed,
+            "every preloaded packet processed or dropped"
+        );
+        let handed_off = sum(|s| s.handed_off.load(Relaxed)) as f64 / fed.max(1) as f64;
+        drop(done);
+        drop(ports);
+        RepResult {
+            mpps: (packets - base) as f64 / dt / 1e6,
+            starved: 0.0,
+            verified: feeder.verified,
+            tx_drops,
+            new_flows_in_window: new_flows - nf0,
+            window_s: dt,
+            handed_off,
+            hist: None,
+            offered_mpps: 0.0,
+            late: 0.0,
+            bad_stamps: 0,
+        }
+    }
+}
+
+/// Starts a gwlb worker pinned on `cpu`.
+fn spawn_worker(cpu: usize, setup: WorkerSetup) -> JoinHandle<Done> {
+    std::thread::spawn(move || {
+        pin(cpu);
+        let _reg = ThreadRegistration::register().expect("register");
+        Done::Gwlb(Box::new(worker::run(setup)))
+    })
 }
 
 fn pin(cpu: usize) {
@@ -567,6 +739,8 @@ struct Feeder<'a> {
     d: MbufBurst<BURST>,
     /// Per-queue staging when feeding several queues.
     qb: Vec<MbufBurst<BURST>>,
+    /// Mbufs an IN ring holds.
+    ring_cap: usize,
 }
 
 impl<'a> Feeder<'a> {
@@ -611,6 +785,7 @@ impl<'a> Feeder<'a> {
             b: MbufBurst::new(),
             d: MbufBurst::new(),
             qb: (0..nq).map(|_| MbufBurst::new()).collect(),
+            ring_cap: RING as usize - 1,
         }
     }
 
@@ -624,6 +799,8 @@ impl<'a> Feeder<'a> {
     }
 
     /// Feeds and drains until `done(self)` (checked every 16 iterations).
+    ///
+    /// `done` must become true with the mbufs the pool has: a feed stops at an empty pool.
     fn run(&mut self, src: &mut Source<'_>, mut done: impl FnMut(&Self) -> bool) {
         let mut it = 0u32;
         loop {
@@ -650,8 +827,7 @@ impl<'a> Feeder<'a> {
         if lo < 64 {
             self.starved += 1;
         }
-        // A ring of N slots holds N - 1 mbufs.
-        let room = (RING as usize - 1).saturating_sub(hi);
+        let room = self.ring_cap.saturating_sub(hi);
         match self.pace {
             None => {
                 for _ in 0..(room / BURST).min(4) {
@@ -1002,8 +1178,21 @@ fn main() {
     let snap_for_returns = bench_snapshot(a.appliances, a.table as u32).1;
     let pool = Mempool::new_pktmbuf("perfpool", 32767, 256, DEFAULT_DATA_ROOM, SOCKET_ID_ANY)
         .expect("mempool");
+    // 2^19 packets per preloaded round (2^13 in smoke mode), 512-byte data rooms: ~350 MB.
+    let preload_total: usize = if a.smoke { 1 << 13 } else { 1 << 19 };
+    let preload_pool = (!a.no_scaling).then(|| {
+        Mempool::new_pktmbuf(
+            "perfpreload",
+            (preload_total + 8192) as u32,
+            256,
+            512,
+            SOCKET_ID_ANY,
+        )
+        .expect("preload mempool")
+    });
     let mut bench = Bench {
         pool,
+        preload_pool,
         snap: Arc::new(ArcSwap::from_pointee(snap)),
         tmpl: Frame::template().0,
         gen: FlowGen::new(),
@@ -1221,17 +1410,14 @@ fn main() {
 
     // Scaling: the established scenario with 1 and N workers.
     let cpus = gwlb_perf::cpus_online().max(1);
-    let n_workers = a
-        .workers
-        .unwrap_or_else(|| cpus.saturating_sub(1).max(2))
-        .max(1);
+    let n_workers = a.workers.unwrap_or_else(|| cpus.max(2)).max(1);
     let worker_cpus = |n: usize| {
         (0..n)
             .map(|w| ((a.worker_cpu + w) % cpus).to_string())
             .collect::<Vec<_>>()
             .join(",")
     };
-    let oversubscribed = n_workers + 1 > cpus;
+    let oversubscribed = n_workers > cpus;
     let mut scale_rows = Vec::new();
     if !a.no_scaling {
         let kind = Kind::Established { flows: a.flows };
@@ -1254,14 +1440,15 @@ fn main() {
                     workers,
                     spread,
                     pace_pps: None,
+                    preload: Some(preload_total),
                 };
                 let res = bench.rep(kind, a.secs, a.table, a.smoke, opts);
                 eprintln!(
                     "scaling {workers} worker(s), {feed}, rep {r}: {:.2} Mpps, handed off {:.1}%, \
-                     IN starved {:.1}%, {} outputs verified, tx drops {}",
+                     {:.1} ms for the round, {} outputs verified, tx drops {}",
                     res.mpps,
                     res.handed_off * 100.0,
-                    res.starved * 100.0,
+                    res.window_s * 1e3,
                     res.verified,
                     res.tx_drops
                 );
@@ -1284,14 +1471,14 @@ fn main() {
                     .map(|r| r.handed_off * 100.0)
                     .collect::<Vec<_>>(),
             );
-            let st = Summary::of(&reps.iter().map(|r| r.starved * 100.0).collect::<Vec<_>>());
+            let round = Summary::of(&reps.iter().map(|r| r.window_s * 1e3).collect::<Vec<_>>());
             scale_rows.push(vec![
                 workers.to_string(),
                 feed.to_string(),
                 format!(
                     "{}{}",
                     worker_cpus(workers),
-                    if workers + 1 > cpus {
+                    if workers > cpus {
                         " (oversubscribed)"
                     } else {
                         ""
@@ -1300,7 +1487,7 @@ fn main() {
                 m.fmt(2),
                 format!("{:.2}", m.median / one_worker),
                 h.fmt(1),
-                st.fmt(1),
+                round.fmt(1),
                 reps.iter().map(|r| r.verified).sum::<u64>().to_string(),
                 reps.iter().map(|r| r.tx_drops).sum::<u64>().to_string(),
             ]);
@@ -1396,16 +1583,16 @@ fn main() {
     if !scale_rows.is_empty() {
         println!();
         println!(
-            "### Scaling: gwlb established, {} flows, {}-flow table per worker; {} x {:.1} s; \
-             worker w on CPU (worker_cpu + w) % {cpus}, feeder/drain on CPU 0",
-            a.flows, a.table, a.reps, a.secs
+            "### Scaling: gwlb established, {} flows, {}-flow table per worker; {} rounds of \
+             {preload_total} preloaded packets (IN rings filled while the workers are stopped, \
+             then timed until all are processed; the main thread sleeps); worker w on CPU \
+             (worker_cpu + w) % {cpus}",
+            a.flows, a.table, a.reps
         );
         if oversubscribed {
             println!(
-                "NOTE: {n_workers} workers + the feeder on {cpus} CPUs: oversubscribed (threads \
-                 share CPUs by time slicing). This says whether the multi-worker path works and \
-                 scales at all, not how fast it is; run on >= {} CPUs for a scaling figure.",
-                n_workers + 1
+                "NOTE: {n_workers} workers on {cpus} CPUs: oversubscribed (threads share CPUs by \
+                 time slicing); this only shows that the multi-worker path works."
             );
         }
         println!();
@@ -1417,7 +1604,7 @@ fn main() {
                 "Mpps (all workers)",
                 "vs 1 worker",
                 "handed off %",
-                "IN starved %",
+                "round ms",
                 "outputs verified",
                 "tx drops",
             ],
