@@ -331,9 +331,10 @@ fn match_mask(tags: &[u32; WAYS], tag: u32) -> u32 {
     m
 }
 
-/// Hints the CPU to start loading the cache line at `p` (no-op where unsupported).
+/// Hints the CPU to start loading the cache line at `p` (no-op where unsupported). Also used
+/// by the pipeline and the worker for packet data and mbuf headers.
 #[inline(always)]
-fn prefetch_line<T>(p: *const T) {
+pub(crate) fn prefetch_line<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it never faults and has no architectural effect, whatever
     // the address (SSE, part of the x86_64 baseline).

@@ -8,7 +8,9 @@
 use crate::decap;
 use crate::encap::{EncapError, ETH_LEN};
 use crate::flow::FlowKey;
-use crate::flow_table::{FlowEntry, FlowTable, FlowTableError, ProtoClass, Timeouts};
+use crate::flow_table::{
+    prefetch_line, FlowEntry, FlowTable, FlowTableError, ProtoClass, Timeouts,
+};
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, proto, DropReason, ParsedPacket, L3};
 use crate::snapshot::{ApplianceState, GroupView, NoNextHop, Snapshot};
@@ -558,36 +560,16 @@ impl std::fmt::Debug for BurstScratch {
 /// Starts loading the cache lines of a packet the pipeline touches: the first line of data
 /// (headers), the second for longer frames (the inner headers of a Geneve return cross it),
 /// and the line in front of the data (headroom), which encapsulation writes its outer headers
-/// into. A prefetch is a hint: no-op where unsupported, and it never faults, so the
-/// out-of-buffer addresses of short or headroom-less buffers are harmless.
+/// into. A prefetch never faults, so the out-of-buffer addresses of short or headroom-less
+/// buffers are harmless (`wrapping_*` arithmetic creates no reference).
 #[inline(always)]
 pub(crate) fn prefetch_data(d: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and has no architectural effect, whatever
-    // the address (`wrapping_*` pointer arithmetic creates no reference).
-    unsafe {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = d.as_ptr().cast::<i8>();
-        _mm_prefetch::<_MM_HINT_T0>(p);
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_sub(64));
-        if d.len() > 64 {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
-        }
+    let p = d.as_ptr();
+    prefetch_line(p);
+    prefetch_line(p.wrapping_sub(64));
+    if d.len() > 64 {
+        prefetch_line(p.wrapping_add(64));
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = d;
-}
-
-/// Starts loading the cache line at `p` (no-op where unsupported; never faults).
-#[inline(always)]
-pub(crate) fn prefetch_ptr<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and has no architectural effect.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// The flow key of a packet under its target group's stickiness, and its hash.
