@@ -234,6 +234,17 @@ impl MaglevTable {
 /// the point where `F` multiplies per placement cost less than `M / F` probes for M = 65537.
 const TAIL_SLOTS: u32 = 256;
 
+/// `(a + b) mod m` for `a, b < m`, without a division (`m <= MAX_TABLE_SIZE` = 2^24: the sum
+/// does not overflow).
+#[inline(always)]
+fn add_mod(a: u32, b: u32, m: u32) -> u32 {
+    if a + b >= m {
+        a + b - m
+    } else {
+        a + b
+    }
+}
+
 /// The inverse of `a` modulo the prime `m` (`0 < a < m`), by the extended Euclidean algorithm.
 fn mod_inverse(a: u32, m: u32) -> u32 {
     let (mut r0, mut r1) = (i64::from(m), i64::from(a));
@@ -377,19 +388,13 @@ impl MaglevBuilder {
         for &(key, index) in &self.order {
             let (pos, skip) = permutation(key, self.seed, self.size);
             let weight = backends[usize::from(index)].weight;
-            let add = |a: u32, b: u32| {
-                if a + b >= self.size {
-                    a + b - self.size
-                } else {
-                    a + b
-                }
-            };
-            let skip2 = add(skip, skip);
+            let m = self.size;
+            let skip2 = add_mod(skip, skip, m);
             self.perms.push(Perm {
                 credit: 0,
                 pos,
                 skip,
-                skips: [skip2, add(skip2, skip), add(skip2, skip2)],
+                skips: [skip2, add_mod(skip2, skip, m), add_mod(skip2, skip2, m)],
                 inv_skip: 0,
                 weight,
                 index,
@@ -462,11 +467,7 @@ impl MaglevBuilder {
                     }
                     let c = tail.swap_remove(best.1);
                     out[c as usize] = p.index;
-                    p.pos = if c + p.skip >= m {
-                        c + p.skip - m
-                    } else {
-                        c + p.skip
-                    };
+                    p.pos = add_mod(c, p.skip, m);
                     filled += 1;
                     if filled == m {
                         return;
@@ -477,8 +478,7 @@ impl MaglevBuilder {
                 // iteration with one branch (late in the fill most candidates are taken, and a
                 // branch per probe mispredicts). Terminates: fewer than M slots are filled and
                 // the permutation visits all M.
-                // (a + b) mod M for a, b < M.
-                let add = |a: u32, b: u32| if a + b >= m { a + b - m } else { a + b };
+                let add = |a: u32, b: u32| add_mod(a, b, m);
                 let (skip, [skip2, skip3, skip4]) = (p.skip, p.skips);
                 let words = filled_bits.as_slice();
                 let free = |c: u32| {
