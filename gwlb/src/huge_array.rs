@@ -4,8 +4,8 @@
 //! The flow table of a worker is one to several hundred MiB that every packet touches at a
 //! random place. On 4 KiB pages almost every lookup also misses the TLB (a page walk on top
 //! of the cache miss); on 2 MiB pages the TLB covers 512 times more memory. A
-//! [`HugeArray`] maps `len * size_of::<T>()` bytes rounded up to 2 MiB at a 2 MiB-aligned
-//! address, asks for huge pages with `madvise(MADV_HUGEPAGE)` (honoured when
+//! [`HugeArray`] of 2 MiB or more maps `len * size_of::<T>()` bytes rounded up to 2 MiB at a
+//! 2 MiB-aligned address (smaller ones get plain pages), asks for huge pages with `madvise(MADV_HUGEPAGE)` (honoured when
 //! `/sys/kernel/mm/transparent_hugepage/enabled` is `always` or `madvise`, the default of
 //! most distributions), then writes every element, so all memory is faulted in here and the
 //! data path never page-faults. Where the kernel refuses (THP `never`, or fragmented memory)
@@ -46,11 +46,12 @@ pub enum HugeArrayError {
 
 /// A `[T]` of fixed length in its own anonymous mapping (see the module documentation).
 pub struct HugeArray<T> {
-    /// First element: 2 MiB aligned (start of the mapping after trimming).
+    /// First element, at the start of the mapping: 2 MiB aligned from 2 MiB on, page-aligned
+    /// below; dangling for an empty array.
     ptr: NonNull<T>,
     len: usize,
-    /// Bytes mapped at `ptr` (a multiple of [`HUGE_PAGE`]; 0 for an empty array, which maps
-    /// nothing).
+    /// Bytes mapped at `ptr`: a multiple of [`HUGE_PAGE`] from 2 MiB on, the array's exact
+    /// size below (the kernel rounds it to pages), 0 for an empty array (nothing mapped).
     mapped: usize,
 }
 
