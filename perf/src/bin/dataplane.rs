@@ -517,14 +517,7 @@ impl Bench {
             .collect();
         feeder.drain();
         while feeder.drain() > 0 {}
-        // Rings free what they hold when dropped, but empty IN and the handoff rings now so
-        // that the pool is full again for the next repetition.
-        let mut b = MbufBurst::<BURST>::new();
-        for r in rx_rings.iter().chain(handoff.iter().map(|r| &**r)) {
-            while r.dequeue_burst(&mut b) > 0 {
-                b.clear();
-            }
-        }
+        empty_rings(rx_rings.iter().chain(handoff.iter().map(|r| &**r)));
         let verified = feeder.verified;
         let hist = feeder.hist.take();
         let bad_stamps = feeder.bad_stamps;
@@ -631,17 +624,13 @@ impl Bench {
             .map(|h| h.join().expect("worker thread"))
             .collect();
         while feeder.drain() > 0 {}
-        let mut b = MbufBurst::<BURST>::new();
-        for r in feeder
-            .rx_rings
-            .iter()
-            .copied()
-            .chain(handoff.iter().map(|r| &**r))
-        {
-            while r.dequeue_burst(&mut b) > 0 {
-                b.clear();
-            }
-        }
+        empty_rings(
+            feeder
+                .rx_rings
+                .iter()
+                .copied()
+                .chain(handoff.iter().map(|r| &**r)),
+        );
         let (mut packets, mut new_flows) = (0, 0);
         for d in &done {
             if let Done::Gwlb(p) = d {
@@ -673,6 +662,17 @@ impl Bench {
             offered_mpps: 0.0,
             late: 0.0,
             bad_stamps: 0,
+        }
+    }
+}
+
+/// Frees what `rings` hold. Rings free their mbufs when dropped, but a repetition empties IN
+/// and the handoff rings at its end so that the pool is full again for the next one.
+fn empty_rings<'r>(rings: impl Iterator<Item = &'r Ring>) {
+    let mut b = MbufBurst::<BURST>::new();
+    for r in rings {
+        while r.dequeue_burst(&mut b) > 0 {
+            b.clear();
         }
     }
 }

@@ -352,30 +352,32 @@ fn driver(a: &Args) {
     for sc in pipeline {
         let mut row = vec![sc.to_string()];
         for m in &modes {
-            let out = dir.join(format!("gwlb-instr-{}-{sc}-{m}.out", std::process::id()));
-            let st = Command::new("valgrind")
-                .args(["--tool=callgrind", "-q"])
-                .arg(format!("--callgrind-out-file={}", out.display()))
-                .arg(&exe)
-                .args(["--scenario", sc, "--mode", m])
-                .args(["--packets", &a.packets.to_string()])
-                .args(["--flows", &a.flows.to_string()])
-                .args(["--table", &a.table.to_string()])
-                .status()
-                .expect("valgrind (apt-get install valgrind)");
-            assert!(st.success(), "callgrind run of {sc} {m} failed");
-            let ann = Command::new("callgrind_annotate")
-                .args(["--inclusive=yes", "--threshold=100"])
-                .arg(&out)
-                .output()
-                .expect("callgrind_annotate");
-            let text = String::from_utf8_lossy(&ann.stdout);
+            let (packets, flows, table) = (
+                a.packets.to_string(),
+                a.flows.to_string(),
+                a.table.to_string(),
+            );
+            let text = callgrind(
+                &exe,
+                &dir.join(format!("gwlb-instr-{}-{sc}-{m}.out", std::process::id())),
+                &[
+                    "--scenario",
+                    sc,
+                    "--mode",
+                    m,
+                    "--packets",
+                    &packets,
+                    "--flows",
+                    &flows,
+                    "--table",
+                    &table,
+                ],
+            );
             let total = inclusive(&text, "measured_total").expect("measured_total in profile");
             let base = inclusive(&text, "measured_baseline").expect("measured_baseline in profile");
             let per = (total as f64 - base as f64) / a.packets as f64;
             eprintln!("{sc} {m}: total {total} baseline {base} -> {per:.1} instr/packet");
             row.push(format!("{per:.1}"));
-            let _ = std::fs::remove_file(&out);
         }
         rows.push(row);
     }
@@ -383,23 +385,9 @@ fn driver(a: &Args) {
     for sc in maglev {
         let n = sc.trim_start_matches("maglev-");
         let out = dir.join(format!("gwlb-instr-{}-{sc}.out", std::process::id()));
-        let st = Command::new("valgrind")
-            .args(["--tool=callgrind", "-q"])
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg(&exe)
-            .args(["--scenario", sc])
-            .status()
-            .expect("valgrind");
-        assert!(st.success(), "callgrind run of {sc} failed");
-        let ann = Command::new("callgrind_annotate")
-            .args(["--inclusive=yes", "--threshold=100"])
-            .arg(&out)
-            .output()
-            .expect("callgrind_annotate");
-        let text = String::from_utf8_lossy(&ann.stdout);
+        let text = callgrind(&exe, &out, &["--scenario", sc]);
         let ir = inclusive(&text, "measured_maglev").expect("measured_maglev in profile");
         mrows.push(vec![n.to_string(), format!("{:.2} M", ir as f64 / 1e6)]);
-        let _ = std::fs::remove_file(&out);
     }
     let mut header = vec!["scenario".to_string()];
     header.extend(modes.iter().map(|m| format!("instructions/packet, {m}")));
@@ -409,6 +397,26 @@ fn driver(a: &Args) {
     println!("Maglev rebuild (M = 65537, equal weights, warm scratch, build_into):");
     println!();
     print_table(&["backends", "instructions per rebuild"], &mrows);
+}
+
+/// Runs `exe args` under callgrind with its profile in `out` and returns the inclusive
+/// annotation (`callgrind_annotate --inclusive=yes`); the profile file is removed.
+fn callgrind(exe: &std::path::Path, out: &std::path::Path, args: &[&str]) -> String {
+    let st = Command::new("valgrind")
+        .args(["--tool=callgrind", "-q"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(exe)
+        .args(args)
+        .status()
+        .expect("valgrind (apt-get install valgrind)");
+    assert!(st.success(), "callgrind run of {args:?} failed");
+    let ann = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(out)
+        .output()
+        .expect("callgrind_annotate");
+    let _ = std::fs::remove_file(out);
+    String::from_utf8_lossy(&ann.stdout).into_owned()
 }
 
 fn main() {
