@@ -399,21 +399,20 @@ mod tests {
     }
 
     fn l4_packet_v4(a: [u8; 4], b: [u8; 4], pa: u16, pb: u16, udp: bool) -> Vec<u8> {
-        let builder = etherparse::PacketBuilder::ipv4(a, b, 64);
-        let mut v = Vec::new();
-        if udp {
-            builder.udp(pa, pb).write(&mut v, b"hello").unwrap();
-        } else {
-            builder
-                .tcp(pa, pb, 1, 1000)
-                .write(&mut v, b"hello")
-                .unwrap();
-        }
-        v
+        l4_packet(etherparse::PacketBuilder::ipv4(a, b, 64), pa, pb, udp)
     }
 
     fn l4_packet_v6(a: [u8; 16], b: [u8; 16], pa: u16, pb: u16, udp: bool) -> Vec<u8> {
-        let builder = etherparse::PacketBuilder::ipv6(a, b, 64);
+        l4_packet(etherparse::PacketBuilder::ipv6(a, b, 64), pa, pb, udp)
+    }
+
+    /// A UDP or TCP packet with a 5-byte payload under the IP header `builder` starts with.
+    fn l4_packet(
+        builder: etherparse::PacketBuilderStep<etherparse::IpHeaders>,
+        pa: u16,
+        pb: u16,
+        udp: bool,
+    ) -> Vec<u8> {
         let mut v = Vec::new();
         if udp {
             builder.udp(pa, pb).write(&mut v, b"hello").unwrap();
