@@ -891,6 +891,10 @@ pub struct TargetGroup {
     pub other_idle_timeout: Duration,
     /// Answer a non-SYN TCP packet of an unknown flow with a RST instead of dropping it silently.
     pub tcp_rst_on_drop: bool,
+    /// Accept an appliance's return only if it echoes the flow cookie (AWS option type 3):
+    /// for appliances that echo gwlb's options, so that a forged return must also carry the
+    /// flow's cookie. Returns without options (Linux-kernel Geneve) are then dropped.
+    pub require_flow_cookie: bool,
     /// Maglev lookup-table size M (prime).
     pub maglev_table_size: u32,
     /// Geneve VNI sent to the appliances (24 bits).
@@ -1230,6 +1234,8 @@ struct RawTargetGroup {
     other_idle_timeout_s: i64,
     #[serde(default)]
     tcp_rst_on_drop: bool,
+    #[serde(default)]
+    require_flow_cookie: bool,
     #[serde(default = "default_maglev")]
     maglev_table_size: i64,
     #[serde(default)]
@@ -2091,6 +2097,7 @@ fn validate_groups(
                 1..=6000,
             )?),
             tcp_rst_on_drop: rg.tcp_rst_on_drop,
+            require_flow_cookie: rg.require_flow_cookie,
             maglev_table_size,
             geneve_vni: ranged(&format!("{g}.geneve_vni"), rg.geneve_vni, 0..=(1 << 24) - 1)?,
             endpoint_id,
@@ -2398,6 +2405,7 @@ impl From<&Config> for RawConfig {
                         tcp_idle_timeout_s: secs(g.tcp_idle_timeout),
                         other_idle_timeout_s: secs(g.other_idle_timeout),
                         tcp_rst_on_drop: g.tcp_rst_on_drop,
+                        require_flow_cookie: g.require_flow_cookie,
                         maglev_table_size: to_i64(g.maglev_table_size),
                         geneve_vni: to_i64(g.geneve_vni),
                         endpoint_id: Some(U64Value(g.endpoint_id)),
@@ -2740,6 +2748,7 @@ address = "10.0.2.12"
         assert_eq!(g.tcp_idle_timeout, Duration::from_secs(350));
         assert_eq!(g.other_idle_timeout, Duration::from_secs(120));
         assert!(!g.tcp_rst_on_drop);
+        assert!(!g.require_flow_cookie);
         assert_eq!(g.maglev_table_size, 65537);
         assert_eq!(g.geneve_vni, 0);
         assert_eq!(g.endpoint_id, fnv1a64(b"fw"));

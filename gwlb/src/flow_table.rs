@@ -572,6 +572,18 @@ impl<K: Copy + Eq> FlowTable<K> {
         self.insert_new(key, hash, value)
     }
 
+    /// Whether a new key of `hash` would find no room now: both its candidate buckets hold
+    /// only live entries. (An insert may still succeed by displacing an entry; this is the
+    /// necessary condition of [`TableFull`], checked without changing anything.) The pipeline
+    /// accepts a return of a flow it does not hold only when this is true.
+    pub fn is_full_for(&self, hash: u32, now: u32) -> bool {
+        let (b1, b2) = self.buckets_of(tag_of(hash));
+        [b1, b2].into_iter().all(|b| {
+            match_mask(&self.tags[b].0, 0) == 0
+                && (b * WAYS..(b + 1) * WAYS).all(|s| !self.slot_expired(s, now))
+        })
+    }
+
     /// [`FlowTable::insert`] of a key known to be absent: right after
     /// [`FlowTable::lookup`] returned `None` for it (a lookup reclaims an expired entry of its
     /// key, so none is left), with no other insert of that key in between. Skips the search.

@@ -179,8 +179,6 @@ drop_reasons! {
     /// Larger than the gateway handles: a buffer over [`MAX_BUFFER_LEN`] at parse time, or
     /// an inner packet over the configured maximum (AWS: 8500 bytes) at encapsulation.
     Oversize => "oversize",
-    /// TTL / hop limit exhausted where the gateway routes (not on transparent Geneve paths).
-    TtlExpired => "ttl_expired",
     /// Geneve header or options malformed (length, version, option TLV overrun).
     GeneveMalformed => "geneve_malformed",
     /// Geneve protocol type other than IPv4 (0x0800) / IPv6 (0x86DD).
@@ -191,23 +189,31 @@ drop_reasons! {
     UnknownAppliance => "unknown_appliance",
     /// No healthy appliance for a new flow and the policy is fail-closed.
     NoHealthyAppliance => "no_healthy_appliance",
-    /// Packet returned by an appliance that matches no flow (appliances cannot source flows).
+    /// Packet returned by an appliance that matches no flow the gateway holds (appliances
+    /// cannot source flows), and is not a flow a full table could not store whose packets
+    /// went to this appliance by hash.
     NoFlowForReturn => "no_flow_for_return",
+    /// Geneve packet from a registered appliance's address but not from where that appliance
+    /// is: another source MAC, another port, or its MAC not resolved yet (a forged return).
+    ReturnSourceMismatch => "return_source_mismatch",
+    /// Return without the echoed flow cookie in a group with `require_flow_cookie`.
+    ReturnWithoutCookie => "return_without_cookie",
+    /// Packet returned by an appliance for a flow the gateway steered to another appliance.
+    ReturnFromOtherAppliance => "return_from_other_appliance",
     /// Packet of a flow whose appliance was deregistered and has finished draining, in a
     /// `no_rebalance` group: the flow ends (its entry is removed).
     ApplianceGone => "appliance_gone",
-    /// TCP packet other than a SYN for an unknown flow.
-    TcpNotSynNoFlow => "tcp_not_syn_no_flow",
-    /// New flow could not be inserted: the flow table is full.
-    FlowTableFull => "flow_table_full",
     /// No route to the destination (outer next hop for encapsulation, or egress).
     NoRoute => "no_route",
     /// Next hop has no resolved MAC address (ARP / ND pending).
     NeighborUnresolved => "neighbor_unresolved",
-    /// Transmit queue full: `tx_burst` did not take the packet.
+    /// Transmit queue full: a user or appliance port's `tx_burst` did not take the packet.
     TxFull => "tx_full",
-    /// Packet for the control plane (ARP, health checks) but its queue is full.
+    /// Packet for the host (ARP, ND, health-check sessions) that the exception path's TAP
+    /// queue did not take.
     ControlPlaneQueueFull => "control_plane_queue_full",
+    /// Packet for another worker (the flow's owner) that its handoff ring did not take.
+    HandoffRingFull => "handoff_ring_full",
 }
 
 impl DropReason {

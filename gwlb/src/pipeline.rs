@@ -47,6 +47,14 @@ pub struct Counters {
     pub rebalanced_flows: u64,
     /// TCP resets sent in place of dropped packets (`tcp_rst_on_drop`).
     pub tcp_resets: u64,
+    /// Packets of new flows the full flow table could not store: encapsulated toward the
+    /// appliance the group's Maglev table picks for the flow (stateless), not counted as
+    /// new flows.
+    pub table_full: u64,
+    /// Appliance returns of flows the table does not hold, accepted because the returning
+    /// appliance is the one the group's Maglev table picks for the flow (see
+    /// `Pipeline::decapsulate_flow`).
+    pub stateless_returns: u64,
     /// Drops by reason, indexed by [`DropReason::index`].
     pub drops: [u64; DropReason::COUNT],
     /// Packets sent to each appliance slot.
@@ -69,6 +77,8 @@ impl Counters {
             new_flows: 0,
             rebalanced_flows: 0,
             tcp_resets: 0,
+            table_full: 0,
+            stateless_returns: 0,
             drops: [0; DropReason::COUNT],
             appliance_packets: vec![0; max_appliances].into_boxed_slice(),
             appliance_bytes: vec![0; max_appliances].into_boxed_slice(),
@@ -198,18 +208,20 @@ impl Pipeline {
                         self.flows.prefetch(hash as u32);
                         Plan::Encap { group, key, hash }
                     }
-                    Dispatch::Return => match return_flow(snap, b.data(), p, &mut sc.inner[i]) {
-                        Ok((slot, ret, key, hash)) => {
-                            self.flows.prefetch(hash as u32);
-                            Plan::Return {
-                                slot,
-                                ret,
-                                key,
-                                hash,
+                    Dispatch::Return => {
+                        match return_flow(snap, b.data(), p, in_port, &mut sc.inner[i]) {
+                            Ok((slot, ret, key, hash)) => {
+                                self.flows.prefetch(hash as u32);
+                                Plan::Return {
+                                    slot,
+                                    ret,
+                                    key,
+                                    hash,
+                                }
                             }
+                            Err(r) => Plan::Done(Verdict::Drop(r)),
                         }
-                        Err(r) => Plan::Done(Verdict::Drop(r)),
-                    },
+                    }
                 },
             };
         }
@@ -253,7 +265,7 @@ impl Pipeline {
         };
         match dispatch(snap, &p, in_port) {
             Dispatch::Host => Verdict::ToHost,
-            Dispatch::Return => self.decapsulate(snap, buf, &p, now),
+            Dispatch::Return => self.decapsulate(snap, buf, &p, in_port, now),
             Dispatch::Encapsulate(g) => self.encapsulate(snap, buf, &p, g, in_port, now),
             Dispatch::NoRoute => Verdict::Drop(DropReason::NoRoute),
         }
@@ -322,10 +334,19 @@ impl Pipeline {
             None => match pick(snap) {
                 Some(s) => {
                     let entry = FlowEntry::new(class_of(p.protocol), s, group, table_hash);
-                    // A full table still forwards by hash (stateless); the table counts it.
-                    let _ = self.flows.insert_absent(key, table_hash, entry, now);
-                    self.counters.new_flows += 1;
-                    self.counters.appliance_flows[usize::from(s)] += 1;
+                    if self
+                        .flows
+                        .insert_absent(key, table_hash, entry, now)
+                        .is_ok()
+                    {
+                        self.counters.new_flows += 1;
+                        self.counters.appliance_flows[usize::from(s)] += 1;
+                    } else {
+                        // A full table: the packet still goes to the appliance Maglev picks
+                        // for the flow (what an entry would have said), and the return is
+                        // accepted by the same rule (`decapsulate_flow`).
+                        self.counters.table_full += 1;
+                    }
                     s
                 }
                 None if g.fail_open => return self.forward(snap, buf, p),
@@ -362,10 +383,11 @@ impl Pipeline {
         snap: &Snapshot,
         buf: &mut B,
         outer: &ParsedPacket,
+        in_port: u16,
         now: u32,
     ) -> Verdict {
         let mut inner = ParsedPacket::default();
-        match return_flow(snap, buf.data(), outer, &mut inner) {
+        match return_flow(snap, buf.data(), outer, in_port, &mut inner) {
             Ok((slot, ret, key, h)) => {
                 self.decapsulate_flow(snap, buf, slot, &ret, &inner, key, h, now)
             }
@@ -391,7 +413,25 @@ impl Pipeline {
         let table_hash = h as u32;
         match self.flows.lookup(&key, table_hash, now) {
             Some(e) if e.appliance == slot => {}
-            _ => return Verdict::Drop(DropReason::NoFlowForReturn),
+            Some(_) => return Verdict::Drop(DropReason::ReturnFromOtherAppliance),
+            None => {
+                // A flow the table does not hold. If the table had no room for it (both its
+                // buckets full of live flows), its packets went to the appliance the group's
+                // Maglev table picks for it, statelessly: a return from that appliance is
+                // accepted. Otherwise, or from any other appliance, it is dropped
+                // (appliances cannot source flows).
+                if !self.flows.is_full_for(table_hash, now) {
+                    return Verdict::Drop(DropReason::NoFlowForReturn);
+                }
+                let a = &snap.appliances[usize::from(slot)];
+                let g = &snap.groups[usize::from(a.group)];
+                let lb_hash = (h >> 32) as u32;
+                let choice = g.maglev.lookup(lb_hash).map(|b| g.backends[usize::from(b)]);
+                if choice != Some(slot) {
+                    return Verdict::Drop(DropReason::NoFlowForReturn);
+                }
+                self.counters.stateless_returns += 1;
+            }
         }
         if ret.flow_cookie.is_some_and(|c| c != table_hash) {
             return Verdict::Drop(DropReason::NoFlowForReturn);
@@ -493,22 +533,43 @@ fn dispatch(snap: &Snapshot, p: &ParsedPacket, in_port: u16) -> Dispatch {
     }
 }
 
-/// The appliance slot of a Geneve return, the validated return, and its inner flow's key and
-/// hash; or why it is dropped. The inner packet is parsed into `inner`. Depends only on the
-/// snapshot and the frame.
+/// The appliance slot of a Geneve return received on `in_port`, the validated return, and
+/// its inner flow's key and hash; or why it is dropped. The inner packet is parsed into
+/// `inner`. Depends only on the snapshot, the frame and the port.
+///
+/// Trust (docs/architecture.md, "Who may send returns"): a return is taken only from where
+/// the appliance is: its source address names a registered appliance, its source MAC is
+/// that appliance's MAC and it arrived on the port that reaches it; in a group with
+/// `require_flow_cookie` it must also echo the flow cookie. The flow check itself
+/// (`Pipeline::decapsulate_flow`) comes after.
 #[inline]
 fn return_flow(
     snap: &Snapshot,
     frame: &[u8],
     outer: &ParsedPacket,
+    in_port: u16,
     inner: &mut ParsedPacket,
 ) -> Result<(u16, decap::GeneveReturn, FlowKey, u64), DropReason> {
     let slot = snap
         .appliance_by_addr(&outer.src)
         .ok_or(DropReason::UnknownAppliance)?;
+    let a = &snap.appliances[usize::from(slot)];
+    let from_its_mac = match (a.mac, frame.get(6..12)) {
+        (Some(mac), Some(src)) => src == mac,
+        _ => false,
+    };
+    if a.port != in_port || !from_its_mac {
+        return Err(DropReason::ReturnSourceMismatch);
+    }
     let ret = decap::parse_return_into(frame, outer, inner)?;
-    let group = snap.appliances[usize::from(slot)].group;
-    let (key, h) = flow_of(snap, group, inner);
+    let g = snap
+        .groups
+        .get(usize::from(a.group))
+        .ok_or(DropReason::UnknownAppliance)?;
+    if g.require_cookie && ret.flow_cookie.is_none() {
+        return Err(DropReason::ReturnWithoutCookie);
+    }
+    let (key, h) = flow_of(snap, a.group, inner);
     Ok((slot, ret, key, h))
 }
 

@@ -100,6 +100,9 @@ pub struct ApplianceView {
     pub state: ApplianceState,
     /// Prebuilt outer headers; `None` while its MAC is unresolved.
     pub template: Option<EncapTemplate>,
+    /// Its MAC address (configured or learned); `None` while unresolved. Its returns must
+    /// come from this MAC on [`ApplianceView::port`].
+    pub mac: Option<[u8; 6]>,
 }
 
 /// One target group as the data path sees it.
@@ -119,6 +122,8 @@ pub struct GroupView {
     pub fail_open: bool,
     /// `tcp_rst_on_drop`: answer TCP packets of flows the gateway ends with a RST.
     pub tcp_rst: bool,
+    /// `require_flow_cookie`: returns without the echoed flow cookie are dropped.
+    pub require_cookie: bool,
 }
 
 /// A route for forwarding decapsulated (or fail-open) traffic.
@@ -322,27 +327,27 @@ impl Snapshot {
                 (_, SlotState::Registered) => ApplianceState::Unhealthy,
             };
             let port = snap.ports.get(t.port);
+            let mac = snap.lookup_neighbor(&IpAddrBytes::from(t.address));
             let template = match (gi, port) {
                 (Some(gi), Some(port)) if state != ApplianceState::Gone => {
                     let g = &cfg.target_groups[gi];
-                    snap.lookup_neighbor(&IpAddrBytes::from(t.address))
-                        .and_then(|mac| {
-                            let src_ip = match t.address {
-                                IpAddr::V4(_) => port.ipv4,
-                                IpAddr::V6(_) => port.ipv6,
-                            }?;
-                            EncapTemplate::new(&EncapParams {
-                                src_mac: port.mac,
-                                dst_mac: mac,
-                                src_ip: src_ip.to_ip_addr(),
-                                dst_ip: t.address,
-                                vni: g.geneve_vni,
-                                ttl: g.outer_ttl,
-                                endpoint_id: g.endpoint_id,
-                                attachment_id: g.attachment_id,
-                                mtu: port.mtu,
-                            })
+                    mac.and_then(|mac| {
+                        let src_ip = match t.address {
+                            IpAddr::V4(_) => port.ipv4,
+                            IpAddr::V6(_) => port.ipv6,
+                        }?;
+                        EncapTemplate::new(&EncapParams {
+                            src_mac: port.mac,
+                            dst_mac: mac,
+                            src_ip: src_ip.to_ip_addr(),
+                            dst_ip: t.address,
+                            vni: g.geneve_vni,
+                            ttl: g.outer_ttl,
+                            endpoint_id: g.endpoint_id,
+                            attachment_id: g.attachment_id,
+                            mtu: port.mtu,
                         })
+                    })
                 }
                 _ => None,
             };
@@ -365,6 +370,7 @@ impl Snapshot {
                 weight: t.weight,
                 state,
                 template,
+                mac,
             });
         }
         for (gi, (g, (backends, slots))) in cfg.target_groups.iter().zip(group_backends).enumerate()
@@ -380,6 +386,7 @@ impl Snapshot {
                 rebalance: g.on_unhealthy == OnUnhealthy::Rebalance,
                 fail_open: g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
                 tcp_rst: g.tcp_rst_on_drop,
+                require_cookie: g.require_flow_cookie,
             });
         }
         // One slot per address: a registered one wins over one still draining elsewhere.

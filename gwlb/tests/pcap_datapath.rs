@@ -501,7 +501,27 @@ fn returns_are_decapsulated_byte_exact_and_bad_input_is_dropped() {
     cases.drop(
         "return of f1 from appliance b (f1 is a's)",
         linux_return(&b, &routed(&ip(&f1)), 77, 700),
-        "no_flow_for_return",
+        "return_from_other_appliance",
+    );
+    // Spoofs from the appliance segment: a's address from a MAC that is not a's (a Linux-style
+    // return carries no cookie to check), and b's address from a's MAC.
+    let forged_a = Target {
+        addr: a.addr,
+        mac: [0x02, 0, 0, 0, 0, 0x66],
+    };
+    cases.drop(
+        "linux-style return of f1 with a's address from another MAC",
+        linux_return(&forged_a, &routed(&ip(&f1)), 77, 700),
+        "return_source_mismatch",
+    );
+    let forged_b = Target {
+        addr: b.addr,
+        mac: a.mac,
+    };
+    cases.drop(
+        "return of f1 with b's address from a's MAC",
+        linux_return(&forged_b, &routed(&ip(&f1)), 77, 700),
+        "return_source_mismatch",
     );
     cases.drop(
         "aws echo of f1 with a wrong cookie",

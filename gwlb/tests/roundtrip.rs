@@ -308,42 +308,109 @@ fn return_from_wrong_or_unknown_appliance_is_dropped() {
     let mut b = VecBuf::new(&f);
     assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
     let enc = b.data().to_vec();
-    let mut ret = aws_return(&enc);
+    let owner = APPLIANCES
+        .iter()
+        .position(|(m, _)| m[..] == enc[0..6])
+        .expect("sent to an appliance");
+    let other = APPLIANCES[(owner + 1) % 3];
+    let drops = |p: &Pipeline, r: DropReason| p.counters.drops[r.index()];
     // Another registered appliance returns a flow it was never given.
-    let owner = ret[29];
-    ret[29] = if owner == 11 { 12 } else { 11 };
-    let c = {
-        ret[24] = 0;
-        ret[25] = 0;
-        ipv4_checksum(&ret[14..34])
-    };
-    ret[24..26].copy_from_slice(&c.to_be_bytes());
     assert_eq!(
-        pipe.process(&snap, &mut VecBuf::new(&ret), 0, 2),
-        Verdict::Drop(DropReason::NoFlowForReturn)
+        pipe.process(
+            &snap,
+            &mut VecBuf::new(&aws_return_from(&enc, other.0, other.1)),
+            0,
+            2
+        ),
+        Verdict::Drop(DropReason::ReturnFromOtherAppliance)
+    );
+    // Someone on the segment forges the other appliance's address from the owner's MAC, or
+    // the owner's address from a MAC that is no appliance's: not from where it claims.
+    let mut spoof = aws_return_from(&enc, APPLIANCES[owner].0, other.1);
+    assert_eq!(
+        pipe.process(&snap, &mut VecBuf::new(&spoof), 0, 2),
+        Verdict::Drop(DropReason::ReturnSourceMismatch)
+    );
+    spoof = aws_return_from(&enc, [2, 0, 0, 0, 0, 0x66], APPLIANCES[owner].1);
+    assert_eq!(
+        pipe.process(&snap, &mut VecBuf::new(&spoof), 0, 2),
+        Verdict::Drop(DropReason::ReturnSourceMismatch)
     );
     // Not an appliance at all.
-    ret[29] = 99;
     assert_eq!(
-        pipe.process(&snap, &mut VecBuf::new(&ret), 0, 2),
+        pipe.process(
+            &snap,
+            &mut VecBuf::new(&aws_return_from(&enc, other.0, [10, 0, 0, 99])),
+            0,
+            2
+        ),
         Verdict::Drop(DropReason::UnknownAppliance)
     );
-    // A registered appliance sourcing a flow nobody sent it.
-    let other = frame_v4(17, [10, 1, 7, 7], [10, 2, 7, 7], 1, 2, b"y");
-    let mut forged = linux_return(&enc, &other[14..]);
-    forged[29] = owner;
-    let c = {
-        forged[24] = 0;
-        forged[25] = 0;
-        ipv4_checksum(&forged[14..34])
+    // A registered appliance sourcing a flow nobody sent it, whether or not the flow hashes
+    // to it: dropped (the table has room, so the flow would have been stored; see
+    // `full_flow_table_keeps_both_directions_and_counts_honestly` for a full table).
+    let unsent = frame_v4(17, [10, 1, 7, 7], [10, 2, 7, 7], 1, 2, b"y");
+    let choice = {
+        let (snap2, mut pipe2) = setup();
+        let mut b = VecBuf::new(&unsent);
+        assert_eq!(pipe2.process(&snap2, &mut b, 0, 1), Verdict::Tx(0));
+        APPLIANCES
+            .iter()
+            .position(|(m, _)| m[..] == b.data()[0..6])
+            .unwrap()
     };
-    forged[24..26].copy_from_slice(&c.to_be_bytes());
+    for sender in [APPLIANCES[choice], APPLIANCES[(choice + 1) % 3]] {
+        let mut forged = linux_return(&enc, &unsent[14..]);
+        forged[6..12].copy_from_slice(&sender.0);
+        forged[26..30].copy_from_slice(&sender.1);
+        forged[24..26].copy_from_slice(&[0, 0]);
+        let c = ipv4_checksum(&forged[14..34]);
+        forged[24..26].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            pipe.process(&snap, &mut VecBuf::new(&forged), 0, 2),
+            Verdict::Drop(DropReason::NoFlowForReturn)
+        );
+    }
+    assert_eq!(drops(&pipe, DropReason::NoFlowForReturn), 2);
+    assert_eq!(drops(&pipe, DropReason::ReturnFromOtherAppliance), 1);
+    assert_eq!(drops(&pipe, DropReason::ReturnSourceMismatch), 2);
+    assert_eq!(drops(&pipe, DropReason::UnknownAppliance), 1);
+    assert_eq!(pipe.counters.decapsulated, 0, "nothing forged got through");
+}
+
+/// `require_flow_cookie`: a Linux-style return (no options, so no cookie) is dropped even
+/// from the right appliance; the AWS-style echo with the right cookie passes, a wrong cookie
+/// does not.
+#[test]
+fn require_flow_cookie_drops_returns_without_it() {
+    let cfg = Config::from_toml_str(&CONFIG.replace(
+        "attachment_id = 5678\n",
+        "attachment_id = 5678\nrequire_flow_cookie = true\n",
+    ))
+    .expect("config");
+    assert!(cfg.target_groups[0].require_flow_cookie);
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    let mut pipe = Pipeline::new(4096, Default::default()).expect("pipeline");
+    let f = frame_v4(17, [10, 1, 0, 2], [10, 2, 0, 2], 4000, 53, b"x");
+    let mut b = VecBuf::new(&f);
+    assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
+    let enc = b.data().to_vec();
     assert_eq!(
-        pipe.process(&snap, &mut VecBuf::new(&forged), 0, 2),
+        pipe.process(&snap, &mut VecBuf::new(&linux_return(&enc, &f[14..])), 0, 2),
+        Verdict::Drop(DropReason::ReturnWithoutCookie)
+    );
+    let mut wrong = aws_return(&enc);
+    // The cookie is the last 4 bytes of the options (type 3 last), just before the inner packet.
+    let at = 14 + 68 - 4;
+    wrong[at] ^= 0xff;
+    assert_eq!(
+        pipe.process(&snap, &mut VecBuf::new(&wrong), 0, 2),
         Verdict::Drop(DropReason::NoFlowForReturn)
     );
-    assert_eq!(pipe.counters.drops[DropReason::NoFlowForReturn.index()], 2);
-    assert_eq!(pipe.counters.drops[DropReason::UnknownAppliance.index()], 1);
+    assert_eq!(
+        pipe.process(&snap, &mut VecBuf::new(&aws_return(&enc)), 0, 2),
+        Verdict::Tx(0)
+    );
 }
 
 #[test]
@@ -416,4 +483,114 @@ fn link_scope_traffic_goes_to_the_host_not_to_appliances() {
         );
     }
     assert_eq!(pipe.counters.encapsulated, 0);
+}
+
+/// `aws_return(enc)` as if sent by another appliance (`mac`, `ip`): a cross-appliance return.
+fn aws_return_from(enc: &[u8], mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    let mut r = aws_return(enc);
+    r[6..12].copy_from_slice(&mac);
+    r[26..30].copy_from_slice(&ip);
+    r[24..26].copy_from_slice(&[0, 0]);
+    let csum = ipv4_checksum(&r[14..34]);
+    r[24..26].copy_from_slice(&csum.to_be_bytes());
+    r
+}
+
+/// Appliances of `CONFIG` by MAC: (MAC, IPv4 address).
+const APPLIANCES: [([u8; 6], [u8; 4]); 3] = [
+    ([2, 0, 0, 0, 0, 0x0b], [10, 0, 0, 11]),
+    ([2, 0, 0, 0, 0, 0x0c], [10, 0, 0, 12]),
+    ([2, 0, 0, 0, 0, 0x0d], [10, 0, 0, 13]),
+];
+
+/// A flood of new flows past the table's capacity: flows already stored keep working in both
+/// directions; a flow that cannot be stored is still inspected (sent to the appliance its hash
+/// picks) and its returns from that appliance are accepted, from any other appliance dropped;
+/// `new_flows` and per-appliance `flows` count stored flows only, `table_full` the packets of
+/// unstored ones.
+#[test]
+fn full_flow_table_keeps_both_directions_and_counts_honestly() {
+    let cfg = Config::from_toml_str(CONFIG).expect("config");
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    let mut pipe = Pipeline::new(64, Default::default()).expect("pipeline");
+    let capacity = pipe.flows().capacity();
+    let flows = 4 * capacity as u16;
+    let frame = |i: u16| {
+        frame_v4(
+            17,
+            [10, 1, (i >> 8) as u8, i as u8],
+            [10, 2, 0, 2],
+            10_000 + i,
+            53,
+            b"q",
+        )
+    };
+    // (flow, encapsulated frame) for every flow's first packet.
+    let mut sent = Vec::new();
+    for i in 0..flows {
+        let mut b = VecBuf::new(&frame(i));
+        assert_eq!(
+            pipe.process(&snap, &mut b, 0, 1),
+            Verdict::Tx(0),
+            "flow {i}"
+        );
+        sent.push(b.data().to_vec());
+    }
+    let stored = pipe.flows().len() as u64;
+    assert!(
+        stored > 0 && stored < u64::from(flows),
+        "table filled: {stored}"
+    );
+    let c = &pipe.counters;
+    assert_eq!(c.new_flows, stored, "new_flows counts stored flows only");
+    assert_eq!(c.appliance_flows.iter().sum::<u64>(), stored);
+    assert_eq!(c.table_full, u64::from(flows) - stored);
+    assert_eq!(pipe.flows().stats().full_misses, u64::from(flows) - stored);
+
+    // A second packet of every flow goes to the same appliance as the first; nothing more is
+    // stored and no flow is counted twice.
+    for i in 0..flows {
+        let mut b = VecBuf::new(&frame(i));
+        assert_eq!(pipe.process(&snap, &mut b, 0, 2), Verdict::Tx(0));
+        assert_eq!(
+            &b.data()[0..6],
+            &sent[usize::from(i)][0..6],
+            "flow {i} moved"
+        );
+    }
+    assert_eq!(pipe.counters.new_flows, stored);
+    assert_eq!(pipe.counters.table_full, 2 * (u64::from(flows) - stored));
+
+    // Every flow's return from its own appliance is forwarded, byte-exact.
+    let before = pipe.counters.decapsulated;
+    for (i, enc) in sent.iter().enumerate() {
+        let mut r = VecBuf::new(&aws_return(enc));
+        assert_eq!(
+            pipe.process(&snap, &mut r, 0, 3),
+            Verdict::Tx(0),
+            "return of flow {i}"
+        );
+        assert_eq!(r.data(), &expected(&frame(i as u16))[..]);
+    }
+    assert_eq!(pipe.counters.decapsulated - before, u64::from(flows));
+    assert_eq!(pipe.counters.stateless_returns, u64::from(flows) - stored);
+
+    // The same returns from an appliance that is not the flow's: dropped, stored or not.
+    let drops = |p: &Pipeline, r: DropReason| p.counters.drops[r.index()];
+    for enc in &sent {
+        let (mac, ip) = *APPLIANCES
+            .iter()
+            .find(|(m, _)| m[..] != enc[0..6])
+            .expect("another appliance");
+        let mut r = VecBuf::new(&aws_return_from(enc, mac, ip));
+        assert!(matches!(
+            pipe.process(&snap, &mut r, 0, 4),
+            Verdict::Drop(DropReason::NoFlowForReturn | DropReason::ReturnFromOtherAppliance)
+        ));
+    }
+    assert_eq!(drops(&pipe, DropReason::ReturnFromOtherAppliance), stored);
+    assert_eq!(
+        drops(&pipe, DropReason::NoFlowForReturn),
+        u64::from(flows) - stored
+    );
 }

@@ -85,6 +85,21 @@ impl HttpError {
         )
     }
 
+    /// 503: every request thread is busy; try again.
+    pub fn busy(message: impl Into<String>) -> Self {
+        HttpError::new(503, "busy", None, message)
+    }
+
+    /// 408: the client did not send its request body in time.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        HttpError::new(408, "request_timeout", Some("body".to_owned()), message)
+    }
+
+    /// 504: no reply was computed in time.
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        HttpError::new(504, "timeout", None, message)
+    }
+
     /// 500: the server failed (e.g. could not encode a reply).
     pub fn internal(message: impl Into<String>) -> Self {
         HttpError::new(500, "internal", None, message)

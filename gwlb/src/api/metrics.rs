@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::http_error::HttpError;
-use super::server::{start, ApiError, ApiServer, Reply};
+use super::server::{start, ApiError, ApiServer, Limits, Reply};
 use crate::config::Listen;
 use crate::control::{ControlHandle, StatsReport, TargetGroupInfo, TargetInfo, TargetState};
 
@@ -47,6 +47,7 @@ pub fn serve_metrics(listen: &Listen, handle: ControlHandle) -> Result<ApiServer
                 ),
             }
         }),
+        Limits::default(),
     )
 }
 
@@ -204,7 +205,7 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
 
     // --- Per worker -----------------------------------------------------------------------
     type WorkerField = fn(&crate::control::WorkerReport) -> u64;
-    let worker_counters: [(&str, &str, WorkerField); 12] = [
+    let worker_counters: [(&str, &str, WorkerField); 14] = [
         (
             "gwlb_worker_rx_packets_total",
             "Packets received from ports.",
@@ -255,6 +256,16 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
             "gwlb_worker_tcp_resets_total",
             "TCP resets sent for flows the gateway ended (tcp_rst_on_drop).",
             |w| w.tcp_resets,
+        ),
+        (
+            "gwlb_worker_flow_table_full_packets_total",
+            "Packets of new flows the full flow table could not store (sent by hash, no entry).",
+            |w| w.table_full,
+        ),
+        (
+            "gwlb_worker_stateless_returns_total",
+            "Appliance returns accepted without a flow entry (from the flow's Maglev choice).",
+            |w| w.stateless_returns,
         ),
         (
             "gwlb_worker_dropped_packets_total",

@@ -23,4 +23,4 @@ pub mod server;
 pub mod tables;
 
 pub use metrics::serve_metrics;
-pub use server::{serve, ApiError, ApiServer};
+pub use server::{serve, start, ApiError, ApiServer, Limits, ListenerStats};

@@ -1,36 +1,97 @@
-//! HTTP/1.1 listeners (TCP or Unix socket) with a few request threads, bearer-token
-//! authentication and a body-size limit; the routes come from [`routes`](super::routes) and
-//! [`metrics`](super::metrics).
+//! HTTP/1.1 listeners (TCP or Unix socket) on hyper, with bounded connections, header and
+//! body limits, timeouts, bearer-token authentication and a fixed pool of request threads;
+//! the routes come from [`routes`](super::routes) and [`metrics`](super::metrics).
 //!
-//! Requests are answered by a small fixed pool of threads, so a slow client or a long flow
-//! dump delays other API requests at worst, never the data path: the workers never see the
-//! API, only the control loop does.
+//! Each listener is one thread running a single-threaded tokio runtime that accepts
+//! connections and speaks HTTP (hyper), plus [`Limits::request_threads`] threads, started
+//! once, that run the (blocking) route handlers. Nothing here creates a thread after start,
+//! so no connection pattern can make the process run out of threads, and the workers never see
+//! the API: only the control loop does. What a hostile client can do and what it gets:
+//!
+//! | abuse | answer |
+//! |---|---|
+//! | more than [`Limits::max_connections`] open connections | the extra ones get `503` and are closed at once |
+//! | a request head larger than [`Limits::max_header_bytes`] | `431`, connection closed (nothing beyond the limit is buffered) |
+//! | a head not complete within [`Limits::header_timeout`] (slow loris, idle keep-alive) | connection closed |
+//! | a body larger than [`MAX_BODY_BYTES`] | `413` |
+//! | a body not complete within [`Limits::body_timeout`] | `408` |
+//! | a connection older than [`Limits::max_connection_age`] | closed after its current request |
+//! | every request thread busy and [`Limits::queued_requests`] waiting | `503` |
+//! | `accept()` failing (EMFILE, ENFILE, ENOBUFS) | logged (at most once a second), retried after 50 ms |
+//! | bytes that are not HTTP/1.x (non-ASCII header bytes, an HTTP/2 preface) | `400`, or the connection is closed |
 
+use std::convert::Infallible;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{oneshot, Semaphore};
 
 use super::http_error::HttpError;
 use super::routes::Routes;
 use crate::config::Listen;
-use crate::control::ControlHandle;
+use crate::control::{ControlHandle, REQUEST_TIMEOUT};
 
 /// Largest request body accepted (bytes); longer ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Threads answering requests, per listener.
-const REQUEST_THREADS: usize = 4;
-
 /// File mode of a Unix socket: owner and group may connect.
 const SOCKET_MODE: u32 = 0o660;
+
+/// How long to wait before accepting again after `accept()` failed (EMFILE and the like:
+/// retrying at once would spin).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What one listener allows a client; the defaults are what `gwlb run` uses.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections open at once; more are answered `503` and closed.
+    pub max_connections: usize,
+    /// Threads running route handlers (started once).
+    pub request_threads: usize,
+    /// Requests that may wait for a free request thread; more get `503`.
+    pub queued_requests: usize,
+    /// Largest request head (request line and headers), bytes; hyper's read buffer limit
+    /// (at least 8192).
+    pub max_header_bytes: usize,
+    /// Time allowed from the connection's start (or the previous response) to a complete
+    /// request head.
+    pub header_timeout: Duration,
+    /// Time allowed to receive a request body.
+    pub body_timeout: Duration,
+    /// Oldest a connection may get; it is closed after its current request.
+    pub max_connection_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            request_threads: 4,
+            queued_requests: 64,
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(120),
+        }
+    }
+}
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -137,9 +198,10 @@ pub type Handler = Arc<dyn Fn(&ApiRequest) -> Reply + Send + Sync>;
 
 /// A running listener. Dropping it stops its threads and removes its Unix socket file.
 pub struct ApiServer {
-    server: Option<Arc<tiny_http::Server>>,
-    threads: Vec<JoinHandle<()>>,
-    stopping: Arc<AtomicBool>,
+    shutdown: Option<oneshot::Sender<()>>,
+    io_thread: Option<JoinHandle<()>>,
+    request_threads: Vec<JoinHandle<()>>,
+    stats: Arc<ListenerStats>,
     local: Listen,
 }
 
@@ -151,28 +213,44 @@ impl std::fmt::Debug for ApiServer {
     }
 }
 
+/// What a listener has seen, for the logs and tests.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections refused because [`Limits::max_connections`] were open.
+    pub refused_busy: AtomicU64,
+    /// `accept()` calls that failed.
+    pub accept_errors: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+}
+
 impl ApiServer {
     /// Where it listens: for TCP the bound address (the real port when 0 was asked for).
     pub fn local_addr(&self) -> &Listen {
         &self.local
     }
+
+    /// Connection counters of this listener.
+    pub fn stats(&self) -> &ListenerStats {
+        &self.stats
+    }
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        if let Some(server) = &self.server {
-            // One unblock wakes one thread blocked in `recv`.
-            for _ in 0..self.threads.len() {
-                server.unblock();
-            }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
         }
-        for t in self.threads.drain(..) {
+        // The I/O thread drops the runtime (and with it every connection and the job sender),
+        // which ends the request threads once they finish what they run.
+        if let Some(t) = self.io_thread.take() {
             let _ = t.join();
         }
-        // The last reference: tiny_http's Drop wakes its accept thread by connecting to the
-        // socket, so the file goes only after it.
-        drop(self.server.take());
+        for t in self.request_threads.drain(..) {
+            let _ = t.join();
+        }
         if let Listen::Unix(path) = &self.local {
             let _ = fs::remove_file(path);
         }
@@ -192,83 +270,345 @@ pub fn serve(
         "api",
         token,
         Arc::new(move |req| routes.handle(req)),
+        Limits::default(),
     )
 }
 
-/// Binds `listen` and answers its requests with `handler` on [`REQUEST_THREADS`] threads.
-pub(crate) fn start(
+/// One request for a request thread, and where its reply goes.
+type Job = (ApiRequest, oneshot::Sender<Reply>);
+
+/// What every connection task of a listener shares.
+struct Shared {
+    name: &'static str,
+    token: Option<Arc<str>>,
+    jobs: crossbeam_channel::Sender<Job>,
+    limits: Limits,
+}
+
+/// Binds `listen` and answers its requests with `handler` within `limits`.
+pub fn start(
     listen: &Listen,
     name: &'static str,
     token: Option<String>,
     handler: Handler,
+    limits: Limits,
 ) -> Result<ApiServer, ApiError> {
-    let (server, local) = bind(listen)?;
-    let server = Arc::new(server);
-    let stopping = Arc::new(AtomicBool::new(false));
-    let token = token.map(Arc::<str>::from);
-    let mut threads = Vec::with_capacity(REQUEST_THREADS);
-    for i in 0..REQUEST_THREADS {
-        let thread_server = Arc::clone(&server);
-        let thread_stopping = Arc::clone(&stopping);
+    let start_err = |message: String| ApiError::Start {
+        listen: listen.to_string(),
+        message,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| start_err(format!("cannot build the I/O runtime: {e}")))?;
+    let (acceptor, local) = {
+        let _entered = runtime.enter();
+        bind(listen)?
+    };
+    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(limits.queued_requests.max(1));
+    let mut server = ApiServer {
+        shutdown: None,
+        io_thread: None,
+        request_threads: Vec::with_capacity(limits.request_threads),
+        stats: Arc::new(ListenerStats::default()),
+        local: local.clone(),
+    };
+    for i in 0..limits.request_threads.max(1) {
+        let jobs = jobs_rx.clone();
         let handler = Arc::clone(&handler);
-        let token = token.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("gwlb-{name}-{i}"))
-            .spawn(move || loop {
-                match thread_server.recv() {
-                    Ok(request) => answer(request, token.as_deref(), &handler),
-                    Err(_) if thread_stopping.load(Ordering::SeqCst) => break,
-                    Err(e) => tracing::warn!(listener = name, "accepting a request: {e}"),
+            .spawn(move || {
+                for (request, reply_to) in jobs {
+                    // The connection may be gone (timed out): its reply is dropped.
+                    let _ = reply_to.send(handler(&request));
                 }
             });
         match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                // Stop what already runs (Drop unblocks and joins it).
-                drop(ApiServer {
-                    server: Some(server),
-                    threads,
-                    stopping,
-                    local: local.clone(),
-                });
-                return Err(ApiError::Start {
-                    listen: listen.to_string(),
-                    message: format!("cannot spawn a thread: {e}"),
-                });
+            Ok(t) => server.request_threads.push(t),
+            // Drop stops what already runs.
+            Err(e) => return Err(start_err(format!("cannot spawn a request thread: {e}"))),
+        }
+    }
+    let shared = Arc::new(Shared {
+        name,
+        token: token.map(Arc::<str>::from),
+        jobs: jobs_tx,
+        limits,
+    });
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let stats = Arc::clone(&server.stats);
+    let io_thread = std::thread::Builder::new()
+        .name(format!("gwlb-{name}-io"))
+        .spawn(move || {
+            runtime.block_on(accept_loop(acceptor, shared, stats, shutdown_rx));
+            // Dropping the runtime cancels every connection task.
+        })
+        .map_err(|e| start_err(format!("cannot spawn the I/O thread: {e}")))?;
+    server.shutdown = Some(shutdown_tx);
+    server.io_thread = Some(io_thread);
+    tracing::info!(listener = name, address = %local, "listening");
+    Ok(server)
+}
+
+/// A bound listener of either kind.
+enum Acceptor {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// A connection of either kind.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Writes what fits without waiting (the short refusal of a connection over the limit).
+    fn try_write_now(&self, bytes: &[u8]);
+}
+
+impl Stream for tokio::net::TcpStream {
+    fn try_write_now(&self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+impl Stream for tokio::net::UnixStream {
+    fn try_write_now(&self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+impl Acceptor {
+    async fn accept(&self) -> io::Result<(Box<dyn StreamBox>, String)> {
+        match self {
+            Acceptor::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Box::new(s), peer.to_string()))
+            }
+            Acceptor::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                Ok((Box::new(s), "unix".to_owned()))
             }
         }
     }
-    tracing::info!(listener = name, address = %local, "listening");
-    Ok(ApiServer {
-        server: Some(server),
-        threads,
-        stopping,
-        local,
+}
+
+/// Object-safe [`Stream`], so that one connection task serves both kinds.
+trait StreamBox: Stream {}
+impl<T: Stream> StreamBox for T {}
+
+/// The reply written to a connection over [`Limits::max_connections`] before closing it.
+const BUSY_REPLY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+Content-Length: 77\r\nConnection: close\r\n\r\n\
+{\"error\":{\"kind\":\"busy\",\"field\":null,\"message\":\"too many open connections\"}}\n";
+
+async fn accept_loop(
+    acceptor: Acceptor,
+    shared: Arc<Shared>,
+    stats: Arc<ListenerStats>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.limits.max_connections.max(1)));
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            a = acceptor.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS/ECONNABORTED: the listener stays; try again shortly.
+                stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(
+                        listener = shared.name,
+                        "accepting a connection: {e} (retrying)"
+                    );
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+            stream.try_write_now(BUSY_REPLY);
+            continue;
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::clone(&shared);
+        let stats = Arc::clone(&stats);
+        tokio::spawn(async move {
+            serve_connection(stream, peer, &shared).await;
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(stream: Box<dyn StreamBox>, peer: String, shared: &Arc<Shared>) {
+    let limits = &shared.limits;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(64)
+        .keep_alive(true);
+    let peer: Arc<str> = peer.into();
+    let service_shared = Arc::clone(shared);
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&service_shared);
+        let peer = Arc::clone(&peer);
+        async move { Ok::<_, Infallible>(respond(req, &peer, &shared).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let age = tokio::time::sleep(limits.max_connection_age);
+    tokio::pin!(age);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(listener = shared.name, "connection ended: {e}");
+            }
+            return;
+        }
+        _ = &mut age => conn.as_mut().graceful_shutdown(),
+    }
+    // Too old: finish the request in progress (bounded by the body and handler timeouts).
+    let grace = limits.body_timeout + REQUEST_TIMEOUT + Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, conn).await;
+}
+
+/// Answers one request: token, body (limited in size and time), then a request thread.
+async fn respond(
+    req: hyper::Request<Incoming>,
+    peer: &str,
+    shared: &Shared,
+) -> hyper::Response<Full<Bytes>> {
+    let reply = match read_request(req, peer, shared).await {
+        Ok(request) => {
+            let method = request.method.clone();
+            let path = request.path.clone();
+            let reply = run_handler(request, shared).await;
+            tracing::debug!(
+                listener = shared.name, method = %method, path = %path,
+                status = reply.status, peer = %peer, "request"
+            );
+            reply
+        }
+        Err(e) => Reply::error(&e),
+    };
+    to_response(reply)
+}
+
+async fn read_request(
+    req: hyper::Request<Incoming>,
+    peer: &str,
+    shared: &Shared,
+) -> Result<ApiRequest, HttpError> {
+    if let Some(token) = &shared.token {
+        check_token(req.headers().get(AUTHORIZATION), token)?;
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(HttpError::payload_too_large(MAX_BODY_BYTES));
+    }
+    let (parts, body) = req.into_parts();
+    let collected = tokio::time::timeout(
+        shared.limits.body_timeout,
+        Limited::new(body, MAX_BODY_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| {
+        HttpError::request_timeout(format!(
+            "the body did not arrive within {:?}",
+            shared.limits.body_timeout
+        ))
+    })?;
+    let body = match collected {
+        Ok(c) => c.to_bytes().to_vec(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(HttpError::payload_too_large(MAX_BODY_BYTES))
+        }
+        Err(e) => {
+            return Err(HttpError::invalid(
+                "body",
+                format!("cannot read the body: {e}"),
+            ))
+        }
+    };
+    Ok(ApiRequest {
+        method: parts.method.as_str().to_ascii_uppercase(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        body,
+        peer: peer.to_owned(),
     })
 }
 
-fn bind(listen: &Listen) -> Result<(tiny_http::Server, Listen), ApiError> {
+/// Hands `request` to a request thread and waits for its reply.
+async fn run_handler(request: ApiRequest, shared: &Shared) -> Reply {
+    let (tx, rx) = oneshot::channel();
+    if shared.jobs.try_send((request, tx)).is_err() {
+        return Reply::error(&HttpError::busy("every request thread is busy; try again"));
+    }
+    // A handler waits at most REQUEST_TIMEOUT for the control loop; the margin covers a
+    // queue of requests ahead of this one.
+    match tokio::time::timeout(REQUEST_TIMEOUT * 2, rx).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => Reply::error(&HttpError::internal("the request thread stopped")),
+        Err(_) => Reply::error(&HttpError::gateway_timeout(format!(
+            "no reply within {:?}",
+            REQUEST_TIMEOUT * 2
+        ))),
+    }
+}
+
+fn to_response(reply: Reply) -> hyper::Response<Full<Bytes>> {
+    let status = reply.status;
+    let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    if let Some(allow) = reply
+        .allow
+        .as_deref()
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        headers.insert(ALLOW, allow);
+    }
+    if status == 401 {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+fn bind(listen: &Listen) -> Result<(Acceptor, Listen), ApiError> {
     let bind_err = |source| ApiError::Bind {
         listen: listen.to_string(),
         source,
-    };
-    let start_err = |e: Box<dyn std::error::Error + Send + Sync>| ApiError::Start {
-        listen: listen.to_string(),
-        message: e.to_string(),
     };
     match listen {
         Listen::Tcp(addr) => {
             let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
             let local = listener.local_addr().map_err(bind_err)?;
-            let server = tiny_http::Server::from_listener(listener, None).map_err(start_err)?;
-            Ok((server, Listen::Tcp(local)))
+            listener.set_nonblocking(true).map_err(bind_err)?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_err)?;
+            Ok((Acceptor::Tcp(listener), Listen::Tcp(local)))
         }
         Listen::Unix(path) => {
             remove_stale_socket(listen, path)?;
-            let listener = UnixListener::bind(path).map_err(bind_err)?;
+            let listener = std::os::unix::net::UnixListener::bind(path).map_err(bind_err)?;
             fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE)).map_err(bind_err)?;
-            let server = tiny_http::Server::from_listener(listener, None).map_err(start_err)?;
-            Ok((server, Listen::Unix(path.clone())))
+            listener.set_nonblocking(true).map_err(bind_err)?;
+            let listener = tokio::net::UnixListener::from_std(listener).map_err(bind_err)?;
+            Ok((Acceptor::Unix(listener), Listen::Unix(path.clone())))
         }
     }
 }
@@ -299,85 +639,11 @@ fn remove_stale_socket(listen: &Listen, path: &Path) -> Result<(), ApiError> {
     }
 }
 
-fn answer(mut request: tiny_http::Request, token: Option<&str>, handler: &Handler) {
-    let peer = request
-        .remote_addr()
-        .map_or_else(|| "unix".to_owned(), |a| a.to_string());
-    let reply = match read_request(&mut request, token, peer) {
-        Ok(req) => {
-            let reply = handler(&req);
-            tracing::debug!(
-                method = %req.method, path = %req.path, status = reply.status, peer = %req.peer,
-                "request"
-            );
-            reply
-        }
-        Err(e) => Reply::error(&e),
-    };
-    let mut response = tiny_http::Response::from_data(reply.body)
-        .with_status_code(reply.status)
-        // Always Content-Length, never chunked: simpler clients (and ours) can rely on it.
-        .with_chunked_threshold(usize::MAX);
-    add_header(&mut response, "Content-Type", reply.content_type);
-    if let Some(allow) = &reply.allow {
-        add_header(&mut response, "Allow", allow);
-    }
-    if reply.status == 401 {
-        add_header(&mut response, "WWW-Authenticate", "Bearer");
-    }
-    if let Err(e) = request.respond(response) {
-        tracing::debug!("writing a response: {e}");
-    }
-}
-
-fn add_header<R: Read>(response: &mut tiny_http::Response<R>, name: &str, value: &str) {
-    // Names and values here are ASCII built by this module; one that tiny_http refused would
-    // only be left out.
-    if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-        response.add_header(h);
-    }
-}
-
-fn read_request(
-    request: &mut tiny_http::Request,
-    token: Option<&str>,
-    peer: String,
-) -> Result<ApiRequest, HttpError> {
-    if let Some(token) = token {
-        check_token(request, token)?;
-    }
-    if request.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(HttpError::payload_too_large(MAX_BODY_BYTES));
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(MAX_BODY_BYTES as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| HttpError::invalid("body", format!("cannot read the body: {e}")))?;
-    if body.len() > MAX_BODY_BYTES {
-        return Err(HttpError::payload_too_large(MAX_BODY_BYTES));
-    }
-    let (path, query) = match request.url().split_once('?') {
-        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-        None => (request.url().to_owned(), None),
-    };
-    Ok(ApiRequest {
-        method: request.method().as_str().to_ascii_uppercase(),
-        path,
-        query,
-        body,
-        peer,
-    })
-}
-
-fn check_token(request: &tiny_http::Request, token: &str) -> Result<(), HttpError> {
-    let given = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str())
-        .ok_or_else(|| HttpError::unauthorized("missing Authorization: Bearer <token> header"))?;
+fn check_token(header: Option<&HeaderValue>, token: &str) -> Result<(), HttpError> {
+    let given = header
+        .ok_or_else(|| HttpError::unauthorized("missing Authorization: Bearer <token> header"))?
+        .to_str()
+        .map_err(|_| HttpError::unauthorized("Authorization header is not `Bearer <token>`"))?;
     let given = given
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))

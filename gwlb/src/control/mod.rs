@@ -251,6 +251,13 @@ pub struct WorkerReport {
     /// TCP resets sent in place of dropped packets of ended flows.
     #[serde(default)]
     pub tcp_resets: u64,
+    /// Packets of new flows the full flow table could not store (sent to the flow's Maglev
+    /// choice without an entry; not in `new_flows`).
+    #[serde(default)]
+    pub table_full: u64,
+    /// Appliance returns accepted without a flow entry (from the flow's Maglev choice).
+    #[serde(default)]
+    pub stateless_returns: u64,
     /// Packets passed to the flow's owning worker.
     pub handed_off: u64,
     /// Flow-table entries in use (as of the worker's last publish).

@@ -739,6 +739,8 @@ impl ControlLoop {
                     new_flows: w.new_flows.load(Relaxed),
                     rebalanced_flows: w.rebalanced_flows.load(Relaxed),
                     tcp_resets: w.tcp_resets.load(Relaxed),
+                    table_full: w.table_full.load(Relaxed),
+                    stateless_returns: w.stateless_returns.load(Relaxed),
                     handed_off: w.handed_off.load(Relaxed),
                     active_flows: w.active_flows.load(Relaxed),
                     flow_table_capacity: cap,
@@ -759,6 +761,8 @@ impl ControlLoop {
             total.new_flows += w.new_flows;
             total.rebalanced_flows += w.rebalanced_flows;
             total.tcp_resets += w.tcp_resets;
+            total.table_full += w.table_full;
+            total.stateless_returns += w.stateless_returns;
             total.handed_off += w.handed_off;
             total.active_flows += w.active_flows;
             total.flow_table_capacity += w.flow_table_capacity;

@@ -51,7 +51,7 @@ impl RunReport {
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "worker {i}: rx {} tx {} encapsulated {} decapsulated {} fail_open {} to_host {} new_flows {} rebalanced_flows {} tcp_resets {} handed_off {} dropped {}",
+                "worker {i}: rx {} tx {} encapsulated {} decapsulated {} fail_open {} to_host {} new_flows {} rebalanced_flows {} tcp_resets {} table_full {} stateless_returns {} handed_off {} dropped {}",
                 w.rx.load(Relaxed),
                 w.tx.load(Relaxed),
                 w.encapsulated.load(Relaxed),
@@ -61,6 +61,8 @@ impl RunReport {
                 w.new_flows.load(Relaxed),
                 w.rebalanced_flows.load(Relaxed),
                 w.tcp_resets.load(Relaxed),
+                w.table_full.load(Relaxed),
+                w.stateless_returns.load(Relaxed),
                 w.handed_off.load(Relaxed),
                 w.dropped(),
             );

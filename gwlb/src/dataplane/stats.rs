@@ -34,12 +34,34 @@ pub struct WorkerStats {
     pub rebalanced_flows: AtomicU64,
     /// TCP resets sent for ended flows.
     pub tcp_resets: AtomicU64,
+    /// Packets of new flows the full flow table could not store.
+    pub table_full: AtomicU64,
+    /// Returns accepted without a flow entry (the flow's Maglev choice).
+    pub stateless_returns: AtomicU64,
     /// Live flows in the worker's table (as of its last publish).
     pub active_flows: AtomicU64,
     /// Drops by reason.
     pub drops: [AtomicU64; DropReason::COUNT],
     /// Per appliance slot: packets, bytes, new flows.
     pub appliance: Box<[[AtomicU64; 3]]>,
+}
+
+/// Counters of a worker's loop (not of the pipeline): what it received, sent, handed off,
+/// and what it had to free because a queue was full.
+#[derive(Debug, Default, Clone)]
+pub struct LoopIo {
+    /// Packets received from ports and handoff rings.
+    pub rx: u64,
+    /// Packets the ports took.
+    pub tx: u64,
+    /// Packets passed to the owning worker's handoff ring.
+    pub handed_off: u64,
+    /// Packets a port's transmit queue did not take.
+    pub tx_full: u64,
+    /// Packets for the host the exception path's (TAP) queue did not take.
+    pub host_queue_full: u64,
+    /// Packets the owning worker's handoff ring did not take.
+    pub handoff_full: u64,
 }
 
 impl WorkerStats {
@@ -57,6 +79,8 @@ impl WorkerStats {
             new_flows: AtomicU64::new(0),
             rebalanced_flows: AtomicU64::new(0),
             tcp_resets: AtomicU64::new(0),
+            table_full: AtomicU64::new(0),
+            stateless_returns: AtomicU64::new(0),
             active_flows: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             appliance: (0..max_appliances)
@@ -65,11 +89,11 @@ impl WorkerStats {
         }
     }
 
-    /// Copies the pipeline's counters (single writer: the owning worker).
-    pub fn publish(&self, c: &Counters, rx: u64, tx: u64, handed_off: u64, tx_drops: u64) {
-        self.rx.store(rx, Relaxed);
-        self.tx.store(tx, Relaxed);
-        self.handed_off.store(handed_off, Relaxed);
+    /// Copies the pipeline's and the loop's counters (single writer: the owning worker).
+    pub fn publish(&self, c: &Counters, io: &LoopIo) {
+        self.rx.store(io.rx, Relaxed);
+        self.tx.store(io.tx, Relaxed);
+        self.handed_off.store(io.handed_off, Relaxed);
         self.processed.store(c.packets, Relaxed);
         self.encapsulated.store(c.encapsulated, Relaxed);
         self.decapsulated.store(c.decapsulated, Relaxed);
@@ -78,11 +102,19 @@ impl WorkerStats {
         self.new_flows.store(c.new_flows, Relaxed);
         self.rebalanced_flows.store(c.rebalanced_flows, Relaxed);
         self.tcp_resets.store(c.tcp_resets, Relaxed);
+        self.table_full.store(c.table_full, Relaxed);
+        self.stateless_returns.store(c.stateless_returns, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
             a.store(*v, Relaxed);
         }
-        let tx_full = &self.drops[DropReason::TxFull.index()];
-        tx_full.store(c.drops[DropReason::TxFull.index()] + tx_drops, Relaxed);
+        // The loop's own drops, each under its reason (the pipeline never counts these).
+        for (reason, n) in [
+            (DropReason::TxFull, io.tx_full),
+            (DropReason::ControlPlaneQueueFull, io.host_queue_full),
+            (DropReason::HandoffRingFull, io.handoff_full),
+        ] {
+            self.drops[reason.index()].store(c.drops[reason.index()] + n, Relaxed);
+        }
     }
 
     /// Copies the per-appliance counters of the first `n` slots.

@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use dpdk_bindings::port::{RxQueue, TxQueue};
 use dpdk_bindings::{lcore, Mbuf, MbufBurst, Ring};
 
-use super::stats::WorkerStats;
+use super::stats::{LoopIo, WorkerStats};
 use crate::flow::FlowKey;
 use crate::flow_table::{DumpCursor, FlowEntry};
 use crate::parse::IpAddrBytes;
@@ -202,15 +202,6 @@ pub struct HostPath {
     pub phys_of: Vec<Option<u16>>,
 }
 
-/// Counters that live only in the worker loop.
-#[derive(Debug, Default)]
-struct LoopCounters {
-    rx: u64,
-    tx: u64,
-    handed_off: u64,
-    tx_drops: u64,
-}
-
 /// The worker's transmit side: one staging burst per port, flushed when full, at the end of a
 /// loop turn in which every receive queue came back short of a burst (the worker caught up),
 /// or when its TSC deadline passes; what a queue does not take is freed and counted.
@@ -218,16 +209,19 @@ struct TxStage {
     staged: Vec<MbufBurst<BURST>>,
     deadline: Vec<u64>,
     tx: Vec<TxQueue>,
-    lc: LoopCounters,
+    /// Ports from this index on are the exception path's TAPs.
+    first_tap: usize,
+    lc: LoopIo,
 }
 
 impl TxStage {
-    fn new(tx: Vec<TxQueue>) -> Self {
+    fn new(tx: Vec<TxQueue>, first_tap: usize) -> Self {
         Self {
             staged: (0..tx.len()).map(|_| MbufBurst::new()).collect(),
             deadline: vec![u64::MAX; tx.len()],
             tx,
-            lc: LoopCounters::default(),
+            first_tap,
+            lc: LoopIo::default(),
         }
     }
 
@@ -250,7 +244,11 @@ impl TxStage {
         let b = &mut self.staged[p];
         let n = self.tx[p].tx_burst(b);
         self.lc.tx += n as u64;
-        self.lc.tx_drops += b.len() as u64;
+        if p >= self.first_tap {
+            self.lc.host_queue_full += b.len() as u64;
+        } else {
+            self.lc.tx_full += b.len() as u64;
+        }
         b.clear();
         self.deadline[p] = u64::MAX;
     }
@@ -280,8 +278,8 @@ struct Routing {
 }
 
 /// Publishes everything the control plane reads.
-fn publish_all(stats: &WorkerStats, pipeline: &Pipeline, lc: &LoopCounters, appliances: usize) {
-    stats.publish(&pipeline.counters, lc.rx, lc.tx, lc.handed_off, lc.tx_drops);
+fn publish_all(stats: &WorkerStats, pipeline: &Pipeline, lc: &LoopIo, appliances: usize) {
+    stats.publish(&pipeline.counters, lc);
     stats.publish_appliances(&pipeline.counters, appliances);
     stats
         .active_flows
@@ -293,7 +291,13 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
     let hz = lcore::tsc_hz().max(1);
     let start = lcore::rdtsc();
     let mut turns = 0u32;
-    let mut out = TxStage::new(std::mem::take(&mut w.tx));
+    let first_tap = w
+        .host_path
+        .phys_of
+        .iter()
+        .take_while(|p| p.is_none())
+        .count();
+    let mut out = TxStage::new(std::mem::take(&mut w.tx), first_tap);
     let mut port_id_by_index = vec![0u16; out.tx.len()];
     for (id, &index) in w.port_index_by_id.iter().enumerate() {
         if let Some(slot) = port_id_by_index.get_mut(usize::from(index)) {
@@ -381,13 +385,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
 
         if got > 0 {
             last_rx = tsc;
-            w.stats.publish(
-                &w.pipeline.counters,
-                out.lc.rx,
-                out.lc.tx,
-                out.lc.handed_off,
-                out.lc.tx_drops,
-            );
+            w.stats.publish(&w.pipeline.counters, &out.lc);
         } else {
             // Idle: reclaim expired flows a little at a time.
             w.pipeline.flows_mut().expire_step(now, 64);
@@ -474,7 +472,7 @@ fn process_burst(
                 if r.handoff_out[owner].enqueue_burst(&mut one) == 1 {
                     out.lc.handed_off += 1;
                 } else {
-                    out.lc.tx_drops += 1;
+                    out.lc.handoff_full += 1;
                 }
                 continue;
             }

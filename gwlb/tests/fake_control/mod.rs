@@ -174,6 +174,8 @@ impl Model {
                     new_flows: 125 * k,
                     rebalanced_flows: 2 * k,
                     tcp_resets: k,
+                    table_full: 3 * k,
+                    stateless_returns: 5 * k,
                     handed_off: 13 * k,
                     active_flows: 100 + 25 * k,
                     flow_table_capacity: 1 << 20,

@@ -617,6 +617,11 @@ impl Gwlb {
         }
     }
 
+    /// The process id of gwlb (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The first log line at or after `since` containing every one of `needles`, waiting up
     /// to `within`.
     pub fn wait_log(
