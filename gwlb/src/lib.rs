@@ -12,6 +12,7 @@ pub mod flow;
 pub mod flow_table;
 pub mod health;
 pub mod huge_array;
+pub mod instance_lock;
 pub mod logging;
 pub mod maglev;
 pub mod neighbors;

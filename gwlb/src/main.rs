@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use gwlb::api::cli::ClientCommand;
 use gwlb::config::{Config, LogFormat};
-use gwlb::dataplane::run::{run, RunOptions};
+use gwlb::dataplane::run::{install_signal_handlers, run, RunOptions};
 
 /// gwlb: a gateway load balancer. Traffic routed to this node is encapsulated in Geneve
 /// (AWS GWLB format) toward one appliance of a pool, chosen by a symmetric Maglev flow hash;
@@ -97,6 +97,9 @@ fn main() -> ExitCode {
             log_format,
             eal_args,
         } => {
+            // Signals before anything else: a SIGHUP (systemd's reload) or SIGTERM during
+            // startup must not end the process with the default disposition.
+            install_signal_handlers();
             // The configuration first: it says how to log.
             let cfg = match Config::load(&config) {
                 Ok(c) => c,

@@ -65,6 +65,9 @@ pub enum StartError {
     /// A worker thread could not be started.
     #[error("worker thread: {0}")]
     Thread(std::io::Error),
+    /// Another gwlb uses one of the ports.
+    #[error("{0}")]
+    InUse(#[from] crate::instance_lock::LockError),
 }
 
 /// Free 2 MiB hugepages reported by the kernel.

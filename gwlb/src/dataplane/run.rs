@@ -1,6 +1,7 @@
 //! `gwlb run`: EAL, ports, pinned workers, signals, final report.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,6 +98,8 @@ static RELOAD: AtomicBool = AtomicBool::new(false);
 
 /// Runs the gateway until SIGINT/SIGTERM (or the options' limits).
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
+    // Before the EAL touches a device: one gwlb per device.
+    let _instance = crate::instance_lock::acquire(cfg, Path::new(crate::instance_lock::LOCK_DIR))?;
     let huge = use_hugepages(cfg);
     let args = eal_args(cfg, huge, &opts.extra_eal_args);
     tracing::info!(hugepages = huge, args = ?args, "initialising DPDK EAL");
@@ -289,7 +292,6 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         handles.push(h);
     }
 
-    install_signal_handlers();
     let started = Instant::now();
     let mut last_print = Instant::now();
     loop {
@@ -351,7 +353,10 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-fn install_signal_handlers() {
+/// Catches SIGINT/SIGTERM (stop) and SIGHUP (reload). `gwlb run` calls it before anything
+/// else, so a signal during startup never meets the default disposition (which ends the
+/// process); one that arrives before the loop runs is acted on at its first turn.
+pub fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: `on_signal` is async-signal-safe (one atomic store each) and has the C ABI
         // signature `signal` expects; replacing the default disposition is intended.
