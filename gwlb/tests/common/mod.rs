@@ -23,6 +23,8 @@ use gwlb::snapshot::{LiveState, Snapshot};
 #[path = "../../../tests/src/lib.rs"]
 pub mod helpers;
 
+// Each test crate that includes this module uses its own subset.
+#[allow(unused_imports)]
 pub use helpers::{frame, read_pcap, write_pcap, Ips, L4};
 
 /// The gateway's MAC on its one port.
