@@ -95,9 +95,34 @@ fn display_field(field: &str) -> &str {
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
+        field: truncate_text(field.into(), 200),
+        message: truncate_text(message.into(), MAX_MESSAGE_LEN),
     }
+}
+
+/// Longest error message kept whole; longer ones (a huge value quoted back) are cut, so that a
+/// 10 MB value is not echoed whole into logs and API replies.
+pub const MAX_MESSAGE_LEN: usize = 512;
+
+/// `s` cut to at most `max` bytes (at a character boundary), saying how long it was.
+pub fn truncate_text(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let total = s.len();
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s.push_str(&format!("... ({total} bytes, cut)"));
+    s
+}
+
+/// Whether `ip` is the broadcast address of the IPv4 subnet `net` (prefixes up to /30;
+/// /31 and /32 have none, RFC 3021).
+fn is_subnet_broadcast(net: &Ipv4Net, ip: Ipv4Addr) -> bool {
+    net.prefix_len <= 30 && net.contains(ip) && u32::from(ip) | net.mask() == u32::MAX
 }
 
 /// Advice about a valid configuration (displayed like an error: `field: message`).
@@ -1482,6 +1507,7 @@ impl RawConfig {
         let routes = validate_routes(&self.routes, &ports, &port_ref)?;
         let neighbors = validate_neighbors(&self.neighbors, &ports, &port_ref)?;
         let target_groups = validate_groups(&self.target_groups, &ports, &port_ref, &mut v)?;
+        check_targets_resolvable(&target_groups, &ports, &neighbors)?;
         let control = validate_control(&self.control, &mut v)?;
         Ok(Config {
             dataplane,
@@ -1629,6 +1655,14 @@ fn validate_ports(
                     field,
                     format!("{net}: the address is the subnet's network address"),
                 ));
+            }
+            if let IpNet::V4(n) = net {
+                if is_subnet_broadcast(&n, n.addr) {
+                    return Err(invalid(
+                        field,
+                        format!("{net}: the address is the subnet's broadcast address"),
+                    ));
+                }
             }
             let dup = match net {
                 IpNet::V4(n) => ipv4.replace(n).is_some(),
@@ -1942,6 +1976,16 @@ fn validate_groups(
             "at least one target group is required",
         ));
     }
+    let total: usize = raw.iter().map(|g| g.targets.len()).sum();
+    if total > crate::pipeline::MAX_APPLIANCES {
+        return Err(invalid(
+            "target_groups",
+            format!(
+                "{total} targets; a gateway serves at most {} (registered and draining together)",
+                crate::pipeline::MAX_APPLIANCES
+            ),
+        ));
+    }
     let mut groups: Vec<TargetGroup> = Vec::with_capacity(raw.len());
     // user port index -> group index that takes its traffic
     let mut served: HashMap<usize, usize> = HashMap::new();
@@ -2247,10 +2291,24 @@ fn validate_targets(
                 format!("{address} is port {:?}'s own address", ports[port].name),
             ));
         }
+        if let (IpAddr::V4(a), Some(net)) = (address, ports[port].ipv4) {
+            if is_subnet_broadcast(&net, a) || (net.prefix_len <= 30 && a == net.network()) {
+                return Err(invalid(
+                    format!("{t}.address"),
+                    format!(
+                        "{address} is the network or broadcast address of port {:?}'s subnet {}/{}",
+                        ports[port].name,
+                        net.network(),
+                        net.prefix_len
+                    ),
+                ));
+            }
+        }
         let mac = match &rt.mac {
             Some(m) => Some(check_unicast_mac(&format!("{t}.mac"), m)?),
             None => None,
         };
+
         targets.push(Target {
             address,
             weight: ranged(&format!("{t}.weight"), rt.weight, 0..=1000)?,
@@ -2259,6 +2317,35 @@ fn validate_targets(
         });
     }
     Ok(targets)
+}
+
+/// Every target's MAC must be knowable: configured on the target, in a static `[[neighbors]]`
+/// entry, or learnable by ARP/ND through its port's `kernel_interface`. Otherwise it would
+/// count as healthy (health checks need the same exception path... or none) and blackhole
+/// its flows as `neighbor_unresolved`.
+fn check_targets_resolvable(
+    groups: &[TargetGroup],
+    ports: &[Port],
+    neighbors: &[Neighbor],
+) -> Result<(), ConfigError> {
+    for (gi, g) in groups.iter().enumerate() {
+        for (ti, t) in g.targets.iter().enumerate() {
+            let port = &ports[t.port];
+            let known = t.mac.is_some()
+                || port.kernel_interface.is_some()
+                || neighbors.iter().any(|n| n.address == t.address);
+            if !known {
+                return Err(invalid(
+                    format!("target_groups[{gi}].targets[{ti}].mac"),
+                    format!(
+                        "required: port {:?} has no kernel_interface, so gwlb cannot learn {}'s MAC by ARP/ND (set the target's mac, a [[neighbors]] entry, or the port's kernel_interface)",
+                        port.name, t.address
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn validate_control(raw: &RawControl, v: &mut Validator) -> Result<Control, ConfigError> {
@@ -2276,6 +2363,14 @@ fn validate_control(raw: &RawControl, v: &mut Validator) -> Result<Control, Conf
             "control.metrics_listen",
             "same address as control.api_listen",
         ));
+    }
+    if let Some(m) = &metrics_listen {
+        if !m.is_local() {
+            v.warn(
+                "control.metrics_listen",
+                format!("{m} is not a loopback address or a unix socket: metrics need no token, so anyone who can reach it can read them (bind it to a trusted address)"),
+            );
+        }
     }
     let api_token = (!raw.api_token.is_empty()).then(|| raw.api_token.clone());
     if let Some(api) = &api_listen {
@@ -2643,6 +2738,7 @@ address = "10.0.0.1/24"
 name = "fw"
 [[target_groups.targets]]
 address = "10.0.0.10"
+mac = "02:00:00:00:00:10"
 "#;
 
     fn parse(text: &str) -> Config {
@@ -2707,14 +2803,16 @@ port = "user"
 name = "fw"
 [[target_groups.targets]]
 address = "10.0.2.11"
+mac = "02:00:00:00:02:11"
 [[target_groups.targets]]
 address = "10.0.2.12"
+mac = "02:00:00:00:02:12"
 "#;
 
     #[test]
     fn test_minimal_defaults() {
         let c = parse(MINIMAL);
-        assert_eq!(MINIMAL.trim().lines().filter(|l| !l.is_empty()).count(), 9);
+        assert_eq!(MINIMAL.trim().lines().filter(|l| !l.is_empty()).count(), 10);
         let d = &c.dataplane;
         assert_eq!(d.worker_cpus, vec![1]);
         assert_eq!(d.main_cpu, 0);
@@ -2766,7 +2864,8 @@ address = "10.0.2.12"
         );
         let t = &g.targets[0];
         assert_eq!(t.address, IpAddr::from([10, 0, 0, 10]));
-        assert_eq!((t.weight, t.mac, t.port), (1, None, 0));
+        assert_eq!((t.weight, t.port), (1, 0));
+        assert_eq!(t.mac.map(|m| m.0), Some([2, 0, 0, 0, 0, 0x10]));
 
         let ctl = &c.control;
         assert_eq!(
@@ -3472,17 +3571,68 @@ log_format = "json"
             .warnings()
             .iter()
             .any(|w| w.field == "ports[0]" && w.message.contains("no target group")));
-        expect_err(&MINIMAL.replace("[[target_groups]]\nname = \"fw\"\n[[target_groups.targets]]\naddress = \"10.0.0.10\"\n", ""), "target_groups", "at least one");
+        expect_err(&MINIMAL.replace("[[target_groups]]\nname = \"fw\"\n[[target_groups.targets]]\naddress = \"10.0.0.10\"\nmac = \"02:00:00:00:00:10\"\n", ""), "target_groups", "at least one");
     }
 
     #[test]
     fn test_target_rules() {
         let t = |addr: &str, extra: &str| {
-            MINIMAL.replace(
+            let base = if extra.contains("mac =") {
+                MINIMAL.replace("mac = \"02:00:00:00:00:10\"\n", "")
+            } else {
+                MINIMAL.to_owned()
+            };
+            base.replace(
                 "address = \"10.0.0.10\"",
                 &format!("address = \"{addr}\"\n{extra}"),
             )
         };
+        // A MAC nobody can learn: no static MAC, no [[neighbors]] entry, no kernel_interface.
+        let unresolvable = MINIMAL.replace("mac = \"02:00:00:00:00:10\"\n", "");
+        expect_err(
+            &unresolvable,
+            "target_groups[0].targets[0].mac",
+            "has no kernel_interface",
+        );
+        parse(&unresolvable.replacen(
+            "role = \"both\"",
+            "role = \"both\"\nkernel_interface = \"gw0\"",
+            1,
+        ));
+        parse(&format!(
+            "{unresolvable}\n[[neighbors]]\naddress = \"10.0.0.10\"\nmac = \"02:00:00:00:00:10\"\nport = \"eth0\"\n"
+        ));
+        // Network and broadcast addresses are no hosts.
+        expect_err(
+            &t("10.0.0.255", ""),
+            "target_groups[0].targets[0].address",
+            "broadcast address",
+        );
+        expect_err(
+            &t("10.0.0.0", ""),
+            "target_groups[0].targets[0].address",
+            "network or broadcast",
+        );
+        // More targets than the gateway has slots for.
+        let many: String = (0..4097)
+            .map(|i| {
+                format!(
+                    "[[target_groups.targets]]\naddress = \"10.{}.{}.{}\"\nmac = \"02:00:00:00:00:10\"\n",
+                    1 + i / 62500,
+                    (i / 250) % 250,
+                    2 + i % 250
+                )
+            })
+            .collect();
+        expect_err(
+            &format!("{}\n{many}", MINIMAL.replace("10.0.0.1/24", "10.0.0.1/8")),
+            "target_groups",
+            "at most 4096",
+        );
+        // A huge value is not echoed whole.
+        let huge = "x".repeat(100_000);
+        let e = Config::from_toml_str(&t("10.0.0.10", &format!("port = \"{huge}\""))).unwrap_err();
+        assert!(e.to_string().len() < 2_000, "{} bytes", e.to_string().len());
         expect_err(
             &t("10.1.0.10", ""),
             "target_groups[0].targets[0].address",
@@ -3518,7 +3668,7 @@ log_format = "json"
             "target_groups[0].targets[0].port",
             "no port named",
         );
-        let dup = format!("{MINIMAL}[[target_groups.targets]]\naddress = \"10.0.0.10\"\n");
+        let dup = format!("{MINIMAL}[[target_groups.targets]]\naddress = \"10.0.0.10\"\nmac = \"02:00:00:00:00:10\"\n");
         expect_err(
             &dup,
             "target_groups[0].targets[1].address",
@@ -3542,7 +3692,10 @@ log_format = "json"
         );
         let c = parse(&t("10.0.0.10", "weight = 0"));
         assert!(c.warnings().iter().any(|w| w.message.contains("weight 0")));
-        let c = parse(&MINIMAL.replace("[[target_groups.targets]]\naddress = \"10.0.0.10\"\n", ""));
+        let c = parse(&MINIMAL.replace(
+            "[[target_groups.targets]]\naddress = \"10.0.0.10\"\nmac = \"02:00:00:00:00:10\"\n",
+            "",
+        ));
         assert!(c.target_groups[0].targets.is_empty());
         assert!(c
             .warnings()

@@ -193,6 +193,9 @@ mac = "02:00:00:00:00:0b"
             id("net_af_packet0,iface=eth2")
         );
         assert_eq!(id("0000:03:00.0"), "pci-0000_03_00.0");
-        assert!(id("net_pcap0,rx_pcap=/tmp/a b.pcap").starts_with("vdev-net_pcap0"));
+        assert_eq!(
+            id("net_pcap0,rx_pcap=/tmp/a+b.pcap"),
+            "vdev-net_pcap0_rx_pcap__tmp_a_b.pcap"
+        );
     }
 }

@@ -305,7 +305,13 @@ impl Pipeline {
         let slot = match self.flows.lookup(&key, table_hash, now) {
             Some(e) => {
                 let a = &snap.appliances[usize::from(e.appliance)];
-                let keep = match a.state {
+                // An entry of an earlier generation names the slot's previous target: gone.
+                let state = if e.generation == a.generation {
+                    a.state
+                } else {
+                    ApplianceState::Gone
+                };
+                let keep = match state {
                     ApplianceState::Healthy => true,
                     ApplianceState::Unhealthy => !g.rebalance,
                     ApplianceState::Draining { until } => now < until,
@@ -313,7 +319,7 @@ impl Pipeline {
                 };
                 if keep {
                     e.appliance
-                } else if !g.rebalance && a.state != ApplianceState::Unhealthy {
+                } else if !g.rebalance && state != ApplianceState::Unhealthy {
                     // no_rebalance: a flow ends with its drained appliance. The entry stays
                     // (and blackholes the flow) until it idles out, so the flow's remaining
                     // packets are never re-steered mid-connection.
@@ -322,18 +328,24 @@ impl Pipeline {
                     match pick(snap) {
                         Some(s) => {
                             e.appliance = s;
+                            e.generation = snap.appliances[usize::from(s)].generation;
                             self.counters.rebalanced_flows += 1;
                             self.counters.appliance_flows[usize::from(s)] += 1;
                             s
                         }
-                        // No healthy appliance left: keep the flow where it was.
-                        None => e.appliance,
+                        // No healthy appliance left: keep the flow where it was, unless that
+                        // slot now serves another target.
+                        None if e.generation == a.generation => e.appliance,
+                        None => {
+                            return self.end_flow(g, buf, p, in_port, DropReason::ApplianceGone)
+                        }
                     }
                 }
             }
             None => match pick(snap) {
                 Some(s) => {
-                    let entry = FlowEntry::new(class_of(p.protocol), s, group, table_hash);
+                    let mut entry = FlowEntry::new(class_of(p.protocol), s, group, table_hash);
+                    entry.generation = snap.appliances[usize::from(s)].generation;
                     if self
                         .flows
                         .insert_absent(key, table_hash, entry, now)
@@ -412,7 +424,9 @@ impl Pipeline {
     ) -> Verdict {
         let table_hash = h as u32;
         match self.flows.lookup(&key, table_hash, now) {
-            Some(e) if e.appliance == slot => {}
+            Some(e)
+                if e.appliance == slot
+                    && e.generation == snap.appliances[usize::from(slot)].generation => {}
             Some(_) => return Verdict::Drop(DropReason::ReturnFromOtherAppliance),
             None => {
                 // A flow the table does not hold. If the table had no room for it (both its

@@ -100,6 +100,9 @@ pub struct ApplianceView {
     pub state: ApplianceState,
     /// Prebuilt outer headers; `None` while its MAC is unresolved.
     pub template: Option<EncapTemplate>,
+    /// Its slot's generation ([`crate::control::registry::Slot::generation`]): a flow entry of
+    /// another generation belongs to a previous target of the slot.
+    pub generation: u8,
     /// Its MAC address (configured or learned); `None` while unresolved. Its returns must
     /// come from this MAC on [`ApplianceView::port`].
     pub mac: Option<[u8; 6]>,
@@ -371,6 +374,7 @@ impl Snapshot {
                 state,
                 template,
                 mac,
+                generation: s.generation,
             });
         }
         for (gi, (g, (backends, slots))) in cfg.target_groups.iter().zip(group_backends).enumerate()

@@ -3,9 +3,16 @@
 //! Flow-table entries name their appliance by *slot* (a `u16` index into the snapshot's
 //! appliances and the per-appliance counters). A slot therefore must keep meaning the same
 //! appliance for as long as any flow may name it: the [`Registry`] hands out one slot per
-//! `(target group, address)` and never gives it to another target while the gateway runs.
-//! A target that is deregistered keeps its slot while it drains; one that comes back (by
-//! reload or API) gets its old slot back, with its flows.
+//! `(target group, address)` and gives it to another target only once it is [`SlotState::Gone`]
+//! and every slot is in use. A target that is deregistered keeps its slot while it drains; one
+//! that comes back (by reload or API) gets its old slot back, with its flows.
+//!
+//! Reuse: a reused slot's [`Slot::generation`] is incremented. Flow entries record the
+//! generation of their appliance, so an entry left over from the slot's previous target (a
+//! flow that kept sending after its appliance was gone, under `no_rebalance`) is treated as
+//! belonging to a gone appliance and never reaches the new target. The per-target counters of
+//! a reused slot start from [`Slot::counter_base`]. The generation is a byte: an entry would
+//! be mistaken only if it outlived 256 reuses of its slot while sending continuously.
 //!
 //! The registry is pure bookkeeping (no I/O, no clocks of its own): the control loop feeds it
 //! the running configuration and the time, and builds snapshots from it.
@@ -42,6 +49,11 @@ pub struct Slot {
     pub healthy: bool,
     /// Why it is in its state (last health transition or the deregistration).
     pub reason: Option<String>,
+    /// Incremented each time the slot is given to another target.
+    pub generation: u8,
+    /// The slot's per-appliance counters (packets, bytes, flows) when it was last given to
+    /// another target; what the workers count beyond it belongs to this target.
+    pub counter_base: [u64; 3],
 }
 
 /// What [`Registry::reconcile`] changed, as `group/address` strings.
@@ -55,6 +67,8 @@ pub struct Changes {
     pub reweighted: Vec<String>,
     /// Targets whose port or static MAC changed.
     pub modified: Vec<String>,
+    /// Slots given to a new target after their previous one was gone.
+    pub reused: Vec<u16>,
 }
 
 impl Changes {
@@ -64,13 +78,14 @@ impl Changes {
             && self.deregistered.is_empty()
             && self.reweighted.is_empty()
             && self.modified.is_empty()
+            && self.reused.is_empty()
     }
 }
 
 /// Why a slot could not be given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "no free appliance slot: {max} slots used since start (restart the gateway to compact them)"
+    "no free appliance slot: {max} targets registered or still draining (the most a gateway serves)"
 )]
 pub struct SlotsExhausted {
     /// The slot limit.
@@ -147,17 +162,30 @@ impl Registry {
                         present[i] = true;
                     }
                     None => {
-                        if next.len() >= self.max {
-                            return Err(SlotsExhausted { max: self.max });
-                        }
-                        next.push(Slot {
+                        let slot = Slot {
                             group: g.name.clone(),
                             target: *t,
                             state: SlotState::Registered,
                             healthy: true,
                             reason: Some("registered".into()),
-                        });
-                        present.push(true);
+                            generation: 0,
+                            counter_base: [0; 3],
+                        };
+                        if next.len() < self.max {
+                            next.push(slot);
+                            present.push(true);
+                        } else {
+                            // Every slot used: take a gone one (not one this pass gave out).
+                            let free = next
+                                .iter()
+                                .zip(&present)
+                                .position(|(s, here)| s.state == SlotState::Gone && !here)
+                                .ok_or(SlotsExhausted { max: self.max })?;
+                            let generation = next[free].generation.wrapping_add(1);
+                            next[free] = Slot { generation, ..slot };
+                            present[free] = true;
+                            changes.reused.push(free as u16);
+                        }
                         changes.registered.push(label(&g.name, t.address));
                     }
                 }
@@ -231,7 +259,7 @@ mod tests {
 name = "p0"
 device = "net_null0"
 role = "both"
-address = "10.0.0.1/24"
+address = "10.0.0.1/16"
 
 [[target_groups]]
 name = "tg"
@@ -259,7 +287,7 @@ deregistration_delay_s = {delay}
     }
 
     #[test]
-    fn removal_drains_then_ends_and_slots_are_never_reused() {
+    fn removal_drains_then_ends_and_a_slot_comes_back_to_its_target() {
         let mut r = Registry::new(&cfg(&[("10.0.0.11", 1), ("10.0.0.12", 1)], 30), 16).unwrap();
         // .11 leaves, .13 arrives: .13 gets a new slot, .12 keeps its slot.
         let ch = r
@@ -284,6 +312,51 @@ deregistration_delay_s = {delay}
         assert_eq!(r.find("tg", ip("10.0.0.11")), Some(0));
         assert_eq!(r.slots()[0].state, SlotState::Registered);
         assert_eq!(r.slots()[0].target.weight, 5);
+    }
+
+    #[test]
+    fn gone_slots_are_reused_only_when_every_slot_is_used() {
+        // Two slots. .11 drains (delay 0) and is gone at once; .12 stays.
+        let mut r = Registry::new(&cfg(&[("10.0.0.11", 1), ("10.0.0.12", 1)], 0), 2).unwrap();
+        r.reconcile(&cfg(&[("10.0.0.12", 1)], 0), 10).unwrap();
+        assert_eq!(r.expire_drains(10), vec!["tg/10.0.0.11"]);
+        // .13 takes .11's slot, one generation on, and is reported as a reuse.
+        let ch = r
+            .reconcile(&cfg(&[("10.0.0.12", 1), ("10.0.0.13", 1)], 0), 11)
+            .unwrap();
+        assert_eq!(ch.reused, vec![0]);
+        assert_eq!(ch.registered, vec!["tg/10.0.0.13"]);
+        assert_eq!(r.find("tg", ip("10.0.0.13")), Some(0));
+        assert_eq!(r.find("tg", ip("10.0.0.11")), None);
+        assert_eq!(r.slots()[0].generation, 1);
+        // A third target while both slots are live (one draining): refused, nothing changed.
+        let mut draining =
+            Registry::new(&cfg(&[("10.0.0.11", 1), ("10.0.0.12", 1)], 30), 2).unwrap();
+        draining
+            .reconcile(&cfg(&[("10.0.0.12", 1)], 30), 10)
+            .unwrap();
+        let before = draining.slots().to_vec();
+        assert_eq!(
+            draining.reconcile(&cfg(&[("10.0.0.12", 1), ("10.0.0.13", 1)], 30), 11),
+            Err(SlotsExhausted { max: 2 })
+        );
+        assert_eq!(draining.slots(), &before[..]);
+    }
+
+    #[test]
+    fn thousands_of_distinct_targets_over_time_fit_few_slots() {
+        // Register and remove 5,000 distinct addresses, one at a time, with 4 slots.
+        let mut r = Registry::new(&cfg(&[("10.0.0.2", 1)], 0), 4).unwrap();
+        for i in 0..5_000u32 {
+            let a = format!("10.0.{}.{}", 1 + i / 250, 2 + i % 250);
+            let with = cfg(&[("10.0.0.2", 1), (&a, 1)], 0);
+            r.reconcile(&with, i)
+                .unwrap_or_else(|e| panic!("target {i}: {e}"));
+            r.reconcile(&cfg(&[("10.0.0.2", 1)], 0), i).unwrap();
+            r.expire_drains(i);
+        }
+        assert!(r.slots().len() <= 4);
+        assert_eq!(r.find("tg", ip("10.0.0.2")), Some(0));
     }
 
     #[test]

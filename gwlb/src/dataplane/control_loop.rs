@@ -281,6 +281,15 @@ impl ControlLoop {
         }
     }
 
+    /// Per-appliance counter `k` (packets, bytes, flows) of `slot`, summed over workers since
+    /// start (for every target the slot has served).
+    fn slot_counter(&self, slot: usize, k: usize) -> u64 {
+        self.stats
+            .iter()
+            .map(|w| w.appliance.get(slot).map_or(0, |a| a[k].load(Relaxed)))
+            .sum()
+    }
+
     /// Makes `new` the running configuration, or changes nothing. See the module docs.
     pub fn apply(&mut self, new: Config, why: &str) -> ControlResult<Changes> {
         if let Some((field, message)) = needs_restart(&self.cfg, &new) {
@@ -293,6 +302,12 @@ impl ControlLoop {
                 .map_err(|e| ControlError::Conflict {
                     message: e.to_string(),
                 })?;
+        for &slot in &changes.reused {
+            let base = [0, 1, 2].map(|k| self.slot_counter(usize::from(slot), k));
+            if let Some(s) = registry.slot_mut(slot) {
+                s.counter_base = base;
+            }
+        }
         let snap =
             Snapshot::build_with(&new, &self.macs, &registry, &self.live, self.generation + 1)
                 .map_err(|e| ControlError::invalid("target_groups", e.to_string()))?;
@@ -618,10 +633,8 @@ impl ControlLoop {
         let snap = self.snapshot.load();
         let now = self.clock.now();
         let sum = |slot: usize, k: usize| -> u64 {
-            self.stats
-                .iter()
-                .map(|w| w.appliance.get(slot).map_or(0, |a| a[k].load(Relaxed)))
-                .sum()
+            let base = self.registry.slots()[slot].counter_base[k];
+            self.slot_counter(slot, k).saturating_sub(base)
         };
         let mut out = Vec::new();
         for g in &self.cfg.target_groups {
