@@ -594,3 +594,129 @@ fn full_flow_table_keeps_both_directions_and_counts_honestly() {
         u64::from(flows) - stored
     );
 }
+
+/// One generated input of [`burst_and_single_packet_paths_agree`].
+#[derive(Debug, Clone)]
+enum Op {
+    /// A valid user frame: protocol, client address byte, ports, payload.
+    User(u8, u8, u16, u16, Vec<u8>),
+    /// Arbitrary bytes.
+    Garbage(Vec<u8>),
+    /// The AWS echo of an earlier encapsulation (index modulo the outputs so far), with one
+    /// byte XORed (offset, value; 0 = unchanged).
+    AwsReturn(usize, usize, u8),
+    /// The Linux-style return of an earlier encapsulation.
+    LinuxReturn(usize),
+    /// The AWS echo of an earlier encapsulation, sent from another appliance's address or MAC.
+    Spoof(usize, u8),
+    /// The clock jumps forward by this many seconds before the next frame.
+    Tick(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (prop::sample::select(vec![6u8, 17, 1, 47]), any::<u8>(), any::<u16>(), any::<u16>(),
+              prop::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(p, a, s, d, pl)| Op::User(p, a, s, d, pl)),
+        1 => prop::collection::vec(any::<u8>(), 0..200).prop_map(Op::Garbage),
+        3 => (any::<usize>(), any::<usize>(), prop_oneof![3 => Just(0u8), 1 => any::<u8>()])
+            .prop_map(|(i, o, x)| Op::AwsReturn(i, o, x)),
+        2 => any::<usize>().prop_map(Op::LinuxReturn),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, k)| Op::Spoof(i, k)),
+        1 => prop_oneof![Just(1u16), Just(200), Just(1000)].prop_map(Op::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `process` packet by packet and `process_burst` on the same frames in the same bursts
+    /// agree on every verdict, every output byte, every counter and the flow table, over
+    /// mixes of new flows (a table that fills), returns of both styles (some
+    /// mutated), spoofs, garbage and clock jumps. And whatever is encapsulated carries the
+    /// input packet exactly; whatever is decapsulated is exactly the returned inner packet.
+    #[test]
+    fn burst_and_single_packet_paths_agree(
+        bursts in prop::collection::vec((1usize..=32, prop::collection::vec(op(), 1..=32)), 1..12),
+        no_rebalance in any::<bool>(),
+        fail_open in any::<bool>(),
+    ) {
+        let mut text = CONFIG.to_owned();
+        if no_rebalance || fail_open {
+            let extra = format!(
+                "on_unhealthy = \"{}\"\non_all_unhealthy = \"{}\"\n",
+                if no_rebalance { "no_rebalance" } else { "rebalance" },
+                if fail_open { "fail_open" } else { "fail_closed" },
+            );
+            text = text.replacen("attachment_id = 5678\n", &format!("attachment_id = 5678\n{extra}"), 1);
+        }
+        let cfg = Config::from_toml_str(&text).expect("config");
+        let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+        // The smallest table (16 slots): it fills, so the full-table paths are exercised.
+        let mut single = Pipeline::new(1, Default::default()).expect("pipeline");
+        let mut burst = Pipeline::new(1, Default::default()).expect("pipeline");
+        let mut encapsulated: Vec<(Vec<u8>, Vec<u8>)> = Vec::new(); // (encap, inner IP)
+        let mut now = 1u32;
+        for (size, ops) in bursts {
+            for chunk in ops.chunks(size) {
+                // Frames of this burst, and what each one is (for the byte oracles).
+                let mut frames: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+                for op in chunk {
+                    let earlier = |i: usize| encapsulated.get(i % encapsulated.len().max(1)).cloned();
+                    match op {
+                        Op::User(p, a, s, d, pl) => {
+                            let f = frame_v4(*p, [10, 1, 0, *a], [10, 2, 0, 2], *s, *d, pl);
+                            frames.push((f, None));
+                        }
+                        Op::Garbage(b) => frames.push((b.clone(), None)),
+                        Op::AwsReturn(i, o, x) => {
+                            if let Some((enc, inner)) = earlier(*i) {
+                                let mut r = aws_return(&enc);
+                                let at = o % r.len();
+                                r[at] ^= x;
+                                frames.push((r, (*x == 0).then_some(inner)));
+                            }
+                        }
+                        Op::LinuxReturn(i) => {
+                            if let Some((enc, inner)) = earlier(*i) {
+                                frames.push((linux_return(&enc, &inner), Some(inner)));
+                            }
+                        }
+                        Op::Spoof(i, k) => {
+                            if let Some((enc, _)) = earlier(*i) {
+                                let (mac, ip) = APPLIANCES[usize::from(*k) % 3];
+                                let (mac, ip) = if k & 4 == 0 { (mac, [10, 0, 0, enc[33]]) } else { (mac, ip) };
+                                frames.push((aws_return_from(&enc, mac, ip), None));
+                            }
+                        }
+                        Op::Tick(t) => now += u32::from(*t),
+                    }
+                }
+                let mut bufs: Vec<VecBuf> = frames.iter().map(|(f, _)| VecBuf::new(f)).collect();
+                let mut verdicts = vec![Verdict::ToHost; bufs.len()];
+                burst.process_burst(&snap, &mut bufs, 0, now, &mut verdicts);
+                for (k, (f, returned_inner)) in frames.iter().enumerate() {
+                    let (enc_before, dec_before) =
+                        (single.counters.encapsulated, single.counters.decapsulated);
+                    let mut b = VecBuf::new(f);
+                    let v = single.process(&snap, &mut b, 0, now);
+                    prop_assert_eq!(v, verdicts[k], "verdict of frame {} of the burst", k);
+                    prop_assert_eq!(b.data(), bufs[k].data(), "bytes of frame {}", k);
+                    if single.counters.encapsulated > enc_before {
+                        // Encapsulated: the input's IP packet, exactly, after 68 outer bytes.
+                        prop_assert_eq!(&b.data()[14 + 68..], &f[14..]);
+                        encapsulated.push((b.data().to_vec(), f[14..].to_vec()));
+                    }
+                    if single.counters.decapsulated > dec_before {
+                        if let Some(inner) = returned_inner {
+                            prop_assert_eq!(&b.data()[14..], &inner[..], "decapsulated inner");
+                        }
+                    }
+                }
+                prop_assert_eq!(&single.counters, &burst.counters);
+                prop_assert_eq!(single.flows().len(), burst.flows().len());
+                prop_assert_eq!(single.flows().stats(), burst.flows().stats());
+            }
+        }
+    }
+}
