@@ -568,19 +568,15 @@ fn return_flow(
         .appliance_by_addr(&outer.src)
         .ok_or(DropReason::UnknownAppliance)?;
     let a = &snap.appliances[usize::from(slot)];
-    let from_its_mac = match (a.mac, frame.get(6..12)) {
-        (Some(mac), Some(src)) => src == mac,
-        _ => false,
-    };
-    if a.port != in_port || !from_its_mac {
+    let src_mac = frame
+        .get(6..12)
+        .and_then(|s| <[u8; 6]>::try_from(s).ok())
+        .map_or(0, crate::snapshot::mac_key);
+    if a.port != in_port || a.mac_key == 0 || src_mac != a.mac_key {
         return Err(DropReason::ReturnSourceMismatch);
     }
     let ret = decap::parse_return_into(frame, outer, inner)?;
-    let g = snap
-        .groups
-        .get(usize::from(a.group))
-        .ok_or(DropReason::UnknownAppliance)?;
-    if g.require_cookie && ret.flow_cookie.is_none() {
+    if a.require_cookie && ret.flow_cookie.is_none() {
         return Err(DropReason::ReturnWithoutCookie);
     }
     let (key, h) = flow_of(snap, a.group, inner);

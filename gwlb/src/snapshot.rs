@@ -106,6 +106,21 @@ pub struct ApplianceView {
     /// Its MAC address (configured or learned); `None` while unresolved. Its returns must
     /// come from this MAC on [`ApplianceView::port`].
     pub mac: Option<[u8; 6]>,
+    /// [`mac_key`] of `mac`, 0 while unresolved: what the data path compares a return's source
+    /// MAC with (one 64-bit compare).
+    pub mac_key: u64,
+    /// Its group's `require_flow_cookie` (kept here so a return needs no group lookup).
+    pub require_cookie: bool,
+}
+
+/// A MAC address as a non-zero 64-bit key (the six bytes, then a marker byte), so that
+/// comparing two MACs is one compare and 0 can mean "none".
+#[inline]
+pub fn mac_key(mac: [u8; 6]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..6].copy_from_slice(&mac);
+    b[7] = 1;
+    u64::from_le_bytes(b)
 }
 
 /// One target group as the data path sees it.
@@ -374,6 +389,8 @@ impl Snapshot {
                 state,
                 template,
                 mac,
+                mac_key: mac.map_or(0, mac_key),
+                require_cookie: gi.is_some_and(|g| cfg.target_groups[g].require_flow_cookie),
                 generation: s.generation,
             });
         }
