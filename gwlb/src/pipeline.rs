@@ -423,10 +423,13 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let table_hash = h as u32;
-        match self.flows.lookup(&key, table_hash, now) {
+        let stateless = match self.flows.lookup(&key, table_hash, now) {
             Some(e)
                 if e.appliance == slot
-                    && e.generation == snap.appliances[usize::from(slot)].generation => {}
+                    && e.generation == snap.appliances[usize::from(slot)].generation =>
+            {
+                false
+            }
             Some(_) => return Verdict::Drop(DropReason::ReturnFromOtherAppliance),
             None => {
                 // A flow the table does not hold. If the table had no room for it (both its
@@ -444,9 +447,9 @@ impl Pipeline {
                 if choice != Some(slot) {
                     return Verdict::Drop(DropReason::NoFlowForReturn);
                 }
-                self.counters.stateless_returns += 1;
+                true
             }
-        }
+        };
         if ret.flow_cookie.is_some_and(|c| c != table_hash) {
             return Verdict::Drop(DropReason::NoFlowForReturn);
         }
@@ -460,6 +463,8 @@ impl Pipeline {
             return Verdict::Drop(DropReason::GeneveMalformed);
         }
         self.counters.decapsulated += 1;
+        // Counted only once forwarded (a stateless return can still fail the checks above).
+        self.counters.stateless_returns += u64::from(stateless);
         Verdict::Tx(hop.port)
     }
 

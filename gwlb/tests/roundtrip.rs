@@ -575,6 +575,19 @@ fn full_flow_table_keeps_both_directions_and_counts_honestly() {
     assert_eq!(pipe.counters.decapsulated - before, u64::from(flows));
     assert_eq!(pipe.counters.stateless_returns, u64::from(flows) - stored);
 
+    // Returns with a wrong cookie are dropped, stored flow or not, and not counted as
+    // stateless returns (found by the pipeline fuzz target).
+    let stateless = pipe.counters.stateless_returns;
+    for enc in &sent {
+        let mut r = aws_return(enc);
+        r[14 + 68 - 4] ^= 0xff;
+        assert_eq!(
+            pipe.process(&snap, &mut VecBuf::new(&r), 0, 3),
+            Verdict::Drop(DropReason::NoFlowForReturn)
+        );
+    }
+    assert_eq!(pipe.counters.stateless_returns, stateless);
+
     // The same returns from an appliance that is not the flow's: dropped, stored or not.
     let drops = |p: &Pipeline, r: DropReason| p.counters.drops[r.index()];
     for enc in &sent {
@@ -591,7 +604,7 @@ fn full_flow_table_keeps_both_directions_and_counts_honestly() {
     assert_eq!(drops(&pipe, DropReason::ReturnFromOtherAppliance), stored);
     assert_eq!(
         drops(&pipe, DropReason::NoFlowForReturn),
-        u64::from(flows) - stored
+        u64::from(flows) + u64::from(flows) - stored
     );
 }
 
