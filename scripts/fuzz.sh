@@ -15,8 +15,8 @@
 # below, gwlb's from gwlb/fuzz/seeds/pipeline); crashes are written to
 # <crate>/fuzz/artifacts/<target>. Both are git-ignored. Reproduce one with
 #   cargo +nightly fuzz run --sanitizer none <target> <artifact>
-# (the pipeline target explains a run with GWLB_FUZZ_TRACE=1, and also asserts the behaviours
-# of its known bugs with GWLB_FUZZ_STRICT=1; see gwlb/fuzz/fuzz_targets/pipeline.rs).
+# (the pipeline target explains a run, packet by packet, with GWLB_FUZZ_TRACE=1; see
+# gwlb/fuzz/fuzz_targets/pipeline.rs).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
