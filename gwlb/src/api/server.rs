@@ -377,7 +377,7 @@ impl Stream for tokio::net::UnixStream {
 }
 
 impl Acceptor {
-    async fn accept(&self) -> io::Result<(Box<dyn StreamBox>, String)> {
+    async fn accept(&self) -> io::Result<(Box<dyn Stream>, String)> {
         match self {
             Acceptor::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
@@ -392,14 +392,19 @@ impl Acceptor {
     }
 }
 
-/// Object-safe [`Stream`], so that one connection task serves both kinds.
-trait StreamBox: Stream {}
-impl<T: Stream> StreamBox for T {}
-
-/// The reply written to a connection over [`Limits::max_connections`] before closing it.
-const BUSY_REPLY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
-Content-Length: 77\r\nConnection: close\r\n\r\n\
-{\"error\":{\"kind\":\"busy\",\"field\":null,\"message\":\"too many open connections\"}}\n";
+/// The reply written to a connection over [`Limits::max_connections`] before closing it
+/// (without hyper: the connection gets no task). The body is the API's usual error JSON.
+fn busy_reply() -> Vec<u8> {
+    let body = HttpError::busy("too many open connections").to_json();
+    let mut reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(&body);
+    reply
+}
 
 async fn accept_loop(
     acceptor: Acceptor,
@@ -408,6 +413,7 @@ async fn accept_loop(
     mut shutdown: oneshot::Receiver<()>,
 ) {
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections.max(1)));
+    let busy = busy_reply();
     let mut last_error_log: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
@@ -432,7 +438,7 @@ async fn accept_loop(
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-            stream.try_write_now(BUSY_REPLY);
+            stream.try_write_now(&busy);
             continue;
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -447,7 +453,7 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(stream: Box<dyn StreamBox>, peer: String, shared: &Arc<Shared>) {
+async fn serve_connection(stream: Box<dyn Stream>, peer: String, shared: &Arc<Shared>) {
     let limits = &shared.limits;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
