@@ -291,12 +291,8 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
     let hz = lcore::tsc_hz().max(1);
     let start = lcore::rdtsc();
     let mut turns = 0u32;
-    let first_tap = w
-        .host_path
-        .phys_of
-        .iter()
-        .take_while(|p| p.is_none())
-        .count();
+    // The TAPs follow the config ports, one `tap_of` entry each.
+    let first_tap = w.host_path.tap_of.len();
     let mut out = TxStage::new(std::mem::take(&mut w.tx), first_tap);
     let mut port_id_by_index = vec![0u16; out.tx.len()];
     for (id, &index) in w.port_index_by_id.iter().enumerate() {
