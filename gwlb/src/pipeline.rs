@@ -300,7 +300,6 @@ impl Pipeline {
     ) -> Verdict {
         let g = &snap.groups[usize::from(group)];
         let (table_hash, lb_hash) = (h as u32, (h >> 32) as u32);
-        let pick = |_: &Snapshot| g.maglev.lookup(lb_hash).map(|b| g.backends[usize::from(b)]);
 
         let slot = match self.flows.lookup(&key, table_hash, now) {
             Some(e) => {
@@ -325,7 +324,7 @@ impl Pipeline {
                     // packets are never re-steered mid-connection.
                     return self.end_flow(g, buf, p, in_port, DropReason::ApplianceGone);
                 } else {
-                    match pick(snap) {
+                    match g.pick(lb_hash) {
                         Some(s) => {
                             e.appliance = s;
                             e.generation = snap.appliances[usize::from(s)].generation;
@@ -342,7 +341,7 @@ impl Pipeline {
                     }
                 }
             }
-            None => match pick(snap) {
+            None => match g.pick(lb_hash) {
                 Some(s) => {
                     let mut entry = FlowEntry::new(class_of(p.protocol), s, group, table_hash);
                     entry.generation = snap.appliances[usize::from(s)].generation;
@@ -442,9 +441,7 @@ impl Pipeline {
                 }
                 let a = &snap.appliances[usize::from(slot)];
                 let g = &snap.groups[usize::from(a.group)];
-                let lb_hash = (h >> 32) as u32;
-                let choice = g.maglev.lookup(lb_hash).map(|b| g.backends[usize::from(b)]);
-                if choice != Some(slot) {
+                if g.pick((h >> 32) as u32) != Some(slot) {
                     return Verdict::Drop(DropReason::NoFlowForReturn);
                 }
                 true

@@ -140,8 +140,17 @@ pub struct GroupView {
     pub fail_open: bool,
     /// `tcp_rst_on_drop`: answer TCP packets of flows the gateway ends with a RST.
     pub tcp_rst: bool,
-    /// `require_flow_cookie`: returns without the echoed flow cookie are dropped.
-    pub require_cookie: bool,
+}
+
+impl GroupView {
+    /// The appliance slot Maglev picks for a flow's load-balancing hash (the high half of its
+    /// flow hash), or `None` when no appliance takes new flows.
+    #[inline]
+    pub fn pick(&self, lb_hash: u32) -> Option<u16> {
+        self.maglev
+            .lookup(lb_hash)
+            .map(|b| self.backends[usize::from(b)])
+    }
 }
 
 /// A route for forwarding decapsulated (or fail-open) traffic.
@@ -407,7 +416,6 @@ impl Snapshot {
                 rebalance: g.on_unhealthy == OnUnhealthy::Rebalance,
                 fail_open: g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
                 tcp_rst: g.tcp_rst_on_drop,
-                require_cookie: g.require_flow_cookie,
             });
         }
         // One slot per address: a registered one wins over one still draining elsewhere.
