@@ -119,10 +119,24 @@ pub fn truncate_text(mut s: String, max: usize) -> String {
     s
 }
 
-/// Whether `ip` is the broadcast address of the IPv4 subnet `net` (prefixes up to /30;
-/// /31 and /32 have none, RFC 3021).
-fn is_subnet_broadcast(net: &Ipv4Net, ip: Ipv4Addr) -> bool {
-    net.prefix_len <= 30 && net.contains(ip) && u32::from(ip) | net.mask() == u32::MAX
+/// What `ip` is in the subnet `net` if it cannot be a host's address: `"network"` (the
+/// network address, for prefixes shorter than /31 or /127; /31 and /32 have none, RFC 3021)
+/// or `"broadcast"` (IPv4 up to /30).
+fn subnet_special(net: &IpNet, ip: IpAddr) -> Option<&'static str> {
+    if !net.contains(ip) {
+        return None;
+    }
+    if ip == net.network() && net.prefix_len() < net_bits(net) - 1 {
+        return Some("network");
+    }
+    match (net, ip) {
+        (IpNet::V4(n), IpAddr::V4(a))
+            if n.prefix_len <= 30 && u32::from(a) | n.mask() == u32::MAX =>
+        {
+            Some("broadcast")
+        }
+        _ => None,
+    }
 }
 
 /// Largest configuration file read (bytes). A real one is a few KiB; 4096 targets with
@@ -1692,19 +1706,11 @@ fn validate_ports(
             };
             let net: IpNet = parse_field(&field, text)?;
             check_host_ip(&field, &net.addr().to_string())?;
-            if net.addr() == net.network() && net.prefix_len() < net_bits(&net) - 1 {
+            if let Some(kind) = subnet_special(&net, net.addr()) {
                 return Err(invalid(
                     field,
-                    format!("{net}: the address is the subnet's network address"),
+                    format!("{net}: the address is the subnet's {kind} address"),
                 ));
-            }
-            if let IpNet::V4(n) = net {
-                if is_subnet_broadcast(&n, n.addr) {
-                    return Err(invalid(
-                        field,
-                        format!("{net}: the address is the subnet's broadcast address"),
-                    ));
-                }
             }
             let dup = match net {
                 IpNet::V4(n) => ipv4.replace(n).is_some(),
@@ -2333,8 +2339,8 @@ fn validate_targets(
                 format!("{address} is port {:?}'s own address", ports[port].name),
             ));
         }
-        if let (IpAddr::V4(a), Some(net)) = (address, ports[port].ipv4) {
-            if is_subnet_broadcast(&net, a) || (net.prefix_len <= 30 && a == net.network()) {
+        if let (IpAddr::V4(_), Some(net)) = (address, ports[port].ipv4) {
+            if subnet_special(&IpNet::V4(net), address).is_some() {
                 return Err(invalid(
                     format!("{t}.address"),
                     format!(
@@ -3680,6 +3686,13 @@ log_format = "json"
             "target_groups[0].targets[0].address",
             "network or broadcast",
         );
+        // Nor is a port's own address the subnet's broadcast address (a /31 has none).
+        expect_err(
+            &MINIMAL.replace("10.0.0.1/24", "10.0.0.255/24"),
+            "ports[0].address",
+            "the subnet's broadcast address",
+        );
+        parse(&MINIMAL.replace("10.0.0.1/24", "10.0.0.11/31"));
         // More targets than the gateway has slots for.
         let many: String = (0..4097)
             .map(|i| {
