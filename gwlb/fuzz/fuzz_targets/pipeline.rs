@@ -1815,7 +1815,7 @@ impl Harness {
             }
             at += 4 + usize::from(len) * 4;
         }
-        if snap.groups[0].require_cookie {
+        if self.modes.require_cookie() {
             assert!(
                 cookie.is_some(),
                 "decapsulated without a cookie in a require_flow_cookie group"
