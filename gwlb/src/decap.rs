@@ -33,7 +33,8 @@ pub struct GeneveReturn {
 /// [`GeneveReturn::inner_offset`]). `inner` is written in place so that the data path moves
 /// no parsed packet around; on error its content is unspecified.
 ///
-/// Drops: [`DropReason::GeneveMalformed`] (truncated, bad version, option overrun, OAM
+/// The Geneve payload is the UDP datagram's (its length field bounds it, not the outer IP
+/// length). Drops: [`DropReason::GeneveMalformed`] (truncated, bad version, option overrun, OAM
 /// packets), [`DropReason::GeneveCriticalOption`] (an option we do not understand has its
 /// critical bit set, RFC 8926 section 3.5.1), [`DropReason::GeneveBadProtocol`] (not IPv4 or
 /// IPv6 inside, or a protocol type that disagrees with the inner version), and the inner
@@ -46,7 +47,12 @@ pub fn parse_return_into(
 ) -> Result<GeneveReturn, DropReason> {
     let l4 = usize::from(outer.l4_offset.ok_or(DropReason::GeneveMalformed)?);
     let geneve_off = l4 + 8;
-    let end = outer.l3_end().min(frame.len());
+    // The Geneve payload ends with the UDP datagram (the outer parse checked that the UDP
+    // length fits the IP packet): bytes past it are not the appliance's to have us forward.
+    let udp_len = frame
+        .get(l4 + 4..l4 + 6)
+        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    let end = (l4 + udp_len).min(outer.l3_end()).min(frame.len());
     let geneve_bytes = frame
         .get(geneve_off..end)
         .ok_or(DropReason::GeneveMalformed)?;

@@ -191,7 +191,8 @@ drop_reasons! {
     NoHealthyAppliance => "no_healthy_appliance",
     /// Packet returned by an appliance that matches no flow the gateway holds (appliances
     /// cannot source flows), and is not a flow a full table could not store whose packets
-    /// went to this appliance by hash.
+    /// went to this appliance by hash; also an ICMP error returned for a flow but not
+    /// addressed to the quoted packet's source.
     NoFlowForReturn => "no_flow_for_return",
     /// Geneve packet from a registered appliance's address but not from where that appliance
     /// is: another source MAC, another port, or its MAC not resolved yet (a forged return).

@@ -581,6 +581,12 @@ fn return_flow(
     if a.require_cookie && ret.flow_cookie.is_none() {
         return Err(DropReason::ReturnWithoutCookie);
     }
+    // An ICMP error is keyed on the flow it quotes; it belongs to that flow only on its way
+    // back to the quoted packet's source (RFC 792, RFC 4443 2.4), or an appliance could
+    // send errors, quote and all, to any host.
+    if inner.embedded.is_some_and(|e| e.src != inner.dst) {
+        return Err(DropReason::NoFlowForReturn);
+    }
     let (key, h) = flow_of(snap, a.group, inner);
     Ok((slot, ret, key, h))
 }

@@ -378,6 +378,54 @@ fn return_from_wrong_or_unknown_appliance_is_dropped() {
     assert_eq!(pipe.counters.decapsulated, 0, "nothing forged got through");
 }
 
+/// A return is bounded by its UDP datagram: an inner packet past the UDP length is not
+/// forwarded. An ICMP error (keyed on the flow it quotes) passes only on its way back to the
+/// quoted packet's source: an appliance cannot aim errors at other hosts.
+#[test]
+fn returns_are_bounded_by_udp_length_and_icmp_errors_by_their_destination() {
+    let (snap, mut pipe) = setup();
+    let f = frame_v4(17, [10, 1, 0, 2], [10, 2, 0, 2], 4000, 53, b"x");
+    let mut b = VecBuf::new(&f);
+    assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
+    let enc = b.data().to_vec();
+    let mut short = linux_return(&enc, &f[14..]);
+    short[38..40].copy_from_slice(&16u16.to_be_bytes()); // UDP header + Geneve base header
+    assert_eq!(
+        pipe.process(&snap, &mut VecBuf::new(&short), 0, 2),
+        Verdict::Drop(DropReason::TruncatedIp)
+    );
+    // Destination unreachable from a router on the way, quoting the flow's forward packet.
+    let icmp_to = |dst: [u8; 4]| {
+        let mut body = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&f[14..]);
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, GW_MAC)
+            .ipv4([10, 2, 0, 1], dst, 64)
+            .write(&mut out, IpNumber(1), &body)
+            .unwrap();
+        out
+    };
+    let stray = icmp_to([10, 1, 9, 99]);
+    assert_eq!(
+        pipe.process(
+            &snap,
+            &mut VecBuf::new(&linux_return(&enc, &stray[14..])),
+            0,
+            2
+        ),
+        Verdict::Drop(DropReason::NoFlowForReturn)
+    );
+    let home = icmp_to([10, 1, 0, 2]);
+    let mut r = VecBuf::new(&linux_return(&enc, &home[14..]));
+    assert_eq!(pipe.process(&snap, &mut r, 0, 2), Verdict::Tx(0));
+    assert_eq!(
+        &r.data()[14..],
+        &home[14..],
+        "the error forwarded as returned"
+    );
+    assert_eq!(pipe.counters.decapsulated, 1);
+}
+
 /// `require_flow_cookie`: a Linux-style return (no options, so no cookie) is dropped even
 /// from the right appliance; the AWS-style echo with the right cookie passes, a wrong cookie
 /// does not.

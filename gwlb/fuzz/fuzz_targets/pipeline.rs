@@ -1802,6 +1802,11 @@ impl Harness {
         let inner_at = g + 8 + opt_len;
         let inner_ip = &outer_ip[inner_at..];
         let inner = &inner_ip[..ip_len(inner_ip).expect("inner length")];
+        let udp_end = l4 + usize::from(be16(outer_ip, l4 + 4).expect("udp length"));
+        assert!(
+            inner_at + inner.len() <= udp_end,
+            "decapsulated: the inner packet lies inside the UDP datagram"
+        );
         // The first flow cookie option (class 0x0108, type 3 exactly, 4 bytes), if any.
         let opts = &outer_ip[g + 8..inner_at];
         let mut at = 0;
