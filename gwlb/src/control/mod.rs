@@ -11,6 +11,7 @@
 //! The types here are plain data (serde) so the API server, the CLI client and tests share
 //! them without DPDK.
 
+pub mod config_reader;
 pub mod registry;
 
 use std::net::IpAddr;

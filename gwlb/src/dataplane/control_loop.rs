@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::stats::WorkerStats;
 use super::worker::{Clock, FlowDumpReply, FlowDumpRequest, FlowFilter, FlowRecord};
 use crate::config::{Config, ConfigError, OnAllUnhealthy, OnUnhealthy, Probe};
+use crate::control::config_reader::{ConfigReader, ReadResult, ReaderGone, Reloads};
 use crate::control::registry::{Changes, Registry, SlotState};
 use crate::control::{
     Command, ControlError, ControlResult, FlowInfo, FlowPage, FlowQuery, HealthCheckInfo,
@@ -62,11 +63,18 @@ pub struct ControlSetup {
     pub clock: Clock,
 }
 
+/// Who asked for a reload: an API request (its reply) or a SIGHUP (nobody to answer).
+type ReloadWaiter = Option<crate::control::Reply<ReloadReport>>;
+
 /// The control loop's state. See the module documentation.
 #[derive(Debug)]
 pub struct ControlLoop {
     cfg: Config,
-    config_path: Option<PathBuf>,
+    /// Reloads of the configuration file, read off this thread (`None`: no file, reloads
+    /// refused).
+    reloads: Option<Reloads<ReloadWaiter>>,
+    /// The reader's results (`never()` without a file), selected on in [`ControlLoop::turn`].
+    reload_results: Receiver<ReadResult>,
     macs: Vec<[u8; 6]>,
     kernel_ifs: Vec<(usize, String)>,
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -94,6 +102,9 @@ pub enum ControlStartError {
     /// The health checker could not start.
     #[error(transparent)]
     Health(#[from] crate::health::HealthError),
+    /// The configuration reader thread could not start.
+    #[error("cannot start the configuration reader thread: {0}")]
+    Reader(#[source] std::io::Error),
 }
 
 /// Maps a validation error of an edited configuration to a control error. `prefix` (e.g.
@@ -181,9 +192,19 @@ impl ControlLoop {
         let snapshot = Arc::new(ArcSwap::from_pointee(snap));
         let (health_tx, health_rx) = crossbeam_channel::unbounded();
         let checker = HealthChecker::spawn(probe_targets(&setup.cfg, &registry), health_tx)?;
+        let reloads = match setup.config_path {
+            Some(p) => Some(Reloads::new(
+                ConfigReader::start(p).map_err(ControlStartError::Reader)?,
+            )),
+            None => None,
+        };
+        let reload_results = reloads
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |r| r.reader().results().clone());
         Ok(ControlLoop {
             cfg: setup.cfg,
-            config_path: setup.config_path,
+            reloads,
+            reload_results,
             macs: setup.macs,
             kernel_ifs: setup.kernel_ifs,
             snapshot,
@@ -226,6 +247,7 @@ impl ControlLoop {
         crossbeam_channel::select! {
             recv(commands) -> c => if let Ok(c) = c { self.handle(c) },
             recv(self.health_rx) -> ev => if let Ok(ev) = ev { self.on_health(ev) },
+            recv(self.reload_results) -> r => if let Ok(r) = r { self.on_reload_read(r) },
             default(max_wait) => {}
         }
         let mut changed = false;
@@ -336,32 +358,73 @@ impl ControlLoop {
         Ok(changes)
     }
 
-    /// Reloads the configuration file. On any error the running configuration is kept.
-    pub fn reload(&mut self) -> ControlResult<ReloadReport> {
-        let Some(path) = self.config_path.clone() else {
-            return Err(ControlError::Conflict {
+    /// Asks for a reload of the configuration file, on behalf of an API request (`reply`)
+    /// or a SIGHUP (`None`). The file is read and validated off this thread
+    /// ([`ConfigReader`]); the result is applied, and answered, when it arrives in
+    /// [`ControlLoop::turn`]. On any error the running configuration is kept.
+    pub fn request_reload(&mut self, reply: ReloadWaiter) {
+        let Some(reloads) = self.reloads.as_mut() else {
+            let e = ControlError::Conflict {
                 message: "the gateway was not started from a configuration file".into(),
-            });
+            };
+            tracing::error!("reload refused: {e}");
+            if let Some(tx) = reply {
+                let _ = tx.send(Err(e));
+            }
+            return;
         };
-        let result = Config::load(&path)
-            .map_err(|e| config_error(&e, ""))
-            .and_then(|new| {
-                let changed = changed_settings(&self.cfg, &new);
-                let warnings = new
-                    .warnings()
-                    .iter()
-                    .map(|w| format!("{}: {}", w.field, w.message))
-                    .collect();
-                let changes = self.apply(new, "reload")?;
-                Ok(ReloadReport {
-                    file: path.display().to_string(),
-                    registered: changes.registered,
-                    deregistered: changes.deregistered,
-                    reweighted: changes.reweighted,
-                    changed,
-                    warnings,
-                })
-            });
+        if let Err((waiter, gone)) = reloads.request(reply) {
+            Self::answer_gone(vec![waiter], &gone);
+        }
+    }
+
+    fn answer_gone(waiters: Vec<ReloadWaiter>, gone: &ReaderGone) {
+        tracing::error!("configuration reload impossible: {gone}");
+        for tx in waiters.into_iter().flatten() {
+            let _ = tx.send(Err(ControlError::Unavailable {
+                message: gone.to_string(),
+            }));
+        }
+    }
+
+    /// A read of the configuration file is done: applies it and answers who asked.
+    fn on_reload_read(&mut self, read: ReadResult) {
+        let Some(path) = self.reloads.as_ref().map(|r| r.reader().path().to_owned()) else {
+            return;
+        };
+        let result = self.apply_reload(&path, read);
+        let Some(reloads) = self.reloads.as_mut() else {
+            return;
+        };
+        let (done, unserved) = reloads.finished();
+        for tx in done.into_iter().flatten() {
+            let _ = tx.send(result.clone());
+        }
+        if !unserved.is_empty() {
+            Self::answer_gone(unserved, &ReaderGone);
+        }
+    }
+
+    /// Applies a configuration read from `path` (or the error reading it). On any error the
+    /// running configuration is kept.
+    fn apply_reload(&mut self, path: &Path, read: ReadResult) -> ControlResult<ReloadReport> {
+        let result = read.map_err(|e| config_error(&e, "")).and_then(|new| {
+            let changed = changed_settings(&self.cfg, &new);
+            let warnings = new
+                .warnings()
+                .iter()
+                .map(|w| format!("{}: {}", w.field, w.message))
+                .collect();
+            let changes = self.apply(new, "reload")?;
+            Ok(ReloadReport {
+                file: path.display().to_string(),
+                registered: changes.registered,
+                deregistered: changes.deregistered,
+                reweighted: changes.reweighted,
+                changed,
+                warnings,
+            })
+        });
         match &result {
             Ok(r) => tracing::info!(
                 file = %path.display(),
@@ -421,9 +484,7 @@ impl ControlLoop {
             Command::Flows(q, reply) => {
                 let _ = reply.send(self.flows(&q));
             }
-            Command::Reload(reply) => {
-                let _ = reply.send(self.reload());
-            }
+            Command::Reload(reply) => self.request_reload(Some(reply)),
         }
     }
 

@@ -302,8 +302,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         }
         if RELOAD.swap(false, Relaxed) {
             tracing::info!("SIGHUP: reloading the configuration");
-            // Logged (success or the rejection with its field) by the control loop.
-            let _ = ctl.reload();
+            // Read off this thread, then applied and logged (success or the rejection with
+            // its field) by the control loop.
+            ctl.request_reload(None);
         }
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
