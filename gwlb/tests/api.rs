@@ -850,3 +850,69 @@ fn test_json_errors_are_objects() {
     );
     assert_eq!(v["error"]["message"], "expected a JSON object");
 }
+
+/// One peer address cannot hold every connection: past `max_connections_per_peer` its
+/// connections get `503` (and are closed), while another address is still served.
+#[test]
+fn test_one_peer_cannot_take_every_connection() {
+    use gwlb::api::server::{start as start_listener, Limits, Reply as Answer};
+    use socket2::{Domain, Socket, Type};
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+
+    let limits = Limits {
+        max_connections_per_peer: 3,
+        ..Limits::default()
+    };
+    let server = start_listener(
+        &localhost(),
+        "test",
+        None,
+        Arc::new(|_| Answer::json(200, &"ok")),
+        limits,
+    )
+    .unwrap();
+    let Listen::Tcp(addr) = *server.local_addr() else {
+        unreachable!()
+    };
+    let from = |src: [u8; 4]| -> TcpStream {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let bind: std::net::SocketAddr = (std::net::Ipv4Addr::from(src), 0).into();
+        s.bind(&bind.into()).unwrap();
+        s.connect(&addr.into()).unwrap();
+        s.into()
+    };
+    let status = |mut s: TcpStream| -> u16 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = String::new();
+        let _ = s.read_to_string(&mut raw);
+        raw.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    // Three idle connections from 127.0.0.1 are held; once the server counted them, a fourth
+    // from the same address is refused.
+    let idle: Vec<TcpStream> = (0..3).map(|_| from([127, 0, 0, 1])).collect();
+    let t0 = std::time::Instant::now();
+    while server.stats().open.load(Relaxed) < 3 {
+        assert!(t0.elapsed().as_secs() < 10, "idle connections not counted");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(status(from([127, 0, 0, 1])), 503);
+    assert_eq!(server.stats().refused_peer.load(Relaxed), 1);
+    // Another address is served meanwhile.
+    assert_eq!(status(from([127, 0, 0, 2])), 200);
+    // The first address gets its connections back as its idle ones close.
+    drop(idle);
+    let t0 = std::time::Instant::now();
+    while server.stats().open.load(Relaxed) > 0 {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "closed connections still counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(status(from([127, 0, 0, 1])), 200);
+}

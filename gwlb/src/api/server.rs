@@ -11,6 +11,7 @@
 //! | abuse | answer |
 //! |---|---|
 //! | more than [`Limits::max_connections`] open connections | the extra ones get `503` and are closed at once |
+//! | more than [`Limits::max_connections_per_peer`] from one TCP peer address | the same, so one client cannot lock the others (a scraper, the operator) out |
 //! | a request head larger than [`Limits::max_header_bytes`] | `431`, connection closed (nothing beyond the limit is buffered) |
 //! | a head not complete within [`Limits::header_timeout`] (slow loris, idle keep-alive) | connection closed |
 //! | a body larger than [`MAX_BODY_BYTES`] | `413` |
@@ -20,9 +21,11 @@
 //! | `accept()` failing (EMFILE, ENFILE, ENOBUFS) | logged (at most once a second), retried after 50 ms |
 //! | bytes that are not HTTP/1.x (non-ASCII header bytes, an HTTP/2 preface) | `400`, or the connection is closed |
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -63,6 +66,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub struct Limits {
     /// Connections open at once; more are answered `503` and closed.
     pub max_connections: usize,
+    /// Connections open at once from one peer IP address (TCP listeners; a Unix socket's
+    /// file mode decides who may connect); more are answered `503` and closed.
+    pub max_connections_per_peer: usize,
     /// Threads running route handlers (started once).
     pub request_threads: usize,
     /// Requests that may wait for a free request thread; more get `503`.
@@ -83,6 +89,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 256,
+            max_connections_per_peer: 64,
             request_threads: 4,
             queued_requests: 64,
             max_header_bytes: 16 * 1024,
@@ -220,6 +227,9 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     /// Connections refused because [`Limits::max_connections`] were open.
     pub refused_busy: AtomicU64,
+    /// Connections refused because [`Limits::max_connections_per_peer`] were open from
+    /// their peer's address.
+    pub refused_peer: AtomicU64,
     /// `accept()` calls that failed.
     pub accept_errors: AtomicU64,
     /// Connections open now.
@@ -377,16 +387,58 @@ impl Stream for tokio::net::UnixStream {
 }
 
 impl Acceptor {
-    async fn accept(&self) -> io::Result<(Box<dyn Stream>, String)> {
+    /// A connection, its peer as logged, and the peer's address (TCP only).
+    async fn accept(&self) -> io::Result<(Box<dyn Stream>, String, Option<IpAddr>)> {
         match self {
             Acceptor::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                Ok((Box::new(s), peer.to_string()))
+                Ok((Box::new(s), peer.to_string(), Some(peer.ip())))
             }
             Acceptor::Unix(l) => {
                 let (s, _) = l.accept().await?;
-                Ok((Box::new(s), "unix".to_owned()))
+                Ok((Box::new(s), "unix".to_owned(), None))
+            }
+        }
+    }
+}
+
+/// Open connections per peer address. An entry lives while its peer has a connection open,
+/// so the map never holds more than [`Limits::max_connections`] entries.
+#[derive(Default)]
+struct PeerCounts(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+/// One open connection counted against its peer; dropping it (the connection ended) uncounts.
+struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    peer: IpAddr,
+}
+
+impl PeerCounts {
+    /// Counts one more connection from `peer`, unless it already has `max` open.
+    fn acquire(self: &Arc<Self>, peer: IpAddr, max: usize) -> Option<PeerSlot> {
+        // Taken by the listener's accept loop and connection tasks only, all on the
+        // listener's one thread: never contended, and nothing panics while it is held.
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(peer).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: Arc::clone(self),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
             }
         }
     }
@@ -394,8 +446,8 @@ impl Acceptor {
 
 /// The reply written to a connection over [`Limits::max_connections`] before closing it
 /// (without hyper: the connection gets no task). The body is the API's usual error JSON.
-fn busy_reply() -> Vec<u8> {
-    let body = HttpError::busy("too many open connections").to_json();
+fn busy_reply(why: &str) -> Vec<u8> {
+    let body = HttpError::busy(why).to_json();
     let mut reply = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -413,14 +465,16 @@ async fn accept_loop(
     mut shutdown: oneshot::Receiver<()>,
 ) {
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections.max(1)));
-    let busy = busy_reply();
+    let busy = busy_reply("too many open connections");
+    let peer_busy = busy_reply("too many open connections from this address");
+    let peers = Arc::new(PeerCounts::default());
     let mut last_error_log: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => return,
             a = acceptor.accept() => a,
         };
-        let (stream, peer) = match accepted {
+        let (stream, peer, peer_ip) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS/ECONNABORTED: the listener stays; try again shortly.
@@ -441,6 +495,17 @@ async fn accept_loop(
             stream.try_write_now(&busy);
             continue;
         };
+        let peer_slot = match peer_ip {
+            Some(ip) => match peers.acquire(ip, shared.limits.max_connections_per_peer.max(1)) {
+                Some(slot) => Some(slot),
+                None => {
+                    stats.refused_peer.fetch_add(1, Ordering::Relaxed);
+                    stream.try_write_now(&peer_busy);
+                    continue;
+                }
+            },
+            None => None,
+        };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&shared);
@@ -448,6 +513,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             serve_connection(stream, peer, &shared).await;
             stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(peer_slot);
             drop(permit);
         });
     }
