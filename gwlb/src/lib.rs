@@ -9,6 +9,7 @@ pub mod control;
 pub mod decap;
 pub mod encap;
 pub mod flow;
+pub mod flow_dump;
 pub mod flow_table;
 pub mod health;
 pub mod huge_array;
@@ -20,6 +21,7 @@ pub mod packet_buf;
 pub mod parse;
 pub mod pipeline;
 pub mod snapshot;
+pub mod stats;
 pub mod tcp_reset;
 
 #[cfg(feature = "dpdk")]

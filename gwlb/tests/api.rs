@@ -1,8 +1,8 @@
-//! The control API and the metrics endpoint, end to end over real TCP and Unix sockets, with
-//! a fake control loop (`fake_control`) in place of the gateway's. Requests are written by
-//! hand here, independently of `gwlb::api::client`.
+//! The control API and the metrics endpoint, end to end over real TCP and Unix sockets, in
+//! front of the gateway's real control loop (`control_rig`: no DPDK, no root). Requests are
+//! written by hand here, independently of `gwlb::api::client`.
 
-mod fake_control;
+mod control_rig;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
-use fake_control::{FakeGateway, FLOW_COUNT};
+use control_rig::{without_uptime, Gateway, FLOW_COUNT};
 use gwlb::api::client::{ApiClient, ClientError};
 use gwlb::api::{serve, serve_metrics, ApiError, ApiServer};
 use gwlb::config::Listen;
@@ -96,8 +96,8 @@ fn localhost() -> Listen {
     Listen::Tcp("127.0.0.1:0".parse().unwrap())
 }
 
-fn start() -> (FakeGateway, ApiServer) {
-    let gw = FakeGateway::start();
+fn start() -> (Gateway, ApiServer) {
+    let gw = Gateway::start();
     let server = serve(&localhost(), None, gw.handle.clone()).unwrap();
     (gw, server)
 }
@@ -119,7 +119,7 @@ fn test_list_groups_and_one_group() {
         r.headers
     );
     let groups: Vec<TargetGroupInfo> = r.parse();
-    assert_eq!(groups, gw.snapshot().groups);
+    assert_eq!(groups, gw.groups());
     assert_eq!(groups[0].healthy_count, 1);
     assert_eq!(groups[0].unhealthy_count, 1);
     let unhealthy = &groups[0].targets[1];
@@ -156,7 +156,12 @@ fn test_list_groups_and_one_group() {
 fn test_register_weight_deregister_round_trip() {
     let (gw, s) = start();
     let path = "/v1/target-groups/firewalls/targets";
-    let r = with_body(&s, "POST", path, r#"{"address":"10.0.2.50","weight":20}"#);
+    let r = with_body(
+        &s,
+        "POST",
+        path,
+        r#"{"address":"10.0.2.50","weight":20,"mac":"02:00:00:00:02:32"}"#,
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let t: TargetInfo = r.parse();
     assert_eq!((t.weight, t.state), (20, TargetState::Healthy));
@@ -164,10 +169,15 @@ fn test_register_weight_deregister_round_trip() {
     // It is in the listing, and the model holds it.
     let listed: Vec<TargetInfo> = get(&s, path).parse();
     assert!(listed.iter().any(|t| t.address.to_string() == "10.0.2.50"));
-    assert_eq!(gw.snapshot().groups[0].healthy_count, 2);
+    assert_eq!(gw.groups()[0].healthy_count, 2);
 
     // Twice: conflict.
-    let r = with_body(&s, "POST", path, r#"{"address":"10.0.2.50"}"#);
+    let r = with_body(
+        &s,
+        "POST",
+        path,
+        r#"{"address":"10.0.2.50","mac":"02:00:00:00:02:32"}"#,
+    );
     assert_eq!(
         (r.status, r.kind().as_str()),
         (409, "conflict"),
@@ -223,7 +233,7 @@ fn test_register_weight_deregister_round_trip() {
         "",
     );
     assert_eq!(r.status, 409);
-    assert_eq!(gw.snapshot().groups[0].healthy_count, 1);
+    assert_eq!(gw.groups()[0].healthy_count, 1);
 
     // IPv6 in the path, percent-encoded or not.
     let r = request(
@@ -239,7 +249,7 @@ fn test_register_weight_deregister_round_trip() {
 #[test]
 fn test_bad_input_names_the_problem() {
     let (gw, s) = start();
-    let before = gw.snapshot().groups;
+    let before = gw.groups();
     let path = "/v1/target-groups/firewalls/targets";
     let cases: [(&str, &str, &str, &str, u16, &str); 10] = [
         ("POST", path, "{\"address\":", "", 400, "body"),
@@ -302,7 +312,7 @@ fn test_bad_input_names_the_problem() {
         assert_eq!(r.kind(), "invalid");
     }
     // Nothing was applied by any of them.
-    assert_eq!(gw.snapshot().groups, before);
+    assert_eq!(gw.groups(), before);
 
     let r = get(&s, "/v1/nothing-here");
     assert_eq!((r.status, r.kind().as_str()), (404, "not_found"));
@@ -347,11 +357,8 @@ fn test_health_check_patch_whole_or_nothing() {
         path,
         r#"{"interval_ms":3000,"protocol":"icmp"}"#,
     );
-    assert_eq!(
-        (r.status, r.field().as_str()),
-        (400, "health_check.protocol")
-    );
-    assert_eq!(gw.snapshot().groups[0].health_check.interval_ms, 2000);
+    assert_eq!((r.status, r.field().as_str()), (400, "protocol"));
+    assert_eq!(gw.groups()[0].health_check.interval_ms, 2000);
 
     let r = with_body(&s, "PATCH", path, r#"{"interval":3000}"#);
     assert_eq!((r.status, r.field().as_str()), (400, "interval"));
@@ -385,27 +392,33 @@ fn test_flows_paginate_and_filter() {
         }
     }
     assert_eq!(pages, FLOW_COUNT.div_ceil(60));
-    assert_eq!(all, gw.snapshot().flows);
+    assert_eq!(all, gw.flows());
 
     // Filters combine; IPv6 percent-encoded in the query.
+    assert_eq!(all.len(), FLOW_COUNT);
     let page: FlowPage = get(
         &s,
-        "/v1/flows?appliance=fd00%3A2%3A%3A21&port=80&limit=1000",
+        "/v1/flows?appliance=10.0.2.11&address=fd00%3A9%3A%3A1&port=80&limit=1000",
     )
     .parse();
     let expected: Vec<FlowInfo> = gw
-        .snapshot()
-        .flows
+        .flows()
         .into_iter()
-        .filter(|f| f.appliance.to_string() == "fd00:2::21" && f.port_b == 80)
+        .filter(|f| {
+            f.appliance.to_string() == "10.0.2.11"
+                && f.addr_b.to_string() == "fd00:9::1"
+                && f.port_b == 80
+        })
         .collect();
     assert!(!expected.is_empty());
     assert_eq!(page.flows, expected);
     assert_eq!(page.next_cursor, None);
 
-    let page: FlowPage = get(&s, "/v1/flows?group=inspection&address=fd00:1::5").parse();
-    assert_eq!(page.flows.len(), 1);
-    assert_eq!(page.flows[0].port_a, 10_005);
+    let page: FlowPage = get(&s, "/v1/flows?group=firewalls&address=fd00:1::4").parse();
+    assert_eq!(page.flows.len(), 1, "{:?}", page.flows);
+    assert_eq!(page.flows[0].port_a, 20_004);
+    let page: FlowPage = get(&s, "/v1/flows?group=inspection").parse();
+    assert_eq!(page.flows, vec![], "inspection has no user port");
 
     for (query, field) in [
         ("limit=0", "limit"),
@@ -431,7 +444,7 @@ fn test_stats_and_reload() {
     let r = get(&s, "/v1/stats");
     assert_eq!(r.status, 200);
     let stats: StatsReport = r.parse();
-    assert_eq!(stats, gw.snapshot().stats);
+    assert_eq!(without_uptime(stats.clone()), gw.stats());
     assert_eq!(
         stats.total.rx,
         stats.workers.iter().map(|w| w.rx).sum::<u64>()
@@ -439,13 +452,24 @@ fn test_stats_and_reload() {
 
     let r = request(s.local_addr(), "POST", "/v1/reload", None, "");
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["file"], "/etc/gwlb/gwlb.toml");
-    assert_eq!(gw.snapshot().reloads, 1);
+    assert_eq!(r.json()["file"], gw.config_path.display().to_string());
+    assert_eq!(r.json()["registered"], json!([]), "{}", r.body);
+    // A broken file: rejected naming the field, the running configuration kept.
+    let before = gw.groups();
+    std::fs::write(
+        &gw.config_path,
+        control_rig::CONFIG.replace("deregistration_delay_s = 30", "deregistration_delay_s = -1"),
+    )
+    .unwrap();
+    let r = request(s.local_addr(), "POST", "/v1/reload", None, "");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.field(), "target_groups[1].deregistration_delay_s");
+    assert_eq!(gw.groups(), before);
 }
 
 #[test]
 fn test_token_required_when_configured() {
-    let gw = FakeGateway::start();
+    let gw = Gateway::start();
     let token = "0123456789abcdef-secret";
     let s = serve(&localhost(), Some(token.into()), gw.handle.clone()).unwrap();
     let a = s.local_addr();
@@ -478,11 +502,11 @@ fn test_token_required_when_configured() {
         a,
         "POST",
         "/v1/target-groups/firewalls/targets",
-        Some(r#"{"address":"10.0.2.70"}"#),
+        Some(r#"{"address":"10.0.2.70","mac":"02:00:00:00:02:46"}"#),
         "",
     );
     assert_eq!(r.status, 401);
-    assert_eq!(gw.snapshot().groups[0].targets.len(), 2);
+    assert_eq!(gw.groups()[0].targets.len(), 2);
 
     let auth = format!("Authorization: Bearer {token}\r\n");
     let r = request(a, "GET", "/v1/stats", None, &auth);
@@ -490,14 +514,14 @@ fn test_token_required_when_configured() {
 
     // The client sends it too.
     let c = ApiClient::new(a.clone(), Some(token.into()));
-    assert_eq!(c.stats().unwrap(), gw.snapshot().stats);
+    assert_eq!(without_uptime(c.stats().unwrap()), gw.stats());
     let e = ApiClient::new(a.clone(), None).stats().unwrap_err();
     assert!(matches!(e, ClientError::Api { status: 401, .. }), "{e:?}");
 }
 
 #[test]
 fn test_unix_socket_mode_stale_file_and_cleanup() {
-    let gw = FakeGateway::start();
+    let gw = Gateway::start();
     let path = temp_socket("api.sock");
     // A stale socket from a previous run: bound, then its listener gone.
     drop(UnixListener::bind(&path).unwrap());
@@ -511,7 +535,7 @@ fn test_unix_socket_mode_stale_file_and_cleanup() {
 
     let r = get(&s, "/v1/target-groups");
     assert_eq!(r.status, 200);
-    assert_eq!(r.parse::<Vec<TargetGroupInfo>>(), gw.snapshot().groups);
+    assert_eq!(r.parse::<Vec<TargetGroupInfo>>(), gw.groups());
 
     // A second server on the same live socket is refused.
     let e = serve(&listen, None, gw.handle.clone()).unwrap_err();
@@ -564,7 +588,7 @@ fn test_control_loop_gone_is_503() {
 
 #[test]
 fn test_tcp_bind_conflict_is_an_error() {
-    let gw = FakeGateway::start();
+    let gw = Gateway::start();
     let s = serve(&localhost(), None, gw.handle.clone()).unwrap();
     let e = serve(s.local_addr(), None, gw.handle.clone()).unwrap_err();
     assert!(matches!(e, ApiError::Bind { .. }), "{e}");
@@ -673,7 +697,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[test]
 fn test_metrics_exposition_matches_state() {
-    let gw = FakeGateway::start();
+    let gw = Gateway::start();
     let api = serve(&localhost(), None, gw.handle.clone()).unwrap();
     let m = serve_metrics(&localhost(), gw.handle.clone()).unwrap();
     let r = get(&m, "/metrics");
@@ -685,8 +709,12 @@ fn test_metrics_exposition_matches_state() {
         r.headers
     );
     let samples = parse_exposition(&r.body);
-    let model = gw.snapshot();
-    let st = &model.stats;
+    let groups = gw.groups();
+    let st = &gw.stats();
+    // Independent of the loop's own report: what the rig's traffic must have produced.
+    assert_eq!(st.total.active_flows, FLOW_COUNT as u64);
+    assert_eq!(st.total.new_flows, FLOW_COUNT as u64);
+    assert_eq!(st.total.encapsulated, FLOW_COUNT as u64);
 
     assert_eq!(
         value(&samples, "gwlb_ActiveFlowCount", &[]),
@@ -712,7 +740,7 @@ fn test_metrics_exposition_matches_state() {
         ),
         1.0
     );
-    let fw_bytes: u64 = model.groups[0].targets.iter().map(|t| t.bytes).sum();
+    let fw_bytes: u64 = groups[0].targets.iter().map(|t| t.bytes).sum();
     assert_eq!(
         value(
             &samples,
@@ -721,7 +749,8 @@ fn test_metrics_exposition_matches_state() {
         ),
         fw_bytes as f64
     );
-    let t = &model.groups[1].targets[0];
+    let t = &groups[1].targets[0];
+    assert_eq!(t.flows, 0, "inspection has no user port");
     let tl = [
         ("target_group", "inspection"),
         ("address", "fd00:2::21"),
@@ -739,10 +768,12 @@ fn test_metrics_exposition_matches_state() {
         value(&samples, "gwlb_target_flows_total", &tl),
         t.flows as f64
     );
-    assert_eq!(
-        value(&samples, "gwlb_health_check_latency_seconds", &tl),
-        t.check_latency_ms.unwrap() / 1000.0
-    );
+    // Never probed (checks disabled in the rig): no latency to report.
+    assert!(t.check_latency_ms.is_none());
+    assert!(!samples
+        .iter()
+        .any(|(n, l, _)| n == "gwlb_health_check_latency_seconds"
+            && l.iter().any(|(k, v)| k == "address" && v == "fd00:2::21")));
     let fl = [("target_group", "firewalls"), ("address", "10.0.2.12")];
     assert_eq!(
         value(
@@ -790,7 +821,7 @@ fn test_metrics_exposition_matches_state() {
         &api,
         "POST",
         "/v1/target-groups/firewalls/targets",
-        r#"{"address":"10.0.2.90","weight":3}"#,
+        r#"{"address":"10.0.2.90","weight":3,"mac":"02:00:00:00:02:5a"}"#,
     );
     assert_eq!(r.status, 201);
     request(
@@ -830,7 +861,7 @@ fn test_metrics_exposition_matches_state() {
 
 #[test]
 fn test_metrics_on_unix_socket() {
-    let gw = FakeGateway::start();
+    let gw = Gateway::start();
     let listen = Listen::Unix(temp_socket("metrics.sock"));
     let m = serve_metrics(&listen, gw.handle.clone()).unwrap();
     let r = get(&m, "/metrics");

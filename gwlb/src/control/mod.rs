@@ -1,7 +1,7 @@
 //! The control plane's interface: what operators (the HTTP API, the CLI through it, SIGHUP)
 //! can ask a running gateway, and what it answers.
 //!
-//! One thread, the control loop (`dataplane::control_loop`), owns the mutable state: the
+//! One thread, the control loop ([`control_loop`]), owns the mutable state: the
 //! running [`Config`](crate::config::Config), the [`registry::Registry`] of appliance slots,
 //! health and learned neighbours. Everything else talks to it by sending a [`Command`] with a
 //! reply channel through a [`ControlHandle`]; the loop applies commands one at a time, so a
@@ -9,16 +9,53 @@
 //! or rejected with nothing changed.
 //!
 //! The types here are plain data (serde) so the API server, the CLI client and tests share
-//! them without DPDK.
+//! them without DPDK. Nothing in this module tree needs DPDK: the control loop reaches the
+//! data path only through the published snapshot, the workers' counters
+//! ([`crate::stats`]), their flow-dump channels ([`crate::flow_dump`]) and a [`Now`] clock,
+//! so it runs and is tested without ports, hugepages or root.
 
 pub mod config_reader;
+pub mod control_loop;
 pub mod registry;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
+
+/// The data path's seconds clock as the control plane reads it: whole seconds since a common
+/// epoch, plus one (0 never means "now"), the unit of flow-table timestamps and drain
+/// deadlines. The data path's TSC clock (`dataplane::worker::Clock`) implements it; tests
+/// use a [`ManualClock`].
+pub trait Now: Send + std::fmt::Debug {
+    /// Seconds now.
+    fn now(&self) -> u32;
+}
+
+/// A clock that moves only when told to (tests). Clones share the time.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicU32>);
+
+impl ManualClock {
+    /// A clock at second `secs`.
+    pub fn at(secs: u32) -> ManualClock {
+        ManualClock(Arc::new(AtomicU32::new(secs)))
+    }
+
+    /// Moves the clock forward by `secs`.
+    pub fn advance(&self, secs: u32) {
+        self.0.fetch_add(secs, Relaxed);
+    }
+}
+
+impl Now for ManualClock {
+    fn now(&self) -> u32 {
+        self.0.load(Relaxed)
+    }
+}
 
 /// Longest a [`ControlHandle`] request waits for the control loop.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,7 +255,7 @@ pub struct TargetGroupInfo {
 pub struct TargetSpec {
     /// The appliance's address.
     pub address: IpAddr,
-    /// Weight, 0..=1000 (default 100).
+    /// Weight, 0..=1000 (default 1, as in the configuration file).
     pub weight: Option<u16>,
     /// Port name (default: the appliance-facing port whose subnet holds the address).
     pub port: Option<String>,

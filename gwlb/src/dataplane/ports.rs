@@ -61,7 +61,7 @@ pub enum StartError {
     Api(#[from] crate::api::ApiError),
     /// The control loop could not start.
     #[error("control plane: {0}")]
-    Control(#[from] super::control_loop::ControlStartError),
+    Control(#[from] crate::control::control_loop::ControlStartError),
     /// A worker thread could not be started.
     #[error("worker thread: {0}")]
     Thread(std::io::Error),

@@ -11,16 +11,16 @@ use dpdk_bindings::{
     lcore, Eal, Mempool, Ring, ThreadRegistration, DEFAULT_DATA_ROOM, SOCKET_ID_ANY,
 };
 
-use super::control_loop::{ControlLoop, ControlSetup};
 use super::ports::{
     configure_kernel_interface, eal_args, open_ports, open_tap_ports, use_hugepages, StartError,
 };
-use super::stats::WorkerStats;
 use super::worker::{self, Clock, HostPath, WorkerSetup};
 use crate::config::Config;
+use crate::control::control_loop::{ControlLoop, ControlSetup};
 use crate::control::ControlHandle;
 use crate::parse::DropReason;
 use crate::pipeline::{Pipeline, MAX_APPLIANCES};
+use crate::stats::WorkerStats;
 
 /// How `gwlb run` was asked to behave beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -208,7 +208,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         kernel_ifs: kernel_ifs.clone(),
         stats: all_stats.clone(),
         dumps: dump_tx,
-        clock,
+        clock: Box::new(clock),
     })
     .map_err(StartError::Control)?;
     let snapshot = ctl.snapshot();

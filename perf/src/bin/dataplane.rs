@@ -43,13 +43,13 @@ use dpdk_bindings::{
     eal, lcore, MbufBurst, Mempool, Port, PortConfig, QueueId, Ring, ThreadRegistration,
     DEFAULT_DATA_ROOM, SOCKET_ID_ANY,
 };
-use gwlb::dataplane::stats::WorkerStats;
 use gwlb::dataplane::worker::{self, HostPath, WorkerSetup};
 use gwlb::flow_table::Timeouts;
 use gwlb::packet_buf::VecBuf;
 use gwlb::parse::DropReason;
 use gwlb::pipeline::{self, Counters, Pipeline, Verdict, MAX_APPLIANCES};
 use gwlb::snapshot::Snapshot;
+use gwlb::stats::WorkerStats;
 use gwlb_perf::{
     bench_snapshot, cpu_model, geneve_inner, imix_len, ip_src, print_table, stamp_offset,
     verify_decap, verify_encap, FlowGen, Frame, ImixFrames, ReturnStyle, Returns, Rng, Summary,

@@ -21,21 +21,21 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 
-use super::stats::WorkerStats;
-use super::worker::{Clock, FlowDumpReply, FlowDumpRequest, FlowFilter, FlowRecord};
 use crate::config::{Config, ConfigError, OnAllUnhealthy, OnUnhealthy, Probe};
 use crate::control::config_reader::{ConfigReader, ReadResult, ReaderGone, Reloads};
 use crate::control::registry::{Changes, Registry, SlotState};
 use crate::control::{
     Command, ControlError, ControlResult, FlowInfo, FlowPage, FlowQuery, HealthCheckInfo,
-    HealthCheckPatch, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo, TargetSpec,
+    HealthCheckPatch, Now, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo, TargetSpec,
     TargetState, WorkerReport,
 };
+use crate::flow_dump::{FlowDumpReply, FlowDumpRequest, FlowFilter, FlowRecord};
 use crate::flow_table::DumpCursor;
 use crate::health::{HealthChecker, HealthEvent, ProbeTarget, TargetHealth};
 use crate::parse::{DropReason, IpAddrBytes};
 use crate::pipeline::MAX_APPLIANCES;
 use crate::snapshot::{LiveState, Snapshot};
+use crate::stats::WorkerStats;
 
 /// Default and largest page of a flow dump.
 const FLOWS_DEFAULT_LIMIT: usize = 100;
@@ -59,8 +59,8 @@ pub struct ControlSetup {
     pub stats: Vec<Arc<WorkerStats>>,
     /// Every worker's flow-dump channel.
     pub dumps: Vec<Sender<FlowDumpRequest>>,
-    /// The data path's clock.
-    pub clock: Clock,
+    /// The data path's clock (seconds, as the flow tables count them).
+    pub clock: Box<dyn Now>,
 }
 
 /// Who asked for a reload: an API request (its reply) or a SIGHUP (nobody to answer).
@@ -80,7 +80,7 @@ pub struct ControlLoop {
     snapshot: Arc<ArcSwap<Snapshot>>,
     stats: Vec<Arc<WorkerStats>>,
     dumps: Vec<Sender<FlowDumpRequest>>,
-    clock: Clock,
+    clock: Box<dyn Now>,
     registry: Registry,
     live: LiveState,
     checker: HealthChecker,
@@ -111,7 +111,8 @@ pub enum ControlStartError {
 /// `target_groups[0].targets[2].`) is removed from the field path, so a request's error names
 /// the request's own field (`weight`), not the config path.
 fn config_error(e: &ConfigError, prefix: &str) -> ControlError {
-    let field = e.field().unwrap_or("config");
+    // A file that is not TOML at all names no field: the file is the problem.
+    let field = e.field().filter(|f| !f.is_empty()).unwrap_or("config");
     let short = field.strip_prefix(prefix).unwrap_or(field);
     let message = match e {
         ConfigError::Invalid { message, .. } | ConfigError::Toml { message, .. } => message.clone(),
@@ -246,7 +247,7 @@ impl ControlLoop {
     pub fn turn(&mut self, commands: &Receiver<Command>, max_wait: Duration) {
         crossbeam_channel::select! {
             recv(commands) -> c => if let Ok(c) = c { self.handle(c) },
-            recv(self.health_rx) -> ev => if let Ok(ev) = ev { self.on_health(ev) },
+            recv(self.health_rx) -> ev => if let Ok(ev) = ev { self.health_event(ev) },
             recv(self.reload_results) -> r => if let Ok(r) = r { self.on_reload_read(r) },
             default(max_wait) => {}
         }
@@ -268,7 +269,10 @@ impl ControlLoop {
         }
     }
 
-    fn on_health(&mut self, ev: HealthEvent) {
+    /// A health result: from the checker (selected on in [`ControlLoop::turn`]) or another
+    /// source of health (data-path probes; tests). Recorded, and a snapshot published, when
+    /// it changes the target's state.
+    pub fn health_event(&mut self, ev: HealthEvent) {
         if self.record_health(ev) {
             self.publish("health changed");
         }
@@ -734,9 +738,12 @@ impl ControlLoop {
                     TargetState::Unhealthy => unhealthy += 1,
                     _ => {}
                 }
+                // The latest probe's outcome, unless the checker does not probe this target
+                // and another source of health (a health event) marked it unhealthy.
                 let reason = match state {
                     TargetState::Draining => s.reason.clone(),
                     _ => h
+                        .filter(|h| h.enabled || s.healthy)
                         .and_then(|h| h.last_reason.clone())
                         .or_else(|| s.reason.clone()),
                 };
@@ -1071,4 +1078,205 @@ fn probe_targets(cfg: &Config, registry: &Registry) -> Vec<ProbeTarget> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::ManualClock;
+
+    const CONFIG: &str = r#"
+[dataplane]
+worker_cpus = [1]
+main_cpu = 0
+flow_table_capacity = 4096
+[[ports]]
+name = "user"
+device = "net_null0"
+role = "user"
+address = "10.1.0.1/16"
+[[ports]]
+name = "appliance"
+device = "net_null1"
+role = "appliance"
+address = "10.0.2.1/24"
+[[target_groups]]
+name = "fw"
+deregistration_delay_s = 60
+[target_groups.health_check]
+enabled = false
+[[target_groups.targets]]
+address = "10.0.2.11"
+mac = "02:00:00:00:02:0b"
+"#;
+
+    fn start(config: &str) -> (ControlLoop, ManualClock, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "gwlb-control-loop-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gwlb.toml");
+        std::fs::write(&path, config).unwrap();
+        let clock = ManualClock::at(100);
+        let ctl = ControlLoop::start(ControlSetup {
+            cfg: Config::load(&path).unwrap(),
+            config_path: Some(path.clone()),
+            macs: vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]],
+            kernel_ifs: Vec::new(),
+            stats: vec![Arc::new(WorkerStats::new(MAX_APPLIANCES))],
+            dumps: Vec::new(),
+            clock: Box::new(clock.clone()),
+        })
+        .unwrap();
+        (ctl, clock, path)
+    }
+
+    fn spec(addr: &str, mac: Option<&str>, weight: Option<u16>) -> TargetSpec {
+        TargetSpec {
+            address: addr.parse().unwrap(),
+            weight,
+            port: None,
+            mac: mac.map(Into::into),
+        }
+    }
+
+    /// `Ok(state weight)` or `Err(kind field)`, as the table below writes outcomes.
+    fn outcome(r: ControlResult<TargetInfo>) -> String {
+        match r {
+            Ok(t) => format!("ok {:?} {}", t.state, t.weight),
+            Err(ControlError::Invalid { field, .. }) => format!("invalid {field}"),
+            Err(ControlError::NotFound { .. }) => "not_found".into(),
+            Err(ControlError::Conflict { .. }) => "conflict".into(),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    /// The state of every target of group `fw`: `address state weight`.
+    fn targets(ctl: &ControlLoop) -> Vec<String> {
+        ctl.groups()[0]
+            .targets
+            .iter()
+            .map(|t| format!("{} {:?} {}", t.address, t.state, t.weight))
+            .collect()
+    }
+
+    /// One step of [`apply_path_table`].
+    type Step<'a> = Box<dyn Fn(&mut ControlLoop) -> ControlResult<TargetInfo> + 'a>;
+
+    /// Register, deregister, re-weight, drain and their conflicts, applied one after another
+    /// to one running loop: each step's outcome, then every target of the group. A rejected
+    /// step changes nothing; a deregistered target drains for the group's delay, can come
+    /// back while draining (same slot), and is gone once the delay is over.
+    #[test]
+    fn apply_path_table() {
+        let (mut ctl, clock, _) = start(CONFIG);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let m50 = Some("02:00:00:00:02:32");
+        #[rustfmt::skip]
+        let steps: Vec<(&str, Step<'_>, &str, &[&str])> = vec![
+            ("register .50", Box::new(move |c| c.register("fw", spec("10.0.2.50", m50, Some(20)))),
+             "ok Healthy 20", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 20"]),
+            ("register .50 again", Box::new(move |c| c.register("fw", spec("10.0.2.50", m50, None))),
+             "conflict", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 20"]),
+            ("register without a MAC", Box::new(|c| c.register("fw", spec("10.0.2.51", None, None))),
+             "invalid mac", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 20"]),
+            ("register outside the appliance subnet", Box::new(|c| c.register("fw", spec("10.0.3.5", m50, None))),
+             "invalid address", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 20"]),
+            ("register the port's own address", Box::new(|c| c.register("fw", spec("10.0.2.1", m50, None))),
+             "invalid address", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 20"]),
+            ("register in an unknown group", Box::new(|c| c.register("nope", spec("10.0.2.52", m50, None))),
+             "not_found", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 20"]),
+            ("weight 1001", Box::new(move |c| c.set_weight("fw", ip("10.0.2.50"), 1001)),
+             "invalid weight", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 20"]),
+            ("weight 0", Box::new(move |c| c.set_weight("fw", ip("10.0.2.50"), 0)),
+             "ok Healthy 0", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 0"]),
+            ("weight of an unknown target", Box::new(move |c| c.set_weight("fw", ip("10.0.2.99"), 5)),
+             "not_found", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 0"]),
+            ("deregister .50", Box::new(move |c| c.deregister("fw", ip("10.0.2.50"))),
+             "ok Draining 0", &["10.0.2.11 Healthy 1", "10.0.2.50 Draining 0"]),
+            ("deregister .50 again", Box::new(move |c| c.deregister("fw", ip("10.0.2.50"))),
+             "conflict", &["10.0.2.11 Healthy 1", "10.0.2.50 Draining 0"]),
+            ("weight of a draining target", Box::new(move |c| c.set_weight("fw", ip("10.0.2.50"), 5)),
+             "not_found", &["10.0.2.11 Healthy 1", "10.0.2.50 Draining 0"]),
+            ("register .50 while it drains", Box::new(move |c| c.register("fw", spec("10.0.2.50", m50, Some(7)))),
+             "ok Healthy 7", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 7"]),
+            ("deregister .11", Box::new(move |c| c.deregister("fw", ip("10.0.2.11"))),
+             "ok Draining 1", &["10.0.2.50 Healthy 7", "10.0.2.11 Draining 1"]),
+            ("deregister an unknown target", Box::new(move |c| c.deregister("fw", ip("10.0.2.98"))),
+             "not_found", &["10.0.2.50 Healthy 7", "10.0.2.11 Draining 1"]),
+        ];
+        for (what, step, want, after) in &steps {
+            assert_eq!(outcome(step(&mut ctl)), *want, "{what}");
+            assert_eq!(targets(&ctl), *after, "after {what}");
+        }
+        // .11 has slot 0, .50 got slot 1 and came back from draining on it.
+        assert_eq!(ctl.registry.find("fw", ip("10.0.2.50")), Some(1));
+        // The drain runs for deregistration_delay_s of the loop's clock.
+        let commands = crossbeam_channel::never();
+        clock.advance(59);
+        ctl.turn(&commands, Duration::ZERO);
+        assert_eq!(
+            targets(&ctl),
+            ["10.0.2.50 Healthy 7", "10.0.2.11 Draining 1"]
+        );
+        clock.advance(2);
+        ctl.turn(&commands, Duration::ZERO);
+        assert_eq!(targets(&ctl), ["10.0.2.50 Healthy 7"]);
+        ctl.stop();
+    }
+
+    /// Reloads: what each kind of file change does (applied, or rejected naming the field
+    /// with the running configuration kept).
+    #[test]
+    fn reload_table() {
+        let (mut ctl, _clock, path) = start(CONFIG);
+        let with_target = CONFIG.to_owned()
+            + "[[target_groups.targets]]\naddress = \"10.0.2.12\"\nmac = \"02:00:00:00:02:0c\"\n";
+        #[rustfmt::skip]
+        let cases: Vec<(&str, String, &str)> = vec![
+            ("unchanged", CONFIG.into(), "ok +[] -[] ~[]"),
+            ("a target added", with_target.clone(), "ok +[fw/10.0.2.12] -[] ~[]"),
+            ("a weight changed", with_target.replace("address = \"10.0.2.12\"", "address = \"10.0.2.12\"\nweight = 5"), "ok +[] -[] ~[fw/10.0.2.12]"),
+            ("a target removed", CONFIG.into(), "ok +[] -[fw/10.0.2.12] ~[]"),
+            ("a group added", CONFIG.to_owned() + "[[target_groups]]\nname = \"ids\"\nuser_ports = []\n", "invalid target_groups"),
+            ("a port's address changed", CONFIG.replace("10.1.0.1/16", "10.1.0.2/16"), "invalid ports"),
+            ("a bad value", CONFIG.replace("deregistration_delay_s = 60", "deregistration_delay_s = 7200"), "invalid target_groups[0].deregistration_delay_s"),
+            ("not TOML", "[[ports]\n".into(), "invalid config"),
+            ("no file", String::new(), "invalid config"),
+        ];
+        let commands = crossbeam_channel::never();
+        for (what, text, want) in cases {
+            if text.is_empty() {
+                std::fs::remove_file(&path).unwrap();
+            } else {
+                std::fs::write(&path, &text).unwrap();
+            }
+            let before = ctl.groups();
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            ctl.request_reload(Some(tx));
+            let got = loop {
+                ctl.turn(&commands, Duration::from_millis(10));
+                if let Ok(r) = rx.try_recv() {
+                    break r;
+                }
+            };
+            let got = match got {
+                Ok(r) => format!(
+                    "ok +[{}] -[{}] ~[{}]",
+                    r.registered.join(","),
+                    r.deregistered.join(","),
+                    r.reweighted.join(",")
+                ),
+                Err(ControlError::Invalid { field, .. }) => format!("invalid {field}"),
+                Err(e) => format!("{e:?}"),
+            };
+            assert_eq!(got, want, "{what}");
+            if !want.starts_with("ok") {
+                assert_eq!(ctl.groups(), before, "{what}: nothing changed");
+            }
+        }
+        ctl.stop();
+    }
 }
