@@ -32,7 +32,7 @@ pub enum Verdict {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counters {
     /// Packets processed.
-    pub packets: u64,
+    pub processed: u64,
     /// Packets encapsulated toward an appliance.
     pub encapsulated: u64,
     /// Appliance returns decapsulated and forwarded.
@@ -69,7 +69,7 @@ impl Counters {
     /// Counters for up to `max_appliances` appliance slots.
     pub fn new(max_appliances: usize) -> Self {
         Self {
-            packets: 0,
+            processed: 0,
             encapsulated: 0,
             decapsulated: 0,
             fail_open: 0,
@@ -135,7 +135,7 @@ impl Pipeline {
         in_port: u16,
         now: u32,
     ) -> Verdict {
-        self.counters.packets += 1;
+        self.counters.processed += 1;
         let v = self.classify(snap, buf, in_port, now);
         match v {
             Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
@@ -231,7 +231,7 @@ impl Pipeline {
             }
         }
         for (i, (b, v)) in bufs.iter_mut().zip(verdicts.iter_mut()).enumerate() {
-            self.counters.packets += 1;
+            self.counters.processed += 1;
             *v = match sc.plan[i] {
                 Plan::Done(v) => v,
                 Plan::Encap { group, key, hash } => {

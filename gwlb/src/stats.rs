@@ -1,50 +1,136 @@
-//! Per-worker counters as the control plane sees them.
+//! Per-worker counters: the one table that defines them, and the atomics the control plane
+//! reads them from.
 //!
-//! Each worker keeps plain integers in its [`crate::pipeline::Counters`] and copies them here
-//! once per burst with relaxed stores: one writer per block, so no read-modify-write and no
-//! cache line shared between workers' writes.
+//! Each worker keeps plain integers (its [`crate::pipeline::Counters`], its flow table's
+//! [`crate::flow_table::FlowTableStats`], its loop's [`LoopIo`]) and copies them into its [`WorkerStats`] once
+//! per burst with relaxed stores: one writer per block, so no read-modify-write and no cache
+//! line shared between workers' writes.
+//!
+//! **Adding a counter:** add a line to [`worker_counter_table`] (the field it comes from
+//! must exist in `Counters`, `FlowTableStats` or `LoopIo`). The worker's atomic and its
+//! publishing, the API's `WorkerReport` field and its totals, the `gwlb_worker_*` metric
+//! family, the `gwlb stats` column (if it has one) and the `gwlb run` report line are all
+//! generated from that line.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::parse::DropReason;
-use crate::pipeline::Counters;
+use crate::pipeline::{Counters, Pipeline};
 
-/// A worker's published counters.
-#[derive(Debug)]
-pub struct WorkerStats {
-    /// Packets received from ports (not handoffs).
-    pub rx: AtomicU64,
-    /// Packets transmitted.
-    pub tx: AtomicU64,
-    /// Packets handed to another worker.
-    pub handed_off: AtomicU64,
-    /// Packets processed by the pipeline.
-    pub processed: AtomicU64,
-    /// Encapsulated toward appliances.
-    pub encapsulated: AtomicU64,
-    /// Decapsulated returns forwarded.
-    pub decapsulated: AtomicU64,
-    /// Forwarded uninspected (fail-open).
-    pub fail_open: AtomicU64,
-    /// For the host.
-    pub to_host: AtomicU64,
-    /// New flows.
-    pub new_flows: AtomicU64,
-    /// Flows moved between appliances.
-    pub rebalanced_flows: AtomicU64,
-    /// TCP resets sent for ended flows.
-    pub tcp_resets: AtomicU64,
-    /// Packets of new flows the full flow table could not store.
-    pub table_full: AtomicU64,
-    /// Returns accepted without a flow entry (the flow's Maglev choice).
-    pub stateless_returns: AtomicU64,
-    /// Live flows in the worker's table (as of its last publish).
-    pub active_flows: AtomicU64,
-    /// Drops by reason.
-    pub drops: [AtomicU64; DropReason::COUNT],
-    /// Per appliance slot: packets, bytes, new flows.
-    pub appliance: Box<[[AtomicU64; 3]]>,
+/// Every per-worker counter, once. Each line:
+///
+/// `name: source.field, metric, help, column;`
+///
+/// - `name`: the field of [`WorkerStats`] and of `control::WorkerReport` (the JSON key of
+///   `GET /v1/stats` and the key in `gwlb run`'s report line);
+/// - `source.field`: where the worker counts it: `pipeline` ([`Counters`]), `table`
+///   ([`crate::flow_table::FlowTableStats`]) or `io` ([`LoopIo`]);
+/// - `metric`: the Prometheus counter family (label `worker`);
+/// - `help`: its documentation (also the field's doc);
+/// - `column`: its `gwlb stats` column, `""` for none.
+///
+/// Invoked with the name of a macro that receives the lines.
+macro_rules! worker_counter_table {
+    ($then:ident) => {
+        $then! {
+            rx: io.rx, "gwlb_worker_rx_packets_total",
+                "Packets received from ports and handoff rings.", "RX";
+            tx: io.tx, "gwlb_worker_tx_packets_total", "Packets transmitted.", "TX";
+            handed_off: io.handed_off, "gwlb_worker_handed_off_packets_total",
+                "Packets passed to the flow's owning worker.", "";
+            processed: pipeline.processed, "gwlb_worker_processed_packets_total",
+                "Packets processed by the pipeline.", "PROCESSED";
+            encapsulated: pipeline.encapsulated, "gwlb_worker_encapsulated_packets_total",
+                "Packets encapsulated toward appliances.", "ENCAP";
+            decapsulated: pipeline.decapsulated, "gwlb_worker_decapsulated_packets_total",
+                "Appliance returns decapsulated and forwarded.", "DECAP";
+            fail_open: pipeline.fail_open, "gwlb_worker_fail_open_packets_total",
+                "Packets forwarded uninspected (fail-open).", "FAIL_OPEN";
+            to_host: pipeline.to_host, "gwlb_worker_to_host_packets_total",
+                "Packets handed to the host kernel.", "TO_HOST";
+            new_flows: pipeline.new_flows, "gwlb_worker_new_flows_total",
+                "New flows admitted.", "NEW_FLOWS";
+            rebalanced_flows: pipeline.rebalanced_flows, "gwlb_worker_rebalanced_flows_total",
+                "Flows moved to another appliance (rebalance, drain expiry).", "";
+            tcp_resets: pipeline.tcp_resets, "gwlb_worker_tcp_resets_total",
+                "TCP resets sent in place of dropped packets of ended flows.", "";
+            table_full: pipeline.table_full, "gwlb_worker_flow_table_full_packets_total",
+                "Packets of new flows the full flow table could not store (sent to the flow's Maglev choice without an entry; not in new flows).", "";
+            stateless_returns: pipeline.stateless_returns, "gwlb_worker_stateless_returns_total",
+                "Appliance returns accepted without a flow entry (from the flow's Maglev choice).", "";
+            flow_table_inserts: table.inserts, "gwlb_flow_table_inserts_total",
+                "Flow-table entries stored.", "";
+            flow_table_full_misses: table.full_misses, "gwlb_flow_table_full_misses_total",
+                "Flow-table inserts refused: both candidate buckets held only live flows.", "";
+            flow_table_expired: table.expired, "gwlb_flow_table_expired_total",
+                "Idle flow-table entries reclaimed.", "";
+            flow_table_displaced: table.displaced, "gwlb_flow_table_displaced_total",
+                "Flow-table entries moved to their other bucket to make room.", "";
+        }
+    };
 }
+pub(crate) use worker_counter_table;
+
+/// The value of a table line's `source.field` (see [`worker_counter_table`]).
+macro_rules! counter_source {
+    (pipeline, $p:expr, $io:expr, $f:ident) => {
+        $p.counters.$f
+    };
+    (table, $p:expr, $io:expr, $f:ident) => {
+        $p.flows().stats().$f
+    };
+    (io, $p:expr, $io:expr, $f:ident) => {
+        $io.$f
+    };
+}
+
+macro_rules! define_worker_stats {
+    ($($name:ident: $src:ident.$field:ident, $metric:literal, $help:literal, $column:literal;)*) => {
+        /// A worker's published counters.
+        #[derive(Debug)]
+        pub struct WorkerStats {
+            $(#[doc = $help] pub $name: AtomicU64,)*
+            /// Live flows in the worker's table (as of its last publish).
+            pub active_flows: AtomicU64,
+            /// Drops by reason.
+            pub drops: [AtomicU64; DropReason::COUNT],
+            /// Per appliance slot: packets, bytes, new flows.
+            pub appliance: Box<[[AtomicU64; 3]]>,
+        }
+
+        impl WorkerStats {
+            /// The names of the table's counters, in table order.
+            pub const NAMES: [&'static str; [$(stringify!($name)),*].len()] =
+                [$(stringify!($name)),*];
+
+            /// Zeroed counters for `max_appliances` slots.
+            pub fn new(max_appliances: usize) -> Self {
+                Self {
+                    $($name: AtomicU64::new(0),)*
+                    active_flows: AtomicU64::new(0),
+                    drops: std::array::from_fn(|_| AtomicU64::new(0)),
+                    appliance: (0..max_appliances)
+                        .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                        .collect(),
+                }
+            }
+
+            /// Copies the pipeline's, its flow table's and the loop's counters (single
+            /// writer: the owning worker).
+            pub fn publish(&self, p: &Pipeline, io: &LoopIo) {
+                $(self.$name.store(counter_source!($src, p, io, $field), Relaxed);)*
+                self.active_flows.store(p.flows().len() as u64, Relaxed);
+                self.publish_drops(&p.counters, io);
+            }
+
+            /// The table's counters, in table order (see [`WorkerStats::NAMES`]).
+            pub fn values(&self) -> [u64; Self::NAMES.len()] {
+                [$(self.$name.load(Relaxed)),*]
+            }
+        }
+    };
+}
+worker_counter_table!(define_worker_stats);
 
 /// Counters of a worker's loop (not of the pipeline): what it received, sent, handed off,
 /// and what it had to free because a queue was full.
@@ -65,45 +151,7 @@ pub struct LoopIo {
 }
 
 impl WorkerStats {
-    /// Zeroed counters for `max_appliances` slots.
-    pub fn new(max_appliances: usize) -> Self {
-        Self {
-            rx: AtomicU64::new(0),
-            tx: AtomicU64::new(0),
-            handed_off: AtomicU64::new(0),
-            processed: AtomicU64::new(0),
-            encapsulated: AtomicU64::new(0),
-            decapsulated: AtomicU64::new(0),
-            fail_open: AtomicU64::new(0),
-            to_host: AtomicU64::new(0),
-            new_flows: AtomicU64::new(0),
-            rebalanced_flows: AtomicU64::new(0),
-            tcp_resets: AtomicU64::new(0),
-            table_full: AtomicU64::new(0),
-            stateless_returns: AtomicU64::new(0),
-            active_flows: AtomicU64::new(0),
-            drops: std::array::from_fn(|_| AtomicU64::new(0)),
-            appliance: (0..max_appliances)
-                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
-        }
-    }
-
-    /// Copies the pipeline's and the loop's counters (single writer: the owning worker).
-    pub fn publish(&self, c: &Counters, io: &LoopIo) {
-        self.rx.store(io.rx, Relaxed);
-        self.tx.store(io.tx, Relaxed);
-        self.handed_off.store(io.handed_off, Relaxed);
-        self.processed.store(c.packets, Relaxed);
-        self.encapsulated.store(c.encapsulated, Relaxed);
-        self.decapsulated.store(c.decapsulated, Relaxed);
-        self.fail_open.store(c.fail_open, Relaxed);
-        self.to_host.store(c.to_host, Relaxed);
-        self.new_flows.store(c.new_flows, Relaxed);
-        self.rebalanced_flows.store(c.rebalanced_flows, Relaxed);
-        self.tcp_resets.store(c.tcp_resets, Relaxed);
-        self.table_full.store(c.table_full, Relaxed);
-        self.stateless_returns.store(c.stateless_returns, Relaxed);
+    fn publish_drops(&self, c: &Counters, io: &LoopIo) {
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
             a.store(*v, Relaxed);
         }
@@ -129,5 +177,62 @@ impl WorkerStats {
     /// Total drops.
     pub fn dropped(&self) -> u64 {
         self.drops.iter().map(|d| d.load(Relaxed)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line of the table reaches its atomic: publish counters that are all distinct and
+    /// read them back by name.
+    #[test]
+    fn publish_copies_every_counter_of_the_table() {
+        let mut p = Pipeline::new(1024, Default::default()).unwrap();
+        let c = &mut p.counters;
+        (
+            c.processed,
+            c.encapsulated,
+            c.decapsulated,
+            c.fail_open,
+            c.to_host,
+        ) = (21, 22, 23, 24, 25);
+        (c.new_flows, c.rebalanced_flows, c.tcp_resets, c.table_full) = (26, 27, 28, 29);
+        c.stateless_returns = 30;
+        c.drops[DropReason::TxFull.index()] = 100;
+        let io = LoopIo {
+            rx: 11,
+            tx: 12,
+            handed_off: 13,
+            tx_full: 1,
+            host_queue_full: 2,
+            handoff_full: 3,
+        };
+        let s = WorkerStats::new(4);
+        s.publish(&p, &io);
+        let got: Vec<(&str, u64)> = WorkerStats::NAMES.iter().copied().zip(s.values()).collect();
+        let want: Vec<(&str, u64)> = vec![
+            ("rx", 11),
+            ("tx", 12),
+            ("handed_off", 13),
+            ("processed", 21),
+            ("encapsulated", 22),
+            ("decapsulated", 23),
+            ("fail_open", 24),
+            ("to_host", 25),
+            ("new_flows", 26),
+            ("rebalanced_flows", 27),
+            ("tcp_resets", 28),
+            ("table_full", 29),
+            ("stateless_returns", 30),
+            ("flow_table_inserts", 0),
+            ("flow_table_full_misses", 0),
+            ("flow_table_expired", 0),
+            ("flow_table_displaced", 0),
+        ];
+        assert_eq!(got, want);
+        // The loop's drops land under their own reasons, on top of the pipeline's.
+        assert_eq!(s.drops[DropReason::TxFull.index()].load(Relaxed), 101);
+        assert_eq!(s.dropped(), 100 + 1 + 2 + 3);
     }
 }

@@ -1104,7 +1104,7 @@ struct Brief {
 fn brief(c: &Counters) -> Brief {
     let first = |v: &[u64]| [v[0], v[1], v[2]];
     Brief {
-        packets: c.packets,
+        packets: c.processed,
         encapsulated: c.encapsulated,
         decapsulated: c.decapsulated,
         fail_open: c.fail_open,
@@ -1212,7 +1212,7 @@ fn take_pipelines(capacity: usize, timeouts: gwlb::flow_table::Timeouts) -> Pipe
             p.flows_mut().expire_step(0, buckets - at);
         }
         let c = &mut p.counters;
-        c.packets = 0;
+        c.processed = 0;
         c.encapsulated = 0;
         c.decapsulated = 0;
         c.fail_open = 0;

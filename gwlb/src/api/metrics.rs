@@ -204,80 +204,24 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
     }
 
     // --- Per worker -----------------------------------------------------------------------
-    type WorkerField = fn(&crate::control::WorkerReport) -> u64;
-    let worker_counters: [(&str, &str, WorkerField); 14] = [
-        (
-            "gwlb_worker_rx_packets_total",
-            "Packets received from ports.",
-            |w| w.rx,
-        ),
-        (
-            "gwlb_worker_tx_packets_total",
-            "Packets transmitted.",
-            |w| w.tx,
-        ),
-        (
-            "gwlb_worker_processed_packets_total",
-            "Packets processed by the pipeline.",
-            |w| w.processed,
-        ),
-        (
-            "gwlb_worker_encapsulated_packets_total",
-            "Packets encapsulated toward appliances.",
-            |w| w.encapsulated,
-        ),
-        (
-            "gwlb_worker_decapsulated_packets_total",
-            "Appliance returns decapsulated and forwarded.",
-            |w| w.decapsulated,
-        ),
-        (
-            "gwlb_worker_fail_open_packets_total",
-            "Packets forwarded uninspected (fail-open).",
-            |w| w.fail_open,
-        ),
-        (
-            "gwlb_worker_to_host_packets_total",
-            "Packets handed to the host kernel.",
-            |w| w.to_host,
-        ),
-        (
-            "gwlb_worker_handed_off_packets_total",
-            "Packets passed to the flow's owning worker.",
-            |w| w.handed_off,
-        ),
-        ("gwlb_worker_new_flows_total", "New flows.", |w| w.new_flows),
-        (
-            "gwlb_worker_rebalanced_flows_total",
-            "Flows moved to another appliance.",
-            |w| w.rebalanced_flows,
-        ),
-        (
-            "gwlb_worker_tcp_resets_total",
-            "TCP resets sent for flows the gateway ended (tcp_rst_on_drop).",
-            |w| w.tcp_resets,
-        ),
-        (
-            "gwlb_worker_flow_table_full_packets_total",
-            "Packets of new flows the full flow table could not store (sent by hash, no entry).",
-            |w| w.table_full,
-        ),
-        (
-            "gwlb_worker_stateless_returns_total",
-            "Appliance returns accepted without a flow entry (from the flow's Maglev choice).",
-            |w| w.stateless_returns,
-        ),
-        (
-            "gwlb_worker_dropped_packets_total",
-            "Packets dropped, all reasons.",
-            |w| w.dropped,
-        ),
-    ];
-    for (name, help, field) in worker_counters {
-        e.family(name, Counter, help);
+    // Every counter of the one table (`stats::worker_counter_table`), then the totals.
+    for c in crate::control::WorkerReport::COUNTERS {
+        e.family(c.metric, Counter, c.help);
         for w in &stats.workers {
-            e.sample(name, &[("worker", &w.worker.to_string())], field(w));
+            e.sample(c.metric, &[("worker", &w.worker.to_string())], (c.get)(w));
         }
+    }
+    e.family(
+        "gwlb_worker_dropped_packets_total",
+        Counter,
+        "Packets dropped, all reasons.",
+    );
+    for w in &stats.workers {
+        e.sample(
+            "gwlb_worker_dropped_packets_total",
+            &[("worker", &w.worker.to_string())],
+            w.dropped,
+        );
     }
     e.family(
         "gwlb_worker_drops_total",
@@ -470,5 +414,22 @@ mod tests {
             "# HELP x_total Help with \\\\ and\\nnewline.\n# TYPE x_total counter\n\
              x_total{a=\"1\",b=\"q\\\"\"} 7\nx_total +Inf\nx_total 0.25\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    /// Every worker counter's metric family is documented in docs/api.md (the table of
+    /// counters is the one definition; the docs must keep up with it).
+    #[test]
+    fn every_worker_counter_is_documented() {
+        let doc = include_str!("../../../docs/api.md");
+        for c in crate::control::WorkerReport::COUNTERS {
+            assert!(
+                doc.contains(&format!("| `{}` | counter | `worker` |", c.metric)),
+                "{} is not in docs/api.md's metrics table",
+                c.metric
+            );
+        }
     }
 }

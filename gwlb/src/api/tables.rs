@@ -8,6 +8,7 @@ use tabwriter::TabWriter;
 
 use crate::control::{
     FlowInfo, HealthCheckInfo, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo, TargetState,
+    WorkerReport,
 };
 
 /// Builds a table from tab-separated rows.
@@ -146,40 +147,29 @@ pub fn health_check(group: &str, h: &HealthCheckInfo) -> String {
 /// Counters per worker and in total, then drops by reason.
 pub fn stats(s: &StatsReport) -> String {
     let mut out = format!("uptime {:.1}s, generation {}\n\n", s.uptime_s, s.generation);
-    let mut table = Table::new(&[
-        "WORKER",
-        "RX",
-        "TX",
-        "PROCESSED",
-        "ENCAP",
-        "DECAP",
-        "FAIL_OPEN",
-        "TO_HOST",
-        "NEW_FLOWS",
-        "ACTIVE_FLOWS",
-        "CAPACITY",
-        "DROPPED",
-    ]);
+    // The table's counters that have a column, between the worker and the flow table.
+    let counters: Vec<_> = WorkerReport::COUNTERS
+        .iter()
+        .filter(|c| !c.column.is_empty())
+        .collect();
+    let mut head = vec!["WORKER"];
+    head.extend(counters.iter().map(|c| c.column));
+    head.extend(["ACTIVE_FLOWS", "CAPACITY", "DROPPED"]);
+    let mut table = Table::new(&head);
     let rows = s
         .workers
         .iter()
         .map(|w| (w.worker.to_string(), w))
         .chain(std::iter::once(("total".to_owned(), &s.total)));
     for (name, w) in rows {
-        table.row(&[
-            name,
-            w.rx.to_string(),
-            w.tx.to_string(),
-            w.processed.to_string(),
-            w.encapsulated.to_string(),
-            w.decapsulated.to_string(),
-            w.fail_open.to_string(),
-            w.to_host.to_string(),
-            w.new_flows.to_string(),
+        let mut row = vec![name];
+        row.extend(counters.iter().map(|c| (c.get)(w).to_string()));
+        row.extend([
             w.active_flows.to_string(),
             w.flow_table_capacity.to_string(),
             w.dropped.to_string(),
         ]);
+        table.row(&row);
     }
     out.push_str(&table.render());
     if !s.total.drops.is_empty() {

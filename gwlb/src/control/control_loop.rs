@@ -11,7 +11,6 @@
 //! turned into a snapshot; only when all of that succeeded does anything change. A failed
 //! change, or a reload of a broken file, leaves the running state untouched.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,7 +31,7 @@ use crate::control::{
 use crate::flow_dump::{FlowDumpReply, FlowDumpRequest, FlowFilter, FlowRecord};
 use crate::flow_table::DumpCursor;
 use crate::health::{HealthChecker, HealthEvent, ProbeTarget, TargetHealth};
-use crate::parse::{DropReason, IpAddrBytes};
+use crate::parse::IpAddrBytes;
 use crate::pipeline::MAX_APPLIANCES;
 use crate::snapshot::{LiveState, Snapshot};
 use crate::stats::WorkerStats;
@@ -802,55 +801,11 @@ impl ControlLoop {
             .stats
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                let drops: BTreeMap<String, u64> = DropReason::ALL
-                    .iter()
-                    .map(|r| (r.as_str().to_owned(), w.drops[r.index()].load(Relaxed)))
-                    .filter(|(_, n)| *n > 0)
-                    .collect();
-                WorkerReport {
-                    worker: i,
-                    rx: w.rx.load(Relaxed),
-                    tx: w.tx.load(Relaxed),
-                    processed: w.processed.load(Relaxed),
-                    encapsulated: w.encapsulated.load(Relaxed),
-                    decapsulated: w.decapsulated.load(Relaxed),
-                    fail_open: w.fail_open.load(Relaxed),
-                    to_host: w.to_host.load(Relaxed),
-                    new_flows: w.new_flows.load(Relaxed),
-                    rebalanced_flows: w.rebalanced_flows.load(Relaxed),
-                    tcp_resets: w.tcp_resets.load(Relaxed),
-                    table_full: w.table_full.load(Relaxed),
-                    stateless_returns: w.stateless_returns.load(Relaxed),
-                    handed_off: w.handed_off.load(Relaxed),
-                    active_flows: w.active_flows.load(Relaxed),
-                    flow_table_capacity: cap,
-                    dropped: drops.values().sum(),
-                    drops,
-                }
-            })
+            .map(|(i, w)| WorkerReport::from_stats(i, w, cap))
             .collect();
         let mut total = WorkerReport::default();
         for w in &workers {
-            total.rx += w.rx;
-            total.tx += w.tx;
-            total.processed += w.processed;
-            total.encapsulated += w.encapsulated;
-            total.decapsulated += w.decapsulated;
-            total.fail_open += w.fail_open;
-            total.to_host += w.to_host;
-            total.new_flows += w.new_flows;
-            total.rebalanced_flows += w.rebalanced_flows;
-            total.tcp_resets += w.tcp_resets;
-            total.table_full += w.table_full;
-            total.stateless_returns += w.stateless_returns;
-            total.handed_off += w.handed_off;
-            total.active_flows += w.active_flows;
-            total.flow_table_capacity += w.flow_table_capacity;
-            total.dropped += w.dropped;
-            for (k, v) in &w.drops {
-                *total.drops.entry(k.clone()).or_default() += v;
-            }
+            total.add(w);
         }
         StatsReport {
             uptime_s: self.started.elapsed().as_secs_f64(),

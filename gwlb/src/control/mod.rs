@@ -263,50 +263,90 @@ pub struct TargetSpec {
     pub mac: Option<String>,
 }
 
-/// Counters of one worker.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerReport {
-    /// Worker index.
-    pub worker: usize,
-    /// Packets received from ports.
-    pub rx: u64,
-    /// Packets transmitted.
-    pub tx: u64,
-    /// Packets processed by the pipeline.
-    pub processed: u64,
-    /// Encapsulated toward appliances.
-    pub encapsulated: u64,
-    /// Appliance returns decapsulated and forwarded.
-    pub decapsulated: u64,
-    /// Forwarded uninspected (fail-open).
-    pub fail_open: u64,
-    /// Handed to the host kernel (exception path).
-    pub to_host: u64,
-    /// New flows.
-    pub new_flows: u64,
-    /// Flows moved to another appliance.
-    pub rebalanced_flows: u64,
-    /// TCP resets sent in place of dropped packets of ended flows.
-    #[serde(default)]
-    pub tcp_resets: u64,
-    /// Packets of new flows the full flow table could not store (sent to the flow's Maglev
-    /// choice without an entry; not in `new_flows`).
-    #[serde(default)]
-    pub table_full: u64,
-    /// Appliance returns accepted without a flow entry (from the flow's Maglev choice).
-    #[serde(default)]
-    pub stateless_returns: u64,
-    /// Packets passed to the flow's owning worker.
-    pub handed_off: u64,
-    /// Flow-table entries in use (as of the worker's last publish).
-    pub active_flows: u64,
-    /// Flow-table capacity.
-    pub flow_table_capacity: u64,
-    /// Total drops.
-    pub dropped: u64,
-    /// Drops by reason (only reasons with a count).
-    pub drops: std::collections::BTreeMap<String, u64>,
+/// A counter of [`WorkerReport`] as the metrics and the CLI present it (generated from
+/// [`crate::stats::worker_counter_table`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CounterColumn {
+    /// The [`WorkerReport`] field (JSON key).
+    pub name: &'static str,
+    /// Prometheus counter family (label `worker`).
+    pub metric: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// `gwlb stats` column, `""` for none.
+    pub column: &'static str,
+    /// Reads it.
+    pub get: fn(&WorkerReport) -> u64,
 }
+
+macro_rules! define_worker_report {
+    ($($name:ident: $src:ident.$field:ident, $metric:literal, $help:literal, $column:literal;)*) => {
+        /// Counters of one worker (the counters of [`crate::stats::worker_counter_table`], then
+        /// the flow table's occupancy and the drops).
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct WorkerReport {
+            /// Worker index.
+            pub worker: usize,
+            $(#[doc = $help] #[serde(default)] pub $name: u64,)*
+            /// Flow-table entries in use (as of the worker's last publish).
+            pub active_flows: u64,
+            /// Flow-table capacity.
+            pub flow_table_capacity: u64,
+            /// Total drops.
+            pub dropped: u64,
+            /// Drops by reason (only reasons with a count).
+            pub drops: std::collections::BTreeMap<String, u64>,
+        }
+
+        impl WorkerReport {
+            /// Every counter of the table, in table order.
+            pub const COUNTERS: [CounterColumn; [$(stringify!($name)),*].len()] = [$(
+                CounterColumn {
+                    name: stringify!($name),
+                    metric: $metric,
+                    help: $help,
+                    column: $column,
+                    get: |w| w.$name,
+                },
+            )*];
+
+            /// Worker `worker`'s report from its published counters; `capacity` is its
+            /// flow table's.
+            pub fn from_stats(
+                worker: usize,
+                w: &crate::stats::WorkerStats,
+                capacity: u64,
+            ) -> WorkerReport {
+                use std::sync::atomic::Ordering::Relaxed;
+                let drops: std::collections::BTreeMap<String, u64> = crate::parse::DropReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str().to_owned(), w.drops[r.index()].load(Relaxed)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                WorkerReport {
+                    worker,
+                    $($name: w.$name.load(Relaxed),)*
+                    active_flows: w.active_flows.load(Relaxed),
+                    flow_table_capacity: capacity,
+                    dropped: drops.values().sum(),
+                    drops,
+                }
+            }
+
+            /// Adds `o`'s counters to these (totals over workers; `worker` is kept).
+            pub fn add(&mut self, o: &WorkerReport) {
+                $(self.$name += o.$name;)*
+                self.active_flows += o.active_flows;
+                self.flow_table_capacity += o.flow_table_capacity;
+                self.dropped += o.dropped;
+                for (k, v) in &o.drops {
+                    *self.drops.entry(k.clone()).or_default() += v;
+                }
+            }
+        }
+    };
+}
+crate::stats::worker_counter_table!(define_worker_report);
 
 /// Statistics of the running gateway.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -50,23 +50,11 @@ impl RunReport {
     pub fn render(&self) -> String {
         let mut s = String::new();
         for (i, w) in self.workers.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "worker {i}: rx {} tx {} encapsulated {} decapsulated {} fail_open {} to_host {} new_flows {} rebalanced_flows {} tcp_resets {} table_full {} stateless_returns {} handed_off {} dropped {}",
-                w.rx.load(Relaxed),
-                w.tx.load(Relaxed),
-                w.encapsulated.load(Relaxed),
-                w.decapsulated.load(Relaxed),
-                w.fail_open.load(Relaxed),
-                w.to_host.load(Relaxed),
-                w.new_flows.load(Relaxed),
-                w.rebalanced_flows.load(Relaxed),
-                w.tcp_resets.load(Relaxed),
-                w.table_full.load(Relaxed),
-                w.stateless_returns.load(Relaxed),
-                w.handed_off.load(Relaxed),
-                w.dropped(),
-            );
+            let _ = write!(s, "worker {i}:");
+            for (name, v) in WorkerStats::NAMES.iter().zip(w.values()) {
+                let _ = write!(s, " {name} {v}");
+            }
+            let _ = writeln!(s, " dropped {}", w.dropped());
             for r in DropReason::ALL {
                 let v = w.drops[r.index()].load(Relaxed);
                 if v > 0 {

@@ -187,11 +187,8 @@ struct Routing {
 
 /// Publishes everything the control plane reads.
 fn publish_all(stats: &WorkerStats, pipeline: &Pipeline, lc: &LoopIo, appliances: usize) {
-    stats.publish(&pipeline.counters, lc);
+    stats.publish(pipeline, lc);
     stats.publish_appliances(&pipeline.counters, appliances);
-    stats
-        .active_flows
-        .store(pipeline.flows().len() as u64, Relaxed);
 }
 
 /// Runs the worker loop until `stop` is set. Returns the pipeline for final reporting.
@@ -289,7 +286,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
 
         if got > 0 {
             last_rx = tsc;
-            w.stats.publish(&w.pipeline.counters, &out.lc);
+            w.stats.publish(&w.pipeline, &out.lc);
         } else {
             // Idle: reclaim expired flows a little at a time.
             w.pipeline.flows_mut().expire_step(now, 64);

@@ -221,9 +221,8 @@ impl Gateway {
                     }
                 }
                 let publish = |pipe: &Pipeline, io: &LoopIo| {
-                    stats.publish(&pipe.counters, io);
+                    stats.publish(pipe, io);
                     stats.publish_appliances(&pipe.counters, MAX_APPLIANCES);
-                    stats.active_flows.store(pipe.flows().len() as u64, Relaxed);
                 };
                 publish(&pipe, &io);
                 let _ = ready.send(());

@@ -531,7 +531,7 @@ impl Bench {
                 assert_eq!(c.dropped(), 0, "gwlb dropped packets: {:?}", c.drops);
                 assert_eq!(
                     c.encapsulated + c.decapsulated,
-                    c.packets,
+                    c.processed,
                     "every packet encapsulated or decapsulated"
                 );
             }
@@ -591,7 +591,7 @@ impl Bench {
         let sum_pipes = |p: &[(usize, WorkerSetup)], f: fn(&Counters) -> u64| -> u64 {
             p.iter().map(|(_, s)| f(&s.pipeline.counters)).sum()
         };
-        let base = sum_pipes(&pending, |c| c.packets);
+        let base = sum_pipes(&pending, |c| c.processed);
         let nf0 = sum_pipes(&pending, |c| c.new_flows);
         assert_eq!(
             nf0,
@@ -636,8 +636,8 @@ impl Bench {
             if let Done::Gwlb(p) = d {
                 let c = &p.counters;
                 assert_eq!(c.dropped(), 0, "gwlb dropped packets: {:?}", c.drops);
-                assert_eq!(c.encapsulated, c.packets, "every packet encapsulated");
-                packets += c.packets;
+                assert_eq!(c.encapsulated, c.processed, "every packet encapsulated");
+                packets += c.processed;
                 new_flows += c.new_flows;
             }
         }
