@@ -22,6 +22,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod snapshot;
 pub mod stats;
+pub mod steering;
 pub mod tcp_reset;
 
 #[cfg(feature = "dpdk")]

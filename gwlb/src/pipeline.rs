@@ -14,6 +14,7 @@ use crate::flow_table::{
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, proto, DropReason, ParsedPacket, L3};
 use crate::snapshot::{ApplianceState, GroupView, NoNextHop, Snapshot};
+use crate::steering::{self, ExistingFlow};
 use crate::tcp_reset;
 
 /// What to do with a packet after [`Pipeline::process`].
@@ -310,21 +311,14 @@ impl Pipeline {
                 } else {
                     ApplianceState::Gone
                 };
-                let keep = match state {
-                    ApplianceState::Healthy => true,
-                    ApplianceState::Unhealthy => !g.rebalance,
-                    ApplianceState::Draining { until } => now < until,
-                    ApplianceState::Gone => false,
-                };
-                if keep {
-                    e.appliance
-                } else if !g.rebalance && state != ApplianceState::Unhealthy {
-                    // no_rebalance: a flow ends with its drained appliance. The entry stays
-                    // (and blackholes the flow) until it idles out, so the flow's remaining
-                    // packets are never re-steered mid-connection.
-                    return self.end_flow(g, buf, p, in_port, DropReason::ApplianceGone);
-                } else {
-                    match g.pick(lb_hash) {
+                match steering::existing_flow(state, g.rebalance, now) {
+                    ExistingFlow::Keep => e.appliance,
+                    // The entry stays (and blackholes the flow) until it idles out, so the
+                    // flow's remaining packets are never re-steered mid-connection.
+                    ExistingFlow::End => {
+                        return self.end_flow(g, buf, p, in_port, DropReason::ApplianceGone)
+                    }
+                    ExistingFlow::Move => match g.pick(lb_hash) {
                         Some(s) => {
                             e.appliance = s;
                             e.generation = snap.appliances[usize::from(s)].generation;
@@ -332,13 +326,21 @@ impl Pipeline {
                             self.counters.appliance_flows[usize::from(s)] += 1;
                             s
                         }
-                        // No healthy appliance left: keep the flow where it was, unless that
-                        // slot now serves another target.
-                        None if e.generation == a.generation => e.appliance,
                         None => {
-                            return self.end_flow(g, buf, p, in_port, DropReason::ApplianceGone)
+                            match steering::when_no_appliance_left(e.generation == a.generation) {
+                                ExistingFlow::Keep => e.appliance,
+                                _ => {
+                                    return self.end_flow(
+                                        g,
+                                        buf,
+                                        p,
+                                        in_port,
+                                        DropReason::ApplianceGone,
+                                    )
+                                }
+                            }
                         }
-                    }
+                    },
                 }
             }
             None => match g.pick(lb_hash) {

@@ -1,0 +1,103 @@
+//! Steering decisions that are policy, not mechanics: pure functions of the flow's state and
+//! the group's settings, kept apart from the packet path so that each policy is one readable
+//! table (see docs/architecture.md, "Flow semantics on a snapshot change").
+//!
+//! **Adding a policy** (a new per-group setting, steering rules, chains): add its decision
+//! here as a function of plain values, with a table test, and call it from
+//! [`crate::pipeline`]; the pipeline only carries out what these functions decide.
+
+use crate::snapshot::ApplianceState;
+
+/// What happens to a packet of an existing flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExistingFlow {
+    /// It stays with its appliance.
+    Keep,
+    /// It moves to the appliance the group's Maglev table picks now (counted as
+    /// `rebalanced_flows`); see [`when_no_appliance_left`] if there is none.
+    Move,
+    /// The flow ends: the packet is dropped as `appliance_gone` (with a TCP RST under
+    /// `tcp_rst_on_drop`).
+    End,
+}
+
+/// The existing-flow policy: a packet of a flow whose appliance is in `state` (as of the
+/// snapshot, with `now` in the workers' coarse seconds), in a group with `rebalance` set
+/// (`on_unhealthy = "rebalance"`) or not (`"no_rebalance"`).
+///
+/// `no_rebalance` never re-steers a flow mid-connection: it stays while its appliance is
+/// unhealthy or draining, and ends with it once drained. `rebalance` moves flows off an
+/// unhealthy or drained appliance. A draining appliance keeps its flows either way until its
+/// deregistration delay is over.
+#[inline]
+pub fn existing_flow(state: ApplianceState, rebalance: bool, now: u32) -> ExistingFlow {
+    match state {
+        ApplianceState::Healthy => ExistingFlow::Keep,
+        ApplianceState::Unhealthy if rebalance => ExistingFlow::Move,
+        ApplianceState::Unhealthy => ExistingFlow::Keep,
+        ApplianceState::Draining { until } if now < until => ExistingFlow::Keep,
+        // The delay is over (the control loop will mark it gone): as gone.
+        ApplianceState::Draining { .. } | ApplianceState::Gone if rebalance => ExistingFlow::Move,
+        ApplianceState::Draining { .. } | ApplianceState::Gone => ExistingFlow::End,
+    }
+}
+
+/// A flow that should [`ExistingFlow::Move`] finds no healthy appliance in its group: it
+/// stays where it was while that slot still holds the flow's target (`same_target`), and ends
+/// otherwise (the slot now serves another target, which must never see this flow).
+#[inline]
+pub fn when_no_appliance_left(same_target: bool) -> ExistingFlow {
+    if same_target {
+        ExistingFlow::Keep
+    } else {
+        ExistingFlow::End
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table in docs/architecture.md ("Flow semantics on a snapshot change"), read from
+    /// the document itself: every row must be what [`existing_flow`] decides.
+    #[test]
+    fn existing_flow_policy_is_the_documented_table() {
+        let doc = include_str!("../../docs/architecture.md");
+        let start = doc
+            .find("| appliance state | `no_rebalance` | `rebalance` |")
+            .expect("the policy table in docs/architecture.md");
+        let rows: Vec<Vec<&str>> = doc[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+            .collect();
+        let now = 1000;
+        let state = |name: &str| match name.split(|c: char| !c.is_alphabetic()).next().unwrap() {
+            "healthy" => ApplianceState::Healthy,
+            "unhealthy" => ApplianceState::Unhealthy,
+            "draining" if name.contains("delay over") => ApplianceState::Draining { until: now },
+            "draining" => ApplianceState::Draining { until: now + 1 },
+            "drained" => ApplianceState::Gone,
+            other => panic!("unknown state in the docs' table: {other}"),
+        };
+        let decision = |cell: &str| match cell.split([' ', ':']).next().unwrap() {
+            "stays" => ExistingFlow::Keep,
+            "moves" => ExistingFlow::Move,
+            "ends" => ExistingFlow::End,
+            other => panic!("unknown decision in the docs' table: {other}"),
+        };
+        assert_eq!(rows.len(), 5, "{rows:?}");
+        for row in rows {
+            let s = state(row[0]);
+            assert_eq!(existing_flow(s, false, now), decision(row[1]), "{row:?}");
+            assert_eq!(existing_flow(s, true, now), decision(row[2]), "{row:?}");
+        }
+    }
+
+    #[test]
+    fn a_move_with_no_appliance_left_keeps_only_its_own_target() {
+        assert_eq!(when_no_appliance_left(true), ExistingFlow::Keep);
+        assert_eq!(when_no_appliance_left(false), ExistingFlow::End);
+    }
+}
