@@ -18,7 +18,7 @@
 //! bytes ([`FlowTable::bytes_per_slot`]). 10 M flows: `with_capacity(10_000_000)` rounds up to
 //! 2^21 buckets = 16.8 M slots = 1.0 GB (exactly 10 M slots would be 600 MB). Measured fill
 //! before the first insert fails: 97% of 2^10 slots, 94% of 2^16, 91% of 2^20 (the
-//! `print_fill_load` test).
+//! `measure_fill_load` test).
 //!
 //! Measured (release, random keys, no prefetch, loaded 2 vCPU Zen 4): 2^16 slots at 85% load:
 //! hit 12 ns, miss 7 ns, insert 50-85 ns; 2^22 slots (240 MiB) at 85%: hit 17-27 ns, miss
@@ -982,7 +982,7 @@ mod tests {
 
     #[test]
     #[ignore = "prints figures; run with --ignored --nocapture"]
-    fn print_fill_load() {
+    fn measure_fill_load() {
         for shift in [10, 16, 20] {
             let mut t = table(1 << shift);
             println!(

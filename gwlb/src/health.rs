@@ -44,7 +44,7 @@
 //! [`TargetHealth::last_reason`] and logged, but counts neither as success nor as failure.
 //! A gateway out of file descriptors must not declare its whole fleet dead.
 //!
-//! Cost, measured (release, loopback, `cost_of_1000_targets` in `tests/health_checks.rs`):
+//! Cost, measured (release, loopback, `measure_cost_of_1000_targets` in `tests/health_checks.rs`):
 //! 1000 TCP targets every 100 ms, 10 000 probes/s, take 54 µs of CPU per probe for the whole
 //! process, kernel handshakes on both sides and the test's accepting server included (about
 //! half a core). At AWS-like intervals (seconds) the thread is idle.

@@ -871,7 +871,7 @@ mod tests {
             .count()
     }
 
-    /// Measured with M = 65537, seed 0x5eed (see `print_disruption`): removing 1 of 100 moves
+    /// Measured with M = 65537, seed 0x5eed (see `measure_disruption`): removing 1 of 100 moves
     /// the removed backend's 655 entries plus ~0.3-0.6% of M in collateral; 1 of 1000: ~0.9% of
     /// M collateral. Adding one is the mirror image. Bound asserted: collateral < 1.5% of M
     /// (the paper reports the same small non-zero movement).
@@ -903,7 +903,7 @@ mod tests {
 
     #[test]
     #[ignore = "prints figures; run with --ignored --nocapture"]
-    fn print_disruption() {
+    fn measure_disruption() {
         for n in [10, 100, 1000] {
             for drop in [0, n / 2, n - 1] {
                 let (owned, other) = check_disruption(n, drop);

@@ -31,7 +31,7 @@
 //!   packet that cannot be parsed never drops the error; `embedded` is then `None`.
 //!
 //! # Cost
-//! Measured with `tests::bench_parse_and_hash` (`--release -- --ignored --nocapture`, on-CPU
+//! Measured with `tests::measure_parse_and_hash` (`--release -- --ignored --nocapture`, on-CPU
 //! time per packet, one AMD EPYC core of a shared 2-core VM, same packet in a hot loop):
 //! Ethernet + IPv4 + TCP ~6 ns; Ethernet + IPv6 + 2 extension headers + UDP ~7 ns; either
 //! followed by `FlowKey::from_packet` + `FlowKey::hash` ~11 ns in all. Returning the 108-byte
@@ -1626,8 +1626,8 @@ mod tests {
     /// `cargo test -p gwlb --no-default-features --release --lib bench_parse -- --ignored
     /// --nocapture`
     #[test]
-    #[ignore]
-    fn bench_parse_and_hash() {
+    #[ignore = "prints figures; run with --ignored --nocapture"]
+    fn measure_parse_and_hash() {
         use crate::flow::{FlowKey, Stickiness};
         use std::hint::black_box;
         use std::time::Instant;

@@ -10,6 +10,7 @@
 // The `gwlb` binary these tests run needs the DPDK data path.
 #![cfg(feature = "dpdk")]
 
+mod needs_root;
 mod netns;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,10 +85,9 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn api_changes_steer_new_flows_and_metrics_match_traffic() {
-    if !netns::can_run() {
-        return;
-    }
+    needs_root::require();
     let (api_sock, metrics_sock) = sockets("gwtapi");
     let control = format!(
         "\n[control]\napi_listen = \"unix:{}\"\nmetrics_listen = \"unix:{}\"\n",

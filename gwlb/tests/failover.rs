@@ -10,6 +10,7 @@
 // The `gwlb` binary these tests run needs the DPDK data path.
 #![cfg(feature = "dpdk")]
 
+mod needs_root;
 mod netns;
 
 use std::process::Command;
@@ -19,10 +20,9 @@ use std::time::{Duration, Instant};
 use netns::{ports, spread, Rig, QUIET};
 
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn unhealthy_no_rebalance_keeps_flows_then_recovers() {
-    if !netns::can_run() {
-        return;
-    }
+    needs_root::require();
     let rig = Rig::start(
         "gwtnr",
         r#"on_unhealthy = "no_rebalance""#,
@@ -73,10 +73,9 @@ fn unhealthy_no_rebalance_keeps_flows_then_recovers() {
 }
 
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn unhealthy_rebalance_moves_only_its_flows() {
-    if !netns::can_run() {
-        return;
-    }
+    needs_root::require();
     let rig = Rig::start("gwtrb", r#"on_unhealthy = "rebalance""#, &[100, 100, 100]);
     let old = ports(1000..1090);
     let (first, _) = rig.send_flows(&old);
@@ -101,10 +100,9 @@ fn unhealthy_rebalance_moves_only_its_flows() {
 }
 
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn reload_drains_reweights_and_a_broken_file_changes_nothing() {
-    if !netns::can_run() {
-        return;
-    }
+    needs_root::require();
     let policy = "on_unhealthy = \"no_rebalance\"\nderegistration_delay_s = 2";
     let rig = Rig::start("gwtdr", policy, &[100, 100, 100]);
     let old = ports(1000..1090);
@@ -171,10 +169,9 @@ fn reload_drains_reweights_and_a_broken_file_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn fail_closed_drops_and_fail_open_forwards_uninspected() {
-    if !netns::can_run() {
-        return;
-    }
+    needs_root::require();
     for (name, policy) in [("gwtfc", "fail_closed"), ("gwtfo", "fail_open")] {
         let group = format!("on_all_unhealthy = \"{policy}\"\ntcp_rst_on_drop = true");
         let rig = Rig::start(name, &group, &[100, 100]);
@@ -222,10 +219,9 @@ fn fail_closed_drops_and_fail_open_forwards_uninspected() {
 }
 
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn gateway_answers_ping_and_arp_while_forwarding() {
-    if !netns::can_run() {
-        return;
-    }
+    needs_root::require();
     let rig = Rig::start("gwtpg", "", &[100, 100]);
     // Traffic in the background while an appliance-side host pings the gateway.
     let ns = rig.topo.app();
@@ -292,10 +288,9 @@ fn gateway_answers_ping_and_arp_while_forwarding() {
 }
 
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn nd_learning_and_ipv6_health_checks_against_a_kernel_peer() {
-    if !netns::can_run() {
-        return;
-    }
+    needs_root::require();
     let _serial = netns::SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let topo = netns::Topology::create("gwtnd", 0);
     // IPv6 on in the gateway (for its TAP) and appliance namespaces, off on the DPDK veth so

@@ -643,7 +643,7 @@ fn ipv6_loopback() {
 /// `cargo test --release -p gwlb --no-default-features --test health_checks -- --ignored --nocapture`
 #[test]
 #[ignore = "measurement, not a check"]
-fn cost_of_1000_targets() {
+fn measure_cost_of_1000_targets() {
     fn cpu() -> Duration {
         // SAFETY: `getrusage` only writes the zero-initialised struct it is given.
         let usage = unsafe {

@@ -26,11 +26,12 @@
 //! UDP header are dropped); a fragmented Geneve return is not a return and goes to the host;
 //! IPv4 options, TTL 0 and bad inner checksums are carried untouched.
 //!
-//! Needs root (DPDK) and the `dpdk` feature; prints `skipped: ...` otherwise.
+//! Needs root (DPDK) and the `dpdk` feature: ignored by a plain `cargo test` (see `needs_root`).
 
 #![cfg(feature = "dpdk")]
 
 mod common;
+mod needs_root;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -1629,15 +1630,6 @@ fn misc(c: &mut Corpus) {
 // Running
 // ---------------------------------------------------------------------------------------------
 
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root (DPDK)");
-    }
-    root
-}
-
 /// What one case did when run alone (after its setup).
 fn outcome_alone(case: &Case, tag: &str) -> String {
     let mut input: Vec<Vec<u8>> = case.setup.iter().map(|s| s.0.clone()).collect();
@@ -1745,10 +1737,9 @@ fn run_group(key: &str, cases: &[&Case]) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn hostile_corpus() {
-    if !can_run() {
-        return;
-    }
+    needs_root::require();
     let m = Model::new();
     let fl = flows(&m);
     let mut c = Corpus {

@@ -5,6 +5,7 @@
 #![cfg(feature = "dpdk")]
 
 mod common;
+mod needs_root;
 
 use std::fs;
 use std::process::{Child, Command, Stdio};
@@ -51,22 +52,12 @@ fn wait(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root (DPDK)");
-    }
-    root
-}
-
 /// SIGHUP (systemd's reload) from the first instant of startup on: gwlb keeps running and
 /// exits 0 at the end of its run (before the fix, the default disposition ended it with 129).
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn sighup_during_startup_does_not_kill() {
-    if !can_run() {
-        return;
-    }
+    needs_root::require();
     let dir = TestDir::new("sighup-startup");
     let cfg = pcap_config(&dir);
     let mut child = spawn(&cfg, &dir, "gw", "2");
@@ -106,10 +97,9 @@ fn sighup_during_startup_does_not_kill() {
 /// A second `gwlb run` on the same devices is refused with an error naming the port and the
 /// first instance; the first goes on undisturbed.
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn second_instance_on_the_same_ports_is_refused() {
-    if !can_run() {
-        return;
-    }
+    needs_root::require();
     let dir = TestDir::new("second-instance");
     let cfg = pcap_config(&dir);
     let mut first = spawn(&cfg, &dir, "first", "4");

@@ -20,7 +20,7 @@ fn pool(n: usize, weighted: bool) -> Vec<MaglevBackend> {
 
 #[test]
 #[ignore = "timing; run in release with --ignored --nocapture"]
-fn maglev_build_and_lookup_timing() {
+fn measure_maglev_build_and_lookup() {
     let mut builder = MaglevBuilder::new(DEFAULT_TABLE_SIZE, 1).unwrap();
     for weighted in [false, true] {
         for n in [10, 100, 1000] {
@@ -66,7 +66,7 @@ struct Key40([u32; 10]);
 
 #[test]
 #[ignore = "timing; run in release with --ignored --nocapture"]
-fn flow_table_timing() {
+fn measure_flow_table() {
     for flows in [1usize << 16, 1 << 22] {
         let mut t: FlowTable<Key40> = FlowTable::with_capacity(flows, Timeouts::default()).unwrap();
         let n = (t.capacity() as f64 * 0.85) as u32;

@@ -7,6 +7,7 @@
 #[path = "../../tests/src/lib.rs"]
 #[allow(dead_code)]
 mod helpers;
+mod needs_root;
 
 use std::collections::HashMap;
 use std::fs;
@@ -76,7 +77,9 @@ fn sum(stdout: &str, key: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn flow_directions_on_different_queues_meet_one_owner() {
+    needs_root::require();
     let dir = std::env::temp_dir().join(format!("gwlb-multi-worker-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();

@@ -55,17 +55,6 @@ pub fn appliance_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 11 + i as u8)
 }
 
-/// Whether this process can build namespaces (root). Tests return early (and say so) when
-/// it cannot.
-pub fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: needs root (network namespaces, DPDK)");
-    }
-    root
-}
-
 /// Runs a command; panics with its stderr if it fails.
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
