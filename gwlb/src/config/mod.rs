@@ -26,7 +26,8 @@
 //! - `raw.rs`: the `Raw*` serde mirror of the file, with the defaults of omitted fields.
 //! - `validate/`: `RawConfig` -> [`Config`], one file per table, each with the tests of its
 //!   rules.
-//! - `serialize.rs`: [`Config`] -> `RawConfig` ([`Config::to_toml_string`]).
+//! - `serialize.rs`: [`Config`] -> `RawConfig` ([`Config::to_toml_string`],
+//!   [`Config::revalidated`]).
 //! - `error.rs`: [`ConfigError`], [`ConfigWarning`], TOML error spans -> field paths;
 //!   `file.rs`: reading the file ([`MAX_CONFIG_BYTES`]).
 //!
@@ -34,9 +35,9 @@
 //!
 //! A new setting touches five places: its field in the model (`model.rs`, documented), its
 //! mirror and default in `raw.rs`, its rules in `validate/` (errors name the field by its file
-//! path), its way back in `serialize.rs` (so that `to_toml_string` round-trips),
-//! and a test next to its rule; then `docs/configuration.md`. A new rule on existing settings
-//! only touches `validate/` and its tests there.
+//! path), its way back in `serialize.rs` (so that `to_toml_string` and `revalidated`
+//! round-trip), and a test next to its rule; then `docs/configuration.md`. A new rule on
+//! existing settings only touches `validate/` and its tests there.
 
 mod error;
 mod file;
@@ -87,5 +88,23 @@ impl Config {
             file: file.to_owned(),
             inner: Box::new(e),
         })
+    }
+
+    /// Validates this configuration again as if it were a file: for a `Config` built or edited
+    /// in Rust. It goes through the file format's mirror (`RawConfig::from(self)`, as
+    /// [`Config::to_toml_string`] does) and the same validation as [`Config::from_toml_str`],
+    /// without TOML text, so errors name fields by their file path
+    /// (`target_groups[0].targets[2].weight`) and the warnings are computed afresh (those of
+    /// `self` are ignored).
+    ///
+    /// Port references are indices here: one out of range is refused naming its field
+    /// (`routes[0].port`). Values the file cannot express are cut as `to_toml_string` cuts
+    /// them (sub-second parts of the `_s` durations, sub-millisecond parts of health-check
+    /// times, sub-microsecond parts of `tx_flush`; an empty `api_token` becomes `None`), so
+    /// the result can differ from `self`: compare the two to detect it. An unchanged valid
+    /// configuration comes back equal.
+    pub fn revalidated(&self) -> Result<Config, ConfigError> {
+        validate::check_port_indices(self)?;
+        RawConfig::from(self).validate()
     }
 }

@@ -1,5 +1,5 @@
 //! Validated -> raw: `RawConfig::from(&Config)` writes a [`Config`] back in the file format,
-//! for [`Config::to_toml_string`].
+//! for [`Config::to_toml_string`] and [`Config::revalidated`].
 
 use std::time::Duration;
 

@@ -155,6 +155,38 @@ impl RawConfig {
     }
 }
 
+/// For [`Config::revalidated`]: every port reference of a `Config` built or edited in Rust is
+/// an index into `ports` (the file names ports, so validation never sees an index; writing
+/// one out of range back as a name would panic).
+pub(super) fn check_port_indices(c: &Config) -> Result<(), ConfigError> {
+    let n = c.ports.len();
+    let check = |field: String, p: usize| -> Result<(), ConfigError> {
+        if p < n {
+            Ok(())
+        } else {
+            Err(invalid(
+                field,
+                format!("port index {p} is out of range: the configuration has {n} ports"),
+            ))
+        }
+    };
+    for (i, r) in c.routes.iter().enumerate() {
+        check(format!("routes[{i}].port"), r.port)?;
+    }
+    for (i, nb) in c.neighbors.iter().enumerate() {
+        check(format!("neighbors[{i}].port"), nb.port)?;
+    }
+    for (gi, g) in c.target_groups.iter().enumerate() {
+        for (k, &p) in g.user_ports.iter().enumerate() {
+            check(format!("target_groups[{gi}].user_ports[{k}]"), p)?;
+        }
+        for (ti, t) in g.targets.iter().enumerate() {
+            check(format!("target_groups[{gi}].targets[{ti}].port"), t.port)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
