@@ -1,6 +1,6 @@
 //! Every ```toml block in the docs is a complete configuration that loads without warnings,
 //! so the reference cannot drift from the code. (`gwlb/examples/*.toml` are checked in
-//! `config.rs`.)
+//! `config/tests.rs`.)
 
 use std::path::Path;
 

@@ -1,0 +1,355 @@
+//! The validated configuration: [`Config`] and its parts, which hold only valid values in their
+//! natural types, and the enumerations shared by the file format and the validated model.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigWarning, Device, IpNet, Ipv4Net, Ipv6Net, Listen, MacAddr, StatusCodes};
+use crate::flow::Stickiness;
+
+// ---------------------------------------------------------------------------------------------
+// Enumerations (shared by the file format and the validated configuration)
+// ---------------------------------------------------------------------------------------------
+
+/// Hugepage use by the EAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hugepages {
+    /// Use hugepages if the host has any mounted and free, else run with `--no-huge`.
+    #[default]
+    Auto,
+    /// Require hugepages.
+    On,
+    /// `--no-huge -m memory_mb` (tests, pcap replay, containers).
+    Off,
+}
+
+/// What a port faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortRole {
+    /// Clients and servers: traffic to inspect arrives here; decapsulated traffic leaves here.
+    User,
+    /// Appliances: Geneve-encapsulated traffic leaves and returns here.
+    Appliance,
+    /// Both (one-arm mode, a single port).
+    Both,
+}
+
+impl PortRole {
+    /// Carries user traffic (`user` or `both`).
+    pub fn faces_users(self) -> bool {
+        matches!(self, PortRole::User | PortRole::Both)
+    }
+
+    /// Reaches appliances (`appliance` or `both`).
+    pub fn faces_appliances(self) -> bool {
+        matches!(self, PortRole::Appliance | PortRole::Both)
+    }
+}
+
+/// What happens to existing flows of a target that turns unhealthy (or whose
+/// deregistration delay has run out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnhealthy {
+    /// They keep going to it (AWS default).
+    #[default]
+    NoRebalance,
+    /// They are rehashed onto healthy targets.
+    Rebalance,
+}
+
+/// What happens to traffic when no target of a group is healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnAllUnhealthy {
+    /// Drop it (AWS behaviour).
+    #[default]
+    FailClosed,
+    /// Forward it uninspected (bypass).
+    FailOpen,
+}
+
+/// Health-check probe kind as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckProtocol {
+    /// TCP connect.
+    #[default]
+    Tcp,
+    /// HTTP GET, judged by status code.
+    Http,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `human` on a terminal, `json` otherwise.
+    #[default]
+    Auto,
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated configuration
+// ---------------------------------------------------------------------------------------------
+
+/// A validated configuration. Build it with [`Config::from_toml_str`] or [`Config::load`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Cores, memory, burst and table sizes.
+    pub dataplane: Dataplane,
+    /// One (one-arm) or two (two-arm) ports.
+    pub ports: Vec<Port>,
+    /// Forwarding of decapsulated traffic; `Route::port` indexes `ports`.
+    pub routes: Vec<Route>,
+    /// Static ARP/ND entries; `Neighbor::port` indexes `ports`.
+    pub neighbors: Vec<Neighbor>,
+    /// Appliance pools, at least one.
+    pub target_groups: Vec<TargetGroup>,
+    /// Control API, metrics, logging.
+    pub control: Control,
+    pub(super) warnings: Vec<ConfigWarning>,
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataplane {
+    /// One worker per CPU id, in this order (worker `i` runs on `worker_cpus[i]`). Unique.
+    pub worker_cpus: Vec<u32>,
+    /// CPU of the EAL main lcore (control plane); not one of `worker_cpus`.
+    pub main_cpu: u32,
+    /// Hugepage use.
+    pub hugepages: Hugepages,
+    /// EAL memory (`-m`) in MiB when running without hugepages.
+    pub memory_mb: u32,
+    /// Extra EAL arguments, verbatim.
+    pub eal_args: Vec<String>,
+    /// Packets per RX/TX burst, 1..=64.
+    pub burst_size: u16,
+    /// Longest time a staged TX packet waits before being flushed.
+    pub tx_flush: Duration,
+    /// mbufs in each worker's pool.
+    pub mbufs_per_worker: u32,
+    /// Flow-table entries per worker.
+    pub flow_table_capacity: u32,
+    /// Seed of the symmetric flow hash; equal on every gateway behind one ECMP group.
+    pub flow_hash_seed: u64,
+    /// Period of the counter print; `None` = off.
+    pub stats_interval: Option<Duration>,
+}
+
+impl Dataplane {
+    /// Number of worker cores.
+    pub fn workers(&self) -> usize {
+        self.worker_cpus.len()
+    }
+}
+
+/// `[[ports]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// Unique name, referenced by routes, neighbors, target groups and targets.
+    pub name: String,
+    /// The DPDK device.
+    pub device: Device,
+    /// What the port faces.
+    pub role: PortRole,
+    /// The gateway's IPv4 address and connected subnet on this port. On an appliance-facing
+    /// port it is the Geneve outer source toward IPv4 targets.
+    pub ipv4: Option<Ipv4Net>,
+    /// The gateway's IPv6 address and connected subnet on this port.
+    pub ipv6: Option<Ipv6Net>,
+    /// MAC override; `None` = the device's own.
+    pub mac: Option<MacAddr>,
+    /// L3 MTU (IP packet size), 576..=9600.
+    pub mtu: u16,
+    /// RX queues (RSS); each is polled by exactly one worker.
+    pub rx_queues: u16,
+    /// TX queues, at least one per worker.
+    pub tx_queues: u16,
+    /// Promiscuous mode.
+    pub promiscuous: bool,
+    /// Name of a TAP exception-path interface, if any.
+    pub kernel_interface: Option<String>,
+}
+
+impl Port {
+    /// Whether `ip` is in one of the port's connected subnets.
+    pub fn is_connected(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.ipv4.is_some_and(|n| n.contains(a)),
+            IpAddr::V6(a) => self.ipv6.is_some_and(|n| n.contains(a)),
+        }
+    }
+
+    /// Whether `ip` is one of the port's own addresses.
+    pub fn is_own_address(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.ipv4.is_some_and(|n| n.addr == a),
+            IpAddr::V6(a) => self.ipv6.is_some_and(|n| n.addr == a),
+        }
+    }
+
+    /// The port's own address of `ip`'s family (e.g. the outer source toward a target).
+    pub fn source_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(_) => self.ipv4.map(|n| IpAddr::V4(n.addr)),
+            IpAddr::V6(_) => self.ipv6.map(|n| IpAddr::V6(n.addr)),
+        }
+    }
+
+    pub(super) fn addresses_display(&self) -> String {
+        let v: Vec<String> = self
+            .ipv4
+            .map(|n| n.to_string())
+            .into_iter()
+            .chain(self.ipv6.map(|n| n.to_string()))
+            .collect();
+        v.join(", ")
+    }
+}
+
+/// `[[routes]]`: where decapsulated traffic to `prefix` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// Destination prefix (host bits zero).
+    pub prefix: IpNet,
+    /// Next hop, in a connected subnet of `port`; `None` = destinations directly connected.
+    pub via: Option<IpAddr>,
+    /// Index into [`Config::ports`] (a user-facing port).
+    pub port: usize,
+}
+
+/// `[[neighbors]]`: a static ARP (IPv4) or ND (IPv6) entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Neighbor {
+    /// Address, in a connected subnet of `port`.
+    pub address: IpAddr,
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// Index into [`Config::ports`].
+    pub port: usize,
+}
+
+/// `[[target_groups]]`: an appliance pool and its flow policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetGroup {
+    /// Unique name.
+    pub name: String,
+    /// Indices into [`Config::ports`] of the user-facing ports whose traffic this group takes.
+    /// A user port belongs to at most one group.
+    pub user_ports: Vec<usize>,
+    /// Flow stickiness.
+    pub stickiness: Stickiness,
+    /// Existing flows of an unhealthy or deregistered target.
+    pub on_unhealthy: OnUnhealthy,
+    /// Traffic when no target is healthy.
+    pub on_all_unhealthy: OnAllUnhealthy,
+    /// Connection draining of a deregistered target.
+    pub deregistration_delay: Duration,
+    /// Idle timeout of TCP flows.
+    pub tcp_idle_timeout: Duration,
+    /// Idle timeout of UDP, ICMP and other flows.
+    pub other_idle_timeout: Duration,
+    /// Answer a non-SYN TCP packet of an unknown flow with a RST instead of dropping it silently.
+    pub tcp_rst_on_drop: bool,
+    /// Accept an appliance's return only if it echoes the flow cookie (AWS option type 3):
+    /// for appliances that echo gwlb's options, so that a forged return must also carry the
+    /// flow's cookie. Returns without options (Linux-kernel Geneve) are then dropped.
+    pub require_flow_cookie: bool,
+    /// Maglev lookup-table size M (prime).
+    pub maglev_table_size: u32,
+    /// Geneve VNI sent to the appliances (24 bits).
+    pub geneve_vni: u32,
+    /// AWS option type 1 (GWLB endpoint id).
+    pub endpoint_id: u64,
+    /// AWS option type 2 (attachment id).
+    pub attachment_id: u64,
+    /// TTL (hop limit) of the outer IP header.
+    pub outer_ttl: u8,
+    /// Health checking of the targets.
+    pub health_check: HealthCheck,
+    /// The appliances, in file order (the order feeds nothing: Maglev keys on the address).
+    pub targets: Vec<Target>,
+}
+
+/// `[target_groups.health_check]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Off: every target with weight > 0 is considered healthy.
+    pub enabled: bool,
+    /// TCP connect or HTTP GET.
+    pub probe: Probe,
+    /// Destination port on the target's own address.
+    pub port: u16,
+    /// Time between probes of one target.
+    pub interval: Duration,
+    /// Time a probe may take; shorter than `interval`.
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy target healthy.
+    pub healthy_threshold: u8,
+    /// Consecutive failures that make a healthy target unhealthy.
+    pub unhealthy_threshold: u8,
+    /// Random spread of probe times, in percent of `interval` (0..=50).
+    pub jitter_percent: u8,
+}
+
+/// The probe of a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connection that completes its handshake.
+    Tcp,
+    /// An HTTP/1.1 GET answered with one of `success_codes`.
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+        /// Healthy status codes.
+        success_codes: StatusCodes,
+    },
+}
+
+/// `[[target_groups.targets]]`: one appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The appliance's address (health checks and Geneve outer destination).
+    pub address: IpAddr,
+    /// Relative share of new flows, 0..=1000; 0 = no new flows.
+    pub weight: u16,
+    /// Static MAC; `None` = resolved by ARP/ND or a `[[neighbors]]` entry.
+    pub mac: Option<MacAddr>,
+    /// Index into [`Config::ports`] (an appliance-facing port whose subnet holds `address`).
+    pub port: usize,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// Control API listener; `None` = off.
+    pub api_listen: Option<Listen>,
+    /// Bearer token for the API; required unless the API is local.
+    pub api_token: Option<String>,
+    /// Prometheus metrics listener; `None` = off.
+    pub metrics_listen: Option<Listen>,
+    /// Log output format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Advice about this configuration (valid, but probably not what was meant).
+    pub fn warnings(&self) -> &[ConfigWarning] {
+        &self.warnings
+    }
+
+    /// Index of the port called `name`.
+    pub fn port_index(&self, name: &str) -> Option<usize> {
+        self.ports.iter().position(|p| p.name == name)
+    }
+}

@@ -1,0 +1,320 @@
+//! The file format: serde structs that mirror the TOML file one to one (`deny_unknown_fields`
+//! everywhere, integers as `i64` so that range errors are ours), and the defaults of the
+//! fields a file may leave out. Private to the configuration module.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CheckProtocol, Hugepages, LogFormat, OnAllUnhealthy, OnUnhealthy, PortRole, DEFAULT_API_LISTEN,
+    DEFAULT_METRICS_LISTEN,
+};
+use crate::flow::Stickiness;
+
+/// A u64 written as a TOML integer (TOML integers are signed 64-bit) or as a string,
+/// decimal or `0x` hexadecimal, for values above `i64::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct U64Value(pub(super) u64);
+
+impl<'de> Deserialize<'de> for U64Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = U64Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an unsigned 64-bit integer, or a string like \"0x1234abcd\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<U64Value, E> {
+                u64::try_from(v)
+                    .map(U64Value)
+                    .map_err(|_| E::custom(format!("{v} is negative; expected 0..=2^64-1")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<U64Value, E> {
+                Ok(U64Value(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<U64Value, E> {
+                let t = v.replace('_', "");
+                let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => t.parse(),
+                };
+                parsed.map(U64Value).map_err(|_| {
+                    E::custom(format!(
+                        "{v:?} is not a 64-bit unsigned integer (decimal or 0x hexadecimal)"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for U64Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(self.0) {
+            Ok(v) => s.serialize_i64(v),
+            Err(_) => s.serialize_str(&format!("{:#x}", self.0)),
+        }
+    }
+}
+
+/// One string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct OneOrMany(pub(super) Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(OneOrMany(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for OneOrMany {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) dataplane: RawDataplane,
+    #[serde(default)]
+    pub(super) ports: Vec<RawPort>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) routes: Vec<RawRoute>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) neighbors: Vec<RawNeighbor>,
+    #[serde(default)]
+    pub(super) target_groups: Vec<RawTargetGroup>,
+    #[serde(default)]
+    pub(super) control: RawControl,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDataplane {
+    pub(super) worker_cpus: Vec<i64>,
+    pub(super) main_cpu: i64,
+    pub(super) hugepages: Hugepages,
+    pub(super) memory_mb: i64,
+    pub(super) eal_args: Vec<String>,
+    pub(super) burst_size: i64,
+    pub(super) tx_flush_us: i64,
+    pub(super) mbufs_per_worker: i64,
+    pub(super) flow_table_capacity: i64,
+    pub(super) flow_hash_seed: U64Value,
+    pub(super) stats_interval_s: i64,
+}
+
+impl Default for RawDataplane {
+    fn default() -> Self {
+        RawDataplane {
+            worker_cpus: vec![1],
+            main_cpu: 0,
+            hugepages: Hugepages::Auto,
+            memory_mb: 512,
+            eal_args: Vec::new(),
+            burst_size: 32,
+            tx_flush_us: 100,
+            mbufs_per_worker: 8192,
+            flow_table_capacity: 1 << 20,
+            flow_hash_seed: U64Value(0),
+            stats_interval_s: 0,
+        }
+    }
+}
+
+fn default_mtu() -> i64 {
+    1500
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPort {
+    pub(super) name: String,
+    pub(super) device: String,
+    pub(super) role: PortRole,
+    pub(super) address: OneOrMany,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) mac: Option<String>,
+    #[serde(default = "default_mtu")]
+    pub(super) mtu: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) rx_queues: Option<i64>,
+    #[serde(default)]
+    pub(super) tx_queues: i64,
+    #[serde(default = "default_true")]
+    pub(super) promiscuous: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) kernel_interface: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) via: Option<String>,
+    pub(super) port: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNeighbor {
+    pub(super) address: String,
+    pub(super) mac: String,
+    pub(super) port: String,
+}
+
+fn default_dereg() -> i64 {
+    300
+}
+fn default_tcp_idle() -> i64 {
+    350
+}
+fn default_other_idle() -> i64 {
+    120
+}
+fn default_maglev() -> i64 {
+    65537
+}
+fn default_ttl() -> i64 {
+    64
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTargetGroup {
+    pub(super) name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) user_ports: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) stickiness: Stickiness,
+    #[serde(default)]
+    pub(super) on_unhealthy: OnUnhealthy,
+    #[serde(default)]
+    pub(super) on_all_unhealthy: OnAllUnhealthy,
+    #[serde(default = "default_dereg")]
+    pub(super) deregistration_delay_s: i64,
+    #[serde(default = "default_tcp_idle")]
+    pub(super) tcp_idle_timeout_s: i64,
+    #[serde(default = "default_other_idle")]
+    pub(super) other_idle_timeout_s: i64,
+    #[serde(default)]
+    pub(super) tcp_rst_on_drop: bool,
+    #[serde(default)]
+    pub(super) require_flow_cookie: bool,
+    #[serde(default = "default_maglev")]
+    pub(super) maglev_table_size: i64,
+    #[serde(default)]
+    pub(super) geneve_vni: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) endpoint_id: Option<U64Value>,
+    #[serde(default)]
+    pub(super) attachment_id: U64Value,
+    #[serde(default = "default_ttl")]
+    pub(super) outer_ttl: i64,
+    #[serde(default)]
+    pub(super) health_check: RawHealthCheck,
+    #[serde(default)]
+    pub(super) targets: Vec<RawTarget>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHealthCheck {
+    pub(super) enabled: bool,
+    pub(super) protocol: CheckProtocol,
+    pub(super) port: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) path: Option<String>,
+    pub(super) interval_ms: i64,
+    pub(super) timeout_ms: i64,
+    pub(super) healthy_threshold: i64,
+    pub(super) unhealthy_threshold: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) success_codes: Option<String>,
+    pub(super) jitter_percent: i64,
+}
+
+impl Default for RawHealthCheck {
+    fn default() -> Self {
+        RawHealthCheck {
+            enabled: true,
+            protocol: CheckProtocol::Tcp,
+            port: 80,
+            path: None,
+            interval_ms: 10_000,
+            timeout_ms: 5_000,
+            healthy_threshold: 5,
+            unhealthy_threshold: 2,
+            success_codes: None,
+            jitter_percent: 10,
+        }
+    }
+}
+
+fn default_weight() -> i64 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub(super) address: String,
+    #[serde(default = "default_weight")]
+    pub(super) weight: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) port: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawControl {
+    pub(super) api_listen: String,
+    pub(super) api_token: String,
+    pub(super) metrics_listen: String,
+    pub(super) log_format: LogFormat,
+}
+
+impl Default for RawControl {
+    fn default() -> Self {
+        RawControl {
+            api_listen: DEFAULT_API_LISTEN.to_owned(),
+            api_token: String::new(),
+            metrics_listen: DEFAULT_METRICS_LISTEN.to_owned(),
+            log_format: LogFormat::Auto,
+        }
+    }
+}

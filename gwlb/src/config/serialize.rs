@@ -1,0 +1,264 @@
+//! Validated -> raw: `RawConfig::from(&Config)` writes a [`Config`] back in the file format,
+//! for [`Config::to_toml_string`] and [`Config::revalidated`].
+
+use std::time::Duration;
+
+use super::raw::{
+    OneOrMany, RawConfig, RawControl, RawDataplane, RawHealthCheck, RawNeighbor, RawPort, RawRoute,
+    RawTarget, RawTargetGroup, U64Value,
+};
+use super::{CheckProtocol, Config, Probe};
+
+impl Config {
+    /// The configuration as TOML with every field explicit (defaults filled in).
+    /// `Config::from_toml_str(&c.to_toml_string()) == Ok(c)`.
+    pub fn to_toml_string(&self) -> String {
+        // Serializing plain structs of strings, integers, booleans, arrays and tables
+        // cannot fail.
+        toml::to_string(&RawConfig::from(self)).unwrap_or_default()
+    }
+}
+
+fn to_i64<T: Into<i64>>(v: T) -> i64 {
+    v.into()
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl From<&Config> for RawConfig {
+    fn from(c: &Config) -> Self {
+        let port_name = |i: usize| c.ports[i].name.clone();
+        let d = &c.dataplane;
+        RawConfig {
+            dataplane: RawDataplane {
+                worker_cpus: d.worker_cpus.iter().map(|&c| to_i64(c)).collect(),
+                main_cpu: to_i64(d.main_cpu),
+                hugepages: d.hugepages,
+                memory_mb: to_i64(d.memory_mb),
+                eal_args: d.eal_args.clone(),
+                burst_size: to_i64(d.burst_size),
+                tx_flush_us: i64::try_from(d.tx_flush.as_micros()).unwrap_or(i64::MAX),
+                mbufs_per_worker: to_i64(d.mbufs_per_worker),
+                flow_table_capacity: to_i64(d.flow_table_capacity),
+                flow_hash_seed: U64Value(d.flow_hash_seed),
+                stats_interval_s: d.stats_interval.map_or(0, secs),
+            },
+            ports: c
+                .ports
+                .iter()
+                .map(|p| RawPort {
+                    name: p.name.clone(),
+                    device: p.device.to_string(),
+                    role: p.role,
+                    address: OneOrMany(
+                        p.ipv4
+                            .map(|n| n.to_string())
+                            .into_iter()
+                            .chain(p.ipv6.map(|n| n.to_string()))
+                            .collect(),
+                    ),
+                    mac: p.mac.map(|m| m.to_string()),
+                    mtu: to_i64(p.mtu),
+                    rx_queues: Some(to_i64(p.rx_queues)),
+                    tx_queues: to_i64(p.tx_queues),
+                    promiscuous: p.promiscuous,
+                    kernel_interface: p.kernel_interface.clone(),
+                })
+                .collect(),
+            routes: c
+                .routes
+                .iter()
+                .map(|r| RawRoute {
+                    prefix: r.prefix.to_string(),
+                    via: r.via.map(|ip| ip.to_string()),
+                    port: port_name(r.port),
+                })
+                .collect(),
+            neighbors: c
+                .neighbors
+                .iter()
+                .map(|n| RawNeighbor {
+                    address: n.address.to_string(),
+                    mac: n.mac.to_string(),
+                    port: port_name(n.port),
+                })
+                .collect(),
+            target_groups: c
+                .target_groups
+                .iter()
+                .map(|g| {
+                    let h = &g.health_check;
+                    let (protocol, path, success_codes) = match &h.probe {
+                        Probe::Tcp => (CheckProtocol::Tcp, None, None),
+                        Probe::Http {
+                            path,
+                            success_codes,
+                        } => (
+                            CheckProtocol::Http,
+                            Some(path.clone()),
+                            Some(success_codes.to_string()),
+                        ),
+                    };
+                    RawTargetGroup {
+                        name: g.name.clone(),
+                        user_ports: Some(g.user_ports.iter().map(|&p| port_name(p)).collect()),
+                        stickiness: g.stickiness,
+                        on_unhealthy: g.on_unhealthy,
+                        on_all_unhealthy: g.on_all_unhealthy,
+                        deregistration_delay_s: secs(g.deregistration_delay),
+                        tcp_idle_timeout_s: secs(g.tcp_idle_timeout),
+                        other_idle_timeout_s: secs(g.other_idle_timeout),
+                        tcp_rst_on_drop: g.tcp_rst_on_drop,
+                        require_flow_cookie: g.require_flow_cookie,
+                        maglev_table_size: to_i64(g.maglev_table_size),
+                        geneve_vni: to_i64(g.geneve_vni),
+                        endpoint_id: Some(U64Value(g.endpoint_id)),
+                        attachment_id: U64Value(g.attachment_id),
+                        outer_ttl: to_i64(g.outer_ttl),
+                        health_check: RawHealthCheck {
+                            enabled: h.enabled,
+                            protocol,
+                            port: to_i64(h.port),
+                            path,
+                            interval_ms: millis(h.interval),
+                            timeout_ms: millis(h.timeout),
+                            healthy_threshold: to_i64(h.healthy_threshold),
+                            unhealthy_threshold: to_i64(h.unhealthy_threshold),
+                            success_codes,
+                            jitter_percent: to_i64(h.jitter_percent),
+                        },
+                        targets: g
+                            .targets
+                            .iter()
+                            .map(|t| RawTarget {
+                                address: t.address.to_string(),
+                                weight: to_i64(t.weight),
+                                mac: t.mac.map(|m| m.to_string()),
+                                port: Some(port_name(t.port)),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+            control: RawControl {
+                api_listen: c
+                    .control
+                    .api_listen
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), |l| l.to_string()),
+                api_token: c.control.api_token.clone().unwrap_or_default(),
+                metrics_listen: c
+                    .control
+                    .metrics_listen
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), |l| l.to_string()),
+                log_format: c.control.log_format,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::*;
+    use crate::config::{Config, Listen, Probe, StatusCodes};
+
+    #[test]
+    fn test_round_trip() {
+        for text in [MINIMAL, TWO_ARM] {
+            let c = parse(text);
+            let again = c.to_toml_string();
+            let c2 = Config::from_toml_str(&again).unwrap_or_else(|e| panic!("{e}\n{again}"));
+            assert_eq!(c, c2, "{again}");
+        }
+    }
+
+    #[test]
+    fn test_round_trip_full() {
+        let text = r#"
+[dataplane]
+worker_cpus = [2, 3]
+main_cpu = 1
+hugepages = "off"
+memory_mb = 1024
+eal_args = ["--log-level=lib.eal:debug"]
+burst_size = 16
+tx_flush_us = 50
+stats_interval_s = 5
+flow_hash_seed = "0xffffffffffffffff"
+
+[[ports]]
+name = "p0"
+device = "0000:3b:00.0,txq_inline_max=128"
+role = "both"
+address = ["10.0.0.1/24", "fd00::1/64"]
+mac = "02:00:00:00:00:01"
+rx_queues = 4
+tx_queues = 4
+kernel_interface = "gw0"
+
+[[routes]]
+prefix = "fd00:1::/48"
+via = "fd00::fe"
+port = "p0"
+
+[[routes]]
+prefix = "10.0.0.0/24"
+port = "p0"
+
+[[neighbors]]
+address = "10.0.0.10"
+mac = "02:00:00:00:00:0a"
+port = "p0"
+
+[[target_groups]]
+name = "fw"
+stickiness = "2-tuple"
+on_unhealthy = "rebalance"
+on_all_unhealthy = "fail_open"
+endpoint_id = "0x8000000000000001"
+attachment_id = 7
+[target_groups.health_check]
+protocol = "http"
+path = "/healthz"
+success_codes = "200,204-206"
+[[target_groups.targets]]
+address = "10.0.0.10"
+weight = 0
+[[target_groups.targets]]
+address = "fd00::10"
+mac = "02:00:00:00:00:0b"
+
+[control]
+api_listen = "unix:/run/gwlb/api.sock"
+metrics_listen = "off"
+log_format = "json"
+"#;
+        let c = parse(text);
+        assert_eq!(c.dataplane.flow_hash_seed, u64::MAX);
+        assert_eq!(c.target_groups[0].endpoint_id, 0x8000_0000_0000_0001);
+        assert_eq!(c.ports[0].ipv6, Some("fd00::1/64".parse().unwrap()));
+        assert_eq!(
+            c.target_groups[0].health_check.probe,
+            Probe::Http {
+                path: "/healthz".into(),
+                success_codes: StatusCodes(vec![200..=200, 204..=206]),
+            }
+        );
+        assert_eq!(
+            c.control.api_listen,
+            Some(Listen::Unix("/run/gwlb/api.sock".into()))
+        );
+        let again = c.to_toml_string();
+        assert_eq!(
+            Config::from_toml_str(&again).unwrap_or_else(|e| panic!("{e}\n{again}")),
+            c
+        );
+    }
+}
