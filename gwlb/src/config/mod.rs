@@ -28,6 +28,7 @@
 //!   rules.
 //! - `serialize.rs`: [`Config`] -> `RawConfig` ([`Config::to_toml_string`],
 //!   [`Config::revalidated`]).
+//! - `edit.rs`: [`ConfigEdit`], typed live changes (the API's), validated like a file.
 //! - `error.rs`: [`ConfigError`], [`ConfigWarning`], TOML error spans -> field paths;
 //!   `file.rs`: reading the file ([`MAX_CONFIG_BYTES`]).
 //!
@@ -39,6 +40,7 @@
 //! round-trip), and a test next to its rule; then `docs/configuration.md`. A new rule on
 //! existing settings only touches `validate/` and its tests there.
 
+mod edit;
 mod error;
 mod file;
 mod model;
@@ -54,6 +56,7 @@ mod values;
 
 use std::path::Path;
 
+pub use edit::{ConfigEdit, HealthCheckPatch, TargetText};
 pub use error::{truncate_text, ConfigError, ConfigWarning, MAX_MESSAGE_LEN};
 pub use file::MAX_CONFIG_BYTES;
 pub use model::{

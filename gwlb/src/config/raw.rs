@@ -283,7 +283,7 @@ impl Default for RawHealthCheck {
     }
 }
 
-fn default_weight() -> i64 {
+pub(super) fn default_weight() -> i64 {
     1
 }
 

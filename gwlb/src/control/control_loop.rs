@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{Config, ConfigError, OnAllUnhealthy, OnUnhealthy, Probe};
+use crate::config::{
+    Config, ConfigEdit, ConfigError, OnAllUnhealthy, OnUnhealthy, Probe, TargetText,
+};
 use crate::control::config_reader::{ConfigReader, ReadResult, ReaderGone, Reloads};
 use crate::control::registry::{Changes, Registry, SlotState};
 use crate::control::{
@@ -501,41 +503,18 @@ impl ControlLoop {
             })
     }
 
-    /// The running configuration as a TOML value, edited by `edit`, validated again.
+    /// The running configuration changed by `change` ([`ConfigEdit`]: the file's mirror,
+    /// validated like a file). `prefix` (e.g. `target_groups[0].targets[2].`) is removed
+    /// from the field an error names, so that it names the request's own field.
     fn edited(
         &self,
         prefix: &str,
-        edit: impl FnOnce(&mut toml::Value) -> ControlResult<()>,
+        change: impl FnOnce(&mut ConfigEdit) -> Result<(), ConfigError>,
     ) -> ControlResult<Config> {
-        let internal = |e: String| ControlError::Unavailable { message: e };
-        let mut v: toml::Value =
-            toml::from_str(&self.cfg.to_toml_string()).map_err(|e| internal(e.to_string()))?;
-        edit(&mut v)?;
-        let text = toml::to_string(&v).map_err(|e| internal(e.to_string()))?;
-        Config::from_toml_str(&text).map_err(|e| config_error(&e, prefix))
-    }
-
-    /// Target group `gi`'s table in the configuration as a TOML value.
-    fn group_table(
-        v: &mut toml::Value,
-        gi: usize,
-    ) -> ControlResult<&mut toml::map::Map<String, toml::Value>> {
-        v.get_mut("target_groups")
-            .and_then(|g| g.as_array_mut())
-            .and_then(|a| a.get_mut(gi))
-            .and_then(|g| g.as_table_mut())
-            .ok_or_else(|| ControlError::Unavailable {
-                message: "running configuration has no target group table".into(),
-            })
-    }
-
-    fn targets_array(v: &mut toml::Value, gi: usize) -> ControlResult<&mut Vec<toml::Value>> {
-        let t = Self::group_table(v, gi)?
-            .entry("targets")
-            .or_insert_with(|| toml::Value::Array(Vec::new()));
-        t.as_array_mut().ok_or_else(|| ControlError::Unavailable {
-            message: "targets is not an array".into(),
-        })
+        let mut e = self.cfg.edit();
+        change(&mut e)
+            .and_then(|()| e.finish())
+            .map_err(|err| config_error(&err, prefix))
     }
 
     fn target_position(&self, gi: usize, address: IpAddr) -> ControlResult<usize> {
@@ -567,19 +546,16 @@ impl ControlLoop {
             });
         }
         let j = self.cfg.target_groups[gi].targets.len();
-        let new = self.edited(&format!("target_groups[{gi}].targets[{j}]."), |v| {
-            let mut t = toml::map::Map::new();
-            t.insert("address".into(), spec.address.to_string().into());
-            if let Some(w) = spec.weight {
-                t.insert("weight".into(), i64::from(w).into());
-            }
-            if let Some(p) = &spec.port {
-                t.insert("port".into(), p.clone().into());
-            }
-            if let Some(m) = &spec.mac {
-                t.insert("mac".into(), m.clone().into());
-            }
-            Self::targets_array(v, gi)?.push(toml::Value::Table(t));
+        let new = self.edited(&format!("target_groups[{gi}].targets[{j}]."), |e| {
+            e.add_target(
+                gi,
+                TargetText {
+                    address: spec.address.to_string(),
+                    weight: spec.weight,
+                    port: spec.port.clone(),
+                    mac: spec.mac.clone(),
+                },
+            );
             Ok(())
         })?;
         self.apply(new, "api")?;
@@ -600,8 +576,8 @@ impl ControlLoop {
                 _ => e,
             }
         })?;
-        let new = self.edited("", |v| {
-            Self::targets_array(v, gi)?.remove(j);
+        let new = self.edited("", |e| {
+            e.remove_target(gi, j);
             Ok(())
         })?;
         self.apply(new, "api")?;
@@ -616,14 +592,8 @@ impl ControlLoop {
     ) -> ControlResult<TargetInfo> {
         let gi = self.group_index(group)?;
         let j = self.target_position(gi, address)?;
-        let new = self.edited(&format!("target_groups[{gi}].targets[{j}]."), |v| {
-            let t = Self::targets_array(v, gi)?
-                .get_mut(j)
-                .and_then(|t| t.as_table_mut())
-                .ok_or_else(|| ControlError::Unavailable {
-                    message: "target is not a table".into(),
-                })?;
-            t.insert("weight".into(), i64::from(weight).into());
+        let new = self.edited(&format!("target_groups[{gi}].targets[{j}]."), |e| {
+            e.set_weight(gi, j, weight);
             Ok(())
         })?;
         self.apply(new, "api")?;
@@ -636,39 +606,8 @@ impl ControlLoop {
         p: &HealthCheckPatch,
     ) -> ControlResult<TargetGroupInfo> {
         let gi = self.group_index(group)?;
-        let new = self.edited(&format!("target_groups[{gi}].health_check."), |v| {
-            let hc = Self::group_table(v, gi)?
-                .entry("health_check")
-                .or_insert_with(|| toml::Value::Table(toml::map::Map::new()))
-                .as_table_mut()
-                .ok_or_else(|| ControlError::Unavailable {
-                    message: "health_check is not a table".into(),
-                })?;
-            let mut set = |k: &str, val: Option<toml::Value>| {
-                if let Some(val) = val {
-                    hc.insert(k.into(), val);
-                }
-            };
-            let int = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
-            set("enabled", p.enabled.map(toml::Value::Boolean));
-            set("protocol", p.protocol.clone().map(toml::Value::String));
-            set("port", p.port.map(|n| int(n.into())));
-            set("path", p.path.clone().map(toml::Value::String));
-            set(
-                "success_codes",
-                p.success_codes.clone().map(toml::Value::String),
-            );
-            set("interval_ms", p.interval_ms.map(int));
-            set("timeout_ms", p.timeout_ms.map(int));
-            set(
-                "healthy_threshold",
-                p.healthy_threshold.map(|n| int(n.into())),
-            );
-            set(
-                "unhealthy_threshold",
-                p.unhealthy_threshold.map(|n| int(n.into())),
-            );
-            Ok(())
+        let new = self.edited(&format!("target_groups[{gi}].health_check."), |e| {
+            e.patch_health_check(gi, p).map(|_| ())
         })?;
         self.apply(new, "api")?;
         tracing::info!(group, patch = ?p, "health check changed");

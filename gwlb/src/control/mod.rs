@@ -202,29 +202,8 @@ pub struct HealthCheckInfo {
     pub unhealthy_threshold: u8,
 }
 
-/// A change to a target group's health check: every field left out keeps its value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheckPatch {
-    /// Probes on/off.
-    pub enabled: Option<bool>,
-    /// `tcp` or `http`.
-    pub protocol: Option<String>,
-    /// Destination port.
-    pub port: Option<u16>,
-    /// HTTP path.
-    pub path: Option<String>,
-    /// Accepted HTTP status codes (`200`, `200-299`, `200,301`).
-    pub success_codes: Option<String>,
-    /// Milliseconds between probes.
-    pub interval_ms: Option<u64>,
-    /// Milliseconds a probe may take.
-    pub timeout_ms: Option<u64>,
-    /// Successes that make a target healthy.
-    pub healthy_threshold: Option<u8>,
-    /// Failures that make a target unhealthy.
-    pub unhealthy_threshold: Option<u8>,
-}
+/// A change to a target group's health check (defined with the typed configuration edits).
+pub use crate::config::HealthCheckPatch;
 
 /// One target group with its targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,295 @@
+//! Typed live changes to a running configuration: [`ConfigEdit`] changes the file format's
+//! mirror (`RawConfig`, as a file would have it) and validates the result exactly like a file,
+//! so every error names its field by its file path (`target_groups[0].targets[2].weight`).
+//! The control loop makes every API change through it; nothing goes through TOML text.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::invalid;
+use super::raw::{default_weight, RawConfig, RawTarget};
+use super::{CheckProtocol, Config, ConfigError};
+
+/// A change to a target group's health check: the fields to set (`None`: unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckPatch {
+    /// Probes on/off.
+    pub enabled: Option<bool>,
+    /// `tcp` or `http`.
+    pub protocol: Option<String>,
+    /// Destination port.
+    pub port: Option<u16>,
+    /// HTTP path.
+    pub path: Option<String>,
+    /// Accepted HTTP status codes (`200`, `200-299`, `200,301`).
+    pub success_codes: Option<String>,
+    /// Milliseconds between probes.
+    pub interval_ms: Option<u64>,
+    /// Milliseconds a probe may take.
+    pub timeout_ms: Option<u64>,
+    /// Successes that make a target healthy.
+    pub healthy_threshold: Option<u8>,
+    /// Failures that make a target unhealthy.
+    pub unhealthy_threshold: Option<u8>,
+}
+
+/// A target as an operator writes it (the file's `[[target_groups.targets]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetText {
+    /// Its address.
+    pub address: String,
+    /// Its weight (`None`: the file's default).
+    pub weight: Option<u16>,
+    /// Its port's name (`None`: the appliance-facing port whose subnet holds the address).
+    pub port: Option<String>,
+    /// Its static MAC (`None`: learned).
+    pub mac: Option<String>,
+}
+
+/// A change being made to a configuration; [`ConfigEdit::finish`] validates it.
+#[derive(Debug, Clone)]
+pub struct ConfigEdit {
+    raw: RawConfig,
+}
+
+impl Config {
+    /// Starts a change to this configuration.
+    pub fn edit(&self) -> ConfigEdit {
+        ConfigEdit {
+            raw: RawConfig::from(self),
+        }
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl ConfigEdit {
+    /// Appends a target to group `group` (an index of `target_groups`; out of range: no
+    /// change, and [`ConfigEdit::finish`] validates what is there).
+    pub fn add_target(&mut self, group: usize, t: TargetText) -> &mut Self {
+        if let Some(g) = self.raw.target_groups.get_mut(group) {
+            g.targets.push(RawTarget {
+                address: t.address,
+                weight: t.weight.map_or_else(default_weight, i64::from),
+                mac: t.mac,
+                port: t.port,
+            });
+        }
+        self
+    }
+
+    /// Removes target `index` of group `group` (out of range: no change).
+    pub fn remove_target(&mut self, group: usize, index: usize) -> &mut Self {
+        if let Some(g) = self.raw.target_groups.get_mut(group) {
+            if index < g.targets.len() {
+                g.targets.remove(index);
+            }
+        }
+        self
+    }
+
+    /// Sets the weight of target `index` of group `group` (out of range: no change).
+    pub fn set_weight(&mut self, group: usize, index: usize, weight: u16) -> &mut Self {
+        if let Some(t) = self
+            .raw
+            .target_groups
+            .get_mut(group)
+            .and_then(|g| g.targets.get_mut(index))
+        {
+            t.weight = i64::from(weight);
+        }
+        self
+    }
+
+    /// Applies `p` to group `group`'s health check. A protocol that is neither `tcp` nor
+    /// `http` is refused here, naming `target_groups[g].health_check.protocol`.
+    pub fn patch_health_check(
+        &mut self,
+        group: usize,
+        p: &HealthCheckPatch,
+    ) -> Result<&mut Self, ConfigError> {
+        let Some(g) = self.raw.target_groups.get_mut(group) else {
+            return Ok(self);
+        };
+        let hc = &mut g.health_check;
+        if let Some(proto) = &p.protocol {
+            use serde::de::value::{Error, StrDeserializer};
+            hc.protocol = CheckProtocol::deserialize(StrDeserializer::<Error>::new(proto))
+                .map_err(|e| {
+                    invalid(
+                        format!("target_groups[{group}].health_check.protocol"),
+                        e.to_string(),
+                    )
+                })?;
+        }
+        if let Some(v) = p.enabled {
+            hc.enabled = v;
+        }
+        if let Some(v) = p.port {
+            hc.port = v.into();
+        }
+        if let Some(v) = &p.path {
+            hc.path = Some(v.clone());
+        }
+        if let Some(v) = &p.success_codes {
+            hc.success_codes = Some(v.clone());
+        }
+        if let Some(v) = p.interval_ms {
+            hc.interval_ms = clamp(v);
+        }
+        if let Some(v) = p.timeout_ms {
+            hc.timeout_ms = clamp(v);
+        }
+        if let Some(v) = p.healthy_threshold {
+            hc.healthy_threshold = v.into();
+        }
+        if let Some(v) = p.unhealthy_threshold {
+            hc.unhealthy_threshold = v.into();
+        }
+        Ok(self)
+    }
+
+    /// Validates the changed configuration exactly like a file.
+    pub fn finish(&self) -> Result<Config, ConfigError> {
+        self.raw.clone().validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[dataplane]
+worker_cpus = [1]
+main_cpu = 0
+[[ports]]
+name = "p"
+device = "net_null0"
+role = "both"
+address = "10.0.0.1/24"
+[[target_groups]]
+name = "fw"
+[target_groups.health_check]
+protocol = "http"
+path = "/healthz"
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:0b"
+"#;
+
+    fn target(addr: &str, weight: Option<u16>, mac: Option<&str>) -> TargetText {
+        TargetText {
+            address: addr.into(),
+            weight,
+            port: None,
+            mac: mac.map(Into::into),
+        }
+    }
+
+    fn field(r: Result<Config, ConfigError>) -> String {
+        r.unwrap_err().field().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn edits_are_validated_like_a_file_and_name_the_field() {
+        let cfg = Config::from_toml_str(CONFIG).unwrap();
+        assert_eq!(
+            cfg.edit().finish().unwrap(),
+            cfg,
+            "no change: the same config"
+        );
+
+        let mut e = cfg.edit();
+        e.add_target(0, target("10.0.0.12", Some(5), Some("02:00:00:00:00:0c")));
+        let c = e.finish().unwrap();
+        assert_eq!(c.target_groups[0].targets[1].weight, 5);
+        let mut e = cfg.edit();
+        e.add_target(0, target("10.0.0.12", None, Some("02:00:00:00:00:0c")));
+        assert_eq!(e.finish().unwrap().target_groups[0].targets[1].weight, 1);
+
+        let mut e = cfg.edit();
+        e.add_target(
+            0,
+            target("10.0.0.12", Some(1001), Some("02:00:00:00:00:0c")),
+        );
+        assert_eq!(field(e.finish()), "target_groups[0].targets[1].weight");
+        let mut e = cfg.edit();
+        e.add_target(0, target("10.0.0.11", None, Some("02:00:00:00:00:0c")));
+        assert_eq!(field(e.finish()), "target_groups[0].targets[1].address");
+        let mut e = cfg.edit();
+        e.add_target(0, target("10.0.0.12", None, None));
+        assert_eq!(field(e.finish()), "target_groups[0].targets[1].mac");
+        let mut e = cfg.edit();
+        e.add_target(0, target("10.0.0.12", None, Some("ff:ff:ff:ff:ff:ff")));
+        assert_eq!(field(e.finish()), "target_groups[0].targets[1].mac");
+
+        let mut e = cfg.edit();
+        e.set_weight(0, 0, 0);
+        assert_eq!(e.finish().unwrap().target_groups[0].targets[0].weight, 0);
+        let mut e = cfg.edit();
+        e.remove_target(0, 0);
+        assert!(e.finish().unwrap().target_groups[0].targets.is_empty());
+    }
+
+    #[test]
+    fn health_check_patches() {
+        let cfg = Config::from_toml_str(CONFIG).unwrap();
+        let mut e = cfg.edit();
+        e.patch_health_check(
+            0,
+            &HealthCheckPatch {
+                interval_ms: Some(8000),
+                healthy_threshold: Some(5),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let hc = &e.finish().unwrap().target_groups[0].health_check;
+        assert_eq!(
+            (hc.interval, hc.healthy_threshold),
+            (std::time::Duration::from_secs(8), 5)
+        );
+        let mut e = cfg.edit();
+        let err = e
+            .patch_health_check(
+                0,
+                &HealthCheckPatch {
+                    protocol: Some("icmp".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.field(),
+            Some("target_groups[0].health_check.protocol"),
+            "{err}"
+        );
+        // tcp with the http path still set: the file's rule.
+        let mut e = cfg.edit();
+        e.patch_health_check(
+            0,
+            &HealthCheckPatch {
+                protocol: Some("tcp".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(field(e.finish()), "target_groups[0].health_check.path");
+        let mut e = cfg.edit();
+        e.patch_health_check(
+            0,
+            &HealthCheckPatch {
+                interval_ms: Some(5),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            field(e.finish()),
+            "target_groups[0].health_check.interval_ms"
+        );
+    }
+}
