@@ -222,6 +222,12 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     let hz = lcore::tsc_hz();
     let mut handles = Vec::new();
     let mut dump_rx = dump_rx.into_iter();
+    // Each worker allocates its own flow table after pinning itself, so that the table's pages
+    // are first touched on the worker's CPU (its NUMA node, see `huge_array`); it reports
+    // whether that worked before the gateway goes on.
+    let capacity = cfg.dataplane.flow_table_capacity as usize;
+    let (ready_tx, ready_rx) =
+        crossbeam_channel::bounded::<Result<(), crate::flow_table::FlowTableError>>(workers);
     for (w, &cpu) in cfg.dataplane.worker_cpus.iter().enumerate() {
         let mut rx = Vec::new();
         let mut tx = Vec::new();
@@ -245,27 +251,34 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             tx.push(p.tx_queue(QueueId(w as u16)).map_err(err("tx queue"))?);
         }
         let stats = all_stats[w].clone();
-        let setup = WorkerSetup {
+        let (host_path, port_index_by_id) = (host_path.clone(), port_index_by_id.clone());
+        let (handoff_in, handoff_out) = (rings.get(w).cloned(), rings.clone());
+        let (snapshot, stop_flag) = (snapshot.clone(), stop.clone());
+        let tx_flush_cycles =
+            (hz as u128 * cfg.dataplane.tx_flush.as_nanos() / 1_000_000_000) as u64;
+        let idle_exit_cycles = opts
+            .exit_when_idle
+            .map(|d| (hz as u128 * d.as_nanos() / 1_000_000_000) as u64);
+        let dumps = dump_rx.next().expect("one dump channel per worker");
+        let setup = move |pipeline| WorkerSetup {
             index: w,
             workers,
             rx,
             tx,
-            host_path: host_path.clone(),
-            port_index_by_id: port_index_by_id.clone(),
-            handoff_in: rings.get(w).cloned(),
-            handoff_out: rings.clone(),
-            pipeline: Pipeline::new(cfg.dataplane.flow_table_capacity as usize, timeouts)?,
-            snapshot: snapshot.clone(),
+            host_path,
+            port_index_by_id,
+            handoff_in,
+            handoff_out,
+            pipeline,
+            snapshot,
             stats,
-            stop: stop.clone(),
-            tx_flush_cycles: (hz as u128 * cfg.dataplane.tx_flush.as_nanos() / 1_000_000_000)
-                as u64,
-            idle_exit_cycles: opts
-                .exit_when_idle
-                .map(|d| (hz as u128 * d.as_nanos() / 1_000_000_000) as u64),
+            stop: stop_flag,
+            tx_flush_cycles,
+            idle_exit_cycles,
             clock,
-            dumps: dump_rx.next().expect("one dump channel per worker"),
+            dumps,
         };
+        let ready = ready_tx.clone();
         let h = std::thread::Builder::new()
             .name(format!("gwlb-worker{w}"))
             .spawn(move || -> Result<Pipeline, String> {
@@ -273,11 +286,35 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
                     tracing::warn!(cpu, "could not pin worker to its CPU");
                 }
                 let _reg = ThreadRegistration::register().map_err(|e| e.to_string())?;
+                let pipeline = match Pipeline::new(capacity, timeouts) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let _ = ready.send(Err(e));
+                        return Err(msg);
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                drop(ready);
                 tracing::info!(worker = w, cpu, "worker started");
-                Ok(worker::run(setup))
+                Ok(worker::run(setup(pipeline)))
             })
             .map_err(StartError::Thread)?;
         handles.push(h);
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        let failed = match ready_rx.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => StartError::FlowTable(e),
+            Err(_) => StartError::WorkerStart,
+        };
+        stop.store(true, Relaxed);
+        for h in handles {
+            let _ = h.join();
+        }
+        ctl.stop();
+        return Err(failed);
     }
 
     let started = Instant::now();
