@@ -2,7 +2,8 @@
 # Installs everything gwlb needs on Debian 12 (run as root). Idempotent and quiet when done before.
 set -euo pipefail
 PKGS=(libdpdk-dev dpdk dpdk-dev clang libclang-dev pkg-config iproute2 iptables
-      user-mode-linux iperf3 tcpdump tshark curl socat python3 python3-scapy ethtool procps kmod iputils-ping)
+      user-mode-linux iperf3 tcpdump tshark curl socat python3 python3-scapy ethtool procps kmod iputils-ping
+      bird2 frr)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -20,6 +20,7 @@ pub mod neighbors;
 pub mod packet_buf;
 pub mod parse;
 pub mod pipeline;
+pub mod routing;
 pub mod snapshot;
 pub mod stats;
 pub mod steering;

@@ -92,6 +92,8 @@ macro_rules! define_worker_stats {
             $(#[doc = $help] pub $name: AtomicU64,)*
             /// Live flows in the worker's table (as of its last publish).
             pub active_flows: AtomicU64,
+            /// Changes at least every 100 ms while the worker's loop turns (0: not started).
+            pub heartbeat: AtomicU64,
             /// Drops by reason.
             pub drops: [AtomicU64; DropReason::COUNT],
             /// Per appliance slot: packets, bytes, new flows.
@@ -108,6 +110,7 @@ macro_rules! define_worker_stats {
                 Self {
                     $($name: AtomicU64::new(0),)*
                     active_flows: AtomicU64::new(0),
+                    heartbeat: AtomicU64::new(0),
                     drops: std::array::from_fn(|_| AtomicU64::new(0)),
                     appliance: (0..max_appliances)
                         .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::client::{ApiClient, ClientError};
 use super::tables;
 use crate::config::{Config, Listen, DEFAULT_API_LISTEN};
-use crate::control::{FlowInfo, FlowPage, FlowQuery, HealthCheckPatch, TargetSpec};
+use crate::control::{DrainAction, FlowInfo, FlowPage, FlowQuery, HealthCheckPatch, TargetSpec};
 
 /// Where the API is and how to print.
 #[derive(Debug, Clone, Args)]
@@ -184,6 +184,19 @@ pub enum ClientCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Drain this node: withdraw its BGP announcement and keep forwarding the flows that
+    /// still arrive; prints the drain's state (`drained` once no flow is left or the longest
+    /// deregistration delay passed).
+    Drain {
+        /// Stop draining: announce again when the node can serve.
+        #[arg(long, conflicts_with = "status")]
+        resume: bool,
+        /// Only print the drain's state.
+        #[arg(long)]
+        status: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
 }
 
 /// Why a client command failed.
@@ -346,6 +359,19 @@ impl ClientCommand {
             ClientCommand::Reload { opts } => {
                 let r = opts.client()?.reload()?;
                 print(out, opts.json, &r, || tables::reload(&r))
+            }
+            ClientCommand::Drain {
+                resume,
+                status,
+                opts,
+            } => {
+                let action = match (resume, status) {
+                    (true, _) => DrainAction::Stop,
+                    (_, true) => DrainAction::Status,
+                    _ => DrainAction::Start,
+                };
+                let r = opts.client()?.drain(action)?;
+                print(out, opts.json, &r, || tables::drain(&r))
             }
         }
     }

@@ -14,8 +14,8 @@ use super::http_error::{ErrorBody, ErrorDetail};
 use super::routes::WeightChange;
 use crate::config::Listen;
 use crate::control::{
-    FlowPage, FlowQuery, HealthCheckPatch, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo,
-    TargetSpec, REQUEST_TIMEOUT,
+    DrainAction, DrainReport, FlowPage, FlowQuery, HealthCheckPatch, ReloadReport, StatsReport,
+    TargetGroupInfo, TargetInfo, TargetSpec, REQUEST_TIMEOUT,
 };
 
 /// How long connecting may take.
@@ -198,6 +198,16 @@ impl ApiClient {
     /// `POST /v1/reload`.
     pub fn reload(&self) -> Result<ReloadReport, ClientError> {
         self.call("POST", "/v1/reload", None::<&()>)
+    }
+
+    /// `POST` (start), `DELETE` (stop) or `GET` (status) `/v1/drain`.
+    pub fn drain(&self, action: DrainAction) -> Result<DrainReport, ClientError> {
+        let method = match action {
+            DrainAction::Start => "POST",
+            DrainAction::Stop => "DELETE",
+            DrainAction::Status => "GET",
+        };
+        self.call(method, "/v1/drain", None::<&()>)
     }
 
     /// Sends a JSON request and decodes a 2xx JSON reply; an error reply becomes

@@ -287,6 +287,44 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
         "Generation of the forwarding state (increments with every health, neighbour or config change).",
     );
     e.sample("gwlb_snapshot_generation", NO_LABELS, stats.generation);
+
+    // --- Scale-out (only with [bgp]) --------------------------------------------------------
+    if let Some(r) = &stats.routing {
+        e.family(
+            "gwlb_bgp_announced",
+            Gauge,
+            "1 while the service prefixes are announced.",
+        );
+        e.sample("gwlb_bgp_announced", NO_LABELS, u64::from(r.announced));
+        e.family(
+            "gwlb_bgp_session_established",
+            Gauge,
+            "1 while the BGP session with the router is established.",
+        );
+        for sess in &r.sessions {
+            e.sample(
+                "gwlb_bgp_session_established",
+                &[("neighbor", &sess.neighbor)],
+                u64::from(sess.established),
+            );
+        }
+        e.family(
+            "gwlb_bgp_daemon_restarts_total",
+            Counter,
+            "Times the BGP daemon exited and was restarted.",
+        );
+        e.sample(
+            "gwlb_bgp_daemon_restarts_total",
+            NO_LABELS,
+            r.daemon_restarts,
+        );
+    }
+    e.family("gwlb_draining", Gauge, "1 while gwlb drain is in effect.");
+    e.sample(
+        "gwlb_draining",
+        NO_LABELS,
+        u64::from(stats.drain.as_ref().is_some_and(|d| d.draining)),
+    );
     e.out
 }
 

@@ -12,6 +12,7 @@
 //! | GET | `/v1/stats` | counters |
 //! | GET | `/v1/flows` | a page of flows |
 //! | POST | `/v1/reload` | reload the configuration file |
+//! | GET, POST, DELETE | `/v1/drain` | the drain's state; start draining; stop draining |
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -22,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::http_error::HttpError;
 use super::server::{ApiRequest, Reply};
 use crate::control::{
-    ControlHandle, FlowQuery, HealthCheckPatch, TargetGroupInfo, TargetSpec, MAX_FLOW_PAGE,
+    ControlHandle, DrainAction, FlowQuery, HealthCheckPatch, TargetGroupInfo, TargetSpec,
+    MAX_FLOW_PAGE,
 };
 
 /// Body of `PATCH /v1/target-groups/{name}/targets/{address}`.
@@ -165,6 +167,20 @@ impl Routes {
                     changed = ?report.changed, peer = %req.peer,
                     "configuration reloaded through the API"
                 );
+                Ok(Reply::json(200, &report))
+            }
+            ["v1", "drain"] => {
+                allow(method, &["GET", "POST", "DELETE"])?;
+                no_query(req)?;
+                let action = match method {
+                    "POST" => DrainAction::Start,
+                    "DELETE" => DrainAction::Stop,
+                    _ => DrainAction::Status,
+                };
+                let report = self.handle.drain(action)?;
+                if action != DrainAction::Status {
+                    tracing::info!(?action, peer = %req.peer, "drain through the API");
+                }
                 Ok(Reply::json(200, &report))
             }
             _ => Err(HttpError::not_found(format!("no route {}", req.path)).into()),

@@ -7,9 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use tabwriter::TabWriter;
 
 use crate::control::{
-    FlowInfo, HealthCheckInfo, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo, TargetState,
-    WorkerReport,
+    DrainReport, FlowInfo, HealthCheckInfo, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo,
+    TargetState, WorkerReport,
 };
+use crate::routing::RoutingReport;
 
 /// Builds a table from tab-separated rows.
 struct Table {
@@ -180,6 +181,52 @@ pub fn stats(s: &StatsReport) -> String {
         out.push('\n');
         out.push_str(&drops.render());
     }
+    if let Some(r) = &s.routing {
+        out.push_str(&routing(r));
+    }
+    if let Some(d) = &s.drain {
+        out.push('\n');
+        out.push_str(&drain(d));
+    }
+    out
+}
+
+/// `gwlb drain`.
+pub fn drain(d: &DrainReport) -> String {
+    if !d.draining {
+        return "not draining\n".into();
+    }
+    format!(
+        "{}: {:.1}s of at most {}s, {} flows left\n",
+        if d.drained { "drained" } else { "draining" },
+        d.elapsed_s,
+        d.timeout_s,
+        d.active_flows
+    )
+}
+
+/// The BGP part of `gwlb stats`.
+fn routing(r: &RoutingReport) -> String {
+    let mut out = format!(
+        "\nbgp: {} {} (daemon {}, {} restarts)\n",
+        if r.announced {
+            "announcing"
+        } else {
+            "withdrawn:"
+        },
+        if r.announced {
+            r.prefixes.join(", ")
+        } else {
+            r.withdrawn_because.clone().unwrap_or_default()
+        },
+        r.daemon,
+        r.daemon_restarts
+    );
+    let mut t = Table::new(&["NEIGHBOR", "SESSION"]);
+    for s in &r.sessions {
+        t.row(&[s.neighbor.clone(), s.state.clone()]);
+    }
+    out.push_str(&t.render());
     out
 }
 

@@ -116,7 +116,46 @@ pub struct Config {
     pub target_groups: Vec<TargetGroup>,
     /// Control API, metrics, logging.
     pub control: Control,
+    /// BGP announcement of the service prefixes (`None`: no `[bgp]`, nothing announced).
+    pub bgp: Option<Bgp>,
     pub(super) warnings: Vec<ConfigWarning>,
+}
+
+/// `[bgp]`: this node announces `prefixes` to `neighbors` through a BIRD 2 process it runs
+/// and supervises, while it can serve (see docs/architecture.md, "Scale-out").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bgp {
+    /// The BIRD 2 binary.
+    pub bird: std::path::PathBuf,
+    /// Where BIRD's configuration, control socket and log go (created; one per instance).
+    pub state_dir: std::path::PathBuf,
+    /// This node's AS.
+    pub local_as: u32,
+    /// The BGP identifier.
+    pub router_id: std::net::Ipv4Addr,
+    /// The service prefixes (the networks whose traffic this node is the next hop for).
+    pub prefixes: Vec<IpNet>,
+    /// The routers (each on a connected subnet of a port with a kernel interface).
+    pub neighbors: Vec<BgpNeighbor>,
+    /// BFD on every session.
+    pub bfd: bool,
+    /// BFD transmit and receive interval.
+    pub bfd_interval: Duration,
+    /// BFD detection multiplier.
+    pub bfd_multiplier: u8,
+    /// BGP hold time (keepalives every third of it).
+    pub hold_time: Duration,
+    /// A worker that has not turned its loop for this long withdraws the announcement.
+    pub stall_timeout: Duration,
+}
+
+/// One router of [`Bgp::neighbors`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpNeighbor {
+    /// Its address.
+    pub address: std::net::IpAddr,
+    /// Its AS.
+    pub remote_as: u32,
 }
 
 /// `[dataplane]`.

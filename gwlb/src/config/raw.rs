@@ -113,6 +113,58 @@ pub(super) struct RawConfig {
     pub(super) target_groups: Vec<RawTargetGroup>,
     #[serde(default)]
     pub(super) control: RawControl,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) bgp: Option<RawBgp>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBgp {
+    #[serde(default = "default_bird")]
+    pub(super) bird: String,
+    #[serde(default = "default_bgp_state_dir")]
+    pub(super) state_dir: String,
+    pub(super) local_as: i64,
+    pub(super) router_id: String,
+    pub(super) prefixes: Vec<String>,
+    #[serde(default)]
+    pub(super) neighbors: Vec<RawBgpNeighbor>,
+    #[serde(default = "default_true")]
+    pub(super) bfd: bool,
+    #[serde(default = "default_bfd_interval_ms")]
+    pub(super) bfd_interval_ms: i64,
+    #[serde(default = "default_bfd_multiplier")]
+    pub(super) bfd_multiplier: i64,
+    #[serde(default = "default_hold_time_s")]
+    pub(super) hold_time_s: i64,
+    #[serde(default = "default_stall_timeout_ms")]
+    pub(super) stall_timeout_ms: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBgpNeighbor {
+    pub(super) address: String,
+    pub(super) remote_as: i64,
+}
+
+fn default_bird() -> String {
+    "/usr/sbin/bird".into()
+}
+fn default_bgp_state_dir() -> String {
+    "/run/gwlb/bgp".into()
+}
+fn default_bfd_interval_ms() -> i64 {
+    100
+}
+fn default_bfd_multiplier() -> i64 {
+    3
+}
+fn default_hold_time_s() -> i64 {
+    9
+}
+fn default_stall_timeout_ms() -> i64 {
+    1000
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

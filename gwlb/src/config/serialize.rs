@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::raw::{
-    OneOrMany, RawConfig, RawControl, RawDataplane, RawHealthCheck, RawNeighbor, RawPort, RawRoute,
-    RawTarget, RawTargetGroup, U64Value,
+    OneOrMany, RawBgp, RawBgpNeighbor, RawConfig, RawControl, RawDataplane, RawHealthCheck,
+    RawNeighbor, RawPort, RawRoute, RawTarget, RawTargetGroup, U64Value,
 };
 use super::{CheckProtocol, Config, Probe};
 
@@ -160,6 +160,26 @@ impl From<&Config> for RawConfig {
                     .map_or_else(|| "off".to_owned(), |l| l.to_string()),
                 log_format: c.control.log_format,
             },
+            bgp: c.bgp.as_ref().map(|b| RawBgp {
+                bird: b.bird.display().to_string(),
+                state_dir: b.state_dir.display().to_string(),
+                local_as: b.local_as.into(),
+                router_id: b.router_id.to_string(),
+                prefixes: b.prefixes.iter().map(ToString::to_string).collect(),
+                neighbors: b
+                    .neighbors
+                    .iter()
+                    .map(|n| RawBgpNeighbor {
+                        address: n.address.to_string(),
+                        remote_as: n.remote_as.into(),
+                    })
+                    .collect(),
+                bfd: b.bfd,
+                bfd_interval_ms: millis(b.bfd_interval),
+                bfd_multiplier: b.bfd_multiplier.into(),
+                hold_time_s: secs(b.hold_time),
+                stall_timeout_ms: millis(b.stall_timeout),
+            }),
         }
     }
 }

@@ -26,15 +26,17 @@ use crate::config::{
 use crate::control::config_reader::{ConfigReader, ReadResult, ReaderGone, Reloads};
 use crate::control::registry::{Changes, Registry, SlotState};
 use crate::control::{
-    Command, ControlError, ControlResult, FlowInfo, FlowPage, FlowQuery, HealthCheckInfo,
-    HealthCheckPatch, Now, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo, TargetSpec,
-    TargetState, WorkerReport,
+    Command, ControlError, ControlResult, DrainAction, DrainReport, FlowInfo, FlowPage, FlowQuery,
+    HealthCheckInfo, HealthCheckPatch, Now, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo,
+    TargetSpec, TargetState, WorkerReport,
 };
 use crate::flow_dump::{FlowDumpReply, FlowDumpRequest, FlowFilter, FlowRecord};
 use crate::flow_table::DumpCursor;
 use crate::health::{HealthChecker, HealthEvent, ProbeTarget, TargetHealth};
 use crate::parse::IpAddrBytes;
 use crate::pipeline::MAX_APPLIANCES;
+use crate::routing::speaker::{Speaker, SpeakerError};
+use crate::routing::{self, ServeState, Withdrawn};
 use crate::snapshot::{LiveState, Snapshot};
 use crate::stats::WorkerStats;
 
@@ -89,6 +91,14 @@ pub struct ControlLoop {
     generation: u64,
     started: Instant,
     last_neigh: Instant,
+    /// The BGP speaker, once [`ControlLoop::start_bgp`] started it.
+    speaker: Option<Speaker>,
+    /// The announcement last asked of the speaker (`None`: nothing asked yet).
+    announcing: Option<Result<(), Withdrawn>>,
+    /// Each worker's last heartbeat and when it changed.
+    beats: Vec<(u64, Instant)>,
+    /// When `gwlb drain` started (`None`: not draining).
+    draining_since: Option<Instant>,
 }
 
 /// Why the control loop could not start.
@@ -138,6 +148,9 @@ fn needs_restart(old: &Config, new: &Config) -> Option<(String, String)> {
     }
     if old.control != new.control {
         return restart("control");
+    }
+    if old.bgp != new.bgp {
+        return restart("bgp");
     }
     let names =
         |c: &Config| -> Vec<String> { c.target_groups.iter().map(|g| g.name.clone()).collect() };
@@ -194,6 +207,7 @@ impl ControlLoop {
         let snapshot = Arc::new(ArcSwap::from_pointee(snap));
         let (health_tx, health_rx) = crossbeam_channel::unbounded();
         let checker = HealthChecker::spawn(probe_targets(&setup.cfg, &registry), health_tx)?;
+        let setup_workers = setup.stats.len();
         let reloads = match setup.config_path {
             Some(p) => Some(Reloads::new(
                 ConfigReader::start(p).map_err(ControlStartError::Reader)?,
@@ -220,6 +234,10 @@ impl ControlLoop {
             generation: 1,
             started: Instant::now(),
             last_neigh: Instant::now() - Duration::from_secs(2),
+            speaker: None,
+            announcing: None,
+            beats: vec![(0, Instant::now()); setup_workers],
+            draining_since: None,
         })
     }
 
@@ -268,6 +286,126 @@ impl ControlLoop {
         if changed {
             self.publish("health, drain or neighbours changed");
         }
+        self.update_announcement();
+    }
+
+    /// Starts the BGP speaker when the configuration has `[bgp]` (withdrawn until the node
+    /// can serve; see [`crate::routing`]). Call once the workers run.
+    pub fn start_bgp(&mut self) -> Result<(), SpeakerError> {
+        if let Some(bgp) = self.cfg.bgp.clone() {
+            self.speaker = Some(Speaker::start(bgp)?);
+            self.update_announcement();
+        }
+        Ok(())
+    }
+
+    /// What the node can do now, for [`routing::should_announce`].
+    fn serve_state(&mut self) -> ServeState {
+        let stall = self
+            .cfg
+            .bgp
+            .as_ref()
+            .map_or(Duration::from_secs(1), |b| b.stall_timeout);
+        let mut stalled_workers = Vec::new();
+        let mut workers_started = true;
+        for (i, w) in self.stats.iter().enumerate() {
+            let beat = w.heartbeat.load(Relaxed);
+            let (last, since) = &mut self.beats[i];
+            if beat != *last {
+                *last = beat;
+                *since = Instant::now();
+            }
+            if beat == 0 {
+                workers_started = false;
+            } else if since.elapsed() > stall {
+                stalled_workers.push(i);
+            }
+        }
+        let groups = self
+            .cfg
+            .target_groups
+            .iter()
+            .map(|g| {
+                let healthy = self
+                    .registry
+                    .registered()
+                    .filter(|(_, s)| s.group == g.name && s.healthy && s.target.weight > 0)
+                    .count();
+                (
+                    g.name.clone(),
+                    healthy,
+                    g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
+                )
+            })
+            .collect();
+        ServeState {
+            workers_started,
+            stalled_workers,
+            draining: self.draining_since.is_some(),
+            stopping: false,
+            groups,
+        }
+    }
+
+    /// Asks the speaker for the announcement the node's state calls for, when it changed.
+    fn update_announcement(&mut self) {
+        if self.speaker.is_none() {
+            return;
+        }
+        let decision = routing::should_announce(&self.serve_state());
+        if self.announcing.as_ref() == Some(&decision) {
+            return;
+        }
+        if let Some(sp) = &self.speaker {
+            sp.announce(
+                decision.is_ok(),
+                decision.as_ref().err().map(ToString::to_string),
+            );
+        }
+        self.announcing = Some(decision);
+    }
+
+    /// `gwlb drain`: starts, stops or reports.
+    fn drain(&mut self, action: DrainAction) -> DrainReport {
+        match action {
+            DrainAction::Start if self.draining_since.is_none() => {
+                tracing::warn!(
+                    "drain: withdrawing the announcement, forwarding the flows that still arrive"
+                );
+                self.draining_since = Some(Instant::now());
+            }
+            DrainAction::Stop if self.draining_since.is_some() => {
+                tracing::info!("drain stopped: announcing again when the node can serve");
+                self.draining_since = None;
+            }
+            _ => {}
+        }
+        self.update_announcement();
+        self.drain_report().unwrap_or_default()
+    }
+
+    fn drain_report(&self) -> Option<DrainReport> {
+        let since = self.draining_since?;
+        let timeout_s = self
+            .cfg
+            .target_groups
+            .iter()
+            .map(|g| g.deregistration_delay.as_secs())
+            .max()
+            .unwrap_or(0);
+        let active_flows: u64 = self
+            .stats
+            .iter()
+            .map(|w| w.active_flows.load(Relaxed))
+            .sum();
+        let elapsed = since.elapsed();
+        Some(DrainReport {
+            draining: true,
+            elapsed_s: elapsed.as_secs_f64(),
+            timeout_s,
+            active_flows,
+            drained: active_flows == 0 || elapsed.as_secs() >= timeout_s,
+        })
     }
 
     /// A health result: from the checker (selected on in [`ControlLoop::turn`]) or another
@@ -490,6 +628,9 @@ impl ControlLoop {
                 let _ = reply.send(self.flows(&q));
             }
             Command::Reload(reply) => self.request_reload(Some(reply)),
+            Command::Drain(action, reply) => {
+                let _ = reply.send(Ok(self.drain(action)));
+            }
         }
     }
 
@@ -751,6 +892,8 @@ impl ControlLoop {
             generation: self.snapshot.load().generation,
             workers,
             total,
+            routing: self.speaker.as_ref().map(Speaker::report),
+            drain: self.drain_report(),
         }
     }
 
@@ -918,6 +1061,12 @@ impl ControlLoop {
 
     /// Stops the health checker.
     pub fn stop(&mut self) {
+        // Withdraws, then stops BIRD (the routers move traffic away before the data path
+        // stops).
+        if let Some(sp) = self.speaker.take() {
+            sp.announce(false, Some(Withdrawn::Stopping.to_string()));
+            drop(sp);
+        }
         self.checker.stop();
     }
 }

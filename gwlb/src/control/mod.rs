@@ -338,6 +338,40 @@ pub struct StatsReport {
     pub workers: Vec<WorkerReport>,
     /// Sum over workers (`worker` is 0).
     pub total: WorkerReport,
+    /// The BGP announcement and sessions (`None`: no `[bgp]`).
+    #[serde(default)]
+    pub routing: Option<crate::routing::RoutingReport>,
+    /// `gwlb drain` (`None`: not draining).
+    #[serde(default)]
+    pub drain: Option<DrainReport>,
+}
+
+/// What `gwlb drain` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainAction {
+    /// Start draining: withdraw the announcement, keep forwarding the flows that still
+    /// arrive.
+    Start,
+    /// Stop draining: announce again (when the node can serve).
+    Stop,
+    /// Only report.
+    Status,
+}
+
+/// The state of a drain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrainReport {
+    /// The node is draining.
+    pub draining: bool,
+    /// Seconds since the drain started.
+    pub elapsed_s: f64,
+    /// The drain's limit: the longest `deregistration_delay_s` of the target groups.
+    pub timeout_s: u64,
+    /// Flows still in the flow tables.
+    pub active_flows: u64,
+    /// Draining and done: no flow left, or the timeout passed.
+    pub drained: bool,
 }
 
 /// Which flows to list.
@@ -456,6 +490,8 @@ pub enum Command {
     Flows(FlowQuery, Reply<FlowPage>),
     /// Reloads the configuration file (as SIGHUP does).
     Reload(Reply<ReloadReport>),
+    /// Starts, stops or reports a drain of this node.
+    Drain(DrainAction, Reply<DrainReport>),
 }
 
 /// The sending side of the control loop's command channel. Cheap to clone.
@@ -548,5 +584,10 @@ impl ControlHandle {
     /// See [`Command::Reload`].
     pub fn reload(&self) -> ControlResult<ReloadReport> {
         self.request(Command::Reload)
+    }
+
+    /// See [`Command::Drain`].
+    pub fn drain(&self, action: DrainAction) -> ControlResult<DrainReport> {
+        self.request(|reply| Command::Drain(action, reply))
     }
 }

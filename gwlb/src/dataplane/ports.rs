@@ -53,6 +53,9 @@ pub enum StartError {
     /// A flow table could not be allocated.
     #[error("flow table: {0}")]
     FlowTable(#[from] crate::flow_table::FlowTableError),
+    /// The BGP speaker could not start.
+    #[error(transparent)]
+    Bgp(#[from] crate::routing::speaker::SpeakerError),
     /// A worker thread ended before it was ready (see the log).
     #[error("a worker thread failed to start (see the log)")]
     WorkerStart,

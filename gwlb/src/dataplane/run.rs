@@ -316,6 +316,15 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         ctl.stop();
         return Err(failed);
     }
+    // The BGP speaker last: the node announces only once its workers run.
+    if let Err(e) = ctl.start_bgp() {
+        stop.store(true, Relaxed);
+        for h in handles {
+            let _ = h.join();
+        }
+        ctl.stop();
+        return Err(StartError::Bgp(e));
+    }
 
     let started = Instant::now();
     let mut last_print = Instant::now();

@@ -295,6 +295,9 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
         // a new snapshot, busy or not: a gateway under constant load must still report.
         if published_gen != snap.generation || tsc.wrapping_sub(last_full_publish) > hz / 10 {
             publish_all(&w.stats, &w.pipeline, &out.lc, snap.appliances.len());
+            // Proof of life for the control loop (a stalled worker withdraws the BGP
+            // announcement): it changes every 100 ms while the loop turns.
+            w.stats.heartbeat.store(tsc, Relaxed);
             published_gen = snap.generation;
             last_full_publish = tsc;
         }

@@ -12,6 +12,7 @@ use super::error::invalid;
 use super::raw::RawConfig;
 use super::{Config, ConfigError, ConfigWarning, MacAddr};
 
+mod bgp;
 mod control;
 mod dataplane;
 mod groups;
@@ -21,6 +22,7 @@ mod ports;
 mod routes;
 mod targets;
 
+use bgp::validate_bgp;
 use control::validate_control;
 use dataplane::validate_dataplane;
 use groups::validate_groups;
@@ -143,6 +145,10 @@ impl RawConfig {
         let target_groups = validate_groups(&self.target_groups, &ports, &port_ref, &mut v)?;
         check_targets_resolvable(&target_groups, &ports, &neighbors)?;
         let control = validate_control(&self.control, &mut v)?;
+        let bgp = match &self.bgp {
+            Some(b) => Some(validate_bgp(b, &ports)?),
+            None => None,
+        };
         Ok(Config {
             dataplane,
             ports,
@@ -150,6 +156,7 @@ impl RawConfig {
             neighbors,
             target_groups,
             control,
+            bgp,
             warnings: v.warnings,
         })
     }
