@@ -156,7 +156,7 @@ mod tests {
         format!("{base}\n[bgp]\n{body}")
     }
 
-    const OK: &str = "local_as = 65001\nrouter_id = \"10.0.1.1\"\nprefixes = [\"10.250.100.0/24\", \"fd00:250:100::/64\"]\n[[bgp.neighbors]]\naddress = \"10.0.1.254\"\nremote_as = 65000\n";
+    const OK: &str = "local_as = 65001\nrouter_id = \"10.0.1.1\"\nprefixes = [\"10.250.100.0/24\", \"10.250.101.0/24\"]\n[[bgp.neighbors]]\naddress = \"10.0.1.254\"\nremote_as = 65000\n";
 
     #[test]
     fn test_bgp_rules() {
@@ -185,13 +185,18 @@ mod tests {
                 "host bits",
             ),
             (
-                OK.replace("\"fd00:250:100::/64\"", "\"10.250.100.0/24\""),
+                OK.replace("10.250.101.0/24", "10.250.100.0/24"),
                 "bgp.prefixes[1]",
                 "twice",
             ),
             (
+                OK.replace("10.250.101.0/24", "fd00:250:100::/64"),
+                "bgp.prefixes[1]",
+                "no IPv6 router",
+            ),
+            (
                 OK.replace(
-                    "prefixes = [\"10.250.100.0/24\", \"fd00:250:100::/64\"]",
+                    "prefixes = [\"10.250.100.0/24\", \"10.250.101.0/24\"]",
                     "prefixes = []",
                 ),
                 "bgp.prefixes",
