@@ -46,6 +46,10 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(short, long)]
         config: PathBuf,
+        /// Another node's configuration: say whether both pick the same appliance for every
+        /// flow (exit 1 if not, naming the first difference).
+        #[arg(long)]
+        compare: Option<PathBuf>,
     },
     #[command(flatten)]
     Client(ClientCommand),
@@ -77,13 +81,43 @@ fn main() -> ExitCode {
             }
             command.run()
         }
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config, compare } => match Config::load(&config) {
             Ok(cfg) => {
                 for w in cfg.warnings() {
                     eprintln!("warning: {}: {}", w.field, w.message);
                 }
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+                println!(
+                    "{}: ok (choice digest {:#018x})",
+                    config.display(),
+                    cfg.choice_digest()
+                );
+                let Some(other) = compare else {
+                    return ExitCode::SUCCESS;
+                };
+                match Config::load(&other) {
+                    Ok(o) => match gwlb::config::choice_difference(&cfg, &o) {
+                        None => {
+                            println!(
+                                "{}: ok, picks the same appliances (choice digest {:#018x})",
+                                other.display(),
+                                o.choice_digest()
+                            );
+                            ExitCode::SUCCESS
+                        }
+                        Some((field, a, b)) => {
+                            eprintln!(
+                                "gwlb: {} and {} pick different appliances: {field}: {a} vs {b}",
+                                config.display(),
+                                other.display()
+                            );
+                            ExitCode::FAILURE
+                        }
+                    },
+                    Err(e) => {
+                        eprintln!("gwlb: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("gwlb: {e}");

@@ -257,3 +257,45 @@ fn test_env_unix_socket_and_token() {
     drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `check-config --compare`: two nodes' files agree when only node-specific settings differ,
+/// and the first setting that changes the choice is named otherwise.
+#[test]
+fn test_check_config_compare() {
+    let dir = std::env::temp_dir().join(format!("gwlb-cli-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = dir.join("a.toml");
+    let b = dir.join("b.toml");
+    let c = dir.join("c.toml");
+    std::fs::write(&a, control_rig::CONFIG).unwrap();
+    std::fs::write(
+        &b,
+        control_rig::CONFIG.replace("10.1.0.1/16", "10.1.0.2/16"),
+    )
+    .unwrap();
+    std::fs::write(
+        &c,
+        control_rig::CONFIG.replace(
+            "address = \"10.0.2.12\"",
+            "address = \"10.0.2.12\"\nweight = 3",
+        ),
+    )
+    .unwrap();
+    let run = |x: &std::path::Path, y: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_gwlb"))
+            .args(["check-config", "--config"])
+            .arg(x)
+            .arg("--compare")
+            .arg(y)
+            .output()
+            .unwrap()
+    };
+    let out = stdout(&run(&a, &b));
+    assert!(out.contains("picks the same appliances"), "{out}");
+    let err = failure(&run(&a, &c));
+    assert!(
+        err.contains("pick different appliances: target_groups[0].targets[1]: 10.0.2.12 weight 1 vs 10.0.2.12 weight 3"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

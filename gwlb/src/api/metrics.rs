@@ -287,6 +287,16 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
         "Generation of the forwarding state (increments with every health, neighbour or config change).",
     );
     e.sample("gwlb_snapshot_generation", NO_LABELS, stats.generation);
+    e.family(
+        "gwlb_choice_digest_info",
+        Gauge,
+        "Always 1; the digest label names what decides a flow's appliance (equal on nodes that agree).",
+    );
+    e.sample(
+        "gwlb_choice_digest_info",
+        &[("digest", &stats.choice_digest)],
+        1u64,
+    );
 
     // --- Scale-out (only with [bgp]) --------------------------------------------------------
     if let Some(r) = &stats.routing {

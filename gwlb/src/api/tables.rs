@@ -147,7 +147,10 @@ pub fn health_check(group: &str, h: &HealthCheckInfo) -> String {
 
 /// Counters per worker and in total, then drops by reason.
 pub fn stats(s: &StatsReport) -> String {
-    let mut out = format!("uptime {:.1}s, generation {}\n\n", s.uptime_s, s.generation);
+    let mut out = format!(
+        "uptime {:.1}s, generation {}, choice digest {}\n\n",
+        s.uptime_s, s.generation, s.choice_digest
+    );
     // The table's counters that have a column, between the worker and the flow table.
     let counters: Vec<_> = WorkerReport::COUNTERS
         .iter()

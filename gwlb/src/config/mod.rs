@@ -29,6 +29,7 @@
 //! - `serialize.rs`: [`Config`] -> `RawConfig` ([`Config::to_toml_string`],
 //!   [`Config::revalidated`]).
 //! - `edit.rs`: [`ConfigEdit`], typed live changes (the API's), validated like a file.
+//! - `choice.rs`: what decides a flow's appliance, its digest, and where two nodes differ.
 //! - `error.rs`: [`ConfigError`], [`ConfigWarning`], TOML error spans -> field paths;
 //!   `file.rs`: reading the file ([`MAX_CONFIG_BYTES`]).
 //!
@@ -40,6 +41,7 @@
 //! round-trip), and a test next to its rule; then `docs/configuration.md`. A new rule on
 //! existing settings only touches `validate/` and its tests there.
 
+mod choice;
 mod edit;
 mod error;
 mod file;
@@ -56,6 +58,7 @@ mod values;
 
 use std::path::Path;
 
+pub use choice::choice_difference;
 pub use edit::{ConfigEdit, HealthCheckPatch, TargetText};
 pub use error::{truncate_text, ConfigError, ConfigWarning, MAX_MESSAGE_LEN};
 pub use file::MAX_CONFIG_BYTES;

@@ -890,6 +890,7 @@ impl ControlLoop {
         StatsReport {
             uptime_s: self.started.elapsed().as_secs_f64(),
             generation: self.snapshot.load().generation,
+            choice_digest: format!("{:#018x}", self.cfg.choice_digest()),
             workers,
             total,
             routing: self.speaker.as_ref().map(Speaker::report),

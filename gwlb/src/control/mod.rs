@@ -334,6 +334,10 @@ pub struct StatsReport {
     pub uptime_s: f64,
     /// Snapshot generation (increments with every health, neighbour or config change).
     pub generation: u64,
+    /// Digest of what decides a flow's appliance (`Config::choice_digest`): equal on nodes
+    /// that agree.
+    #[serde(default)]
+    pub choice_digest: String,
     /// Per worker.
     pub workers: Vec<WorkerReport>,
     /// Sum over workers (`worker` is 0).

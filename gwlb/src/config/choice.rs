@@ -1,0 +1,100 @@
+//! What decides which appliance a flow goes to, so that nodes behind one ECMP router can be
+//! checked to agree: [`Config::choice_inputs`] lists it (the flow hash seed and, per target
+//! group, its name, stickiness, policies, Maglev table size and targets with their weights, in
+//! order), [`Config::choice_digest`] hashes it, [`choice_difference`] names the first
+//! difference between two nodes' configurations. Node-specific settings (ports, addresses,
+//! routes, `[control]`, `[bgp]`) do not take part.
+
+use super::Config;
+
+impl Config {
+    /// The settings that decide a flow's appliance, one `field = value` line each.
+    pub fn choice_inputs(&self) -> Vec<(String, String)> {
+        let mut out = vec![(
+            "dataplane.flow_hash_seed".to_owned(),
+            format!("{:#x}", self.dataplane.flow_hash_seed),
+        )];
+        for (i, g) in self.target_groups.iter().enumerate() {
+            let f = |k: &str| format!("target_groups[{i}].{k}");
+            out.push((f("name"), g.name.clone()));
+            out.push((f("stickiness"), g.stickiness.to_string()));
+            out.push((f("on_unhealthy"), format!("{:?}", g.on_unhealthy)));
+            out.push((f("on_all_unhealthy"), format!("{:?}", g.on_all_unhealthy)));
+            out.push((f("maglev_table_size"), g.maglev_table_size.to_string()));
+            out.push((f("targets"), g.targets.len().to_string()));
+            for (j, t) in g.targets.iter().enumerate() {
+                out.push((
+                    f(&format!("targets[{j}]")),
+                    format!("{} weight {}", t.address, t.weight),
+                ));
+            }
+        }
+        out
+    }
+
+    /// A 64-bit FNV-1a digest of [`Config::choice_inputs`]: equal on nodes that pick the same
+    /// appliance for every flow.
+    pub fn choice_digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (k, v) in self.choice_inputs() {
+            for b in k.bytes().chain([b'=']).chain(v.bytes()).chain([b'\n']) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+}
+
+/// The first setting in which `a` and `b` would choose differently: `(field, a's value,
+/// b's value)`, or `None` when they agree.
+pub fn choice_difference(a: &Config, b: &Config) -> Option<(String, String, String)> {
+    let (x, y) = (a.choice_inputs(), b.choice_inputs());
+    for i in 0..x.len().max(y.len()) {
+        match (x.get(i), y.get(i)) {
+            (Some((k, v)), Some((l, w))) if k == l && v == w => {}
+            (Some((k, v)), Some((_, w))) => return Some((k.clone(), v.clone(), w.clone())),
+            (Some((k, v)), None) => return Some((k.clone(), v.clone(), "(none)".into())),
+            (None, Some((l, w))) => return Some((l.clone(), "(none)".into(), w.clone())),
+            (None, None) => break,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+
+    #[test]
+    fn nodes_agree_unless_a_choice_input_differs() {
+        let a = parse(TWO_ARM);
+        // Another node: other addresses and devices, same choice.
+        let b = parse(
+            &TWO_ARM
+                .replace("10.0.1.1/24", "10.0.1.2/24")
+                .replace("0000:03:00.0", "0000:04:00.0"),
+        );
+        assert_eq!(a.choice_digest(), b.choice_digest());
+        assert_eq!(choice_difference(&a, &b), None);
+        let c = parse(&TWO_ARM.replace(
+            "address = \"10.0.2.12\"",
+            "address = \"10.0.2.12\"\nweight = 2",
+        ));
+        assert_ne!(a.choice_digest(), c.choice_digest());
+        assert_eq!(
+            choice_difference(&a, &c),
+            Some((
+                "target_groups[0].targets[1]".into(),
+                "10.0.2.12 weight 1".into(),
+                "10.0.2.12 weight 2".into()
+            ))
+        );
+        let d = parse(&TWO_ARM.replace("[dataplane]", "[dataplane]\nflow_hash_seed = \"0x1234\""));
+        assert_eq!(
+            choice_difference(&a, &d).map(|d| d.0),
+            Some("dataplane.flow_hash_seed".into())
+        );
+    }
+}
