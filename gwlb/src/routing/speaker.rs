@@ -398,3 +398,59 @@ fn run(
         stop_bird(&mut child);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn bgp(bird: &str, dir: &Path) -> Bgp {
+        let text = format!(
+            r#"
+[[ports]]
+name = "p"
+device = "net_null0"
+role = "both"
+address = "10.0.1.1/24"
+kernel_interface = "gw0"
+[[target_groups]]
+name = "fw"
+[[target_groups.targets]]
+address = "10.0.1.11"
+mac = "02:00:00:00:00:11"
+[bgp]
+bird = "{bird}"
+state_dir = "{}"
+local_as = 65001
+router_id = "10.0.1.1"
+prefixes = ["10.250.100.0/24"]
+[[bgp.neighbors]]
+address = "10.0.1.254"
+remote_as = 65000
+"#,
+            dir.display()
+        );
+        Config::from_toml_str(&text).unwrap().bgp.unwrap()
+    }
+
+    /// A missing BGP daemon, or one that exits at once, is an error naming `bgp.bird`.
+    #[test]
+    fn a_daemon_that_cannot_run_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("gwlb-speaker-test-{}", std::process::id()));
+        let e = Speaker::start(bgp("/nonexistent/bird", &dir)).unwrap_err();
+        assert!(matches!(e, SpeakerError::Spawn { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("bgp.bird /nonexistent/bird: cannot run"),
+            "{e}"
+        );
+        // /bin/false runs and exits 1 at once.
+        let e = Speaker::start(bgp("/bin/false", &dir)).unwrap_err();
+        assert!(matches!(e, SpeakerError::NotUp { .. }), "{e}");
+        assert!(
+            e.to_string().contains("did not come up: exited with"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
