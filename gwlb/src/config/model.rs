@@ -175,6 +175,11 @@ pub struct Dataplane {
     pub burst_size: u16,
     /// Longest time a staged TX packet waits before being flushed.
     pub tx_flush: Duration,
+    /// A worker that received nothing for `idle_after` sleeps this long per empty loop turn
+    /// (`None`: it polls without pause, for a dedicated core).
+    pub idle_sleep: Option<Duration>,
+    /// How long a worker keeps polling without pause after its last packet.
+    pub idle_after: Duration,
     /// mbufs in each worker's pool.
     pub mbufs_per_worker: u32,
     /// Flow-table entries per worker.

@@ -44,6 +44,10 @@ impl From<&Config> for RawConfig {
                 eal_args: d.eal_args.clone(),
                 burst_size: to_i64(d.burst_size),
                 tx_flush_us: i64::try_from(d.tx_flush.as_micros()).unwrap_or(i64::MAX),
+                idle_sleep_us: d
+                    .idle_sleep
+                    .map_or(0, |s| i64::try_from(s.as_micros()).unwrap_or(i64::MAX)),
+                idle_after_us: i64::try_from(d.idle_after.as_micros()).unwrap_or(i64::MAX),
                 mbufs_per_worker: to_i64(d.mbufs_per_worker),
                 flow_table_capacity: to_i64(d.flow_table_capacity),
                 flow_hash_seed: U64Value(d.flow_hash_seed),

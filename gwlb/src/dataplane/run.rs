@@ -260,6 +260,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             .exit_when_idle
             .map(|d| (hz as u128 * d.as_nanos() / 1_000_000_000) as u64);
         let dumps = dump_rx.next().expect("one dump channel per worker");
+        let idle_sleep = cfg.dataplane.idle_sleep;
+        let idle_after_cycles =
+            (hz as u128 * cfg.dataplane.idle_after.as_nanos() / 1_000_000_000) as u64;
         let setup = move |pipeline| WorkerSetup {
             index: w,
             workers,
@@ -275,6 +278,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             stop: stop_flag,
             tx_flush_cycles,
             idle_exit_cycles,
+            idle_sleep,
+            idle_after_cycles,
             clock,
             dumps,
         };

@@ -94,6 +94,10 @@ pub struct WorkerSetup {
     /// Optional: stop after this many cycles without receiving anything, once something was
     /// received (offline pcap runs).
     pub idle_exit_cycles: Option<u64>,
+    /// Sleep this long per empty loop turn once idle (`None`: poll without pause).
+    pub idle_sleep: Option<std::time::Duration>,
+    /// Cycles without a packet after which the worker counts as idle.
+    pub idle_after_cycles: u64,
     /// The shared seconds clock.
     pub clock: Clock,
     /// Flow-dump requests from the control loop.
@@ -218,6 +222,14 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
     let mut last_rx = start;
     let mut published_gen = u64::MAX;
     let mut last_full_publish = start;
+    if w.idle_sleep.is_some() {
+        // Sleeps as short as asked: the default timer slack (50 us) would add to every
+        // wake-up after idle.
+        // SAFETY: PR_SET_TIMERSLACK takes an integer and changes only this thread's slack.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1_000u64);
+        }
+    }
 
     while !w.stop.load(Relaxed) {
         let tsc = lcore::rdtsc();
@@ -305,6 +317,14 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
             if let Some(limit) = w.idle_exit_cycles {
                 if out.lc.rx > 0 && tsc.wrapping_sub(last_rx) > limit {
                     break;
+                }
+            }
+            // Idle for a while (and everything staged has left: a turn without packets
+            // flushes all): yield the core until the next look. Under load a turn always
+            // has packets, so the loop never gets here and polls as before.
+            if let Some(d) = w.idle_sleep {
+                if tsc.wrapping_sub(last_rx) > w.idle_after_cycles {
+                    std::thread::sleep(d);
                 }
             }
         }

@@ -108,6 +108,12 @@ struct Args {
     /// Skip the latency table.
     #[arg(long)]
     no_latency: bool,
+    /// Skip the idle table (sleeping when idle vs polling).
+    #[arg(long)]
+    no_idle: bool,
+    /// `idle_sleep_us` of the idle table's sleeping worker (gwlb's default: 50).
+    #[arg(long, default_value_t = 50)]
+    idle_sleep_us: u64,
     /// Run only the throughput scenarios whose name contains one of these words (e.g.
     /// `--only decap,storm`); the io-forward baseline always runs. For quick A/B runs.
     #[arg(long, value_delimiter = ',')]
@@ -173,6 +179,8 @@ struct RepOpts {
     /// they take to process everything (the main thread sleeps meanwhile), so N workers can
     /// be measured on N CPUs. The flows are inserted into each worker's table directly.
     preload: Option<usize>,
+    /// The worker's `idle_sleep` (`None`: polls without pause, as every other table).
+    idle_sleep: Option<Duration>,
 }
 
 impl RepOpts {
@@ -182,6 +190,7 @@ impl RepOpts {
         spread: false,
         pace_pps: None,
         preload: None,
+        idle_sleep: None,
     };
 }
 
@@ -380,6 +389,9 @@ impl Bench {
                         stop: stop.clone(),
                         tx_flush_cycles: self.tx_flush_cycles,
                         idle_exit_cycles: None,
+                        idle_sleep: opts.idle_sleep,
+                        // The gwlb default, idle_after_us = 200.
+                        idle_after_cycles: self.hz / 5_000,
                         clock: worker::Clock::start(),
                         dumps: crossbeam_channel::never(),
                     };
@@ -1408,6 +1420,45 @@ fn main() {
         }
     }
 
+    // Idle: a worker that sleeps when idle (gwlb's default) against one that polls, in the
+    // same run: throughput under load (it never sleeps then), and the latency of packets
+    // that find it asleep (a sparse trickle: every packet arrives after an idle gap).
+    let mut idle_rows = Vec::new();
+    if !a.no_idle {
+        let kind = Kind::Established { flows: a.flows };
+        let sleep = Some(Duration::from_micros(a.idle_sleep_us));
+        for (label, idle_sleep) in [("polling", None), ("sleeping when idle", sleep)] {
+            let mut reps = Vec::new();
+            for _ in 0..a.reps {
+                let opts = RepOpts {
+                    idle_sleep,
+                    ..RepOpts::MAX
+                };
+                reps.push(bench.rep(kind, a.secs, a.table, a.smoke, opts).mpps);
+            }
+            let tput = Summary::of(&reps);
+            // 2000 packets/s: 500 us between packets, so the sleeping worker is asleep (idle
+            // after 200 us) when each one arrives.
+            let opts = RepOpts {
+                idle_sleep,
+                pace_pps: Some(2000.0),
+                ..RepOpts::MAX
+            };
+            let g = bench.rep(kind, a.lat_secs.max(1.0), a.table, a.smoke, opts);
+            let h = g.hist.as_ref().expect("histogram");
+            assert!(!h.is_empty(), "no latency sample");
+            assert_eq!(g.bad_stamps, 0, "outputs without their stamp");
+            eprintln!(
+                "idle {label}: {} Mpps under load; trickle p50 {:.0} ns p99 {:.0} ns ({} samples)",
+                tput.fmt(2),
+                ns(h.value_at_quantile(0.5)),
+                ns(h.value_at_quantile(0.99)),
+                h.len()
+            );
+            idle_rows.push((label, tput, h.clone(), g.verified));
+        }
+    }
+
     // Scaling: the established scenario with 1 and N workers.
     let cpus = gwlb_perf::cpus_online().max(1);
     let n_workers = a.workers.unwrap_or_else(|| cpus.max(2)).max(1);
@@ -1441,6 +1492,7 @@ fn main() {
                     spread,
                     pace_pps: None,
                     preload: Some(preload_total),
+                    idle_sleep: None,
                 };
                 let res = bench.rep(kind, a.secs, a.table, a.smoke, opts);
                 eprintln!(
@@ -1578,6 +1630,47 @@ fn main() {
                 "p50 / p99 over io-forward, ns",
             ],
             &lat_rows,
+        );
+    }
+    if let [(_, poll_tput, poll_h, _), ..] = idle_rows.as_slice() {
+        println!();
+        println!(
+            "### Idle: a worker sleeping {} us per empty turn once idle 200 us (gwlb's default) \
+             against one that polls, same run: gwlb established, {} flows; throughput under \
+             load ({} reps), and latency of a 2000 packets/s trickle (each packet finds the \
+             worker idle)",
+            a.idle_sleep_us, a.flows, a.reps
+        );
+        println!();
+        let rows: Vec<Vec<String>> = idle_rows
+            .iter()
+            .map(|(label, tput, h, verified)| {
+                vec![
+                    label.to_string(),
+                    tput.fmt(2),
+                    format!("{:.2}", tput.median / poll_tput.median),
+                    format!("{:.0}", ns(h.value_at_quantile(0.5))),
+                    format!("{:.0}", ns(h.value_at_quantile(0.99))),
+                    format!(
+                        "{:.0} / {:.0}",
+                        ns(h.value_at_quantile(0.5)) - ns(poll_h.value_at_quantile(0.5)),
+                        ns(h.value_at_quantile(0.99)) - ns(poll_h.value_at_quantile(0.99))
+                    ),
+                    verified.to_string(),
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "worker",
+                "Mpps under load",
+                "vs polling",
+                "trickle p50 ns",
+                "trickle p99 ns",
+                "wake-up cost p50 / p99, ns",
+                "outputs verified",
+            ],
+            &rows,
         );
     }
     if !scale_rows.is_empty() {

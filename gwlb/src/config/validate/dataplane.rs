@@ -96,6 +96,15 @@ pub(super) fn validate_dataplane(
             raw.tx_flush_us,
             1..=10_000,
         )?),
+        idle_sleep: match ranged::<u64>("dataplane.idle_sleep_us", raw.idle_sleep_us, 0..=10_000)? {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        },
+        idle_after: Duration::from_micros(ranged(
+            "dataplane.idle_after_us",
+            raw.idle_after_us,
+            0..=1_000_000,
+        )?),
         mbufs_per_worker: ranged(
             "dataplane.mbufs_per_worker",
             raw.mbufs_per_worker,
