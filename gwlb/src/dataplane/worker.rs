@@ -123,17 +123,36 @@ struct TxStage {
     tx: Vec<TxQueue>,
     /// Ports from this index on are the exception path's TAPs.
     first_tap: usize,
+    /// Packets for each other worker, gathered over one received burst and enqueued on its
+    /// handoff ring together (one ring operation per owner and burst, not per packet).
+    handoff: Vec<MbufBurst<BURST>>,
     lc: LoopIo,
 }
 
 impl TxStage {
-    fn new(tx: Vec<TxQueue>, first_tap: usize) -> Self {
+    fn new(tx: Vec<TxQueue>, first_tap: usize, workers: usize) -> Self {
         Self {
             staged: (0..tx.len()).map(|_| MbufBurst::new()).collect(),
             deadline: vec![u64::MAX; tx.len()],
             tx,
             first_tap,
+            handoff: (0..workers).map(|_| MbufBurst::new()).collect(),
             lc: LoopIo::default(),
+        }
+    }
+
+    /// Enqueues every gathered handoff on its owner's ring; what a full ring does not take
+    /// is freed and counted (`handoff_ring_full`).
+    #[inline]
+    fn flush_handoffs(&mut self, rings: &[Arc<Ring>]) {
+        for (b, ring) in self.handoff.iter_mut().zip(rings) {
+            if b.is_empty() {
+                continue;
+            }
+            let n = ring.enqueue_burst(b);
+            self.lc.handed_off += n as u64;
+            self.lc.handoff_full += b.len() as u64;
+            b.clear();
         }
     }
 
@@ -202,7 +221,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
     let mut turns = 0u32;
     // The TAPs follow the config ports, one `tap_of` entry each.
     let first_tap = w.host_path.tap_of.len();
-    let mut out = TxStage::new(std::mem::take(&mut w.tx), first_tap);
+    let mut out = TxStage::new(std::mem::take(&mut w.tx), first_tap, w.workers);
     let mut port_id_by_index = vec![0u16; out.tx.len()];
     for (id, &index) in w.port_index_by_id.iter().enumerate() {
         if let Some(slot) = port_id_by_index.get_mut(usize::from(index)) {
@@ -337,9 +356,10 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
 /// Processes one received burst. `in_port` is `None` for handoff packets (their port is in
 /// the mbuf); those are already on their owner and are never handed off again.
 ///
-/// Packets from the kernel and packets owned by another worker leave first, one by one; the
-/// rest go through [`Pipeline::process_burst`] together (flow-table prefetch across the
-/// burst), then are staged in arrival order.
+/// Packets from the kernel leave first, staged for their port; packets owned by another
+/// worker are gathered per owner and enqueued on its ring once per burst; the rest go through
+/// [`Pipeline::process_burst`] together (flow-table prefetch across the burst), then are
+/// staged in arrival order.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn process_burst(
@@ -391,19 +411,17 @@ fn process_burst(
                 m.set_port(dpdk_bindings::port::PortId(
                     r.port_id_by_index[usize::from(port)],
                 ));
-                let mut one: MbufBurst<1> = MbufBurst::new();
-                let _ = one.push(m);
-                if r.handoff_out[owner].enqueue_burst(&mut one) == 1 {
-                    out.lc.handed_off += 1;
-                } else {
-                    out.lc.handoff_full += 1;
-                }
+                // Cannot fail: at most BURST mbufs came in.
+                let _ = out.handoff[owner].push(m);
                 continue;
             }
         }
         ports[mine.len()] = port;
         // Cannot fail: at most BURST mbufs came in.
         let _ = mine.push(m);
+    }
+    if r.workers > 1 && in_port.is_some() {
+        out.flush_handoffs(&r.handoff_out);
     }
     let n = mine.len();
     let mut verdicts = [Verdict::ToHost; BURST];
