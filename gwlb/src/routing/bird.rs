@@ -118,33 +118,9 @@ pub fn sessions(bgp: &Bgp, show_protocols: &str) -> Vec<SessionReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn bgp() -> Bgp {
-        let text = r#"
-[[ports]]
-name = "p"
-device = "net_null0"
-role = "both"
-address = ["10.0.1.1/24", "fd00:1::1/64"]
-kernel_interface = "gw0"
-[[target_groups]]
-name = "fw"
-[[target_groups.targets]]
-address = "10.0.1.11"
-mac = "02:00:00:00:00:11"
-[bgp]
-local_as = 65001
-router_id = "10.0.1.1"
-prefixes = ["10.250.100.0/24", "fd00:250:100::/64"]
-[[bgp.neighbors]]
-address = "10.0.1.254"
-remote_as = 65000
-[[bgp.neighbors]]
-address = "fd00:1::fe"
-remote_as = 65000
-"#;
-        Config::from_toml_str(text).unwrap().bgp.unwrap()
+        super::super::test_bgp("")
     }
 
     #[test]

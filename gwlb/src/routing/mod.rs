@@ -116,6 +116,43 @@ pub struct RoutingReport {
     pub sessions: Vec<SessionReport>,
 }
 
+/// A `[bgp]` for the tests of this module tree: one-arm port 10.0.1.1/24 and fd00:1::1/64 with
+/// a kernel interface, routers 10.0.1.254 and fd00:1::fe, two prefixes; `extra` is added to
+/// the `[bgp]` table.
+#[cfg(test)]
+pub(crate) fn test_bgp(extra: &str) -> crate::config::Bgp {
+    let text = format!(
+        r#"
+[[ports]]
+name = "p"
+device = "net_null0"
+role = "both"
+address = ["10.0.1.1/24", "fd00:1::1/64"]
+kernel_interface = "gw0"
+[[target_groups]]
+name = "fw"
+[[target_groups.targets]]
+address = "10.0.1.11"
+mac = "02:00:00:00:00:11"
+[bgp]
+local_as = 65001
+router_id = "10.0.1.1"
+prefixes = ["10.250.100.0/24", "fd00:250:100::/64"]
+{extra}
+[[bgp.neighbors]]
+address = "10.0.1.254"
+remote_as = 65000
+[[bgp.neighbors]]
+address = "fd00:1::fe"
+remote_as = 65000
+"#
+    );
+    crate::config::Config::from_toml_str(&text)
+        .unwrap()
+        .bgp
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -402,35 +402,12 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn bgp(bird: &str, dir: &Path) -> Bgp {
-        let text = format!(
-            r#"
-[[ports]]
-name = "p"
-device = "net_null0"
-role = "both"
-address = "10.0.1.1/24"
-kernel_interface = "gw0"
-[[target_groups]]
-name = "fw"
-[[target_groups.targets]]
-address = "10.0.1.11"
-mac = "02:00:00:00:00:11"
-[bgp]
-bird = "{bird}"
-state_dir = "{}"
-local_as = 65001
-router_id = "10.0.1.1"
-prefixes = ["10.250.100.0/24"]
-[[bgp.neighbors]]
-address = "10.0.1.254"
-remote_as = 65000
-"#,
+        super::super::test_bgp(&format!(
+            "bird = \"{bird}\"\nstate_dir = \"{}\"",
             dir.display()
-        );
-        Config::from_toml_str(&text).unwrap().bgp.unwrap()
+        ))
     }
 
     /// A missing BGP daemon, or one that exits at once, is an error naming `bgp.bird`.
