@@ -199,6 +199,16 @@ pub struct DevInfo {
     pub max_mtu: u16,
     /// Supported RSS hash functions (`RTE_ETH_RSS_*` bits).
     pub flow_type_rss_offloads: u64,
+    /// RSS hash key length in bytes (0: the driver does not say; 40 is Toeplitz's usual).
+    pub hash_key_size: u8,
+}
+
+/// A Toeplitz RSS key that hashes both directions of a flow alike: the 16-bit pattern
+/// 0x6d5a repeated (Woo and Park, "Scalable TCP Session Monitoring with Symmetric
+/// Receive-side Scaling", 2012). With it, swapping source and destination addresses and
+/// ports gives the same hash, so a NIC puts both directions of a user flow on one queue.
+pub fn symmetric_rss_key(len: usize) -> Vec<u8> {
+    (0..len).map(|i| if i % 2 == 0 { 0x6d } else { 0x5a }).collect()
 }
 
 // RTE_ETH_RSS_{IP,TCP,UDP} (function-like macros bindgen cannot evaluate):
@@ -390,6 +400,7 @@ impl Port {
             min_mtu: info.min_mtu,
             max_mtu: info.max_mtu,
             flow_type_rss_offloads: info.flow_type_rss_offloads,
+            hash_key_size: info.hash_key_size,
         })
     }
 
@@ -484,9 +495,17 @@ impl Port {
         // SAFETY: rte_eth_conf is a plain C struct; all-zero is its default.
         let mut conf: sys::rte_eth_conf = unsafe { std::mem::zeroed() };
         let rss_hf = (RSS_IP | RSS_TCP | RSS_UDP) & info.flow_type_rss_offloads;
+        // Lives until rte_eth_dev_configure has copied it.
+        let mut key = symmetric_rss_key(match info.hash_key_size {
+            0 => 40,
+            n => usize::from(n),
+        });
         if cfg.rss && rss_hf != 0 {
             conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
             conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+            // Both directions of a flow on one queue (see `symmetric_rss_key`).
+            conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
+            conf.rx_adv_conf.rss_conf.rss_key_len = key.len() as u8;
         }
         // SAFETY: valid port, conf outlives the call (DPDK copies it); no
         // queue handle exists (checked above) and the port is stopped.
@@ -753,6 +772,42 @@ mod tests {
         assert_eq!(format!("{:?}", PortId(0)), "port0");
         assert_eq!(format!("{}", QueueId(1)), "q1");
         assert_eq!(format!("{:?}", crate::LcoreId(2)), "lcore2");
+    }
+
+    /// Toeplitz over `input` with `key` (the function RSS NICs compute).
+    fn toeplitz(key: &[u8], input: &[u8]) -> u32 {
+        let bit = |i: usize| (key[i / 8] >> (7 - i % 8)) & 1;
+        let mut h = 0u32;
+        for (byte_i, &b) in input.iter().enumerate() {
+            for j in 0..8 {
+                if b & (0x80 >> j) != 0 {
+                    let start = byte_i * 8 + j;
+                    let mut window = 0u32;
+                    for k in 0..32 {
+                        window = (window << 1) | u32::from(bit(start + k));
+                    }
+                    h ^= window;
+                }
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn symmetric_key_hashes_both_directions_alike() {
+        let key = symmetric_rss_key(40);
+        assert_eq!(&key[..4], &[0x6d, 0x5a, 0x6d, 0x5a]);
+        // IPv4 + TCP input: src, dst, sport, dport.
+        let fwd = [10, 1, 0, 2, 10, 2, 0, 7, 0x9c, 0x40, 0x00, 0x50];
+        let rev = [10, 2, 0, 7, 10, 1, 0, 2, 0x00, 0x50, 0x9c, 0x40];
+        assert_eq!(toeplitz(&key, &fwd), toeplitz(&key, &rev));
+        // The usual Microsoft key is not symmetric: the test can tell.
+        let ms: [u8; 40] = [
+            0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+            0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+            0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+        ];
+        assert_ne!(toeplitz(&ms, &fwd), toeplitz(&ms, &rev));
     }
 
     #[test]
