@@ -324,8 +324,9 @@ impl IpAddrBytes {
     /// holds (for code that already knows the family).
     #[inline]
     pub fn low_octets(&self) -> [u8; 4] {
-        let b = &self.0;
-        [b[12], b[13], b[14], b[15]]
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&self.0[12..]);
+        a
     }
 
     /// The IPv4 address if this is IPv4-mapped.
