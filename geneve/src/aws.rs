@@ -22,7 +22,7 @@
 
 use crate::header::{Packet, HEADER_LEN};
 use crate::option::{be_u32, be_u64, OPTION_HEADER_LEN};
-use crate::{Error, MAX_VNI, VERSION};
+use crate::{Error, Field, MAX_VNI, VERSION};
 
 /// Option Class registered to Amazon.com, Inc., used by AWS Gateway Load Balancer.
 pub const AWS_OPTION_CLASS: u16 = 0x0108;
@@ -266,6 +266,20 @@ pub fn emit_aws_header(buf: &mut [u8], protocol_type: u16, vni: u32, opts: &AwsO
     AWS_HEADER_LEN
 }
 
+/// Overwrites the flow cookie (type 3 option data) of a header in the layout
+/// [`emit_aws_header`] writes: what a data path patches per packet in a copy of a prebuilt
+/// header.
+///
+/// # Panics
+///
+/// If `buf` is shorter than [`AWS_HEADER_LEN`]. Over a slice of known length (a fixed-size
+/// array's tail) the check is resolved at compile time.
+#[inline]
+pub fn set_aws_flow_cookie(buf: &mut [u8], flow_cookie: u32) {
+    const AT: Field = HEADER_LEN + field::FLOW_COOKIE.start..HEADER_LEN + field::FLOW_COOKIE.end;
+    buf[AT].copy_from_slice(&flow_cookie.to_be_bytes());
+}
+
 /// What a data path needs from a received Geneve header, read in one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AwsHeader {
@@ -481,6 +495,21 @@ mod test {
         repr.emit(&mut generic).unwrap();
         let fast = aws_header_bytes(crate::PROTO_IPV6, MAX_VNI, &OPTS);
         assert_eq!(generic, fast);
+    }
+
+    #[test]
+    fn test_set_flow_cookie() {
+        let mut buf = aws_header_bytes(PROTO_IPV4, VNI, &OPTS);
+        set_aws_flow_cookie(&mut buf, 0x0102_0304);
+        let want = aws_header_bytes(
+            PROTO_IPV4,
+            VNI,
+            &AwsOptions {
+                flow_cookie: 0x0102_0304,
+                ..OPTS
+            },
+        );
+        assert_eq!(buf, want);
     }
 
     #[test]

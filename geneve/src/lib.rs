@@ -50,9 +50,9 @@ pub mod header;
 pub mod option;
 
 pub use aws::{
-    aws_header_bytes, emit_aws_header, parse_aws_header, AwsHeader, AwsOptions, AwsOptionsFound,
-    AWS_HEADER_LEN, AWS_OPTIONS_LEN, AWS_OPTION_CLASS, AWS_TYPE_ATTACHMENT_ID,
-    AWS_TYPE_ENDPOINT_ID, AWS_TYPE_FLOW_COOKIE,
+    aws_header_bytes, emit_aws_header, parse_aws_header, set_aws_flow_cookie, AwsHeader,
+    AwsOptions, AwsOptionsFound, AWS_HEADER_LEN, AWS_OPTIONS_LEN, AWS_OPTION_CLASS,
+    AWS_TYPE_ATTACHMENT_ID, AWS_TYPE_ENDPOINT_ID, AWS_TYPE_FLOW_COOKIE,
 };
 pub use error::Error;
 pub use header::{Packet, Repr, HEADER_LEN, MAX_OPTIONS_LEN};

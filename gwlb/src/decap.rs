@@ -12,18 +12,17 @@
 //! [`restore_frame`] turns the buffer into the inner packet under a fresh Ethernet header,
 //! leaving the inner IP packet byte for byte as the appliance sent it.
 
-use crate::encap::ETH_LEN;
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, DropReason, ParsedPacket};
+use crate::wire::{ethernet, ethertype, udp, MacAddr};
 
 /// The Geneve facts of a validated return (the inner packet is parsed separately, in place:
-/// see [`parse_return_into`]).
+/// see [`parse_return_into`]). The VNI is not kept: appliances may change it, and nothing
+/// depends on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GeneveReturn {
     /// Offset of the inner IP packet in the frame.
     pub inner_offset: usize,
-    /// Geneve VNI as received (informational: appliances may change it).
-    pub vni: u32,
     /// The flow cookie, when the appliance echoed the AWS options.
     pub flow_cookie: Option<u32>,
 }
@@ -33,12 +32,13 @@ pub struct GeneveReturn {
 /// [`GeneveReturn::inner_offset`]). `inner` is written in place so that the data path moves
 /// no parsed packet around; on error its content is unspecified.
 ///
-/// The Geneve payload is the UDP datagram's (its length field bounds it, not the outer IP
-/// length). Drops: [`DropReason::GeneveMalformed`] (truncated, bad version, option overrun, OAM
-/// packets), [`DropReason::GeneveCriticalOption`] (an option we do not understand has its
-/// critical bit set, RFC 8926 section 3.5.1), [`DropReason::GeneveBadProtocol`] (not IPv4 or
-/// IPv6 inside, or a protocol type that disagrees with the inner version), and the inner
-/// packet's own parse errors.
+/// The Geneve payload is the UDP datagram's (its length field, [`ParsedPacket::udp_len`] of
+/// the outer parse, bounds it, not the outer IP length). Drops: [`DropReason::GeneveMalformed`]
+/// (truncated, bad version, option overrun, OAM packets, an outer packet that is not UDP),
+/// [`DropReason::GeneveCriticalOption`] (an option we do not understand has its critical bit
+/// set, RFC 8926 section 3.5.1), [`DropReason::GeneveBadProtocol`] (not IPv4 or IPv6 inside,
+/// or a protocol type that disagrees with the inner version), and the inner packet's own
+/// parse errors.
 #[inline]
 pub fn parse_return_into(
     frame: &[u8],
@@ -46,13 +46,12 @@ pub fn parse_return_into(
     inner: &mut ParsedPacket,
 ) -> Result<GeneveReturn, DropReason> {
     let l4 = usize::from(outer.l4_offset.ok_or(DropReason::GeneveMalformed)?);
-    let geneve_off = l4 + 8;
+    let geneve_off = l4 + udp::HEADER_LEN;
     // The Geneve payload ends with the UDP datagram (the outer parse checked that the UDP
     // length fits the IP packet): bytes past it are not the appliance's to have us forward.
-    let udp_len = frame
-        .get(l4 + 4..l4 + 6)
-        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-    let end = (l4 + udp_len).min(outer.l3_end()).min(frame.len());
+    let end = (l4 + usize::from(outer.udp_len))
+        .min(outer.l3_end())
+        .min(frame.len());
     let geneve_bytes = frame
         .get(geneve_off..end)
         .ok_or(DropReason::GeneveMalformed)?;
@@ -63,19 +62,21 @@ pub fn parse_return_into(
     if hdr.options.unknown_critical {
         return Err(DropReason::GeneveCriticalOption);
     }
-    let inner_offset = geneve_off + hdr.header_len;
     let want = match hdr.protocol_type {
         geneve::PROTO_IPV4 => parse::L3::Ipv4,
         geneve::PROTO_IPV6 => parse::L3::Ipv6,
         _ => return Err(DropReason::GeneveBadProtocol),
     };
-    parse::parse_ip_into(&frame[inner_offset..end], inner)?;
+    // `header_len` fits `geneve_bytes` (checked by the Geneve parse).
+    let packet = geneve_bytes
+        .get(hdr.header_len..)
+        .ok_or(DropReason::GeneveMalformed)?;
+    parse::parse_ip_into(packet, inner)?;
     if inner.l3 != want {
         return Err(DropReason::GeneveBadProtocol);
     }
     Ok(GeneveReturn {
-        inner_offset,
-        vni: hdr.vni,
+        inner_offset: geneve_off + hdr.header_len,
         flow_cookie: hdr.options.flow_cookie,
     })
 }
@@ -104,21 +105,38 @@ pub fn restore_frame<B: PacketBuf>(
     dst: [u8; 6],
     src: [u8; 6],
 ) -> bool {
-    let inner_len = usize::from(inner.l3_len);
+    replace_l2(buf, inner_offset, inner, dst, src)
+}
+
+/// Puts the IP packet `ip` (parsed at `ip_offset` of `buf`) under a fresh untagged Ethernet
+/// header from `src` to `dst`: whatever is in front of it (outer headers, VLAN tags) and
+/// after it (padding) is removed. What [`restore_frame`] does to a return and the fail-open
+/// forward to a received frame. Returns `false`, changing nothing, if `ip_offset` leaves no
+/// room for the header or the buffer does not hold the whole packet.
+#[inline]
+pub(crate) fn replace_l2<B: PacketBuf>(
+    buf: &mut B,
+    ip_offset: usize,
+    ip: &ParsedPacket,
+    dst: [u8; 6],
+    src: [u8; 6],
+) -> bool {
+    let ip_len = usize::from(ip.l3_len);
     let len = buf.data().len();
-    if inner_offset < ETH_LEN || inner_offset + inner_len > len {
+    if ip_offset < ethernet::HEADER_LEN || ip_offset + ip_len > len {
         return false;
     }
-    let _ = buf.trim(len - inner_offset - inner_len);
-    let _ = buf.adj(inner_offset - ETH_LEN);
-    let ethertype = if inner.l3 == parse::L3::Ipv6 {
-        parse::ethertype::IPV6
-    } else {
-        parse::ethertype::IPV4
+    let _ = buf.trim(len - ip_offset - ip_len);
+    let _ = buf.adj(ip_offset - ethernet::HEADER_LEN);
+    // The buffer now starts with the header's 14 bytes: this cannot fail.
+    let Some(eth) = buf.data_mut().first_chunk_mut::<{ ethernet::HEADER_LEN }>() else {
+        return false;
     };
-    let eth = &mut buf.data_mut()[..ETH_LEN];
-    eth[0..6].copy_from_slice(&dst);
-    eth[6..12].copy_from_slice(&src);
-    eth[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    ethernet::Repr {
+        src_addr: MacAddr(src),
+        dst_addr: MacAddr(dst),
+        ethertype: ethertype::of_ip(ip.l3 == parse::L3::Ipv6),
+    }
+    .emit(&mut ethernet::Frame::new_unchecked(eth));
     true
 }

@@ -25,6 +25,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod steering;
 pub mod tcp_reset;
+pub mod wire;
 
 #[cfg(feature = "dpdk")]
 pub mod dataplane;

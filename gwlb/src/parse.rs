@@ -40,6 +40,8 @@
 
 use std::fmt;
 
+use crate::wire::{checksum, icmp};
+
 /// Largest buffer accepted; keeps every offset and length representable as `u16`.
 pub const MAX_BUFFER_LEN: usize = u16::MAX as usize;
 
@@ -47,53 +49,8 @@ pub const MAX_BUFFER_LEN: usize = u16::MAX as usize;
 /// Real traffic carries at most 2-3; the bound keeps the per-packet cost fixed.
 pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 
-/// Ethertypes the parser recognises.
-pub mod ethertype {
-    /// IPv4.
-    pub const IPV4: u16 = 0x0800;
-    /// ARP (passed to the control plane).
-    pub const ARP: u16 = 0x0806;
-    /// IEEE 802.1Q customer VLAN tag.
-    pub const VLAN: u16 = 0x8100;
-    /// IEEE 802.1ad service VLAN tag (QinQ outer tag).
-    pub const QINQ: u16 = 0x88a8;
-    /// IPv6.
-    pub const IPV6: u16 = 0x86dd;
-}
-
-/// IP protocol numbers (IANA) the parser looks at.
-pub mod proto {
-    /// IPv6 Hop-by-Hop Options.
-    pub const HOPOPT: u8 = 0;
-    /// ICMP for IPv4.
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-    /// IPv6 Routing header.
-    pub const IPV6_ROUTE: u8 = 43;
-    /// IPv6 Fragment header.
-    pub const IPV6_FRAG: u8 = 44;
-    /// GRE.
-    pub const GRE: u8 = 47;
-    /// Encapsulating Security Payload (ends the IPv6 header chain).
-    pub const ESP: u8 = 50;
-    /// Authentication Header (length in 4-byte units, RFC 4302).
-    pub const AH: u8 = 51;
-    /// ICMPv6.
-    pub const ICMPV6: u8 = 58;
-    /// IPv6 No Next Header (ends the chain).
-    pub const IPV6_NONXT: u8 = 59;
-    /// IPv6 Destination Options.
-    pub const IPV6_OPTS: u8 = 60;
-    /// Mobility header (RFC 6275), generic extension header format.
-    pub const MOBILITY: u8 = 135;
-    /// Host Identity Protocol (RFC 7401), generic extension header format.
-    pub const HIP: u8 = 139;
-    /// Shim6 (RFC 5533), generic extension header format.
-    pub const SHIM6: u8 = 140;
-}
+/// Ethertypes and IP protocol numbers, declared in the wire layer.
+pub use crate::wire::{ethertype, proto};
 
 macro_rules! drop_reasons {
     ($( $(#[doc = $doc:literal])* $variant:ident => $name:literal, )*) => {
@@ -233,100 +190,7 @@ impl fmt::Display for DropReason {
 
 impl std::error::Error for DropReason {}
 
-/// An IPv4 or IPv6 address as 16 network-order bytes; IPv4 is stored IPv4-mapped
-/// (`::ffff:a.b.c.d`, RFC 4291 2.5.5.2) so both families share one fixed-size, `Copy`
-/// representation without allocation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct IpAddrBytes(pub [u8; 16]);
-
-/// The order of the bytes read as one big-endian 128-bit number: the same order as comparing
-/// the bytes lexicographically (what a derive gives), in two 64-bit compares instead of a
-/// byte loop. The data path binary-searches sorted address tables (appliances by address,
-/// neighbours) with it on every return.
-impl Ord for IpAddrBytes {
-    #[inline]
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        u128::from_be_bytes(self.0).cmp(&u128::from_be_bytes(other.0))
-    }
-}
-
-impl PartialOrd for IpAddrBytes {
-    #[inline]
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl IpAddrBytes {
-    /// The all-zero address (unset).
-    pub const ZERO: IpAddrBytes = IpAddrBytes([0; 16]);
-
-    /// IPv4-mapped form of an IPv4 address given in network order.
-    #[inline]
-    pub const fn from_v4(a: [u8; 4]) -> Self {
-        IpAddrBytes([
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
-        ])
-    }
-
-    /// An IPv6 address given in network order.
-    #[inline]
-    pub const fn from_v6(a: [u8; 16]) -> Self {
-        IpAddrBytes(a)
-    }
-
-    /// The IPv4 address if this is IPv4-mapped.
-    #[inline]
-    pub fn as_v4(&self) -> Option<[u8; 4]> {
-        let b = &self.0;
-        if b[..10] == [0; 10] && b[10] == 0xff && b[11] == 0xff {
-            Some([b[12], b[13], b[14], b[15]])
-        } else {
-            None
-        }
-    }
-
-    /// As a std address (IPv4 when IPv4-mapped).
-    pub fn to_ip_addr(&self) -> std::net::IpAddr {
-        match self.as_v4() {
-            Some(v4) => std::net::IpAddr::from(v4),
-            None => std::net::IpAddr::from(self.0),
-        }
-    }
-}
-
-impl From<std::net::IpAddr> for IpAddrBytes {
-    fn from(a: std::net::IpAddr) -> Self {
-        match a {
-            std::net::IpAddr::V4(v4) => Self::from_v4(v4.octets()),
-            std::net::IpAddr::V6(v6) => Self::from_v6(v6.octets()),
-        }
-    }
-}
-
-impl From<std::net::Ipv4Addr> for IpAddrBytes {
-    fn from(a: std::net::Ipv4Addr) -> Self {
-        Self::from_v4(a.octets())
-    }
-}
-
-impl From<std::net::Ipv6Addr> for IpAddrBytes {
-    fn from(a: std::net::Ipv6Addr) -> Self {
-        Self::from_v6(a.octets())
-    }
-}
-
-impl fmt::Debug for IpAddrBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_ip_addr())
-    }
-}
-
-impl fmt::Display for IpAddrBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_ip_addr())
-    }
-}
+pub use crate::wire::addr::IpAddrBytes;
 
 /// What follows the L2 header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -341,72 +205,7 @@ pub enum L3 {
     Arp,
 }
 
-/// TCP flags byte (byte 13 of the TCP header).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct TcpFlags(pub u8);
-
-impl TcpFlags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-    /// URG.
-    pub const URG: u8 = 0x20;
-
-    /// SYN set.
-    #[inline]
-    pub const fn syn(self) -> bool {
-        self.0 & Self::SYN != 0
-    }
-    /// ACK set.
-    #[inline]
-    pub const fn ack(self) -> bool {
-        self.0 & Self::ACK != 0
-    }
-    /// RST set.
-    #[inline]
-    pub const fn rst(self) -> bool {
-        self.0 & Self::RST != 0
-    }
-    /// FIN set.
-    #[inline]
-    pub const fn fin(self) -> bool {
-        self.0 & Self::FIN != 0
-    }
-    /// SYN without ACK: the only packet that may open a new TCP flow.
-    #[inline]
-    pub const fn is_initial_syn(self) -> bool {
-        self.0 & (Self::SYN | Self::ACK | Self::RST) == Self::SYN
-    }
-}
-
-impl fmt::Debug for TcpFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [(u8, char); 6] = [
-            (TcpFlags::SYN, 'S'),
-            (TcpFlags::ACK, 'A'),
-            (TcpFlags::FIN, 'F'),
-            (TcpFlags::RST, 'R'),
-            (TcpFlags::PSH, 'P'),
-            (TcpFlags::URG, 'U'),
-        ];
-        for (bit, c) in NAMES {
-            if self.0 & bit != 0 {
-                write!(f, "{c}")?;
-            }
-        }
-        if self.0 == 0 {
-            f.write_str(".")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::wire::tcp::TcpFlags;
 
 /// The packet is a fragment (IPv4 MF / offset, or an IPv6 Fragment header that is not an
 /// atomic fragment).
@@ -475,6 +274,9 @@ pub struct ParsedPacket {
     pub src_port: u16,
     /// TCP / UDP destination port; ICMP(v6) echo identifier; else 0.
     pub dst_port: u16,
+    /// UDP length field (header and payload: at least 8, and within the IP payload unless
+    /// the packet is a first fragment); 0 for other protocols.
+    pub udp_len: u16,
     /// TCP flags (0 for other protocols).
     pub tcp_flags: TcpFlags,
     /// ICMP / ICMPv6 type (0 for other protocols; check `protocol`).
@@ -582,7 +384,7 @@ pub fn parse_ip(packet: &[u8]) -> Result<ParsedPacket, DropReason> {
 }
 
 /// [`parse_ip`] writing into `out`; see [`parse_frame_into`].
-#[inline]
+#[inline(always)]
 pub fn parse_ip_into(packet: &[u8], out: &mut ParsedPacket) -> Result<(), DropReason> {
     if packet.len() > MAX_BUFFER_LEN {
         return Err(DropReason::Oversize);
@@ -610,14 +412,7 @@ pub fn ipv4_checksum_ok(header: &[u8]) -> bool {
     if ihl < 20 {
         return false;
     }
-    let Some(h) = header.get(..ihl) else {
-        return false;
-    };
-    let mut sum: u32 = h.chunks_exact(2).map(|c| u32::from(be16(c[0], c[1]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum == 0xffff
+    header.get(..ihl).is_some_and(|h| checksum::verifies(0, h))
 }
 
 /// IPv4 at `buf[off..]`, into `p` (which is all default on entry).
@@ -812,6 +607,7 @@ fn parse_l4(p: &mut ParsedPacket, l4: &[u8], v6: bool) -> Result<(), DropReason>
             }
             p.src_port = be16(u[0], u[1]);
             p.dst_port = be16(u[2], u[3]);
+            p.udp_len = len as u16;
         }
         proto::ICMP | proto::ICMPV6 => {
             let is_v6_icmp = p.protocol == proto::ICMPV6;
@@ -845,20 +641,12 @@ fn parse_l4(p: &mut ParsedPacket, l4: &[u8], v6: bool) -> Result<(), DropReason>
 
 #[inline]
 fn is_echo(ty: u8, v6: bool) -> bool {
-    if v6 {
-        ty == 128 || ty == 129
-    } else {
-        ty == 8 || ty == 0
-    }
+    icmp::is_echo(ty, v6)
 }
 
 #[inline]
 fn is_icmp_error_type(ty: u8, v6: bool) -> bool {
-    if v6 {
-        (1..=4).contains(&ty)
-    } else {
-        matches!(ty, 3 | 4 | 5 | 11 | 12)
-    }
+    icmp::is_error(ty, v6)
 }
 
 /// The flow of the packet quoted in an ICMP error. Lenient on lengths (the quote is
@@ -1052,6 +840,7 @@ mod tests {
         assert_eq!(p.dst.as_v4(), Some(V4_B));
         assert_eq!(p.l4_offset, Some(34));
         assert_eq!((p.src_port, p.dst_port), (40000, 443));
+        assert_eq!(p.udp_len, 0, "not UDP");
         assert!(p.tcp_flags.syn() && !p.tcp_flags.ack() && p.tcp_flags.is_initial_syn());
         assert!(!p.tcp_flags.rst() && !p.tcp_flags.fin());
         assert_eq!(p.fragment, None);
@@ -1128,6 +917,7 @@ mod tests {
         let p = parse_frame(&v).unwrap();
         assert_eq!(p.l4_offset, Some(14 + 28));
         assert_eq!((p.src_port, p.dst_port, p.l3_len), (7, 9, 28 + 8 + 4));
+        assert_eq!(p.udp_len, 8 + 4);
         assert!(ipv4_checksum_ok(&v[14..]));
         let mut bad = v.clone();
         bad[14 + 8] ^= 1;
@@ -1223,6 +1013,7 @@ mod tests {
         assert_eq!(p.protocol, proto::UDP);
         assert_eq!(p.l4_offset, Some((14 + 40 + ext_len) as u16));
         assert_eq!((p.src_port, p.dst_port, p.ttl), (1111, 2222, 7));
+        assert_eq!(p.udp_len, 8 + 3);
         // Atomic fragment: a complete datagram.
         assert_eq!(p.fragment, None);
         assert_eq!(p.l3_len as usize, 40 + ext_len + 8 + 3);

@@ -6,7 +6,7 @@
 //! the shared [`Snapshot`]. Nothing here allocates, locks or writes shared memory.
 
 use crate::decap;
-use crate::encap::{EncapError, ETH_LEN};
+use crate::encap::EncapError;
 use crate::flow::FlowKey;
 use crate::flow_table::{
     prefetch_line, FlowEntry, FlowTable, FlowTableError, ProtoClass, Timeouts,
@@ -16,6 +16,7 @@ use crate::parse::{self, proto, DropReason, ParsedPacket, L3};
 use crate::snapshot::{ApplianceState, GroupView, NoNextHop, Snapshot};
 use crate::steering::{self, ExistingFlow};
 use crate::tcp_reset;
+use crate::wire::{ethernet, icmp};
 
 /// What to do with a packet after [`Pipeline::process`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,14 +212,9 @@ impl Pipeline {
                     }
                     Dispatch::Return => {
                         match return_flow(snap, b.data(), p, in_port, &mut sc.inner[i]) {
-                            Ok((slot, ret, key, hash)) => {
-                                self.flows.prefetch(hash as u32);
-                                Plan::Return {
-                                    slot,
-                                    ret,
-                                    key,
-                                    hash,
-                                }
+                            Ok(r) => {
+                                self.flows.prefetch(r.hash as u32);
+                                Plan::Return(r)
                             }
                             Err(r) => Plan::Done(Verdict::Drop(r)),
                         }
@@ -227,7 +223,7 @@ impl Pipeline {
             };
         }
         for plan in &sc.plan[..n] {
-            if let Plan::Encap { hash, .. } | Plan::Return { hash, .. } = plan {
+            if let Plan::Encap { hash, .. } | Plan::Return(Return { hash, .. }) = plan {
                 self.flows.prefetch_slots(*hash as u32);
             }
         }
@@ -238,12 +234,7 @@ impl Pipeline {
                 Plan::Encap { group, key, hash } => {
                     self.encapsulate_keyed(snap, b, &sc.parsed[i], group, in_port, key, hash, now)
                 }
-                Plan::Return {
-                    slot,
-                    ref ret,
-                    key,
-                    hash,
-                } => self.decapsulate_flow(snap, b, slot, ret, &sc.inner[i], key, hash, now),
+                Plan::Return(ref r) => self.decapsulate_flow(snap, b, r, &sc.inner[i], now),
             };
             match *v {
                 Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
@@ -302,7 +293,8 @@ impl Pipeline {
         let g = &snap.groups[usize::from(group)];
         let (table_hash, lb_hash) = (h as u32, (h >> 32) as u32);
 
-        let slot = match self.flows.lookup(&key, table_hash, now) {
+        // The slot and its appliance, indexed once.
+        let (slot, a) = match self.flows.lookup(&key, table_hash, now) {
             Some(e) => {
                 let a = &snap.appliances[usize::from(e.appliance)];
                 // An entry of an earlier generation names the slot's previous target: gone.
@@ -312,7 +304,7 @@ impl Pipeline {
                     ApplianceState::Gone
                 };
                 match steering::existing_flow(state, g.rebalance, now) {
-                    ExistingFlow::Keep => e.appliance,
+                    ExistingFlow::Keep => (e.appliance, a),
                     // The entry stays (and blackholes the flow) until it idles out, so the
                     // flow's remaining packets are never re-steered mid-connection.
                     ExistingFlow::End => {
@@ -320,15 +312,16 @@ impl Pipeline {
                     }
                     ExistingFlow::Move => match g.pick(lb_hash) {
                         Some(s) => {
+                            let new = &snap.appliances[usize::from(s)];
                             e.appliance = s;
-                            e.generation = snap.appliances[usize::from(s)].generation;
+                            e.generation = new.generation;
                             self.counters.rebalanced_flows += 1;
                             self.counters.appliance_flows[usize::from(s)] += 1;
-                            s
+                            (s, new)
                         }
                         None => {
                             match steering::when_no_appliance_left(e.generation == a.generation) {
-                                ExistingFlow::Keep => e.appliance,
+                                ExistingFlow::Keep => (e.appliance, a),
                                 _ => {
                                     return self.end_flow(
                                         g,
@@ -345,8 +338,9 @@ impl Pipeline {
             }
             None => match g.pick(lb_hash) {
                 Some(s) => {
+                    let a = &snap.appliances[usize::from(s)];
                     let mut entry = FlowEntry::new(class_of(p.protocol), s, group, table_hash);
-                    entry.generation = snap.appliances[usize::from(s)].generation;
+                    entry.generation = a.generation;
                     if self
                         .flows
                         .insert_absent(key, table_hash, entry, now)
@@ -360,13 +354,12 @@ impl Pipeline {
                         // accepted by the same rule (`decapsulate_flow`).
                         self.counters.table_full += 1;
                     }
-                    s
+                    (s, a)
                 }
                 None if g.fail_open => return self.forward(snap, buf, p),
                 None => return self.end_flow(g, buf, p, in_port, DropReason::NoHealthyAppliance),
             },
         };
-        let a = &snap.appliances[usize::from(slot)];
         let Some(t) = a.template.as_ref() else {
             return Verdict::Drop(DropReason::NeighborUnresolved);
         };
@@ -401,36 +394,25 @@ impl Pipeline {
     ) -> Verdict {
         let mut inner = ParsedPacket::default();
         match return_flow(snap, buf.data(), outer, in_port, &mut inner) {
-            Ok((slot, ret, key, h)) => {
-                self.decapsulate_flow(snap, buf, slot, &ret, &inner, key, h, now)
-            }
+            Ok(r) => self.decapsulate_flow(snap, buf, &r, &inner, now),
             Err(r) => Verdict::Drop(r),
         }
     }
 
-    /// [`Pipeline::decapsulate`] of a validated return `ret` of appliance `slot` whose inner
-    /// packet `inner` has flow key `key` and hash `h`.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Pipeline::decapsulate`] of a validated return `r` whose inner packet is `inner`.
     #[inline]
     fn decapsulate_flow<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         buf: &mut B,
-        slot: u16,
-        ret: &decap::GeneveReturn,
+        r: &Return,
         inner: &ParsedPacket,
-        key: FlowKey,
-        h: u64,
         now: u32,
     ) -> Verdict {
+        let (slot, ret, h) = (r.slot, &r.ret, r.hash);
         let table_hash = h as u32;
-        let stateless = match self.flows.lookup(&key, table_hash, now) {
-            Some(e)
-                if e.appliance == slot
-                    && e.generation == snap.appliances[usize::from(slot)].generation =>
-            {
-                false
-            }
+        let stateless = match self.flows.lookup(&r.key, table_hash, now) {
+            Some(e) if e.appliance == slot && e.generation == r.generation => false,
             Some(_) => return Verdict::Drop(DropReason::ReturnFromOtherAppliance),
             None => {
                 // A flow the table does not hold. If the table had no room for it (both its
@@ -441,8 +423,7 @@ impl Pipeline {
                 if !self.flows.is_full_for(table_hash, now) {
                     return Verdict::Drop(DropReason::NoFlowForReturn);
                 }
-                let a = &snap.appliances[usize::from(slot)];
-                let g = &snap.groups[usize::from(a.group)];
+                let g = &snap.groups[usize::from(r.group)];
                 if g.pick((h >> 32) as u32) != Some(slot) {
                     return Verdict::Drop(DropReason::NoFlowForReturn);
                 }
@@ -492,19 +473,12 @@ impl Pipeline {
             Err(NoNextHop::NoRoute) => return Verdict::Drop(DropReason::NoRoute),
             Err(NoNextHop::Unresolved) => return Verdict::Drop(DropReason::NeighborUnresolved),
         };
-        let l2 = usize::from(p.l2_len);
-        let len = buf.data().len();
-        let _ = buf.trim(len - p.l3_end().min(len));
-        let _ = buf.adj(l2 - ETH_LEN);
-        let ethertype = if p.l3 == L3::Ipv6 {
-            parse::ethertype::IPV6
-        } else {
-            parse::ethertype::IPV4
-        };
-        let eth = &mut buf.data_mut()[..ETH_LEN];
-        eth[0..6].copy_from_slice(&hop.mac);
-        eth[6..12].copy_from_slice(&snap.ports[usize::from(hop.port)].mac);
-        eth[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        let src = snap.ports[usize::from(hop.port)].mac;
+        // A parsed frame holds its whole IP packet after at least 14 bytes of L2 header: the
+        // rewrite cannot be refused.
+        if !decap::replace_l2(buf, usize::from(p.l3_offset), p, hop.mac, src) {
+            return Verdict::Drop(DropReason::TruncatedEthernet);
+        }
         self.counters.fail_open += 1;
         Verdict::Tx(hop.port)
     }
@@ -567,15 +541,17 @@ fn return_flow(
     outer: &ParsedPacket,
     in_port: u16,
     inner: &mut ParsedPacket,
-) -> Result<(u16, decap::GeneveReturn, FlowKey, u64), DropReason> {
+) -> Result<Return, DropReason> {
     let slot = snap
         .appliance_by_addr(&outer.src)
         .ok_or(DropReason::UnknownAppliance)?;
     let a = &snap.appliances[usize::from(slot)];
+    // The frame parsed, so it holds an Ethernet header.
     let src_mac = frame
-        .get(6..12)
-        .and_then(|s| <[u8; 6]>::try_from(s).ok())
-        .map_or(0, crate::snapshot::mac_key);
+        .first_chunk::<{ ethernet::HEADER_LEN }>()
+        .map_or(0, |h| {
+            crate::snapshot::mac_key(ethernet::Frame::new_unchecked(h).src_addr().0)
+        });
     if a.port != in_port || a.mac_key == 0 || src_mac != a.mac_key {
         return Err(DropReason::ReturnSourceMismatch);
     }
@@ -589,8 +565,32 @@ fn return_flow(
     if inner.embedded.is_some_and(|e| e.src != inner.dst) {
         return Err(DropReason::NoFlowForReturn);
     }
-    let (key, h) = flow_of(snap, a.group, inner);
-    Ok((slot, ret, key, h))
+    let (key, hash) = flow_of(snap, a.group, inner);
+    Ok(Return {
+        slot,
+        generation: a.generation,
+        group: a.group,
+        ret,
+        key,
+        hash,
+    })
+}
+
+/// A validated Geneve return ([`return_flow`]): the appliance that sent it (what the flow
+/// check needs of it, so that it is not looked up again) and the inner packet's flow.
+#[derive(Clone, Copy)]
+struct Return {
+    /// The appliance slot.
+    slot: u16,
+    /// Its generation (a flow entry of another generation is not this appliance's).
+    generation: u8,
+    /// Its target group.
+    group: u16,
+    /// The Geneve facts.
+    ret: decap::GeneveReturn,
+    /// The inner packet's flow key and hash.
+    key: FlowKey,
+    hash: u64,
 }
 
 /// Most packets [`Pipeline::process_burst`] handles in one pass (larger slices are chunked).
@@ -603,14 +603,8 @@ enum Plan {
     Done(Verdict),
     /// User traffic of this target group, its flow key and hash.
     Encap { group: u16, key: FlowKey, hash: u64 },
-    /// A validated return of appliance `slot` (its inner packet parsed in
-    /// [`BurstScratch::inner`]), its inner flow key and hash.
-    Return {
-        slot: u16,
-        ret: decap::GeneveReturn,
-        key: FlowKey,
-        hash: u64,
-    },
+    /// A validated return (its inner packet parsed in [`BurstScratch::inner`]).
+    Return(Return),
 }
 
 /// Scratch of [`Pipeline::process_burst`], allocated once with the pipeline.
@@ -693,11 +687,17 @@ fn class_of(protocol: u8) -> ProtoClass {
 /// it (and drops what it does not want).
 #[inline]
 fn is_link_scope(p: &ParsedPacket) -> bool {
-    let d = &p.dst.0;
     match p.l3 {
-        // IPv4-mapped: the address is in the last four bytes.
-        L3::Ipv4 => d[12] >= 224 || d[12..16] == [255, 255, 255, 255],
-        L3::Ipv6 => d[0] == 0xff || (d[0] == 0xfe && d[1] & 0xc0 == 0x80),
+        // 224.0.0.0/4 multicast and up (240/4 reserved), limited broadcast.
+        L3::Ipv4 => {
+            let d = p.dst.low_octets();
+            d[0] >= 224 || d == [255; 4]
+        }
+        // ff00::/8 multicast, fe80::/10 link-local.
+        L3::Ipv6 => {
+            let d = &p.dst.0;
+            d[0] == 0xff || (d[0] == 0xfe && d[1] & 0xc0 == 0x80)
+        }
         L3::Arp => false,
     }
 }
@@ -706,5 +706,5 @@ fn is_link_scope(p: &ParsedPacket) -> bool {
 /// link-local control traffic for the host, never for appliances.
 #[inline]
 fn is_neighbor_discovery(p: &ParsedPacket) -> bool {
-    p.l3 == L3::Ipv6 && p.protocol == proto::ICMPV6 && (133..=137).contains(&p.icmp_type)
+    p.l3 == L3::Ipv6 && p.protocol == proto::ICMPV6 && icmp::is_neighbor_discovery(p.icmp_type)
 }

@@ -159,6 +159,9 @@ struct RouteView {
     net: u128,
     mask: u128,
     via: Option<IpAddrBytes>,
+    /// The neighbour table's MAC for `via`, looked up once when the snapshot is built (the
+    /// table does not change within a snapshot): a gateway route costs no lookup per packet.
+    via_mac: Option<[u8; 6]>,
     port: u16,
 }
 
@@ -301,6 +304,7 @@ impl Snapshot {
                         net: net_bits,
                         mask,
                         via: None,
+                        via_mac: None,
                         port: i as u16,
                     },
                 ));
@@ -309,12 +313,17 @@ impl Snapshot {
         for r in &cfg.routes {
             let (net, mask) = prefix_mask(r.prefix.addr(), r.prefix.prefix_len());
             let via = r.via.map(IpAddrBytes::from);
+            let via_mac = via.and_then(|v| {
+                let i = neighbors.binary_search_by(|e| e.0.cmp(&v)).ok()?;
+                Some(neighbors[i].1)
+            });
             routes.push((
                 r.prefix.prefix_len(),
                 RouteView {
                     net,
                     mask,
                     via,
+                    via_mac,
                     port: r.port as u16,
                 },
             ));
@@ -469,8 +478,112 @@ impl Snapshot {
             .iter()
             .find(|r| bits & r.mask == r.net)
             .ok_or(NoNextHop::NoRoute)?;
-        let hop = r.via.as_ref().unwrap_or(dst);
-        let mac = self.lookup_neighbor(hop).ok_or(NoNextHop::Unresolved)?;
+        let mac = match r.via {
+            Some(_) => r.via_mac,
+            None => self.lookup_neighbor(dst),
+        };
+        let mac = mac.ok_or(NoNextHop::Unresolved)?;
         Ok(NextHop { port: r.port, mac })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port on 10.0.0.0/24 with a default route via 10.0.0.254 (a static neighbour), a
+    /// route to 192.0.2.0/24 via an unresolved 10.0.0.253, and a learned 10.0.0.7.
+    fn snapshot(learned_gateway: bool) -> Snapshot {
+        let cfg = Config::from_toml_str(
+            r#"
+[[ports]]
+name = "p0"
+device = "net_null0"
+role = "both"
+address = "10.0.0.1/24"
+mac = "02:00:00:00:00:01"
+
+[[routes]]
+prefix = "0.0.0.0/0"
+via = "10.0.0.254"
+port = "p0"
+
+[[routes]]
+prefix = "192.0.2.0/24"
+via = "10.0.0.253"
+port = "p0"
+
+[[neighbors]]
+address = "10.0.0.254"
+mac = "02:00:00:00:00:fe"
+port = "p0"
+
+[[target_groups]]
+name = "tg"
+
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:11"
+"#,
+        )
+        .expect("valid config");
+        let mut live = LiveState::default();
+        live.learned_neighbors
+            .push((IpAddr::from([10, 0, 0, 7]), [2, 0, 0, 0, 0, 7]));
+        if learned_gateway {
+            live.learned_neighbors
+                .push((IpAddr::from([10, 0, 0, 253]), [2, 0, 0, 0, 0, 0xfd]));
+        }
+        Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 1]], &live, 1).expect("snapshot")
+    }
+
+    fn v4(a: [u8; 4]) -> IpAddrBytes {
+        IpAddrBytes::from_v4(a)
+    }
+
+    /// The next hop as the neighbour table says it on every call: what the route's cached
+    /// gateway MAC must agree with.
+    fn next_hop_uncached(s: &Snapshot, dst: &IpAddrBytes) -> Result<NextHop, NoNextHop> {
+        let bits = u128::from_be_bytes(dst.0);
+        let r = s
+            .routes
+            .iter()
+            .find(|r| bits & r.mask == r.net)
+            .ok_or(NoNextHop::NoRoute)?;
+        let hop = r.via.as_ref().unwrap_or(dst);
+        let mac = s.lookup_neighbor(hop).ok_or(NoNextHop::Unresolved)?;
+        Ok(NextHop { port: r.port, mac })
+    }
+
+    #[test]
+    fn next_hop_uses_the_gateway_mac_of_its_snapshot() {
+        for learned in [false, true] {
+            let s = snapshot(learned);
+            for dst in [
+                v4([8, 8, 8, 8]),
+                v4([192, 0, 2, 9]),
+                v4([10, 0, 0, 7]),
+                v4([10, 0, 0, 11]),
+                v4([10, 0, 0, 99]),
+                IpAddrBytes::from("fd00::1".parse::<IpAddr>().unwrap()),
+            ] {
+                assert_eq!(s.next_hop(&dst), next_hop_uncached(&s, &dst), "{dst}");
+            }
+        }
+        let s = snapshot(false);
+        assert_eq!(
+            s.next_hop(&v4([8, 8, 8, 8])).unwrap().mac,
+            [2, 0, 0, 0, 0, 0xfe]
+        );
+        assert_eq!(s.next_hop(&v4([192, 0, 2, 9])), Err(NoNextHop::Unresolved));
+        assert_eq!(
+            snapshot(true).next_hop(&v4([192, 0, 2, 9])).unwrap().mac,
+            [2, 0, 0, 0, 0, 0xfd]
+        );
+        assert_eq!(
+            s.next_hop(&v4([10, 0, 0, 7])).unwrap().mac,
+            [2, 0, 0, 0, 0, 7]
+        );
+        assert_eq!(s.next_hop(&v4([10, 0, 0, 99])), Err(NoNextHop::Unresolved));
     }
 }

@@ -13,15 +13,14 @@
 //! `ack = its seq + its length` (SYN and FIN count one), flags `RST|ACK`. IP options and
 //! IPv6 extension headers are not copied; VLAN tags are kept.
 
-use crate::encap::{fold, ones_sum};
 use crate::packet_buf::PacketBuf;
-use crate::parse::{proto, ParsedPacket, TcpFlags, L3};
+use crate::parse::{ParsedPacket, TcpFlags, L3};
+use crate::wire::{checksum, ethernet, ipv4, ipv6, proto, tcp};
 
-const TCP_LEN: usize = 20;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
 /// TTL / hop limit of the resets.
 const RESET_TTL: u8 = 64;
+/// A reset is a bare TCP header.
+const SEGMENT_LEN: u16 = tcp::HEADER_LEN as u16;
 
 /// Turns `buf`, holding the TCP packet `p`, into the RST that answers it (addresses, ports and
 /// MACs swapped). Returns `false`, leaving the buffer unusable for anything but a drop, when
@@ -36,12 +35,11 @@ pub fn reflect_rst<B: PacketBuf>(buf: &mut B, p: &ParsedPacket) -> bool {
     let l3 = usize::from(p.l3_offset);
     let ip_end = l3 + usize::from(p.l3_len);
     let d = buf.data();
-    if d.len() < l4 + TCP_LEN || ip_end < l4 + TCP_LEN {
+    if d.len() < l4 + tcp::HEADER_LEN || ip_end < l4 + tcp::HEADER_LEN {
         return false;
     }
-    let seq = u32::from_be_bytes([d[l4 + 4], d[l4 + 5], d[l4 + 6], d[l4 + 7]]);
-    let ack = u32::from_be_bytes([d[l4 + 8], d[l4 + 9], d[l4 + 10], d[l4 + 11]]);
-    let header_len = usize::from(d[l4 + 12] >> 4) * 4;
+    let seg = tcp::Packet::new_unchecked(&d[l4..]);
+    let (seq, ack, header_len) = (seg.seq_number(), seg.ack_number(), seg.header_len());
     let flags = p.tcp_flags.0;
     let payload = ip_end.saturating_sub(l4 + header_len) as u32;
     let (rst_seq, rst_ack, rst_flags) = if flags & TcpFlags::ACK != 0 {
@@ -55,8 +53,12 @@ pub fn reflect_rst<B: PacketBuf>(buf: &mut B, p: &ParsedPacket) -> bool {
         )
     };
     let v6 = p.l3 == L3::Ipv6;
-    let ip_len = if v6 { IPV6_LEN } else { IPV4_LEN };
-    let total = l3 + ip_len + TCP_LEN;
+    let ip_len = if v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::HEADER_LEN
+    };
+    let total = l3 + ip_len + tcp::HEADER_LEN;
     let len = buf.data().len();
     if len < total {
         return false;
@@ -64,46 +66,45 @@ pub fn reflect_rst<B: PacketBuf>(buf: &mut B, p: &ParsedPacket) -> bool {
     let _ = buf.trim(len - total);
 
     let d = buf.data_mut();
-    // Ethernet: back to the sender.
-    let (dst, src) = d.split_at_mut(6);
-    dst.swap_with_slice(&mut src[..6]);
+    // Ethernet: back to the sender (`l3 >= 14`, so the header is there).
+    ethernet::Frame::new_unchecked(&mut *d).swap_addrs();
 
     let (src_ip, dst_ip) = (p.dst, p.src);
-    let ip = &mut d[l3..l3 + ip_len];
+    let (ip, seg) = d[l3..total].split_at_mut(ip_len);
     let pseudo = if v6 {
-        ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-        ip[4..6].copy_from_slice(&(TCP_LEN as u16).to_be_bytes());
-        ip[6] = proto::TCP;
-        ip[7] = RESET_TTL;
-        ip[8..24].copy_from_slice(&src_ip.0);
-        ip[24..40].copy_from_slice(&dst_ip.0);
-        ones_sum(ones_sum(0, &src_ip.0), &dst_ip.0)
+        let (s, d) = (src_ip.0, dst_ip.0);
+        ipv6::Repr {
+            src_addr: s,
+            dst_addr: d,
+            next_header: proto::TCP,
+            payload_len: SEGMENT_LEN,
+            hop_limit: RESET_TTL,
+        }
+        .emit(&mut ipv6::Packet::new_unchecked(ip));
+        checksum::pseudo_header_v6(&s, &d, proto::TCP, SEGMENT_LEN)
     } else {
-        ip[0] = 0x45;
-        ip[1] = 0;
-        ip[2..4].copy_from_slice(&((IPV4_LEN + TCP_LEN) as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&[0, 0]);
-        ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
-        ip[8] = RESET_TTL;
-        ip[9] = proto::TCP;
-        ip[10..12].copy_from_slice(&[0, 0]);
-        ip[12..16].copy_from_slice(&src_ip.0[12..16]);
-        ip[16..20].copy_from_slice(&dst_ip.0[12..16]);
-        let c = !fold(ones_sum(0, &ip[..IPV4_LEN]));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        ones_sum(ones_sum(0, &src_ip.0[12..16]), &dst_ip.0[12..16])
+        let (s, d) = (src_ip.low_octets(), dst_ip.low_octets());
+        ipv4::Repr {
+            src_addr: s,
+            dst_addr: d,
+            protocol: proto::TCP,
+            payload_len: SEGMENT_LEN,
+            ttl: RESET_TTL,
+        }
+        .emit(&mut ipv4::Packet::new_unchecked(ip));
+        checksum::pseudo_header_v4(&s, &d, proto::TCP, SEGMENT_LEN)
     };
-    let tcp = &mut d[l3 + ip_len..total];
-    tcp[0..2].copy_from_slice(&p.dst_port.to_be_bytes());
-    tcp[2..4].copy_from_slice(&p.src_port.to_be_bytes());
-    tcp[4..8].copy_from_slice(&rst_seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&rst_ack.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = rst_flags;
-    tcp[14..20].fill(0);
-    let sum = ones_sum(pseudo + u32::from(proto::TCP) + TCP_LEN as u32, tcp);
-    let c = !fold(sum);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut seg = tcp::Packet::new_unchecked(seg);
+    tcp::Repr {
+        src_port: p.dst_port,
+        dst_port: p.src_port,
+        seq_number: rst_seq,
+        ack_number: rst_ack,
+        flags: TcpFlags(rst_flags),
+        window_len: 0,
+    }
+    .emit(&mut seg);
+    seg.fill_checksum(pseudo);
     true
 }
 
@@ -144,8 +145,9 @@ mod tests {
 
     /// Checks addresses, ports, flags, seq/ack and both checksums with etherparse.
     fn check(rst: &[u8], v6: bool, seq: u32, ack: Option<u32>) {
-        assert_eq!(&rst[0..6], &A, "back to the sender's MAC");
-        assert_eq!(&rst[6..12], &B);
+        let eth = ethernet::Frame::new_checked(rst).unwrap();
+        assert_eq!(eth.dst_addr().0, A, "back to the sender's MAC");
+        assert_eq!(eth.src_addr().0, B);
         let s = SlicedPacket::from_ethernet(rst).expect("valid frame");
         match &s.net {
             Some(NetSlice::Ipv4(ip)) => {
@@ -214,7 +216,10 @@ mod tests {
     fn resets_and_non_tcp_are_never_answered() {
         let mut rst = tcp_frame(false, false, Some(1), b"");
         // Set RST on the original.
-        rst[14 + 20 + 13] |= TcpFlags::RST;
+        let l4 = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+        let mut seg = tcp::Packet::new_unchecked(&mut rst[l4..]);
+        let flags = seg.flags().0;
+        seg.set_flags(TcpFlags(flags | TcpFlags::RST));
         assert!(reset_of(&rst).is_none());
         let b = etherparse::PacketBuilder::ethernet2(A, B)
             .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 30)
