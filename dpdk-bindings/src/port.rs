@@ -208,7 +208,9 @@ pub struct DevInfo {
 /// Receive-side Scaling", 2012). With it, swapping source and destination addresses and
 /// ports gives the same hash, so a NIC puts both directions of a user flow on one queue.
 pub fn symmetric_rss_key(len: usize) -> Vec<u8> {
-    (0..len).map(|i| if i % 2 == 0 { 0x6d } else { 0x5a }).collect()
+    (0..len)
+        .map(|i| if i % 2 == 0 { 0x6d } else { 0x5a })
+        .collect()
 }
 
 // RTE_ETH_RSS_{IP,TCP,UDP} (function-like macros bindgen cannot evaluate):

@@ -418,9 +418,11 @@ impl Pipeline {
                 // A flow the table does not hold. If the table had no room for it (both its
                 // buckets full of live flows), its packets went to the appliance the group's
                 // Maglev table picks for it, statelessly: a return from that appliance is
-                // accepted. Otherwise, or from any other appliance, it is dropped
-                // (appliances cannot source flows).
-                if !self.flows.is_full_for(table_hash, now) {
+                // accepted. Behind ECMP (`accept_unseen_returns`) another node may have
+                // encapsulated the flow, to the same Maglev choice: accepted from it too.
+                // Otherwise, or from any other appliance, it is dropped (appliances cannot
+                // source flows).
+                if !snap.accept_unseen_returns && !self.flows.is_full_for(table_hash, now) {
                     return Verdict::Drop(DropReason::NoFlowForReturn);
                 }
                 let g = &snap.groups[usize::from(r.group)];

@@ -202,6 +202,10 @@ pub struct Snapshot {
     neighbors: Vec<(IpAddrBytes, [u8; 6])>,
     /// Flow idle timeouts (the first target group's; workers apply them on a new snapshot).
     pub timeouts: Timeouts,
+    /// Scale-out (`[bgp] accept_unseen_returns`): a return of a flow this node holds no
+    /// entry for is accepted from the appliance that is the flow's Maglev choice (the flow may
+    /// have been encapsulated by another node), not only when the table is full.
+    pub accept_unseen_returns: bool,
 }
 
 fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
@@ -344,6 +348,7 @@ impl Snapshot {
             routes,
             neighbors,
             timeouts: Timeouts::default(),
+            accept_unseen_returns: cfg.bgp.as_ref().is_some_and(|b| b.accept_unseen_returns),
         };
 
         for (gi, g) in cfg.target_groups.iter().enumerate() {

@@ -781,3 +781,46 @@ proptest! {
         }
     }
 }
+
+/// Behind ECMP (`[bgp]`, `accept_unseen_returns`, the default there): node B accepts the
+/// return of a flow node A encapsulated, from the appliance that is the flow's Maglev choice
+/// (the same on both nodes), and forwards it byte-exact; a return of an unseen flow from any
+/// other appliance is still dropped. Without `[bgp]` (every other test here) an unseen flow's
+/// return is dropped whatever its source.
+#[test]
+fn another_nodes_flow_returns_from_its_maglev_choice_only() {
+    let cluster = CONFIG.replace(
+        "role = \"both\"\n",
+        "role = \"both\"\nkernel_interface = \"gw0\"\n",
+    ) + "\n[bgp]\nlocal_as = 65001\nrouter_id = \"10.0.0.1\"\nprefixes = [\"10.250.0.0/16\"]\n[[bgp.neighbors]]\naddress = \"10.0.0.254\"\nremote_as = 65000\n";
+    let cfg = Config::from_toml_str(&cluster).expect("config");
+    assert!(cfg.bgp.as_ref().unwrap().accept_unseen_returns);
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    let mut node_a = Pipeline::new(4096, Default::default()).expect("pipeline");
+    let mut node_b = Pipeline::new(4096, Default::default()).expect("pipeline");
+    let f = frame_v4(6, [10, 1, 0, 2], [10, 2, 0, 2], 40000, 443, b"hello");
+    let mut b = VecBuf::new(&f);
+    assert_eq!(node_a.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
+    let enc = b.data().to_vec();
+    let choice = APPLIANCES
+        .iter()
+        .position(|(m, _)| m[..] == enc[0..6])
+        .expect("sent to an appliance");
+    // The choice's return lands on node B, which never saw the flow.
+    let mut r = VecBuf::new(&aws_return(&enc));
+    assert_eq!(node_b.process(&snap, &mut r, 0, 2), Verdict::Tx(0));
+    assert_eq!(&r.data()[14..], &f[14..], "the inner packet, byte-exact");
+    assert_eq!(node_b.counters.stateless_returns, 1);
+    // Another appliance returning that flow to node B: not the flow's choice, dropped.
+    let other = APPLIANCES[(choice + 1) % 3];
+    assert_eq!(
+        node_b.process(
+            &snap,
+            &mut VecBuf::new(&aws_return_from(&enc, other.0, other.1)),
+            0,
+            2
+        ),
+        Verdict::Drop(DropReason::NoFlowForReturn)
+    );
+    assert_eq!(node_b.counters.decapsulated, 1);
+}

@@ -147,6 +147,9 @@ pub struct Bgp {
     pub hold_time: Duration,
     /// A worker that has not turned its loop for this long withdraws the announcement.
     pub stall_timeout: Duration,
+    /// Accept a return of a flow this node has no entry for when it comes from the flow's
+    /// Maglev choice (another node behind the router may have encapsulated the flow).
+    pub accept_unseen_returns: bool,
 }
 
 /// One router of [`Bgp::neighbors`].

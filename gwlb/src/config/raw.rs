@@ -139,6 +139,8 @@ pub(super) struct RawBgp {
     pub(super) hold_time_s: i64,
     #[serde(default = "default_stall_timeout_ms")]
     pub(super) stall_timeout_ms: i64,
+    #[serde(default = "default_true")]
+    pub(super) accept_unseen_returns: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

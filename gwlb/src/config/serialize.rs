@@ -183,6 +183,7 @@ impl From<&Config> for RawConfig {
                 bfd_multiplier: b.bfd_multiplier.into(),
                 hold_time_s: secs(b.hold_time),
                 stall_timeout_ms: millis(b.stall_timeout),
+                accept_unseen_returns: b.accept_unseen_returns,
             }),
         }
     }

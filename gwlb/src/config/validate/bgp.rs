@@ -134,6 +134,7 @@ pub(super) fn validate_bgp(raw: &RawBgp, ports: &[Port]) -> Result<Bgp, ConfigEr
         )?),
         bfd_multiplier: ranged("bgp.bfd_multiplier", raw.bfd_multiplier, 1..=255)?,
         hold_time: Duration::from_secs(ranged("bgp.hold_time_s", raw.hold_time_s, 3..=65_535)?),
+        accept_unseen_returns: raw.accept_unseen_returns,
         stall_timeout: Duration::from_millis(ranged(
             "bgp.stall_timeout_ms",
             raw.stall_timeout_ms,
