@@ -4,16 +4,13 @@
 //! reach the same appliance. Runs the real `gwlb` binary on a two-queue net_pcap port.
 #![cfg(feature = "dpdk")]
 
-#[path = "../../tests/src/lib.rs"]
-#[allow(dead_code)]
-mod helpers;
 mod needs_root;
 
 use std::collections::HashMap;
 use std::fs;
 use std::process::Command;
 
-use helpers::{frame, read_pcap, write_pcap, Ips, L4};
+use gwlb_tests::{frame, read_pcap, write_pcap, Ips, L4};
 
 const PORT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];

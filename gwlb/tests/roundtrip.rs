@@ -8,6 +8,7 @@ use gwlb::packet_buf::{PacketBuf, VecBuf};
 use gwlb::parse::DropReason;
 use gwlb::pipeline::{Pipeline, Verdict};
 use gwlb::snapshot::{LiveState, Snapshot};
+use gwlb_tests::ipv4_checksum;
 use proptest::prelude::*;
 
 const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -111,17 +112,6 @@ fn linux_return(encapsulated: &[u8], inner: &[u8]) -> Vec<u8> {
     r.extend_from_slice(&[0, 0, 9, 0]); // VNI 9
     r.extend_from_slice(inner);
     r
-}
-
-fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut s: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 fn frame_v4(

@@ -528,12 +528,7 @@ pub fn read_stamp(out: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(out[at..at + 8].try_into().ok()?))
 }
 
-/// Sets the checksum of an IPv4 header without options.
-pub fn set_ipv4_checksum(h: &mut [u8]) {
-    h[10..12].fill(0);
-    let c = !fold(sum16(&h[..20]));
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-}
+pub use gwlb_tests::set_ipv4_checksum;
 
 /// Checks that `out` is the decapsulated `inner` IP packet under Ethernet from the gateway's
 /// MAC to the next hop ([`NEXT_HOP_MAC`]).

@@ -1,5 +1,7 @@
-//! Shared helpers for gwlb's integration tests, benchmarks and demo: real packets built with
-//! etherparse, and pcap files read and written with pcap-file.
+//! gwlb's test kit, shared by its integration tests (`gwlb/tests`) and benchmarks (`perf/`):
+//! real packets built with etherparse or byte by byte, Internet checksums, Geneve base headers,
+//! and pcap files read and written with pcap-file. It depends on nothing of gwlb's, so that
+//! what it builds is an independent oracle for gwlb's own wire code.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -159,4 +161,139 @@ fn io_err(e: pcap_file::PcapError) -> std::io::Error {
 /// An address in 10.0.0.0/8 written as bytes, for readable test code.
 pub fn v4(a: u8, b: u8, c: u8, d: u8) -> [u8; 4] {
     Ipv4Addr::new(a, b, c, d).octets()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packet bytes
+// ---------------------------------------------------------------------------------------------
+
+/// One's-complement sum of big-endian 16-bit words.
+pub fn ones_sum(mut acc: u64, bytes: &[u8]) -> u64 {
+    let mut it = bytes.chunks(2);
+    for c in &mut it {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        acc += u64::from(w);
+    }
+    acc
+}
+
+/// Final Internet checksum of an accumulator.
+pub fn checksum(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// The IP packet inside an Ethernet frame (after any 802.1Q tags), without padding, read
+/// from the frame's own bytes.
+pub fn ip_packet(frame: &[u8]) -> &[u8] {
+    let mut off = 12;
+    while u16::from_be_bytes([frame[off], frame[off + 1]]) == 0x8100 {
+        off += 4;
+    }
+    let ip = &frame[off + 2..];
+    let len = match ip[0] >> 4 {
+        4 => usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+        6 => 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+        v => panic!("not IP: version {v}"),
+    };
+    &ip[..len]
+}
+
+/// `dst`, `src`, ethertype.
+pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+    let mut v = Vec::with_capacity(14);
+    v.extend_from_slice(&dst);
+    v.extend_from_slice(&src);
+    v.extend_from_slice(&ethertype.to_be_bytes());
+    v
+}
+
+/// Ethertype of an IP packet by its version nibble.
+pub fn ethertype_of(ip: &[u8]) -> u16 {
+    if ip[0] >> 4 == 6 {
+        0x86dd
+    } else {
+        0x0800
+    }
+}
+
+/// An Ethernet frame carrying `ip`.
+pub fn eth_ip(dst: [u8; 6], src: [u8; 6], ip: &[u8]) -> Vec<u8> {
+    let mut v = eth(dst, src, ethertype_of(ip));
+    v.extend_from_slice(ip);
+    v
+}
+
+/// Inserts an 802.1Q tag after the MAC addresses.
+pub fn vlan_tagged(frame: &[u8], pcp: u8, vid: u16) -> Vec<u8> {
+    let tci = (u16::from(pcp) << 13) | (vid & 0x0fff);
+    let mut v = frame[..12].to_vec();
+    v.extend_from_slice(&[0x81, 0x00]);
+    v.extend_from_slice(&tci.to_be_bytes());
+    v.extend_from_slice(&frame[12..]);
+    v
+}
+
+/// The packet as a router forwards it: IPv4 TTL - 1 with the header checksum updated, or
+/// IPv6 hop limit - 1.
+pub fn routed(ip: &[u8]) -> Vec<u8> {
+    let mut v = ip.to_vec();
+    if v[0] >> 4 == 4 {
+        v[8] -= 1;
+        let ihl = usize::from(v[0] & 0x0f) * 4;
+        v[10] = 0;
+        v[11] = 0;
+        let c = checksum(ones_sum(0, &v[..ihl]));
+        v[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        v[7] -= 1;
+    }
+    v
+}
+
+/// Geneve base header: version 0, `opt_words`, flags byte, protocol, VNI.
+pub fn geneve_base(opt_words: u8, flags: u8, protocol: u16, vni: u32) -> Vec<u8> {
+    let mut g = vec![opt_words & 0x3f, flags];
+    g.extend_from_slice(&protocol.to_be_bytes());
+    g.extend_from_slice(&vni.to_be_bytes()[1..]);
+    g.push(0);
+    g
+}
+
+/// Sets the header checksum of the IPv4 header `h` (whatever its options).
+pub fn set_ipv4_checksum(h: &mut [u8]) {
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    h[10..12].fill(0);
+    let c = checksum(ones_sum(0, &h[..ihl]));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The Internet checksum of `bytes` (an IPv4 header with its checksum field zeroed, say).
+pub fn ipv4_checksum(bytes: &[u8]) -> u16 {
+    checksum(ones_sum(0, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 1071's example: the words 0001 f203 f4f5 f6f7 sum to 0xddf2, checksum 0x220d.
+    #[test]
+    fn checksum_matches_rfc_1071() {
+        let b = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(ones_sum(0, &b), 0x2_ddf0);
+        assert_eq!(checksum(ones_sum(0, &b)), !0xddf2);
+        let mut h = [
+            0x45, 0, 0, 0x73, 0, 0, 0x40, 0, 0x40, 0x11, 0xff, 0xff, 0xc0, 0xa8, 0, 1, 0xc0, 0xa8,
+            0, 0xc7,
+        ];
+        set_ipv4_checksum(&mut h);
+        assert_eq!(&h[10..12], &[0xb8, 0x61]);
+    }
 }

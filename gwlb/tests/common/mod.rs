@@ -20,12 +20,13 @@ use gwlb::config::Config;
 use gwlb::flow::{FlowKey, Stickiness};
 use gwlb::snapshot::{LiveState, Snapshot};
 
-#[path = "../../../tests/src/lib.rs"]
-pub mod helpers;
-
+// The shared test kit (the `gwlb-tests` crate: packet builders, checksums, pcap files).
 // Each test crate that includes this module uses its own subset.
 #[allow(unused_imports)]
-pub use helpers::{frame, read_pcap, write_pcap, Ips, L4};
+pub use gwlb_tests::{
+    checksum, eth, eth_ip, ethertype_of, frame, geneve_base, ip_packet, ones_sum, read_pcap,
+    routed, vlan_tagged, write_pcap, Ips, L4,
+};
 
 /// The gateway's MAC on its one port.
 pub const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -228,96 +229,6 @@ impl Default for Model {
 // Packet bytes
 // ---------------------------------------------------------------------------------------------
 
-/// One's-complement sum of big-endian 16-bit words.
-pub fn ones_sum(mut acc: u64, bytes: &[u8]) -> u64 {
-    let mut it = bytes.chunks(2);
-    for c in &mut it {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        acc += u64::from(w);
-    }
-    acc
-}
-
-/// Final Internet checksum of an accumulator.
-pub fn checksum(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-/// The IP packet inside an Ethernet frame (after any 802.1Q tags), without padding, read
-/// from the frame's own bytes.
-pub fn ip_packet(frame: &[u8]) -> &[u8] {
-    let mut off = 12;
-    while u16::from_be_bytes([frame[off], frame[off + 1]]) == 0x8100 {
-        off += 4;
-    }
-    let ip = &frame[off + 2..];
-    let len = match ip[0] >> 4 {
-        4 => usize::from(u16::from_be_bytes([ip[2], ip[3]])),
-        6 => 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])),
-        v => panic!("not IP: version {v}"),
-    };
-    &ip[..len]
-}
-
-/// `dst`, `src`, ethertype.
-pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
-    let mut v = Vec::with_capacity(14);
-    v.extend_from_slice(&dst);
-    v.extend_from_slice(&src);
-    v.extend_from_slice(&ethertype.to_be_bytes());
-    v
-}
-
-/// Ethertype of an IP packet by its version nibble.
-pub fn ethertype_of(ip: &[u8]) -> u16 {
-    if ip[0] >> 4 == 6 {
-        0x86dd
-    } else {
-        0x0800
-    }
-}
-
-/// An Ethernet frame carrying `ip`.
-pub fn eth_ip(dst: [u8; 6], src: [u8; 6], ip: &[u8]) -> Vec<u8> {
-    let mut v = eth(dst, src, ethertype_of(ip));
-    v.extend_from_slice(ip);
-    v
-}
-
-/// Inserts an 802.1Q tag after the MAC addresses.
-pub fn vlan_tagged(frame: &[u8], pcp: u8, vid: u16) -> Vec<u8> {
-    let tci = (u16::from(pcp) << 13) | (vid & 0x0fff);
-    let mut v = frame[..12].to_vec();
-    v.extend_from_slice(&[0x81, 0x00]);
-    v.extend_from_slice(&tci.to_be_bytes());
-    v.extend_from_slice(&frame[12..]);
-    v
-}
-
-/// The packet as a router forwards it: IPv4 TTL - 1 with the header checksum updated, or
-/// IPv6 hop limit - 1.
-pub fn routed(ip: &[u8]) -> Vec<u8> {
-    let mut v = ip.to_vec();
-    if v[0] >> 4 == 4 {
-        v[8] -= 1;
-        let ihl = usize::from(v[0] & 0x0f) * 4;
-        v[10] = 0;
-        v[11] = 0;
-        let c = checksum(ones_sum(0, &v[..ihl]));
-        v[10..12].copy_from_slice(&c.to_be_bytes());
-    } else {
-        v[7] -= 1;
-    }
-    v
-}
-
 /// Outer-header parameters of a Geneve frame.
 #[derive(Clone, Copy, Debug)]
 pub struct Outer {
@@ -394,15 +305,6 @@ pub fn udp_6081_frame(o: &Outer, payload: &[u8]) -> Vec<u8> {
         }
         _ => panic!("mixed outer IP versions"),
     }
-}
-
-/// Geneve base header: version 0, `opt_words`, flags byte, protocol, VNI.
-pub fn geneve_base(opt_words: u8, flags: u8, protocol: u16, vni: u32) -> Vec<u8> {
-    let mut g = vec![opt_words & 0x3f, flags];
-    g.extend_from_slice(&protocol.to_be_bytes());
-    g.extend_from_slice(&vni.to_be_bytes()[1..]);
-    g.push(0);
-    g
 }
 
 /// The 40-byte Geneve header gwlb sends: version 0, Opt Len 8, no flags, protocol by the
