@@ -161,7 +161,8 @@ pub struct FlowEntry {
     pub appliance: u16,
     /// Target group index.
     pub group: u16,
-    /// Flow cookie (AWS Geneve option type 3), echoed by the appliance.
+    /// Flow cookie (AWS Geneve option type 3): what the encapsulation carries (today the
+    /// flow's table hash) and what an appliance's echo must match.
     pub cookie: u32,
     /// Set by the table to `now` on insert and on every [`FlowTable::lookup`] hit.
     last_seen: u32,
@@ -169,17 +170,12 @@ pub struct FlowEntry {
     pub class: ProtoClass,
     /// Pool generation the appliance index refers to (detects indexes of a replaced pool).
     pub generation: u8,
-    /// Free for the data path, e.g. [`FlowEntry::FLAG_SEEN_REPLY`].
-    pub flags: u8,
 }
 
 impl FlowEntry {
-    /// Suggested flag: a packet came back from the appliance.
-    pub const FLAG_SEEN_REPLY: u8 = 1 << 0;
-
     const VACANT: Self = Self::new(ProtoClass::Other, 0, 0, 0);
 
-    /// An entry with generation, flags and timestamp zero.
+    /// An entry with generation and timestamp zero.
     pub const fn new(class: ProtoClass, appliance: u16, group: u16, cookie: u32) -> Self {
         Self {
             appliance,
@@ -188,7 +184,6 @@ impl FlowEntry {
             last_seen: 0,
             class,
             generation: 0,
-            flags: 0,
         }
     }
 
@@ -859,9 +854,9 @@ mod tests {
         let e = t.insert(key(1), hash(1), tcp(7), 10).unwrap();
         assert_eq!(e.appliance, 7);
         assert_eq!(e.last_seen(), 10);
-        e.flags |= FlowEntry::FLAG_SEEN_REPLY;
+        e.generation = 3;
         let e = t.lookup(&key(1), hash(1), 11).unwrap();
-        assert_eq!((e.appliance, e.cookie, e.flags), (7, 0xc00c_1e07, 1));
+        assert_eq!((e.appliance, e.cookie, e.generation), (7, 0xc00c_1e07, 3));
         assert_eq!(e.last_seen(), 11);
         assert_eq!(t.len(), 1);
         // Same hash, different key: a miss.

@@ -411,8 +411,10 @@ impl Pipeline {
     ) -> Verdict {
         let (slot, ret, h) = (r.slot, &r.ret, r.hash);
         let table_hash = h as u32;
-        let stateless = match self.flows.lookup(&r.key, table_hash, now) {
-            Some(e) if e.appliance == slot && e.generation == r.generation => false,
+        // Whether the flow has no entry here, and the cookie an echo must carry: the entry's,
+        // or (no entry) the flow's table hash, which is what the encapsulation wrote.
+        let (stateless, cookie) = match self.flows.lookup(&r.key, table_hash, now) {
+            Some(e) if e.appliance == slot && e.generation == r.generation => (false, e.cookie),
             Some(_) => return Verdict::Drop(DropReason::ReturnFromOtherAppliance),
             None => {
                 // A flow the table does not hold. If the table had no room for it (both its
@@ -429,10 +431,10 @@ impl Pipeline {
                 if g.pick((h >> 32) as u32) != Some(slot) {
                     return Verdict::Drop(DropReason::NoFlowForReturn);
                 }
-                true
+                (true, table_hash)
             }
         };
-        if ret.flow_cookie.is_some_and(|c| c != table_hash) {
+        if ret.flow_cookie.is_some_and(|c| c != cookie) {
             return Verdict::Drop(DropReason::NoFlowForReturn);
         }
         let hop = match snap.next_hop(&inner.dst) {
