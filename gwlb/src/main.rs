@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use gwlb::api::cli::ClientCommand;
+use gwlb::cli::commands::ClientCommand;
 use gwlb::config::{Config, LogFormat};
 use gwlb::dataplane::run::{install_signal_handlers, run, RunOptions};
 

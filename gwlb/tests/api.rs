@@ -1,6 +1,6 @@
 //! The control API and the metrics endpoint, end to end over real TCP and Unix sockets, in
 //! front of the gateway's real control loop (`control_rig`: no DPDK, no root). Requests are
-//! written by hand here, independently of `gwlb::api::client`.
+//! written by hand here, independently of `gwlb::cli::client`.
 
 mod control_rig;
 
@@ -11,8 +11,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
 use control_rig::{without_uptime, Gateway, FLOW_COUNT};
-use gwlb::api::client::{ApiClient, ClientError};
 use gwlb::api::{serve, serve_metrics, ApiError, ApiServer};
+use gwlb::cli::client::{ApiClient, ClientError};
 use gwlb::config::Listen;
 use gwlb::control::{
     ControlHandle, FlowInfo, FlowPage, StatsReport, TargetGroupInfo, TargetInfo, TargetSpec,

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use gwlb::api::client::{ApiClient, ClientError};
+use gwlb::cli::client::{ApiClient, ClientError};
 use gwlb::config::Listen;
 use gwlb::control::{FlowQuery, TargetSpec, TargetState};
 use netns::{appliance_ip, ports, spread, Rig};

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gwlb::api::client::ApiClient;
+use gwlb::cli::client::ApiClient;
 use gwlb::config::Listen;
 use gwlb::control::DrainAction;
 use netns::{sh, sysctl, Gwlb};

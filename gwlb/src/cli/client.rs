@@ -10,8 +10,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::http_error::{ErrorBody, ErrorDetail};
-use super::routes::WeightChange;
+use crate::api::http_error::{ErrorBody, ErrorDetail};
+use crate::api::routes::WeightChange;
 use crate::config::Listen;
 use crate::control::{
     DrainAction, DrainReport, FlowPage, FlowQuery, HealthCheckPatch, ReloadReport, StatsReport,

@@ -1,0 +1,10 @@
+//! The `gwlb` command-line client of a running gateway: it talks to the control API over
+//! HTTP, like any other client, and prints tables or JSON.
+//!
+//! - [`commands`]: the subcommands (`targets`, `register`, `flows`, `stats`, `drain`, ...).
+//! - [`client`]: the HTTP client of the API (also used by tests).
+//! - [`tables`]: the human-readable tables.
+
+pub mod client;
+pub mod commands;
+pub mod tables;
