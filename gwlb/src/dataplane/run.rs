@@ -116,63 +116,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         SOCKET_ID_ANY,
     )
     .map_err(|source| StartError::Mempool { worker: 0, source })?;
-    let mut ports = open_ports(cfg, &pool)?;
-    let macs: Vec<[u8; 6]> = ports
-        .iter()
-        .zip(&cfg.ports)
-        .map(|(p, c)| {
-            c.mac
-                .map(|m| m.0)
-                .unwrap_or_else(|| p.mac_addr().unwrap_or([0; 6]))
-        })
-        .collect();
-    let n_phys = ports.len();
-    let mut host_path = HostPath {
-        tap_of: vec![None; n_phys],
-        phys_of: vec![None; n_phys],
-    };
-    let mut kernel_ifs = Vec::new();
-    for (phys, tap) in open_tap_ports(cfg, &pool)? {
-        host_path.tap_of[phys] = Some(ports.len() as u16);
-        host_path.phys_of.push(Some(phys as u16));
-        kernel_ifs.push((
-            phys,
-            cfg.ports[phys].kernel_interface.clone().unwrap_or_default(),
-        ));
-        ports.push(tap);
-    }
-
-    for (i, p) in ports.iter_mut().enumerate() {
-        let c = host_path.phys_of[i].map_or(i, usize::from);
-        p.start().map_err(|source| StartError::Port {
-            index: c,
-            name: cfg.ports[c].name.clone(),
-            what: "start",
-            source,
-        })?;
-    }
-    for (phys, ifname) in &kernel_ifs {
-        let port = &cfg.ports[*phys];
-        match configure_kernel_interface(ifname, macs[*phys], port) {
-            Ok(()) => {
-                tracing::info!(port = %port.name, kernel_interface = %ifname, "exception path to the kernel is up")
-            }
-            Err(e) => {
-                tracing::error!(port = %port.name, kernel_interface = %ifname, "could not configure the kernel interface: {e}")
-            }
-        }
-    }
-    let mut port_index_by_id = vec![
-        u16::MAX;
-        1 + ports
-            .iter()
-            .map(|p| usize::from(p.id().0))
-            .max()
-            .unwrap_or(0)
-    ];
-    for (i, p) in ports.iter().enumerate() {
-        port_index_by_id[usize::from(p.id().0)] = i as u16;
-    }
+    let DataPath {
+        mut ports,
+        macs,
+        host_path,
+        kernel_ifs,
+        port_index_by_id,
+    } = open_data_path(cfg, &pool)?;
 
     let rings: Vec<Arc<Ring>> = if workers > 1 {
         (0..workers)
@@ -217,11 +167,85 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     for l in [&api, &metrics].into_iter().flatten() {
         tracing::info!(listen = %l.local_addr(), "listening");
     }
-    let timeouts = snapshot.load().timeouts;
     let stop = Arc::new(AtomicBool::new(false));
+    let handles = match spawn_workers(
+        cfg,
+        opts,
+        &mut ports,
+        &host_path,
+        &port_index_by_id,
+        &rings,
+        &snapshot,
+        &all_stats,
+        dump_rx,
+        clock,
+        &stop,
+    ) {
+        Ok(h) => h,
+        Err(e) => {
+            ctl.stop();
+            return Err(e);
+        }
+    };
+    // The BGP speaker last: the node announces only once its workers run.
+    if let Err(e) = ctl.start_bgp() {
+        stop.store(true, Relaxed);
+        for h in handles {
+            let _ = h.join();
+        }
+        ctl.stop();
+        return Err(StartError::Bgp(e));
+    }
+
+    serve_until_stopped(&mut ctl, &commands, opts, &all_stats, &handles);
+    drop(api);
+    drop(metrics);
+    let appliances = ctl.slot_addresses();
+    ctl.stop();
+    stop.store(true, Relaxed);
+    for h in handles {
+        match h.join() {
+            Ok(Ok(_pipeline)) => {}
+            Ok(Err(e)) => tracing::error!("worker failed: {e}"),
+            Err(_) => tracing::error!("worker panicked"),
+        }
+    }
+    for p in ports.iter_mut() {
+        let _ = p.stop();
+    }
+    // Dropping the ports closes the devices (net_pcap flushes its output file).
+    drop(ports);
+    Ok(RunReport {
+        workers: all_stats,
+        appliances,
+    })
+}
+
+/// Starts one pinned worker per `worker_cpus` entry, each with its RX queues (queue `w` of
+/// every port that has one), a TX queue on every port, the handoff rings and its flow-dump
+/// channel. Each worker allocates its own flow table after pinning itself, so that the
+/// table's pages are first touched on the worker's CPU (its NUMA node, see `huge_array`);
+/// this returns once every worker said that worked, or stops them all and returns the first
+/// failure.
+#[allow(clippy::too_many_arguments)]
+fn spawn_workers(
+    cfg: &Config,
+    opts: &RunOptions,
+    ports: &mut [dpdk_bindings::Port],
+    host_path: &HostPath,
+    port_index_by_id: &[u16],
+    rings: &[Arc<Ring>],
+    snapshot: &Arc<arc_swap::ArcSwap<crate::snapshot::Snapshot>>,
+    all_stats: &[Arc<WorkerStats>],
+    dumps: Vec<crossbeam_channel::Receiver<crate::flow_dump::FlowDumpRequest>>,
+    clock: Clock,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<std::thread::JoinHandle<Result<Pipeline, String>>>, StartError> {
+    let workers = cfg.dataplane.workers();
+    let timeouts = snapshot.load().timeouts;
     let hz = lcore::tsc_hz();
     let mut handles = Vec::new();
-    let mut dump_rx = dump_rx.into_iter();
+    let mut dump_rx = dumps.into_iter();
     // Each worker allocates its own flow table after pinning itself, so that the table's pages
     // are first touched on the worker's CPU (its NUMA node, see `huge_array`); it reports
     // whether that worked before the gateway goes on.
@@ -251,8 +275,8 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             tx.push(p.tx_queue(QueueId(w as u16)).map_err(err("tx queue"))?);
         }
         let stats = all_stats[w].clone();
-        let (host_path, port_index_by_id) = (host_path.clone(), port_index_by_id.clone());
-        let (handoff_in, handoff_out) = (rings.get(w).cloned(), rings.clone());
+        let (host_path, port_index_by_id) = (host_path.clone(), port_index_by_id.to_vec());
+        let (handoff_in, handoff_out) = (rings.get(w).cloned(), rings.to_vec());
         let (snapshot, stop_flag) = (snapshot.clone(), stop.clone());
         let tx_flush_cycles =
             (hz as u128 * cfg.dataplane.tx_flush.as_nanos() / 1_000_000_000) as u64;
@@ -318,23 +342,107 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
         for h in handles {
             let _ = h.join();
         }
-        ctl.stop();
         return Err(failed);
     }
-    // The BGP speaker last: the node announces only once its workers run.
-    if let Err(e) = ctl.start_bgp() {
-        stop.store(true, Relaxed);
-        for h in handles {
-            let _ = h.join();
-        }
-        ctl.stop();
-        return Err(StartError::Bgp(e));
+    Ok(handles)
+}
+
+/// The opened and started ports, the TAPs of the exception path after the config ports.
+struct DataPath {
+    ports: Vec<dpdk_bindings::Port>,
+    /// Port MACs, config order.
+    macs: Vec<[u8; 6]>,
+    host_path: HostPath,
+    /// `(config port index, kernel interface name)` of the exception paths.
+    kernel_ifs: Vec<(usize, String)>,
+    /// DPDK port id -> port index.
+    port_index_by_id: Vec<u16>,
+}
+
+/// Opens and starts the config ports and their exception-path TAPs, and configures the
+/// kernel side of each TAP (its address and MAC: the gateway's).
+fn open_data_path(cfg: &Config, pool: &Mempool) -> Result<DataPath, StartError> {
+    let mut ports = open_ports(cfg, pool)?;
+    let macs: Vec<[u8; 6]> = ports
+        .iter()
+        .zip(&cfg.ports)
+        .map(|(p, c)| {
+            c.mac
+                .map(|m| m.0)
+                .unwrap_or_else(|| p.mac_addr().unwrap_or([0; 6]))
+        })
+        .collect();
+    let n_phys = ports.len();
+    let mut host_path = HostPath {
+        tap_of: vec![None; n_phys],
+        phys_of: vec![None; n_phys],
+    };
+    let mut kernel_ifs = Vec::new();
+    for (phys, tap) in open_tap_ports(cfg, pool)? {
+        host_path.tap_of[phys] = Some(ports.len() as u16);
+        host_path.phys_of.push(Some(phys as u16));
+        kernel_ifs.push((
+            phys,
+            cfg.ports[phys].kernel_interface.clone().unwrap_or_default(),
+        ));
+        ports.push(tap);
     }
 
+    for (i, p) in ports.iter_mut().enumerate() {
+        let c = host_path.phys_of[i].map_or(i, usize::from);
+        p.start().map_err(|source| StartError::Port {
+            index: c,
+            name: cfg.ports[c].name.clone(),
+            what: "start",
+            source,
+        })?;
+    }
+    for (phys, ifname) in &kernel_ifs {
+        let port = &cfg.ports[*phys];
+        match configure_kernel_interface(ifname, macs[*phys], port) {
+            Ok(()) => {
+                tracing::info!(port = %port.name, kernel_interface = %ifname, "exception path to the kernel is up")
+            }
+            Err(e) => {
+                tracing::error!(port = %port.name, kernel_interface = %ifname, "could not configure the kernel interface: {e}")
+            }
+        }
+    }
+    let mut port_index_by_id = vec![
+        u16::MAX;
+        1 + ports
+            .iter()
+            .map(|p| usize::from(p.id().0))
+            .max()
+            .unwrap_or(0)
+    ];
+    for (i, p) in ports.iter().enumerate() {
+        port_index_by_id[usize::from(p.id().0)] = i as u16;
+    }
+
+    Ok(DataPath {
+        ports,
+        macs,
+        host_path,
+        kernel_ifs,
+        port_index_by_id,
+    })
+}
+
+/// The control loop's thread once everything runs: commands, health, signals (SIGHUP
+/// reloads, SIGINT/SIGTERM stop), the periodic counter print; returns when asked to stop,
+/// when the run's `duration` is over, or when every worker has ended.
+fn serve_until_stopped(
+    ctl: &mut ControlLoop,
+    commands: &crossbeam_channel::Receiver<crate::control::Command>,
+    opts: &RunOptions,
+    all_stats: &[Arc<WorkerStats>],
+    handles: &[std::thread::JoinHandle<Result<Pipeline, String>>],
+) {
     let started = Instant::now();
     let mut last_print = Instant::now();
     loop {
-        ctl.turn(&commands, Duration::from_millis(50));
+        ctl.turn(commands, Duration::from_millis(50));
         if STOP.load(Relaxed) {
             tracing::info!("signal received, stopping");
             break;
@@ -355,34 +463,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             if last_print.elapsed() >= iv {
                 last_print = Instant::now();
                 let r = RunReport {
-                    workers: all_stats.clone(),
+                    workers: all_stats.to_vec(),
                     appliances: ctl.slot_addresses(),
                 };
                 eprint!("{}", r.render());
             }
         }
     }
-    drop(api);
-    drop(metrics);
-    let appliances = ctl.slot_addresses();
-    ctl.stop();
-    stop.store(true, Relaxed);
-    for h in handles {
-        match h.join() {
-            Ok(Ok(_pipeline)) => {}
-            Ok(Err(e)) => tracing::error!("worker failed: {e}"),
-            Err(_) => tracing::error!("worker panicked"),
-        }
-    }
-    for p in ports.iter_mut() {
-        let _ = p.stop();
-    }
-    // Dropping the ports closes the devices (net_pcap flushes its output file).
-    drop(ports);
-    Ok(RunReport {
-        workers: all_stats,
-        appliances,
-    })
 }
 
 extern "C" fn on_signal(sig: libc::c_int) {
