@@ -40,7 +40,7 @@
 
 use std::fmt;
 
-use crate::wire::{checksum, icmp};
+use crate::wire::{self, ethernet, icmp, ipv4, ipv6, tcp, udp};
 
 /// Largest buffer accepted; keeps every offset and length representable as `u16`.
 pub const MAX_BUFFER_LEN: usize = u16::MAX as usize;
@@ -319,11 +319,6 @@ fn arr<const N: usize>(b: &[u8], off: usize) -> Option<&[u8; N]> {
     b.get(off..)?.get(..N)?.try_into().ok()
 }
 
-#[inline(always)]
-fn be16(hi: u8, lo: u8) -> u16 {
-    u16::from_be_bytes([hi, lo])
-}
-
 /// Parse an Ethernet II frame (optionally 802.1Q / 802.1ad tagged, at most two tags) carrying
 /// IPv4, IPv6 or ARP. See the module docs for ARP and other ethertypes.
 #[inline]
@@ -341,20 +336,21 @@ pub fn parse_frame_into(frame: &[u8], out: &mut ParsedPacket) -> Result<(), Drop
     if frame.len() > MAX_BUFFER_LEN {
         return Err(DropReason::Oversize);
     }
-    let eth: &[u8; 14] = arr(frame, 0).ok_or(DropReason::TruncatedEthernet)?;
-    let mut et = be16(eth[12], eth[13]);
-    let mut off = 14usize;
+    let eth: &[u8; ethernet::HEADER_LEN] = arr(frame, 0).ok_or(DropReason::TruncatedEthernet)?;
+    let mut et = ethernet::Frame::new_unchecked(eth).ethertype();
+    let mut off = ethernet::HEADER_LEN;
     let mut vlan_ids = [0u16; 2];
     let mut vlan_count = 0usize;
     while et == ethertype::VLAN || et == ethertype::QINQ {
-        let tag: &[u8; 4] = arr(frame, off).ok_or(DropReason::TruncatedVlan)?;
+        let tag: &[u8; ethernet::TAG_LEN] = arr(frame, off).ok_or(DropReason::TruncatedVlan)?;
+        let tag = ethernet::VlanTag::new_unchecked(tag);
         let Some(slot) = vlan_ids.get_mut(vlan_count) else {
             return Err(DropReason::TooManyVlanTags);
         };
-        *slot = be16(tag[0], tag[1]) & 0x0fff;
+        *slot = tag.vid();
         vlan_count += 1;
-        et = be16(tag[2], tag[3]);
-        off += 4;
+        et = tag.ethertype();
+        off += ethernet::TAG_LEN;
     }
     *out = ParsedPacket::default();
     match et {
@@ -390,10 +386,10 @@ pub fn parse_ip_into(packet: &[u8], out: &mut ParsedPacket) -> Result<(), DropRe
         return Err(DropReason::Oversize);
     }
     *out = ParsedPacket::default();
-    match packet.first().map(|b| b >> 4) {
+    match wire::ip_version(packet) {
         None => Err(DropReason::TruncatedIp),
-        Some(4) => parse_ipv4(out, packet, 0),
-        Some(6) => parse_ipv6(out, packet, 0),
+        Some(ipv4::VERSION) => parse_ipv4(out, packet, 0),
+        Some(ipv6::VERSION) => parse_ipv6(out, packet, 0),
         Some(_) => Err(DropReason::BadIpVersion),
     }
 }
@@ -405,57 +401,52 @@ pub fn parse_ip_into(packet: &[u8], out: &mut ParsedPacket) -> Result<(), DropRe
 /// usually validate it in hardware already (`RTE_MBUF_F_RX_IP_CKSUM_BAD`); and summing up to 60
 /// bytes per packet costs more than the whole parse. Use it on control-plane paths.
 pub fn ipv4_checksum_ok(header: &[u8]) -> bool {
-    let Some(&first) = header.first() else {
-        return false;
-    };
-    let ihl = usize::from(first & 0x0f) * 4;
-    if ihl < 20 {
-        return false;
-    }
-    header.get(..ihl).is_some_and(|h| checksum::verifies(0, h))
+    // The view reads the IHL byte (the first) unchecked: not over an empty buffer.
+    !header.is_empty() && ipv4::Packet::new_unchecked(header).verify_checksum()
 }
 
 /// IPv4 at `buf[off..]`, into `p` (which is all default on entry).
 #[inline]
 fn parse_ipv4(p: &mut ParsedPacket, buf: &[u8], off: usize) -> Result<(), DropReason> {
-    let h: &[u8; 20] = arr(buf, off).ok_or(DropReason::TruncatedIpv4)?;
-    if h[0] >> 4 != 4 {
+    let h: &[u8; ipv4::HEADER_LEN] = arr(buf, off).ok_or(DropReason::TruncatedIpv4)?;
+    let h = ipv4::Packet::new_unchecked(h);
+    if h.version() != ipv4::VERSION {
         return Err(DropReason::BadIpv4Version);
     }
-    let ihl = usize::from(h[0] & 0x0f) * 4;
-    if ihl < 20 {
+    let ihl = h.header_len();
+    if ihl < ipv4::HEADER_LEN {
         return Err(DropReason::BadIpv4Ihl);
     }
-    // arr succeeded, so off + 20 <= buf.len().
+    // arr succeeded, so off + ipv4::HEADER_LEN <= buf.len().
     let avail = buf.len() - off;
     if ihl > avail {
         return Err(DropReason::TruncatedIpv4);
     }
-    let total = usize::from(be16(h[2], h[3]));
+    let total = usize::from(h.total_len());
     if total < ihl {
         return Err(DropReason::Ipv4TotalLengthTooShort);
     }
     if total > avail {
         return Err(DropReason::Ipv4TotalLengthBeyondBuffer);
     }
-    let frag = be16(h[6], h[7]);
-    let more = frag & 0x2000 != 0;
-    let frag_off = frag & 0x1fff;
+    let frag = h.flags_frag_offset();
+    let more = frag & ipv4::FLAG_MF != 0;
+    let frag_off = frag & ipv4::FRAG_OFFSET_MASK;
     if more || frag_off != 0 {
         p.fragment = Some(Fragment {
             first: frag_off == 0,
             more,
             offset: frag_off,
-            id: u32::from(be16(h[4], h[5])),
+            id: u32::from(h.ident()),
         });
     }
     p.l3 = L3::Ipv4;
     p.l3_offset = off as u16;
     p.l3_len = total as u16;
-    p.protocol = h[9];
-    p.ttl = h[8];
-    p.src = IpAddrBytes::from_v4([h[12], h[13], h[14], h[15]]);
-    p.dst = IpAddrBytes::from_v4([h[16], h[17], h[18], h[19]]);
+    p.protocol = h.protocol();
+    p.ttl = h.ttl();
+    p.src = IpAddrBytes::from_v4(h.src_addr());
+    p.dst = IpAddrBytes::from_v4(h.dst_addr());
     if frag_off == 0 {
         let l4_off = off + ihl;
         // l4_off <= off + total <= buf.len() was checked above.
@@ -468,27 +459,24 @@ fn parse_ipv4(p: &mut ParsedPacket, buf: &[u8], off: usize) -> Result<(), DropRe
 /// IPv6 at `buf[off..]`, into `p` (which is all default on entry).
 #[inline]
 fn parse_ipv6(p: &mut ParsedPacket, buf: &[u8], off: usize) -> Result<(), DropReason> {
-    let h: &[u8; 40] = arr(buf, off).ok_or(DropReason::TruncatedIpv6)?;
-    if h[0] >> 4 != 6 {
+    let h: &[u8; ipv6::HEADER_LEN] = arr(buf, off).ok_or(DropReason::TruncatedIpv6)?;
+    let h = ipv6::Packet::new_unchecked(h);
+    if h.version() != ipv6::VERSION {
         return Err(DropReason::BadIpv6Version);
     }
-    let total = 40 + usize::from(be16(h[4], h[5]));
+    let total = ipv6::HEADER_LEN + usize::from(h.payload_len());
     if total > buf.len() - off {
         return Err(DropReason::Ipv6PayloadBeyondBuffer);
     }
     let ip = buf.get(off..off + total).unwrap_or(&[]);
-    let chain = walk_ipv6_chain(ip, h[6])?;
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    let mut dst = [0u8; 16];
-    dst.copy_from_slice(&h[24..40]);
+    let chain = walk_ipv6_chain(ip, h.next_header())?;
     p.l3 = L3::Ipv6;
     p.l3_offset = off as u16;
     p.l3_len = total as u16;
     p.protocol = chain.protocol;
-    p.ttl = h[7];
-    p.src = IpAddrBytes(src);
-    p.dst = IpAddrBytes(dst);
+    p.ttl = h.hop_limit();
+    p.src = IpAddrBytes(h.src_addr());
+    p.dst = IpAddrBytes(h.dst_addr());
     p.fragment = chain.fragment;
     if let Some(l4) = chain.l4_offset {
         parse_l4(p, ip.get(l4..).unwrap_or(&[]), true)?;
@@ -507,11 +495,21 @@ struct Ipv6Chain {
     fragment: Option<Fragment>,
 }
 
+/// The first two bytes of the extension header at `ip[off..]`.
+#[inline(always)]
+fn ext_header(
+    ip: &[u8],
+    off: usize,
+) -> Result<ipv6::ExtHeader<&[u8; ipv6::EXT_PREFIX_LEN]>, DropReason> {
+    let x: &[u8; ipv6::EXT_PREFIX_LEN] = arr(ip, off).ok_or(DropReason::TruncatedExtHeader)?;
+    Ok(ipv6::ExtHeader::new_unchecked(x))
+}
+
 /// Walk the extension headers of the IPv6 packet `ip` (`ip[..40]` is the fixed header, the
 /// slice ends where the payload length says). Bounded by [`MAX_IPV6_EXT_HEADERS`].
 fn walk_ipv6_chain(ip: &[u8], first_next_header: u8) -> Result<Ipv6Chain, DropReason> {
     let mut nh = first_next_header;
-    let mut off = 40usize;
+    let mut off = ipv6::HEADER_LEN;
     let mut fragment = None;
     for i in 0..=MAX_IPV6_EXT_HEADERS {
         let len = match nh {
@@ -521,15 +519,9 @@ fn walk_ipv6_chain(ip: &[u8], first_next_header: u8) -> Result<Ipv6Chain, DropRe
             | proto::IPV6_OPTS
             | proto::MOBILITY
             | proto::HIP
-            | proto::SHIM6 => {
-                let x: &[u8; 2] = arr(ip, off).ok_or(DropReason::TruncatedExtHeader)?;
-                (usize::from(x[1]) + 1) * 8
-            }
-            proto::AH => {
-                let x: &[u8; 2] = arr(ip, off).ok_or(DropReason::TruncatedExtHeader)?;
-                (usize::from(x[1]) + 2) * 4
-            }
-            proto::IPV6_FRAG => 8,
+            | proto::SHIM6 => ext_header(ip, off)?.generic_len(),
+            proto::AH => ext_header(ip, off)?.ah_len(),
+            proto::IPV6_FRAG => ipv6::FRAG_HEADER_LEN,
             _ => {
                 // Upper layer, ESP (50) or No Next Header (59): the chain ends.
                 return Ok(Ipv6Chain {
@@ -546,15 +538,16 @@ fn walk_ipv6_chain(ip: &[u8], first_next_header: u8) -> Result<Ipv6Chain, DropRe
             return Err(DropReason::TruncatedExtHeader);
         }
         if nh == proto::IPV6_FRAG {
-            let f: &[u8; 8] = arr(ip, off).ok_or(DropReason::TruncatedExtHeader)?;
-            let word = be16(f[2], f[3]);
-            let offset = word >> 3;
-            let more = word & 1 != 0;
-            let id = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
+            let f: &[u8; ipv6::FRAG_HEADER_LEN] =
+                arr(ip, off).ok_or(DropReason::TruncatedExtHeader)?;
+            let f = ipv6::FragHeader::new_unchecked(f);
+            let offset = f.frag_offset();
+            let more = f.more_frags();
+            let id = f.ident();
             if offset != 0 {
                 // Later fragment: the rest of the chain and the L4 header are elsewhere.
                 return Ok(Ipv6Chain {
-                    protocol: f[0],
+                    protocol: f.next_header(),
                     l4_offset: None,
                     fragment: Some(Fragment {
                         first: false,
@@ -574,7 +567,7 @@ fn walk_ipv6_chain(ip: &[u8], first_next_header: u8) -> Result<Ipv6Chain, DropRe
             }
         }
         // The header is within `ip` (checked above), so this read cannot fail.
-        nh = ip.get(off).copied().unwrap_or(proto::IPV6_NONXT);
+        nh = ext_header(ip, off).map_or(proto::IPV6_NONXT, |x| x.next_header());
         off += len;
     }
     Err(DropReason::TooManyExtHeaders)
@@ -586,27 +579,29 @@ fn parse_l4(p: &mut ParsedPacket, l4: &[u8], v6: bool) -> Result<(), DropReason>
     let first_fragment = p.fragment.is_some();
     match p.protocol {
         proto::TCP => {
-            let t: &[u8; 20] = arr(l4, 0).ok_or(DropReason::TruncatedTcp)?;
-            let doff = usize::from(t[12] >> 4) * 4;
-            if doff < 20 {
+            let t: &[u8; tcp::HEADER_LEN] = arr(l4, 0).ok_or(DropReason::TruncatedTcp)?;
+            let t = tcp::Packet::new_unchecked(t);
+            let doff = t.header_len();
+            if doff < tcp::HEADER_LEN {
                 return Err(DropReason::BadTcpDataOffset);
             }
             if doff > l4.len() {
                 return Err(DropReason::TruncatedTcp);
             }
-            p.src_port = be16(t[0], t[1]);
-            p.dst_port = be16(t[2], t[3]);
-            p.tcp_flags = TcpFlags(t[13]);
+            p.src_port = t.src_port();
+            p.dst_port = t.dst_port();
+            p.tcp_flags = t.flags();
         }
         proto::UDP => {
-            let u: &[u8; 8] = arr(l4, 0).ok_or(DropReason::TruncatedUdp)?;
-            let len = usize::from(be16(u[4], u[5]));
+            let u: &[u8; udp::HEADER_LEN] = arr(l4, 0).ok_or(DropReason::TruncatedUdp)?;
+            let u = udp::Packet::new_unchecked(u);
+            let len = usize::from(u.length());
             // A first fragment holds only part of the datagram the length describes.
-            if len < 8 || (!first_fragment && len > l4.len()) {
+            if len < udp::HEADER_LEN || (!first_fragment && len > l4.len()) {
                 return Err(DropReason::BadUdpLength);
             }
-            p.src_port = be16(u[0], u[1]);
-            p.dst_port = be16(u[2], u[3]);
+            p.src_port = u.src_port();
+            p.dst_port = u.dst_port();
             p.udp_len = len as u16;
         }
         proto::ICMP | proto::ICMPV6 => {
@@ -614,23 +609,25 @@ fn parse_l4(p: &mut ParsedPacket, l4: &[u8], v6: bool) -> Result<(), DropReason>
             if is_v6_icmp != v6 {
                 return Err(DropReason::IcmpWrongIpVersion);
             }
-            let c: &[u8; 8] = arr(l4, 0).ok_or(if v6 {
+            let c: &[u8; icmp::HEADER_LEN] = arr(l4, 0).ok_or(if v6 {
                 DropReason::TruncatedIcmpv6
             } else {
                 DropReason::TruncatedIcmp
             })?;
-            p.icmp_type = c[0];
-            p.icmp_code = c[1];
-            if is_echo(c[0], v6) {
-                let id = be16(c[4], c[5]);
+            let c = icmp::Packet::new_unchecked(c);
+            let ty = c.msg_type();
+            p.icmp_type = ty;
+            p.icmp_code = c.msg_code();
+            if is_echo(ty, v6) {
+                let id = c.echo_ident();
                 p.src_port = id;
                 p.dst_port = id;
-            } else if is_icmp_error_type(c[0], v6) {
+            } else if is_icmp_error_type(ty, v6) {
                 p.icmp_error = true;
                 // A fragmented error is keyed like any fragment (outer 3-tuple), so that all
                 // its fragments agree; only unfragmented errors follow the quoted flow.
                 if !first_fragment {
-                    p.embedded = parse_embedded(l4.get(8..).unwrap_or(&[]), v6);
+                    p.embedded = parse_embedded(l4.get(icmp::HEADER_LEN..).unwrap_or(&[]), v6);
                 }
             }
         }
@@ -653,36 +650,34 @@ fn is_icmp_error_type(ty: u8, v6: bool) -> bool {
 /// truncated by design: its total length describes the original), strict on what is read.
 fn parse_embedded(q: &[u8], v6: bool) -> Option<EmbeddedFlow> {
     let (src, dst, protocol, l4_off, fragment) = if v6 {
-        let h: &[u8; 40] = arr(q, 0)?;
-        if h[0] >> 4 != 6 {
+        let h: &[u8; ipv6::HEADER_LEN] = arr(q, 0)?;
+        let h = ipv6::Packet::new_unchecked(h);
+        if h.version() != ipv6::VERSION {
             return None;
         }
-        let chain = walk_ipv6_chain(q, h[6]).ok()?;
-        let mut src = [0u8; 16];
-        src.copy_from_slice(&h[8..24]);
-        let mut dst = [0u8; 16];
-        dst.copy_from_slice(&h[24..40]);
+        let chain = walk_ipv6_chain(q, h.next_header()).ok()?;
         (
-            IpAddrBytes(src),
-            IpAddrBytes(dst),
+            IpAddrBytes(h.src_addr()),
+            IpAddrBytes(h.dst_addr()),
             chain.protocol,
             chain.l4_offset,
             chain.fragment.is_some() || chain.l4_offset.is_none(),
         )
     } else {
-        let h: &[u8; 20] = arr(q, 0)?;
-        let ihl = usize::from(h[0] & 0x0f) * 4;
-        if h[0] >> 4 != 4 || ihl < 20 {
+        let h: &[u8; ipv4::HEADER_LEN] = arr(q, 0)?;
+        let h = ipv4::Packet::new_unchecked(h);
+        let ihl = h.header_len();
+        if h.version() != ipv4::VERSION || ihl < ipv4::HEADER_LEN {
             return None;
         }
-        let frag = be16(h[6], h[7]);
-        let frag_off = frag & 0x1fff;
+        let frag = h.flags_frag_offset();
+        let frag_off = frag & ipv4::FRAG_OFFSET_MASK;
         (
-            IpAddrBytes::from_v4([h[12], h[13], h[14], h[15]]),
-            IpAddrBytes::from_v4([h[16], h[17], h[18], h[19]]),
-            h[9],
+            IpAddrBytes::from_v4(h.src_addr()),
+            IpAddrBytes::from_v4(h.dst_addr()),
+            h.protocol(),
             (frag_off == 0).then_some(ihl),
-            frag & 0x2000 != 0 || frag_off != 0,
+            frag & ipv4::FLAG_MF != 0 || frag_off != 0,
         )
     };
     let mut e = EmbeddedFlow {
@@ -694,16 +689,26 @@ fn parse_embedded(q: &[u8], v6: bool) -> Option<EmbeddedFlow> {
         dst_port: 0,
     };
     if let Some(l4_off) = l4_off {
+        // Only the ports are read: a quote need not hold a whole TCP header (RFC 792 quotes
+        // 8 bytes), and 4 are enough.
         match protocol {
-            proto::TCP | proto::UDP => {
-                let x: &[u8; 4] = arr(q, l4_off)?;
-                e.src_port = be16(x[0], x[1]);
-                e.dst_port = be16(x[2], x[3]);
+            proto::TCP => {
+                let x: &[u8; tcp::PORTS_LEN] = arr(q, l4_off)?;
+                let t = tcp::Packet::new_unchecked(x);
+                e.src_port = t.src_port();
+                e.dst_port = t.dst_port();
+            }
+            proto::UDP => {
+                let x: &[u8; udp::PORTS_LEN] = arr(q, l4_off)?;
+                let u = udp::Packet::new_unchecked(x);
+                e.src_port = u.src_port();
+                e.dst_port = u.dst_port();
             }
             proto::ICMP | proto::ICMPV6 => {
-                let x: &[u8; 8] = arr(q, l4_off)?;
-                if is_echo(x[0], v6) {
-                    let id = be16(x[4], x[5]);
+                let x: &[u8; icmp::HEADER_LEN] = arr(q, l4_off)?;
+                let c = icmp::Packet::new_unchecked(x);
+                if is_echo(c.msg_type(), v6) {
+                    let id = c.echo_ident();
                     e.src_port = id;
                     e.dst_port = id;
                 }

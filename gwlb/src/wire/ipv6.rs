@@ -228,6 +228,138 @@ impl Repr {
     }
 }
 
+mod ext_field {
+    /// Next header: the first byte of every extension header, Fragment header included.
+    pub const NXT_HDR: usize = 0;
+    /// Header extension length (generic format: 8-byte units beyond the first 8; AH: 4-byte
+    /// units minus 2).
+    pub const HDR_EXT_LEN: usize = 1;
+}
+
+mod frag_field {
+    use crate::wire::Field;
+
+    pub const NXT_HDR: usize = super::ext_field::NXT_HDR;
+    /// Fragment offset (13 high bits, in 8-byte units), 2 reserved bits, M flag (low bit).
+    pub const FRAG_OFF_M: Field = 2..4;
+    pub const IDENT: Field = 4..8;
+    pub const OFFSET_SHIFT: u32 = 3;
+    pub const FLAG_M: u16 = 0x0001;
+}
+
+/// Bytes an [`ExtHeader`] view reads: next header and header extension length, the two that
+/// every extension header starts with.
+pub const EXT_PREFIX_LEN: usize = ext_field::HDR_EXT_LEN + 1;
+
+/// Length of the Fragment header ([RFC 8200 section 4.5]).
+///
+/// [RFC 8200 section 4.5]: https://www.rfc-editor.org/rfc/rfc8200#section-4.5
+pub const FRAG_HEADER_LEN: usize = frag_field::IDENT.end;
+
+/// A read view of the first two bytes of an IPv6 extension header ([RFC 8200 section 4]):
+/// next header and header extension length.
+///
+/// [RFC 8200 section 4]: https://www.rfc-editor.org/rfc/rfc8200#section-4
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> ExtHeader<T> {
+    /// Wraps a buffer without checking it (accessors panic below [`EXT_PREFIX_LEN`] bytes).
+    /// Over a `[u8; EXT_PREFIX_LEN]` array no access is checked.
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> ExtHeader<T> {
+        ExtHeader { buffer }
+    }
+
+    /// Wraps a received buffer after checking it holds [`EXT_PREFIX_LEN`] bytes (not the
+    /// whole header: its length depends on the header type).
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<ExtHeader<T>, Error> {
+        if buffer.as_ref().len() < EXT_PREFIX_LEN {
+            return Err(Error::Truncated);
+        }
+        Ok(Self::new_unchecked(buffer))
+    }
+
+    /// Next header ([`crate::wire::proto`]).
+    #[inline(always)]
+    pub fn next_header(&self) -> u8 {
+        self.buffer.as_ref()[ext_field::NXT_HDR]
+    }
+
+    /// Header extension length, raw.
+    #[inline(always)]
+    pub fn hdr_ext_len(&self) -> u8 {
+        self.buffer.as_ref()[ext_field::HDR_EXT_LEN]
+    }
+
+    /// Length in bytes of a header in the generic format (Hop-by-Hop, Routing, Destination
+    /// Options, Mobility, HIP, Shim6): `(hdr_ext_len + 1) * 8`.
+    #[inline(always)]
+    pub fn generic_len(&self) -> usize {
+        (usize::from(self.hdr_ext_len()) + 1) * 8
+    }
+
+    /// Length in bytes of an Authentication Header (RFC 4302 section 2.2):
+    /// `(hdr_ext_len + 2) * 4`.
+    #[inline(always)]
+    pub fn ah_len(&self) -> usize {
+        (usize::from(self.hdr_ext_len()) + 2) * 4
+    }
+}
+
+/// A read view of an IPv6 Fragment header ([RFC 8200 section 4.5]).
+///
+/// [RFC 8200 section 4.5]: https://www.rfc-editor.org/rfc/rfc8200#section-4.5
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> FragHeader<T> {
+    /// Wraps a buffer without checking it (accessors panic below [`FRAG_HEADER_LEN`] bytes).
+    /// Over a `[u8; FRAG_HEADER_LEN]` array no access is checked.
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> FragHeader<T> {
+        FragHeader { buffer }
+    }
+
+    /// Wraps a received buffer after checking it holds [`FRAG_HEADER_LEN`] bytes.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<FragHeader<T>, Error> {
+        if buffer.as_ref().len() < FRAG_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        Ok(Self::new_unchecked(buffer))
+    }
+
+    /// Next header of the fragmentable part.
+    #[inline(always)]
+    pub fn next_header(&self) -> u8 {
+        self.buffer.as_ref()[frag_field::NXT_HDR]
+    }
+
+    /// Fragment offset in 8-byte units.
+    #[inline(always)]
+    pub fn frag_offset(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), frag_field::FRAG_OFF_M) >> frag_field::OFFSET_SHIFT
+    }
+
+    /// More Fragments (M flag).
+    #[inline(always)]
+    pub fn more_frags(&self) -> bool {
+        get_u16(self.buffer.as_ref(), frag_field::FRAG_OFF_M) & frag_field::FLAG_M != 0
+    }
+
+    /// Identification.
+    #[inline(always)]
+    pub fn ident(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), frag_field::IDENT)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,5 +465,33 @@ mod tests {
             Repr::parse(&Packet::new_unchecked(&b[..])),
             Err(Error::Malformed)
         );
+    }
+
+    #[test]
+    fn test_ext_headers() {
+        // Routing header, next header TCP, hdr ext len 2 (24 bytes).
+        let x = ExtHeader::new_checked(&[proto::TCP, 2][..]).unwrap();
+        assert_eq!((x.next_header(), x.hdr_ext_len()), (proto::TCP, 2));
+        assert_eq!((x.generic_len(), x.ah_len()), (24, 16));
+        assert_eq!(
+            ExtHeader::new_checked(&[proto::TCP][..]).err(),
+            Some(Error::Truncated)
+        );
+        // Fragment header: next header UDP, offset 185 (1480 bytes), M set, id 0xdeadbeef.
+        let b = [proto::UDP, 0, 0x05, 0xc9, 0xde, 0xad, 0xbe, 0xef];
+        let f = FragHeader::new_checked(&b[..]).unwrap();
+        assert_eq!(f.next_header(), proto::UDP);
+        assert_eq!((f.frag_offset(), f.more_frags()), (185, true));
+        assert_eq!(f.ident(), 0xdead_beef);
+        let f = FragHeader::new_unchecked(&[proto::UDP, 0, 0x05, 0xc8, 0, 0, 0, 1]);
+        assert_eq!(
+            (f.frag_offset(), f.more_frags(), f.ident()),
+            (185, false, 1)
+        );
+        assert_eq!(
+            FragHeader::new_checked(&b[..7]).err(),
+            Some(Error::Truncated)
+        );
+        assert_eq!((EXT_PREFIX_LEN, FRAG_HEADER_LEN), (2, 8));
     }
 }

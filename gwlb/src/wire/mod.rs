@@ -81,6 +81,14 @@ pub mod proto {
     pub const SHIM6: u8 = 140;
 }
 
+/// The version nibble of an IP header, IPv4 or IPv6 (both start with it); `None` for an empty
+/// buffer.
+#[inline(always)]
+pub fn ip_version(packet: &[u8]) -> Option<u8> {
+    let first: &[u8; 1] = packet.first_chunk()?;
+    Some(ipv4::Packet::new_unchecked(first).version())
+}
+
 /// Why a view could not be built over a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

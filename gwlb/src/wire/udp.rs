@@ -27,6 +27,11 @@ mod field {
     pub const CHECKSUM: Field = 6..8;
 }
 
+/// Bytes that hold the two ports, at the start of the header: what a parser of the UDP
+/// header quoted in an ICMP error reads (a view over `[u8; PORTS_LEN]` may call only
+/// [`Packet::src_port`] and [`Packet::dst_port`]).
+pub const PORTS_LEN: usize = field::DST_PORT.end;
+
 /// Length of the header.
 pub const HEADER_LEN: usize = 8;
 
