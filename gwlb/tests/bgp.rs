@@ -22,16 +22,12 @@ use std::time::{Duration, Instant};
 use gwlb::cli::client::ApiClient;
 use gwlb::config::Listen;
 use gwlb::control::DrainAction;
-use netns::{sh, sysctl, Gwlb};
+use netns::{sh, sh_quiet, sysctl, Gwlb};
 
 const R: &str = "gwtb-r";
 const G: &str = "gwtb-g";
 const A: &str = "gwtb-a";
 const PREFIX: &str = "10.250.100.0/24";
-
-fn sh_quiet(args: &[&str]) {
-    let _ = Command::new(args[0]).args(&args[1..]).output();
-}
 
 /// The namespaces and links; removed (with the router's daemons) on drop.
 struct Lab {

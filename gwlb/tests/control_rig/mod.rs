@@ -302,9 +302,7 @@ impl Gateway {
 
     /// The counters, with `uptime_s` zeroed (it moves between two reads).
     pub fn stats(&self) -> gwlb::control::StatsReport {
-        let mut s = self.handle.stats().expect("stats");
-        s.uptime_s = 0.0;
-        s
+        without_uptime(self.handle.stats().expect("stats"))
     }
 
     /// Every flow, in dump order.

@@ -75,7 +75,8 @@ pub fn sysctl(ns: &str, settings: &[&str]) {
     sh(&args);
 }
 
-fn sh_quiet(args: &[&str]) {
+/// Runs a command, ignoring whether it worked (cleanup of what may not exist).
+pub fn sh_quiet(args: &[&str]) {
     let _ = Command::new(args[0])
         .args(&args[1..])
         .stdout(Stdio::null())
