@@ -75,13 +75,34 @@ pub struct PortView {
     pub ipv6: Option<IpAddrBytes>,
     /// Link MTU.
     pub mtu: u16,
+    /// On a port facing appliances, the cluster address of each family (`[bgp]
+    /// cluster_addresses`): the outer source of encapsulations out of it, and a destination
+    /// of Geneve returns like the port's own address.
+    pub cluster_ipv4: Option<IpAddrBytes>,
+    /// The IPv6 cluster address.
+    pub cluster_ipv6: Option<IpAddrBytes>,
 }
 
 impl PortView {
-    /// Whether `addr` is one of our own addresses on this port.
+    /// Whether `addr` is one of our own addresses on this port (the cluster addresses
+    /// included).
     #[inline]
     pub fn is_own(&self, addr: &IpAddrBytes) -> bool {
-        self.ipv4.as_ref() == Some(addr) || self.ipv6.as_ref() == Some(addr)
+        self.ipv4.as_ref() == Some(addr)
+            || self.ipv6.as_ref() == Some(addr)
+            || self.cluster_ipv4.as_ref() == Some(addr)
+            || self.cluster_ipv6.as_ref() == Some(addr)
+    }
+
+    /// The outer source address toward an appliance of `v4`'s family: the cluster address
+    /// where there is one, else the port's own.
+    #[inline]
+    pub fn outer_source(&self, v4: bool) -> Option<IpAddrBytes> {
+        if v4 {
+            self.cluster_ipv4.or(self.ipv4)
+        } else {
+            self.cluster_ipv6.or(self.ipv6)
+        }
     }
 }
 
@@ -263,6 +284,11 @@ impl Snapshot {
                 got: port_macs.len(),
             });
         }
+        // The cluster addresses belong to the ports that face appliances.
+        let cluster = |p: &config::Port, v4: bool| -> Option<IpAddrBytes> {
+            let a = cfg.bgp.as_ref()?.cluster_address(v4)?;
+            p.role.faces_appliances().then(|| IpAddrBytes::from(a))
+        };
         let ports: Vec<PortView> = cfg
             .ports
             .iter()
@@ -274,6 +300,8 @@ impl Snapshot {
                 ipv4: p.ipv4.map(|n| n.addr.into()),
                 ipv6: p.ipv6.map(|n| n.addr.into()),
                 mtu: p.mtu,
+                cluster_ipv4: cluster(p, true),
+                cluster_ipv6: cluster(p, false),
             })
             .collect();
 
@@ -373,10 +401,7 @@ impl Snapshot {
                 (Some(gi), Some(port)) if state != ApplianceState::Gone => {
                     let g = &cfg.target_groups[gi];
                     mac.and_then(|mac| {
-                        let src_ip = match t.address {
-                            IpAddr::V4(_) => port.ipv4,
-                            IpAddr::V6(_) => port.ipv6,
-                        }?;
+                        let src_ip = port.outer_source(t.address.is_ipv4())?;
                         EncapTemplate::new(&EncapParams {
                             src_mac: port.mac,
                             dst_mac: mac,

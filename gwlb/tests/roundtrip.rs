@@ -814,3 +814,68 @@ fn another_nodes_flow_returns_from_its_maglev_choice_only() {
     );
     assert_eq!(node_b.counters.decapsulated, 1);
 }
+
+/// Two nodes with one cluster address (`[bgp] cluster_addresses`): each encapsulates from
+/// the cluster address, not its own, so an appliance's return (AWS-style, which swaps the
+/// outer addresses, and Linux-style with a fixed remote) reaches whichever node the router
+/// picks; that node takes it for a flow it never saw, from the flow's Maglev choice only.
+#[test]
+fn returns_to_the_cluster_address_are_taken_by_any_node() {
+    let node = |address: &str, router_id: &str| {
+        let text = CONFIG
+            .replace("10.0.0.1/24", address)
+            .replace("role = \"both\"\n", "role = \"both\"\nkernel_interface = \"gw0\"\n")
+            + &format!(
+                "\n[bgp]\nlocal_as = 65001\nrouter_id = \"{router_id}\"\nprefixes = [\"10.250.0.0/16\"]\ncluster_addresses = [\"10.250.200.1\"]\n[[bgp.neighbors]]\naddress = \"10.0.0.254\"\nremote_as = 65000\n"
+            );
+        let cfg = Config::from_toml_str(&text).expect("config");
+        let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+        (cfg, snap)
+    };
+    let (cfg_a, snap_a) = node("10.0.0.1/24", "10.0.0.1");
+    let (cfg_b, snap_b) = node("10.0.0.2/24", "10.0.0.2");
+    assert_eq!(gwlb::config::choice_difference(&cfg_a, &cfg_b), None);
+    let mut node_a = Pipeline::new(4096, Default::default()).expect("pipeline");
+    let mut node_b = Pipeline::new(4096, Default::default()).expect("pipeline");
+
+    let f = frame_v4(17, [10, 1, 0, 2], [10, 2, 0, 2], 40000, 53, b"query");
+    let mut b = VecBuf::new(&f);
+    assert_eq!(node_a.process(&snap_a, &mut b, 0, 1), Verdict::Tx(0));
+    let enc = b.data().to_vec();
+    assert_eq!(
+        &enc[26..30],
+        &[10, 250, 200, 1],
+        "outer source: the cluster address"
+    );
+    let choice = APPLIANCES
+        .iter()
+        .position(|(m, _)| m[..] == enc[0..6])
+        .expect("sent to an appliance");
+
+    // AWS-style: the return goes to the cluster address; node B takes it.
+    let mut r = VecBuf::new(&aws_return(&enc));
+    assert_eq!(&r.data()[30..34], &[10, 250, 200, 1]);
+    assert_eq!(node_b.process(&snap_b, &mut r, 0, 2), Verdict::Tx(0));
+    assert_eq!(&r.data()[14..], &f[14..], "the inner packet, byte-exact");
+    // Linux-style (fixed remote = the cluster address): node B takes it too.
+    let mut r = VecBuf::new(&linux_return(&enc, &f[14..]));
+    assert_eq!(node_b.process(&snap_b, &mut r, 0, 3), Verdict::Tx(0));
+    assert_eq!(node_b.counters.decapsulated, 2);
+    // A spoofed return of that flow from another appliance: dropped.
+    let other = APPLIANCES[(choice + 1) % 3];
+    assert_eq!(
+        node_b.process(
+            &snap_b,
+            &mut VecBuf::new(&aws_return_from(&enc, other.0, other.1)),
+            0,
+            4
+        ),
+        Verdict::Drop(DropReason::NoFlowForReturn)
+    );
+    // Not Geneve, to the cluster address: the host's (never encapsulated as user traffic).
+    let ping = frame_v4(1, [10, 0, 0, 11], [10, 250, 200, 1], 0, 0, b"ping");
+    assert_eq!(
+        node_b.process(&snap_b, &mut VecBuf::new(&ping), 0, 5),
+        Verdict::ToHost
+    );
+}

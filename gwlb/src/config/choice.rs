@@ -2,8 +2,10 @@
 //! checked to agree: [`Config::choice_inputs`] lists it (the flow hash seed and, per target
 //! group, its name, stickiness, policies, Maglev table size and targets with their weights, in
 //! order), [`Config::choice_digest`] hashes it, [`choice_difference`] names the first
-//! difference between two nodes' configurations. Node-specific settings (ports, addresses,
-//! routes, `[control]`, `[bgp]`) do not take part.
+//! difference between two nodes' configurations. The cluster addresses take part too
+//! (`[bgp] cluster_addresses`, when set): nodes that encapsulate from different ones send an
+//! appliance's returns to different places. Node-specific settings (ports, addresses, routes,
+//! `[control]`, the rest of `[bgp]`) do not.
 
 use super::Config;
 
@@ -28,6 +30,18 @@ impl Config {
                     format!("{} weight {}", t.address, t.weight),
                 ));
             }
+        }
+        if let Some(b) = self
+            .bgp
+            .as_ref()
+            .filter(|b| !b.cluster_addresses.is_empty())
+        {
+            let list: Vec<String> = b
+                .cluster_addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            out.push(("bgp.cluster_addresses".to_owned(), list.join(", ")));
         }
         out
     }
@@ -95,6 +109,43 @@ mod tests {
         assert_eq!(
             choice_difference(&a, &d).map(|d| d.0),
             Some("dataplane.flow_hash_seed".into())
+        );
+    }
+
+    #[test]
+    fn nodes_with_different_cluster_addresses_disagree() {
+        let node = |router_id: &str, cluster: &str| {
+            let base = TWO_ARM.replacen(
+                "role = \"user\"",
+                "role = \"user\"\nkernel_interface = \"gw-user\"",
+                1,
+            );
+            parse(&format!(
+                "{base}\n[bgp]\nlocal_as = 65001\nrouter_id = \"{router_id}\"\nprefixes = [\"10.250.100.0/24\"]\ncluster_addresses = [{cluster}]\n[[bgp.neighbors]]\naddress = \"10.0.1.254\"\nremote_as = 65000\n"
+            ))
+        };
+        let a = node("10.0.1.1", "\"10.250.200.1\"");
+        // Another router id is node-specific: still one choice.
+        assert_eq!(
+            choice_difference(&a, &node("10.0.1.2", "\"10.250.200.1\"")),
+            None
+        );
+        assert_eq!(
+            choice_difference(&a, &node("10.0.1.1", "\"10.250.200.2\"")),
+            Some((
+                "bgp.cluster_addresses".into(),
+                "10.250.200.1".into(),
+                "10.250.200.2".into()
+            ))
+        );
+        assert_eq!(
+            choice_difference(&a, &node("10.0.1.1", "")).map(|d| d.0),
+            Some("bgp.cluster_addresses".into())
+        );
+        // Without cluster addresses the digest is what it was before they existed.
+        assert_eq!(
+            node("10.0.1.1", "").choice_digest(),
+            parse(TWO_ARM).choice_digest()
         );
     }
 }

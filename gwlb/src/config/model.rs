@@ -150,6 +150,29 @@ pub struct Bgp {
     /// Accept a return of a flow this node has no entry for when it comes from the flow's
     /// Maglev choice (another node behind the router may have encapsulated the flow).
     pub accept_unseen_returns: bool,
+    /// The cluster addresses (at most one per family): the outer source of every
+    /// encapsulation toward an appliance of that family, accepted as the destination of
+    /// Geneve returns, and announced as a host route by every node, so that an appliance's
+    /// returns reach any live node (docs/architecture.md, "Scale-out").
+    pub cluster_addresses: Vec<std::net::IpAddr>,
+}
+
+impl Bgp {
+    /// What BIRD announces while the node serves: the service prefixes, then each cluster
+    /// address as a host route.
+    pub fn announced(&self) -> Vec<IpNet> {
+        let mut nets = self.prefixes.clone();
+        nets.extend(self.cluster_addresses.iter().map(|&a| IpNet::host(a)));
+        nets
+    }
+
+    /// The cluster address of `v4`'s family (IPv4 when true).
+    pub fn cluster_address(&self, v4: bool) -> Option<std::net::IpAddr> {
+        self.cluster_addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == v4)
+    }
 }
 
 /// One router of [`Bgp::neighbors`].

@@ -141,6 +141,8 @@ pub(super) struct RawBgp {
     pub(super) stall_timeout_ms: i64,
     #[serde(default = "default_true")]
     pub(super) accept_unseen_returns: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) cluster_addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

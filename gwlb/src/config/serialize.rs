@@ -184,6 +184,11 @@ impl From<&Config> for RawConfig {
                 hold_time_s: secs(b.hold_time),
                 stall_timeout_ms: millis(b.stall_timeout),
                 accept_unseen_returns: b.accept_unseen_returns,
+                cluster_addresses: b
+                    .cluster_addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             }),
         }
     }

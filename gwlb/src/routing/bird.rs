@@ -30,7 +30,7 @@ pub fn config(bgp: &Bgp, announce: bool) -> String {
         let _ = writeln!(c, "protocol static {name} {{");
         let _ = writeln!(c, "    {};", if v4 { "ipv4" } else { "ipv6" });
         if announce {
-            for p in bgp.prefixes.iter().filter(|p| p.is_ipv4() == v4) {
+            for p in bgp.announced().iter().filter(|p| p.is_ipv4() == v4) {
                 let _ = writeln!(c, "    route {p} blackhole;");
             }
         }
@@ -142,6 +142,13 @@ mod tests {
             off.contains("protocol bgp gwlb_r1"),
             "sessions stay up while withdrawn"
         );
+        // The cluster addresses are announced with the prefixes, as host routes.
+        let c =
+            super::super::test_bgp("cluster_addresses = [\"10.250.200.1\", \"fd00:250:200::1\"]");
+        let on = config(&c, true);
+        assert!(on.contains("route 10.250.200.1/32 blackhole;"), "{on}");
+        assert!(on.contains("route fd00:250:200::1/128 blackhole;"), "{on}");
+        assert!(!config(&c, false).contains("route "));
     }
 
     #[test]
@@ -166,9 +173,14 @@ gwlb_r1    BGP        ---        start  2026-12-02 10:11:12  Active        Socke
     fn bird_parses_the_configuration() {
         let dir = std::env::temp_dir().join(format!("gwlb-bird-parse-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for announce in [true, false] {
-            let f = dir.join(format!("bird-{announce}.conf"));
-            std::fs::write(&f, config(&bgp(), announce)).unwrap();
+        let cluster =
+            super::super::test_bgp("cluster_addresses = [\"10.250.200.1\", \"fd00:250:200::1\"]");
+        for (announce, b) in [(true, bgp()), (false, bgp()), (true, cluster)] {
+            let f = dir.join(format!(
+                "bird-{announce}-{}.conf",
+                b.cluster_addresses.len()
+            ));
+            std::fs::write(&f, config(&b, announce)).unwrap();
             let out = std::process::Command::new("/usr/sbin/bird")
                 .arg("-p")
                 .arg("-c")

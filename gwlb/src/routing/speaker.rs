@@ -221,7 +221,7 @@ impl Speaker {
         })?;
         let child = start_bird(&bgp, &files)?;
         let report = Arc::new(Mutex::new(RoutingReport {
-            prefixes: bgp.prefixes.iter().map(ToString::to_string).collect(),
+            prefixes: bgp.announced().iter().map(ToString::to_string).collect(),
             announced: false,
             withdrawn_because: Some("starting".into()),
             daemon: format!("running (pid {})", child.id()),
@@ -355,10 +355,10 @@ fn run(
             if applied {
                 announced = want;
                 if want {
-                    tracing::info!(prefixes = ?bgp.prefixes, "announcing the service prefixes");
+                    tracing::info!(prefixes = ?bgp.announced(), "announcing the service prefixes");
                 } else {
                     tracing::warn!(
-                        prefixes = ?bgp.prefixes,
+                        prefixes = ?bgp.announced(),
                         "withdrawing the service prefixes: {}",
                         why.as_deref().unwrap_or("")
                     );

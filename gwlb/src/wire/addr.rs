@@ -212,6 +212,20 @@ pub enum IpNet {
 }
 
 impl IpNet {
+    /// The host route of `addr` (/32 or /128).
+    pub fn host(addr: IpAddr) -> IpNet {
+        match addr {
+            IpAddr::V4(addr) => IpNet::V4(Ipv4Net {
+                addr,
+                prefix_len: 32,
+            }),
+            IpAddr::V6(addr) => IpNet::V6(Ipv6Net {
+                addr,
+                prefix_len: 128,
+            }),
+        }
+    }
+
     /// The address part.
     pub fn addr(&self) -> IpAddr {
         match self {

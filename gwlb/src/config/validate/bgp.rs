@@ -119,7 +119,9 @@ pub(super) fn validate_bgp(raw: &RawBgp, ports: &[Port]) -> Result<Bgp, ConfigEr
             ));
         }
     }
+    let cluster_addresses = cluster_addresses(raw, ports, &neighbors)?;
     Ok(Bgp {
+        cluster_addresses,
         bird,
         state_dir,
         local_as,
@@ -141,6 +143,56 @@ pub(super) fn validate_bgp(raw: &RawBgp, ports: &[Port]) -> Result<Bgp, ConfigEr
             100..=60_000,
         )?),
     })
+}
+
+/// `bgp.cluster_addresses`: at most one per family, each routed to the nodes (never on a
+/// port's connected subnet, where appliances would look for it by ARP or ND and no node
+/// answers), and with a router of its family to announce it to.
+fn cluster_addresses(
+    raw: &RawBgp,
+    ports: &[Port],
+    neighbors: &[BgpNeighbor],
+) -> Result<Vec<IpAddr>, ConfigError> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (i, text) in raw.cluster_addresses.iter().enumerate() {
+        let f = format!("bgp.cluster_addresses[{i}]");
+        let a = check_host_ip(&f, text)?;
+        if out.iter().any(|b| b.is_ipv4() == a.is_ipv4()) {
+            return Err(invalid(
+                &f,
+                format!(
+                    "a second {} cluster address (at most one per family)",
+                    super::family(a)
+                ),
+            ));
+        }
+        for p in ports {
+            let connected = match a {
+                IpAddr::V4(v4) => p.ipv4.is_some_and(|n| n.contains(v4)),
+                IpAddr::V6(v6) => p.ipv6.is_some_and(|n| n.contains(v6)),
+            };
+            if connected {
+                return Err(invalid(
+                    &f,
+                    format!(
+                        "{a} is in the connected subnet of port {:?}: the cluster address must be routed to the nodes (announced by BGP), not on a link",
+                        p.name
+                    ),
+                ));
+            }
+        }
+        if !neighbors.iter().any(|n| n.address.is_ipv4() == a.is_ipv4()) {
+            return Err(invalid(
+                &f,
+                format!(
+                    "no {} router in bgp.neighbors to announce {a} to",
+                    super::family(a)
+                ),
+            ));
+        }
+        out.push(a);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -218,9 +270,40 @@ mod tests {
                 "bgp.hold_time_s",
                 "out of range",
             ),
+            (
+                format!("cluster_addresses = [\"10.0.1.9\"]\n{OK}"),
+                "bgp.cluster_addresses[0]",
+                "connected subnet of port \"user\"",
+            ),
+            (
+                format!("cluster_addresses = [\"10.250.200.1\", \"10.250.200.2\"]\n{OK}"),
+                "bgp.cluster_addresses[1]",
+                "at most one per family",
+            ),
+            (
+                format!("cluster_addresses = [\"fd00:250:200::1\"]\n{OK}"),
+                "bgp.cluster_addresses[0]",
+                "no IPv6 router",
+            ),
+            (
+                format!("cluster_addresses = [\"0.0.0.0\"]\n{OK}"),
+                "bgp.cluster_addresses[0]",
+                "not a unicast host address",
+            ),
         ] {
             expect_err(&bgp(&body), field, msg);
         }
+        // A cluster address is announced as a host route after the service prefixes.
+        let c = parse(&bgp(&format!(
+            "cluster_addresses = [\"10.250.200.1\"]\n{OK}"
+        )));
+        let b = c.bgp.as_ref().unwrap();
+        let announced: Vec<String> = b.announced().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            announced,
+            ["10.250.100.0/24", "10.250.101.0/24", "10.250.200.1/32"]
+        );
+        assert_eq!(&c.revalidated().unwrap(), &c, "cluster address round trip");
         // A router on a port without a kernel interface cannot be peered with.
         let no_tap = bgp(OK).replace("kernel_interface = \"gw-user\"\n", "");
         expect_err(&no_tap, "bgp.neighbors[0].address", "no kernel_interface");
