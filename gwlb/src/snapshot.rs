@@ -312,7 +312,7 @@ impl Snapshot {
             .collect();
         for s in registry.slots() {
             if let (Some(mac), false) = (s.target.mac, s.state == SlotState::Gone) {
-                neighbors.push((IpAddrBytes::from(s.target.address), mac.0));
+                neighbors.push((IpAddrBytes::from(s.target.next_hop()), mac.0));
             }
         }
         // Learned entries last: static ones win (the stable sort + dedup keeps the first).
@@ -396,7 +396,8 @@ impl Snapshot {
                 (_, SlotState::Registered) => ApplianceState::Unhealthy,
             };
             let port = snap.ports.get(t.port);
-            let mac = snap.lookup_neighbor(&IpAddrBytes::from(t.address));
+            // A routed appliance's frames go to (and its returns come from) its router.
+            let mac = snap.lookup_neighbor(&IpAddrBytes::from(t.next_hop()));
             let template = match (gi, port) {
                 (Some(gi), Some(port)) if state != ApplianceState::Gone => {
                     let g = &cfg.target_groups[gi];

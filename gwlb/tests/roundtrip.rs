@@ -879,3 +879,41 @@ fn returns_to_the_cluster_address_are_taken_by_any_node() {
         Verdict::ToHost
     );
 }
+
+/// Appliances in another subnet, reached through the appliance port's gateway (a router):
+/// gwlb sends their frames to the router's MAC and takes their returns from it; a return
+/// with the appliance's address that did not come from the router is dropped.
+#[test]
+fn routed_appliances_are_reached_through_the_appliance_gateway() {
+    let text = CONFIG
+        .replace(
+            "address = [\"10.0.0.1/24\", \"fd00::1/64\"]",
+            "address = [\"10.0.0.1/24\", \"fd00::1/64\"]\nappliance_gateways = [\"10.0.0.254\"]",
+        )
+        .split("[[target_groups.targets]]")
+        .next()
+        .unwrap()
+        .to_owned()
+        + "[[target_groups.targets]]\naddress = \"10.30.0.11\"\n[[target_groups.targets]]\naddress = \"10.30.0.12\"\n";
+    let cfg = Config::from_toml_str(&text).expect("config");
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    let mut pipe = Pipeline::new(4096, Default::default()).expect("pipeline");
+    let router_mac = [2, 0, 0, 0, 0, 0xfe];
+    let f = frame_v4(6, [10, 1, 0, 2], [10, 2, 0, 2], 40001, 443, b"hi");
+    let mut b = VecBuf::new(&f);
+    assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
+    let enc = b.data().to_vec();
+    assert_eq!(&enc[0..6], &router_mac, "to the router's MAC");
+    let appliance: [u8; 4] = enc[30..34].try_into().unwrap();
+    assert!(appliance == [10, 30, 0, 11] || appliance == [10, 30, 0, 12]);
+    // From the router: taken.
+    let mut r = VecBuf::new(&aws_return(&enc));
+    assert_eq!(pipe.process(&snap, &mut r, 0, 2), Verdict::Tx(0));
+    assert_eq!(&r.data()[14..], &f[14..]);
+    // The appliance's address from another MAC on the link: a spoof, dropped.
+    let spoof = aws_return_from(&enc, [2, 0, 0, 0, 0, 0x66], appliance);
+    assert_eq!(
+        pipe.process(&snap, &mut VecBuf::new(&spoof), 0, 3),
+        Verdict::Drop(DropReason::ReturnSourceMismatch)
+    );
+}

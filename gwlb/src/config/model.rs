@@ -249,6 +249,10 @@ pub struct Port {
     pub promiscuous: bool,
     /// Name of a TAP exception-path interface, if any.
     pub kernel_interface: Option<String>,
+    /// On an appliance-facing port, the routers through which appliances outside its
+    /// connected subnets are reached (at most one per family; routed appliances, e.g. behind
+    /// the ECMP router of a cluster).
+    pub appliance_gateways: Vec<IpAddr>,
 }
 
 impl Port {
@@ -266,6 +270,14 @@ impl Port {
             IpAddr::V4(a) => self.ipv4.is_some_and(|n| n.addr == a),
             IpAddr::V6(a) => self.ipv6.is_some_and(|n| n.addr == a),
         }
+    }
+
+    /// The appliance gateway of `ip`'s family, if the port has one.
+    pub fn gateway_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        self.appliance_gateways
+            .iter()
+            .copied()
+            .find(|g| g.is_ipv4() == ip.is_ipv4())
     }
 
     /// The port's own address of `ip`'s family (e.g. the outer source toward a target).
@@ -395,8 +407,20 @@ pub struct Target {
     pub weight: u16,
     /// Static MAC; `None` = resolved by ARP/ND or a `[[neighbors]]` entry.
     pub mac: Option<MacAddr>,
-    /// Index into [`Config::ports`] (an appliance-facing port whose subnet holds `address`).
+    /// Index into [`Config::ports`] (an appliance-facing port whose subnet holds `address`,
+    /// or whose appliance gateway reaches it).
     pub port: usize,
+    /// The router it is reached through (its port's appliance gateway), or `None` when it is
+    /// on the port's link. Frames to it go to the router's MAC, and its returns come from it.
+    pub via: Option<IpAddr>,
+}
+
+impl Target {
+    /// The address whose MAC frames to this target are sent to: the router it is reached
+    /// through, or its own.
+    pub fn next_hop(&self) -> IpAddr {
+        self.via.unwrap_or(self.address)
+    }
 }
 
 /// `[control]`.

@@ -236,6 +236,8 @@ pub(super) struct RawPort {
     pub(super) promiscuous: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) kernel_interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) appliance_gateways: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -73,6 +73,11 @@ impl From<&Config> for RawConfig {
                     tx_queues: to_i64(p.tx_queues),
                     promiscuous: p.promiscuous,
                     kernel_interface: p.kernel_interface.clone(),
+                    appliance_gateways: p
+                        .appliance_gateways
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                 })
                 .collect(),
             routes: c

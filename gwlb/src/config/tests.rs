@@ -63,6 +63,7 @@ fn test_revalidated() {
         weight,
         mac: Some(MacAddr([2, 0, 0, 0, 2, 0x13])),
         port: 1,
+        via: None,
     };
     // Edits refused like the same edit in the file, naming the field.
     let mut heavy = c.clone();

@@ -1036,7 +1036,7 @@ impl ControlLoop {
             .slots()
             .iter()
             .filter(|s| s.state != SlotState::Gone && s.target.mac.is_none())
-            .map(|s| (s.target.address, s.target.port))
+            .map(|s| (s.target.next_hop(), s.target.port))
             .collect();
         wanted.extend(
             self.cfg

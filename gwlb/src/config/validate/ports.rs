@@ -6,7 +6,8 @@ use super::{
 };
 use crate::config::net::subnet_special;
 use crate::config::raw::RawPort;
-use crate::config::{ConfigError, Dataplane, Device, IpNet, Port, PortRole};
+use crate::config::{ConfigError, Dataplane, Device, IpNet, Ipv4Net, Ipv6Net, Port, PortRole};
+use std::net::IpAddr;
 
 /// RTE_MAX_QUEUES_PER_PORT.
 const MAX_QUEUES: i64 = 1024;
@@ -168,7 +169,43 @@ pub(super) fn validate_ports(
             }
             None => None,
         };
+        let mut appliance_gateways: Vec<IpAddr> = Vec::new();
+        for (j, text) in rp.appliance_gateways.iter().enumerate() {
+            let field = format!("{p}.appliance_gateways[{j}]");
+            let ip = check_host_ip(&field, text)?;
+            if rp.role == PortRole::User {
+                return Err(invalid(
+                    field,
+                    "port has role \"user\": appliance gateways belong to an appliance-facing port",
+                ));
+            }
+            let connected = match ip {
+                IpAddr::V4(a) => ipv4.is_some_and(|n: Ipv4Net| n.contains(a)),
+                IpAddr::V6(a) => ipv6.is_some_and(|n: Ipv6Net| n.contains(a)),
+            };
+            let own = match ip {
+                IpAddr::V4(a) => ipv4.is_some_and(|n| n.addr == a),
+                IpAddr::V6(a) => ipv6.is_some_and(|n| n.addr == a),
+            };
+            if own || !connected {
+                return Err(invalid(
+                    field,
+                    format!("{ip} must be another host in the port's connected subnet (the router that reaches the appliances)"),
+                ));
+            }
+            if appliance_gateways
+                .iter()
+                .any(|g| g.is_ipv4() == ip.is_ipv4())
+            {
+                return Err(invalid(
+                    field,
+                    "a second gateway of its family (at most one per family)",
+                ));
+            }
+            appliance_gateways.push(ip);
+        }
         ports.push(Port {
+            appliance_gateways,
             name: rp.name.clone(),
             device,
             role: rp.role,

@@ -39,20 +39,26 @@ pub(super) fn validate_targets(
                         format!("port {name:?} has role \"user\"; expected an appliance-facing port"),
                     ));
                 }
-                if !ports[p].is_connected(address) {
+                if !ports[p].is_connected(address) && ports[p].gateway_for(address).is_none() {
                     return Err(invalid(
                         format!("{t}.address"),
                         format!(
-                            "{address} is not in a connected subnet of port {name:?} ({})",
+                            "{address} is not in a connected subnet of port {name:?} ({}), and the port has no appliance gateway of its family",
                             ports[p].addresses_display()
                         ),
                     ));
                 }
                 p
             }
+            // On a link first; else through an appliance gateway.
             None => ports
                 .iter()
                 .position(|p| p.role.faces_appliances() && p.is_connected(address))
+                .or_else(|| {
+                    ports.iter().position(|p| {
+                        p.role.faces_appliances() && p.gateway_for(address).is_some()
+                    })
+                })
                 .ok_or_else(|| {
                     let subnets: Vec<String> = ports
                         .iter()
@@ -62,7 +68,7 @@ pub(super) fn validate_targets(
                     invalid(
                         format!("{t}.address"),
                         format!(
-                            "{address} is not in a connected subnet of an appliance-facing port ({})",
+                            "{address} is not in a connected subnet of an appliance-facing port ({}), and no such port has an appliance gateway of its family",
                             subnets.join("; ")
                         ),
                     )
@@ -92,11 +98,23 @@ pub(super) fn validate_targets(
             None => None,
         };
 
+        let via = if ports[port].is_connected(address) {
+            None
+        } else {
+            ports[port].gateway_for(address)
+        };
+        if let (Some(gw), Some(_)) = (via, mac) {
+            return Err(invalid(
+                format!("{t}.mac"),
+                format!("{address} is reached through the appliance gateway {gw}, whose MAC frames go to: set it as a [[neighbors]] entry for {gw}, or learn it through the port's kernel_interface"),
+            ));
+        }
         targets.push(Target {
             address,
             weight: ranged(&format!("{t}.weight"), rt.weight, 0..=1000)?,
             mac,
             port,
+            via,
         });
     }
     Ok(targets)
@@ -116,7 +134,7 @@ pub(super) fn check_targets_resolvable(
             let port = &ports[t.port];
             let known = t.mac.is_some()
                 || port.kernel_interface.is_some()
-                || neighbors.iter().any(|n| n.address == t.address);
+                || neighbors.iter().any(|n| n.address == t.next_hop());
             if !known {
                 return Err(invalid(
                     format!("target_groups[{gi}].targets[{ti}].mac"),
@@ -279,5 +297,72 @@ mod tests {
             "target_groups[1].targets[0].address",
             "is already target_groups[0].targets[1]",
         );
+    }
+
+    /// Appliances outside the appliance port's subnets, reached through its appliance gateway.
+    #[test]
+    fn routed_targets() {
+        let cfg = |gateway: &str, target_extra: &str, tail: &str| {
+            TWO_ARM.replacen(
+                "address = \"10.0.2.1/24\"",
+                &format!("address = \"10.0.2.1/24\"\n{gateway}"),
+                1,
+            ) + &format!(
+                "[[target_groups.targets]]\naddress = \"10.9.0.5\"\n{target_extra}\n{tail}"
+            )
+        };
+        let gw = "appliance_gateways = [\"10.0.2.254\"]";
+        let neighbor = "[[neighbors]]\naddress = \"10.0.2.254\"\nmac = \"02:00:00:00:02:fe\"\nport = \"app\"\n";
+        let c = parse(&cfg(gw, "", neighbor));
+        let t = &c.target_groups[0].targets[2];
+        assert_eq!((t.port, t.via), (1, Some("10.0.2.254".parse().unwrap())));
+        assert_eq!(t.next_hop().to_string(), "10.0.2.254");
+        assert_eq!(
+            c.target_groups[0].targets[0].via, None,
+            "on-link stays on-link"
+        );
+        assert_eq!(&c.revalidated().unwrap(), &c, "round trip");
+        for (text, field, msg) in [
+            (
+                cfg(gw, "", ""),
+                "target_groups[0].targets[2].mac",
+                "has no kernel_interface",
+            ),
+            (
+                cfg(gw, "mac = \"02:00:00:00:09:05\"", neighbor),
+                "target_groups[0].targets[2].mac",
+                "reached through the appliance gateway 10.0.2.254",
+            ),
+            (
+                cfg("", "", neighbor),
+                "target_groups[0].targets[2].address",
+                "no such port has an appliance gateway",
+            ),
+            (
+                cfg("appliance_gateways = [\"10.0.3.254\"]", "", neighbor),
+                "ports[1].appliance_gateways[0]",
+                "connected subnet",
+            ),
+            (
+                cfg(
+                    "appliance_gateways = [\"10.0.2.254\", \"10.0.2.253\"]",
+                    "",
+                    neighbor,
+                ),
+                "ports[1].appliance_gateways[1]",
+                "at most one per family",
+            ),
+            (
+                TWO_ARM.replacen(
+                    "address = \"10.0.1.1/24\"",
+                    "address = \"10.0.1.1/24\"\nappliance_gateways = [\"10.0.1.254\"]",
+                    1,
+                ),
+                "ports[0].appliance_gateways[0]",
+                "role \"user\"",
+            ),
+        ] {
+            expect_err(&text, field, msg);
+        }
     }
 }
