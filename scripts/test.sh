@@ -33,7 +33,8 @@ FUZZ_SECONDS=$FUZZ_SECONDS scripts/fuzz.sh
 step "benchmark harness, smoke mode (every scenario runs, outputs verified, no speed claims)"
 perf/run.sh --smoke
 
-if [ -x scripts/e2e.sh ]; then
-  step "end-to-end suite"
-  scripts/e2e.sh
-fi
+step "end-to-end suite"
+scripts/e2e.sh
+
+step "end-to-end suite, two nodes behind an ECMP router (BGP, BFD)"
+scripts/e2e-cluster.sh

@@ -6,7 +6,7 @@
 #                          --gateway-ip A.B.C.D --vni N [--block-tcp-port P]... \
 #                          [--hc-port 8080] [--mtu 9000] [--mem 128M] \
 #                          [--timeout 90] [--stats-interval 10] [--no-flowlog] \
-#                          [--mac 02:..] [--ipv6]
+#                          [--mac 02:..] [--ipv6] [--route-via A.B.C.D]
 #   uml-appliance.sh stop   --name NAME [--keep-state]
 #   uml-appliance.sh status --name NAME
 #   uml-appliance.sh dump   --name NAME [--timeout 20]   # fresh evidence files now
@@ -31,7 +31,7 @@ usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 CMD=$1; shift
 
 NETNS= NAME= DEV= IPCIDR= GWIP= VNI= HC_PORT=8080 MTU= MEM=128M TIMEOUT=90
-STATS_INTERVAL=10 FLOWLOG=1 MAC= KEEP_STATE=0 IPV6=0
+STATS_INTERVAL=10 FLOWLOG=1 MAC= KEEP_STATE=0 IPV6=0 ROUTE_VIA=
 BLOCK_PORTS=()
 EXEC_ARGS=()
 while [ $# -gt 0 ]; do
@@ -51,6 +51,7 @@ while [ $# -gt 0 ]; do
         --no-flowlog) FLOWLOG=0; shift ;;
         --mac) MAC=$2; shift 2 ;;
         --ipv6) IPV6=1; shift ;;
+        --route-via) ROUTE_VIA=$2; shift 2 ;;
         --keep-state) KEEP_STATE=1; shift ;;
         --) shift; EXEC_ARGS=("$@"); break ;;
         -h|--help) usage ;;
@@ -140,6 +141,7 @@ MTU=$MTU
 STATS_INTERVAL=$STATS_INTERVAL
 FLOWLOG=$FLOWLOG
 IPV6=$IPV6
+ROUTE_VIA=$ROUTE_VIA
 BLOCK_PORTS="${BLOCK_PORTS[*]:-}"
 MODROOT=$STATE/modroot
 MODLOAD=$SCRIPT_DIR/uml-modload.py
@@ -184,6 +186,8 @@ done
 [ -n "$MTU" ] && ip link set "$IFACE" mtu "$MTU"
 ip addr add "$IPCIDR" dev "$IFACE"
 ip link set "$IFACE" up
+# a gateway elsewhere (e.g. a cluster address behind a router): the route to it
+[ -n "$ROUTE_VIA" ] && ip route add default via "$ROUTE_VIA" dev "$IFACE"
 
 ip link add gnv0 type geneve id "$VNI" remote "$GWIP" dstport 6081 innerprotoinherit
 echo 0 > /proc/sys/net/ipv4/conf/gnv0/rp_filter
