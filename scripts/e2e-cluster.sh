@@ -153,6 +153,10 @@ split_other=$(join "$CW/flows1" "$CW/flows2" | awk '$2 != $3' | wc -l)
 figure "split flows (one direction through each node): $split, with different appliances on the two nodes: $split_other"
 [ "$split" -gt 0 ] && ok "$split flows had their two directions on different nodes" || bad "some flows split over the nodes" "none (ECMP hashing?)"
 [ "$split_other" = 0 ] && ok "each split flow has the same appliance on both nodes" || bad "split flows keep one appliance" "$split_other differ"
+sr1=$(stats 1 | jq -r '.total.stateless_returns') sr2=$(stats 2 | jq -r '.total.stateless_returns')
+figure "returns a node took for flows it never saw (the appliance's choice only): node 1 $sr1, node 2 $sr2"
+[ $((sr1 + sr2)) -gt 0 ] && ok "returns reach either node through the cluster address and are taken for unseen flows ($sr1 / $sr2)" ||
+    bad "returns for unseen flows taken" "$sr1 / $sr2"
 uml_n=$(cl_uml_flows | grep -cF "$S_IP.") aws_n=$(cl_aws_flows | grep -cF "$S_IP.")
 dup=$(both_appliances | wc -l)
 figure "appliances: UML saw $uml_n client-server flows, aws_appliance $aws_n, both: $dup"
