@@ -245,12 +245,18 @@ cl_node_start() {
     NO_COLOR=1 setsid ip netns exec "$ns" "$GWLB_BIN" run --config "$CW/n$n.toml" \
         >>"$CW/n$n.out" 2>>"$CW/n$n.err" &
     echo $! > "$CW/n$n.pid"
+    # Started: the worker runs, and the kernel interface has the port's address (then the
+    # kernel accepts the route through it).
     for i in $(seq 150); do
-        grep -q "worker started" "$CW/n$n.err" 2>/dev/null && ip -n "$ns" link show "n${n}tap" 2>/dev/null | grep -q UP && break
+        if grep -q "worker started" "$CW/n$n.err" 2>/dev/null &&
+            ip netns exec "$ns" ip route replace default via "10.41.$n.254" dev "n${n}tap" 2>/dev/null; then
+            return 0
+        fi
         kill -0 "$(cat "$CW/n$n.pid")" 2>/dev/null || { echo "node $n: gwlb exited" >&2; tail -n 20 "$CW/n$n.err" >&2; return 1; }
         sleep 0.1
     done
-    ip -n "$ns" route replace default via "10.41.$n.254" dev "n${n}tap"
+    echo "node $n: no worker, or no route through n${n}tap, after 15 s" >&2
+    return 1
 }
 cl_node_kill() { kill -KILL "$(cat "$CW/n$1.pid")" 2>/dev/null; wait "$(cat "$CW/n$1.pid")" 2>/dev/null; rm -f "$CW/n$1.pid"; }
 cl_node_stop() {
@@ -276,6 +282,7 @@ cl_aws_start() {
     ip netns exec "$NS_A2" "$AWS_BIN" --listen "$A2_IP" --block-tcp-port "$CL_BLOCKED" \
         --hc-port "$CL_HC_PORT" --flow-log "$CW/aws-flows.log" >>"$CW/aws.out" 2>>"$CW/aws.err" &
     echo $! > "$CW/aws.pid"
+    disown $!   # killed on purpose by the health test: no job notice
     sleep 0.3
     kill -0 "$(cat "$CW/aws.pid")" 2>/dev/null || { echo "aws_appliance exited:" >&2; cat "$CW/aws.err" >&2; return 1; }
 }
