@@ -138,104 +138,9 @@ impl Corpus {
 
 const V4_HDR: usize = 20;
 
-/// An IPv4 packet: `opts` (a multiple of 4 bytes), the flags/fragment-offset word, `l4` bytes.
-fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, opts: &[u8], frag: u16, l4: &[u8]) -> Vec<u8> {
-    assert_eq!(opts.len() % 4, 0, "options are whole words");
-    let hl = V4_HDR + opts.len();
-    let mut h = vec![0x40 | (hl / 4) as u8, 0];
-    h.extend_from_slice(&((hl + l4.len()) as u16).to_be_bytes());
-    h.extend_from_slice(&0x1234u16.to_be_bytes());
-    h.extend_from_slice(&frag.to_be_bytes());
-    h.extend_from_slice(&[64, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    h.extend_from_slice(opts);
-    fix_v4_checksum(&mut h);
-    h.extend_from_slice(l4);
-    h
-}
-
-fn fix_v4_checksum(ip: &mut [u8]) {
-    let hl = (usize::from(ip[0] & 0x0f) * 4).clamp(V4_HDR, ip.len());
-    ip[10] = 0;
-    ip[11] = 0;
-    let c = checksum(ones_sum(0, &ip[..hl]));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-}
-
-/// An IPv6 packet whose first next header is `next`, with `body` (extension headers and L4).
-fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, body: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    h.extend_from_slice(&[next, 64]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    h.extend_from_slice(body);
-    h
-}
-
-/// A generic IPv6 extension header (Hop-by-Hop, Routing, Destination Options, ...) of
-/// `units` * 8 bytes (at least 1 unit), followed by `next`.
-fn ext(next: u8, units: usize) -> Vec<u8> {
-    let mut h = vec![0u8; 8 * units.max(1)];
-    h[0] = next;
-    h[1] = (units.max(1) - 1) as u8;
-    // A PadN option filling the rest (Hop-by-Hop / Destination Options layout).
-    h[2] = 1;
-    h[3] = (h.len() - 4) as u8;
-    h
-}
-
-/// An IPv6 Fragment header.
-fn frag6(next: u8, offset: u16, more: bool, id: u32) -> Vec<u8> {
-    let mut h = vec![next, 0];
-    h.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
-    h.extend_from_slice(&id.to_be_bytes());
-    h
-}
-
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = sport.to_be_bytes().to_vec();
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    u
-}
-
-/// A TCP segment with data offset 5 + `opts` words.
-fn tcp_opts(sport: u16, dport: u16, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
-    assert_eq!(opts.len() % 4, 0);
-    let mut t = sport.to_be_bytes().to_vec();
-    t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&1000u32.to_be_bytes());
-    t.extend_from_slice(&0u32.to_be_bytes());
-    t.push(((5 + opts.len() / 4) as u8) << 4);
-    t.push(flags);
-    t.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
-    t.extend_from_slice(opts);
-    t.extend_from_slice(payload);
-    t
-}
-
-fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    tcp_opts(sport, dport, flags, &[], payload)
-}
-
-/// ICMP / ICMPv6 message: type, code, 4 bytes of rest-of-header, body.
-fn icmp(ty: u8, code: u8, body: &[u8]) -> Vec<u8> {
-    let mut i = vec![ty, code, 0, 0, 0, 0, 0, 0];
-    i.extend_from_slice(body);
-    i
-}
-
 /// A user frame (from the router in front of the gateway) carrying `ip`.
 fn user_ip(ip: &[u8]) -> Vec<u8> {
     eth_ip(PORT_MAC, CLIENT_MAC, ip)
-}
-
-fn v4(a: u8, b: u8, c: u8, d: u8) -> [u8; 4] {
-    [a, b, c, d]
 }
 
 fn v6(net: u16, host: u16) -> [u8; 16] {
@@ -254,13 +159,6 @@ fn next_hop_mac(inner: &[u8]) -> [u8; 6] {
     }
 }
 
-fn pad_to(mut f: Vec<u8>, len: usize) -> Vec<u8> {
-    while f.len() < len {
-        f.push(0xee);
-    }
-    f
-}
-
 fn ip_of(f: &[u8]) -> Vec<u8> {
     ip_packet(f).to_vec()
 }
@@ -273,7 +171,7 @@ fn with_outer_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
     f[14] = 0x40 | ((V4_HDR + opts.len()) / 4) as u8;
     let total = u16::from_be_bytes([f[16], f[17]]) + opts.len() as u16;
     f[16..18].copy_from_slice(&total.to_be_bytes());
-    fix_v4_checksum(&mut f[14..]);
+    set_ipv4_checksum(&mut f[14..]);
     f
 }
 
@@ -281,7 +179,7 @@ fn with_outer_options(frame: &[u8], opts: &[u8]) -> Vec<u8> {
 fn with_outer_frag(frame: &[u8], word: u16) -> Vec<u8> {
     let mut f = frame.to_vec();
     f[20..22].copy_from_slice(&word.to_be_bytes());
-    fix_v4_checksum(&mut f[14..]);
+    set_ipv4_checksum(&mut f[14..]);
     f
 }
 
@@ -289,8 +187,6 @@ fn with_outer_frag(frame: &[u8], word: u16) -> Vec<u8> {
 fn target(addr: IpAddr, mac: [u8; 6]) -> Target {
     Target { addr, mac }
 }
-
-const STRANGER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
 
 // ---------------------------------------------------------------------------------------------
 // The corpus
@@ -577,7 +473,7 @@ fn ipv4_options(c: &mut Corpus, fl: &Flows) {
     let mut cut = base[..24].to_vec();
     cut[0] = 0x4f; // IHL 15: 60 bytes of header, 24 there
     cut[2..4].copy_from_slice(&24u16.to_be_bytes());
-    fix_v4_checksum(&mut cut);
+    set_ipv4_checksum(&mut cut);
     c.drop(
         "ipv4 IHL 15 with the options cut off",
         &[],
@@ -591,7 +487,7 @@ fn ipv4_options(c: &mut Corpus, fl: &Flows) {
     }
     let mut b = base.clone();
     b[2..4].copy_from_slice(&24u16.to_be_bytes()); // IHL 7 = 28 bytes
-    fix_v4_checksum(&mut b);
+    set_ipv4_checksum(&mut b);
     c.drop(
         "ipv4 total length below the header length",
         &[],
@@ -639,7 +535,7 @@ fn ipv6_chains(c: &mut Corpus) {
     let chain = |n: usize, last: u8| {
         let mut body = Vec::new();
         for i in 0..n {
-            body.extend_from_slice(&ext(if i + 1 == n { last } else { 60 }, 1));
+            body.extend_from_slice(&ipv6_ext(if i + 1 == n { last } else { 60 }, 1));
         }
         body
     };
@@ -655,22 +551,22 @@ fn ipv6_chains(c: &mut Corpus) {
         }
     }
     // Every kind once: hop-by-hop, routing, atomic fragment, AH, destination options.
-    let mut body = ext(43, 1);
-    let mut routing = ext(44, 1);
+    let mut body = ipv6_ext(43, 1);
+    let mut routing = ipv6_ext(44, 1);
     routing[2..4].copy_from_slice(&[0, 0]); // type 0, 0 segments left
     body.extend_from_slice(&routing);
-    body.extend_from_slice(&frag6(51, 0, false, 9));
+    body.extend_from_slice(&ipv6_fragment(51, 0, false, 9));
     let mut ah = vec![60, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]; // (1 + 2) * 4 = 12 bytes
     ah[0] = 60;
     body.extend_from_slice(&ah);
-    body.extend_from_slice(&ext(6, 2));
+    body.extend_from_slice(&ipv6_ext(6, 2));
     body.extend_from_slice(&tcp(7000, 443, 0x02, b""));
     c.enc(
         "ipv6 hop-by-hop, routing, atomic fragment, AH, destination options, tcp",
         user_ip(&ipv6(v6(0xfd01, 0x21), v6(0xfd02, 0x21), 0, &body)),
     );
-    let mut body = ext(0, 1);
-    body.extend_from_slice(&ext(17, 1));
+    let mut body = ipv6_ext(0, 1);
+    body.extend_from_slice(&ipv6_ext(17, 1));
     body.extend_from_slice(&udp(1, 2, b""));
     c.drop(
         "ipv6 hop-by-hop as the second header",
@@ -678,7 +574,7 @@ fn ipv6_chains(c: &mut Corpus) {
         user_ip(&ipv6(v6(0xfd01, 0x22), v6(0xfd02, 0x22), 60, &body)),
         "ipv6_hop_by_hop_not_first",
     );
-    let mut long = ext(17, 1);
+    let mut long = ipv6_ext(17, 1);
     long[1] = 255; // says 2048 bytes
     long.extend_from_slice(&udp(1, 2, b""));
     c.drop(
@@ -793,7 +689,7 @@ fn fragments(c: &mut Corpus, fl: &Flows) {
     );
     // IPv6.
     let (s6, d6) = (v6(0xfd01, 0x30), v6(0xfd02, 0x30));
-    let mut body = frag6(6, 0, true, 77);
+    let mut body = ipv6_fragment(6, 0, true, 77);
     body.extend_from_slice(&tcp(9005, 22, 0x02, b"")[..8]);
     c.drop(
         "ipv6 tiny first fragment: 8 bytes of tcp",
@@ -801,17 +697,17 @@ fn fragments(c: &mut Corpus, fl: &Flows) {
         user_ip(&ipv6(s6, d6, 44, &body)),
         "truncated_tcp",
     );
-    let mut body = frag6(6, 1, true, 77);
+    let mut body = ipv6_fragment(6, 1, true, 77);
     body.push(1);
     c.enc(
         "ipv6 later fragment of 1 byte",
         user_ip(&ipv6(s6, d6, 44, &body)),
     );
-    let mut body = frag6(17, 0, false, 78);
+    let mut body = ipv6_fragment(17, 0, false, 78);
     body.extend_from_slice(&udp(9006, 53, b"atomic"));
     c.enc("ipv6 atomic fragment", user_ip(&ipv6(s6, d6, 44, &body)));
-    let mut body = frag6(60, 0, true, 79);
-    body.extend_from_slice(&ext(17, 1));
+    let mut body = ipv6_fragment(60, 0, true, 79);
+    body.extend_from_slice(&ipv6_ext(17, 1));
     body.extend_from_slice(&udp(9007, 53, b"f"));
     c.enc(
         "ipv6 first fragment, then destination options, then udp",
@@ -1251,18 +1147,18 @@ fn sources(c: &mut Corpus, fl: &Flows) {
     c.dec(
         "return over ipv6 with a destination-options header",
         &[&fl.f6],
-        v6_outer(&ext(17, 1), 60),
+        v6_outer(&ipv6_ext(17, 1), 60),
         &inner6,
     );
     c.dec(
         "return over ipv6 with an atomic fragment header",
         &[&fl.f6],
-        v6_outer(&frag6(17, 0, false, 5), 44),
+        v6_outer(&ipv6_fragment(17, 0, false, 5), 44),
         &inner6,
     );
     c.host(
         "return over ipv6, a first fragment",
-        v6_outer(&frag6(17, 0, true, 5), 44),
+        v6_outer(&ipv6_fragment(17, 0, true, 5), 44),
     );
     // An ICMP error is keyed on the flow it quotes, whatever its own addresses: from the
     // flow's appliance, it must at least go to the quoted packet's source (RFC 792), or the
@@ -1415,7 +1311,7 @@ fn icmp_errors(c: &mut Corpus, fl: &Flows) {
     let (r6, d6) = (v6(0xfd02, 0xfe), v6(0xfd01, 1));
     let mut nine = Vec::new();
     for _ in 0..9 {
-        nine.extend_from_slice(&ext(60, 1));
+        nine.extend_from_slice(&ipv6_ext(60, 1));
     }
     let quotes6: [(&str, Vec<u8>); 3] = [
         ("random bytes", junk.clone()),
@@ -1540,7 +1436,7 @@ fn misc(c: &mut Corpus) {
         &udp(3, 4, b"ttl"),
     );
     ttl0[8] = 0;
-    fix_v4_checksum(&mut ttl0);
+    set_ipv4_checksum(&mut ttl0);
     c.enc(
         "ipv4 TTL 0: encapsulated as is (gwlb is no router)",
         user_ip(&ttl0),

@@ -10,10 +10,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::process::Command;
 
-use gwlb_tests::{frame, read_pcap, write_pcap, Ips, L4};
-
-const PORT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
+use gwlb_tests::configs::{CLIENT_MAC, PORT_MAC};
+use gwlb_tests::frames::{frame, Ips, L4};
+use gwlb_tests::pcap::{read_pcap, write_pcap};
 
 fn config(dir: &std::path::Path) -> String {
     let p = |n: &str| dir.join(n).display().to_string();

@@ -631,7 +631,7 @@ fn returns_are_decapsulated_byte_exact_and_bad_input_is_dropped() {
 fn tshark_decodes_mixed_output() {
     needs_root::require();
     let m = Model::new();
-    let input = gwlb_tests::mixed_traffic(CLIENT_MAC, PORT_MAC, 24, 2);
+    let input = gwlb_tests::frames::mixed_traffic(CLIENT_MAC, PORT_MAC, 24, 2);
     let mut cases = Cases::default();
     for (i, f) in input.iter().enumerate() {
         cases.out(

@@ -8,7 +8,9 @@ use gwlb::packet_buf::{PacketBuf, VecBuf};
 use gwlb::parse::DropReason;
 use gwlb::pipeline::{Pipeline, Verdict};
 use gwlb::snapshot::{LiveState, Snapshot};
-use gwlb_tests::ipv4_checksum;
+use gwlb_tests::checksum::set_ipv4_checksum;
+use gwlb_tests::frames::{frame, Ips, L4};
+use gwlb_tests::geneve_returns::{aws_echo, Outer};
 use proptest::prelude::*;
 
 const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -65,103 +67,37 @@ fn setup() -> (Snapshot, Pipeline) {
     (snap, pipe)
 }
 
-/// What an AWS-style appliance sends back: outer MACs and IPs swapped, ports and the whole
-/// Geneve header kept, TTL 2, UDP checksum 0.
-fn aws_return(encapsulated: &[u8]) -> Vec<u8> {
-    let mut r = encapsulated.to_vec();
-    r[0..6].copy_from_slice(&encapsulated[6..12]);
-    r[6..12].copy_from_slice(&encapsulated[0..6]);
-    r[26..30].copy_from_slice(&encapsulated[30..34]);
-    r[30..34].copy_from_slice(&encapsulated[26..30]);
-    r[22] = 2;
-    r[24..26].copy_from_slice(&[0, 0]);
-    let csum = ipv4_checksum(&r[14..34]);
-    r[24..26].copy_from_slice(&csum.to_be_bytes());
-    r
-}
-
-/// What a Linux kernel Geneve device sends back: no options, its own VNI, a hashed source
-/// port, TTL 64, checksum 0, and the inner packet as given (the caller may have routed it).
+/// What a Linux kernel Geneve device sends back for the encapsulation `encapsulated`: no
+/// options, its own VNI (9), a hashed source port (700), TTL 64, checksum 0, and the inner
+/// packet as given (the caller may have routed it).
 fn linux_return(encapsulated: &[u8], inner: &[u8]) -> Vec<u8> {
-    let mut r = Vec::new();
-    r.extend_from_slice(&encapsulated[6..12]);
-    r.extend_from_slice(&encapsulated[0..6]);
-    r.extend_from_slice(&[0x08, 0x00]);
-    let total = (20 + 8 + 8 + inner.len()) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&encapsulated[30..34]);
-    ip[16..20].copy_from_slice(&encapsulated[26..30]);
-    let c = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    r.extend_from_slice(&ip);
-    r.extend_from_slice(&700u16.to_be_bytes());
-    r.extend_from_slice(&6081u16.to_be_bytes());
-    r.extend_from_slice(&((8 + 8 + inner.len()) as u16).to_be_bytes());
-    r.extend_from_slice(&[0, 0]);
-    let proto = if inner[0] >> 4 == 6 {
-        0x86ddu16
-    } else {
-        0x0800
+    let outer = Outer {
+        sport: 700,
+        ..Outer::reply_to(encapsulated)
     };
-    r.extend_from_slice(&[0, 0]);
-    r.extend_from_slice(&proto.to_be_bytes());
-    r.extend_from_slice(&[0, 0, 9, 0]); // VNI 9
-    r.extend_from_slice(inner);
-    r
+    gwlb_tests::geneve_returns::linux_return(&outer, inner, 9)
 }
 
-fn frame_v4(
-    proto: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    payload: &[u8],
-) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, GW_MAC).ipv4(src, dst, 64);
-    let mut out = Vec::new();
-    match proto {
-        6 => b
-            .tcp(sport, dport, 1, 1000)
-            .write(&mut out, payload)
-            .unwrap(),
-        17 => b.udp(sport, dport).write(&mut out, payload).unwrap(),
-        1 => b
-            .icmpv4_echo_request(sport, dport)
-            .write(&mut out, payload)
-            .unwrap(),
-        p => b.write(&mut out, IpNumber(p), payload).unwrap(),
-    }
-    out
-}
-
-fn frame_v6(
-    proto: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
-    sport: u16,
-    dport: u16,
-    payload: &[u8],
-) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, GW_MAC).ipv6(src, dst, 64);
-    let mut out = Vec::new();
-    match proto {
-        6 => b
-            .tcp(sport, dport, 1, 1000)
-            .write(&mut out, payload)
-            .unwrap(),
-        17 => b.udp(sport, dport).write(&mut out, payload).unwrap(),
-        58 => b
-            .icmpv6_echo_request(sport, dport)
-            .write(&mut out, payload)
-            .unwrap(),
-        p => b.write(&mut out, IpNumber(p), payload).unwrap(),
-    }
-    out
+/// A user frame from the client: TCP (no flags), UDP, ICMP(v6) echo (`sport` the id,
+/// `dport` the sequence number) or any other protocol with `payload` as its body.
+fn user_frame(ips: Ips, proto: u8, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let l4 = match proto {
+        6 => L4::Tcp {
+            src_port: sport,
+            dst_port: dport,
+            flags: 0,
+        },
+        17 => L4::Udp {
+            src_port: sport,
+            dst_port: dport,
+        },
+        1 | 58 => L4::Echo {
+            id: sport,
+            seq: dport,
+        },
+        p => L4::Other(p),
+    };
+    frame(CLIENT_MAC, GW_MAC, ips, l4, payload)
 }
 
 /// Runs one frame out and back; returns (appliance MAC, frame after decapsulation).
@@ -179,7 +115,7 @@ fn round_trip(
     let ret = if linux {
         linux_return(&enc, inner)
     } else {
-        aws_return(&enc)
+        aws_echo(&enc)
     };
     let mut r = VecBuf::new(&ret);
     assert_eq!(pipe.process(snap, &mut r, 0, 2), Verdict::Tx(0));
@@ -200,10 +136,9 @@ fn ipv4_protocols_both_return_styles() {
     let (snap, mut pipe) = setup();
     for (i, proto) in [6u8, 17, 1, 47].into_iter().enumerate() {
         for linux in [false, true] {
-            let f = frame_v4(
+            let f = user_frame(
+                Ips::V4([10, 1, 0, i as u8 + 2], [10, 2, 0, 2]),
                 proto,
-                [10, 1, 0, i as u8 + 2],
-                [10, 2, 0, 2],
                 40000 + i as u16,
                 80,
                 b"payload bytes",
@@ -225,7 +160,7 @@ fn ipv6_protocols_both_return_styles() {
     for (i, proto) in [6u8, 17, 58, 47].into_iter().enumerate() {
         for linux in [false, true] {
             src[15] = i as u8;
-            let f = frame_v6(proto, src, dst, 50000, 443, &[7u8; 100]);
+            let f = user_frame(Ips::V6(src, dst), proto, 50000, 443, &[7u8; 100]);
             let (_, out) = round_trip(&snap, &mut pipe, &f, linux);
             assert_eq!(out, expected(&f), "proto {proto} linux={linux}");
         }
@@ -294,7 +229,7 @@ fn fragments_of_one_datagram_reach_one_appliance_and_round_trip() {
 #[test]
 fn return_from_wrong_or_unknown_appliance_is_dropped() {
     let (snap, mut pipe) = setup();
-    let f = frame_v4(6, [10, 1, 0, 2], [10, 2, 0, 2], 40000, 80, b"x");
+    let f = user_frame(Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]), 6, 40000, 80, b"x");
     let mut b = VecBuf::new(&f);
     assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
     let enc = b.data().to_vec();
@@ -339,7 +274,7 @@ fn return_from_wrong_or_unknown_appliance_is_dropped() {
     // A registered appliance sourcing a flow nobody sent it, whether or not the flow hashes
     // to it: dropped (the table has room, so the flow would have been stored; see
     // `full_flow_table_keeps_both_directions_and_counts_honestly` for a full table).
-    let unsent = frame_v4(17, [10, 1, 7, 7], [10, 2, 7, 7], 1, 2, b"y");
+    let unsent = user_frame(Ips::V4([10, 1, 7, 7], [10, 2, 7, 7]), 17, 1, 2, b"y");
     let choice = {
         let (snap2, mut pipe2) = setup();
         let mut b = VecBuf::new(&unsent);
@@ -353,9 +288,7 @@ fn return_from_wrong_or_unknown_appliance_is_dropped() {
         let mut forged = linux_return(&enc, &unsent[14..]);
         forged[6..12].copy_from_slice(&sender.0);
         forged[26..30].copy_from_slice(&sender.1);
-        forged[24..26].copy_from_slice(&[0, 0]);
-        let c = ipv4_checksum(&forged[14..34]);
-        forged[24..26].copy_from_slice(&c.to_be_bytes());
+        set_ipv4_checksum(&mut forged[14..34]);
         assert_eq!(
             pipe.process(&snap, &mut VecBuf::new(&forged), 0, 2),
             Verdict::Drop(DropReason::NoFlowForReturn)
@@ -374,7 +307,7 @@ fn return_from_wrong_or_unknown_appliance_is_dropped() {
 #[test]
 fn returns_are_bounded_by_udp_length_and_icmp_errors_by_their_destination() {
     let (snap, mut pipe) = setup();
-    let f = frame_v4(17, [10, 1, 0, 2], [10, 2, 0, 2], 4000, 53, b"x");
+    let f = user_frame(Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]), 17, 4000, 53, b"x");
     let mut b = VecBuf::new(&f);
     assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
     let enc = b.data().to_vec();
@@ -429,7 +362,7 @@ fn require_flow_cookie_drops_returns_without_it() {
     assert!(cfg.target_groups[0].require_flow_cookie);
     let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
     let mut pipe = Pipeline::new(4096, Default::default()).expect("pipeline");
-    let f = frame_v4(17, [10, 1, 0, 2], [10, 2, 0, 2], 4000, 53, b"x");
+    let f = user_frame(Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]), 17, 4000, 53, b"x");
     let mut b = VecBuf::new(&f);
     assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
     let enc = b.data().to_vec();
@@ -437,7 +370,7 @@ fn require_flow_cookie_drops_returns_without_it() {
         pipe.process(&snap, &mut VecBuf::new(&linux_return(&enc, &f[14..])), 0, 2),
         Verdict::Drop(DropReason::ReturnWithoutCookie)
     );
-    let mut wrong = aws_return(&enc);
+    let mut wrong = aws_echo(&enc);
     // The cookie is the last 4 bytes of the options (type 3 last), just before the inner packet.
     let at = 14 + 68 - 4;
     wrong[at] ^= 0xff;
@@ -446,7 +379,7 @@ fn require_flow_cookie_drops_returns_without_it() {
         Verdict::Drop(DropReason::NoFlowForReturn)
     );
     assert_eq!(
-        pipe.process(&snap, &mut VecBuf::new(&aws_return(&enc)), 0, 2),
+        pipe.process(&snap, &mut VecBuf::new(&aws_echo(&enc)), 0, 2),
         Verdict::Tx(0)
     );
 }
@@ -456,8 +389,20 @@ fn both_directions_share_an_appliance() {
     let (snap, mut pipe) = setup();
     let mut used = std::collections::HashSet::new();
     for i in 0..64u16 {
-        let fwd = frame_v4(6, [10, 1, 0, 2], [10, 2, 0, 2], 30000 + i, 80, b"a");
-        let rev = frame_v4(6, [10, 2, 0, 2], [10, 1, 0, 2], 80, 30000 + i, b"b");
+        let fwd = user_frame(
+            Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
+            6,
+            30000 + i,
+            80,
+            b"a",
+        );
+        let rev = user_frame(
+            Ips::V4([10, 2, 0, 2], [10, 1, 0, 2]),
+            6,
+            80,
+            30000 + i,
+            b"b",
+        );
         let mut a = VecBuf::new(&fwd);
         let mut b = VecBuf::new(&rev);
         pipe.process(&snap, &mut a, 0, 1);
@@ -488,11 +433,11 @@ proptest! {
             s[0] = 0xfd;
             let mut d = b;
             d[0] = 0xfd;
-            frame_v6(p, s, d, sport, dport, &payload)
+            user_frame(Ips::V6(s, d), p, sport, dport, &payload)
         } else {
             let p = if proto == 58 { 1 } else { proto };
             // Second octet odd: never inside the connected 10.0.0.0/24.
-            frame_v4(p, [10, a[1] | 1, a[2], a[3]], [10, b[1] | 1, b[2], b[3]], sport, dport, &payload)
+            user_frame(Ips::V4([10, a[1] | 1, a[2], a[3]], [10, b[1] | 1, b[2], b[3]]), p, sport, dport, &payload)
         };
         let (_, out) = round_trip(&snap, &mut pipe, &f, linux);
         prop_assert_eq!(out, expected(&f));
@@ -502,8 +447,20 @@ proptest! {
 #[test]
 fn link_scope_traffic_goes_to_the_host_not_to_appliances() {
     let (snap, mut pipe) = setup();
-    let mcast = frame_v4(17, [10, 1, 0, 2], [224, 0, 0, 251], 5353, 5353, b"mdns");
-    let bcast = frame_v4(17, [10, 1, 0, 2], [255, 255, 255, 255], 68, 67, b"dhcp");
+    let mcast = user_frame(
+        Ips::V4([10, 1, 0, 2], [224, 0, 0, 251]),
+        17,
+        5353,
+        5353,
+        b"mdns",
+    );
+    let bcast = user_frame(
+        Ips::V4([10, 1, 0, 2], [255, 255, 255, 255]),
+        17,
+        68,
+        67,
+        b"dhcp",
+    );
     let mut ll = [0u8; 16];
     ll[0] = 0xfe;
     ll[1] = 0x80;
@@ -512,8 +469,8 @@ fn link_scope_traffic_goes_to_the_host_not_to_appliances() {
     mld[0] = 0xff;
     mld[1] = 0x02;
     mld[15] = 0x16;
-    let v6_mcast = frame_v6(58, ll, mld, 0, 0, &[0; 20]);
-    let v6_ll = frame_v6(17, ll, ll, 1, 2, b"x");
+    let v6_mcast = user_frame(Ips::V6(ll, mld), 58, 0, 0, &[0; 20]);
+    let v6_ll = user_frame(Ips::V6(ll, ll), 17, 1, 2, b"x");
     for f in [mcast, bcast, v6_mcast, v6_ll] {
         assert_eq!(
             pipe.process(&snap, &mut VecBuf::new(&f), 0, 1),
@@ -523,14 +480,12 @@ fn link_scope_traffic_goes_to_the_host_not_to_appliances() {
     assert_eq!(pipe.counters.encapsulated, 0);
 }
 
-/// `aws_return(enc)` as if sent by another appliance (`mac`, `ip`): a cross-appliance return.
+/// `aws_echo(enc)` as if sent by another appliance (`mac`, `ip`): a cross-appliance return.
 fn aws_return_from(enc: &[u8], mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
-    let mut r = aws_return(enc);
+    let mut r = aws_echo(enc);
     r[6..12].copy_from_slice(&mac);
     r[26..30].copy_from_slice(&ip);
-    r[24..26].copy_from_slice(&[0, 0]);
-    let csum = ipv4_checksum(&r[14..34]);
-    r[24..26].copy_from_slice(&csum.to_be_bytes());
+    set_ipv4_checksum(&mut r[14..34]);
     r
 }
 
@@ -554,10 +509,9 @@ fn full_flow_table_keeps_both_directions_and_counts_honestly() {
     let capacity = pipe.flows().capacity();
     let flows = 4 * capacity as u16;
     let frame = |i: u16| {
-        frame_v4(
+        user_frame(
+            Ips::V4([10, 1, (i >> 8) as u8, i as u8], [10, 2, 0, 2]),
             17,
-            [10, 1, (i >> 8) as u8, i as u8],
-            [10, 2, 0, 2],
             10_000 + i,
             53,
             b"q",
@@ -602,7 +556,7 @@ fn full_flow_table_keeps_both_directions_and_counts_honestly() {
     // Every flow's return from its own appliance is forwarded, byte-exact.
     let before = pipe.counters.decapsulated;
     for (i, enc) in sent.iter().enumerate() {
-        let mut r = VecBuf::new(&aws_return(enc));
+        let mut r = VecBuf::new(&aws_echo(enc));
         assert_eq!(
             pipe.process(&snap, &mut r, 0, 3),
             Verdict::Tx(0),
@@ -617,7 +571,7 @@ fn full_flow_table_keeps_both_directions_and_counts_honestly() {
     // stateless returns (found by the pipeline fuzz target).
     let stateless = pipe.counters.stateless_returns;
     for enc in &sent {
-        let mut r = aws_return(enc);
+        let mut r = aws_echo(enc);
         r[14 + 68 - 4] ^= 0xff;
         assert_eq!(
             pipe.process(&snap, &mut VecBuf::new(&r), 0, 3),
@@ -716,13 +670,13 @@ proptest! {
                     let earlier = |i: usize| encapsulated.get(i % encapsulated.len().max(1)).cloned();
                     match op {
                         Op::User(p, a, s, d, pl) => {
-                            let f = frame_v4(*p, [10, 1, 0, *a], [10, 2, 0, 2], *s, *d, pl);
+                            let f = user_frame(Ips::V4([10, 1, 0, *a], [10, 2, 0, 2]), *p, *s, *d, pl);
                             frames.push((f, None));
                         }
                         Op::Garbage(b) => frames.push((b.clone(), None)),
                         Op::AwsReturn(i, o, x) => {
                             if let Some((enc, inner)) = earlier(*i) {
-                                let mut r = aws_return(&enc);
+                                let mut r = aws_echo(&enc);
                                 let at = o % r.len();
                                 r[at] ^= x;
                                 frames.push((r, (*x == 0).then_some(inner)));
@@ -788,7 +742,13 @@ fn another_nodes_flow_returns_from_its_maglev_choice_only() {
     let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
     let mut node_a = Pipeline::new(4096, Default::default()).expect("pipeline");
     let mut node_b = Pipeline::new(4096, Default::default()).expect("pipeline");
-    let f = frame_v4(6, [10, 1, 0, 2], [10, 2, 0, 2], 40000, 443, b"hello");
+    let f = user_frame(
+        Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
+        6,
+        40000,
+        443,
+        b"hello",
+    );
     let mut b = VecBuf::new(&f);
     assert_eq!(node_a.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
     let enc = b.data().to_vec();
@@ -797,7 +757,7 @@ fn another_nodes_flow_returns_from_its_maglev_choice_only() {
         .position(|(m, _)| m[..] == enc[0..6])
         .expect("sent to an appliance");
     // The choice's return lands on node B, which never saw the flow.
-    let mut r = VecBuf::new(&aws_return(&enc));
+    let mut r = VecBuf::new(&aws_echo(&enc));
     assert_eq!(node_b.process(&snap, &mut r, 0, 2), Verdict::Tx(0));
     assert_eq!(&r.data()[14..], &f[14..], "the inner packet, byte-exact");
     assert_eq!(node_b.counters.stateless_returns, 1);

@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 
 use gwlb::config::Config;
 use gwlb::snapshot::{LiveState, Snapshot};
+use gwlb_tests::checksum::ones_sum;
+use gwlb_tests::configs::{target_toml, CONTROL_OFF};
+use gwlb_tests::frames::eth_ip;
+use gwlb_tests::geneve_returns::{aws_echo, encap_sport, linux_return, Outer};
+use gwlb_tests::headers::{tcp_segment, Ipv4};
 
 /// MAC of the gateway's data port in [`bench_config`].
 pub const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -69,18 +74,14 @@ enabled = false
 "#
     );
     for i in 0..appliances {
-        let host = 11 + i;
-        s.push_str(&format!(
-            "\n[[target_groups.targets]]\naddress = \"10.0.{}.{}\"\nmac = \"02:00:00:00:{:02x}:{:02x}\"\n",
-            host / 256,
-            host % 256,
-            (host >> 8) & 0xff,
-            host & 0xff
+        let [_, _, hi, lo] = (11 + i as u32).to_be_bytes();
+        s.push_str(&target_toml(
+            format!("10.0.{hi}.{lo}"),
+            Some([0x02, 0, 0, 0, hi, lo]),
+            None,
         ));
     }
-    s.push_str(
-        "\n[control]\napi_listen = \"off\"\nmetrics_listen = \"off\"\nlog_format = \"human\"\n",
-    );
+    s.push_str(CONTROL_OFF);
     s
 }
 
@@ -97,12 +98,9 @@ pub fn bench_snapshot(appliances: usize, flow_table_capacity: u32) -> (Config, S
     (cfg, snap)
 }
 
-/// Ones' complement sum of big-endian 16-bit words.
+/// Ones' complement sum of big-endian 16-bit words (of a header: it fits in 32 bits).
 fn sum16(bytes: &[u8]) -> u32 {
-    bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
+    ones_sum(0, bytes) as u32
 }
 
 fn fold(mut s: u32) -> u16 {
@@ -238,36 +236,13 @@ pub fn patch_ip(ip: &mut [u8], r: &FlowRec) {
 /// FCS (`len` >= 60; 64..1518 on the wire). The TCP payload repeats `gwlb!\n`.
 pub fn template_of_len(len: usize) -> Vec<u8> {
     assert!((FRAME_LEN..=1514).contains(&len), "frame length {len}");
-    let mut f = vec![0u8; len];
-    f[0..6].copy_from_slice(&PORT_MAC);
-    f[6..12].copy_from_slice(&CLIENT_MAC);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    let total = (len - 14) as u16;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&[100, 64, 0, 0]);
-    ip[16..20].copy_from_slice(&SERVER_IP);
-    let tcp = &mut f[34..54];
-    tcp[0..2].copy_from_slice(&1024u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&SERVER_PORT.to_be_bytes());
-    tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x18; // PSH|ACK
-    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    for (i, b) in f[54..].iter_mut().enumerate() {
-        *b = PAYLOAD[i % PAYLOAD.len()];
-    }
-    Frame::patch_bytes(&mut f, &FlowGen { base_sum: 0 }.flow(0));
-    let mut hdr = [0u8; 20];
-    hdr.copy_from_slice(&f[14..34]);
-    hdr[10..12].fill(0);
-    f[24..26].copy_from_slice(&(!fold(sum16(&hdr))).to_be_bytes());
-    f
+    let payload: Vec<u8> = PAYLOAD.iter().copied().cycle().take(len - 54).collect();
+    let tcp = tcp_segment(1024, SERVER_PORT, 1, 0x18, &[], &payload); // PSH|ACK
+    let ip = Ipv4 {
+        frag: 0x4000, // DF
+        ..Ipv4::new([100, 64, 0, 0], SERVER_IP, 6)
+    };
+    eth_ip(PORT_MAC, CLIENT_MAC, &ip.packet(&[], &tcp))
 }
 
 /// Simple IMIX (7:4:1 of 64, 570 and 1518 bytes on the wire): frame lengths without FCS and
@@ -372,42 +347,23 @@ impl Returns {
         let mut aws_hdr = Vec::new();
         let mut linux_hdr = Vec::new();
         for a in &snap.appliances {
-            // Our own encapsulation of the template, turned around as gwlbtun does.
+            // Our own encapsulation of the template, turned around by each style.
             let t = a.template.as_ref().expect("template");
             let mut b = VecBuf::new(&tmpl.0);
             t.encapsulate(&mut b, 14, FRAME_LEN - 14, false, 0)
                 .expect("encapsulate");
             let o = b.data();
             let mut h = [0u8; AWS_RETURN_HDR];
-            h.copy_from_slice(&o[..AWS_RETURN_HDR]);
-            h[0..6].copy_from_slice(&o[6..12]);
-            h[6..12].copy_from_slice(&o[0..6]);
-            h[26..30].copy_from_slice(&o[30..34]);
-            h[30..34].copy_from_slice(&o[26..30]);
-            h[20] &= !0x40; // DF clear
-            h[22] = 2; // TTL
-            h[40..42].fill(0); // UDP checksum
-            set_ipv4_checksum(&mut h[14..34]);
+            h.copy_from_slice(&aws_echo(o)[..AWS_RETURN_HDR]);
             aws_hdr.push(h);
-
+            // The UDP source port (bytes 34..36) is written per flow.
+            let linux = Outer {
+                df: true,
+                sport: 0,
+                ..Outer::reply_to(o)
+            };
             let mut l = [0u8; LINUX_RETURN_HDR];
-            l[0..6].copy_from_slice(&PORT_MAC);
-            l[6..12].copy_from_slice(&o[0..6]);
-            l[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-            let ip = &mut l[14..34];
-            ip[0] = 0x45;
-            let total = (20 + 8 + 8 + FRAME_LEN - 14) as u16;
-            ip[2..4].copy_from_slice(&total.to_be_bytes());
-            ip[6] = 0x40;
-            ip[8] = 64;
-            ip[9] = 17;
-            ip[12..16].copy_from_slice(&o[30..34]);
-            ip[16..20].copy_from_slice(&o[26..30]);
-            set_ipv4_checksum(ip);
-            l[36..38].copy_from_slice(&geneve::UDP_PORT.to_be_bytes());
-            l[38..40].copy_from_slice(&(total - 20).to_be_bytes());
-            l[44..46].copy_from_slice(&geneve::PROTO_IPV4.to_be_bytes());
-            l[46..49].copy_from_slice(&[0, 0, 77]);
+            l.copy_from_slice(&linux_return(&linux, &tmpl.0[14..], 77)[..LINUX_RETURN_HDR]);
             linux_hdr.push(l);
         }
         let mut routed = tmpl;
@@ -465,8 +421,7 @@ impl Returns {
         match style {
             ReturnStyle::Aws => {
                 out[..AWS_RETURN_HDR].copy_from_slice(&self.aws_hdr[usize::from(slot)]);
-                let sport = 0xc000 | (cookie as u16 & 0x3fff);
-                out[34..36].copy_from_slice(&sport.to_be_bytes());
+                out[34..36].copy_from_slice(&encap_sport(cookie).to_be_bytes());
                 out[78..82].copy_from_slice(&cookie.to_be_bytes());
                 let ip = &mut out[AWS_RETURN_HDR..];
                 ip.copy_from_slice(inner);
@@ -527,8 +482,6 @@ pub fn read_stamp(out: &[u8]) -> Option<u64> {
     let at = stamp_offset(out)?;
     Some(u64::from_le_bytes(out[at..at + 8].try_into().ok()?))
 }
-
-pub use gwlb_tests::set_ipv4_checksum;
 
 /// Checks that `out` is the decapsulated `inner` IP packet under Ethernet from the gateway's
 /// MAC to the next hop ([`NEXT_HOP_MAC`]).

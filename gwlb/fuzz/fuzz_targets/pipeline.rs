@@ -49,22 +49,24 @@ use gwlb::packet_buf::{PacketBuf, VecBuf};
 use gwlb::parse::{self, DropReason, L3};
 use gwlb::pipeline::{owner_hash, Counters, Pipeline, Verdict};
 use gwlb::snapshot::{ApplianceState, LiveState, Snapshot};
+use gwlb_tests::configs::{self, target_toml, CLIENT_MAC, STRANGER_MAC, TARGETS};
+use gwlb_tests::frames::{eth, ethertype_of, routed};
+use gwlb_tests::geneve_returns::geneve_base;
+use gwlb_tests::headers::{ipv6_header, Ipv4};
 use libfuzzer_sys::fuzz_target;
 
-const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
-const STRANGER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x66];
-const GW_V4: [u8; 4] = [10, 0, 0, 1];
-const GW_V6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const GW_MAC: [u8; 6] = configs::PORT_MAC;
+const GW_V4: [u8; 4] = configs::GW_V4.octets();
+const GW_V6: [u8; 16] = configs::GW_V6.octets();
 /// MACs a decapsulated or fail-open packet may be sent to: the configured neighbours and the
 /// appliances (their addresses are neighbours too).
 const NEXT_HOP_MACS: [[u8; 6]; 6] = [
-    [2, 0, 0, 0, 0, 0xfe],
-    [2, 0, 0, 0, 0, 0x32],
-    [2, 0, 0, 0, 0, 0xf6],
-    [2, 0, 0, 0, 0, 0x0b],
-    [2, 0, 0, 0, 0, 0x0c],
-    [2, 0, 0, 0, 0, 0x0d],
+    configs::ROUTER_V4,
+    configs::HOST_50,
+    configs::ROUTER_V6,
+    TARGETS[0].mac,
+    TARGETS[1].mac,
+    TARGETS[2].mac,
 ];
 /// When a draining appliance's delay ends (the starting clock is chosen around it).
 const DRAIN_UNTIL: u32 = 1000;
@@ -82,22 +84,20 @@ impl Addr {
     fn is_v6(&self) -> bool {
         matches!(self, Addr::V6(_))
     }
-    fn std(&self) -> IpAddr {
-        match *self {
-            Addr::V4(a) => IpAddr::from(a),
-            Addr::V6(a) => IpAddr::from(a),
+    const fn of(a: IpAddr) -> Self {
+        match a {
+            IpAddr::V4(a) => Addr::V4(a.octets()),
+            IpAddr::V6(a) => Addr::V6(a.octets()),
         }
     }
 }
 
-/// The three appliances of the configuration, in slot order: (address, MAC).
+/// The three appliances of the configuration (the test kit's lab), in slot order: (address,
+/// MAC).
 const APPLIANCES: [(Addr, [u8; 6]); 3] = [
-    (Addr::V4([10, 0, 0, 11]), [2, 0, 0, 0, 0, 0x0b]),
-    (Addr::V4([10, 0, 0, 12]), [2, 0, 0, 0, 0, 0x0c]),
-    (
-        Addr::V6([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x13]),
-        [2, 0, 0, 0, 0, 0x0d],
-    ),
+    (Addr::of(TARGETS[0].addr), TARGETS[0].mac),
+    (Addr::of(TARGETS[1].addr), TARGETS[1].mac),
+    (Addr::of(TARGETS[2].addr), TARGETS[2].mac),
 ];
 
 /// `GWLB_FUZZ_TRACE=1`: print every packet and its verdict (to read a reproducer).
@@ -207,53 +207,28 @@ impl Modes {
 
 fn config_text(modes: Modes, health: [Health; 3]) -> String {
     let mut targets = String::new();
-    for ((addr, mac), h) in APPLIANCES.iter().zip(health) {
-        targets.push_str(&format!(
-            "[[target_groups.targets]]\naddress = \"{}\"\nweight = {}\n",
-            addr.std(),
-            if h == Health::Weight0 { 0 } else { 1 }
+    for (t, h) in TARGETS.iter().zip(health) {
+        targets.push_str(&target_toml(
+            t.addr,
+            (h != Health::Unresolved).then_some(t.mac),
+            Some(if h == Health::Weight0 { 0 } else { 1 }),
         ));
-        if h != Health::Unresolved {
-            targets.push_str(&format!(
-                "mac = \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"\n",
-                mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
-            ));
-        }
     }
     format!(
         r#"[dataplane]
 worker_cpus = [1]
 main_cpu = 0
-flow_hash_seed = "0x5eed0000cafef00d"
+flow_hash_seed = "{seed:#x}"
 [[ports]]
 name = "p"
 device = "net_null0"
 role = "both"
-address = ["10.0.0.1/24", "fd00::1/64"]
+address = {addresses}
 kernel_interface = "gw0"
-[[routes]]
-prefix = "0.0.0.0/0"
-via = "10.0.0.254"
-port = "p"
+{lab}
 [[routes]]
 prefix = "10.9.0.0/16"
 via = "10.0.0.250"
-port = "p"
-[[routes]]
-prefix = "::/0"
-via = "fd00::fe"
-port = "p"
-[[neighbors]]
-address = "10.0.0.254"
-mac = "02:00:00:00:00:fe"
-port = "p"
-[[neighbors]]
-address = "10.0.0.50"
-mac = "02:00:00:00:00:32"
-port = "p"
-[[neighbors]]
-address = "fd00::fe"
-mac = "02:00:00:00:00:f6"
 port = "p"
 [[target_groups]]
 name = "fw"
@@ -270,11 +245,11 @@ tcp_rst_on_drop = {tcp_rst}
 require_flow_cookie = {cookie}
 [target_groups.health_check]
 enabled = false
-{targets}
-[control]
-api_listen = "off"
-metrics_listen = "off"
-"#,
+{targets}{control}"#,
+        seed = configs::SEED,
+        addresses = configs::PORT_ADDRESSES,
+        lab = configs::lab_routes_and_neighbors_toml("p"),
+        control = configs::CONTROL_OFF,
         stickiness = modes.stickiness(),
         on_unhealthy = if modes.rebalance() {
             "rebalance"
@@ -337,21 +312,6 @@ fn snapshot(modes: Modes, health: [Health; 3]) -> Rc<Snapshot> {
 // ---------------------------------------------------------------------------------------------
 // Packet bytes
 // ---------------------------------------------------------------------------------------------
-
-fn ones_sum(mut acc: u32, b: &[u8]) -> u32 {
-    for c in b.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    acc
-}
-
-fn csum(b: &[u8]) -> u16 {
-    let mut s = ones_sum(0, b);
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
@@ -435,59 +395,15 @@ fn l4_of(ip: &[u8]) -> Option<(usize, u8)> {
     }
 }
 
-fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1600);
-    v.extend_from_slice(&dst);
-    v.extend_from_slice(&src);
-    v.extend_from_slice(&ethertype.to_be_bytes());
-    v
-}
-
-fn ethertype_of(ip: &[u8]) -> u16 {
-    if ip.first().is_some_and(|b| b >> 4 == 6) {
-        0x86dd
-    } else {
-        0x0800
-    }
-}
-
-/// An IPv4 header (no options) for `payload_len` bytes of protocol `proto`.
+/// An IPv4 header (no options, DF, identification 0x1234) for `payload_len` bytes of
+/// protocol `proto`.
 fn ipv4_header(src: [u8; 4], dst: [u8; 4], proto: u8, ttl: u8, payload_len: usize) -> Vec<u8> {
-    let mut h = vec![0x45, 0];
-    h.extend_from_slice(&((20 + payload_len) as u16).to_be_bytes());
-    h.extend_from_slice(&[0x12, 0x34, 0x40, 0, ttl, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h
-}
-
-fn ipv6_header(src: [u8; 16], dst: [u8; 16], next: u8, hops: u8, payload_len: usize) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(payload_len as u16).to_be_bytes());
-    h.extend_from_slice(&[next, hops]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    h
-}
-
-/// The packet as a router forwards it (TTL / hop limit - 1), as a Linux appliance returns it.
-fn routed(ip: &[u8]) -> Vec<u8> {
-    let mut v = ip.to_vec();
-    match v.first().map(|b| b >> 4) {
-        Some(4) if v.len() >= 20 => {
-            v[8] = v[8].wrapping_sub(1);
-            let ihl = (usize::from(v[0] & 0x0f) * 4).clamp(20, v.len());
-            v[10] = 0;
-            v[11] = 0;
-            let c = csum(&v[..ihl]);
-            v[10..12].copy_from_slice(&c.to_be_bytes());
-        }
-        Some(6) if v.len() >= 40 => v[7] = v[7].wrapping_sub(1),
-        _ => {}
+    Ipv4 {
+        ttl,
+        frag: 0x4000,
+        ..Ipv4::new(src, dst, proto)
     }
-    v
+    .header(&[], payload_len)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -732,19 +648,16 @@ fn ip_packet(inp: &mut In<'_>, f: &Flow, quotes: &[Vec<u8>], reply: bool) -> Vec
                     l4.truncate(inp.below(l4.len() + 1) & !7);
                 }
             }
-            let hl = 20 + opts.len();
-            let mut h = vec![0x40 | (hl / 4) as u8, 0];
-            h.extend_from_slice(&((hl + l4.len()) as u16).to_be_bytes());
-            h.extend_from_slice(&inp.u16().to_be_bytes());
-            h.extend_from_slice(&frag.to_be_bytes());
-            h.extend_from_slice(&[ttl, proto, 0, 0]);
-            h.extend_from_slice(&s);
-            h.extend_from_slice(&d);
-            h.extend_from_slice(&opts);
-            let c = csum(&h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            h.extend_from_slice(&l4);
-            h
+            let id = inp.u16();
+            Ipv4 {
+                src: s,
+                dst: d,
+                proto,
+                ttl,
+                id,
+                frag,
+            }
+            .packet(&opts, &l4)
         }
         (Addr::V6(s), Addr::V6(d)) => {
             let mut chain: Vec<(u8, Vec<u8>)> = Vec::new();
@@ -930,12 +843,9 @@ fn geneve_frame(
     f
 }
 
-/// Geneve base header with `opts` (Opt Len from their length unless `opt_len` says).
+/// Geneve base header with `opts` (Opt Len from their length).
 fn geneve_header(protocol: u16, vni: u32, flags: u8, opts: &[u8]) -> Vec<u8> {
-    let mut g = vec![(opts.len() / 4) as u8 & 0x3f, flags];
-    g.extend_from_slice(&protocol.to_be_bytes());
-    g.extend_from_slice(&vni.to_be_bytes()[1..]);
-    g.push(0);
+    let mut g = geneve_base((opts.len() / 4) as u8, flags, protocol, vni);
     g.extend_from_slice(opts);
     g
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,32 +19,33 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use gwlb::config::Config;
 use gwlb::flow::{FlowKey, Stickiness};
 use gwlb::snapshot::{LiveState, Snapshot};
-
-// The shared test kit (the `gwlb-tests` crate: packet builders, checksums, pcap files).
-// Each test crate that includes this module uses its own subset.
-#[allow(unused_imports)]
-pub use gwlb_tests::{
-    checksum, eth, eth_ip, ethertype_of, frame, geneve_base, ip_packet, ones_sum, read_pcap,
-    routed, vlan_tagged, write_pcap, Ips, L4,
+use gwlb_tests::configs::{
+    lab_routes_and_neighbors_toml, mac_str, neighbor_toml, target_toml, CONTROL_OFF, PORT_ADDRESSES,
 };
 
-/// The gateway's MAC on its one port.
-pub const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-/// Source MAC of user frames (a router in front of the gateway).
-pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
-/// The gateway's addresses (Geneve outer source).
-pub const GW_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-/// The gateway's IPv6 address.
-pub const GW_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
-
-/// Default IPv4 next hop (`0.0.0.0/0 via 10.0.0.254`).
-pub const ROUTER_V4: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
-/// Next hop of `10.2.0.0/16 via 10.0.0.253` (longer prefix than the default).
-pub const ROUTER_10_2: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfd];
-/// Directly connected host 10.0.0.50.
-pub const HOST_50: [u8; 6] = [0x02, 0, 0, 0, 0, 0x32];
-/// Default IPv6 next hop (`::/0 via fd00::fe`).
-pub const ROUTER_V6: [u8; 6] = [0x02, 0, 0, 0, 0, 0xf6];
+// The shared test kit (the `gwlb-tests` crate): the lab's address plan, packet builders,
+// checksums, pcap files. Each test crate that includes this module uses its own subset.
+#[allow(unused_imports)]
+pub use gwlb_tests::checksum::{checksum, ones_sum, set_ipv4_checksum};
+#[allow(unused_imports)]
+pub use gwlb_tests::configs::{
+    gw_addr_for, Target, CLIENT_MAC, GW_V4, GW_V6, HOST_50, PORT_MAC, ROUTER_10_2, ROUTER_V4,
+    ROUTER_V6, SEED, STRANGER_MAC, TARGETS,
+};
+#[allow(unused_imports)]
+pub use gwlb_tests::frames::{
+    eth, eth_ip, ethertype_of, frame, ip_packet, pad_to, routed, v4, vlan_tagged, Ips, L4,
+};
+#[allow(unused_imports)]
+pub use gwlb_tests::geneve_returns::{
+    encap_sport as sport_of, geneve_base, udp_6081_frame, AwsIds, Outer,
+};
+#[allow(unused_imports)]
+pub use gwlb_tests::headers::{
+    icmp, ipv4, ipv6, ipv6_ext, ipv6_fragment, tcp, tcp_opts, udp, Ipv4,
+};
+#[allow(unused_imports)]
+pub use gwlb_tests::pcap::{read_pcap, write_pcap};
 
 /// Geneve VNI of the target group.
 pub const VNI: u32 = 0x00ab_cdef;
@@ -52,46 +53,21 @@ pub const VNI: u32 = 0x00ab_cdef;
 pub const ENDPOINT_ID: u64 = 0x0123_4567_89ab_cdef;
 /// AWS option type 2.
 pub const ATTACHMENT_ID: u64 = 0xfedc_ba98_7654_3210;
+/// The group's identifiers in every encapsulation.
+pub const IDS: AwsIds = AwsIds {
+    vni: VNI,
+    endpoint_id: ENDPOINT_ID,
+    attachment_id: ATTACHMENT_ID,
+};
 /// Outer TTL / hop limit (not the default, so that the test sees it is applied).
 pub const OUTER_TTL: u8 = 17;
-/// Flow hash seed.
-pub const SEED: u64 = 0x5eed_0000_cafe_f00d;
-
-/// An appliance of the target group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// Its address (outer destination).
-    pub addr: IpAddr,
-    /// Its static MAC.
-    pub mac: [u8; 6],
-}
-
-/// The three appliances: two IPv4, one IPv6 (an IPv6 outer header).
-pub const TARGETS: [Target; 3] = [
-    Target {
-        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11)),
-        mac: [0x02, 0, 0, 0, 0, 0x0b],
-    },
-    Target {
-        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 12)),
-        mac: [0x02, 0, 0, 0, 0, 0x0c],
-    },
-    Target {
-        addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x13)),
-        mac: [0x02, 0, 0, 0, 0, 0x0d],
-    },
-];
 
 /// The configuration every test runs with.
 pub fn config_toml(rx: &Path, tx: &Path, file_prefix: &str) -> String {
-    let mut targets = String::new();
-    for t in TARGETS {
-        let m = t.mac;
-        targets.push_str(&format!(
-            "\n[[target_groups.targets]]\naddress = \"{}\"\nmac = \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"\n",
-            t.addr, m[0], m[1], m[2], m[3], m[4], m[5]
-        ));
-    }
+    let targets: String = TARGETS
+        .iter()
+        .map(|t| target_toml(t.addr, Some(t.mac), None))
+        .collect();
     format!(
         r#"[dataplane]
 worker_cpus = [1]
@@ -107,45 +83,15 @@ flow_hash_seed = "{SEED:#x}"
 name = "pcap"
 device = "net_pcap0,rx_pcap={rx},tx_pcap={tx}"
 role = "both"
-address = ["10.0.0.1/24", "fd00::1/64"]
-mac = "02:00:00:00:00:01"
+address = {PORT_ADDRESSES}
+mac = "{port_mac}"
 promiscuous = false
-
-[[routes]]
-prefix = "0.0.0.0/0"
-via = "10.0.0.254"
-port = "pcap"
-
+{lab}
 [[routes]]
 prefix = "10.2.0.0/16"
 via = "10.0.0.253"
 port = "pcap"
-
-[[routes]]
-prefix = "::/0"
-via = "fd00::fe"
-port = "pcap"
-
-[[neighbors]]
-address = "10.0.0.254"
-mac = "02:00:00:00:00:fe"
-port = "pcap"
-
-[[neighbors]]
-address = "10.0.0.253"
-mac = "02:00:00:00:00:fd"
-port = "pcap"
-
-[[neighbors]]
-address = "10.0.0.50"
-mac = "02:00:00:00:00:32"
-port = "pcap"
-
-[[neighbors]]
-address = "fd00::fe"
-mac = "02:00:00:00:00:f6"
-port = "pcap"
-
+{router_10_2}
 [[target_groups]]
 name = "fw"
 geneve_vni = {VNI}
@@ -155,14 +101,12 @@ outer_ttl = {OUTER_TTL}
 
 [target_groups.health_check]
 enabled = false
-{targets}
-[control]
-api_listen = "off"
-metrics_listen = "off"
-log_format = "human"
-"#,
+{targets}{CONTROL_OFF}"#,
         rx = rx.display(),
         tx = tx.display(),
+        port_mac = mac_str(PORT_MAC),
+        lab = lab_routes_and_neighbors_toml("pcap"),
+        router_10_2 = neighbor_toml("10.0.0.253", ROUTER_10_2, "pcap"),
     )
 }
 
@@ -229,109 +173,10 @@ impl Default for Model {
 // Packet bytes
 // ---------------------------------------------------------------------------------------------
 
-/// Outer-header parameters of a Geneve frame.
-#[derive(Clone, Copy, Debug)]
-pub struct Outer {
-    /// Ethernet destination.
-    pub dst_mac: [u8; 6],
-    /// Ethernet source.
-    pub src_mac: [u8; 6],
-    /// IP source.
-    pub src: IpAddr,
-    /// IP destination.
-    pub dst: IpAddr,
-    /// TTL / hop limit.
-    pub ttl: u8,
-    /// IPv4 DF bit.
-    pub df: bool,
-    /// UDP source port.
-    pub sport: u16,
-    /// IPv4 identification.
-    pub ip_id: u16,
-    /// Over IPv6 the UDP checksum is always computed; over IPv4 only when this is set.
-    pub udp_checksum_v4: bool,
-}
-
-/// Eth + IPv4/IPv6 + UDP (dport 6081) + `payload` (the Geneve header and what follows).
-pub fn udp_6081_frame(o: &Outer, payload: &[u8]) -> Vec<u8> {
-    let udp_len = 8 + payload.len();
-    let mut udp = Vec::with_capacity(udp_len);
-    udp.extend_from_slice(&o.sport.to_be_bytes());
-    udp.extend_from_slice(&6081u16.to_be_bytes());
-    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(payload);
-    let pseudo = |src: &[u8], dst: &[u8]| -> u64 {
-        let acc = ones_sum(ones_sum(0, src), dst);
-        acc + 17 + udp_len as u64
-    };
-    match (o.src, o.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            if o.udp_checksum_v4 {
-                let mut c = checksum(ones_sum(pseudo(&s.octets(), &d.octets()), &udp));
-                if c == 0 {
-                    c = 0xffff;
-                }
-                udp[6..8].copy_from_slice(&c.to_be_bytes());
-            }
-            let total = (20 + udp_len) as u16;
-            let mut ip = vec![0x45, 0x00];
-            ip.extend_from_slice(&total.to_be_bytes());
-            ip.extend_from_slice(&o.ip_id.to_be_bytes());
-            ip.extend_from_slice(&[if o.df { 0x40 } else { 0 }, 0, o.ttl, 17, 0, 0]);
-            ip.extend_from_slice(&s.octets());
-            ip.extend_from_slice(&d.octets());
-            let c = checksum(ones_sum(0, &ip));
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            let mut f = eth(o.dst_mac, o.src_mac, 0x0800);
-            f.extend_from_slice(&ip);
-            f.extend_from_slice(&udp);
-            f
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut c = checksum(ones_sum(pseudo(&s.octets(), &d.octets()), &udp));
-            if c == 0 {
-                c = 0xffff;
-            }
-            udp[6..8].copy_from_slice(&c.to_be_bytes());
-            let mut f = eth(o.dst_mac, o.src_mac, 0x86dd);
-            f.extend_from_slice(&[0x60, 0, 0, 0]);
-            f.extend_from_slice(&(udp_len as u16).to_be_bytes());
-            f.extend_from_slice(&[17, o.ttl]);
-            f.extend_from_slice(&s.octets());
-            f.extend_from_slice(&d.octets());
-            f.extend_from_slice(&udp);
-            f
-        }
-        _ => panic!("mixed outer IP versions"),
-    }
-}
-
-/// The 40-byte Geneve header gwlb sends: version 0, Opt Len 8, no flags, protocol by the
-/// inner IP version, [`VNI`], then the AWS options type 1 (endpoint id), 2 (attachment id),
-/// 3 (cookie), class 0x0108, non-critical.
+/// The 40-byte Geneve header gwlb sends for `inner` in this configuration (see
+/// [`gwlb_tests::geneve_returns::aws_geneve_header`]).
 pub fn aws_geneve_header(inner: &[u8], cookie: u32) -> Vec<u8> {
-    let mut g = geneve_base(8, 0, ethertype_of(inner), VNI);
-    g.extend_from_slice(&[0x01, 0x08, 0x01, 0x02]);
-    g.extend_from_slice(&ENDPOINT_ID.to_be_bytes());
-    g.extend_from_slice(&[0x01, 0x08, 0x02, 0x02]);
-    g.extend_from_slice(&ATTACHMENT_ID.to_be_bytes());
-    g.extend_from_slice(&[0x01, 0x08, 0x03, 0x01]);
-    g.extend_from_slice(&cookie.to_be_bytes());
-    g
-}
-
-/// The gateway's outer source address for an appliance.
-pub fn gw_addr_for(t: &Target) -> IpAddr {
-    match t.addr {
-        IpAddr::V4(_) => IpAddr::V4(GW_V4),
-        IpAddr::V6(_) => IpAddr::V6(GW_V6),
-    }
-}
-
-/// UDP source port gwlb derives from the flow cookie (49152..=65535).
-pub fn sport_of(cookie: u32) -> u16 {
-    0xc000 | (cookie as u16 & 0x3fff)
+    gwlb_tests::geneve_returns::aws_geneve_header(ethertype_of(inner), &IDS, cookie)
 }
 
 /// Exactly what gwlb must send to `t` for the user frame `user` (cookie from the model).
@@ -382,9 +227,7 @@ pub fn aws_return(t: &Target, inner: &[u8], cookie: u32) -> Vec<u8> {
 /// `sport`, possibly below 1024), TTL 64, UDP checksum 0 over IPv4; the inner packet is
 /// routed (TTL decremented), so the caller passes it already [`routed`].
 pub fn linux_return(t: &Target, inner: &[u8], vni: u32, sport: u16) -> Vec<u8> {
-    let mut payload = geneve_base(0, 0, ethertype_of(inner), vni);
-    payload.extend_from_slice(inner);
-    udp_6081_frame(&from_appliance(t, 64, sport), &payload)
+    gwlb_tests::geneve_returns::linux_return(&from_appliance(t, 64, sport), inner, vni)
 }
 
 /// A Geneve frame from `t` with an arbitrary Geneve payload (malformed cases).

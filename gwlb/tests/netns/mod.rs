@@ -31,6 +31,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use gwlb_tests::configs::{mac_str, target_toml};
+use gwlb_tests::frames::{frame, Ips, L4};
+
 /// The gateway's MAC on its user port.
 pub const GW_USER_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x01];
 /// The gateway's MAC on its appliance port (and its TAP).
@@ -82,13 +85,6 @@ pub fn sh_quiet(args: &[&str]) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-}
-
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Runs `f` on a thread that has entered namespace `ns` (sockets it opens live there).
@@ -273,10 +269,7 @@ unhealthy_threshold = 2
             nh = mac_str(NEXT_HOP_MAC),
         );
         for (i, w) in weights.iter().enumerate() {
-            s.push_str(&format!(
-                "\n[[target_groups.targets]]\naddress = \"{}\"\nweight = {w}\n",
-                appliance_ip(i)
-            ));
+            s.push_str(&target_toml(appliance_ip(i), None, Some(*w)));
         }
         s
     }
@@ -500,13 +493,16 @@ impl UserPort {
 /// A UDP frame from the client (source port `sport`) to the server, as the router in front
 /// of the gateway would send it.
 pub fn client_frame(sport: u16) -> Vec<u8> {
-    let payload = format!("flow {sport}");
-    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, GW_USER_MAC)
-        .ipv4(CLIENT.octets(), SERVER.octets(), 64)
-        .udp(sport, SERVER_PORT);
-    let mut f = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut f, payload.as_bytes()).unwrap();
-    f
+    frame(
+        CLIENT_MAC,
+        GW_USER_MAC,
+        Ips::V4(CLIENT.octets(), SERVER.octets()),
+        L4::Udp {
+            src_port: sport,
+            dst_port: SERVER_PORT,
+        },
+        format!("flow {sport}").as_bytes(),
+    )
 }
 
 /// A TCP SYN from the client (source port `sport`) to the server.
