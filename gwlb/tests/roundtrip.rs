@@ -798,7 +798,13 @@ fn returns_to_the_cluster_address_are_taken_by_any_node() {
     let mut node_a = Pipeline::new(4096, Default::default()).expect("pipeline");
     let mut node_b = Pipeline::new(4096, Default::default()).expect("pipeline");
 
-    let f = frame_v4(17, [10, 1, 0, 2], [10, 2, 0, 2], 40000, 53, b"query");
+    let f = user_frame(
+        Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
+        17,
+        40000,
+        53,
+        b"query",
+    );
     let mut b = VecBuf::new(&f);
     assert_eq!(node_a.process(&snap_a, &mut b, 0, 1), Verdict::Tx(0));
     let enc = b.data().to_vec();
@@ -813,7 +819,7 @@ fn returns_to_the_cluster_address_are_taken_by_any_node() {
         .expect("sent to an appliance");
 
     // AWS-style: the return goes to the cluster address; node B takes it.
-    let mut r = VecBuf::new(&aws_return(&enc));
+    let mut r = VecBuf::new(&aws_echo(&enc));
     assert_eq!(&r.data()[30..34], &[10, 250, 200, 1]);
     assert_eq!(node_b.process(&snap_b, &mut r, 0, 2), Verdict::Tx(0));
     assert_eq!(&r.data()[14..], &f[14..], "the inner packet, byte-exact");
@@ -833,7 +839,7 @@ fn returns_to_the_cluster_address_are_taken_by_any_node() {
         Verdict::Drop(DropReason::NoFlowForReturn)
     );
     // Not Geneve, to the cluster address: the host's (never encapsulated as user traffic).
-    let ping = frame_v4(1, [10, 0, 0, 11], [10, 250, 200, 1], 0, 0, b"ping");
+    let ping = user_frame(Ips::V4([10, 0, 0, 11], [10, 250, 200, 1]), 1, 0, 0, b"ping");
     assert_eq!(
         node_b.process(&snap_b, &mut VecBuf::new(&ping), 0, 5),
         Verdict::ToHost
@@ -859,7 +865,7 @@ fn routed_appliances_are_reached_through_the_appliance_gateway() {
     let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
     let mut pipe = Pipeline::new(4096, Default::default()).expect("pipeline");
     let router_mac = [2, 0, 0, 0, 0, 0xfe];
-    let f = frame_v4(6, [10, 1, 0, 2], [10, 2, 0, 2], 40001, 443, b"hi");
+    let f = user_frame(Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]), 6, 40001, 443, b"hi");
     let mut b = VecBuf::new(&f);
     assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
     let enc = b.data().to_vec();
@@ -867,7 +873,7 @@ fn routed_appliances_are_reached_through_the_appliance_gateway() {
     let appliance: [u8; 4] = enc[30..34].try_into().unwrap();
     assert!(appliance == [10, 30, 0, 11] || appliance == [10, 30, 0, 12]);
     // From the router: taken.
-    let mut r = VecBuf::new(&aws_return(&enc));
+    let mut r = VecBuf::new(&aws_echo(&enc));
     assert_eq!(pipe.process(&snap, &mut r, 0, 2), Verdict::Tx(0));
     assert_eq!(&r.data()[14..], &f[14..]);
     // The appliance's address from another MAC on the link: a spoof, dropped.
