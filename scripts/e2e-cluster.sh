@@ -258,4 +258,29 @@ check "both nodes take the restarted appliance back" test "$(target_state 1 $A2_
 for n in 1 2; do
     kill -0 "$(cat "$CW/n$n.pid")" 2>/dev/null && ok "node $n still running" || bad "node $n still running"
 done
+
+ctlog "5. path MTU discovery: the nodes restart with MTU 1500 toward the appliances"
+# 1500 - 68 bytes of Geneve: the largest user packet is now 1432 bytes, less than the client's
+# and server's 1500: full-size TCP segments only pass once the ends have learnt that from
+# gwlb's ICMP "fragmentation needed".
+for n in 1 2; do
+    cl_node_stop "$n"
+    CL_NODE_MTU=1500 cl_node_start "$n" || abort "node $n restarts with MTU 1500"
+done
+cl_wait_nexthops 10.40.2.0/25 2 40 >/dev/null || bad "both nodes back after the MTU restart"
+for n in 1 2; do
+    for _ in $(seq 60); do
+        [ "$(target_state $n $A1_IP)$(target_state $n $A2_IP)" = healthyhealthy ] && break; sleep 0.25
+    done
+done
+for ns in "$NS_C" "$NS_S"; do ip -n "$ns" route flush cache; done
+head -c 2000000 /dev/urandom > "$CW/www/blob.bin"
+got=$(cx curl -s -m 20 "http://$S_IP/blob.bin" | cmp - "$CW/www/blob.bin" && echo same)
+[ "$got" = same ] && ok "a 2 MB HTTP download completes through a 1500-byte appliance side" || bad "2 MB download with MTU 1500" "${got:-stalled or different}"
+pmtu=$(cx tracepath -n -m 5 "$S_IP" 2>/dev/null | grep -o 'pmtu [0-9]*' | tail -n 1)
+figure "path MTU: tracepath from the client reports '${pmtu:-nothing}'"
+[ "$pmtu" = "pmtu 1432" ] && ok "tracepath reports the reduced path MTU ($pmtu)" || bad "tracepath reports pmtu 1432" "${pmtu:-nothing}"
+i1=$(stats 1 | jq -r '.total.icmp_too_big') i2=$(stats 2 | jq -r '.total.icmp_too_big')
+figure "ICMP too-big sent: node 1 $i1, node 2 $i2"
+[ $((i1 + i2)) -gt 0 ] && ok "the nodes sent ICMP fragmentation-needed ($i1 / $i2)" || bad "ICMP fragmentation-needed sent" "$i1 / $i2"
 ctlog "done"

@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(libdpdk-dev dpdk dpdk-dev clang libclang-dev pkg-config iproute2 iptables
       user-mode-linux iperf3 tcpdump tshark curl socat python3 python3-scapy ethtool procps kmod iputils-ping
-      bird2 frr jq)
+      bird2 frr jq iputils-tracepath)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,6 +26,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod steering;
 pub mod tcp_reset;
+pub mod too_big;
 pub mod wire;
 
 #[cfg(feature = "dpdk")]

@@ -16,6 +16,7 @@ use crate::parse::{self, proto, DropReason, ParsedPacket, L3};
 use crate::snapshot::{ApplianceState, GroupView, NoNextHop, Snapshot};
 use crate::steering::{self, ExistingFlow};
 use crate::tcp_reset;
+use crate::too_big;
 use crate::wire::{ethernet, icmp};
 
 /// What to do with a packet after [`Pipeline::process`].
@@ -49,6 +50,9 @@ pub struct Counters {
     pub rebalanced_flows: u64,
     /// TCP resets sent in place of dropped packets (`tcp_rst_on_drop`).
     pub tcp_resets: u64,
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" sent in place of packets too
+    /// large to encapsulate (path MTU discovery; [`crate::too_big`]).
+    pub icmp_too_big: u64,
     /// Packets of new flows the full flow table could not store: encapsulated toward the
     /// appliance the group's Maglev table picks for the flow (stateless), not counted as
     /// new flows.
@@ -79,6 +83,7 @@ impl Counters {
             new_flows: 0,
             rebalanced_flows: 0,
             tcp_resets: 0,
+            icmp_too_big: 0,
             table_full: 0,
             stateless_returns: 0,
             drops: [0; DropReason::COUNT],
@@ -106,6 +111,10 @@ pub struct Pipeline {
     /// Per-packet results of the first pass of [`Pipeline::process_burst`] (taken out while
     /// in use).
     burst: Option<Box<BurstScratch>>,
+    /// ICMP errors this worker may still send in second [`Pipeline::icmp_second`].
+    icmp_left: u32,
+    /// The coarse second `icmp_left` belongs to.
+    icmp_second: u32,
 }
 
 impl Pipeline {
@@ -115,6 +124,8 @@ impl Pipeline {
             flows: FlowTable::with_capacity(capacity, timeouts)?,
             counters: Counters::new(MAX_APPLIANCES),
             burst: Some(Box::new(BurstScratch::new())),
+            icmp_left: 0,
+            icmp_second: u32::MAX,
         })
     }
 
@@ -377,7 +388,10 @@ impl Pipeline {
                 self.counters.appliance_bytes[usize::from(slot)] += ip_len as u64;
                 Verdict::Tx(a.port)
             }
-            Err(EncapError::Oversize) => Verdict::Drop(DropReason::Oversize),
+            Err(EncapError::Oversize) => {
+                let mtu = u16::try_from(t.max_inner_len()).unwrap_or(u16::MAX);
+                self.too_big(snap, buf, p, in_port, mtu, now)
+            }
             Err(EncapError::NoHeadroom | EncapError::Truncated) => {
                 Verdict::Drop(DropReason::Oversize)
             }
@@ -468,6 +482,40 @@ impl Pipeline {
             return Verdict::Tx(in_port);
         }
         Verdict::Drop(why)
+    }
+
+    /// A packet too large to encapsulate: answered with an ICMP "too big" carrying `mtu`
+    /// where [`too_big::reflect`] allows it and this second's budget
+    /// (`[dataplane] icmp_errors_per_s`) is not spent, else dropped; `oversize` either way.
+    #[cold]
+    fn too_big<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        buf: &mut B,
+        p: &ParsedPacket,
+        in_port: u16,
+        mtu: u16,
+        now: u32,
+    ) -> Verdict {
+        if self.icmp_second != now {
+            self.icmp_second = now;
+            self.icmp_left = snap.icmp_errors_per_s;
+        }
+        let port = &snap.ports[usize::from(in_port)];
+        let from = if p.l3 == L3::Ipv6 {
+            port.ipv6
+        } else {
+            port.ipv4
+        };
+        if let Some(from) = from.filter(|_| self.icmp_left > 0) {
+            if too_big::reflect(buf, p, &from, mtu) {
+                self.icmp_left -= 1;
+                self.counters.drops[DropReason::Oversize.index()] += 1;
+                self.counters.icmp_too_big += 1;
+                return Verdict::Tx(in_port);
+            }
+        }
+        Verdict::Drop(DropReason::Oversize)
     }
 
     /// Fail-open: forward the original packet to its next hop without inspection.

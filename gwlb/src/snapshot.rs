@@ -227,6 +227,9 @@ pub struct Snapshot {
     /// entry for is accepted from the appliance that is the flow's Maglev choice (the flow may
     /// have been encapsulated by another node), not only when the table is full.
     pub accept_unseen_returns: bool,
+    /// ICMP "too big" errors each worker may send per second (`[dataplane]
+    /// icmp_errors_per_s`).
+    pub icmp_errors_per_s: u32,
 }
 
 fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
@@ -377,6 +380,7 @@ impl Snapshot {
             neighbors,
             timeouts: Timeouts::default(),
             accept_unseen_returns: cfg.bgp.as_ref().is_some_and(|b| b.accept_unseen_returns),
+            icmp_errors_per_s: cfg.dataplane.icmp_errors_per_s,
         };
 
         for (gi, g) in cfg.target_groups.iter().enumerate() {

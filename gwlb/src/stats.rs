@@ -54,6 +54,8 @@ macro_rules! worker_counter_table {
                 "Flows moved to another appliance (rebalance, drain expiry).", "";
             tcp_resets: pipeline.tcp_resets, "gwlb_worker_tcp_resets_total",
                 "TCP resets sent in place of dropped packets of ended flows.", "";
+            icmp_too_big: pipeline.icmp_too_big, "gwlb_worker_icmp_too_big_total",
+                "ICMP fragmentation-needed / packet-too-big errors sent for packets too large to encapsulate (path MTU discovery).", "";
             table_full: pipeline.table_full, "gwlb_worker_flow_table_full_packets_total",
                 "Packets of new flows the full flow table could not store (sent to the flow's Maglev choice without an entry; not in new flows).", "";
             stateless_returns: pipeline.stateless_returns, "gwlb_worker_stateless_returns_total",
@@ -201,7 +203,7 @@ mod tests {
             c.to_host,
         ) = (21, 22, 23, 24, 25);
         (c.new_flows, c.rebalanced_flows, c.tcp_resets, c.table_full) = (26, 27, 28, 29);
-        c.stateless_returns = 30;
+        (c.stateless_returns, c.icmp_too_big) = (30, 31);
         c.drops[DropReason::TxFull.index()] = 100;
         let io = LoopIo {
             rx: 11,
@@ -226,6 +228,7 @@ mod tests {
             ("new_flows", 26),
             ("rebalanced_flows", 27),
             ("tcp_resets", 28),
+            ("icmp_too_big", 31),
             ("table_full", 29),
             ("stateless_returns", 30),
             ("flow_table_inserts", 0),

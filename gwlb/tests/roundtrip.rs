@@ -883,3 +883,104 @@ fn routed_appliances_are_reached_through_the_appliance_gateway() {
         Verdict::Drop(DropReason::ReturnSourceMismatch)
     );
 }
+
+/// Path MTU discovery through the gateway: user packets too large to encapsulate toward an
+/// appliance (port MTU 1500, so at most 1432 bytes of inner packet) are answered with ICMP
+/// "fragmentation needed" (IPv4 with DF) or ICMPv6 "packet too big", back out the arrival
+/// port to the sender, within `icmp_errors_per_s`; IPv4 without DF is only dropped. The
+/// single-packet and burst paths agree.
+#[test]
+fn packets_too_big_to_encapsulate_get_icmp_errors_within_the_rate() {
+    let text = CONFIG.replace("[dataplane]\n", "[dataplane]\nicmp_errors_per_s = 3\n");
+    let cfg = Config::from_toml_str(&text).expect("config");
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    let big_v4 = |df: bool, sport: u16| {
+        let mut f = user_frame(
+            Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
+            6,
+            sport,
+            443,
+            &[7; 1460],
+        );
+        if df {
+            f[20] |= 0x40;
+        } else {
+            f[20] &= !0x40;
+        }
+        set_ipv4_checksum(&mut f[14..34]);
+        f
+    };
+    let fits = user_frame(
+        Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
+        6,
+        40009,
+        443,
+        &[7; 1392],
+    );
+    let v6 = user_frame(
+        Ips::V6(
+            [0xfd, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            [0xfd, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+        ),
+        17,
+        5000,
+        53,
+        &[1; 1400],
+    );
+    // Second 1: three errors allowed; second 2: the budget is back.
+    let frames = [
+        (big_v4(true, 40001), 1),
+        (big_v4(false, 40002), 1),
+        (fits.clone(), 1),
+        (v6.clone(), 1),
+        (big_v4(true, 40003), 1),
+        (big_v4(true, 40004), 1),
+        (big_v4(true, 40005), 2),
+    ];
+    let want = [
+        Verdict::Tx(0),
+        Verdict::Drop(DropReason::Oversize),
+        Verdict::Tx(0),
+        Verdict::Tx(0),
+        Verdict::Tx(0),
+        Verdict::Drop(DropReason::Oversize),
+        Verdict::Tx(0),
+    ];
+    let mut single = Pipeline::new(4096, Default::default()).expect("pipeline");
+    let mut burst = Pipeline::new(4096, Default::default()).expect("pipeline");
+    let mut outs = Vec::new();
+    for ((f, now), want) in frames.iter().zip(want) {
+        let mut b = VecBuf::new(f);
+        assert_eq!(single.process(&snap, &mut b, 0, *now), want);
+        let mut bb = [VecBuf::new(f)];
+        let mut v = [Verdict::Drop(DropReason::Oversize)];
+        burst.process_burst(&snap, &mut bb, 0, *now, &mut v);
+        assert_eq!(v[0], want, "burst path");
+        assert_eq!(bb[0].data(), b.data(), "burst path bytes");
+        outs.push(b.data().to_vec());
+    }
+    assert_eq!(single.counters.icmp_too_big, 4);
+    assert_eq!(single.counters.drops[DropReason::Oversize.index()], 6);
+    assert_eq!(burst.counters.icmp_too_big, 4);
+    // The IPv4 error: to the sender's MAC, from the gateway's address, MTU 1432, the quote.
+    let e = &outs[0];
+    assert_eq!((&e[0..6], &e[6..12]), (&CLIENT_MAC[..], &GW_MAC[..]));
+    assert_eq!(
+        (&e[26..30], &e[30..34]),
+        (&[10, 0, 0, 1][..], &[10, 1, 0, 2][..])
+    );
+    assert_eq!((e[34], e[35]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1432);
+    assert_eq!(&e[42..62], &frames[0].0[14..34], "quotes the IP header");
+    // The IPv6 one: packet too big, MTU 1432.
+    let e = &outs[3];
+    assert_eq!(e[54], 2, "packet too big");
+    assert_eq!(u32::from_be_bytes([e[58], e[59], e[60], e[61]]), 1432);
+    assert_eq!(
+        &e[22..38],
+        &[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1][..],
+        "from fd00::1"
+    );
+    // What fits is encapsulated as before.
+    assert_eq!(single.counters.encapsulated, 1);
+}

@@ -193,7 +193,7 @@ device = "net_af_packet$n,iface=n${n}u0"
 role = "both"
 address = "10.41.$n.1/24"
 mac = "02:41:0$n:00:00:01"
-mtu = $CL_MTU
+mtu = ${CL_NODE_MTU:-$CL_MTU}
 kernel_interface = "n${n}tap"
 appliance_gateways = ["10.41.$n.254"]
 

@@ -1003,6 +1003,7 @@ struct Brief {
     new_flows: u64,
     rebalanced_flows: u64,
     tcp_resets: u64,
+    icmp_too_big: u64,
     table_full: u64,
     stateless_returns: u64,
     drops: [u64; DropReason::COUNT],
@@ -1022,6 +1023,7 @@ fn brief(c: &Counters) -> Brief {
         new_flows: c.new_flows,
         rebalanced_flows: c.rebalanced_flows,
         tcp_resets: c.tcp_resets,
+        icmp_too_big: c.icmp_too_big,
         table_full: c.table_full,
         stateless_returns: c.stateless_returns,
         drops: c.drops,
@@ -1130,6 +1132,7 @@ fn take_pipelines(capacity: usize, timeouts: gwlb::flow_table::Timeouts) -> Pipe
         c.new_flows = 0;
         c.rebalanced_flows = 0;
         c.tcp_resets = 0;
+        c.icmp_too_big = 0;
         c.table_full = 0;
         c.stateless_returns = 0;
         c.drops.fill(0);
@@ -1383,6 +1386,7 @@ impl Harness {
                 ),
                 (after.fail_open > before.fail_open, " fail-open"),
                 (after.tcp_resets > before.tcp_resets, " tcp-reset"),
+                (after.icmp_too_big > before.icmp_too_big, " icmp-too-big"),
                 (after.table_full > before.table_full, " (table full)"),
                 (
                     after.rebalanced_flows > before.rebalanced_flows,
@@ -1502,11 +1506,12 @@ impl Harness {
         let d = |f: fn(&Brief) -> u64| f(after) - f(before);
         let _ = owner_hash(&self.snap, input, self.in_port);
         assert_eq!(d(|c| c.packets), 1);
-        let (enc, dec, open, rst, host, dropped) = (
+        let (enc, dec, open, rst, icmp, host, dropped) = (
             d(|c| c.encapsulated),
             d(|c| c.decapsulated),
             d(|c| c.fail_open),
             d(|c| c.tcp_resets),
+            d(|c| c.icmp_too_big),
             d(|c| c.to_host),
             drops_delta(before, after),
         );
@@ -1517,15 +1522,16 @@ impl Harness {
                 assert_eq!(port, 0, "the only port");
                 assert_eq!(self.in_port, 0, "nothing from an unknown port is sent");
                 assert_eq!(
-                    enc + dec + open + rst,
+                    enc + dec + open + rst + icmp,
                     1,
                     "one way out: {before:?} -> {after:?}"
                 );
                 assert_eq!(host, 0);
-                assert_eq!(dropped, rst, "a reset counts its drop");
+                // A reflected answer (TCP reset, ICMP too big) replaces a drop it also counts.
+                assert_eq!(dropped, rst + icmp, "a reflected answer counts its drop");
             }
             Verdict::ToHost => {
-                assert_eq!((enc, dec, open, rst, dropped, host), (0, 0, 0, 0, 0, 1));
+                assert_eq!((enc, dec, open, rst + icmp, dropped, host), (0, 0, 0, 0, 0, 1));
                 assert_eq!(out, input, "a packet for the host is not touched");
                 let p = parse::parse_frame(input).expect("a packet for the host parses");
                 let own = p.dst.as_v4() == Some(GW_V4) || p.dst.0 == GW_V6;
@@ -1544,7 +1550,7 @@ impl Harness {
                 );
             }
             Verdict::Drop(r) => {
-                assert_eq!((enc, dec, open, rst, host, dropped), (0, 0, 0, 0, 0, 1));
+                assert_eq!((enc, dec, open, rst + icmp, host, dropped), (0, 0, 0, 0, 0, 1));
                 assert_eq!(
                     after.drops[r.index()],
                     before.drops[r.index()] + 1,
@@ -1580,6 +1586,32 @@ impl Harness {
             );
             assert_eq!(&out[6..12], &GW_MAC);
             assert!(NEXT_HOP_MACS.iter().any(|m| m[..] == out[0..6]));
+        }
+        if icmp == 1 {
+            assert_eq!(
+                d(|c| c.drops[DropReason::Oversize.index()]),
+                1,
+                "an ICMP too-big answers an oversize packet"
+            );
+            let ip_in = ip_of_frame(input).expect("too big: the input is IP");
+            let ip_out = ip_of_frame(out).expect("too big: the output is IP");
+            let (s, _) = addrs_of(ip_in).expect("input addresses");
+            let (from, to) = addrs_of(ip_out).expect("output addresses");
+            assert_eq!(to, s, "the error goes to the packet's source");
+            assert_eq!(from, gw_addr_for(s), "from the gateway's own address");
+            assert_eq!(&out[0..6], &input[6..12], "back to the sender's MAC");
+            let (l4, proto) = l4_of(ip_out).expect("too big: L4");
+            let ty = ip_out.get(l4).copied();
+            assert!(
+                (proto == 1 && ty == Some(3) && ip_out.get(l4 + 1) == Some(&4))
+                    || (proto == 58 && ty == Some(2)),
+                "fragmentation needed or packet too big: proto {proto}, type {ty:?}"
+            );
+            let quote = &ip_out[l4 + 8..];
+            assert!(
+                !quote.is_empty() && ip_in.starts_with(quote),
+                "the error quotes the start of the packet"
+            );
         }
         if rst == 1 {
             assert!(group.tcp_rst, "a reset without tcp_rst_on_drop");

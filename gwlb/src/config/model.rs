@@ -204,6 +204,8 @@ pub struct Dataplane {
     /// A worker that received nothing for `idle_after` sleeps this long per empty loop turn
     /// (`None`: it polls without pause, for a dedicated core).
     pub idle_sleep: Option<Duration>,
+    /// ICMP "too big" errors each worker may send per second (path MTU discovery); 0 = none.
+    pub icmp_errors_per_s: u32,
     /// How long a worker keeps polling without pause after its last packet.
     pub idle_after: Duration,
     /// mbufs in each worker's pool.

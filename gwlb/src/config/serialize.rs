@@ -48,6 +48,7 @@ impl From<&Config> for RawConfig {
                     .idle_sleep
                     .map_or(0, |s| i64::try_from(s.as_micros()).unwrap_or(i64::MAX)),
                 idle_after_us: i64::try_from(d.idle_after.as_micros()).unwrap_or(i64::MAX),
+                icmp_errors_per_s: d.icmp_errors_per_s.into(),
                 mbufs_per_worker: to_i64(d.mbufs_per_worker),
                 flow_table_capacity: to_i64(d.flow_table_capacity),
                 flow_hash_seed: U64Value(d.flow_hash_seed),

@@ -30,6 +30,8 @@ mod field {
     pub const CHECKSUM: Field = 2..4;
     pub const ECHO_IDENT: Field = 4..6;
     pub const ECHO_SEQNO: Field = 6..8;
+    pub const NEXT_HOP_MTU_V4: Field = 6..8;
+    pub const MTU_V6: Field = 4..8;
     pub const QUOTE: core::ops::RangeFrom<usize> = super::HEADER_LEN..;
 }
 
@@ -42,6 +44,8 @@ pub mod v4 {
     pub const ECHO_REPLY: u8 = 0;
     /// Destination unreachable (error).
     pub const DST_UNREACHABLE: u8 = 3;
+    /// Destination unreachable code: fragmentation needed and DF set (RFC 792, RFC 1191).
+    pub const FRAG_NEEDED: u8 = 4;
     /// Source quench (error, deprecated by RFC 6633).
     pub const SOURCE_QUENCH: u8 = 4;
     /// Redirect (error).
@@ -211,6 +215,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_echo_seq_no(&mut self, value: u16) {
         set_u16(self.buffer.as_mut(), field::ECHO_SEQNO, value);
+    }
+
+    /// Sets the next-hop MTU of an IPv4 "fragmentation needed" (RFC 1191 section 4).
+    #[inline]
+    pub fn set_next_hop_mtu_v4(&mut self, value: u16) {
+        set_u16(self.buffer.as_mut(), field::NEXT_HOP_MTU_V4, value);
+    }
+
+    /// Sets the MTU of an ICMPv6 "packet too big" (RFC 4443 section 3.2).
+    #[inline]
+    pub fn set_mtu_v6(&mut self, value: u32) {
+        self.buffer.as_mut()[field::MTU_V6].copy_from_slice(&value.to_be_bytes());
     }
 }
 

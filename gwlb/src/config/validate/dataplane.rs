@@ -100,6 +100,11 @@ pub(super) fn validate_dataplane(
             0 => None,
             us => Some(Duration::from_micros(us)),
         },
+        icmp_errors_per_s: ranged(
+            "dataplane.icmp_errors_per_s",
+            raw.icmp_errors_per_s,
+            0..=1_000_000,
+        )?,
         idle_after: Duration::from_micros(ranged(
             "dataplane.idle_after_us",
             raw.idle_after_us,
