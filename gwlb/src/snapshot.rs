@@ -81,6 +81,9 @@ pub struct PortView {
     pub cluster_ipv4: Option<IpAddrBytes>,
     /// The IPv6 cluster address.
     pub cluster_ipv6: Option<IpAddrBytes>,
+    /// Whether the port has a cluster address (one byte to test on every packet, instead of
+    /// two address compares, where it has none).
+    pub has_cluster: bool,
 }
 
 impl PortView {
@@ -90,8 +93,9 @@ impl PortView {
     pub fn is_own(&self, addr: &IpAddrBytes) -> bool {
         self.ipv4.as_ref() == Some(addr)
             || self.ipv6.as_ref() == Some(addr)
-            || self.cluster_ipv4.as_ref() == Some(addr)
-            || self.cluster_ipv6.as_ref() == Some(addr)
+            || (self.has_cluster
+                && (self.cluster_ipv4.as_ref() == Some(addr)
+                    || self.cluster_ipv6.as_ref() == Some(addr)))
     }
 
     /// The outer source address toward an appliance of `v4`'s family: the cluster address
@@ -305,6 +309,7 @@ impl Snapshot {
                 mtu: p.mtu,
                 cluster_ipv4: cluster(p, true),
                 cluster_ipv6: cluster(p, false),
+                has_cluster: cluster(p, true).is_some() || cluster(p, false).is_some(),
             })
             .collect();
 
