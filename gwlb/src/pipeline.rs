@@ -456,8 +456,11 @@ impl Pipeline {
             Err(NoNextHop::NoRoute) => return Verdict::Drop(DropReason::NoRoute),
             Err(NoNextHop::Unresolved) => return Verdict::Drop(DropReason::NeighborUnresolved),
         };
-        let src = snap.ports[usize::from(hop.port)].mac;
-        if !decap::restore_frame(buf, ret.inner_offset, inner, hop.mac, src) {
+        let egress = &snap.ports[usize::from(hop.port)];
+        if inner.l3_len > egress.mtu {
+            return self.too_big_after_decap(snap, buf, ret.inner_offset, inner, egress.mtu, now);
+        }
+        if !decap::restore_frame(buf, ret.inner_offset, inner, hop.mac, egress.mac) {
             return Verdict::Drop(DropReason::GeneveMalformed);
         }
         self.counters.decapsulated += 1;
@@ -508,7 +511,7 @@ impl Pipeline {
             port.ipv4
         };
         if let Some(from) = from.filter(|_| self.icmp_left > 0) {
-            if too_big::reflect(buf, p, &from, mtu) {
+            if too_big::reflect(buf, p, &from, port.mac, mtu) {
                 self.icmp_left -= 1;
                 self.counters.drops[DropReason::Oversize.index()] += 1;
                 self.counters.icmp_too_big += 1;
@@ -516,6 +519,34 @@ impl Pipeline {
             }
         }
         Verdict::Drop(DropReason::Oversize)
+    }
+
+    /// A returned inner packet larger than its egress port's MTU: answered with an ICMP "too
+    /// big" (`mtu`) to the inner packet's source, through that source's next hop, where
+    /// [`Pipeline::too_big`] allows it; else dropped (`oversize`).
+    #[cold]
+    fn too_big_after_decap<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        buf: &mut B,
+        inner_offset: usize,
+        inner: &ParsedPacket,
+        mtu: u16,
+        now: u32,
+    ) -> Verdict {
+        let Ok(back) = snap.next_hop(&inner.src) else {
+            return Verdict::Drop(DropReason::Oversize);
+        };
+        // The inner packet as if it had arrived from the source's next hop: then the error
+        // is built and sent exactly as for a packet too big to encapsulate.
+        let ours = snap.ports[usize::from(back.port)].mac;
+        if !decap::restore_frame(buf, inner_offset, inner, ours, back.mac) {
+            return Verdict::Drop(DropReason::Oversize);
+        }
+        let mut p = *inner;
+        p.l2_len = ethernet::HEADER_LEN as u16;
+        p.l3_offset = ethernet::HEADER_LEN as u16;
+        self.too_big(snap, buf, &p, back.port, mtu, now)
     }
 
     /// Fail-open: forward the original packet to its next hop without inspection.

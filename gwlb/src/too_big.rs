@@ -19,7 +19,7 @@
 
 use crate::packet_buf::PacketBuf;
 use crate::parse::{IpAddrBytes, ParsedPacket, L3};
-use crate::wire::{checksum, ethernet, icmp, ipv4, ipv6, proto};
+use crate::wire::{checksum, ethernet, icmp, ipv4, ipv6, proto, MacAddr};
 
 /// TTL / hop limit of the errors.
 const ERROR_TTL: u8 = 64;
@@ -52,11 +52,18 @@ pub fn answerable(frame: &[u8], p: &ParsedPacket) -> bool {
 }
 
 /// Turns `buf`, holding the user packet `p`, into the "too big" error that answers it:
-/// source `from` (the gateway's address on the arrival port, of the packet's family), the
-/// packet's source as destination, next-hop MTU `mtu` (the largest packet that fits).
+/// source `from` and `mac` (the gateway's address and MAC on the arrival port), the packet's
+/// source as destination (the frame goes back to the MAC it came from), next-hop MTU `mtu`
+/// (the largest packet that fits).
 /// Returns `false`, leaving the buffer unchanged, when [`answerable`] says no or the buffer
 /// lacks the headroom.
-pub fn reflect<B: PacketBuf>(buf: &mut B, p: &ParsedPacket, from: &IpAddrBytes, mtu: u16) -> bool {
+pub fn reflect<B: PacketBuf>(
+    buf: &mut B,
+    p: &ParsedPacket,
+    from: &IpAddrBytes,
+    mac: [u8; 6],
+    mtu: u16,
+) -> bool {
     if !answerable(buf.data(), p) {
         return false;
     }
@@ -84,7 +91,9 @@ pub fn reflect<B: PacketBuf>(buf: &mut B, p: &ParsedPacket, from: &IpAddrBytes, 
     let d = buf.data_mut();
     // The L2 header (VLAN tags included) moves to the front, back to the sender.
     d.copy_within(grow..grow + l2, 0);
-    ethernet::Frame::new_unchecked(&mut d[..l2]).swap_addrs();
+    let mut eth = ethernet::Frame::new_unchecked(&mut d[..l2]);
+    eth.swap_addrs();
+    eth.set_src_addr(MacAddr(mac));
 
     let icmp_len = (icmp::HEADER_LEN + quote_len) as u16;
     let (ip, msg) = d[l2..].split_at_mut(ip_len);
@@ -166,7 +175,7 @@ mod tests {
         let f = v4(true, 1460);
         let p = parse_frame(&f).unwrap();
         let mut b = VecBuf::new(&f);
-        assert!(reflect(&mut b, &p, &gw4(), 1432));
+        assert!(reflect(&mut b, &p, &gw4(), GW, 1432));
         let out = b.data();
         assert_eq!(out.len(), 14 + MAX_V4_ERROR, "576-byte datagram");
         assert_eq!((&out[0..6], &out[6..12]), (&HOST[..], &GW[..]));
@@ -198,7 +207,7 @@ mod tests {
         let p = parse_frame(&f).unwrap();
         let from = IpAddrBytes([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         let mut b = VecBuf::new(&f);
-        assert!(reflect(&mut b, &p, &from, 1412));
+        assert!(reflect(&mut b, &p, &from, GW, 1412));
         let out = b.data();
         assert_eq!(out.len(), 14 + MAX_V6_ERROR);
         let s = SlicedPacket::from_ethernet(out).unwrap();
@@ -243,7 +252,7 @@ mod tests {
         let f = v4(true, 1460);
         let p = parse_frame(&f).unwrap();
         let mut b = VecBuf::with_headroom(&f, 8);
-        assert!(!reflect(&mut b, &p, &gw4(), 1432));
+        assert!(!reflect(&mut b, &p, &gw4(), GW, 1432));
         assert_eq!(b.data(), &f[..]);
     }
 }

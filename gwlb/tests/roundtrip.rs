@@ -984,3 +984,46 @@ fn packets_too_big_to_encapsulate_get_icmp_errors_within_the_rate() {
     // What fits is encapsulated as before.
     assert_eq!(single.counters.encapsulated, 1);
 }
+
+/// After decapsulation the egress port's MTU holds: an appliance's return whose inner packet
+/// exceeds it (1600 bytes, DF, to a 1500-byte port) is not sent; its source gets ICMP
+/// "fragmentation needed" with MTU 1500, through the route back to it. Without DF it is
+/// dropped. Both counted `oversize`.
+#[test]
+fn returned_packets_over_the_egress_mtu_are_answered_not_sent() {
+    let (snap, mut pipe) = setup();
+    let client = [10, 1, 0, 2];
+    let small = user_frame(Ips::V4(client, [10, 2, 0, 2]), 17, 41000, 53, b"q");
+    let mut b = VecBuf::new(&small);
+    assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
+    let enc = b.data().to_vec();
+    let big_inner = |df: bool| {
+        let mut f = user_frame(Ips::V4(client, [10, 2, 0, 2]), 17, 41000, 53, &[9; 1572]);
+        if df {
+            f[20] |= 0x40;
+        } else {
+            f[20] &= !0x40;
+        }
+        set_ipv4_checksum(&mut f[14..34]);
+        f[14..].to_vec()
+    };
+    let inner = big_inner(true);
+    assert_eq!(inner.len(), 1600);
+    let mut r = VecBuf::new(&linux_return(&enc, &inner));
+    assert_eq!(pipe.process(&snap, &mut r, 0, 2), Verdict::Tx(0));
+    let e = r.data();
+    assert_eq!(&e[0..6], &[2, 0, 0, 0, 0, 0xfe], "to the client's next hop");
+    assert_eq!(&e[6..12], &GW_MAC);
+    assert_eq!((&e[26..30], &e[30..34]), (&[10, 0, 0, 1][..], &client[..]));
+    assert_eq!((e[34], e[35]), (3, 4));
+    assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1500);
+    assert_eq!(&e[42..62], &inner[..20], "quotes the returned packet");
+    let mut r = VecBuf::new(&linux_return(&enc, &big_inner(false)));
+    assert_eq!(
+        pipe.process(&snap, &mut r, 0, 3),
+        Verdict::Drop(DropReason::Oversize)
+    );
+    assert_eq!(pipe.counters.icmp_too_big, 1);
+    assert_eq!(pipe.counters.drops[DropReason::Oversize.index()], 2);
+    assert_eq!(pipe.counters.decapsulated, 0, "nothing over the MTU left");
+}

@@ -1531,7 +1531,10 @@ impl Harness {
                 assert_eq!(dropped, rst + icmp, "a reflected answer counts its drop");
             }
             Verdict::ToHost => {
-                assert_eq!((enc, dec, open, rst + icmp, dropped, host), (0, 0, 0, 0, 0, 1));
+                assert_eq!(
+                    (enc, dec, open, rst + icmp, dropped, host),
+                    (0, 0, 0, 0, 0, 1)
+                );
                 assert_eq!(out, input, "a packet for the host is not touched");
                 let p = parse::parse_frame(input).expect("a packet for the host parses");
                 let own = p.dst.as_v4() == Some(GW_V4) || p.dst.0 == GW_V6;
@@ -1550,7 +1553,10 @@ impl Harness {
                 );
             }
             Verdict::Drop(r) => {
-                assert_eq!((enc, dec, open, rst + icmp, host, dropped), (0, 0, 0, 0, 0, 1));
+                assert_eq!(
+                    (enc, dec, open, rst + icmp, host, dropped),
+                    (0, 0, 0, 0, 0, 1)
+                );
                 assert_eq!(
                     after.drops[r.index()],
                     before.drops[r.index()] + 1,
@@ -1593,13 +1599,10 @@ impl Harness {
                 1,
                 "an ICMP too-big answers an oversize packet"
             );
-            let ip_in = ip_of_frame(input).expect("too big: the input is IP");
             let ip_out = ip_of_frame(out).expect("too big: the output is IP");
-            let (s, _) = addrs_of(ip_in).expect("input addresses");
             let (from, to) = addrs_of(ip_out).expect("output addresses");
-            assert_eq!(to, s, "the error goes to the packet's source");
-            assert_eq!(from, gw_addr_for(s), "from the gateway's own address");
-            assert_eq!(&out[0..6], &input[6..12], "back to the sender's MAC");
+            assert_eq!(&out[6..12], &GW_MAC, "from the gateway's MAC");
+            assert_eq!(from, gw_addr_for(to), "from the gateway's own address");
             let (l4, proto) = l4_of(ip_out).expect("too big: L4");
             let ty = ip_out.get(l4).copied();
             assert!(
@@ -1608,9 +1611,23 @@ impl Harness {
                 "fragmentation needed or packet too big: proto {proto}, type {ty:?}"
             );
             let quote = &ip_out[l4 + 8..];
+            assert!(!quote.is_empty(), "the error quotes the packet");
+            // Either a packet too big to encapsulate (back to the frame's sender, quoting
+            // it), or a returned inner packet over the egress MTU (to its source's next
+            // hop, quoting the inner packet).
+            let answers =
+                |ip: &[u8]| addrs_of(ip).map(|a| a.0) == Some(to) && ip.starts_with(quote);
+            let as_user = ip_of_frame(input).is_some_and(answers) && out[0..6] == input[6..12];
+            let via_next_hop = NEXT_HOP_MACS.iter().any(|m| m[..] == out[0..6]);
+            let as_return = match origin {
+                Origin::Return(Some(inner)) => via_next_hop && answers(inner),
+                // Mutated after it was built: its inner packet is not known here.
+                Origin::Return(None) => via_next_hop,
+                Origin::User => false,
+            };
             assert!(
-                !quote.is_empty() && ip_in.starts_with(quote),
-                "the error quotes the start of the packet"
+                as_user || as_return,
+                "an ICMP too-big answers the packet's source, quoting it"
             );
         }
         if rst == 1 {
