@@ -301,12 +301,18 @@ impl Bench {
             ),
             None => (RING, OUT_RING),
         };
+        // Each worker's rings (its IN and OUT, its handoff ring) on its CPU's socket, as `gwlb
+        // run` places a worker's queues and handoff ring. The mbufs come from one pool (the
+        // feeder's, SOCKET_ID_ANY): see perf/README.md on two-socket machines.
         let worker_cpus = gwlb_perf::worker_cpus(&self.allowed_cpus, self.cpu, nq);
+        let socket = |w: usize| {
+            i32::try_from(gwlb::numa::cpu_socket(worker_cpus[w])).unwrap_or(SOCKET_ID_ANY)
+        };
         let rx_rings: Vec<Ring> = (0..nq)
-            .map(|q| Ring::new(&format!("pin{n}_{q}"), in_size, SOCKET_ID_ANY).expect("ring"))
+            .map(|q| ring_on(&format!("pin{n}_{q}"), in_size, socket(q)))
             .collect();
         let tx_rings: Vec<Ring> = (0..nq)
-            .map(|q| Ring::new(&format!("pout{n}_{q}"), out_size, SOCKET_ID_ANY).expect("ring"))
+            .map(|q| ring_on(&format!("pout{n}_{q}"), out_size, socket(q)))
             .collect();
         let rx_refs: Vec<&Ring> = rx_rings.iter().collect();
         let tx_refs: Vec<&Ring> = tx_rings.iter().collect();
@@ -335,12 +341,7 @@ impl Bench {
         // As `gwlb run` does with more than one worker: a handoff ring per worker.
         let handoff: Vec<Arc<Ring>> = if nq > 1 {
             (0..nq)
-                .map(|w| {
-                    Arc::new(
-                        Ring::new(&format!("ho{n}_{w}"), 4096, SOCKET_ID_ANY)
-                            .expect("handoff ring"),
-                    )
-                })
+                .map(|w| Arc::new(ring_on(&format!("ho{n}_{w}"), 4096, socket(w))))
                 .collect()
         } else {
             Vec::new()
@@ -756,6 +757,14 @@ fn empty_rings<'r>(rings: impl Iterator<Item = &'r Ring>) -> u64 {
         }
     }
     n
+}
+
+/// A ring on `socket`, or on any socket where that one has no memory (`--no-huge` memory is
+/// all on socket 0; hugepages may be reserved on one node only).
+fn ring_on(name: &str, size: u32, socket: i32) -> Ring {
+    Ring::new(name, size, socket)
+        .or_else(|_| Ring::new(name, size, SOCKET_ID_ANY))
+        .expect("ring")
 }
 
 /// Starts a gwlb worker pinned on `cpu`; with a `gate`, the worker waits there (pinned and
