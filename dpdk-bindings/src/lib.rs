@@ -26,6 +26,7 @@ pub use lcore::{LcoreId, ThreadRegistration};
 pub use mbuf::{Mbuf, MbufBurst};
 pub use mempool::{Mempool, DEFAULT_DATA_ROOM, SOCKET_ID_ANY};
 pub use port::{
-    DevInfo, LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, RxQueue, TxQueue,
+    DevInfo, LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, QueueMemory, RxQueue,
+    TxQueue,
 };
 pub use ring::{Ring, RingConsumer, RingProducer};

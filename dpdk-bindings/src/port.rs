@@ -219,11 +219,21 @@ const RSS_IP: u64 = (1 << 2) | (1 << 3) | (1 << 7) | (1 << 8) | (1 << 9) | (1 <<
 const RSS_TCP: u64 = (1 << 4) | (1 << 10) | (1 << 16);
 const RSS_UDP: u64 = (1 << 5) | (1 << 11) | (1 << 17);
 
+/// Where an rx queue's memory lives (see [`Port::configure_placed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueMemory<'a> {
+    /// NUMA socket of the queue's descriptors, or [`crate::SOCKET_ID_ANY`].
+    pub socket: i32,
+    /// The pool the queue's received mbufs come from.
+    pub pool: &'a Mempool,
+}
+
 struct PortShared {
     id: PortId,
-    /// Set once the device has been configured with this pool: the device
-    /// then references it, so it must outlive the device's queues.
-    pool: Option<Mempool>,
+    /// Set once the device has been configured, with the pools of its rx
+    /// queues (never empty then): the device references them, so they must
+    /// outlive its queues.
+    pools: Vec<Mempool>,
     /// Objects the device uses and that must outlive it (rings).
     keep: Vec<Arc<dyn Send + Sync>>,
     /// vdev to uninit when the device is released (ports from rings).
@@ -234,7 +244,7 @@ struct PortShared {
 
 impl Drop for PortShared {
     fn drop(&mut self) {
-        if self.pool.is_some() {
+        if !self.pools.is_empty() {
             // SAFETY: we own the configured port and no queue handle is left
             // (this is the last reference), so nobody polls it. Errors are
             // ignored: nothing useful can be done in drop.
@@ -253,7 +263,7 @@ impl Drop for PortShared {
         if let Some(slot) = CLAIMED.get(usize::from(self.id.0)) {
             slot.store(false, Ordering::Release);
         }
-        // `pool` and `keep` drop after this: after the device is gone.
+        // `pools` and `keep` drop after this: after the device is gone.
     }
 }
 
@@ -291,7 +301,7 @@ impl Port {
         Ok(Port {
             shared: Arc::new(PortShared {
                 id,
-                pool: None,
+                pools: Vec::new(),
                 keep: Vec::new(),
                 vdev: None,
                 started: AtomicBool::new(false),
@@ -465,10 +475,42 @@ impl Port {
     }
 
     /// Configures the device and sets up its queues with `pool` (stopping
-    /// it first if started). The port then keeps `pool` alive. Fails with
+    /// it first if started), every queue's descriptors on the device's
+    /// socket. The port then keeps `pool` alive. Fails with
     /// [`Error::Busy`] while queue handles are outstanding.
     pub fn configure(&mut self, cfg: &PortConfig, pool: &Mempool) -> Result<()> {
+        let socket = self.socket_id();
+        let rx: Vec<QueueMemory<'_>> = (0..cfg.rx_queues)
+            .map(|_| QueueMemory { pool, socket })
+            .collect();
+        let tx = vec![socket; usize::from(cfg.tx_queues)];
+        self.configure_placed(cfg, &rx, &tx)
+    }
+
+    /// [`Port::configure`] with each queue's memory placed: rx queue `q`'s
+    /// descriptors on `rx[q].socket` and its mbufs from `rx[q].pool`, tx
+    /// queue `q`'s descriptors on `tx_sockets[q]` (DPDK l3fwd's layout: the
+    /// socket of the lcore that polls the queue). `rx` must have
+    /// `cfg.rx_queues` entries and `tx_sockets` `cfg.tx_queues`. The port
+    /// keeps every pool alive.
+    pub fn configure_placed(
+        &mut self,
+        cfg: &PortConfig,
+        rx: &[QueueMemory<'_>],
+        tx_sockets: &[i32],
+    ) -> Result<()> {
         let id = self.id;
+        if rx.len() != usize::from(cfg.rx_queues) || tx_sockets.len() != usize::from(cfg.tx_queues)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{}: placement for {} rx / {} tx queues, {} / {} configured",
+                PortId(id),
+                rx.len(),
+                tx_sockets.len(),
+                cfg.rx_queues,
+                cfg.tx_queues
+            )));
+        }
         if cfg.rx_queues == 0 || cfg.tx_queues == 0 {
             return Err(Error::InvalidArgument(
                 "a port needs >= 1 rx and tx queue".into(),
@@ -514,9 +556,14 @@ impl Port {
         check("rte_eth_dev_configure", unsafe {
             sys::rte_eth_dev_configure(id, cfg.rx_queues, cfg.tx_queues, &conf)
         })?;
-        // From here on the device may reference `pool`.
+        // From here on the device may reference the pools.
         let shared = self.exclusive("queue handles are outstanding")?;
-        shared.pool = Some(pool.clone());
+        shared.pools.clear();
+        for m in rx {
+            if !shared.pools.iter().any(|p| p.as_ptr() == m.pool.as_ptr()) {
+                shared.pools.push(m.pool.clone());
+            }
+        }
         self.n_rx = 0;
         self.n_tx = 0;
         self.taken_rx = 0;
@@ -528,18 +575,24 @@ impl Port {
             sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rxd, &mut txd)
         })?;
         // SOCKET_ID_ANY (-1) is passed through as the unsigned the API takes.
-        let socket = self.socket_id() as c_uint;
-        for q in 0..cfg.rx_queues {
+        for (q, m) in (0..cfg.rx_queues).zip(rx) {
             // SAFETY: configured port, q < nb_rx_queues, default rxconf
-            // (null), live pool kept alive by `shared.pool`.
+            // (null), live pool kept alive by `shared.pools`.
             check("rte_eth_rx_queue_setup", unsafe {
-                sys::rte_eth_rx_queue_setup(id, q, rxd, socket, std::ptr::null(), pool.as_ptr())
+                sys::rte_eth_rx_queue_setup(
+                    id,
+                    q,
+                    rxd,
+                    m.socket as c_uint,
+                    std::ptr::null(),
+                    m.pool.as_ptr(),
+                )
             })?;
         }
-        for q in 0..cfg.tx_queues {
+        for (q, &socket) in (0..cfg.tx_queues).zip(tx_sockets) {
             // SAFETY: configured port, q < nb_tx_queues, default txconf.
             check("rte_eth_tx_queue_setup", unsafe {
-                sys::rte_eth_tx_queue_setup(id, q, txd, socket, std::ptr::null())
+                sys::rte_eth_tx_queue_setup(id, q, txd, socket as c_uint, std::ptr::null())
             })?;
         }
         if let Some(mtu) = cfg.mtu {
@@ -572,7 +625,7 @@ impl Port {
 
     /// Starts the device (`rte_eth_dev_start`). Requires [`Port::configure`].
     pub fn start(&mut self) -> Result<()> {
-        if self.shared.pool.is_none() {
+        if self.shared.pools.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "{} is not configured",
                 self.id()

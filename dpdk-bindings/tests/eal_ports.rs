@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use dpdk_bindings::{
-    eal, lcore, vdev, Eal, Error, Mbuf, MbufBurst, Mempool, Port, PortConfig, QueueId, Ring,
-    ThreadRegistration, DEFAULT_DATA_ROOM, SOCKET_ID_ANY,
+    eal, lcore, vdev, Eal, Error, Mbuf, MbufBurst, Mempool, Port, PortConfig, QueueId, QueueMemory,
+    Ring, ThreadRegistration, DEFAULT_DATA_ROOM, SOCKET_ID_ANY,
 };
 
 const EAL_ARGS: &[&str] = &[
@@ -431,4 +431,54 @@ fn pool_dropped_with_mbufs_out_is_leaked_not_freed() {
     // The pool must still be valid for this read and for the free.
     assert_eq!(m.data(), b"still alive");
     drop(m);
+}
+
+#[test]
+fn configure_placed_gives_each_rx_queue_its_pool() {
+    let _t = setup();
+    let name = uniq("net_null_p");
+    vdev::create(&name, "size=64").expect("create net_null");
+    let (a, b) = (pool(511), pool(511));
+    {
+        let mut port = Port::by_name(&name).expect("port");
+        let cfg = PortConfig {
+            rx_queues: 2,
+            tx_queues: 2,
+            ..Default::default()
+        };
+        // --no-huge: all of the EAL's memory is on socket 0.
+        let rx = [
+            QueueMemory {
+                socket: 0,
+                pool: &a,
+            },
+            QueueMemory {
+                socket: 0,
+                pool: &b,
+            },
+        ];
+        // One entry per configured queue, or nothing is configured.
+        assert!(matches!(
+            port.configure_placed(&cfg, &rx[..1], &[0, 0]),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            port.configure_placed(&cfg, &rx, &[0]),
+            Err(Error::InvalidArgument(_))
+        ));
+        port.configure_placed(&cfg, &rx, &[0, SOCKET_ID_ANY])
+            .unwrap();
+        port.start().unwrap();
+        // net_null fills each queue's bursts from that queue's pool.
+        let mut got = MbufBurst::<32>::new();
+        assert_eq!(port.rx_burst(QueueId(0), &mut got), 32);
+        assert_eq!((a.in_use_count(), b.in_use_count()), (32, 0));
+        got.clear();
+        assert_eq!(port.rx_burst(QueueId(1), &mut got), 32);
+        assert_eq!((a.in_use_count(), b.in_use_count()), (0, 32));
+        got.clear();
+        port.stop().unwrap();
+    }
+    assert_eq!(a.in_use_count() + b.in_use_count(), 0);
+    vdev::remove(&name).expect("remove");
 }

@@ -18,6 +18,7 @@ pub mod instance_lock;
 pub mod logging;
 pub mod maglev;
 pub mod neighbors;
+pub mod numa;
 pub mod packet_buf;
 pub mod parse;
 pub mod pipeline;

@@ -733,6 +733,30 @@ pub fn cpus_online() -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
+/// The CPUs the calling thread may run on (its affinity mask: `taskset`, a cgroup cpuset), in
+/// ascending order; every CPU online when the mask cannot be read. Call it before the EAL
+/// starts, which pins the main thread to one CPU.
+pub fn cpus_allowed() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => {
+            let mut v: Vec<usize> = ids.into_iter().map(|c| c.id).collect();
+            v.sort_unstable();
+            v
+        }
+        _ => (0..cpus_online().max(1)).collect(),
+    }
+}
+
+/// The CPU of each of `n` workers: `allowed` in order from `first` (or from the first allowed
+/// CPU above it, wrapping), one worker per CPU while there are CPUs, then round again
+/// (oversubscribed). `allowed` must not be empty.
+pub fn worker_cpus(allowed: &[usize], first: usize, n: usize) -> Vec<usize> {
+    let start = allowed.iter().position(|&c| c >= first).unwrap_or(0);
+    (0..n)
+        .map(|w| allowed[(start + w) % allowed.len()])
+        .collect()
+}
+
 /// `/proc/loadavg`'s first three fields (other work on the machine skews every number).
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -770,6 +794,29 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_cpus_follow_the_allowed_set_from_the_first() {
+        // 2-vCPU VM, first worker on CPU 1: the second wraps to CPU 0.
+        assert_eq!(worker_cpus(&[0, 1], 1, 1), [1]);
+        assert_eq!(worker_cpus(&[0, 1], 1, 2), [1, 0]);
+        // 16 CPUs: N workers on N distinct CPUs, CPU 0 (the main thread's) last.
+        let all: Vec<usize> = (0..16).collect();
+        assert_eq!(worker_cpus(&all, 1, 4), [1, 2, 3, 4]);
+        let w = worker_cpus(&all, 1, 16);
+        assert_eq!(w.len(), 16);
+        assert_eq!(w[15], 0);
+        let mut d = w.clone();
+        d.sort_unstable();
+        d.dedup();
+        assert_eq!(d.len(), 16);
+        // A cpuset with holes (taskset -c 2,4,6): only those, from the first at or above 3.
+        assert_eq!(worker_cpus(&[2, 4, 6], 3, 3), [4, 6, 2]);
+        // Oversubscribed: round again.
+        assert_eq!(worker_cpus(&[0, 1], 1, 3), [1, 0, 1]);
+        // `first` above every allowed CPU: from the lowest.
+        assert_eq!(worker_cpus(&[0, 1], 7, 2), [0, 1]);
+    }
     use gwlb::packet_buf::{PacketBuf, VecBuf};
     use gwlb::pipeline::{Pipeline, Verdict};
 

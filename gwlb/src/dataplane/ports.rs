@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
-use dpdk_bindings::port::{Port, PortConfig};
-use dpdk_bindings::Mempool;
+use dpdk_bindings::port::{Port, PortConfig, QueueMemory};
+use dpdk_bindings::{Mempool, SOCKET_ID_ANY};
 
 use crate::config::{Config, Device, Hugepages};
+use crate::numa::{SocketId, SocketPlan};
 
 /// Why the data path could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +44,10 @@ pub enum StartError {
         workers: usize,
     },
     /// Mempool creation failed.
-    #[error("mbuf pool for worker {worker}: {source}")]
+    #[error("mbuf pool on socket {socket}: {source}")]
     Mempool {
-        /// Worker index.
-        worker: usize,
+        /// The NUMA socket of the pool's workers.
+        socket: u32,
         /// DPDK's error.
         source: dpdk_bindings::Error,
     },
@@ -74,6 +75,33 @@ pub enum StartError {
     /// Another gwlb uses one of the ports.
     #[error("{0}")]
     InUse(#[from] crate::instance_lock::LockError),
+}
+
+/// Where each worker's memory lives: the socket plan and its pools (`pools[i]` on
+/// `plan.sockets[i]`).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerMemory<'a> {
+    /// Each worker's socket and pool.
+    pub plan: &'a SocketPlan,
+    /// One mbuf pool per socket of the plan.
+    pub pools: &'a [Mempool],
+}
+
+impl WorkerMemory<'_> {
+    /// Worker `w`'s socket, as the `socket` argument of DPDK's allocations.
+    pub fn socket(&self, w: usize) -> i32 {
+        dpdk_socket(self.plan.socket_of_worker(w))
+    }
+
+    /// The mbuf pool of worker `w`'s socket.
+    pub fn pool(&self, w: usize) -> &Mempool {
+        &self.pools[self.plan.pool_of_worker[w]]
+    }
+}
+
+/// A socket id as DPDK's allocations take it.
+pub fn dpdk_socket(s: SocketId) -> i32 {
+    i32::try_from(s).unwrap_or(SOCKET_ID_ANY)
 }
 
 /// Free 2 MiB hugepages reported by the kernel.
@@ -151,9 +179,13 @@ pub fn tap_spec(index: usize, ifname: &str) -> String {
 }
 
 /// Opens and configures the exception-path TAP port of every port that names a
-/// `kernel_interface`: one RX queue (worker 0 polls it), one TX queue per worker.
+/// `kernel_interface`: one RX queue (worker 0 polls it: its socket and pool), one TX queue
+/// per worker (on that worker's socket).
 /// Returns `(config port index, tap port)` pairs.
-pub fn open_tap_ports(cfg: &Config, pool: &Mempool) -> Result<Vec<(usize, Port)>, StartError> {
+pub fn open_tap_ports(
+    cfg: &Config,
+    mem: &WorkerMemory<'_>,
+) -> Result<Vec<(usize, Port)>, StartError> {
     let workers = cfg.dataplane.workers();
     let mut taps = Vec::new();
     for (index, pc) in cfg.ports.iter().enumerate() {
@@ -175,7 +207,13 @@ pub fn open_tap_ports(cfg: &Config, pool: &Mempool) -> Result<Vec<(usize, Port)>
             tx_queues: workers as u16,
             ..PortConfig::default()
         };
-        port.configure(&conf, pool).map_err(err("configure TAP"))?;
+        let rx = [QueueMemory {
+            socket: mem.socket(0),
+            pool: mem.pool(0),
+        }];
+        let tx: Vec<i32> = (0..workers).map(|w| mem.socket(w)).collect();
+        port.configure_placed(&conf, &rx, &tx)
+            .map_err(err("configure TAP"))?;
         taps.push((index, port));
     }
     Ok(taps)
@@ -251,8 +289,11 @@ pub fn configure_kernel_interface(
 }
 
 /// Opens and configures every port: one RX queue per worker where the device allows it
-/// (workers beyond that poll nothing on the port), one TX queue per worker.
-pub fn open_ports(cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, StartError> {
+/// (workers beyond that poll nothing on the port), one TX queue per worker. Queue `w` (polled
+/// by worker `w`) has its descriptors on worker `w`'s socket and, for RX, its mbufs from that
+/// socket's pool; a worker on another socket than the device is logged (every packet then
+/// crosses the socket interconnect).
+pub fn open_ports(cfg: &Config, mem: &WorkerMemory<'_>) -> Result<Vec<Port>, StartError> {
     let workers = cfg.dataplane.workers();
     let mut ports = Vec::new();
     for (index, pc) in cfg.ports.iter().enumerate() {
@@ -290,7 +331,30 @@ pub fn open_ports(cfg: &Config, pool: &Mempool) -> Result<Vec<Port>, StartError>
             promiscuous: pc.promiscuous,
             ..PortConfig::default()
         };
-        port.configure(&conf, pool).map_err(err("configure"))?;
+        let dev_socket = port.socket_id();
+        for w in 0..workers {
+            if dev_socket >= 0 && dev_socket != mem.socket(w) {
+                tracing::warn!(
+                    port = %pc.name,
+                    worker = w,
+                    "port {} is on socket {dev_socket}, worker {w} on socket {}: its queue's \
+                     packets cross the socket interconnect",
+                    pc.name,
+                    mem.socket(w)
+                );
+            }
+        }
+        // Queue q belongs to worker q; a queue beyond the workers (more configured than
+        // workers) to worker q % workers.
+        let rx: Vec<QueueMemory<'_>> = (0..usize::from(rx_queues))
+            .map(|q| QueueMemory {
+                socket: mem.socket(q % workers),
+                pool: mem.pool(q % workers),
+            })
+            .collect();
+        let tx: Vec<i32> = (0..workers).map(|w| mem.socket(w)).collect();
+        port.configure_placed(&conf, &rx, &tx)
+            .map_err(err("configure"))?;
         ports.push(port);
     }
     Ok(ports)

@@ -12,12 +12,14 @@ use dpdk_bindings::{
 };
 
 use super::ports::{
-    configure_kernel_interface, eal_args, open_ports, open_tap_ports, use_hugepages, StartError,
+    configure_kernel_interface, dpdk_socket, eal_args, open_ports, open_tap_ports, use_hugepages,
+    StartError, WorkerMemory,
 };
 use super::worker::{self, Clock, HostPath, WorkerSetup};
 use crate::config::Config;
 use crate::control::control_loop::{ControlLoop, ControlSetup};
 use crate::control::ControlHandle;
+use crate::numa::{self, SocketPlan};
 use crate::parse::DropReason;
 use crate::pipeline::{Pipeline, MAX_APPLIANCES};
 use crate::stats::WorkerStats;
@@ -102,31 +104,38 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     })?;
 
     let workers = cfg.dataplane.workers();
-    let n_mbufs = cfg
-        .dataplane
-        .mbufs_per_worker
-        .saturating_mul(workers as u32)
-        .max(4096)
-        + 4096;
-    let pool = Mempool::new_pktmbuf(
-        "gwlb_mbufs",
-        n_mbufs,
-        256,
-        DEFAULT_DATA_ROOM.max(2048 + 128),
-        SOCKET_ID_ANY,
-    )
-    .map_err(|source| StartError::Mempool { worker: 0, source })?;
+    // Memory on the socket of the workers that use it: one mbuf pool per socket with
+    // workers (its workers' RX queues fill from it), each queue's descriptors and each
+    // worker's handoff ring (its consumer) on the worker's socket.
+    let plan = SocketPlan::new(
+        &cfg.dataplane
+            .worker_cpus
+            .iter()
+            .map(|&c| numa::cpu_socket(c as usize))
+            .collect::<Vec<_>>(),
+    );
+    let pools = (0..plan.sockets.len())
+        .map(|i| socket_pool(&plan, i, cfg.dataplane.mbufs_per_worker))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mem = WorkerMemory {
+        plan: &plan,
+        pools: &pools,
+    };
     let DataPath {
         mut ports,
         macs,
         host_path,
         kernel_ifs,
         port_index_by_id,
-    } = open_data_path(cfg, &pool)?;
+    } = open_data_path(cfg, &mem)?;
 
     let rings: Vec<Arc<Ring>> = if workers > 1 {
         (0..workers)
-            .map(|w| Ring::new(&format!("gwlb_handoff{w}"), 4096, SOCKET_ID_ANY).map(Arc::new))
+            .map(|w| {
+                let name = format!("gwlb_handoff{w}");
+                let socket = plan.socket_of_worker(w);
+                placed("handoff ring", socket, |s| Ring::new(&name, 4096, s)).map(Arc::new)
+            })
             .collect::<Result<_, _>>()
             .map_err(StartError::Ring)?
     } else {
@@ -347,6 +356,40 @@ fn spawn_workers(
     Ok(handles)
 }
 
+/// `make(socket)`, or, where that socket has no memory for it (no hugepages reserved on
+/// that node, or `--no-huge`, whose memory is all on socket 0), `make(SOCKET_ID_ANY)` with a
+/// warning: the gateway starts, with remote memory, rather than not at all.
+fn placed<T>(
+    what: &str,
+    socket: numa::SocketId,
+    make: impl Fn(i32) -> Result<T, dpdk_bindings::Error>,
+) -> Result<T, dpdk_bindings::Error> {
+    make(dpdk_socket(socket)).or_else(|e| {
+        tracing::warn!(
+            socket,
+            "{what} on socket {socket} failed ({e}); placing it on any socket (remote memory)"
+        );
+        make(SOCKET_ID_ANY)
+    })
+}
+
+/// The mbuf pool of socket plan entry `i`.
+fn socket_pool(plan: &SocketPlan, i: usize, per_worker: u32) -> Result<Mempool, StartError> {
+    let socket = plan.sockets[i];
+    let n = plan.mbufs(i, per_worker);
+    tracing::info!(socket, mbufs = n, workers = plan.workers_on(i), "mbuf pool");
+    placed("mbuf pool", socket, |s| {
+        Mempool::new_pktmbuf(
+            &format!("gwlb_mbufs{socket}"),
+            n,
+            256,
+            DEFAULT_DATA_ROOM.max(2048 + 128),
+            s,
+        )
+    })
+    .map_err(|source| StartError::Mempool { socket, source })
+}
+
 /// The opened and started ports, the TAPs of the exception path after the config ports.
 struct DataPath {
     ports: Vec<dpdk_bindings::Port>,
@@ -361,8 +404,8 @@ struct DataPath {
 
 /// Opens and starts the config ports and their exception-path TAPs, and configures the
 /// kernel side of each TAP (its address and MAC: the gateway's).
-fn open_data_path(cfg: &Config, pool: &Mempool) -> Result<DataPath, StartError> {
-    let mut ports = open_ports(cfg, pool)?;
+fn open_data_path(cfg: &Config, mem: &WorkerMemory<'_>) -> Result<DataPath, StartError> {
+    let mut ports = open_ports(cfg, mem)?;
     let macs: Vec<[u8; 6]> = ports
         .iter()
         .zip(&cfg.ports)
@@ -378,7 +421,7 @@ fn open_data_path(cfg: &Config, pool: &Mempool) -> Result<DataPath, StartError> 
         phys_of: vec![None; n_phys],
     };
     let mut kernel_ifs = Vec::new();
-    for (phys, tap) in open_tap_ports(cfg, pool)? {
+    for (phys, tap) in open_tap_ports(cfg, mem)? {
         host_path.tap_of[phys] = Some(ports.len() as u16);
         host_path.phys_of.push(Some(phys as u16));
         kernel_ifs.push((

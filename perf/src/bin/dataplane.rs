@@ -20,20 +20,21 @@
 //! `hdrhistogram`. It includes both ring transfers and the worker's TX batching (`tx_flush`),
 //! so it is compared with the io-forward loop measured the same way at the same rate.
 //!
-//! Scaling: `--workers N` worker loops (CPUs `worker_cpu`, `worker_cpu + 1`, ... modulo the
-//! CPUs online), one IN/OUT ring pair (rx/tx queue) each and handoff rings between them as in
-//! `gwlb run`, **preloaded**: a round of 2^19 packets is put in the IN rings while the workers
-//! are stopped, then the workers run and are timed until everything is processed while the
-//! main thread sleeps, so N workers get N CPUs (a live feeder would need an N+1th). Flows are
-//! steered to their owner's queue (an RSS that agrees with gwlb's owner hash) or spread over
-//! the queues (every packet of a non-owner is handed off).
+//! Scaling: `--workers N[,M...]` worker loops (the CPUs this process may run on, from
+//! `worker_cpu` on, wrapping), one IN/OUT ring pair (rx/tx queue) each and handoff rings
+//! between them as in `gwlb run`, **preloaded**: a round of 2^19 packets is put in the IN rings
+//! while the workers are stopped, then the workers are released together from a start gate
+//! and timed until every packet is processed or counted dropped (`tx_full`,
+//! `handoff_ring_full`) while the main thread sleeps, so N workers get N CPUs (a live feeder
+//! would need an N+1th). Flows are steered to their owner's queue (an RSS that agrees with
+//! gwlb's owner hash) or spread over the queues (every packet of a non-owner is handed off).
 //!
 //! `cargo run --release -p gwlb-perf --bin dataplane [-- --smoke]` (as root; hugepages)
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -90,11 +91,12 @@ struct Args {
     /// CPU of the worker (of the first worker in the scaling table; the others follow).
     #[arg(long, default_value_t = 1)]
     worker_cpu: usize,
-    /// Workers for the scaling table (1 worker vs N). Default: every CPU online but the
-    /// feeder's; at least 2 are run even where that oversubscribes the CPUs (said in the
-    /// output).
-    #[arg(long)]
-    workers: Option<usize>,
+    /// Worker counts of the scaling table, each against 1 worker (e.g. `--workers 2,4,8`).
+    /// Default: one per CPU this process may run on (its affinity mask; no feeder runs while
+    /// the preloaded rounds are timed); at least 2, even where that oversubscribes the CPUs
+    /// (said in the output).
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<usize>,
     /// Skip the scaling table.
     #[arg(long)]
     no_scaling: bool,
@@ -199,7 +201,10 @@ struct RepResult {
     mpps: f64,
     starved: f64,
     verified: u64,
+    /// Packets a transmit queue did not take (`tx_full`).
     tx_drops: u64,
+    /// Packets a full handoff ring did not take (`handoff_ring_full`).
+    handoff_drops: u64,
     new_flows_in_window: u64,
     window_s: f64,
     /// Packets handed off between workers / packets processed, whole repetition.
@@ -227,6 +232,8 @@ struct Bench {
     hz: u64,
     tx_flush_cycles: u64,
     seq: u32,
+    /// The CPU of each worker (`worker_cpus(allowed, worker_cpu, ...)`), for any worker count.
+    allowed_cpus: Vec<usize>,
     cpu: usize,
 }
 
@@ -294,11 +301,18 @@ impl Bench {
             ),
             None => (RING, OUT_RING),
         };
+        // Each worker's rings (its IN and OUT, its handoff ring) on its CPU's socket, as `gwlb
+        // run` places a worker's queues and handoff ring. The mbufs come from one pool (the
+        // feeder's, SOCKET_ID_ANY): see perf/README.md on two-socket machines.
+        let worker_cpus = gwlb_perf::worker_cpus(&self.allowed_cpus, self.cpu, nq);
+        let socket = |w: usize| {
+            i32::try_from(gwlb::numa::cpu_socket(worker_cpus[w])).unwrap_or(SOCKET_ID_ANY)
+        };
         let rx_rings: Vec<Ring> = (0..nq)
-            .map(|q| Ring::new(&format!("pin{n}_{q}"), in_size, SOCKET_ID_ANY).expect("ring"))
+            .map(|q| ring_on(&format!("pin{n}_{q}"), in_size, socket(q)))
             .collect();
         let tx_rings: Vec<Ring> = (0..nq)
-            .map(|q| Ring::new(&format!("pout{n}_{q}"), out_size, SOCKET_ID_ANY).expect("ring"))
+            .map(|q| ring_on(&format!("pout{n}_{q}"), out_size, socket(q)))
             .collect();
         let rx_refs: Vec<&Ring> = rx_rings.iter().collect();
         let tx_refs: Vec<&Ring> = tx_rings.iter().collect();
@@ -327,11 +341,7 @@ impl Bench {
         // As `gwlb run` does with more than one worker: a handoff ring per worker.
         let handoff: Vec<Arc<Ring>> = if nq > 1 {
             (0..nq)
-                .map(|w| {
-                    Ring::new(&format!("ho{n}_{w}"), 4096, SOCKET_ID_ANY)
-                        .map(Arc::new)
-                        .expect("handoff ring")
-                })
+                .map(|w| Arc::new(ring_on(&format!("ho{n}_{w}"), 4096, socket(w))))
                 .collect()
         } else {
             Vec::new()
@@ -342,14 +352,13 @@ impl Bench {
             .map(|_| Arc::new(WorkerStats::new(MAX_APPLIANCES)))
             .collect();
         let io_count = Arc::new(AtomicU64::new(0));
-        let cpus = gwlb_perf::cpus_online().max(1);
         let mut handles: Vec<JoinHandle<Done>> = Vec::new();
         // Preloaded: the workers' setups, started round by round.
         let mut pending: Vec<(usize, WorkerSetup)> = Vec::new();
         for (w, wstats) in stats.iter().enumerate() {
             let rxq = ports[w].rx_queue(QueueId(0)).expect("rxq");
             let txq = ports[w].tx_queue(QueueId(0)).expect("txq");
-            let cpu = (self.cpu + w) % cpus;
+            let cpu = worker_cpus[w];
             handles.push(match kind {
                 Kind::IoFwd => {
                     let (stop, count) = (stop.clone(), io_count.clone());
@@ -399,7 +408,7 @@ impl Bench {
                         pending.push((cpu, setup));
                         continue;
                     }
-                    spawn_worker(cpu, setup)
+                    spawn_worker(cpu, setup, None)
                 }
             });
         }
@@ -548,8 +557,10 @@ impl Bench {
                 );
             }
         }
+        let mut handoff_drops = 0;
         if kind != Kind::IoFwd {
             tx_drops = sum(|s| s.drops[DropReason::TxFull.index()].load(Relaxed));
+            handoff_drops = sum(|s| s.drops[DropReason::HandoffRingFull.index()].load(Relaxed));
         }
         let handed_off = sum(|s| s.handed_off.load(Relaxed)) as f64
             / sum(|s| s.processed.load(Relaxed)).max(1) as f64;
@@ -560,6 +571,7 @@ impl Bench {
             starved,
             verified,
             tx_drops,
+            handoff_drops,
             new_flows_in_window: nf1 - nf0,
             window_s: dt,
             handed_off,
@@ -572,9 +584,11 @@ impl Bench {
 
     /// The preloaded repetition of [`Bench::rep`] (see [`RepOpts::preload`]): flows inserted
     /// into each owner's table directly, one round of `total` packets put in the IN rings
-    /// while no worker runs, then the workers started and timed until they have processed
-    /// all of it, while this thread sleeps (100 us polls). The time includes starting the
-    /// worker threads (~0.1 ms of a ~20-40 ms round).
+    /// while no worker runs, then the workers started (pinned, registered, held at a gate)
+    /// and timed from the gate until every fed packet is processed or counted dropped, while
+    /// this thread sleeps (100 us polls). At the end every fed packet must be in exactly one
+    /// named bucket (processed, `tx_full`, `handoff_ring_full`, or still in an IN or handoff
+    /// ring, which fails the round as stalled), and every processed one drained from OUT.
     #[allow(clippy::too_many_arguments)]
     fn preloaded(
         &self,
@@ -614,19 +628,45 @@ impl Bench {
         feeder.run(&mut src, |f| f.sent >= total as u64);
         let fed = feeder.sent;
 
-        let t0 = Instant::now();
+        // Every worker is pinned and registered and waits at the gate; the clock starts when
+        // the last one (and this thread) arrive, so no worker floods another's handoff ring
+        // while that one is still being created, and thread creation is not timed.
+        let gate = Arc::new(Barrier::new(nq + 1));
         let handles: Vec<JoinHandle<Done>> = pending
             .drain(..)
-            .map(|(cpu, setup)| spawn_worker(cpu, setup))
+            .map(|(cpu, setup)| spawn_worker(cpu, setup, Some(gate.clone())))
             .collect();
+        gate.wait();
+        let t0 = Instant::now();
         let sum = |f: fn(&WorkerStats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
-        // A handoff ring (4096, as in `gwlb run`) can overflow when one worker starts before
-        // the other and floods it: those packets are dropped and counted (tx drops), so the
-        // round ends when every packet is processed or dropped.
-        let tx_full = || sum(|s| s.drops[DropReason::TxFull.index()].load(Relaxed));
-        while sum(|s| s.processed.load(Relaxed)) + tx_full() < base + fed
-            && t0.elapsed() < Duration::from_secs(30)
-        {
+        // Where a fed packet can end, besides processed: its transmit queue was full
+        // (`tx_full`), or a worker that does not own it found the owner's handoff ring full
+        // (`handoff_ring_full`: 4096 as in `gwlb run`; it fills when the owner is descheduled
+        // or starts late while the other floods it, as on a loaded machine). The round ends
+        // when every fed packet is in one of those buckets. Published counters are each a
+        // lower bound of the worker's own (one writer, stored one by one; 0 before a worker's
+        // first publish, although its pipeline already counted the prefill's `base`), so the
+        // sum only reaches `base + fed` once it is true.
+        let settled = || {
+            sum(|s| s.processed.load(Relaxed))
+                + sum(|s| s.drops[DropReason::TxFull.index()].load(Relaxed))
+                + sum(|s| s.drops[DropReason::HandoffRingFull.index()].load(Relaxed))
+        };
+        // Gives up only when nothing moved for 10 s (a stuck worker), not after a fixed time:
+        // a round on a loaded machine may take seconds.
+        let (mut last, mut moved_at) = (0, Instant::now());
+        let mut stalled = false;
+        loop {
+            let now = settled();
+            if now >= base + fed {
+                break;
+            }
+            if now != last {
+                (last, moved_at) = (now, Instant::now());
+            } else if moved_at.elapsed() > Duration::from_secs(10) {
+                stalled = true;
+                break;
+            }
             std::thread::sleep(Duration::from_micros(100));
         }
         let dt = t0.elapsed().as_secs_f64();
@@ -635,14 +675,13 @@ impl Bench {
             .into_iter()
             .map(|h| h.join().expect("worker thread"))
             .collect();
+        // The workers are stopped and have published for the last time: every counter below
+        // is final.
+        let drained0 = feeder.drained;
         while feeder.drain() > 0 {}
-        empty_rings(
-            feeder
-                .rx_rings
-                .iter()
-                .copied()
-                .chain(handoff.iter().map(|r| &**r)),
-        );
+        let drained = feeder.drained - drained0;
+        let left_in_rx = empty_rings(feeder.rx_rings.iter().copied());
+        let left_in_handoff = empty_rings(handoff.iter().map(|r| &**r));
         let (mut packets, mut new_flows) = (0, 0);
         for d in &done {
             if let Done::Gwlb(p) = d {
@@ -653,20 +692,43 @@ impl Bench {
                 new_flows += c.new_flows;
             }
         }
-        let tx_drops = tx_full();
+        let tx_drops = sum(|s| s.drops[DropReason::TxFull.index()].load(Relaxed));
+        let handoff_drops = sum(|s| s.drops[DropReason::HandoffRingFull.index()].load(Relaxed));
+        let processed = packets - base;
+        let buckets = format!(
+            "fed {fed} = processed {processed} + tx_full {tx_drops} + handoff_ring_full \
+             {handoff_drops} + still in IN rings {left_in_rx} + still in handoff rings \
+             {left_in_handoff}"
+        );
         assert_eq!(
-            packets - base + tx_drops,
+            processed + tx_drops + handoff_drops + left_in_rx + left_in_handoff,
             fed,
-            "every preloaded packet processed or dropped"
+            "every preloaded packet in one bucket: {buckets}"
+        );
+        assert!(
+            !stalled,
+            "round stalled (nothing settled for 10 s): {buckets}"
+        );
+        assert_eq!(
+            left_in_rx + left_in_handoff,
+            0,
+            "round ended with packets in rings: {buckets}"
+        );
+        // What the workers processed left through their OUT rings, or was counted full.
+        assert_eq!(
+            drained + tx_drops,
+            processed,
+            "every processed packet drained from OUT or counted tx_full"
         );
         let handed_off = sum(|s| s.handed_off.load(Relaxed)) as f64 / fed.max(1) as f64;
         drop(done);
         drop(ports);
         RepResult {
-            mpps: (packets - base) as f64 / dt / 1e6,
+            mpps: processed as f64 / dt / 1e6,
             starved: 0.0,
             verified: feeder.verified,
             tx_drops,
+            handoff_drops,
             new_flows_in_window: new_flows - nf0,
             window_s: dt,
             handed_off,
@@ -678,22 +740,42 @@ impl Bench {
     }
 }
 
-/// Frees what `rings` hold. Rings free their mbufs when dropped, but a repetition empties IN
-/// and the handoff rings at its end so that the pool is full again for the next one.
-fn empty_rings<'r>(rings: impl Iterator<Item = &'r Ring>) {
+/// Frees what `rings` hold and returns how many packets that was. Rings free their mbufs when
+/// dropped, but a repetition empties IN and the handoff rings at its end so that the pool is
+/// full again for the next one.
+fn empty_rings<'r>(rings: impl Iterator<Item = &'r Ring>) -> u64 {
     let mut b = MbufBurst::<BURST>::new();
+    let mut n = 0;
     for r in rings {
-        while r.dequeue_burst(&mut b) > 0 {
+        loop {
+            let k = r.dequeue_burst(&mut b);
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
             b.clear();
         }
     }
+    n
 }
 
-/// Starts a gwlb worker pinned on `cpu`.
-fn spawn_worker(cpu: usize, setup: WorkerSetup) -> JoinHandle<Done> {
+/// A ring on `socket`, or on any socket where that one has no memory (`--no-huge` memory is
+/// all on socket 0; hugepages may be reserved on one node only).
+fn ring_on(name: &str, size: u32, socket: i32) -> Ring {
+    Ring::new(name, size, socket)
+        .or_else(|_| Ring::new(name, size, SOCKET_ID_ANY))
+        .expect("ring")
+}
+
+/// Starts a gwlb worker pinned on `cpu`; with a `gate`, the worker waits there (pinned and
+/// registered) before its loop starts.
+fn spawn_worker(cpu: usize, setup: WorkerSetup, gate: Option<Arc<Barrier>>) -> JoinHandle<Done> {
     std::thread::spawn(move || {
         pin(cpu);
         let _reg = ThreadRegistration::register().expect("register");
+        if let Some(g) = gate {
+            g.wait();
+        }
         Done::Gwlb(Box::new(worker::run(setup)))
     })
 }
@@ -1168,6 +1250,8 @@ fn main() {
         a.no_testpmd = true;
         a.lat_secs = 0.2;
     }
+    // Before the EAL pins this thread to CPU 0.
+    let allowed_cpus = gwlb_perf::cpus_allowed();
     let mut eal_args = vec![
         "-l",
         "0",
@@ -1213,6 +1297,7 @@ fn main() {
         hz,
         tx_flush_cycles: (hz as u128 * cfg.dataplane.tx_flush.as_nanos() / 1_000_000_000) as u64,
         seq: 0,
+        allowed_cpus,
         cpu: a.worker_cpu,
     };
 
@@ -1459,22 +1544,30 @@ fn main() {
         }
     }
 
-    // Scaling: the established scenario with 1 and N workers.
-    let cpus = gwlb_perf::cpus_online().max(1);
-    let n_workers = a.workers.unwrap_or_else(|| cpus.max(2)).max(1);
+    // Scaling: the established scenario with 1 and each N workers.
+    let cpus = bench.allowed_cpus.len();
+    let mut counts: Vec<usize> = if a.workers.is_empty() {
+        vec![cpus.max(2)]
+    } else {
+        a.workers.iter().map(|&n| n.max(1)).collect()
+    };
+    counts.sort_unstable();
+    counts.dedup();
+    let allowed = bench.allowed_cpus.clone();
     let worker_cpus = |n: usize| {
-        (0..n)
-            .map(|w| ((a.worker_cpu + w) % cpus).to_string())
+        gwlb_perf::worker_cpus(&allowed, a.worker_cpu, n)
+            .iter()
+            .map(|c| c.to_string())
             .collect::<Vec<_>>()
             .join(",")
     };
-    let oversubscribed = n_workers > cpus;
+    let oversubscribed = counts.iter().any(|&n| n > cpus);
     let mut scale_rows = Vec::new();
     if !a.no_scaling {
         let kind = Kind::Established { flows: a.flows };
         let mut configs = vec![(1, false)];
-        if n_workers > 1 {
-            configs.extend([(n_workers, false), (n_workers, true)]);
+        for &n in counts.iter().filter(|&&n| n > 1) {
+            configs.extend([(n, false), (n, true)]);
         }
         let mut one_worker = f64::NAN;
         for (workers, spread) in configs {
@@ -1497,12 +1590,13 @@ fn main() {
                 let res = bench.rep(kind, a.secs, a.table, a.smoke, opts);
                 eprintln!(
                     "scaling {workers} worker(s), {feed}, rep {r}: {:.2} Mpps, handed off {:.1}%, \
-                     {:.1} ms for the round, {} outputs verified, tx drops {}",
+                     {:.1} ms for the round, {} outputs verified, tx drops {}, handoff ring full {}",
                     res.mpps,
                     res.handed_off * 100.0,
                     res.window_s * 1e3,
                     res.verified,
-                    res.tx_drops
+                    res.tx_drops,
+                    res.handoff_drops
                 );
                 assert!(res.verified > 0, "no output verified");
                 assert_eq!(res.new_flows_in_window, 0, "established: no new flows");
@@ -1542,6 +1636,10 @@ fn main() {
                 round.fmt(1),
                 reps.iter().map(|r| r.verified).sum::<u64>().to_string(),
                 reps.iter().map(|r| r.tx_drops).sum::<u64>().to_string(),
+                reps.iter()
+                    .map(|r| r.handoff_drops)
+                    .sum::<u64>()
+                    .to_string(),
             ]);
         }
     }
@@ -1678,14 +1776,14 @@ fn main() {
         println!(
             "### Scaling: gwlb established, {} flows, {}-flow table per worker; {} rounds of \
              {preload_total} preloaded packets (IN rings filled while the workers are stopped, \
-             then timed until all are processed; the main thread sleeps); worker w on CPU \
-             (worker_cpu + w) % {cpus}",
-            a.flows, a.table, a.reps
+             then timed from a start gate until every packet is processed or counted dropped; \
+             the main thread sleeps); workers on the {cpus} allowed CPUs from CPU {} on",
+            a.flows, a.table, a.reps, a.worker_cpu
         );
         if oversubscribed {
             println!(
-                "NOTE: {n_workers} workers on {cpus} CPUs: oversubscribed (threads share CPUs by \
-                 time slicing); this only shows that the multi-worker path works."
+                "NOTE: more workers than the {cpus} CPUs: oversubscribed (threads share CPUs by \
+                 time slicing); those rows only show that the multi-worker path works."
             );
         }
         println!();
@@ -1700,6 +1798,7 @@ fn main() {
                 "round ms",
                 "outputs verified",
                 "tx drops",
+                "handoff ring full",
             ],
             &scale_rows,
         );
