@@ -11,10 +11,12 @@
 //! |     for errors: as much of the offending packet as fits       |
 //! ```
 //!
-//! Both versions share the first 8 bytes' layout. gwlb writes no ICMP message (it forwards
-//! them); it reads the type and code, the echo identifier (a ping's flow port) and, for error
-//! messages, the quoted packet after the 8-byte header (RFC 792; RFC 4443 section 2.4), which
-//! `crate::parse` keys the error on. Neighbour discovery types ([RFC 4861]) go to the host.
+//! Both versions share the first 8 bytes' layout. gwlb forwards ICMP messages and writes
+//! one kind itself: the "fragmentation needed" / "packet too big" errors of path MTU
+//! discovery (`crate::too_big`, the next-hop MTU fields). It reads the type and code, the echo
+//! identifier (a ping's flow port) and, for error messages, the quoted packet after the
+//! 8-byte header (RFC 792; RFC 4443 section 2.4), which `crate::parse` keys the error on.
+//! Neighbour discovery types ([RFC 4861]) go to the host.
 //!
 //! [RFC 792]: https://www.rfc-editor.org/rfc/rfc792
 //! [RFC 4443]: https://www.rfc-editor.org/rfc/rfc4443
