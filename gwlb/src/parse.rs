@@ -158,6 +158,10 @@ drop_reasons! {
     ReturnWithoutCookie => "return_without_cookie",
     /// Packet returned by an appliance for a flow the gateway steered to another appliance.
     ReturnFromOtherAppliance => "return_from_other_appliance",
+    /// TCP packet that does not open a connection (no SYN, or SYN with ACK) of a flow the
+    /// gateway holds no entry for, in a group with `tcp_unknown_non_syn = "drop"` or
+    /// `"reset"`.
+    TcpNonSynNoFlow => "tcp_non_syn_no_flow",
     /// Packet of a flow whose appliance was deregistered and has finished draining, in a
     /// `no_rebalance` group: the flow ends (its entry is removed).
     ApplianceGone => "appliance_gone",

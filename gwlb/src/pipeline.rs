@@ -5,6 +5,7 @@
 //! One [`Pipeline`] per worker: it owns the worker's flow-table shard and counters and reads
 //! the shared [`Snapshot`]. Nothing here allocates, locks or writes shared memory.
 
+use crate::config::UnknownNonSyn;
 use crate::decap;
 use crate::encap::EncapError;
 use crate::flow::FlowKey;
@@ -12,7 +13,7 @@ use crate::flow_table::{
     prefetch_line, FlowEntry, FlowTable, FlowTableError, ProtoClass, Timeouts,
 };
 use crate::packet_buf::PacketBuf;
-use crate::parse::{self, proto, DropReason, ParsedPacket, L3};
+use crate::parse::{self, proto, DropReason, ParsedPacket, TcpFlags, L3};
 use crate::snapshot::{ApplianceState, GroupView, NoNextHop, Snapshot};
 use crate::steering::{self, ExistingFlow};
 use crate::tcp_reset;
@@ -347,6 +348,9 @@ impl Pipeline {
                     },
                 }
             }
+            None if g.non_syn != UnknownNonSyn::Admit && !opens_connection(p) => {
+                return self.refuse_non_syn(g, buf, p, in_port);
+            }
             None => match g.pick(lb_hash) {
                 Some(s) => {
                     let a = &snap.appliances[usize::from(s)];
@@ -480,6 +484,25 @@ impl Pipeline {
         why: DropReason,
     ) -> Verdict {
         if g.tcp_rst && tcp_reset::reflect_rst(buf, p) {
+            self.counters.drops[why.index()] += 1;
+            self.counters.tcp_resets += 1;
+            return Verdict::Tx(in_port);
+        }
+        Verdict::Drop(why)
+    }
+
+    /// A TCP packet of an unknown flow that does not open a connection, in a group that
+    /// does not admit those: dropped, or answered with a RST (`tcp_unknown_non_syn`).
+    #[cold]
+    fn refuse_non_syn<B: PacketBuf>(
+        &mut self,
+        g: &GroupView,
+        buf: &mut B,
+        p: &ParsedPacket,
+        in_port: u16,
+    ) -> Verdict {
+        let why = DropReason::TcpNonSynNoFlow;
+        if g.non_syn == UnknownNonSyn::Reset && tcp_reset::reflect_rst(buf, p) {
             self.counters.drops[why.index()] += 1;
             self.counters.tcp_resets += 1;
             return Verdict::Tx(in_port);
@@ -753,6 +776,16 @@ pub fn owner_hash(snap: &Snapshot, frame: &[u8], in_port: u16) -> Option<u32> {
         }
         Dispatch::Host | Dispatch::NoRoute => None,
     }
+}
+
+/// Whether `p` may start a flow under `tcp_unknown_non_syn = "drop"`/`"reset"`: anything
+/// but TCP, a TCP SYN without ACK, or a later fragment (whose flags are not known).
+#[inline]
+fn opens_connection(p: &ParsedPacket) -> bool {
+    let f = p.tcp_flags.0;
+    p.protocol != proto::TCP
+        || p.fragment.is_some_and(|f| !f.first)
+        || (f & TcpFlags::SYN != 0 && f & TcpFlags::ACK == 0)
 }
 
 /// Timeout class of a protocol.

@@ -165,6 +165,8 @@ pub struct GroupView {
     pub fail_open: bool,
     /// `tcp_rst_on_drop`: answer TCP packets of flows the gateway ends with a RST.
     pub tcp_rst: bool,
+    /// `tcp_unknown_non_syn`: TCP packets of unknown flows that do not open a connection.
+    pub non_syn: config::UnknownNonSyn,
 }
 
 impl GroupView {
@@ -465,6 +467,7 @@ impl Snapshot {
                 rebalance: g.on_unhealthy == OnUnhealthy::Rebalance,
                 fail_open: g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
                 tcp_rst: g.tcp_rst_on_drop,
+                non_syn: g.tcp_unknown_non_syn,
             });
         }
         // One slot per address: a registered one wins over one still draining elsewhere.

@@ -1027,3 +1027,76 @@ fn returned_packets_over_the_egress_mtu_are_answered_not_sent() {
     assert_eq!(pipe.counters.drops[DropReason::Oversize.index()], 2);
     assert_eq!(pipe.counters.decapsulated, 0, "nothing over the MTU left");
 }
+
+/// `tcp_unknown_non_syn`: under "drop" (AWS) and "reset" a TCP packet of an unknown flow that
+/// does not open a connection starts no flow; a SYN does, and the flow's later packets pass.
+/// Under the default "admit" it starts a flow (restarts, ECMP moves). Both paths agree.
+#[test]
+fn tcp_non_syn_packets_of_unknown_flows_follow_the_group_policy() {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let tcp = |sport: u16, flags: u8| {
+        frame(
+            CLIENT_MAC,
+            GW_MAC,
+            Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
+            L4::Tcp {
+                src_port: sport,
+                dst_port: 443,
+                flags,
+            },
+            b"x",
+        )
+    };
+    for (policy, refused) in [
+        ("admit", None),
+        ("drop", Some(Verdict::Drop(DropReason::TcpNonSynNoFlow))),
+        ("reset", Some(Verdict::Tx(0))),
+    ] {
+        let text = CONFIG.replacen(
+            "attachment_id = 5678\n",
+            &format!("attachment_id = 5678\ntcp_unknown_non_syn = \"{policy}\"\n"),
+            1,
+        );
+        let cfg = Config::from_toml_str(&text).expect("config");
+        let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+        let mut single = Pipeline::new(4096, Default::default()).expect("pipeline");
+        let mut burst = Pipeline::new(4096, Default::default()).expect("pipeline");
+        let cases = [
+            (tcp(42000, ACK), refused.unwrap_or(Verdict::Tx(0))),
+            (tcp(42001, SYN | ACK), refused.unwrap_or(Verdict::Tx(0))),
+            (tcp(42002, SYN), Verdict::Tx(0)),
+            (tcp(42002, ACK), Verdict::Tx(0)),
+            (
+                user_frame(Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]), 17, 42003, 53, b"u"),
+                Verdict::Tx(0),
+            ),
+        ];
+        for (i, (f, want)) in cases.iter().enumerate() {
+            let mut b = VecBuf::new(f);
+            assert_eq!(single.process(&snap, &mut b, 0, 1), *want, "{policy}");
+            let mut bb = [VecBuf::new(f)];
+            let mut v = [Verdict::ToHost];
+            burst.process_burst(&snap, &mut bb, 0, 1, &mut v);
+            assert_eq!(v[0], *want, "{policy}, burst path");
+            assert_eq!(bb[0].data(), b.data(), "{policy}, burst path bytes");
+            // Cases 0 and 1 are refused; under "reset" they come back as RSTs.
+            if policy == "reset" && i < 2 {
+                assert_eq!(b.data()[47] & 0x04, 0x04, "a RST back to the sender");
+                assert_eq!(&b.data()[0..6], &CLIENT_MAC);
+            }
+        }
+        let c = &single.counters;
+        let (new, refusals) = match policy {
+            "admit" => (4, 0),
+            _ => (2, 2),
+        };
+        assert_eq!(c.new_flows, new, "{policy}");
+        assert_eq!(
+            c.drops[DropReason::TcpNonSynNoFlow.index()],
+            refusals,
+            "{policy}"
+        );
+        assert_eq!(c.tcp_resets, if policy == "reset" { 2 } else { 0 });
+    }
+}

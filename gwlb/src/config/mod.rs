@@ -65,6 +65,7 @@ pub use file::MAX_CONFIG_BYTES;
 pub use model::{
     Bgp, BgpNeighbor, CheckProtocol, Config, Control, Dataplane, HealthCheck, Hugepages, LogFormat,
     Neighbor, OnAllUnhealthy, OnUnhealthy, Port, PortRole, Probe, Route, Target, TargetGroup,
+    UnknownNonSyn,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
 pub use values::{

@@ -62,6 +62,21 @@ pub enum OnUnhealthy {
     Rebalance,
 }
 
+/// What happens to a TCP packet that does not open a connection (no SYN, or SYN with ACK) of
+/// a flow the gateway holds no entry for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownNonSyn {
+    /// It starts a flow like a SYN would (the flow survives a gateway restart, a flow-table
+    /// expiry and a move to another node behind ECMP).
+    #[default]
+    Admit,
+    /// It is dropped (`tcp_non_syn_no_flow`), as AWS does.
+    Drop,
+    /// It is dropped and answered with a TCP RST, so the ends learn at once.
+    Reset,
+}
+
 /// What happens to traffic when no target of a group is healthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -343,8 +358,11 @@ pub struct TargetGroup {
     pub tcp_idle_timeout: Duration,
     /// Idle timeout of UDP, ICMP and other flows.
     pub other_idle_timeout: Duration,
-    /// Answer a non-SYN TCP packet of an unknown flow with a RST instead of dropping it silently.
+    /// Answer a TCP packet of a flow the gateway ends (`appliance_gone`,
+    /// `no_healthy_appliance`) with a RST instead of dropping it silently.
     pub tcp_rst_on_drop: bool,
+    /// TCP packets of unknown flows that do not open a connection.
+    pub tcp_unknown_non_syn: UnknownNonSyn,
     /// Accept an appliance's return only if it echoes the flow cookie (AWS option type 3):
     /// for appliances that echo gwlb's options, so that a forged return must also carry the
     /// flow's cookie. Returns without options (Linux-kernel Geneve) are then dropped.

@@ -7,8 +7,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CheckProtocol, Hugepages, LogFormat, OnAllUnhealthy, OnUnhealthy, PortRole, DEFAULT_API_LISTEN,
-    DEFAULT_METRICS_LISTEN,
+    CheckProtocol, Hugepages, LogFormat, OnAllUnhealthy, OnUnhealthy, PortRole, UnknownNonSyn,
+    DEFAULT_API_LISTEN, DEFAULT_METRICS_LISTEN,
 };
 use crate::flow::Stickiness;
 
@@ -295,6 +295,8 @@ pub(super) struct RawTargetGroup {
     pub(super) other_idle_timeout_s: i64,
     #[serde(default)]
     pub(super) tcp_rst_on_drop: bool,
+    #[serde(default)]
+    pub(super) tcp_unknown_non_syn: UnknownNonSyn,
     #[serde(default)]
     pub(super) require_flow_cookie: bool,
     #[serde(default = "default_maglev")]

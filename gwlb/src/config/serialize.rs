@@ -125,6 +125,7 @@ impl From<&Config> for RawConfig {
                         tcp_idle_timeout_s: secs(g.tcp_idle_timeout),
                         other_idle_timeout_s: secs(g.other_idle_timeout),
                         tcp_rst_on_drop: g.tcp_rst_on_drop,
+                        tcp_unknown_non_syn: g.tcp_unknown_non_syn,
                         require_flow_cookie: g.require_flow_cookie,
                         maglev_table_size: to_i64(g.maglev_table_size),
                         geneve_vni: to_i64(g.geneve_vni),

@@ -200,6 +200,7 @@ pub(super) fn validate_groups(
                 rg.other_idle_timeout_s,
                 1..=6000,
             )?),
+            tcp_unknown_non_syn: rg.tcp_unknown_non_syn,
             tcp_rst_on_drop: rg.tcp_rst_on_drop,
             require_flow_cookie: rg.require_flow_cookie,
             maglev_table_size,
