@@ -348,7 +348,7 @@ impl Pipeline {
                     },
                 }
             }
-            None if g.non_syn != UnknownNonSyn::Admit && !opens_connection(p) => {
+            None if g.refuse_non_syn && !opens_connection(p) => {
                 return self.refuse_non_syn(g, buf, p, in_port);
             }
             None => match g.pick(lb_hash) {

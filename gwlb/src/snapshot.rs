@@ -167,6 +167,8 @@ pub struct GroupView {
     pub tcp_rst: bool,
     /// `tcp_unknown_non_syn`: TCP packets of unknown flows that do not open a connection.
     pub non_syn: config::UnknownNonSyn,
+    /// `non_syn` is not `Admit` (the one byte the new-flow path tests).
+    pub refuse_non_syn: bool,
 }
 
 impl GroupView {
@@ -468,6 +470,7 @@ impl Snapshot {
                 fail_open: g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
                 tcp_rst: g.tcp_rst_on_drop,
                 non_syn: g.tcp_unknown_non_syn,
+                refuse_non_syn: g.tcp_unknown_non_syn != config::UnknownNonSyn::Admit,
             });
         }
         // One slot per address: a registered one wins over one still draining elsewhere.
