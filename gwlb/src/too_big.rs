@@ -172,6 +172,7 @@ mod tests {
 
     #[test]
     fn ipv4_df_gets_fragmentation_needed_quoting_the_packet() {
+        // (HOST's MAC ends 00 0a: the old frame's bytes under the unused field are not zero.)
         let f = v4(true, 1460);
         let p = parse_frame(&f).unwrap();
         let mut b = VecBuf::new(&f);
@@ -196,6 +197,7 @@ mod tests {
             t => panic!("{t:?}"),
         }
         assert!(checksum::verifies(0, &out[34..]), "ICMP checksum");
+        assert_eq!(&out[38..40], &[0, 0], "the unused half-word is zero");
         assert_eq!(&out[42..42 + 548], &f[14..14 + 548], "the quote");
     }
 

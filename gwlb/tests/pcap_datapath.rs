@@ -22,6 +22,9 @@ enum Expect {
     Out(Vec<u8>),
     /// gwlb drops it and counts it under this reason.
     Drop(&'static str),
+    /// gwlb answers it with exactly these bytes in its place (a TCP reset, an ICMP error)
+    /// and counts it dropped under this reason.
+    Answer(Vec<u8>, &'static str),
 }
 
 #[derive(Debug)]
@@ -40,6 +43,20 @@ impl Cases {
             what: what.into(),
             frame,
             expect: Expect::Out(want),
+        });
+    }
+
+    fn answer(
+        &mut self,
+        what: impl Into<String>,
+        frame: Vec<u8>,
+        want: Vec<u8>,
+        reason: &'static str,
+    ) {
+        self.0.push(Case {
+            what: what.into(),
+            frame,
+            expect: Expect::Answer(want, reason),
         });
     }
 
@@ -62,16 +79,21 @@ impl Cases {
             .0
             .iter()
             .filter_map(|c| match &c.expect {
-                Expect::Out(w) => Some((c.what.as_str(), w.as_slice())),
+                Expect::Out(w) | Expect::Answer(w, _) => Some((c.what.as_str(), w.as_slice())),
                 Expect::Drop(_) => None,
             })
             .collect();
         let mut want_drops: BTreeMap<String, u64> = BTreeMap::new();
         for c in &self.0 {
-            if let Expect::Drop(r) = c.expect {
+            if let Expect::Drop(r) | Expect::Answer(_, r) = c.expect {
                 *want_drops.entry(r.to_owned()).or_default() += 1;
             }
         }
+        let answered = self
+            .0
+            .iter()
+            .filter(|c| matches!(c.expect, Expect::Answer(..)))
+            .count() as u64;
         assert_eq!(
             run.report.drops, want_drops,
             "drop counters\nstdout:\n{}",
@@ -90,7 +112,7 @@ impl Cases {
         assert_eq!(run.report.get("tx"), want.len() as u64, "tx");
         assert_eq!(
             run.report.get("dropped"),
-            self.0.len() as u64 - want.len() as u64
+            self.0.len() as u64 - want.len() as u64 + answered
         );
         assert_eq!(run.report.get("to_host"), 0);
         assert_eq!(run.report.get("handed_off"), 0);
@@ -107,6 +129,22 @@ fn v6(net: u16, host: u16) -> [u8; 16] {
 
 fn user(ips: Ips, l4: L4, payload: &[u8]) -> Vec<u8> {
     frame(CLIENT_MAC, PORT_MAC, ips, l4, payload)
+}
+
+/// The ICMP "fragmentation needed" gwlb answers `frame` (IPv4, from a client) with: from
+/// the gateway's address and MAC, next-hop MTU `mtu`, quoting up to 548 bytes.
+fn frag_needed(frame: &[u8], mtu: u16) -> Vec<u8> {
+    let ip = &frame[14..];
+    let quote = &ip[..ip.len().min(548)];
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(PORT_MAC, CLIENT_MAC)
+        .ipv4(GW_V4.octets(), ip[12..16].try_into().unwrap(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+        ))
+        .write(&mut out, quote)
+        .unwrap();
+    out
 }
 
 fn echo_reply(ips: Ips, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
@@ -596,13 +634,27 @@ fn returns_are_decapsulated_byte_exact_and_bad_input_is_dropped() {
         f1[..10].to_vec(),
         "truncated_ethernet",
     );
+    // 1480 bytes + 68 of Geneve > 1500: with DF, answered with ICMP "fragmentation needed"
+    // (MTU 1432, quoting the first 548 bytes) back to the sender; without DF, only dropped.
+    // Both count as oversize.
+    let big = user(
+        Ips::V4(v4(10, 1, 0, 9), v4(10, 2, 0, 9)),
+        udp(1, 1),
+        &[0; 1452],
+    );
+    assert_eq!(big[20] & 0x40, 0x40, "the kit's IPv4 frames carry DF");
+    cases.answer(
+        "1480-byte IPv4 packet with DF: too big for a 1500 MTU once encapsulated",
+        big.clone(),
+        frag_needed(&big, 1432),
+        "oversize",
+    );
+    let mut big_no_df = big;
+    big_no_df[20] &= !0x40;
+    gwlb_tests::checksum::set_ipv4_checksum(&mut big_no_df[14..34]);
     cases.drop(
-        "1480-byte IPv4 packet: too big for a 1500 MTU once encapsulated",
-        user(
-            Ips::V4(v4(10, 1, 0, 9), v4(10, 2, 0, 9)),
-            udp(1, 1),
-            &[0; 1452],
-        ),
+        "1480-byte IPv4 packet without DF: too big, dropped",
+        big_no_df,
         "oversize",
     );
 

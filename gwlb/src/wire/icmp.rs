@@ -32,6 +32,7 @@ mod field {
     pub const CHECKSUM: Field = 2..4;
     pub const ECHO_IDENT: Field = 4..6;
     pub const ECHO_SEQNO: Field = 6..8;
+    pub const UNUSED_V4: Field = 4..6;
     pub const NEXT_HOP_MTU_V4: Field = 6..8;
     pub const MTU_V6: Field = 4..8;
     pub const QUOTE: core::ops::RangeFrom<usize> = super::HEADER_LEN..;
@@ -219,9 +220,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         set_u16(self.buffer.as_mut(), field::ECHO_SEQNO, value);
     }
 
-    /// Sets the next-hop MTU of an IPv4 "fragmentation needed" (RFC 1191 section 4).
+    /// Sets the next-hop MTU of an IPv4 "fragmentation needed" (RFC 1191 section 4), and
+    /// zeroes the unused half-word before it.
     #[inline]
     pub fn set_next_hop_mtu_v4(&mut self, value: u16) {
+        set_u16(self.buffer.as_mut(), field::UNUSED_V4, 0);
         set_u16(self.buffer.as_mut(), field::NEXT_HOP_MTU_V4, value);
     }
 
