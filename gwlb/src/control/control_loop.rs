@@ -1295,13 +1295,20 @@ mac = "02:00:00:00:02:0b"
         ctl.stop();
     }
 
-    /// [`CONFIG`] with its health check enabled: TCP, probes due at a random point of the
-    /// first 300 s (so a test never sees one change a state), thresholds 3 and 2.
+    /// [`CONFIG`] with its health check enabled (TCP, thresholds 3 and 2). The appliance
+    /// port gets a kernel interface, so probes bind its address (10.0.2.1), which this host
+    /// does not have: every probe is a local error, counted for nothing, and nothing leaves
+    /// the machine; only the events a test injects change a state.
     fn checked_config() -> String {
-        CONFIG.replace(
-            "[target_groups.health_check]\nenabled = false\n",
-            "[target_groups.health_check]\nenabled = true\ninterval_ms = 300000\ntimeout_ms = 1000\nhealthy_threshold = 3\nunhealthy_threshold = 2\n",
-        )
+        CONFIG
+            .replace(
+                "[target_groups.health_check]\nenabled = false\n",
+                "[target_groups.health_check]\nenabled = true\ninterval_ms = 1000\ntimeout_ms = 500\nhealthy_threshold = 3\nunhealthy_threshold = 2\n",
+            )
+            .replace(
+                "address = \"10.0.2.1/24\"\n",
+                "address = \"10.0.2.1/24\"\nkernel_interface = \"gwt-none0\"\n",
+            )
     }
 
     fn event(slot: u16, addr: &str, healthy: bool) -> HealthEvent {
@@ -1318,6 +1325,10 @@ mac = "02:00:00:00:02:0b"
             latency: None,
         }
     }
+
+    /// One step of [`initial_targets_take_no_flows_until_they_pass`]: what, the step, its
+    /// outcome, every target after it, the slots Maglev can pick after it.
+    type PickStep<'a> = (&'a str, Step<'a>, &'a str, &'a [&'a str], &'a [u16]);
 
     /// The slots group `fw`'s Maglev table can pick (for any hash).
     fn pickable(ctl: &ControlLoop) -> Vec<u16> {
@@ -1371,7 +1382,7 @@ mac = "02:00:00:00:02:0b"
         assert_eq!(announce(&mut ctl), Ok(()));
 
         #[rustfmt::skip]
-        let steps: Vec<(&str, Step<'_>, &str, &[&str], &[u16])> = vec![
+        let steps: Vec<PickStep<'_>> = vec![
             ("register .50", Box::new(move |c| c.register("fw", spec("10.0.2.50", m50, Some(20)))),
              "ok Initial 20", &["10.0.2.11 Healthy 1", "10.0.2.50 Initial 20"], &[0]),
             ("its checks fail: initial -> unhealthy", Box::new(move |c| { c.health_event(event(1, "10.0.2.50", false)); c.target_info("fw", ip("10.0.2.50")) }),
