@@ -5,7 +5,9 @@
 //! child process it configures and supervises: [`speaker`]) and decides what it announces
 //! ([`should_announce`], a pure function): the prefixes are announced while every worker turns
 //! its loop, the node is not draining or stopping, and every target group can serve (a
-//! healthy appliance, or fail-open). The announcement lives and dies with the data path:
+//! healthy appliance, or fail-open). An appliance that has not passed its health checks yet
+//! (`initial`: at start, or just registered) is not healthy, so a node whose fail-closed group
+//! has only initial appliances stays withdrawn until one passes. The announcement lives and dies with the data path:
 //! BIRD is killed with gwlb (`PR_SET_PDEATHSIG`), so a dead gateway's TCP session closes and
 //! the router drops it at once; a hung worker withdraws within `bgp.stall_timeout_ms`; a hung
 //! node stops answering BFD.
