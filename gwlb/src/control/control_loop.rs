@@ -97,6 +97,9 @@ pub struct ControlLoop {
     announcing: Option<Result<(), Withdrawn>>,
     /// Each worker's last heartbeat and when it changed.
     beats: Vec<(u64, Instant)>,
+    /// Start: the targets' first verdicts are still awaited for the announcement (see
+    /// [`ControlLoop::health_pending`]); false for good once they are in.
+    settling: bool,
     /// When `gwlb drain` started (`None`: not draining).
     draining_since: Option<Instant>,
 }
@@ -238,6 +241,7 @@ impl ControlLoop {
             speaker: None,
             announcing: None,
             beats: vec![(0, Instant::now()); setup_workers],
+            settling: true,
             draining_since: None,
         };
         ctl.log_groups_without_healthy();
@@ -351,7 +355,43 @@ impl ControlLoop {
             draining: self.draining_since.is_some(),
             stopping: false,
             groups,
+            health_pending: self.health_pending(),
         }
+    }
+
+    /// At start, the registered targets still initial: the node announces only once every
+    /// target has a verdict, so that it joins the other nodes with the same view of the pool
+    /// (docs/architecture.md, "Health views"). The wait ends for good when none is left, or
+    /// at the latest when every group's checks must have decided (`interval × (the larger
+    /// threshold + 1)` with jitter, plus the timeout): a target whose probes cannot even be
+    /// sent (local errors) must not keep the node out forever. Targets registered later never
+    /// withdraw the node.
+    fn health_pending(&mut self) -> usize {
+        if !self.settling {
+            return 0;
+        }
+        let pending = self
+            .registry
+            .registered()
+            .filter(|(_, s)| s.health == HealthState::Initial)
+            .count();
+        let bound = self
+            .cfg
+            .target_groups
+            .iter()
+            .filter(|g| g.health_check.enabled)
+            .map(|g| {
+                let h = &g.health_check;
+                let probes = u32::from(h.healthy_threshold.max(h.unhealthy_threshold)) + 1;
+                h.interval * probes * (100 + u32::from(h.jitter_percent)) / 100 + h.timeout
+            })
+            .max()
+            .unwrap_or_default();
+        if pending == 0 || self.started.elapsed() > bound {
+            self.settling = false;
+            return 0;
+        }
+        pending
     }
 
     /// Asks the speaker for the announcement the node's state calls for, when it changed.
@@ -1456,15 +1496,56 @@ mac = "02:00:00:00:02:0b"
         ctl.stop();
     }
 
-    /// A fail-closed group of targets that all start initial keeps the node withdrawn; a
-    /// fail-open one does not.
+    /// At start the node announces once every target has a verdict (here a fail-open group,
+    /// so that only the wait decides); targets registered later never withdraw it.
     #[test]
-    fn fail_open_group_of_initial_targets_still_announces() {
-        let (mut ctl, _clock, _) = start(&checked_config().replace(
+    fn at_start_the_node_waits_for_every_verdict() {
+        let text = checked_config().replace(
             "deregistration_delay_s = 60",
             "deregistration_delay_s = 60\non_all_unhealthy = \"fail_open\"",
-        ));
+        )
+            + "[[target_groups.targets]]\naddress = \"10.0.2.12\"\nmac = \"02:00:00:00:02:0c\"\n";
+        let (mut ctl, _clock, _) = start(&text);
         ctl.stats[0].heartbeat.store(1, Relaxed);
+        let announce = |ctl: &mut ControlLoop| routing::should_announce(&ctl.serve_state());
+        assert_eq!(
+            targets(&ctl),
+            ["10.0.2.11 Initial 1", "10.0.2.12 Initial 1"]
+        );
+        assert_eq!(announce(&mut ctl), Err(Withdrawn::HealthPending(2)));
+        ctl.health_event(event(0, "10.0.2.11", true));
+        assert_eq!(announce(&mut ctl), Err(Withdrawn::HealthPending(1)));
+        ctl.health_event(event(1, "10.0.2.12", false));
+        assert_eq!(announce(&mut ctl), Ok(()));
+        let t = ctl
+            .register("fw", spec("10.0.2.50", Some("02:00:00:00:02:32"), None))
+            .unwrap();
+        assert_eq!(t.state, TargetState::Initial);
+        assert_eq!(announce(&mut ctl), Ok(()), "a later registration");
+        ctl.stop();
+    }
+
+    /// The start's wait for verdicts ends at the latest when the checks must have decided:
+    /// here interval 100 ms × (3 + 1) × 1.1 + timeout 50 ms = 490 ms (probes of this rig
+    /// never decide anything).
+    #[test]
+    fn the_start_wait_for_verdicts_is_bounded() {
+        let text = checked_config()
+            .replace(
+                "interval_ms = 1000\ntimeout_ms = 500",
+                "interval_ms = 100\ntimeout_ms = 50",
+            )
+            .replace(
+                "deregistration_delay_s = 60",
+                "deregistration_delay_s = 60\non_all_unhealthy = \"fail_open\"",
+            );
+        let (mut ctl, _clock, _) = start(&text);
+        ctl.stats[0].heartbeat.store(1, Relaxed);
+        assert_eq!(
+            routing::should_announce(&ctl.serve_state()),
+            Err(Withdrawn::HealthPending(1))
+        );
+        std::thread::sleep(Duration::from_millis(600));
         assert_eq!(targets(&ctl), ["10.0.2.11 Initial 1"]);
         assert_eq!(routing::should_announce(&ctl.serve_state()), Ok(()));
         ctl.stop();
