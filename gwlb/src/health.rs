@@ -28,16 +28,37 @@
 //!
 //! # State machine
 //!
-//! AWS starts a target as `initial` and sends it nothing until it has passed
-//! `healthy_threshold` checks. A gateway that does that blackholes (fail-closed) all traffic
-//! for `interval × healthy_threshold` after every restart, so here a target starts
-//! **healthy**: it turns unhealthy after `unhealthy_threshold` consecutive failures, and back
-//! healthy after `healthy_threshold` consecutive successes. A [`HealthEvent`] is sent (and
-//! logged: `warn!` when a target goes down, `info!` when it comes back) on every transition,
-//! never at registration: consumers take every registered target as healthy until told
-//! otherwise. A target whose check is disabled is healthy, never probed, and never produces
-//! an event (except the transition back to healthy when the check of an unhealthy target is
-//! disabled).
+//! Three states ([`HealthState`]), as AWS has them:
+//!
+//! ```text
+//!              healthy_threshold successes
+//!   initial ───────────────────────────────> healthy
+//!      │                                     │    ^
+//!      │ unhealthy_threshold       unhealthy_│    │healthy_threshold
+//!      │ failures                  threshold │    │successes
+//!      │                           failures  v    │
+//!      └───────────────────────────────────> unhealthy
+//! ```
+//!
+//! A target starts **initial** when it is added ([`HealthChecker::spawn`],
+//! [`HealthChecker::update_targets`]: gwlb's start, an API registration, a reload that adds a
+//! target or brings back a draining one): it takes no new flows until `healthy_threshold`
+//! consecutive probes pass, so a target that is still down at start never gets a flow. Its
+//! first `unhealthy_threshold` consecutive failures make it unhealthy. Counts are consecutive:
+//! a failure restarts the success count and the other way round.
+//!
+//! Two exceptions start **healthy**: a target whose check is disabled (it is never probed and
+//! stays healthy), and a target of a group with `initial_state = "healthy"` (gwlb's behaviour
+//! before issue 18: no waiting after a restart, at the price of flows sent to a target that
+//! is still down until `unhealthy_threshold` probes have failed). Enabling the check of a
+//! target that is already registered (healthy, its check was off) keeps it healthy until
+//! its probes fail: turning checks on never blackholes a working group. Disabling the check
+//! of an initial or unhealthy target makes it healthy at once.
+//!
+//! A [`HealthEvent`] is sent (and logged: `warn!` when a target goes down, `info!` when it
+//! comes up) on every transition *out* of a state, never at registration: consumers start a
+//! target in [`HealthState::at_registration`] (the registry does) and follow the events.
+//! Nothing ever goes back to initial except by being added again.
 //!
 //! A *local* error (no file descriptor, no ephemeral port, the configured source address
 //! cannot be bound) says nothing about the appliance: it is recorded in
@@ -69,7 +90,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{HealthCheck, Probe};
+use crate::config::{HealthCheck, InitialState, Probe};
 
 /// Most probes open at the same time (one socket each).
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -82,6 +103,38 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// Reason recorded for a target whose check is disabled.
 const DISABLED: &str = "health check disabled";
+
+/// Where a target stands with its health check (module documentation, "State machine").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HealthState {
+    /// Just added, not yet `healthy_threshold` consecutive successes: no new flows.
+    Initial,
+    /// Passing its checks (or checks disabled): takes new flows.
+    Healthy,
+    /// Failed `unhealthy_threshold` consecutive checks: no new flows.
+    Unhealthy,
+}
+
+impl HealthState {
+    /// The state a target checked by `check` starts in: healthy when the check is disabled
+    /// or the group starts targets healthy (`initial_state = "healthy"`), else initial.
+    pub fn at_registration(check: &HealthCheck) -> HealthState {
+        if !check.enabled || check.initial_state == InitialState::Healthy {
+            HealthState::Healthy
+        } else {
+            HealthState::Initial
+        }
+    }
+
+    /// Lower-case name (`initial`, `healthy`, `unhealthy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Initial => "initial",
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+        }
+    }
+}
 
 /// Why the health checker could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +167,8 @@ pub struct ProbeTarget {
     pub source: Option<IpAddr>,
 }
 
-/// A target changed state.
+/// A target changed state. Every transition ends in healthy or unhealthy (nothing goes back
+/// to [`HealthState::Initial`]), so the new state is a `bool`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthEvent {
     /// [`ProbeTarget::slot`].
@@ -145,7 +199,7 @@ pub struct TargetHealth {
     /// Whether the check is enabled (a disabled check is never probed and always healthy).
     pub enabled: bool,
     /// Current state.
-    pub healthy: bool,
+    pub state: HealthState,
     /// Consecutive successful probes (0 after a failure).
     pub consecutive_ok: u32,
     /// Consecutive failed probes (0 after a success).
@@ -177,7 +231,7 @@ impl HealthChecker {
     /// never blocks on it, an event that does not fit is dropped with a warning
     /// ([`HealthChecker::snapshot`] stays right).
     ///
-    /// The targets are registered (healthy) before this returns.
+    /// The targets are registered (in [`HealthState::at_registration`]) before this returns.
     pub fn spawn(
         targets: Vec<ProbeTarget>,
         events: Sender<HealthEvent>,
@@ -211,8 +265,8 @@ impl HealthChecker {
         all
     }
 
-    /// Replaces the set of targets: new ones start healthy, missing ones are forgotten (no
-    /// event), listed ones keep their state. A target whose probe, port or source changed
+    /// Replaces the set of targets: new ones start in [`HealthState::at_registration`] (no
+    /// event), missing ones are forgotten (no event), listed ones keep their state. A target whose probe, port or source changed
     /// keeps its health but restarts its consecutive counts (its open probe is abandoned);
     /// one whose timing or thresholds changed keeps everything and is rescheduled on the new
     /// interval. Waits until the checker thread has applied the change (one loop turn, the
@@ -360,10 +414,10 @@ impl Outcome {
     }
 }
 
-/// Health of one target: starts healthy (module documentation).
+/// Health of one target (module documentation, "State machine").
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
-    healthy: bool,
+    state: HealthState,
     consecutive_ok: u32,
     consecutive_fail: u32,
     last_reason: Option<String>,
@@ -371,9 +425,9 @@ struct State {
 }
 
 impl State {
-    fn new() -> Self {
+    fn new(check: &HealthCheck) -> Self {
         State {
-            healthy: true,
+            state: HealthState::at_registration(check),
             consecutive_ok: 0,
             consecutive_fail: 0,
             last_reason: None,
@@ -393,19 +447,23 @@ impl State {
                 self.consecutive_ok = self.consecutive_ok.saturating_add(1);
                 self.consecutive_fail = 0;
                 let threshold = u32::from(check.healthy_threshold.max(1));
-                (!self.healthy && self.consecutive_ok >= threshold).then(|| {
-                    self.healthy = true;
-                    transition_reason(self.consecutive_ok, true, &outcome.reason)
-                })
+                (self.state != HealthState::Healthy && self.consecutive_ok >= threshold).then(
+                    || {
+                        self.state = HealthState::Healthy;
+                        transition_reason(self.consecutive_ok, true, &outcome.reason)
+                    },
+                )
             }
             Verdict::Failure => {
                 self.consecutive_fail = self.consecutive_fail.saturating_add(1);
                 self.consecutive_ok = 0;
                 let threshold = u32::from(check.unhealthy_threshold.max(1));
-                (self.healthy && self.consecutive_fail >= threshold).then(|| {
-                    self.healthy = false;
-                    transition_reason(self.consecutive_fail, false, &outcome.reason)
-                })
+                (self.state != HealthState::Unhealthy && self.consecutive_fail >= threshold).then(
+                    || {
+                        self.state = HealthState::Unhealthy;
+                        transition_reason(self.consecutive_fail, false, &outcome.reason)
+                    },
+                )
             }
         }
     }
@@ -522,7 +580,7 @@ impl Entry {
             group: self.target.group.clone(),
             addr: self.target.addr,
             enabled: self.target.check.enabled,
-            healthy: self.state.healthy,
+            state: self.state.state,
             consecutive_ok: self.state.consecutive_ok,
             consecutive_fail: self.state.consecutive_fail,
             last_reason: self.state.last_reason.clone(),
@@ -807,7 +865,7 @@ impl Checker {
         self.next_id += 1;
         let mut entry = Entry {
             rng: XorShift64::new(seed_for(target.slot, target.addr, id)),
-            state: State::new(),
+            state: State::new(&target.check),
             next_due: now,
             generation: 0,
             schedule: 0,
@@ -851,10 +909,11 @@ impl Checker {
         entry.schedule += 1;
         if !new.enabled {
             entry.state.last_reason = Some(DISABLED.into());
-            if !entry.state.healthy {
-                entry.state.healthy = true;
+            let from = entry.state.state;
+            if from != HealthState::Healthy {
+                entry.state.state = HealthState::Healthy;
                 let target = entry.target.clone();
-                self.emit(&target, true, DISABLED.into(), None);
+                self.emit(&target, from, true, DISABLED.into(), None);
             }
             return;
         }
@@ -1015,10 +1074,11 @@ impl Checker {
         } else {
             entry.local_error_logged = false;
         }
+        let from = entry.state.state;
         if let Some(reason) = entry.state.record(&outcome, &entry.target.check) {
-            let healthy = entry.state.healthy;
+            let healthy = entry.state.state == HealthState::Healthy;
             let target = entry.target.clone();
-            self.emit(&target, healthy, reason, outcome.latency);
+            self.emit(&target, from, healthy, reason, outcome.latency);
         }
     }
 
@@ -1026,16 +1086,19 @@ impl Checker {
     fn emit(
         &mut self,
         target: &ProbeTarget,
+        from: HealthState,
         healthy: bool,
         reason: String,
         latency: Option<Duration>,
     ) {
         let latency_ms = latency.map(|l| l.as_secs_f64() * 1e3);
+        let from = from.as_str();
         if healthy {
             tracing::info!(
                 group = %target.group,
                 slot = target.slot,
                 addr = %target.addr,
+                from,
                 %reason,
                 latency_ms,
                 "appliance healthy"
@@ -1045,6 +1108,7 @@ impl Checker {
                 group = %target.group,
                 slot = target.slot,
                 addr = %target.addr,
+                from,
                 %reason,
                 latency_ms,
                 "appliance unhealthy"
@@ -1115,6 +1179,7 @@ mod tests {
             timeout: Duration::from_millis(50),
             healthy_threshold: 3,
             unhealthy_threshold: 2,
+            initial_state: InitialState::Initial,
             jitter_percent: 10,
         }
     }
@@ -1158,20 +1223,116 @@ mod tests {
         assert_ne!(XorShift64::new(0).0, 0);
     }
 
+    fn ok() -> Outcome {
+        Outcome::success("TCP connect ok", Duration::from_micros(50))
+    }
+
+    fn bad() -> Outcome {
+        Outcome::failure("connection refused", None)
+    }
+
     #[test]
-    fn test_state_machine() {
+    fn test_initial_turns_healthy_after_healthy_threshold_successes() {
         let c = check(Probe::Tcp);
-        let ok = Outcome::success("TCP connect ok", Duration::from_micros(50));
-        let bad = Outcome::failure("connection refused", None);
-        let mut s = State::new();
-        assert!(s.healthy);
+        let mut s = State::new(&c);
+        assert_eq!(s.state, HealthState::Initial);
+        assert_eq!(s.record(&ok(), &c), None);
+        assert_eq!(s.record(&ok(), &c), None);
+        assert_eq!(s.state, HealthState::Initial);
+        // A failure restarts the count: still initial (one failure is below the threshold).
+        assert_eq!(s.record(&bad(), &c), None);
+        assert_eq!((s.state, s.consecutive_ok), (HealthState::Initial, 0));
+        // Local errors count for nothing.
+        assert_eq!(s.record(&Outcome::local("socket: EMFILE"), &c), None);
+        assert_eq!(s.record(&ok(), &c), None);
+        assert_eq!(s.record(&ok(), &c), None);
+        assert_eq!(s.state, HealthState::Initial);
+        assert_eq!(
+            s.record(&ok(), &c).as_deref(),
+            Some("3 consecutive successes: TCP connect ok")
+        );
+        assert_eq!(s.state, HealthState::Healthy);
+        // Healthy from there on: the usual machine.
+        assert_eq!(s.record(&bad(), &c), None);
+        assert_eq!(
+            s.record(&bad(), &c).as_deref(),
+            Some("2 consecutive failures: connection refused")
+        );
+        assert_eq!(s.state, HealthState::Unhealthy);
+    }
+
+    #[test]
+    fn test_initial_turns_unhealthy_after_unhealthy_threshold_failures() {
+        let mut c = check(Probe::Tcp);
+        c.unhealthy_threshold = 3;
+        let mut s = State::new(&c);
+        assert_eq!(s.record(&bad(), &c), None);
+        assert_eq!(s.record(&bad(), &c), None);
+        assert_eq!(s.state, HealthState::Initial);
+        assert_eq!(
+            s.record(&bad(), &c).as_deref(),
+            Some("3 consecutive failures: connection refused")
+        );
+        assert_eq!(s.state, HealthState::Unhealthy);
+        // Never back to initial: healthy_threshold successes make it healthy.
+        for _ in 0..2 {
+            assert_eq!(s.record(&ok(), &c), None);
+            assert_eq!(s.state, HealthState::Unhealthy);
+        }
+        assert!(s.record(&ok(), &c).is_some());
+        assert_eq!(s.state, HealthState::Healthy);
+    }
+
+    #[test]
+    fn test_start_states() {
+        let c = check(Probe::Tcp);
+        assert_eq!(HealthState::at_registration(&c), HealthState::Initial);
+        let disabled = HealthCheck {
+            enabled: false,
+            ..c.clone()
+        };
+        assert_eq!(
+            HealthState::at_registration(&disabled),
+            HealthState::Healthy
+        );
+        assert_eq!(State::new(&disabled).state, HealthState::Healthy);
+        let disabled_initial = HealthCheck {
+            enabled: false,
+            initial_state: InitialState::Initial,
+            ..c.clone()
+        };
+        assert_eq!(
+            HealthState::at_registration(&disabled_initial),
+            HealthState::Healthy
+        );
+        let start_healthy = HealthCheck {
+            initial_state: InitialState::Healthy,
+            ..c
+        };
+        assert_eq!(
+            HealthState::at_registration(&start_healthy),
+            HealthState::Healthy
+        );
+    }
+
+    /// `initial_state = "healthy"`: the machine gwlb had before issue 18.
+    #[test]
+    fn test_state_machine_starting_healthy() {
+        let c = HealthCheck {
+            initial_state: InitialState::Healthy,
+            ..check(Probe::Tcp)
+        };
+        let ok = ok();
+        let bad = bad();
+        let mut s = State::new(&c);
+        assert_eq!(s.state, HealthState::Healthy);
         assert_eq!(s.record(&ok, &c), None);
         assert_eq!(s.record(&bad, &c), None);
         assert_eq!(
             s.record(&bad, &c).as_deref(),
             Some("2 consecutive failures: connection refused")
         );
-        assert!(!s.healthy);
+        assert_eq!(s.state, HealthState::Unhealthy);
         assert_eq!(s.record(&bad, &c), None);
         assert_eq!(s.record(&ok, &c), None);
         assert_eq!(s.record(&ok, &c), None);
@@ -1184,14 +1345,14 @@ mod tests {
             s.record(&ok, &c).as_deref(),
             Some("3 consecutive successes: TCP connect ok")
         );
-        assert!(s.healthy);
+        assert_eq!(s.state, HealthState::Healthy);
         assert_eq!(s.last_latency, Some(Duration::from_micros(50)));
         // Local errors count for nothing.
         let local = Outcome::local("socket: Too many open files");
         for _ in 0..5 {
             assert_eq!(s.record(&local, &c), None);
         }
-        assert!(s.healthy);
+        assert_eq!(s.state, HealthState::Healthy);
         assert_eq!(s.consecutive_ok, 3);
         assert_eq!(
             s.last_reason.as_deref(),

@@ -13,6 +13,7 @@ use crate::control::registry::{Registry, SlotState};
 use crate::encap::{EncapParams, EncapTemplate};
 use crate::flow::Stickiness;
 use crate::flow_table::Timeouts;
+use crate::health::HealthState;
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
 use crate::parse::IpAddrBytes;
 
@@ -46,6 +47,9 @@ pub enum SnapshotError {
 /// Health / registration state of an appliance as the data path sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApplianceState {
+    /// Registered, its health checks not passed yet (`initial`): no new flows (it is not in
+    /// its group's Maglev table); the flows it has (it came back from draining) stay.
+    Initial,
     /// Takes new flows (if its weight is not 0) and keeps its flows.
     Healthy,
     /// Failed its health checks: no new flows; existing flows per the group's policy.
@@ -264,18 +268,21 @@ pub struct LiveState {
 }
 
 impl Snapshot {
-    /// Builds a snapshot of a freshly started gateway: appliance slots are the targets in
-    /// config order, group by group, all healthy.
+    /// Builds a snapshot of a freshly started gateway whose targets have all passed their
+    /// health checks: appliance slots are the targets in config order, group by group, all
+    /// healthy (for the data path's tests and benchmarks; `gwlb run` starts targets in their
+    /// groups' `initial_state` through the control loop's registry).
     pub fn build(
         cfg: &Config,
         port_macs: &[[u8; 6]],
         live: &LiveState,
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
-        let registry =
+        let mut registry =
             Registry::new(cfg, usize::from(u16::MAX)).map_err(|_| SnapshotError::Slots {
                 max: usize::from(u16::MAX),
             })?;
+        registry.assume_healthy();
         Self::build_with(cfg, port_macs, &registry, live, generation)
     }
 
@@ -405,8 +412,11 @@ impl Snapshot {
             let state = match (gi, s.state) {
                 (None, _) | (_, SlotState::Gone) => ApplianceState::Gone,
                 (_, SlotState::Draining { until }) => ApplianceState::Draining { until },
-                (_, SlotState::Registered) if s.healthy => ApplianceState::Healthy,
-                (_, SlotState::Registered) => ApplianceState::Unhealthy,
+                (_, SlotState::Registered) => match s.health {
+                    HealthState::Initial => ApplianceState::Initial,
+                    HealthState::Healthy => ApplianceState::Healthy,
+                    HealthState::Unhealthy => ApplianceState::Unhealthy,
+                },
             };
             let port = snap.ports.get(t.port);
             // A routed appliance's frames go to (and its returns come from) its router.

@@ -28,11 +28,14 @@ pub enum ExistingFlow {
 /// `no_rebalance` never re-steers a flow mid-connection: it stays while its appliance is
 /// unhealthy or draining, and ends with it once drained. `rebalance` moves flows off an
 /// unhealthy or drained appliance. A draining appliance keeps its flows either way until its
-/// deregistration delay is over.
+/// deregistration delay is over. An initial appliance (registered, checks not passed yet)
+/// keeps its flows either way: it can only have flows when it came back from draining, they
+/// were being served, and it has failed nothing (it moves them, under `rebalance`, once it
+/// turns unhealthy).
 #[inline]
 pub fn existing_flow(state: ApplianceState, rebalance: bool, now: u32) -> ExistingFlow {
     match state {
-        ApplianceState::Healthy => ExistingFlow::Keep,
+        ApplianceState::Healthy | ApplianceState::Initial => ExistingFlow::Keep,
         ApplianceState::Unhealthy if rebalance => ExistingFlow::Move,
         ApplianceState::Unhealthy => ExistingFlow::Keep,
         ApplianceState::Draining { until } if now < until => ExistingFlow::Keep,
@@ -74,6 +77,7 @@ mod tests {
             .collect();
         let now = 1000;
         let state = |name: &str| match name.split(|c: char| !c.is_alphabetic()).next().unwrap() {
+            "initial" => ApplianceState::Initial,
             "healthy" => ApplianceState::Healthy,
             "unhealthy" => ApplianceState::Unhealthy,
             "draining" if name.contains("delay over") => ApplianceState::Draining { until: now },
@@ -87,7 +91,7 @@ mod tests {
             "ends" => ExistingFlow::End,
             other => panic!("unknown decision in the docs' table: {other}"),
         };
-        assert_eq!(rows.len(), 5, "{rows:?}");
+        assert_eq!(rows.len(), 6, "{rows:?}");
         for row in rows {
             let s = state(row[0]);
             assert_eq!(existing_flow(s, false, now), decision(row[1]), "{row:?}");

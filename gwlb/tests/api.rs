@@ -859,6 +859,163 @@ fn test_metrics_exposition_matches_state() {
     assert_eq!(r.status, 405);
 }
 
+/// [`control_rig::CONFIG`] with the `firewalls` health check on. The appliance port gets a
+/// kernel interface, so probes bind its address (10.0.2.1), which this host does not have:
+/// every probe is a local error, counted for nothing, and nothing leaves the machine. Its
+/// targets therefore stay in whatever state registration and the injected events give them.
+fn checked_rig_config() -> String {
+    control_rig::CONFIG
+        .replacen(
+            "[target_groups.health_check]\nenabled = false\nprotocol = \"http\"",
+            "[target_groups.health_check]\nenabled = true\nprotocol = \"http\"",
+            1,
+        )
+        .replace(
+            "address = [\"10.0.2.1/24\", \"fd00:2::1/64\"]",
+            "address = [\"10.0.2.1/24\", \"fd00:2::1/64\"]\nkernel_interface = \"gwt-none0\"",
+        )
+}
+
+/// Issue 18 through the API, the metrics and the real control loop: targets of a group with
+/// its health check on start `initial` (the rig's flows found no healthy appliance and were
+/// dropped), are neither healthy nor unhealthy, and turn healthy when their checks pass; a
+/// registered one starts initial too, unless the group says `initial_state = "healthy"`.
+#[test]
+fn test_initial_targets_in_api_and_metrics() {
+    let gw = Gateway::start_with(&checked_rig_config());
+    let s = serve(&localhost(), None, gw.handle.clone()).unwrap();
+    let m = serve_metrics(&localhost(), gw.handle.clone()).unwrap();
+    let fw = |s: &ApiServer| -> Value { get(s, "/v1/target-groups/firewalls").json() };
+
+    // 10.0.2.11 initial; 10.0.2.12 failed its checks (the rig's event): initial -> unhealthy.
+    let g = fw(&s);
+    assert_eq!(g["targets"][0]["state"], "initial", "{g}");
+    assert_eq!(g["targets"][1]["state"], "unhealthy", "{g}");
+    assert_eq!(
+        (
+            &g["healthy_count"],
+            &g["unhealthy_count"],
+            &g["initial_count"]
+        ),
+        (&json!(0), &json!(1), &json!(1)),
+        "{g}"
+    );
+    assert_eq!(g["health_check"]["initial_state"], "initial");
+    assert_eq!(
+        g["targets"][0]["reason"],
+        "registered: no new flows until 3 consecutive health checks pass"
+    );
+    // No new flow went anywhere: fail-closed, no healthy appliance.
+    let st = gw.stats();
+    assert_eq!(st.total.new_flows, 0);
+    assert_eq!(st.total.encapsulated, 0);
+    assert_eq!(
+        st.total.drops.get("no_healthy_appliance").copied(),
+        Some(FLOW_COUNT as u64)
+    );
+    let samples = parse_exposition(&get(&m, "/metrics").body);
+    let group = [("target_group", "firewalls")];
+    assert_eq!(value(&samples, "gwlb_HealthyHostCount", &group), 0.0);
+    assert_eq!(value(&samples, "gwlb_UnHealthyHostCount", &group), 1.0);
+    assert_eq!(value(&samples, "gwlb_initial_host_count", &group), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            "gwlb_initial_host_count",
+            &[("target_group", "inspection")]
+        ),
+        0.0,
+        "a disabled check: healthy at once"
+    );
+    let t11 = [("target_group", "firewalls"), ("address", "10.0.2.11")];
+    for (state, want) in [("initial", 1.0), ("healthy", 0.0), ("unhealthy", 0.0)] {
+        let mut labels = t11.to_vec();
+        labels.push(("state", state));
+        assert_eq!(
+            value(&samples, "gwlb_target_state", &labels),
+            want,
+            "{state}"
+        );
+    }
+
+    // Its checks pass.
+    gw.report_health("firewalls", 0, "10.0.2.11".parse().unwrap(), true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fw(&s)["targets"][0]["state"] != "healthy" {
+        assert!(std::time::Instant::now() < deadline, "{}", fw(&s));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let g = fw(&s);
+    assert_eq!(
+        (
+            &g["healthy_count"],
+            &g["unhealthy_count"],
+            &g["initial_count"]
+        ),
+        (&json!(1), &json!(1), &json!(0)),
+        "{g}"
+    );
+
+    // Registered by the API: initial, then with initial_state = "healthy": healthy at once.
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/target-groups/firewalls/targets",
+        r#"{"address": "10.0.2.13", "mac": "02:00:00:00:02:0d"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["state"], "initial", "{}", r.body);
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/target-groups/firewalls/health-check",
+        r#"{"initial_state": "sometimes"}"#,
+    );
+    assert_eq!(
+        (r.status, r.field().as_str()),
+        (400, "initial_state"),
+        "{}",
+        r.body
+    );
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/target-groups/firewalls/health-check",
+        r#"{"initial_state": "healthy"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["health_check"]["initial_state"],
+        "healthy",
+        "{}",
+        r.body
+    );
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/target-groups/firewalls/targets",
+        r#"{"address": "10.0.2.14", "mac": "02:00:00:00:02:0e"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["state"], "healthy", "{}", r.body);
+    let states: Vec<Value> = fw(&s)["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].clone())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            json!("healthy"),
+            json!("unhealthy"),
+            json!("initial"),
+            json!("healthy")
+        ],
+        "a setting for later registrations: .13 stays initial"
+    );
+}
+
 #[test]
 fn test_metrics_on_unix_socket() {
     let gw = Gateway::start();

@@ -158,9 +158,24 @@ fn api_changes_steer_new_flows_and_metrics_match_traffic() {
             },
         )
         .expect("register");
-    assert_eq!(t.state, TargetState::Healthy);
-    // Its MAC is learned within a second or two (ARP through the exception path).
-    std::thread::sleep(Duration::from_millis(2500));
+    // A registered target starts initial (no new flows) until its checks pass (issue 18).
+    assert_eq!(t.state, TargetState::Initial);
+    // Healthy after two probes (100 ms apart); its MAC is learned within a second or two
+    // (ARP through the exception path).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let g = api.list_groups().unwrap();
+        let t = g[0].targets.iter().find(|t| t.address == ip(2)).unwrap();
+        if t.state == TargetState::Healthy && t.resolved {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registered target not healthy and resolved: {t:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     let b = ports(2000..2090);
     let (at_b, _) = rig.send_flows(&b);
     assert!(

@@ -12,8 +12,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use gwlb::config::{HealthCheck, Probe, StatusCodes};
-use gwlb::health::{HealthChecker, HealthError, HealthEvent, ProbeTarget, TargetHealth};
+use gwlb::config::{HealthCheck, InitialState, Probe, StatusCodes};
+use gwlb::health::{
+    HealthChecker, HealthError, HealthEvent, HealthState, ProbeTarget, TargetHealth,
+};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const MS: Duration = Duration::from_millis(1);
@@ -32,6 +34,7 @@ fn check(probe: Probe, port: u16, interval_ms: u64, timeout_ms: u64) -> HealthCh
         timeout: Duration::from_millis(timeout_ms),
         healthy_threshold: 2,
         unhealthy_threshold: 2,
+        initial_state: InitialState::Initial,
         jitter_percent: 0,
     }
 }
@@ -200,22 +203,28 @@ fn closed_port() -> u16 {
 }
 
 #[test]
-fn tcp_target_is_healthy_and_stays_healthy() {
+fn tcp_target_starts_initial_turns_healthy_and_stays_healthy() {
     let server = Server::start(TCP);
+    let started = Instant::now();
     let (checker, events) = spawn(vec![target(
         3,
         "fw",
         LOCALHOST,
         check(Probe::Tcp, server.port(), 100, 50),
     )]);
-    // Registered before spawn returns.
+    // Registered before spawn returns, initial until healthy_threshold (2) probes pass.
     let t = one(&checker);
-    assert!(t.healthy && t.enabled && t.last_reason.is_none());
-    std::thread::sleep(700 * MS);
-    assert!(events.try_recv().is_err(), "no transition expected");
+    assert!(t.state == HealthState::Initial && t.enabled && t.last_reason.is_none());
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy && ev.slot == 3, "{ev:?}");
+    assert_eq!(ev.reason, "2 consecutive successes: TCP connect ok");
+    // The second probe is one interval after the first (jitter 0).
+    assert!(started.elapsed() >= 100 * MS, "{:?}", started.elapsed());
+    std::thread::sleep(500 * MS);
+    assert!(events.try_recv().is_err(), "no further transition expected");
     let t = one(&checker);
     assert_eq!((t.slot, t.group.as_str(), t.addr), (3, "fw", LOCALHOST));
-    assert!(t.healthy);
+    assert_eq!(t.state, HealthState::Healthy);
     assert!(t.consecutive_ok >= 4, "{t:?}");
     assert_eq!(t.consecutive_fail, 0);
     assert_eq!(t.last_reason.as_deref(), Some("TCP connect ok"));
@@ -234,9 +243,8 @@ fn closed_port_turns_unhealthy_and_reopened_port_healthy() {
         LOCALHOST,
         check(Probe::Tcp, addr.port(), 100, 50),
     )]);
-    wait_until(&checker, 1, Duration::from_secs(2), |t| {
-        t.consecutive_ok >= 1
-    });
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy, "initial -> healthy first: {ev:?}");
 
     let closed = Instant::now();
     drop(server);
@@ -252,7 +260,7 @@ fn closed_port_turns_unhealthy_and_reopened_port_healthy() {
         "{took:?}"
     );
     let t = one(&checker);
-    assert!(!t.healthy && t.consecutive_fail >= 2 && t.consecutive_ok == 0);
+    assert!(t.state == HealthState::Unhealthy && t.consecutive_fail >= 2 && t.consecutive_ok == 0);
 
     let reopened = Instant::now();
     let _server = Server::start_on(addr, TCP).unwrap();
@@ -266,7 +274,7 @@ fn closed_port_turns_unhealthy_and_reopened_port_healthy() {
         took <= interval * threshold + timeout + 500 * MS,
         "{took:?}"
     );
-    assert!(one(&checker).healthy);
+    assert_eq!(one(&checker).state, HealthState::Healthy);
 }
 
 #[test]
@@ -278,9 +286,10 @@ fn http_status_codes_drive_transitions() {
         LOCALHOST,
         check(http("/healthz"), server.port(), 100, 80),
     )]);
-    let t = wait_until(&checker, 2, Duration::from_secs(2), |t| {
-        t.consecutive_ok >= 2
-    });
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy);
+    assert_eq!(ev.reason, "2 consecutive successes: HTTP 200");
+    let t = one(&checker);
     assert_eq!(t.last_reason.as_deref(), Some("HTTP 200"));
     assert!(events.try_recv().is_err());
     let request = server.requests.lock().unwrap()[0].clone();
@@ -370,15 +379,23 @@ fn blackholed_targets_do_not_delay_others() {
         check(Probe::Tcp, live.port(), 100, 50),
     ));
     let (checker, events) = spawn(targets);
-    for _ in 0..20 {
+    // The twenty dead ones turn unhealthy, the live one healthy (all start initial).
+    let mut live_up = 0;
+    for _ in 0..21 {
         let ev = next_event(&events, Duration::from_secs(3));
-        assert!(ev.slot >= 100, "only the dead targets may change: {ev:?}");
+        if ev.slot == 1 {
+            assert!(ev.healthy, "{ev:?}");
+            live_up += 1;
+            continue;
+        }
+        assert!(ev.slot >= 100, "{ev:?}");
         assert!(!ev.healthy);
         assert_eq!(
             ev.reason,
             "2 consecutive failures: timeout after 90ms: no TCP handshake"
         );
     }
+    assert_eq!(live_up, 1);
     // Keep the dead targets probing (and hanging) a while longer.
     std::thread::sleep(500 * MS);
     assert!(events.try_recv().is_err());
@@ -387,7 +404,10 @@ fn blackholed_targets_do_not_delay_others() {
         .into_iter()
         .find(|t| t.slot == 1)
         .unwrap();
-    assert!(t.healthy && t.consecutive_fail == 0, "{t:?}");
+    assert!(
+        t.state == HealthState::Healthy && t.consecutive_fail == 0,
+        "{t:?}"
+    );
     // The live target kept its period while the others hung (jitter 0).
     let accepts = live.accepts();
     assert!(accepts.len() >= 6, "{accepts:?}");
@@ -409,8 +429,9 @@ fn disabled_check_never_probes() {
     let err = listener.accept().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WouldBlock);
     assert!(events.try_recv().is_err());
+    // Disabled: healthy at once, not initial.
     let t = one(&checker);
-    assert!(t.healthy && !t.enabled);
+    assert!(t.state == HealthState::Healthy && !t.enabled);
     assert_eq!((t.consecutive_ok, t.consecutive_fail), (0, 0));
     assert_eq!(t.last_reason.as_deref(), Some("health check disabled"));
 }
@@ -488,8 +509,13 @@ fn update_targets_keeps_state_of_listed_targets() {
         .unwrap();
     let all = checker.snapshot();
     assert_eq!(all.len(), 2);
-    assert!(!all[0].healthy && all[0].slot == 1 && all[0].consecutive_fail >= 2);
-    assert!(all[1].healthy && all[1].slot == 2);
+    assert!(
+        all[0].state == HealthState::Unhealthy && all[0].slot == 1 && all[0].consecutive_fail >= 2
+    );
+    // The new one starts initial, and turns healthy after two successes.
+    assert!(all[1].state == HealthState::Initial && all[1].slot == 2);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy && ev.slot == 2, "{ev:?}");
     wait_until(&checker, 2, Duration::from_secs(2), |t| {
         t.consecutive_ok >= 2
     });
@@ -503,7 +529,7 @@ fn update_targets_keeps_state_of_listed_targets() {
     checker.update_targets(vec![retimed.clone()]).unwrap();
     let t = one(&checker);
     assert_eq!(t.slot, 9);
-    assert!(!t.healthy && t.consecutive_fail >= 2);
+    assert!(t.state == HealthState::Unhealthy && t.consecutive_fail >= 2);
 
     // Point it at the live server: healthy again after two successes, under the new slot.
     let mut repointed = retimed.clone();
@@ -511,7 +537,7 @@ fn update_targets_keeps_state_of_listed_targets() {
     checker.update_targets(vec![repointed.clone()]).unwrap();
     let t = one(&checker);
     assert!(
-        !t.healthy && t.consecutive_fail == 0,
+        t.state == HealthState::Unhealthy && t.consecutive_fail == 0,
         "counts restart: {t:?}"
     );
     let ev = next_event(&events, Duration::from_secs(3));
@@ -528,7 +554,7 @@ fn update_targets_keeps_state_of_listed_targets() {
     let ev = next_event(&events, Duration::from_secs(1));
     assert!(ev.healthy);
     assert_eq!(ev.reason, "health check disabled");
-    assert!(one(&checker).healthy);
+    assert_eq!(one(&checker).state, HealthState::Healthy);
 
     checker.update_targets(Vec::new()).unwrap();
     assert!(checker.snapshot().is_empty());
@@ -538,6 +564,92 @@ fn update_targets_keeps_state_of_listed_targets() {
         checker.update_targets(vec![live]),
         Err(HealthError::Stopped)
     ));
+}
+
+/// Issue 18: a target that is down when it is added is never healthy on the way to
+/// unhealthy (it was initial, which takes no flows), and one that is removed and added again
+/// starts initial again.
+#[test]
+fn a_target_down_at_start_goes_from_initial_to_unhealthy() {
+    let down = target(
+        1,
+        "fw",
+        LOCALHOST,
+        check(Probe::Tcp, closed_port(), 100, 50),
+    );
+    let (checker, events) = spawn(vec![down.clone()]);
+    assert_eq!(one(&checker).state, HealthState::Initial);
+    let t = wait_until(&checker, 1, Duration::from_secs(2), |t| {
+        t.consecutive_fail == 1
+    });
+    assert_eq!(
+        t.state,
+        HealthState::Initial,
+        "one failure is below the threshold"
+    );
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(!ev.healthy && ev.slot == 1, "{ev:?}");
+    assert_eq!(ev.reason, "2 consecutive failures: connection refused");
+    assert_eq!(one(&checker).state, HealthState::Unhealthy);
+    std::thread::sleep(300 * MS);
+    assert!(events.try_recv().is_err(), "nothing after unhealthy");
+
+    // Removed and added again (as a re-registration does): initial again, no event.
+    checker.update_targets(Vec::new()).unwrap();
+    let server = Server::start(TCP);
+    let mut back = down;
+    back.check.port = server.port();
+    checker.update_targets(vec![back]).unwrap();
+    assert_eq!(one(&checker).state, HealthState::Initial);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy, "{ev:?}");
+}
+
+/// `initial_state = "healthy"`: healthy at once (gwlb before issue 18); a dead target is
+/// healthy until `unhealthy_threshold` probes have failed.
+#[test]
+fn initial_state_healthy_starts_targets_healthy() {
+    let server = Server::start(TCP);
+    let mut live = check(Probe::Tcp, server.port(), 100, 50);
+    live.initial_state = InitialState::Healthy;
+    let mut dead = check(Probe::Tcp, closed_port(), 100, 50);
+    dead.initial_state = InitialState::Healthy;
+    let (checker, events) = spawn(vec![
+        target(1, "fw", LOCALHOST, live),
+        target(2, "ids", LOCALHOST, dead),
+    ]);
+    let all = checker.snapshot();
+    assert!(
+        all.iter().all(|t| t.state == HealthState::Healthy),
+        "{all:?}"
+    );
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(!ev.healthy && ev.slot == 2, "{ev:?}");
+    std::thread::sleep(300 * MS);
+    assert!(events.try_recv().is_err(), "the live one never changed");
+    wait_until(&checker, 1, Duration::from_secs(2), |t| {
+        t.state == HealthState::Healthy && t.consecutive_ok >= 2
+    });
+}
+
+/// Disabling the check of a target that is still initial makes it healthy at once.
+#[test]
+fn disabling_the_check_of_an_initial_target_makes_it_healthy() {
+    // A 300 s interval: its first probe is due at a random point of the first 300 s.
+    let mut t = target(
+        1,
+        "fw",
+        LOCALHOST,
+        check(Probe::Tcp, closed_port(), 300_000, 50),
+    );
+    let (checker, events) = spawn(vec![t.clone()]);
+    assert_eq!(one(&checker).state, HealthState::Initial);
+    t.check.enabled = false;
+    checker.update_targets(vec![t]).unwrap();
+    let ev = next_event(&events, Duration::from_secs(1));
+    assert!(ev.healthy);
+    assert_eq!(ev.reason, "health check disabled");
+    assert_eq!(one(&checker).state, HealthState::Healthy);
 }
 
 #[test]
@@ -583,7 +695,8 @@ fn probes_bind_the_source_address() {
     }
     let peer = server.accepts()[0].1;
     assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-    assert!(events.try_recv().is_err());
+    // At most the transition out of initial: no failure.
+    assert!(events.try_iter().all(|e| e.healthy));
 }
 
 #[test]
@@ -603,7 +716,8 @@ fn local_errors_do_not_count_against_the_target() {
     });
     std::thread::sleep(400 * MS);
     assert!(events.try_recv().is_err(), "no transition on local errors");
-    assert!(t.healthy && t.consecutive_fail == 0);
+    // Neither success nor failure: it stays initial.
+    assert!(t.state == HealthState::Initial && t.consecutive_fail == 0);
     assert!(
         t.last_reason
             .as_deref()
@@ -626,9 +740,9 @@ fn ipv6_loopback() {
         server.addr.ip(),
         check(http("/"), server.port(), 100, 50),
     )]);
-    let t = wait_until(&checker, 1, Duration::from_secs(2), |t| {
-        t.consecutive_ok >= 2
-    });
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy && ev.slot == 1, "{ev:?}");
+    let t = one(&checker);
     assert_eq!(t.last_reason.as_deref(), Some("HTTP 200"));
     assert!(events.try_recv().is_err());
     let request = server.requests.lock().unwrap()[0].clone();
@@ -678,6 +792,10 @@ fn measure_cost_of_1000_targets() {
         cpu_used.as_secs_f64() / (wall1 - wall0).as_secs_f64() * 100.0,
         cpu_used.as_secs_f64() * 1e6 / probes as f64
     );
-    assert!(events.try_recv().is_err());
-    assert!(checker.snapshot().iter().all(|t| t.healthy));
+    // Each target's one transition, initial -> healthy.
+    assert!(events.try_iter().all(|e| e.healthy));
+    assert!(checker
+        .snapshot()
+        .iter()
+        .all(|t| t.state == HealthState::Healthy));
 }

@@ -297,6 +297,7 @@ gwlb_start() {
     # setsid: its own session, hence its own scheduler autogroup (where the kernel has
     # autogroups, CPU time is shared per session): the busy-polling worker then competes
     # with the helpers of this script as one group, not with each of them.
+    GW_STARTED=$(date +%s.%N)
     NO_COLOR=1 setsid ip netns exec "$NS_GW" "$GWLB_BIN" run --config "$WORK/gwlb.toml" \
         >"$WORK/gwlb.out" 2>"$WORK/gwlb.err" &
     echo $! > "$WORK/gwlb.pid"
@@ -369,16 +370,30 @@ uml_count() { grep -cE "$2" "/run/gwlb-uml/$1/guest/flows.log" 2>/dev/null || tr
 # --- gwlb and the services -------------------------------------------------------------------
 
 # gwlb_up: starts gwlb with net_af_xdp ports, or net_af_packet if af_xdp does not work here
-# (GWLB_DRIVER=af_packet|af_xdp forces one); sets DRIVER; 0 once a ping crosses it.
+# (GWLB_DRIVER=af_packet|af_xdp forces one); sets DRIVER; 0 once a ping crosses it and every
+# appliance has passed its health checks.
 gwlb_up() {
     DRIVER=${GWLB_DRIVER:-af_xdp}
     tlog "starting gwlb in netns $NS_GW (ports net_${DRIVER} on gwu0/gwa0)"
-    gwlb_start "$DRIVER" && wait_path && return 0
+    gwlb_start "$DRIVER" && wait_path && gw_wait_all_healthy && return 0
     [ -n "${GWLB_DRIVER:-}" ] && return 1
     gwlb_stop >/dev/null 2>&1
     DRIVER=af_packet
     tlog "net_af_xdp did not work here; falling back to net_af_packet"
-    gwlb_start "$DRIVER" && wait_path
+    gwlb_start "$DRIVER" && wait_path && gw_wait_all_healthy
+}
+
+# gw_wait_all_healthy: waits (10 s at most) until gwlb has logged every appliance healthy
+# since its start. Targets start initial and take no new flows until HC_THRESHOLD probes
+# pass (issue 18): a first ping crosses as soon as one appliance is healthy, and the tests
+# that spread flows need all three.
+gw_wait_all_healthy() {
+    local ip
+    for ip in "$APP1_IP" "$APP2_IP" "$APP3_IP"; do
+        gw_wait_health "$ip" healthy "$GW_STARTED" 10 >/dev/null ||
+            { echo "$ip never passed its health checks" >&2; return 1; }
+    done
+    sleep 0.1   # the snapshot reaches the worker
 }
 
 # services NS IP [TCP_PORT_23]: a static HTTP server on :80 (files in $WORK/www-NS, log in
@@ -547,15 +562,16 @@ wire_capture_stop() {
 elapsed_ms() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%d", (b - a) * 1000}'; }
 
 # gw_targets: one line per appliance as gwlb sees it: "IP STATE PACKETS FLOWS", from
-# `gwlb targets --json` while it runs (state: healthy, unhealthy or draining); after it
-# stopped, from its final report and its logged health transitions.
+# `gwlb targets --json` while it runs (state: initial, healthy, unhealthy or draining); after
+# it stopped, from its final report and its logged health transitions (initial until the
+# first).
 gw_targets() {
     if [ ! -S "$WORK/api.sock" ]; then
         # gwlb has stopped: its final report, with the last health transition it logged.
         local h ip st
         h=$(gw_health_lines)
         for ip in "$APP1_IP" "$APP2_IP" "$APP3_IP"; do
-            st=$(awk -v a="$ip" '$3 == a {s = $2} END {print s ? s : "healthy"}' <<<"$h")
+            st=$(awk -v a="$ip" '$3 == a {s = $2} END {print s ? s : "initial"}' <<<"$h")
             echo "$ip $st $(gw_app "$ip" packets) $(gw_app "$ip" flows)"
         done
         return 0

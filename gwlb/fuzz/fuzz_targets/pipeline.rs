@@ -4,7 +4,7 @@
 //! possibly mutated; a Linux-kernel return without options), forged and cross-appliance
 //! returns, ICMP errors quoting earlier packets, floods that fill a small flow table, clock
 //! jumps, expiry steps and snapshot changes (appliances turning unhealthy, draining, gone,
-//! reused, weight 0, unresolved).
+//! reused, weight 0, unresolved, initial).
 //!
 //! The fuzz input is read front to back by hand ([`In`]), one byte per choice, and a zero
 //! byte always means the ordinary choice, so short or zero-filled inputs are ordinary traffic.
@@ -45,6 +45,7 @@ use std::sync::OnceLock;
 
 use gwlb::config::Config;
 use gwlb::control::registry::{Registry, SlotState};
+use gwlb::health::HealthState;
 use gwlb::packet_buf::{PacketBuf, VecBuf};
 use gwlb::parse::{self, DropReason, L3};
 use gwlb::pipeline::{owner_hash, Counters, Pipeline, Verdict};
@@ -163,6 +164,8 @@ enum Health {
     Weight0,
     /// No MAC known (no static MAC; learnable through the port's kernel interface).
     Unresolved,
+    /// Registered, health checks not passed yet: no new flows, keeps the flows it has.
+    Initial,
 }
 
 impl Health {
@@ -174,6 +177,8 @@ impl Health {
             3 => Health::Gone,
             4 => Health::Reused,
             5 => Health::Weight0,
+            // Bytes from 0x80 up: the seeds' appliance bytes keep their meaning.
+            _ if b >= 0x80 => Health::Initial,
             _ => Health::Unresolved,
         }
     }
@@ -280,6 +285,7 @@ fn build_snapshot(modes: Modes, health: [Health; 3]) -> Snapshot {
             }
             Health::Gone => reg.slot_mut(slot).expect("slot").state = SlotState::Gone,
             Health::Reused => reg.slot_mut(slot).expect("slot").generation = 1,
+            Health::Initial => reg.slot_mut(slot).expect("slot").health = HealthState::Initial,
             Health::Healthy | Health::Weight0 | Health::Unresolved => {}
         }
     }
@@ -1708,7 +1714,7 @@ impl Harness {
         } else {
             // An existing flow kept on its appliance.
             let ok = match a.state {
-                ApplianceState::Healthy => true,
+                ApplianceState::Healthy | ApplianceState::Initial => true,
                 ApplianceState::Unhealthy => !group.rebalance || group.backends.is_empty(),
                 ApplianceState::Draining { until } => {
                     self.now < until || (group.rebalance && group.backends.is_empty())

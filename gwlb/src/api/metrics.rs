@@ -90,6 +90,18 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
         );
     }
     e.family(
+        "gwlb_initial_host_count",
+        Gauge,
+        "Registered targets whose health checks have not passed yet (initial: no new flows, neither healthy nor unhealthy), per target group.",
+    );
+    for g in groups {
+        e.sample(
+            "gwlb_initial_host_count",
+            &[("target_group", &g.name)],
+            g.initial_count,
+        );
+    }
+    e.family(
         "gwlb_ProcessedBytes_total",
         Counter,
         "Inner IP bytes sent to the target group's appliances (its targets' sum, draining ones included).",
@@ -153,14 +165,10 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
     e.family(
         "gwlb_target_state",
         Gauge,
-        "1 for the target's state (healthy, unhealthy, draining), 0 for the others.",
+        "1 for the target's state (initial, healthy, unhealthy, draining), 0 for the others.",
     );
     for t in &targets {
-        for state in [
-            TargetState::Healthy,
-            TargetState::Unhealthy,
-            TargetState::Draining,
-        ] {
+        for state in TargetState::ALL {
             let mut labels = target_labels(t);
             labels.push(("state", state.as_str().to_owned()));
             e.sample("gwlb_target_state", &labels, u64::from(t.state == state));

@@ -68,6 +68,10 @@ pub struct HealthCheckArgs {
     /// Failures that make a target unhealthy.
     #[arg(long, value_name = "N")]
     pub unhealthy_threshold: Option<u8>,
+    /// `initial` (no new flows until the checks pass) or `healthy`: the state of targets
+    /// registered from now on.
+    #[arg(long, value_name = "STATE")]
+    pub initial_state: Option<String>,
 }
 
 impl From<HealthCheckArgs> for HealthCheckPatch {
@@ -82,6 +86,7 @@ impl From<HealthCheckArgs> for HealthCheckPatch {
             timeout_ms: a.timeout_ms,
             healthy_threshold: a.healthy_threshold,
             unhealthy_threshold: a.unhealthy_threshold,
+            initial_state: a.initial_state,
         }
     }
 }

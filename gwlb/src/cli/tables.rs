@@ -90,6 +90,7 @@ pub fn groups(groups: &[TargetGroupInfo]) -> String {
         "NAME",
         "HEALTHY",
         "UNHEALTHY",
+        "INITIAL",
         "TARGETS",
         "STICKINESS",
         "ON_UNHEALTHY",
@@ -102,6 +103,7 @@ pub fn groups(groups: &[TargetGroupInfo]) -> String {
             g.name.clone(),
             g.healthy_count.to_string(),
             g.unhealthy_count.to_string(),
+            g.initial_count.to_string(),
             g.targets.len().to_string(),
             g.stickiness.clone(),
             g.on_unhealthy.clone(),
@@ -127,7 +129,7 @@ fn check_summary(h: &HealthCheckInfo) -> String {
 /// A group's health check, one setting per line.
 pub fn health_check(group: &str, h: &HealthCheckInfo) -> String {
     let mut table = Table::new(&["SETTING", "VALUE"]);
-    let rows: [(&str, String); 10] = [
+    let rows: [(&str, String); 11] = [
         ("target_group", group.to_owned()),
         ("enabled", h.enabled.to_string()),
         ("protocol", h.protocol.clone()),
@@ -138,6 +140,7 @@ pub fn health_check(group: &str, h: &HealthCheckInfo) -> String {
         ("timeout_ms", h.timeout_ms.to_string()),
         ("healthy_threshold", h.healthy_threshold.to_string()),
         ("unhealthy_threshold", h.unhealthy_threshold.to_string()),
+        ("initial_state", h.initial_state.clone()),
     ];
     for (k, v) in rows {
         table.row(&[k.to_owned(), v]);
@@ -320,9 +323,10 @@ mod tests {
         let out = target_rows(&[
             &target("10.0.2.11", TargetState::Healthy),
             &target("fd00:2::1234", TargetState::Draining),
+            &target("10.0.2.12", TargetState::Initial),
         ]);
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines.len(), 4, "{out}");
         // Every column starts at the same offset on every line.
         let col = |line: &str, text: &str| line.find(text).unwrap();
         assert_eq!(col(lines[0], "STATE"), col(lines[1], "healthy"), "{out}");
@@ -331,6 +335,7 @@ mod tests {
             col(lines[2], "draining (30s left)"),
             "{out}"
         );
+        assert_eq!(col(lines[0], "STATE"), col(lines[3], "initial"), "{out}");
         assert_eq!(col(lines[0], "CHECK"), col(lines[1], "1.2ms"), "{out}");
     }
 

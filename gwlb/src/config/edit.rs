@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::invalid;
 use super::raw::{default_weight, RawConfig, RawTarget};
-use super::{CheckProtocol, Config, ConfigError};
+use super::{CheckProtocol, Config, ConfigError, InitialState};
 
 /// A change to a target group's health check: the fields to set (`None`: unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,8 @@ pub struct HealthCheckPatch {
     pub healthy_threshold: Option<u8>,
     /// Failures that make a target unhealthy.
     pub unhealthy_threshold: Option<u8>,
+    /// `initial` or `healthy`: the state of targets registered from now on.
+    pub initial_state: Option<String>,
 }
 
 /// A target as an operator writes it (the file's `[[target_groups.targets]]`).
@@ -104,7 +106,8 @@ impl ConfigEdit {
     }
 
     /// Applies `p` to group `group`'s health check. A protocol that is neither `tcp` nor
-    /// `http` is refused here, naming `target_groups[g].health_check.protocol`.
+    /// `http`, or an initial state that is neither `initial` nor `healthy`, is refused here,
+    /// naming `target_groups[g].health_check.protocol` (`.initial_state`).
     pub fn patch_health_check(
         &mut self,
         group: usize,
@@ -120,6 +123,16 @@ impl ConfigEdit {
                 .map_err(|e| {
                     invalid(
                         format!("target_groups[{group}].health_check.protocol"),
+                        e.to_string(),
+                    )
+                })?;
+        }
+        if let Some(state) = &p.initial_state {
+            use serde::de::value::{Error, StrDeserializer};
+            hc.initial_state = InitialState::deserialize(StrDeserializer::<Error>::new(state))
+                .map_err(|e| {
+                    invalid(
+                        format!("target_groups[{group}].health_check.initial_state"),
                         e.to_string(),
                     )
                 })?;
@@ -266,6 +279,36 @@ mac = "02:00:00:00:00:0b"
             err.field(),
             Some("target_groups[0].health_check.protocol"),
             "{err}"
+        );
+        let mut e = cfg.edit();
+        let err = e
+            .patch_health_check(
+                0,
+                &HealthCheckPatch {
+                    initial_state: Some("unhealthy".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.field(),
+            Some("target_groups[0].health_check.initial_state"),
+            "{err}"
+        );
+        let mut e = cfg.edit();
+        e.patch_health_check(
+            0,
+            &HealthCheckPatch {
+                initial_state: Some("healthy".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            e.finish().unwrap().target_groups[0]
+                .health_check
+                .initial_state,
+            InitialState::Healthy
         );
         // tcp with the http path still set: the file's rule.
         let mut e = cfg.edit();

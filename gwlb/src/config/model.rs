@@ -99,6 +99,29 @@ pub enum CheckProtocol {
     Http,
 }
 
+/// The state a newly registered target starts in when its group's health check is enabled
+/// (`[target_groups.health_check] initial_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialState {
+    /// `initial`: no new flows until `healthy_threshold` consecutive checks pass (AWS).
+    #[default]
+    Initial,
+    /// `healthy`: new flows at once, until `unhealthy_threshold` checks fail (gwlb before
+    /// issue 18).
+    Healthy,
+}
+
+impl InitialState {
+    /// The name as written in the file (`initial`, `healthy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitialState::Initial => "initial",
+            InitialState::Healthy => "healthy",
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -396,10 +419,13 @@ pub struct HealthCheck {
     pub interval: Duration,
     /// Time a probe may take; shorter than `interval`.
     pub timeout: Duration,
-    /// Consecutive successes that make an unhealthy target healthy.
+    /// Consecutive successes that make an initial or unhealthy target healthy.
     pub healthy_threshold: u8,
-    /// Consecutive failures that make a healthy target unhealthy.
+    /// Consecutive failures that make an initial or healthy target unhealthy.
     pub unhealthy_threshold: u8,
+    /// The state a target starts in (registration, start, re-registration) while the check
+    /// is enabled.
+    pub initial_state: InitialState,
     /// Random spread of probe times, in percent of `interval` (0..=50).
     pub jitter_percent: u8,
 }

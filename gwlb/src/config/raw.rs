@@ -7,8 +7,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CheckProtocol, Hugepages, LogFormat, OnAllUnhealthy, OnUnhealthy, PortRole, UnknownNonSyn,
-    DEFAULT_API_LISTEN, DEFAULT_METRICS_LISTEN,
+    CheckProtocol, Hugepages, InitialState, LogFormat, OnAllUnhealthy, OnUnhealthy, PortRole,
+    UnknownNonSyn, DEFAULT_API_LISTEN, DEFAULT_METRICS_LISTEN,
 };
 use crate::flow::Stickiness;
 
@@ -327,6 +327,7 @@ pub(super) struct RawHealthCheck {
     pub(super) timeout_ms: i64,
     pub(super) healthy_threshold: i64,
     pub(super) unhealthy_threshold: i64,
+    pub(super) initial_state: InitialState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) success_codes: Option<String>,
     pub(super) jitter_percent: i64,
@@ -343,6 +344,7 @@ impl Default for RawHealthCheck {
             timeout_ms: 5_000,
             healthy_threshold: 5,
             unhealthy_threshold: 2,
+            initial_state: InitialState::Initial,
             success_codes: None,
             jitter_percent: 10,
         }

@@ -141,6 +141,7 @@ impl From<&Config> for RawConfig {
                             timeout_ms: millis(h.timeout),
                             healthy_threshold: to_i64(h.healthy_threshold),
                             unhealthy_threshold: to_i64(h.unhealthy_threshold),
+                            initial_state: h.initial_state,
                             success_codes,
                             jitter_percent: to_i64(h.jitter_percent),
                         },

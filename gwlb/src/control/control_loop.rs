@@ -32,7 +32,7 @@ use crate::control::{
 };
 use crate::flow_dump::{FlowDumpReply, FlowDumpRequest, FlowFilter, FlowRecord};
 use crate::flow_table::DumpCursor;
-use crate::health::{HealthChecker, HealthEvent, ProbeTarget, TargetHealth};
+use crate::health::{HealthChecker, HealthEvent, HealthState, ProbeTarget, TargetHealth};
 use crate::parse::IpAddrBytes;
 use crate::pipeline::MAX_APPLIANCES;
 use crate::routing::speaker::{Speaker, SpeakerError};
@@ -97,6 +97,9 @@ pub struct ControlLoop {
     announcing: Option<Result<(), Withdrawn>>,
     /// Each worker's last heartbeat and when it changed.
     beats: Vec<(u64, Instant)>,
+    /// Start: the targets' first verdicts are still awaited for the announcement (see
+    /// [`ControlLoop::health_pending`]); false for good once they are in.
+    settling: bool,
     /// When `gwlb drain` started (`None`: not draining).
     draining_since: Option<Instant>,
 }
@@ -189,6 +192,7 @@ fn health_check_info(h: &crate::config::HealthCheck) -> HealthCheckInfo {
         timeout_ms: h.timeout.as_millis() as u64,
         healthy_threshold: h.healthy_threshold,
         unhealthy_threshold: h.unhealthy_threshold,
+        initial_state: h.initial_state.as_str().into(),
     }
 }
 
@@ -217,7 +221,7 @@ impl ControlLoop {
         let reload_results = reloads
             .as_ref()
             .map_or_else(crossbeam_channel::never, |r| r.reader().results().clone());
-        Ok(ControlLoop {
+        let ctl = ControlLoop {
             cfg: setup.cfg,
             reloads,
             reload_results,
@@ -237,8 +241,11 @@ impl ControlLoop {
             speaker: None,
             announcing: None,
             beats: vec![(0, Instant::now()); setup_workers],
+            settling: true,
             draining_since: None,
-        })
+        };
+        ctl.log_groups_without_healthy();
+        Ok(ctl)
     }
 
     /// The published snapshot, for the workers.
@@ -326,10 +333,14 @@ impl ControlLoop {
             .target_groups
             .iter()
             .map(|g| {
+                // Initial targets are not healthy: a fail-closed group whose targets have all
+                // not passed their checks yet cannot serve, and the node does not announce.
                 let healthy = self
                     .registry
                     .registered()
-                    .filter(|(_, s)| s.group == g.name && s.healthy && s.target.weight > 0)
+                    .filter(|(_, s)| {
+                        s.group == g.name && s.health == HealthState::Healthy && s.target.weight > 0
+                    })
                     .count();
                 (
                     g.name.clone(),
@@ -344,7 +355,43 @@ impl ControlLoop {
             draining: self.draining_since.is_some(),
             stopping: false,
             groups,
+            health_pending: self.health_pending(),
         }
+    }
+
+    /// At start, the registered targets still initial: the node announces only once every
+    /// target has a verdict, so that it joins the other nodes with the same view of the pool
+    /// (docs/architecture.md, "Health views"). The wait ends for good when none is left, or
+    /// at the latest when every group's checks must have decided (`interval × (the larger
+    /// threshold + 1)` with jitter, plus the timeout): a target whose probes cannot even be
+    /// sent (local errors) must not keep the node out forever. Targets registered later never
+    /// withdraw the node.
+    fn health_pending(&mut self) -> usize {
+        if !self.settling {
+            return 0;
+        }
+        let pending = self
+            .registry
+            .registered()
+            .filter(|(_, s)| s.health == HealthState::Initial)
+            .count();
+        let bound = self
+            .cfg
+            .target_groups
+            .iter()
+            .filter(|g| g.health_check.enabled)
+            .map(|g| {
+                let h = &g.health_check;
+                let probes = u32::from(h.healthy_threshold.max(h.unhealthy_threshold)) + 1;
+                h.interval * probes * (100 + u32::from(h.jitter_percent)) / 100 + h.timeout
+            })
+            .max()
+            .unwrap_or_default();
+        if pending == 0 || self.started.elapsed() > bound {
+            self.settling = false;
+            return 0;
+        }
+        pending
     }
 
     /// Asks the speaker for the announcement the node's state calls for, when it changed.
@@ -800,7 +847,7 @@ impl ControlLoop {
                 order.push((rank, slot));
             }
             order.sort_unstable();
-            let (mut healthy, mut unhealthy) = (0, 0);
+            let (mut healthy, mut unhealthy, mut initial) = (0, 0, 0);
             for (_, slot) in order {
                 let s = &self.registry.slots()[slot];
                 let h = health.iter().find(|h| usize::from(h.slot) == slot);
@@ -809,12 +856,16 @@ impl ControlLoop {
                         TargetState::Draining,
                         Some(u64::from(until.saturating_sub(now))),
                     ),
-                    _ if s.healthy => (TargetState::Healthy, None),
-                    _ => (TargetState::Unhealthy, None),
+                    _ => match s.health {
+                        HealthState::Initial => (TargetState::Initial, None),
+                        HealthState::Healthy => (TargetState::Healthy, None),
+                        HealthState::Unhealthy => (TargetState::Unhealthy, None),
+                    },
                 };
                 match state {
                     TargetState::Healthy if s.target.weight > 0 => healthy += 1,
                     TargetState::Unhealthy => unhealthy += 1,
+                    TargetState::Initial => initial += 1,
                     _ => {}
                 }
                 // The latest probe's outcome, unless the checker does not probe this target
@@ -822,7 +873,7 @@ impl ControlLoop {
                 let reason = match state {
                     TargetState::Draining => s.reason.clone(),
                     _ => h
-                        .filter(|h| h.enabled || s.healthy)
+                        .filter(|h| h.enabled || s.health == HealthState::Healthy)
                         .and_then(|h| h.last_reason.clone())
                         .or_else(|| s.reason.clone()),
                 };
@@ -868,6 +919,7 @@ impl ControlLoop {
                 health_check: health_check_info(&g.health_check),
                 healthy_count: healthy,
                 unhealthy_count: unhealthy,
+                initial_count: initial,
                 targets,
             });
         }
@@ -1003,15 +1055,26 @@ impl ControlLoop {
                 .collect();
             let healthy = registered
                 .iter()
-                .filter(|(_, s)| s.healthy && s.target.weight > 0)
+                .filter(|(_, s)| s.health == HealthState::Healthy && s.target.weight > 0)
+                .count();
+            let initial = registered
+                .iter()
+                .filter(|(_, s)| s.health == HealthState::Initial)
                 .count();
             if healthy == 0 && !registered.is_empty() {
-                match g.on_all_unhealthy {
-                    OnAllUnhealthy::FailOpen => {
+                match (g.on_all_unhealthy, initial) {
+                    (OnAllUnhealthy::FailOpen, 0) => {
                         tracing::error!(group = %g.name, "no healthy appliance: FAIL-OPEN, new flows are forwarded uninspected")
                     }
-                    OnAllUnhealthy::FailClosed => {
+                    (OnAllUnhealthy::FailClosed, 0) => {
                         tracing::error!(group = %g.name, "no healthy appliance: FAIL-CLOSED, new flows are dropped")
+                    }
+                    // Start, or targets just registered: expected, and over once one passes.
+                    (OnAllUnhealthy::FailOpen, _) => {
+                        tracing::warn!(group = %g.name, initial, "no healthy appliance yet (targets initial, waiting for their health checks): FAIL-OPEN, new flows are forwarded uninspected")
+                    }
+                    (OnAllUnhealthy::FailClosed, _) => {
+                        tracing::warn!(group = %g.name, initial, "no healthy appliance yet (targets initial, waiting for their health checks): FAIL-CLOSED, new flows are dropped")
                     }
                 }
             }
@@ -1128,6 +1191,7 @@ fn probe_targets(cfg: &Config, registry: &Registry) -> Vec<ProbeTarget> {
 mod tests {
     use super::*;
     use crate::control::ManualClock;
+    use crate::snapshot::ApplianceState;
 
     const CONFIG: &str = r#"
 [dataplane]
@@ -1268,6 +1332,222 @@ mac = "02:00:00:00:02:0b"
         clock.advance(2);
         ctl.turn(&commands, Duration::ZERO);
         assert_eq!(targets(&ctl), ["10.0.2.50 Healthy 7"]);
+        ctl.stop();
+    }
+
+    /// [`CONFIG`] with its health check enabled (TCP, thresholds 3 and 2). The appliance
+    /// port gets a kernel interface, so probes bind its address (10.0.2.1), which this host
+    /// does not have: every probe is a local error, counted for nothing, and nothing leaves
+    /// the machine; only the events a test injects change a state.
+    fn checked_config() -> String {
+        CONFIG
+            .replace(
+                "[target_groups.health_check]\nenabled = false\n",
+                "[target_groups.health_check]\nenabled = true\ninterval_ms = 1000\ntimeout_ms = 500\nhealthy_threshold = 3\nunhealthy_threshold = 2\n",
+            )
+            .replace(
+                "address = \"10.0.2.1/24\"\n",
+                "address = \"10.0.2.1/24\"\nkernel_interface = \"gwt-none0\"\n",
+            )
+    }
+
+    fn event(slot: u16, addr: &str, healthy: bool) -> HealthEvent {
+        HealthEvent {
+            slot,
+            group: "fw".into(),
+            addr: addr.parse().unwrap(),
+            healthy,
+            reason: if healthy {
+                "3 consecutive successes: TCP connect ok".into()
+            } else {
+                "2 consecutive failures: connection refused".into()
+            },
+            latency: None,
+        }
+    }
+
+    /// One step of [`initial_targets_take_no_flows_until_they_pass`]: what, the step, its
+    /// outcome, every target after it, the slots Maglev can pick after it.
+    type PickStep<'a> = (&'a str, Step<'a>, &'a str, &'a [&'a str], &'a [u16]);
+
+    /// The slots group `fw`'s Maglev table can pick (for any hash).
+    fn pickable(ctl: &ControlLoop) -> Vec<u16> {
+        let mut slots = ctl.snapshot.load().groups[0].backends.clone();
+        slots.sort_unstable();
+        slots
+    }
+
+    /// Issue 18: with the health check enabled, a target starts `initial` at start, on API
+    /// registration, on re-registration while draining and on a reload that adds it; it is
+    /// not in the Maglev table (no new flows) and the node does not announce for a
+    /// fail-closed group of initial targets, until the checker reports it healthy. Failures
+    /// make it unhealthy; `initial_state = "healthy"` and a disabled check make targets
+    /// healthy at once.
+    #[test]
+    fn initial_targets_take_no_flows_until_they_pass() {
+        let (mut ctl, _clock, path) = start(&checked_config());
+        let commands = crossbeam_channel::never();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let m50 = Some("02:00:00:00:02:32");
+        let m60 = Some("02:00:00:00:02:3c");
+        // Every worker has turned its loop: only the groups decide the announcement.
+        ctl.stats[0].heartbeat.store(1, Relaxed);
+        let announce = |ctl: &mut ControlLoop| routing::should_announce(&ctl.serve_state());
+        let counts = |ctl: &ControlLoop| {
+            let g = &ctl.groups()[0];
+            (g.healthy_count, g.unhealthy_count, g.initial_count)
+        };
+
+        // At start: initial, not pickable, not announced.
+        assert_eq!(targets(&ctl), ["10.0.2.11 Initial 1"]);
+        assert_eq!(
+            ctl.snapshot.load().appliances[0].state,
+            ApplianceState::Initial
+        );
+        assert_eq!(pickable(&ctl), [] as [u16; 0]);
+        assert_eq!(counts(&ctl), (0, 0, 1));
+        assert_eq!(
+            ctl.groups()[0].targets[0].reason.as_deref(),
+            Some("registered: no new flows until 3 consecutive health checks pass")
+        );
+        assert_eq!(
+            announce(&mut ctl),
+            Err(Withdrawn::GroupCannotServe("fw".into()))
+        );
+        // Its checks pass: healthy, pickable, announced.
+        ctl.health_event(event(0, "10.0.2.11", true));
+        assert_eq!(targets(&ctl), ["10.0.2.11 Healthy 1"]);
+        assert_eq!(pickable(&ctl), [0]);
+        assert_eq!(counts(&ctl), (1, 0, 0));
+        assert_eq!(announce(&mut ctl), Ok(()));
+
+        #[rustfmt::skip]
+        let steps: Vec<PickStep<'_>> = vec![
+            ("register .50", Box::new(move |c| c.register("fw", spec("10.0.2.50", m50, Some(20)))),
+             "ok Initial 20", &["10.0.2.11 Healthy 1", "10.0.2.50 Initial 20"], &[0]),
+            ("its checks fail: initial -> unhealthy", Box::new(move |c| { c.health_event(event(1, "10.0.2.50", false)); c.target_info("fw", ip("10.0.2.50")) }),
+             "ok Unhealthy 20", &["10.0.2.11 Healthy 1", "10.0.2.50 Unhealthy 20"], &[0]),
+            ("deregister .50", Box::new(move |c| c.deregister("fw", ip("10.0.2.50"))),
+             "ok Draining 20", &["10.0.2.11 Healthy 1", "10.0.2.50 Draining 20"], &[0]),
+            ("register .50 while it drains: initial again", Box::new(move |c| c.register("fw", spec("10.0.2.50", m50, Some(20)))),
+             "ok Initial 20", &["10.0.2.11 Healthy 1", "10.0.2.50 Initial 20"], &[0]),
+            ("its checks pass", Box::new(move |c| { c.health_event(event(1, "10.0.2.50", true)); c.target_info("fw", ip("10.0.2.50")) }),
+             "ok Healthy 20", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 20"], &[0, 1]),
+            ("a weight change keeps the state", Box::new(move |c| c.set_weight("fw", ip("10.0.2.50"), 7)),
+             "ok Healthy 7", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 7"], &[0, 1]),
+            ("initial_state = healthy: registered healthy", Box::new(move |c| {
+                c.set_health_check("fw", &HealthCheckPatch { initial_state: Some("healthy".into()), ..Default::default() })?;
+                c.register("fw", spec("10.0.2.60", m60, None))
+             }),
+             "ok Healthy 1", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 7", "10.0.2.60 Healthy 1"], &[0, 1, 2]),
+            ("initial_state = nonsense", Box::new(move |c| {
+                c.set_health_check("fw", &HealthCheckPatch { initial_state: Some("up".into()), ..Default::default() })?;
+                c.target_info("fw", ip("10.0.2.60"))
+             }),
+             "invalid initial_state", &["10.0.2.11 Healthy 1", "10.0.2.50 Healthy 7", "10.0.2.60 Healthy 1"], &[0, 1, 2]),
+        ];
+        for (what, step, want, after, picks) in &steps {
+            assert_eq!(outcome(step(&mut ctl)), *want, "{what}");
+            assert_eq!(targets(&ctl), *after, "after {what}");
+            assert_eq!(pickable(&ctl), *picks, "after {what}");
+        }
+
+        // A reload that adds a target (the file's health check: initial_state default).
+        let with_target = checked_config()
+            + "[[target_groups.targets]]\naddress = \"10.0.2.12\"\nmac = \"02:00:00:00:02:0c\"\n";
+        std::fs::write(&path, &with_target).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        ctl.request_reload(Some(tx));
+        let report = loop {
+            ctl.turn(&commands, Duration::from_millis(10));
+            if let Ok(r) = rx.try_recv() {
+                break r;
+            }
+        };
+        assert_eq!(report.unwrap().registered, ["fw/10.0.2.12"]);
+        // .50 and .60 are not in the file: draining.
+        assert_eq!(
+            targets(&ctl),
+            [
+                "10.0.2.11 Healthy 1",
+                "10.0.2.12 Initial 1",
+                "10.0.2.50 Draining 7",
+                "10.0.2.60 Draining 1"
+            ]
+        );
+        assert_eq!(pickable(&ctl), [0]);
+        assert_eq!(counts(&ctl), (1, 0, 1));
+
+        // Disabling the check makes the initial target healthy at once (the checker says so).
+        ctl.set_health_check(
+            "fw",
+            &HealthCheckPatch {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        ctl.turn(&commands, Duration::ZERO);
+        assert_eq!(
+            targets(&ctl)[..2],
+            ["10.0.2.11 Healthy 1", "10.0.2.12 Healthy 1"]
+        );
+        assert_eq!(counts(&ctl), (2, 0, 0));
+        ctl.stop();
+    }
+
+    /// At start the node announces once every target has a verdict (here a fail-open group,
+    /// so that only the wait decides); targets registered later never withdraw it.
+    #[test]
+    fn at_start_the_node_waits_for_every_verdict() {
+        let text = checked_config().replace(
+            "deregistration_delay_s = 60",
+            "deregistration_delay_s = 60\non_all_unhealthy = \"fail_open\"",
+        )
+            + "[[target_groups.targets]]\naddress = \"10.0.2.12\"\nmac = \"02:00:00:00:02:0c\"\n";
+        let (mut ctl, _clock, _) = start(&text);
+        ctl.stats[0].heartbeat.store(1, Relaxed);
+        let announce = |ctl: &mut ControlLoop| routing::should_announce(&ctl.serve_state());
+        assert_eq!(
+            targets(&ctl),
+            ["10.0.2.11 Initial 1", "10.0.2.12 Initial 1"]
+        );
+        assert_eq!(announce(&mut ctl), Err(Withdrawn::HealthPending(2)));
+        ctl.health_event(event(0, "10.0.2.11", true));
+        assert_eq!(announce(&mut ctl), Err(Withdrawn::HealthPending(1)));
+        ctl.health_event(event(1, "10.0.2.12", false));
+        assert_eq!(announce(&mut ctl), Ok(()));
+        let t = ctl
+            .register("fw", spec("10.0.2.50", Some("02:00:00:00:02:32"), None))
+            .unwrap();
+        assert_eq!(t.state, TargetState::Initial);
+        assert_eq!(announce(&mut ctl), Ok(()), "a later registration");
+        ctl.stop();
+    }
+
+    /// The start's wait for verdicts ends at the latest when the checks must have decided:
+    /// here interval 100 ms × (3 + 1) × 1.1 + timeout 50 ms = 490 ms (probes of this rig
+    /// never decide anything).
+    #[test]
+    fn the_start_wait_for_verdicts_is_bounded() {
+        let text = checked_config()
+            .replace(
+                "interval_ms = 1000\ntimeout_ms = 500",
+                "interval_ms = 100\ntimeout_ms = 50",
+            )
+            .replace(
+                "deregistration_delay_s = 60",
+                "deregistration_delay_s = 60\non_all_unhealthy = \"fail_open\"",
+            );
+        let (mut ctl, _clock, _) = start(&text);
+        ctl.stats[0].heartbeat.store(1, Relaxed);
+        assert_eq!(
+            routing::should_announce(&ctl.serve_state()),
+            Err(Withdrawn::HealthPending(1))
+        );
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(targets(&ctl), ["10.0.2.11 Initial 1"]);
+        assert_eq!(routing::should_announce(&ctl.serve_state()), Ok(()));
         ctl.stop();
     }
 

@@ -128,6 +128,9 @@ pub type Reply<T> = Sender<ControlResult<T>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetState {
+    /// Registered, its health checks not passed yet (`healthy_threshold` consecutive
+    /// successes): no new flows. Neither healthy nor unhealthy.
+    Initial,
     /// Registered and passing its health checks (or checks disabled): takes new flows if
     /// its weight is above 0.
     Healthy,
@@ -138,9 +141,18 @@ pub enum TargetState {
 }
 
 impl TargetState {
-    /// Lower-case name (`healthy`, `unhealthy`, `draining`).
+    /// Every state, in the order a target usually goes through them.
+    pub const ALL: [TargetState; 4] = [
+        TargetState::Initial,
+        TargetState::Healthy,
+        TargetState::Unhealthy,
+        TargetState::Draining,
+    ];
+
+    /// Lower-case name (`initial`, `healthy`, `unhealthy`, `draining`).
     pub fn as_str(self) -> &'static str {
         match self {
+            TargetState::Initial => "initial",
             TargetState::Healthy => "healthy",
             TargetState::Unhealthy => "unhealthy",
             TargetState::Draining => "draining",
@@ -200,6 +212,8 @@ pub struct HealthCheckInfo {
     pub healthy_threshold: u8,
     /// Failures that make a target unhealthy.
     pub unhealthy_threshold: u8,
+    /// `initial` or `healthy`: the state a target starts in while the check is enabled.
+    pub initial_state: String,
 }
 
 /// A change to a target group's health check (defined with the typed configuration edits).
@@ -224,6 +238,9 @@ pub struct TargetGroupInfo {
     pub healthy_count: usize,
     /// Registered targets failing their checks.
     pub unhealthy_count: usize,
+    /// Registered targets whose checks have not passed yet (initial): neither healthy nor
+    /// unhealthy.
+    pub initial_count: usize,
     /// Its targets, registered ones first (in config order), then draining ones.
     pub targets: Vec<TargetInfo>,
 }

@@ -19,7 +19,8 @@
 
 use std::net::IpAddr;
 
-use crate::config::{Config, Target};
+use crate::config::{Config, HealthCheck, Target};
+use crate::health::HealthState;
 
 /// Where a slot stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +46,11 @@ pub struct Slot {
     pub target: Target,
     /// Registration state.
     pub state: SlotState,
-    /// Health as last reported by the checker (registered targets start healthy).
-    pub healthy: bool,
+    /// Health as last reported by the checker. A target starts in
+    /// [`HealthState::at_registration`] of its group's check each time it is registered (at
+    /// start, by API or reload, back from draining): initial while the check is enabled, so
+    /// it takes no new flows until its checks pass.
+    pub health: HealthState,
     /// Why it is in its state (last health transition or the deregistration).
     pub reason: Option<String>,
     /// Incremented each time the slot is given to another target.
@@ -103,6 +107,17 @@ fn label(group: &str, addr: IpAddr) -> String {
     format!("{group}/{addr}")
 }
 
+/// The reason shown for a target just registered, until its first probe.
+fn registered_reason(check: &HealthCheck) -> String {
+    match HealthState::at_registration(check) {
+        HealthState::Initial => format!(
+            "registered: no new flows until {} consecutive health checks pass",
+            check.healthy_threshold
+        ),
+        _ => "registered".into(),
+    }
+}
+
 impl Registry {
     /// Slots for the targets of `cfg`, in config order (group by group), at most `max`.
     pub fn new(cfg: &Config, max: usize) -> Result<Registry, SlotsExhausted> {
@@ -150,8 +165,8 @@ impl Registry {
                         let s = &mut next[i];
                         if s.state != SlotState::Registered {
                             s.state = SlotState::Registered;
-                            s.healthy = true;
-                            s.reason = Some("registered".into());
+                            s.health = HealthState::at_registration(&g.health_check);
+                            s.reason = Some(registered_reason(&g.health_check));
                             changes.registered.push(label(&g.name, t.address));
                         } else if s.target.weight != t.weight {
                             changes.reweighted.push(label(&g.name, t.address));
@@ -166,8 +181,8 @@ impl Registry {
                             group: g.name.clone(),
                             target: *t,
                             state: SlotState::Registered,
-                            healthy: true,
-                            reason: Some("registered".into()),
+                            health: HealthState::at_registration(&g.health_check),
+                            reason: Some(registered_reason(&g.health_check)),
                             generation: 0,
                             counter_base: [0; 3],
                         };
@@ -224,17 +239,30 @@ impl Registry {
         done
     }
 
-    /// Records a health transition of `slot`. Returns whether the slot exists.
+    /// Records a health transition of `slot` (to healthy or unhealthy: nothing goes back to
+    /// initial). Returns whether the slot exists.
     pub fn set_health(&mut self, slot: u16, healthy: bool, reason: String) -> bool {
         match self.slots.get_mut(usize::from(slot)) {
             Some(s) => {
-                s.healthy = healthy;
+                s.health = if healthy {
+                    HealthState::Healthy
+                } else {
+                    HealthState::Unhealthy
+                };
                 if s.state == SlotState::Registered {
                     s.reason = Some(reason);
                 }
                 true
             }
             None => false,
+        }
+    }
+
+    /// Marks every slot healthy, as if every check had passed: for [`crate::snapshot::Snapshot::build`]
+    /// (tests and benchmarks of the data path, which have no health checker).
+    pub fn assume_healthy(&mut self) {
+        for s in &mut self.slots {
+            s.health = HealthState::Healthy;
         }
     }
 
@@ -387,7 +415,57 @@ deregistration_delay_s = {delay}
     fn health_is_recorded_per_slot() {
         let mut r = Registry::new(&cfg(&[("10.0.0.11", 1)], 30), 4).unwrap();
         assert!(r.set_health(0, false, "2 consecutive failures".into()));
-        assert!(!r.slots()[0].healthy);
+        assert_eq!(r.slots()[0].health, HealthState::Unhealthy);
         assert!(!r.set_health(9, true, String::new()));
+    }
+
+    /// A target starts initial (health check enabled by default) at start, on registration
+    /// and when it comes back from draining; healthy at once when its group's check is
+    /// disabled or starts targets healthy.
+    #[test]
+    fn registration_starts_targets_in_their_groups_initial_state() {
+        let two = cfg(&[("10.0.0.11", 1), ("10.0.0.12", 1)], 30);
+        let mut r = Registry::new(&two, 16).unwrap();
+        assert!(r.slots().iter().all(|s| s.health == HealthState::Initial));
+        assert_eq!(
+            r.slots()[0].reason.as_deref(),
+            Some("registered: no new flows until 5 consecutive health checks pass")
+        );
+        r.set_health(0, true, "5 consecutive successes".into());
+        // .11 leaves and comes back: initial again, whatever it was.
+        r.reconcile(&cfg(&[("10.0.0.12", 1)], 30), 10).unwrap();
+        assert_eq!(r.slots()[0].health, HealthState::Healthy);
+        r.reconcile(&two, 11).unwrap();
+        assert_eq!(r.slots()[0].health, HealthState::Initial);
+        // Listed again unchanged: state kept.
+        r.set_health(1, false, "2 consecutive failures".into());
+        r.reconcile(&two, 12).unwrap();
+        assert_eq!(r.slots()[1].health, HealthState::Unhealthy);
+
+        for (setting, want) in [
+            ("enabled = false", HealthState::Healthy),
+            ("initial_state = \"healthy\"", HealthState::Healthy),
+            ("initial_state = \"initial\"", HealthState::Initial),
+        ] {
+            let text = format!(
+                r#"
+[[ports]]
+name = "p0"
+device = "net_null0"
+role = "both"
+address = "10.0.0.1/16"
+[[target_groups]]
+name = "tg"
+[target_groups.health_check]
+{setting}
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:01"
+"#
+            );
+            let c = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{setting}: {e}"));
+            let r = Registry::new(&c, 16).unwrap();
+            assert!(r.slots().iter().all(|s| s.health == want), "{setting}");
+        }
     }
 }

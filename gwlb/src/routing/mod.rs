@@ -5,7 +5,13 @@
 //! child process it configures and supervises: [`speaker`]) and decides what it announces
 //! ([`should_announce`], a pure function): the prefixes are announced while every worker turns
 //! its loop, the node is not draining or stopping, and every target group can serve (a
-//! healthy appliance, or fail-open). The announcement lives and dies with the data path:
+//! healthy appliance, or fail-open). An appliance that has not passed its health checks yet
+//! (`initial`: at start, or just registered) is not healthy, so a node whose fail-closed group
+//! has only initial appliances stays withdrawn until one passes. At start the node also waits
+//! until every appliance has a verdict (healthy or unhealthy, bounded in time): a node that
+//! joined with some of them still initial would give new flows only to the others while the
+//! nodes already serving use them all, and a flow whose two directions cross the two nodes
+//! would reach two appliances. The announcement lives and dies with the data path:
 //! BIRD is killed with gwlb (`PR_SET_PDEATHSIG`), so a dead gateway's TCP session closes and
 //! the router drops it at once; a hung worker withdraws within `bgp.stall_timeout_ms`; a hung
 //! node stops answering BFD.
@@ -30,6 +36,8 @@ pub enum Withdrawn {
     WorkerStalled(usize),
     /// Group (name) has no healthy appliance and fails closed.
     GroupCannotServe(String),
+    /// Start: this many appliances have no verdict of their health checks yet (`initial`).
+    HealthPending(usize),
 }
 
 impl std::fmt::Display for Withdrawn {
@@ -44,6 +52,9 @@ impl std::fmt::Display for Withdrawn {
                     f,
                     "target group {g:?} has no healthy appliance (fail-closed)"
                 )
+            }
+            Withdrawn::HealthPending(n) => {
+                write!(f, "starting: {n} appliances not yet checked (initial)")
             }
         }
     }
@@ -62,11 +73,14 @@ pub struct ServeState {
     pub stopping: bool,
     /// Per target group: name, healthy appliances (weight above 0), fails open.
     pub groups: Vec<(String, usize, bool)>,
+    /// Start only: appliances whose health checks have given no verdict yet (`initial`); 0
+    /// once every one has (or the start's wait for them is over).
+    pub health_pending: usize,
 }
 
 /// Whether this node announces its service prefixes: `Ok` to announce, or why not. The first
 /// reason in this order wins: stopping, draining, starting, a stalled worker, a group that
-/// cannot serve.
+/// cannot serve, appliances still initial at start.
 pub fn should_announce(s: &ServeState) -> Result<(), Withdrawn> {
     if s.stopping {
         return Err(Withdrawn::Stopping);
@@ -84,6 +98,9 @@ pub fn should_announce(s: &ServeState) -> Result<(), Withdrawn> {
         if *healthy == 0 && !fail_open {
             return Err(Withdrawn::GroupCannotServe(name.clone()));
         }
+    }
+    if s.health_pending > 0 {
+        return Err(Withdrawn::HealthPending(s.health_pending));
     }
     Ok(())
 }
@@ -178,6 +195,8 @@ mod tests {
             ("a stalled worker", with(|s| s.stalled_workers = vec![1])),
             ("a fail-closed group without healthy appliances", with(|s| s.groups[0].1 = 0)),
             ("a fail-open group without healthy appliances still serves", with(|s| s.groups[1].1 = 0)),
+            ("start: appliances still initial", with(|s| s.health_pending = 2)),
+            ("start: a fail-closed group of initial appliances", with(|s| { s.groups[0].1 = 0; s.health_pending = 2; })),
         ];
         let want = [
             Ok(()),
@@ -187,6 +206,8 @@ mod tests {
             Err(Withdrawn::WorkerStalled(1)),
             Err(Withdrawn::GroupCannotServe("fw".into())),
             Ok(()),
+            Err(Withdrawn::HealthPending(2)),
+            Err(Withdrawn::GroupCannotServe("fw".into())),
         ];
         for ((what, got), want) in table.into_iter().zip(want) {
             assert_eq!(got, want, "{what}");

@@ -748,6 +748,7 @@ impl Rig {
             .collect();
         let user = UserPort::open(&topo.usr(), &topo.u1());
         let config = format!("{}{extra}", topo.config(extra_group, weights));
+        let started = Instant::now();
         let gwlb = Gwlb::start(&topo.gw(), &config);
         let mut rig = Rig {
             _serial: serial,
@@ -758,8 +759,28 @@ impl Rig {
         };
         std::thread::sleep(Duration::from_millis(500));
         rig.gwlb.as_mut().expect("started").assert_running();
+        // Targets start initial (no new flows) until their checks pass: every scenario
+        // starts from a pool of healthy appliances.
+        rig.wait_healthy(started, 0..weights.len());
         rig.wait_ready(weights.iter().filter(|w| **w > 0).count());
         rig
+    }
+
+    /// Waits until gwlb has logged appliances `which` healthy since `since` (they start
+    /// `initial` and take no new flows before), then lets the snapshot reach the worker.
+    pub fn wait_healthy(&self, since: Instant, which: impl IntoIterator<Item = usize>) {
+        for i in which {
+            let ip = self.apps[i].ip.to_string();
+            self.gwlb()
+                .wait_log(since, &["appliance healthy", &ip], Duration::from_secs(20))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{ip} never passed its health checks\n{}",
+                        self.gwlb().log_text()
+                    )
+                });
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     pub fn gwlb(&self) -> &Gwlb {

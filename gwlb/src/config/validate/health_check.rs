@@ -69,6 +69,7 @@ pub(super) fn validate_health_check(
             raw.unhealthy_threshold,
             2..=10,
         )?,
+        initial_state: raw.initial_state,
         jitter_percent: ranged(&format!("{h}.jitter_percent"), raw.jitter_percent, 0..=50)?,
     })
 }
@@ -78,7 +79,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::test_support::*;
-    use crate::config::{Probe, StatusCodes};
+    use crate::config::{InitialState, Probe, StatusCodes};
 
     #[test]
     fn test_health_check_rules() {
@@ -147,6 +148,22 @@ mod tests {
             &hc("protocol = \"http\"\nsuccess_codes = \"300-200\""),
             "target_groups[0].health_check.success_codes",
             "empty",
+        );
+        expect_err(
+            &hc("initial_state = \"unhealthy\""),
+            "target_groups[0].health_check.initial_state",
+            "unknown variant `unhealthy`, expected `initial` or `healthy`",
+        );
+        expect_err(
+            &hc("initial_state = 1"),
+            "target_groups[0].health_check.initial_state",
+            "",
+        );
+        assert_eq!(
+            parse(&hc("initial_state = \"healthy\"")).target_groups[0]
+                .health_check
+                .initial_state,
+            InitialState::Healthy
         );
         expect_err(
             &hc("protocol = \"https\""),

@@ -202,8 +202,8 @@ mod tests {
     use super::groups::fnv1a64;
     use crate::config::test_support::*;
     use crate::config::{
-        Device, Hugepages, Listen, LogFormat, OnAllUnhealthy, OnUnhealthy, PortRole, Probe,
-        Stickiness,
+        Device, Hugepages, InitialState, Listen, LogFormat, OnAllUnhealthy, OnUnhealthy, PortRole,
+        Probe, Stickiness,
     };
 
     #[test]
@@ -259,6 +259,7 @@ mod tests {
             (h.healthy_threshold, h.unhealthy_threshold, h.jitter_percent),
             (5, 2, 10)
         );
+        assert_eq!(h.initial_state, InitialState::Initial);
         let t = &g.targets[0];
         assert_eq!(t.address, IpAddr::from([10, 0, 0, 10]));
         assert_eq!((t.weight, t.port), (1, 0));
