@@ -21,12 +21,10 @@ cd "$ROOT"
 # shellcheck source=lib/cluster.sh
 source scripts/lib/cluster.sh
 
-PASS=0 FAIL=0
+# shellcheck source=lib/checks.sh
+source scripts/lib/checks.sh
 REPORT=${CLUSTER_REPORT:-/dev/null}
 : > "$REPORT"
-ok()  { PASS=$((PASS + 1)); echo "PASS  $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL  $1${2:+: $2}"; }
-check() { local d=$1; shift; if "$@" >/dev/null 2>&1; then ok "$d"; else bad "$d"; fi; }
 figure() { echo "$*" | tee -a "$REPORT"; }
 abort() {
     bad "$1" "${2:-}"
@@ -39,9 +37,8 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     cl_cleanup
-    echo "$PASS passed, $FAIL failed"
-    [ "$FAIL" = 0 ] && [ "$rc" = 0 ] && exit 0
-    exit 1
+    checks_summary
+    checks_exit "$rc"
 }
 CL_T0=$(date +%s.%N)
 trap cleanup EXIT

@@ -21,11 +21,8 @@ cd "$ROOT"
 source scripts/lib/topology.sh
 export GWLB_DEMO_WORK=${GWLB_DEMO_WORK:-/run/gwlb-demo}
 
-PASS=0 FAIL=0
-ok()  { PASS=$((PASS + 1)); echo "PASS  $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL  $1${2:+: $2}"; }
-check() { local d=$1; shift; if "$@" >/dev/null 2>&1; then ok "$d"; else bad "$d"; fi; }
-summary() { echo "$PASS passed, $FAIL failed"; }
+# shellcheck source=lib/checks.sh
+source scripts/lib/checks.sh
 abort() { # a setup step failed: nothing further can be checked
     bad "$1" "${2:-}"
     for f in gwlb.err aws.err uml1.log uml2.log; do
@@ -37,9 +34,8 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     topo_cleanup
-    summary
-    [ "$FAIL" = 0 ] && [ "$rc" = 0 ] && exit 0
-    exit 1
+    checks_summary
+    checks_exit "$rc"
 }
 TOPO_T0=$(date +%s.%N)
 trap cleanup EXIT
