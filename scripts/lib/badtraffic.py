@@ -13,7 +13,8 @@ KIND (the drop reason gwlb should count, see gwlb/src/parse.rs DropReason::as_st
   geneve-ethernet Geneve with protocol type 0x6558 (an Ethernet payload): geneve_bad_protocol.
   ipv4-bad-ihl    an IPv4 header with IHL 3 (12 bytes): bad_ipv4_ihl.
   udp-len LEN     (--ip-len LEN) a plain UDP/IPv4 packet of LEN bytes (IP total length)
-                  SRC:--inner-sport -> DST:--inner-dport, DF set; used for the oversize test.
+                  SRC:--inner-sport -> DST:--inner-dport, DF set unless --no-df; used for
+                  the oversize test (with DF gwlb answers an oversize one with ICMP).
 
 The source MAC is the interface's. Prints one line: "sent N KIND frames of L bytes".
 """
@@ -47,7 +48,7 @@ def build(a):
     if a.kind == "udp-len":
         if a.ip_len < 28 + 1:
             raise SystemExit("--ip-len must be at least 29")
-        return (IP(src=a.src, dst=a.dst, ttl=64, flags="DF") /
+        return (IP(src=a.src, dst=a.dst, ttl=64, flags=0 if a.no_df else "DF") /
                 UDP(sport=a.inner_sport, dport=a.inner_dport) / Raw(b"x" * (a.ip_len - 28)))
     raise SystemExit(f"unknown kind {a.kind}")
 
@@ -60,6 +61,7 @@ def main():
     ap.add_argument("--src", required=True)
     ap.add_argument("--dst", required=True)
     ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--no-df", action="store_true")
     ap.add_argument("--vni", type=int, default=1)
     ap.add_argument("--inner-src", default="10.10.1.2")
     ap.add_argument("--inner-dst", default="10.10.2.2")
