@@ -14,7 +14,7 @@ use crate::flow_table::{
 };
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, proto, DropReason, ParsedPacket, TcpFlags, L3};
-use crate::snapshot::{ApplianceState, GroupView, NoNextHop, Snapshot};
+use crate::snapshot::{ApplianceState, NoNextHop, Snapshot};
 use crate::steering::{self, ExistingFlow};
 use crate::tcp_reset;
 use crate::too_big;
@@ -320,7 +320,13 @@ impl Pipeline {
                     // The entry stays (and blackholes the flow) until it idles out, so the
                     // flow's remaining packets are never re-steered mid-connection.
                     ExistingFlow::End => {
-                        return self.end_flow(g, buf, p, in_port, DropReason::ApplianceGone)
+                        return self.drop_or_reset(
+                            g.tcp_rst,
+                            buf,
+                            p,
+                            in_port,
+                            DropReason::ApplianceGone,
+                        )
                     }
                     ExistingFlow::Move => match g.pick(lb_hash) {
                         Some(s) => {
@@ -335,8 +341,8 @@ impl Pipeline {
                             match steering::when_no_appliance_left(e.generation == a.generation) {
                                 ExistingFlow::Keep => (e.appliance, a),
                                 _ => {
-                                    return self.end_flow(
-                                        g,
+                                    return self.drop_or_reset(
+                                        g.tcp_rst,
                                         buf,
                                         p,
                                         in_port,
@@ -349,7 +355,8 @@ impl Pipeline {
                 }
             }
             None if g.refuse_non_syn && !opens_connection(p) => {
-                return self.refuse_non_syn(g, buf, p, in_port);
+                let reset = g.non_syn == UnknownNonSyn::Reset;
+                return self.drop_or_reset(reset, buf, p, in_port, DropReason::TcpNonSynNoFlow);
             }
             None => match g.pick(lb_hash) {
                 Some(s) => {
@@ -372,7 +379,15 @@ impl Pipeline {
                     (s, a)
                 }
                 None if g.fail_open => return self.forward(snap, buf, p),
-                None => return self.end_flow(g, buf, p, in_port, DropReason::NoHealthyAppliance),
+                None => {
+                    return self.drop_or_reset(
+                        g.tcp_rst,
+                        buf,
+                        p,
+                        in_port,
+                        DropReason::NoHealthyAppliance,
+                    )
+                }
             },
         };
         let Some(t) = a.template.as_ref() else {
@@ -473,36 +488,19 @@ impl Pipeline {
         Verdict::Tx(hop.port)
     }
 
-    /// Drops a packet whose flow the gateway cannot serve, answering it with a TCP RST back
-    /// out `in_port` when the group asks for it (the drop is counted either way).
-    fn end_flow<B: PacketBuf>(
+    /// Drops a packet the gateway will not carry (a flow it ends, or a TCP packet of an
+    /// unknown flow it does not admit), answering it with a TCP RST back out `in_port` when
+    /// `reset` (the group's `tcp_rst_on_drop` or `tcp_unknown_non_syn = "reset"`). The drop
+    /// is counted under `why` either way.
+    fn drop_or_reset<B: PacketBuf>(
         &mut self,
-        g: &GroupView,
+        reset: bool,
         buf: &mut B,
         p: &ParsedPacket,
         in_port: u16,
         why: DropReason,
     ) -> Verdict {
-        if g.tcp_rst && tcp_reset::reflect_rst(buf, p) {
-            self.counters.drops[why.index()] += 1;
-            self.counters.tcp_resets += 1;
-            return Verdict::Tx(in_port);
-        }
-        Verdict::Drop(why)
-    }
-
-    /// A TCP packet of an unknown flow that does not open a connection, in a group that
-    /// does not admit those: dropped, or answered with a RST (`tcp_unknown_non_syn`).
-    #[cold]
-    fn refuse_non_syn<B: PacketBuf>(
-        &mut self,
-        g: &GroupView,
-        buf: &mut B,
-        p: &ParsedPacket,
-        in_port: u16,
-    ) -> Verdict {
-        let why = DropReason::TcpNonSynNoFlow;
-        if g.non_syn == UnknownNonSyn::Reset && tcp_reset::reflect_rst(buf, p) {
+        if reset && tcp_reset::reflect_rst(buf, p) {
             self.counters.drops[why.index()] += 1;
             self.counters.tcp_resets += 1;
             return Verdict::Tx(in_port);
