@@ -30,6 +30,28 @@ pub enum Verdict {
     ToHost,
     /// Drop; counted under the reason.
     Drop(DropReason),
+    /// Another worker's flow: hand the packet, unchanged, to worker `0` (its index). Only
+    /// [`Pipeline::process_burst_shared`] decides this; the owner processes and counts it.
+    Handoff(u16),
+}
+
+/// The workers that share a node's flows, as one of them sees it: each flow belongs to the
+/// worker [`Share::owner`] names, and only that worker keeps its flow-table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// This worker's index.
+    pub me: u16,
+    /// How many workers there are (at least 1).
+    pub workers: u16,
+}
+
+impl Share {
+    /// The worker that owns flows of flow-table hash `hash` (the low 32 bits of the flow
+    /// hash, as [`owner_hash`] returns it).
+    #[inline(always)]
+    pub fn owner(self, hash: u32) -> u16 {
+        (hash % u32::from(self.workers.max(1))) as u16
+    }
 }
 
 /// Per-worker counters. Plain integers: the worker publishes them once per burst.
@@ -154,7 +176,7 @@ impl Pipeline {
         match v {
             Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
             Verdict::ToHost => self.counters.to_host += 1,
-            Verdict::Tx(_) => {}
+            Verdict::Tx(_) | Verdict::Handoff(_) => {}
         }
         v
     }
@@ -178,6 +200,40 @@ impl Pipeline {
         now: u32,
         verdicts: &mut [Verdict],
     ) {
+        self.burst_chunks(snap, bufs, in_port, now, None, verdicts);
+    }
+
+    /// [`Pipeline::process_burst`] on a worker that shares the node's flows with others
+    /// (`share`): a packet of a flow another worker owns is left unchanged, uncounted and
+    /// untouched by this worker's flow table, with the verdict [`Verdict::Handoff`] naming
+    /// its owner, decided by the same first pass that parses it for processing (one parse
+    /// per packet). Packets for the host go to worker 0, which owns the exception path;
+    /// packets dropped before any flow is known (unparseable, no route, a refused return)
+    /// are dropped and counted here. The rest is processed as by `process_burst`, and the
+    /// owners then see exactly the packets [`owner_hash`] would give them.
+    pub fn process_burst_shared<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        bufs: &mut [B],
+        in_port: u16,
+        now: u32,
+        share: Share,
+        verdicts: &mut [Verdict],
+    ) {
+        self.burst_chunks(snap, bufs, in_port, now, Some(share), verdicts);
+    }
+
+    /// Runs [`Pipeline::burst_chunk`] over [`BURST_MAX`] chunks of `bufs`.
+    #[inline]
+    fn burst_chunks<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        bufs: &mut [B],
+        in_port: u16,
+        now: u32,
+        share: Option<Share>,
+        verdicts: &mut [Verdict],
+    ) {
         assert!(verdicts.len() >= bufs.len(), "one verdict per buffer");
         let Some(mut sc) = self.burst.take() else {
             // Unreachable (the scratch is always put back); stay correct anyway.
@@ -190,12 +246,14 @@ impl Pipeline {
             .chunks_mut(BURST_MAX)
             .zip(verdicts.chunks_mut(BURST_MAX))
         {
-            self.burst_chunk(&mut sc, snap, bufs, in_port, now, verdicts);
+            self.burst_chunk(&mut sc, snap, bufs, in_port, now, share, verdicts);
         }
         self.burst = Some(sc);
     }
 
-    /// One chunk of at most [`BURST_MAX`] packets of [`Pipeline::process_burst`].
+    /// One chunk of at most [`BURST_MAX`] packets of [`Pipeline::process_burst`] (and of
+    /// [`Pipeline::process_burst_shared`] when `share` is set).
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     fn burst_chunk<B: PacketBuf>(
         &mut self,
@@ -204,30 +262,48 @@ impl Pipeline {
         bufs: &mut [B],
         in_port: u16,
         now: u32,
+        share: Option<Share>,
         verdicts: &mut [Verdict],
     ) {
         let n = bufs.len();
         for b in bufs.iter() {
             prefetch_data(b.data());
         }
+        // Whose flow of hash `h` is: `None` for this worker's own.
+        let elsewhere = |h: u64| {
+            share.and_then(|s| {
+                let w = s.owner(h as u32);
+                (w != s.me).then_some(w)
+            })
+        };
         for (i, b) in bufs.iter().enumerate() {
             let p = &mut sc.parsed[i];
             sc.plan[i] = match parse::parse_frame_into(b.data(), p) {
                 Err(r) => Plan::Done(Verdict::Drop(r)),
                 Ok(()) => match dispatch(snap, p, in_port) {
-                    Dispatch::Host => Plan::Done(Verdict::ToHost),
+                    Dispatch::Host => match share {
+                        Some(s) if s.me != 0 => Plan::Done(Verdict::Handoff(0)),
+                        _ => Plan::Done(Verdict::ToHost),
+                    },
                     Dispatch::NoRoute => Plan::Done(Verdict::Drop(DropReason::NoRoute)),
                     Dispatch::Encapsulate(group) => {
                         let (key, hash) = flow_of(snap, group, p);
-                        self.flows.prefetch(hash as u32);
-                        Plan::Encap { group, key, hash }
+                        if let Some(w) = elsewhere(hash) {
+                            Plan::Done(Verdict::Handoff(w))
+                        } else {
+                            self.flows.prefetch(hash as u32);
+                            Plan::Encap { group, key, hash }
+                        }
                     }
                     Dispatch::Return => {
                         match return_flow(snap, b.data(), p, in_port, &mut sc.inner[i]) {
-                            Ok(r) => {
-                                self.flows.prefetch(r.hash as u32);
-                                Plan::Return(r)
-                            }
+                            Ok(r) => match elsewhere(r.hash) {
+                                Some(w) => Plan::Done(Verdict::Handoff(w)),
+                                None => {
+                                    self.flows.prefetch(r.hash as u32);
+                                    Plan::Return(r)
+                                }
+                            },
                             Err(r) => Plan::Done(Verdict::Drop(r)),
                         }
                     }
@@ -240,18 +316,23 @@ impl Pipeline {
             }
         }
         for (i, (b, v)) in bufs.iter_mut().zip(verdicts.iter_mut()).enumerate() {
-            self.counters.processed += 1;
             *v = match sc.plan[i] {
-                Plan::Done(v) => v,
+                // Another worker's: it counts the packet when it processes it.
+                Plan::Done(h @ Verdict::Handoff(_)) => {
+                    *v = h;
+                    continue;
+                }
+                Plan::Done(d) => d,
                 Plan::Encap { group, key, hash } => {
                     self.encapsulate_keyed(snap, b, &sc.parsed[i], group, in_port, key, hash, now)
                 }
                 Plan::Return(ref r) => self.decapsulate_flow(snap, b, r, &sc.inner[i], now),
             };
+            self.counters.processed += 1;
             match *v {
                 Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
                 Verdict::ToHost => self.counters.to_host += 1,
-                Verdict::Tx(_) => {}
+                Verdict::Tx(_) | Verdict::Handoff(_) => {}
             }
         }
     }
@@ -761,7 +842,10 @@ fn flow_of(snap: &Snapshot, group: u16, p: &ParsedPacket) -> (FlowKey, u64) {
 
 /// The flow-table hash of the flow a frame belongs to (for a Geneve return: the inner
 /// packet's flow), or `None` for frames that are not flow traffic or cannot be parsed.
-/// Workers use it to find a flow's owning worker (`hash % workers`) before processing.
+/// [`Share::owner`] of it is the flow's worker. Workers do not call it (the first pass of
+/// [`Pipeline::process_burst_shared`] finds the owner from its own parse); the benchmark
+/// harness uses it to place packets on their owners, and the fuzz target to check that
+/// both agree.
 pub fn owner_hash(snap: &Snapshot, frame: &[u8], in_port: u16) -> Option<u32> {
     let p = parse::parse_frame(frame).ok()?;
     match dispatch(snap, &p, in_port) {

@@ -6,7 +6,7 @@ use etherparse::{IpNumber, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, PacketBui
 use gwlb::config::Config;
 use gwlb::packet_buf::{PacketBuf, VecBuf};
 use gwlb::parse::DropReason;
-use gwlb::pipeline::{Pipeline, Verdict};
+use gwlb::pipeline::{owner_hash, Pipeline, Share, Verdict};
 use gwlb::snapshot::{LiveState, Snapshot};
 use gwlb_tests::checksum::set_ipv4_checksum;
 use gwlb_tests::frames::{frame, Ips, L4};
@@ -645,6 +645,7 @@ proptest! {
         bursts in prop::collection::vec((1usize..=32, prop::collection::vec(op(), 1..=32)), 1..12),
         no_rebalance in any::<bool>(),
         fail_open in any::<bool>(),
+        share in (2u16..=3).prop_flat_map(|w| (0..w).prop_map(move |me| Share { me, workers: w })),
     ) {
         let mut text = CONFIG.to_owned();
         if no_rebalance || fail_open {
@@ -660,6 +661,10 @@ proptest! {
         // The smallest table (16 slots): it fills, so the full-table paths are exercised.
         let mut single = Pipeline::new(1, Default::default()).expect("pipeline");
         let mut burst = Pipeline::new(1, Default::default()).expect("pipeline");
+        // One worker of several (`share`): `shared` decides the same bursts with
+        // `process_burst_shared`; `kept` processes, packet by packet, what it kept.
+        let mut shared = Pipeline::new(1, Default::default()).expect("pipeline");
+        let mut kept = Pipeline::new(1, Default::default()).expect("pipeline");
         let mut encapsulated: Vec<(Vec<u8>, Vec<u8>)> = Vec::new(); // (encap, inner IP)
         let mut now = 1u32;
         for (size, ops) in bursts {
@@ -700,12 +705,36 @@ proptest! {
                 let mut bufs: Vec<VecBuf> = frames.iter().map(|(f, _)| VecBuf::new(f)).collect();
                 let mut verdicts = vec![Verdict::ToHost; bufs.len()];
                 burst.process_burst(&snap, &mut bufs, 0, now, &mut verdicts);
+                let mut sbufs: Vec<VecBuf> = frames.iter().map(|(f, _)| VecBuf::new(f)).collect();
+                let mut sverdicts = vec![Verdict::ToHost; bufs.len()];
+                shared.process_burst_shared(&snap, &mut sbufs, 0, now, share, &mut sverdicts);
                 for (k, (f, returned_inner)) in frames.iter().enumerate() {
                     let (enc_before, dec_before) =
                         (single.counters.encapsulated, single.counters.decapsulated);
                     let mut b = VecBuf::new(f);
                     let v = single.process(&snap, &mut b, 0, now);
                     prop_assert_eq!(v, verdicts[k], "verdict of frame {} of the burst", k);
+                    // The shared path hands off exactly what another worker owns, untouched,
+                    // and decides the rest as one worker would.
+                    let owner = owner_hash(&snap, f, 0).map(|h| share.owner(h));
+                    match sverdicts[k] {
+                        Verdict::Handoff(o) => {
+                            prop_assert_ne!(o, share.me, "handed to itself, frame {}", k);
+                            let want = if v == Verdict::ToHost { Some(0) } else { owner };
+                            prop_assert_eq!(Some(o), want, "owner of frame {}", k);
+                            prop_assert_eq!(sbufs[k].data(), &f[..], "handed off unchanged");
+                        }
+                        sv => {
+                            let mut kb = VecBuf::new(f);
+                            prop_assert_eq!(kept.process(&snap, &mut kb, 0, now), sv, "kept frame {}", k);
+                            prop_assert_eq!(kb.data(), sbufs[k].data(), "bytes of kept frame {}", k);
+                            match sv {
+                                Verdict::ToHost => prop_assert_eq!(share.me, 0, "host frame {}", k),
+                                Verdict::Tx(_) => prop_assert_eq!(owner, Some(share.me), "owned frame {}", k),
+                                _ => {}
+                            }
+                        }
+                    }
                     prop_assert_eq!(b.data(), bufs[k].data(), "bytes of frame {}", k);
                     if single.counters.encapsulated > enc_before {
                         // Encapsulated: the input's IP packet, exactly, after 68 outer bytes.
@@ -721,6 +750,9 @@ proptest! {
                 prop_assert_eq!(&single.counters, &burst.counters);
                 prop_assert_eq!(single.flows().len(), burst.flows().len());
                 prop_assert_eq!(single.flows().stats(), burst.flows().stats());
+                prop_assert_eq!(&kept.counters, &shared.counters);
+                prop_assert_eq!(kept.flows().len(), shared.flows().len());
+                prop_assert_eq!(kept.flows().stats(), shared.flows().stats());
             }
         }
     }

@@ -21,7 +21,7 @@ use dpdk_bindings::{lcore, Mbuf, MbufBurst, Ring};
 
 use crate::control::Now;
 use crate::flow_dump::{self, FlowDumpRequest};
-use crate::pipeline::{self, Pipeline, Verdict};
+use crate::pipeline::{Pipeline, Share, Verdict};
 use crate::snapshot::Snapshot;
 use crate::stats::{LoopIo, WorkerStats};
 
@@ -356,10 +356,11 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
 /// Processes one received burst. `in_port` is `None` for handoff packets (their port is in
 /// the mbuf); those are already on their owner and are never handed off again.
 ///
-/// Packets from the kernel leave first, staged for their port; packets owned by another
-/// worker are gathered per owner and enqueued on its ring once per burst; the rest go through
-/// [`Pipeline::process_burst`] together (flow-table prefetch across the burst), then are
-/// staged in arrival order.
+/// A burst from the kernel leaves as the kernel built it, out the paired port. Otherwise
+/// the pipeline decides every packet in one pass ([`Pipeline::process_burst_shared`] with
+/// more than one worker: the same parse finds each packet's owner), then packets are staged
+/// in arrival order and those owned by another worker are gathered per owner and enqueued on
+/// its ring once per burst.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn process_burst(
@@ -372,79 +373,76 @@ fn process_burst(
     now: u32,
     flush_at: u64,
 ) {
-    let mut mine: MbufBurst<BURST> = MbufBurst::new();
+    let n = burst.len();
     let mut ports = [0u16; BURST];
-    if r.workers > 1 && in_port.is_some() {
-        // The ownership step below reads each packet before the pipeline's own prefetching
-        // pass: start the loads of the whole burst first (mbuf headers, then the packet
-        // headers they point to), so that its cache misses overlap instead of queueing one
-        // per packet (perf harness, preloaded cold packets, 2 workers steered: 0.44x of one
-        // worker without this prefetch, 0.77-0.87x with it).
-        for m in burst.as_slice() {
-            crate::flow_table::prefetch_line(m.as_ptr());
-        }
-        for m in burst.as_slice() {
-            pipeline::prefetch_data(m.data());
-        }
-    }
-    // Pop from the back after reversing = original order, so packets leave in arrival order.
-    burst.as_mut_slice().reverse();
-    while let Some(mut m) = burst.pop() {
-        let port = match in_port {
-            Some(p) => p,
-            None => r
-                .port_index_by_id
-                .get(usize::from(m.port().0))
-                .copied()
-                .unwrap_or(u16::MAX),
-        };
-        // From the kernel: out the paired port as the kernel built it.
-        if let Some(phys) = r.host.phys_of.get(usize::from(port)).copied().flatten() {
-            out.stage(phys, m, flush_at);
-            continue;
-        }
-        if r.workers > 1 && in_port.is_some() {
-            // Unparseable and non-flow frames go to worker 0 (dropped or sent to the host there).
-            let owner =
-                pipeline::owner_hash(snap, m.data(), port).map_or(0, |h| h as usize % r.workers);
-            if owner != r.me {
-                m.set_port(dpdk_bindings::port::PortId(
-                    r.port_id_by_index[usize::from(port)],
-                ));
-                // Cannot fail: at most BURST mbufs came in.
-                let _ = out.handoff[owner].push(m);
-                continue;
+    let mut verdicts = [Verdict::ToHost; BURST];
+    match in_port {
+        Some(port) => {
+            // From the kernel: out the paired port as the kernel built it.
+            if let Some(phys) = r.host.phys_of.get(usize::from(port)).copied().flatten() {
+                burst.as_mut_slice().reverse();
+                while let Some(m) = burst.pop() {
+                    out.stage(phys, m, flush_at);
+                }
+                return;
+            }
+            ports[..n].fill(port);
+            if r.workers > 1 {
+                // The pipeline's first pass reads each mbuf header for the data address:
+                // start those loads for the whole burst first, so that their cache misses
+                // overlap (perf harness, preloaded cold packets, 2 workers steered: 0.44x of
+                // one worker without this prefetch, 0.77-0.87x with it).
+                for m in burst.as_slice() {
+                    crate::flow_table::prefetch_line(m.as_ptr());
+                }
+                let share = Share {
+                    me: r.me as u16,
+                    workers: r.workers as u16,
+                };
+                pipeline.process_burst_shared(
+                    snap,
+                    burst.as_mut_slice(),
+                    port,
+                    now,
+                    share,
+                    &mut verdicts[..n],
+                );
+            } else {
+                pipeline.process_burst(snap, burst.as_mut_slice(), port, now, &mut verdicts[..n]);
             }
         }
-        ports[mine.len()] = port;
-        // Cannot fail: at most BURST mbufs came in.
-        let _ = mine.push(m);
+        None => {
+            for (p, m) in ports.iter_mut().zip(burst.as_slice()) {
+                *p = r
+                    .port_index_by_id
+                    .get(usize::from(m.port().0))
+                    .copied()
+                    .unwrap_or(u16::MAX);
+            }
+            // Runs of packets from the same port, each decided as one burst.
+            let mut i = 0;
+            while i < n {
+                let port = ports[i];
+                let end = ports[i..n]
+                    .iter()
+                    .position(|&p| p != port)
+                    .map_or(n, |k| i + k);
+                pipeline.process_burst(
+                    snap,
+                    &mut burst.as_mut_slice()[i..end],
+                    port,
+                    now,
+                    &mut verdicts[i..end],
+                );
+                i = end;
+            }
+        }
     }
-    if r.workers > 1 && in_port.is_some() {
-        out.flush_handoffs(&r.handoff_out);
-    }
-    let n = mine.len();
-    let mut verdicts = [Verdict::ToHost; BURST];
-    // Runs of packets from the same port (a whole RX burst is one run).
-    let mut i = 0;
-    while i < n {
-        let port = ports[i];
-        let end = ports[i..n]
-            .iter()
-            .position(|&p| p != port)
-            .map_or(n, |k| i + k);
-        pipeline.process_burst(
-            snap,
-            &mut mine.as_mut_slice()[i..end],
-            port,
-            now,
-            &mut verdicts[i..end],
-        );
-        i = end;
-    }
-    mine.as_mut_slice().reverse();
+    // Pop from the back after reversing = arrival order, so packets leave in that order.
+    burst.as_mut_slice().reverse();
+    let mut handed_off = false;
     for (&v, &port) in verdicts[..n].iter().zip(&ports[..n]) {
-        let Some(m) = mine.pop() else { break };
+        let Some(mut m) = burst.pop() else { break };
         match v {
             Verdict::Tx(p) => out.stage(p, m, flush_at),
             Verdict::ToHost => match r.host.tap_of.get(usize::from(port)).copied().flatten() {
@@ -453,6 +451,17 @@ fn process_burst(
                 None => drop(m),
             },
             Verdict::Drop(_) => drop(m),
+            Verdict::Handoff(owner) => {
+                m.set_port(dpdk_bindings::port::PortId(
+                    r.port_id_by_index[usize::from(port)],
+                ));
+                // Cannot fail: at most BURST mbufs came in.
+                let _ = out.handoff[usize::from(owner)].push(m);
+                handed_off = true;
+            }
         }
+    }
+    if handed_off {
+        out.flush_handoffs(&r.handoff_out);
     }
 }

@@ -448,7 +448,7 @@ impl Bench {
             (0..order.len() as u64)
                 .map(|i| {
                     let f = Frame::of(&self.gen.flow(i));
-                    pipeline::owner_hash(&snap, &f.0, 0).map_or(0, |h| (h as usize % nq) as u16)
+                    pipeline::owner_hash(&snap, &f.0, 0).map_or(0, |h| owner_of(h, nq))
                 })
                 .collect()
         } else {
@@ -608,7 +608,9 @@ impl Bench {
             let f = Frame::of(&self.gen.flow(i));
             let owner = match nq {
                 1 => 0,
-                _ => pipeline::owner_hash(&snap, &f.0, 0).map_or(0, |h| h as usize % nq),
+                _ => {
+                    pipeline::owner_hash(&snap, &f.0, 0).map_or(0, |h| usize::from(owner_of(h, nq)))
+                }
             };
             let mut b = VecBuf::new(&f.0);
             let v = pending[owner].1.pipeline.process(&snap, &mut b, 0, 1);
@@ -1819,4 +1821,13 @@ fn main() {
             }
         );
     }
+}
+
+/// The worker of `nq` that owns flows of hash `h` (the workers' own rule, `Share::owner`).
+fn owner_of(h: u32, nq: usize) -> u16 {
+    pipeline::Share {
+        me: 0,
+        workers: nq as u16,
+    }
+    .owner(h)
 }

@@ -25,7 +25,7 @@ use std::process::Command;
 use clap::Parser;
 use gwlb::flow_table::Timeouts;
 use gwlb::packet_buf::PacketBuf;
-use gwlb::pipeline::{Pipeline, Verdict};
+use gwlb::pipeline::{owner_hash, Pipeline, Share, Verdict};
 use gwlb::snapshot::Snapshot;
 use gwlb_perf::{
     bench_snapshot, imix_len, print_table, verify_decap, verify_encap, BenchBuf, ImixFrames,
@@ -38,7 +38,10 @@ struct Args {
     /// One scenario (child run); without it, run every scenario under callgrind.
     #[arg(long)]
     scenario: Option<String>,
-    /// `packet` (Pipeline::process per packet) or `burst` (Pipeline::process_burst).
+    /// `packet` (Pipeline::process per packet), `burst` (Pipeline::process_burst), `shared`
+    /// (Pipeline::process_burst_shared as one of several workers that owns every packet: what
+    /// a steered worker pays) or `owner+burst` (owner_hash of each packet, then
+    /// process_burst: what a steered worker paid before the owner came from the first pass).
     #[arg(long, default_value = "burst")]
     mode: String,
     /// Packets measured.
@@ -119,7 +122,7 @@ fn measured_total(
     snap: &Snapshot,
     bufs: &mut [BenchBuf],
     inputs: &Inputs,
-    burst: bool,
+    mode: Mode,
 ) -> u64 {
     let mut tx = 0u64;
     let mut verdicts = [Verdict::ToHost; BURST];
@@ -129,13 +132,7 @@ fn measured_total(
             b.load(inputs.get(start + j));
         }
         black_box(&mut bufs[..n]);
-        if burst {
-            process_burst(pipe, snap, &mut bufs[..n], &mut verdicts[..n]);
-        } else {
-            for (b, v) in bufs[..n].iter_mut().zip(verdicts.iter_mut()) {
-                *v = pipe.process(snap, b, 0, NOW);
-            }
-        }
+        run_mode(pipe, snap, &mut bufs[..n], &mut verdicts[..n], mode);
         tx += verdicts[..n]
             .iter()
             .filter(|v| matches!(v, Verdict::Tx(_)))
@@ -144,9 +141,56 @@ fn measured_total(
     tx
 }
 
+/// How the measured loop hands packets to the pipeline (`--mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Packet,
+    Burst,
+    Shared,
+    OwnerThenBurst,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Mode {
+        match s {
+            "packet" => Mode::Packet,
+            "burst" => Mode::Burst,
+            "shared" => Mode::Shared,
+            "owner+burst" => Mode::OwnerThenBurst,
+            m => panic!("unknown mode {m}"),
+        }
+    }
+}
+
 #[inline(always)]
-fn process_burst(pipe: &mut Pipeline, snap: &Snapshot, bufs: &mut [BenchBuf], v: &mut [Verdict]) {
-    pipe.process_burst(snap, bufs, 0, NOW, v);
+fn run_mode(
+    pipe: &mut Pipeline,
+    snap: &Snapshot,
+    bufs: &mut [BenchBuf],
+    v: &mut [Verdict],
+    mode: Mode,
+) {
+    match mode {
+        Mode::Packet => {
+            for (b, v) in bufs.iter_mut().zip(v.iter_mut()) {
+                *v = pipe.process(snap, b, 0, NOW);
+            }
+        }
+        Mode::Burst => pipe.process_burst(snap, bufs, 0, NOW, v),
+        // One worker of one: it owns every packet, through the shared path.
+        Mode::Shared => {
+            let share = Share { me: 0, workers: 1 };
+            pipe.process_burst_shared(snap, bufs, 0, NOW, share, v)
+        }
+        Mode::OwnerThenBurst => {
+            let mut owners = 0u32;
+            for b in bufs.iter() {
+                owners ^= owner_hash(snap, b.data(), 0).unwrap_or(0);
+            }
+            black_box(owners);
+            pipe.process_burst(snap, bufs, 0, NOW, v)
+        }
+    }
 }
 
 /// One Maglev rebuild (warm scratch), for `maglev-N` scenarios.
@@ -187,11 +231,7 @@ fn child(a: &Args, scenario: &str) {
         maglev_child(n.parse().expect("maglev-N"));
         return;
     }
-    let burst = match a.mode.as_str() {
-        "packet" => false,
-        "burst" => true,
-        m => panic!("unknown mode {m}"),
-    };
+    let mode = Mode::parse(&a.mode);
     let (_cfg, snap) = bench_snapshot(16, a.table as u32);
     let imix = ImixFrames::new();
     let rets = Returns::new(&snap);
@@ -254,7 +294,7 @@ fn child(a: &Args, scenario: &str) {
 
     let before = pipe.counters.clone();
     let base = measured_baseline(&mut bufs, &inputs);
-    let tx = measured_total(&mut pipe, &snap, &mut bufs, &inputs, burst);
+    let tx = measured_total(&mut pipe, &snap, &mut bufs, &inputs, mode);
     assert_eq!(base, a.packets as u64);
     let c = pipe.counters.clone();
     assert_eq!(
@@ -276,13 +316,7 @@ fn child(a: &Args, scenario: &str) {
             b.load(inputs.get(i + j));
         }
         let mut v = [Verdict::ToHost; BURST];
-        if burst {
-            process_burst(&mut pipe, &snap, &mut bufs[..n], &mut v[..n]);
-        } else {
-            for (b, v) in bufs[..n].iter_mut().zip(v.iter_mut()) {
-                *v = pipe.process(&snap, b, 0, NOW);
-            }
-        }
+        run_mode(&mut pipe, &snap, &mut bufs[..n], &mut v[..n], mode);
         for j in 0..n {
             assert_eq!(v[j], Verdict::Tx(0), "packet {}", i + j);
             let out = bufs[j].data();
