@@ -171,14 +171,20 @@ impl Pipeline {
         in_port: u16,
         now: u32,
     ) -> Verdict {
-        self.counters.processed += 1;
         let v = self.classify(snap, buf, in_port, now);
+        self.count(v);
+        v
+    }
+
+    /// Counts a packet this worker processed, under its verdict.
+    #[inline(always)]
+    fn count(&mut self, v: Verdict) {
+        self.counters.processed += 1;
         match v {
             Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
             Verdict::ToHost => self.counters.to_host += 1,
             Verdict::Tx(_) | Verdict::Handoff(_) => {}
         }
-        v
     }
 
     /// Processes a burst of frames received on port `in_port`: `verdicts[i]` is the verdict
@@ -328,12 +334,7 @@ impl Pipeline {
                 }
                 Plan::Return(ref r) => self.decapsulate_flow(snap, b, r, &sc.inner[i], now),
             };
-            self.counters.processed += 1;
-            match *v {
-                Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
-                Verdict::ToHost => self.counters.to_host += 1,
-                Verdict::Tx(_) | Verdict::Handoff(_) => {}
-            }
+            self.count(*v);
         }
     }
 
