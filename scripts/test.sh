@@ -14,6 +14,11 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all crates, all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
+# The fuzz crates are workspaces of their own (cargo-fuzz builds them alone); lint them too,
+# so an API change that breaks a fuzz target fails here, not in the fuzz step.
+for fuzz in geneve/fuzz gwlb/fuzz; do
+  cargo clippy --manifest-path "$fuzz/Cargo.toml" --all-targets -- -D warnings
+done
 
 step "core crates without DPDK (no libdpdk needed)"
 cargo test -p geneve -p gwlb --no-default-features

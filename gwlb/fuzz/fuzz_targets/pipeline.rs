@@ -1569,6 +1569,7 @@ impl Harness {
                     "counted as {r}"
                 );
             }
+            Verdict::Handoff(w) => panic!("a lone pipeline handed a packet to worker {w}"),
         }
         assert!(d(|c| c.new_flows) + d(|c| c.table_full) <= 1);
 
