@@ -2,6 +2,7 @@
  * `-include` by pkg-config's cflags; the include guard makes that harmless). */
 #include <rte_config.h>
 #include <rte_eal.h>
+#include <rte_version.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
 #include <rte_launch.h>

@@ -97,3 +97,15 @@ pub(crate) fn ensure() -> Result<()> {
         Err(Error::EalNotInitialized)
     }
 }
+
+/// The DPDK release this process is linked with, as DPDK spells it ("DPDK 22.11.4"). It needs
+/// no EAL: `rte_version` only formats constants.
+pub fn version() -> String {
+    // SAFETY: rte_version returns a pointer to a static NUL-terminated string (never NULL) that
+    // lives as long as the library.
+    let p = unsafe { sys::rte_version() };
+    // SAFETY: see above; the string is only read.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}

@@ -4,6 +4,7 @@
 //! See `docs/architecture.md` for how the pieces fit.
 
 pub mod api;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use gwlb::build_info::BuildInfo;
 use gwlb::cli::commands::ClientCommand;
 use gwlb::config::{Config, LogFormat};
 use gwlb::dataplane::run::{install_signal_handlers, run, RunOptions};
@@ -13,7 +15,7 @@ use gwlb::dataplane::run::{install_signal_handlers, run, RunOptions};
 /// (AWS GWLB format) toward one appliance of a pool, chosen by a symmetric Maglev flow hash;
 /// what the appliance returns is decapsulated and forwarded unchanged.
 #[derive(Debug, Parser)]
-#[command(name = "gwlb", version, about, long_about = None)]
+#[command(name = "gwlb", version = version_line(), about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,6 +55,21 @@ enum Command {
     },
     #[command(flatten)]
     Client(ClientCommand),
+    /// Write the man pages and shell completions (bash, zsh, fish) generated from this CLI
+    /// into a directory (used by scripts/package.sh).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Directory to write `man/` and `completions/` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `gwlb --version`: version, commit and DPDK release, e.g. `0.1.0 (commit 0123456789ab, DPDK
+/// 22.11.4)`.
+fn version_line() -> &'static str {
+    static LINE: OnceLock<String> = OnceLock::new();
+    LINE.get_or_init(|| BuildInfo::current().line())
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -75,6 +92,20 @@ fn init_logging(format: LogFormat) -> Result<(), ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::GenerateAssets { out } => {
+            match gwlb::cli::assets::write_assets(Cli::command(), &out) {
+                Ok(files) => {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gwlb: writing assets into {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Client(command) => {
             if let Err(code) = init_logging(LogFormat::Human) {
                 return code;

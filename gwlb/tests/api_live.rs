@@ -278,6 +278,32 @@ fn api_changes_steer_new_flows_and_metrics_match_traffic() {
         metric(&text, "gwlb_HealthyHostCount", &[("target_group", "tg")]),
         Some(1.0)
     );
+    // The build, the same in the API, the metrics and `gwlb --version`.
+    let version = api.request("GET", "/v1/version", None).expect("version");
+    assert_eq!(version.status, 200);
+    let version: serde_json::Value = serde_json::from_slice(&version.body).unwrap();
+    let build = gwlb::build_info::BuildInfo::current();
+    assert_eq!(version["version"], build.version);
+    assert_eq!(version["commit"], build.commit);
+    let dpdk = build.dpdk.as_deref().expect("a DPDK build");
+    assert_eq!(version["dpdk"], dpdk);
+    assert_eq!(
+        metric(
+            &text,
+            "gwlb_build_info",
+            &[("commit", build.commit), ("dpdk", dpdk)]
+        ),
+        Some(1.0)
+    );
+    let line = Command::new(env!("CARGO_BIN_EXE_gwlb"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(line.stdout).unwrap().trim(),
+        format!("gwlb {}", build.line())
+    );
+
     let stats = api.stats().unwrap();
     let sent: usize = rig.apps.iter().map(|a| a.count()).sum();
     assert_eq!(stats.total.encapsulated as usize, sent);

@@ -295,6 +295,21 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
         "Generation of the forwarding state (increments with every health, neighbour or config change).",
     );
     e.sample("gwlb_snapshot_generation", NO_LABELS, stats.generation);
+    let build = crate::build_info::BuildInfo::current();
+    e.family(
+        "gwlb_build_info",
+        Gauge,
+        "Always 1; the labels name gwlb's version, the commit built and the DPDK release.",
+    );
+    e.sample(
+        "gwlb_build_info",
+        &[
+            ("version", build.version),
+            ("commit", build.commit),
+            ("dpdk", build.dpdk.as_deref().unwrap_or("none")),
+        ],
+        1u64,
+    );
     e.family(
         "gwlb_choice_digest_info",
         Gauge,

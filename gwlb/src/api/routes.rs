@@ -147,6 +147,11 @@ impl Routes {
                 );
                 Ok(Reply::json(200, &info))
             }
+            ["v1", "version"] => {
+                allow(method, &["GET"])?;
+                no_query(req)?;
+                Ok(Reply::json(200, &crate::build_info::BuildInfo::current()))
+            }
             ["v1", "stats"] => {
                 allow(method, &["GET"])?;
                 no_query(req)?;

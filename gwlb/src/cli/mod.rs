@@ -4,7 +4,9 @@
 //! - [`commands`]: the subcommands (`targets`, `register`, `flows`, `stats`, `drain`, ...).
 //! - [`client`]: the HTTP client of the API (also used by tests).
 //! - [`tables`]: the human-readable tables.
+//! - [`assets`]: man pages and shell completions generated from the CLI definition.
 
+pub mod assets;
 pub mod client;
 pub mod commands;
 pub mod tables;
