@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(libdpdk-dev dpdk dpdk-dev clang libclang-dev pkg-config iproute2 iptables
       user-mode-linux iperf3 tcpdump tshark curl socat python3 python3-scapy ethtool procps kmod iputils-ping
-      bird2 frr jq iputils-tracepath)
+      bird2 frr jq iputils-tracepath dpkg-dev prometheus)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,3 +17,8 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "install-deps: cargo not found (install Rust with rustup)" >&2; exit 1; }
+# The Debian package is built with cargo-deb (scripts/package.sh).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "install-deps: installing cargo-deb"
+  cargo install cargo-deb --locked --version 3.8.0 --quiet
+fi

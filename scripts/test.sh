@@ -20,6 +20,9 @@ for fuzz in geneve/fuzz gwlb/fuzz; do
   cargo clippy --manifest-path "$fuzz/Cargo.toml" --all-targets -- -D warnings
 done
 
+step "monitoring: alerting rules and dashboard queries (promtool)"
+scripts/check-monitoring.sh
+
 step "core crates without DPDK (no libdpdk needed)"
 cargo test -p geneve -p gwlb --no-default-features
 

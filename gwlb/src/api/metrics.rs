@@ -490,6 +490,88 @@ mod tests {
 
 #[cfg(test)]
 mod doc_tests {
+    use std::collections::BTreeSet;
+
+    /// The metric names (`gwlb_...` identifiers) in `text`, outside `#` comment lines.
+    fn gwlb_names(text: &str) -> BTreeSet<String> {
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let mut names = BTreeSet::new();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            for (at, _) in line.match_indices("gwlb_") {
+                if line[..at].chars().next_back().is_some_and(ident) {
+                    continue;
+                }
+                let name: String = line[at..].chars().take_while(|c| ident(*c)).collect();
+                names.insert(name);
+            }
+        }
+        names
+    }
+
+    fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// The alerting rules and the Grafana dashboard shipped in gwlb/monitoring name only
+    /// metric families gwlb exports (every family, BGP's included, is rendered here).
+    #[test]
+    fn shipped_monitoring_names_exported_metrics() {
+        let stats = crate::control::StatsReport {
+            routing: Some(Default::default()),
+            ..Default::default()
+        };
+        let text = super::render(&stats, &[]);
+        let exported: BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            exported.contains("gwlb_bgp_session_established"),
+            "{exported:?}"
+        );
+
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../monitoring/grafana-dashboard.json"))
+                .expect("the dashboard is JSON");
+        let mut queries = Vec::new();
+        exprs(&dashboard, &mut queries);
+        assert!(queries.len() >= 10, "{} dashboard queries", queries.len());
+        for q in &queries {
+            let names = gwlb_names(q);
+            assert!(
+                !names.is_empty(),
+                "dashboard query without a gwlb metric: {q}"
+            );
+            for n in names {
+                assert!(
+                    exported.contains(&n),
+                    "the dashboard queries {n}, which gwlb does not export: {q}"
+                );
+            }
+        }
+        let alerts = gwlb_names(include_str!("../../monitoring/gwlb-alerts.yml"));
+        assert!(alerts.len() >= 5, "{alerts:?}");
+        for n in alerts {
+            assert!(
+                exported.contains(&n),
+                "gwlb-alerts.yml uses {n}, which gwlb does not export"
+            );
+        }
+    }
+
     /// Every worker counter's metric family is documented in docs/api.md (the table of
     /// counters is the one definition; the docs must keep up with it).
     #[test]
