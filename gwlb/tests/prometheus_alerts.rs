@@ -21,6 +21,9 @@ use netns::Rig;
 const METRICS: &str = "127.0.0.1:19091";
 const PROMETHEUS: &str = "127.0.0.1:19090";
 
+/// Firing alerts: (alert name, the `address` label, or else `target_group`), sorted.
+type Firing = Vec<(String, String)>;
+
 /// A Prometheus server in namespace `ns`, killed on drop.
 struct Prometheus {
     child: Child,
@@ -80,12 +83,12 @@ impl Prometheus {
             .flatten()
     }
 
-    /// The firing alerts: (alert name, `address` or `target_group` label).
-    fn firing(&self) -> Vec<(String, String)> {
+    /// The firing alerts.
+    fn firing(&self) -> Firing {
         let Some(v) = self.get("/api/v1/alerts") else {
             return Vec::new();
         };
-        let mut out: Vec<(String, String)> = v["data"]["alerts"]
+        let mut out: Firing = v["data"]["alerts"]
             .as_array()
             .into_iter()
             .flatten()
@@ -108,7 +111,7 @@ impl Prometheus {
         &self,
         within: Duration,
         pred: impl Fn(&[(String, String)]) -> bool,
-    ) -> Result<Vec<(String, String)>, Vec<(String, String)>> {
+    ) -> Result<Firing, Firing> {
         let deadline = Instant::now() + within;
         loop {
             let firing = self.firing();
