@@ -6,7 +6,12 @@
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok()?;
+    // No index refresh: `git status` must not write .git/index.
+    let out = Command::new("git")
+        .args(args)
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .output()
+        .ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -18,11 +23,13 @@ fn main() {
         Ok(c) if !c.is_empty() => c,
         _ => match git(&["rev-parse", "--short=12", "HEAD"]) {
             Some(head) if !head.is_empty() => {
-                // Rebuild when HEAD moves (a commit, a checkout) or the index changes.
-                for file in ["HEAD", "index"] {
-                    if let Some(path) = git(&["rev-parse", "--git-path", file]) {
-                        println!("cargo:rerun-if-changed={path}");
-                    }
+                // Run again when HEAD moves (a commit, a checkout) and when this crate's
+                // files change (then `-dirty` may change; gwlb is rebuilt anyway).
+                for path in ["src", "build.rs", "Cargo.toml"] {
+                    println!("cargo:rerun-if-changed={path}");
+                }
+                if let Some(path) = git(&["rev-parse", "--git-path", "HEAD"]) {
+                    println!("cargo:rerun-if-changed={path}");
                 }
                 if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
                     if let Some(path) = git(&["rev-parse", "--git-path", &r]) {

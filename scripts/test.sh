@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole gwlb test suite: formatting, lints, unit/property/integration tests (with real
-# DPDK vdevs), the core without DPDK, a bounded fuzz run and the end-to-end suite.
+# DPDK vdevs), the core without DPDK, a bounded fuzz run, the end-to-end suites and the
+# Debian package.
 # Run as root on Debian 12; installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,3 +47,6 @@ scripts/e2e.sh
 
 step "end-to-end suite, two nodes behind an ECMP router (BGP, BFD)"
 scripts/e2e-cluster.sh
+
+step "Debian package: build, install, the unit's commands, remove, purge"
+scripts/e2e-package.sh
