@@ -24,7 +24,7 @@ pub use eal::Eal;
 pub use error::{Error, Result};
 pub use lcore::{LcoreId, ThreadRegistration};
 pub use mbuf::{Mbuf, MbufBurst};
-pub use mempool::{Mempool, DEFAULT_DATA_ROOM, SOCKET_ID_ANY};
+pub use mempool::{Mempool, DEFAULT_DATA_ROOM, HEADROOM, SOCKET_ID_ANY};
 pub use port::{
     DevInfo, LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, QueueMemory, RxQueue,
     TxQueue,

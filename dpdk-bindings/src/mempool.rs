@@ -16,6 +16,9 @@ pub const SOCKET_ID_ANY: i32 = sys::SOCKET_ID_ANY;
 /// Default mbuf data room: 2048 B of data plus `RTE_PKTMBUF_HEADROOM` (128).
 pub const DEFAULT_DATA_ROOM: u16 = sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
 
+/// Bytes kept free in front of a received packet (`RTE_PKTMBUF_HEADROOM`).
+pub const HEADROOM: u16 = sys::RTE_PKTMBUF_HEADROOM as u16;
+
 struct PoolInner {
     ptr: NonNull<sys::rte_mempool>,
     name: String,

@@ -21,6 +21,13 @@ pub trait PacketBuf {
     fn trim(&mut self, n: usize) -> bool;
     /// Bytes available in front of the packet.
     fn headroom(&self) -> usize;
+    /// Whether the packet continues past [`PacketBuf::data`] (a chain of DPDK segments). The
+    /// pipeline drops such a packet as `oversize`: it is larger than the buffers gwlb sized
+    /// for its ports' MTUs.
+    #[inline]
+    fn is_segmented(&self) -> bool {
+        false
+    }
 }
 
 /// A heap buffer with headroom: the test and offline counterpart of an mbuf.

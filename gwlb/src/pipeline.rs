@@ -284,7 +284,12 @@ impl Pipeline {
         };
         for (i, b) in bufs.iter().enumerate() {
             let p = &mut sc.parsed[i];
-            sc.plan[i] = match parse::parse_frame_into(b.data(), p) {
+            let parsed = if b.is_segmented() {
+                Err(DropReason::Oversize)
+            } else {
+                parse::parse_frame_into(b.data(), p)
+            };
+            sc.plan[i] = match parsed {
                 Err(r) => Plan::Done(Verdict::Drop(r)),
                 Ok(()) => match dispatch(snap, p, in_port) {
                     Dispatch::Host => match share {
@@ -345,6 +350,9 @@ impl Pipeline {
         in_port: u16,
         now: u32,
     ) -> Verdict {
+        if buf.is_segmented() {
+            return Verdict::Drop(DropReason::Oversize);
+        }
         let p = match parse::parse_frame(buf.data()) {
             Ok(p) => p,
             Err(r) => return Verdict::Drop(r),

@@ -678,6 +678,62 @@ fn returns_are_decapsulated_byte_exact_and_bad_input_is_dropped() {
 }
 
 /// tshark (when installed) decodes gwlb's Geneve output as AWS GWLB Geneve without errors.
+/// Jumbo frames on a 9000-byte MTU port: user packets of 2,040 to 8,932 bytes (the largest
+/// that fits 9000 bytes once encapsulated) are encapsulated byte-exact, and their AWS echoes
+/// decapsulated byte-exact, each in one mbuf (gwlb sizes its mbufs for the largest MTU).
+/// The same frames on a 1500-byte port arrive as chains of mbuf segments (net_pcap splits
+/// a frame longer than an mbuf) and are dropped as `oversize`, not misread as truncated.
+#[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
+fn jumbo_frames_pass_whole_and_longer_chains_are_oversize() {
+    needs_root::require();
+    let m = Model::new();
+    let a = TARGETS[0];
+    let sizes = [2040usize, 2100, 3000, 4096, 6000, 8000, 8900, 8932];
+    let flow = |size: usize| {
+        let make = |i: u16| {
+            let f = user(
+                Ips::V4(v4(10, 1, 0, 1), v4(10, 2, 0, 1)),
+                udp(40000 + i, 4789 + size as u16),
+                &vec![0x6a; size - 28],
+            );
+            assert_eq!(ip_packet(&f).len(), size);
+            f
+        };
+        make(m.find_flow(a.addr, make))
+    };
+    let mut cases = Cases::default();
+    for &size in &sizes {
+        let f = flow(size);
+        let inner = ip_packet(&f).to_vec();
+        cases.out(
+            format!("{size}-byte packet"),
+            f.clone(),
+            expected_encap(&f, &a, m.cookie(&f)),
+        );
+        cases.out(
+            format!("AWS echo of the {size}-byte packet"),
+            aws_return(&a, &inner, m.cookie(&f)),
+            eth_ip(ROUTER_10_2, PORT_MAC, &inner),
+        );
+    }
+    let run = run_gwlb_mtu("jumbo", &cases.frames(), 9000);
+    cases.check(&run);
+    assert_eq!(run.report.get("encapsulated"), sizes.len() as u64);
+    assert_eq!(run.report.get("decapsulated"), sizes.len() as u64);
+
+    let mut small = Cases::default();
+    for &size in &sizes {
+        small.drop(
+            format!("{size}-byte packet on a 1500 port"),
+            flow(size),
+            "oversize",
+        );
+    }
+    let run = run_gwlb_mtu("jumbo-on-1500", &small.frames(), 1500);
+    small.check(&run);
+}
+
 #[test]
 #[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
 fn tshark_decodes_mixed_output() {

@@ -66,6 +66,12 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
     e.family("gwlb_NewFlowCount_total", Counter, "New flows since start.");
     e.sample("gwlb_NewFlowCount_total", NO_LABELS, t.new_flows);
     e.family(
+        "gwlb_TCP_ELB_Reset_Count_total",
+        Counter,
+        "TCP resets the gateway sent (AWS TCP_ELB_Reset_Count; per worker: gwlb_worker_tcp_resets_total).",
+    );
+    e.sample("gwlb_TCP_ELB_Reset_Count_total", NO_LABELS, t.tcp_resets);
+    e.family(
         "gwlb_HealthyHostCount",
         Gauge,
         "Targets taking new flows (healthy, weight above 0), per target group.",
@@ -467,6 +473,18 @@ fn escape_label(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aws_reset_count_is_the_total_of_the_workers_resets() {
+        let mut stats = crate::control::StatsReport::default();
+        stats.total.tcp_resets = 7;
+        let text = render(&stats, &[]);
+        assert!(
+            text.lines()
+                .any(|l| l == "gwlb_TCP_ELB_Reset_Count_total 7"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn test_escape_label() {

@@ -29,4 +29,8 @@ impl PacketBuf for Mbuf {
     fn headroom(&self) -> usize {
         Mbuf::headroom(self)
     }
+    #[inline]
+    fn is_segmented(&self) -> bool {
+        !self.is_contiguous()
+    }
 }

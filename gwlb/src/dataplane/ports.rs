@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use dpdk_bindings::port::{Port, PortConfig, QueueMemory};
-use dpdk_bindings::{Mempool, SOCKET_ID_ANY};
+use dpdk_bindings::{Mempool, DEFAULT_DATA_ROOM, HEADROOM, SOCKET_ID_ANY};
 
 use crate::config::{Config, Device, Hugepages};
 use crate::numa::{SocketId, SocketPlan};
@@ -131,6 +131,45 @@ pub fn use_hugepages_auto() -> bool {
     free_hugepages() >= 64 && Path::new("/dev/hugepages").exists()
 }
 
+/// The largest Ethernet frame a port of L3 MTU `mtu` carries: the MTU plus the Ethernet header
+/// and two VLAN tags (QinQ).
+pub fn max_frame(mtu: u16) -> u32 {
+    u32::from(mtu) + 14 + 8
+}
+
+/// Data room of gwlb's mbufs: DPDK's headroom plus the largest frame of any port (so a
+/// 9000-byte MTU fits one segment), at least DPDK's default (2,176 bytes), rounded up to a
+/// cache line. A frame longer than that arrives as a chain of segments, which the pipeline
+/// drops as `oversize`.
+pub fn mbuf_data_room(cfg: &Config) -> u16 {
+    let frame = cfg
+        .ports
+        .iter()
+        .map(|p| max_frame(p.mtu))
+        .max()
+        .unwrap_or(0);
+    let room = (u32::from(HEADROOM) + frame)
+        .next_multiple_of(64)
+        .max(u32::from(DEFAULT_DATA_ROOM));
+    u16::try_from(room).unwrap_or(u16::MAX)
+}
+
+/// What a `net_af_packet` vdev needs beyond the operator's arguments: its ring frames default
+/// to 2,048 bytes (the tpacket header included), so for a larger MTU `framesz` and `blocksz`
+/// are set to the next power of two that holds a frame, unless the spec sets either.
+fn vdev_spec(spec: &str, mtu: u16) -> String {
+    /// The tpacket header and address in front of a frame's data in the ring, rounded up.
+    const TPACKET_OVERHEAD: u32 = 128;
+    let sets = |k: &str| spec.split(',').any(|kv| kv.starts_with(k));
+    let need = max_frame(mtu) + TPACKET_OVERHEAD;
+    if spec.starts_with("net_af_packet") && need > 2048 && !sets("framesz=") && !sets("blocksz=") {
+        let f = need.next_power_of_two();
+        format!("{spec},blocksz={f},framesz={f}")
+    } else {
+        spec.to_owned()
+    }
+}
+
 /// The EAL command line for a config: main lcore, memory mode, devices, then the config's
 /// `eal_args`, then `extra` from the command line.
 pub fn eal_args(cfg: &Config, hugepages: bool, extra: &[String]) -> Vec<String> {
@@ -152,7 +191,7 @@ pub fn eal_args(cfg: &Config, hugepages: bool, extra: &[String]) -> Vec<String> 
     let mut any_pci = false;
     for p in &cfg.ports {
         match &p.device {
-            Device::Vdev(spec) => a.push(format!("--vdev={spec}")),
+            Device::Vdev(spec) => a.push(format!("--vdev={}", vdev_spec(spec, p.mtu))),
             dev @ Device::Pci { .. } => {
                 any_pci = true;
                 a.push("-a".to_owned());
@@ -358,4 +397,51 @@ pub fn open_ports(cfg: &Config, mem: &WorkerMemory<'_>) -> Result<Vec<Port>, Sta
         ports.push(port);
     }
     Ok(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn af_packet_rings_grow_with_the_mtu_unless_set() {
+        let spec = "net_af_packet0,iface=veth0";
+        assert_eq!(vdev_spec(spec, 1500), spec);
+        assert_eq!(
+            vdev_spec(spec, 9000),
+            "net_af_packet0,iface=veth0,blocksz=16384,framesz=16384"
+        );
+        let own = "net_af_packet0,iface=veth0,framesz=10240,blocksz=10240";
+        assert_eq!(vdev_spec(own, 9000), own);
+        assert_eq!(vdev_spec("net_tap0,iface=t0", 9000), "net_tap0,iface=t0");
+    }
+
+    #[test]
+    fn mbufs_hold_the_largest_frame_of_any_port() {
+        let cfg = |mtus: &[u16]| {
+            let mut text = String::from("[dataplane]\nworker_cpus = [1]\n");
+            for (i, mtu) in mtus.iter().enumerate() {
+                text.push_str(&format!(
+                    "[[ports]]\nname = \"p{i}\"\ndevice = \"net_null{i}\"\nrole = \"{}\"\n\
+                     address = \"10.{i}.0.1/24\"\nmtu = {mtu}\n",
+                    if i == 0 { "user" } else { "appliance" }
+                ));
+            }
+            text.push_str(
+                "[[target_groups]]\nname = \"g\"\n[target_groups.health_check]\nenabled = false\n",
+            );
+            Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+        };
+        assert_eq!(mbuf_data_room(&cfg(&[1500, 1500])), DEFAULT_DATA_ROOM);
+        let jumbo = mbuf_data_room(&cfg(&[1500, 9000]));
+        assert!(
+            u32::from(jumbo) >= u32::from(HEADROOM) + 9000 + 22,
+            "{jumbo}"
+        );
+        assert_eq!(jumbo % 64, 0);
+        assert_eq!(
+            mbuf_data_room(&cfg(&[9600, 1500])),
+            (128 + 9600 + 22u16).next_multiple_of(64)
+        );
+    }
 }

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dpdk_bindings::port::QueueId;
-use dpdk_bindings::{
-    lcore, Eal, Mempool, Ring, ThreadRegistration, DEFAULT_DATA_ROOM, SOCKET_ID_ANY,
-};
+use dpdk_bindings::{lcore, Eal, Mempool, Ring, ThreadRegistration, SOCKET_ID_ANY};
 
 use super::ports::{
-    configure_kernel_interface, dpdk_socket, eal_args, open_ports, open_tap_ports, use_hugepages,
-    StartError, WorkerMemory,
+    configure_kernel_interface, dpdk_socket, eal_args, mbuf_data_room, open_ports, open_tap_ports,
+    use_hugepages, StartError, WorkerMemory,
 };
 use super::worker::{self, Clock, HostPath, WorkerSetup};
 use crate::config::Config;
@@ -114,8 +112,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
             .map(|&c| numa::cpu_socket(c as usize))
             .collect::<Vec<_>>(),
     );
+    let data_room = mbuf_data_room(cfg);
     let pools = (0..plan.sockets.len())
-        .map(|i| socket_pool(&plan, i, cfg.dataplane.mbufs_per_worker))
+        .map(|i| socket_pool(&plan, i, cfg.dataplane.mbufs_per_worker, data_room))
         .collect::<Result<Vec<_>, _>>()?;
     let mem = WorkerMemory {
         plan: &plan,
@@ -373,19 +372,28 @@ fn placed<T>(
     })
 }
 
-/// The mbuf pool of socket plan entry `i`.
-fn socket_pool(plan: &SocketPlan, i: usize, per_worker: u32) -> Result<Mempool, StartError> {
+/// The mbuf pool of socket plan entry `i`, `data_room` bytes per mbuf
+/// ([`mbuf_data_room`]).
+fn socket_pool(
+    plan: &SocketPlan,
+    i: usize,
+    per_worker: u32,
+    data_room: u16,
+) -> Result<Mempool, StartError> {
     let socket = plan.sockets[i];
     let n = plan.mbufs(i, per_worker);
-    tracing::info!(socket, mbufs = n, workers = plan.workers_on(i), "mbuf pool");
+    // Each mbuf also carries its header (128 bytes) and the pool's per-object overhead.
+    let mib = (u64::from(n) * (u64::from(data_room) + 192)) >> 20;
+    tracing::info!(
+        socket,
+        mbufs = n,
+        data_room,
+        approx_mib = mib,
+        workers = plan.workers_on(i),
+        "mbuf pool"
+    );
     placed("mbuf pool", socket, |s| {
-        Mempool::new_pktmbuf(
-            &format!("gwlb_mbufs{socket}"),
-            n,
-            256,
-            DEFAULT_DATA_ROOM.max(2048 + 128),
-            s,
-        )
+        Mempool::new_pktmbuf(&format!("gwlb_mbufs{socket}"), n, 256, data_room, s)
     })
     .map_err(|source| StartError::Mempool { socket, source })
 }

@@ -64,6 +64,11 @@ pub const OUTER_TTL: u8 = 17;
 
 /// The configuration every test runs with.
 pub fn config_toml(rx: &Path, tx: &Path, file_prefix: &str) -> String {
+    config_toml_mtu(rx, tx, file_prefix, 1500)
+}
+
+/// [`config_toml`] with the port's MTU.
+pub fn config_toml_mtu(rx: &Path, tx: &Path, file_prefix: &str, mtu: u16) -> String {
     let targets: String = TARGETS
         .iter()
         .map(|t| target_toml(t.addr, Some(t.mac), None))
@@ -86,6 +91,7 @@ role = "both"
 address = {PORT_ADDRESSES}
 mac = "{port_mac}"
 promiscuous = false
+mtu = {mtu}
 {lab}
 [[routes]]
 prefix = "10.2.0.0/16"
@@ -347,6 +353,11 @@ pub struct RunOutput {
 /// Runs `gwlb run --exit-when-idle-ms 300` on a net_pcap port that reads `input`; asserts it
 /// exits 0 within 60 s.
 pub fn run_gwlb(name: &str, input: &[Vec<u8>]) -> RunOutput {
+    run_gwlb_mtu(name, input, 1500)
+}
+
+/// [`run_gwlb`] with the port's MTU.
+pub fn run_gwlb_mtu(name: &str, input: &[Vec<u8>], mtu: u16) -> RunOutput {
     let _serial = GWLB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TestDir::new(name);
     let rx = dir.path.join("in.pcap");
@@ -359,7 +370,7 @@ pub fn run_gwlb(name: &str, input: &[Vec<u8>]) -> RunOutput {
         .expect("dir name")
         .to_string_lossy()
         .into_owned();
-    fs::write(&cfg, config_toml(&rx, &tx, &prefix)).expect("write config");
+    fs::write(&cfg, config_toml_mtu(&rx, &tx, &prefix, mtu)).expect("write config");
     let out_path = dir.path.join("stdout.txt");
     let err_path = dir.path.join("stderr.txt");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gwlb"))
