@@ -42,8 +42,11 @@ FUZZ_SECONDS=$FUZZ_SECONDS scripts/fuzz.sh
 step "benchmark harness, smoke mode (every scenario runs, outputs verified, no speed claims)"
 perf/run.sh --smoke
 
-step "end-to-end suite"
+step "end-to-end suite (appliance side at MTU 9000: jumbo frames; net_af_packet)"
 scripts/e2e.sh
+
+step "end-to-end suite again, appliance side at MTU 1600 (net_af_xdp where it works)"
+APP_MTU=1600 scripts/e2e.sh
 
 step "end-to-end suite, two nodes behind an ECMP router (BGP, BFD)"
 scripts/e2e-cluster.sh

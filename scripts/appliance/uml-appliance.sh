@@ -190,6 +190,9 @@ ip link set "$IFACE" up
 [ -n "$ROUTE_VIA" ] && ip route add default via "$ROUTE_VIA" dev "$IFACE"
 
 ip link add gnv0 type geneve id "$VNI" remote "$GWIP" dstport 6081 innerprotoinherit
+# The tunnel carries what the link does, less the kernel's own encapsulation (outer IPv4 20,
+# UDP 8, Geneve 8: no options, no inner Ethernet header).
+[ -n "$MTU" ] && ip link set gnv0 mtu $((MTU - 36))
 echo 0 > /proc/sys/net/ipv4/conf/gnv0/rp_filter
 if [ "$IPV6" = 1 ]; then
     # IPv6 inner traffic must be forwarded, but the appliance must not emit

@@ -138,14 +138,22 @@ pub fn max_frame(mtu: u16) -> u32 {
 }
 
 /// Data room of gwlb's mbufs: DPDK's headroom plus the largest frame of any port (so a
-/// 9000-byte MTU fits one segment), at least DPDK's default (2,176 bytes), rounded up to a
-/// cache line. A frame longer than that arrives as a chain of segments, which the pipeline
-/// drops as `oversize`.
+/// 9000-byte MTU fits one segment), or more where a `net_af_packet` port's ring frames are
+/// larger (the PMD refuses ring frames that do not fit one mbuf), at least DPDK's default
+/// (2,176 bytes), rounded up to a cache line. A frame longer than that arrives as a chain of
+/// segments, which the pipeline drops as `oversize`.
 pub fn mbuf_data_room(cfg: &Config) -> u16 {
     let frame = cfg
         .ports
         .iter()
-        .map(|p| max_frame(p.mtu))
+        .map(|p| {
+            let ring = match &p.device {
+                Device::Vdev(spec) => af_packet_framesz(spec, p.mtu).map(|(f, _)| f),
+                Device::Pci { .. } => None,
+            };
+            let ring_data = ring.map_or(0, |f| f.saturating_sub(TPACKET_OVERHEAD));
+            max_frame(p.mtu).max(ring_data)
+        })
         .max()
         .unwrap_or(0);
     let room = (u32::from(HEADROOM) + frame)
@@ -154,19 +162,41 @@ pub fn mbuf_data_room(cfg: &Config) -> u16 {
     u16::try_from(room).unwrap_or(u16::MAX)
 }
 
-/// What a `net_af_packet` vdev needs beyond the operator's arguments: its ring frames default
-/// to 2,048 bytes (the tpacket header included), so for a larger MTU `framesz` and `blocksz`
-/// are set to the next power of two that holds a frame, unless the spec sets either.
-fn vdev_spec(spec: &str, mtu: u16) -> String {
-    /// The tpacket header and address in front of a frame's data in the ring, rounded up.
-    const TPACKET_OVERHEAD: u32 = 128;
-    let sets = |k: &str| spec.split(',').any(|kv| kv.starts_with(k));
+/// What a `net_af_packet` ring frame holds beyond the packet, as the PMD counts it
+/// (`TPACKET2_HDRLEN` less the `sockaddr_ll` it overlaps).
+const TPACKET_OVERHEAD: u32 = 32;
+
+/// The ring frame size of a `net_af_packet` vdev (`None` for other devices) and whether gwlb
+/// chooses it. The PMD's default is 2,048 bytes with the tpacket header, too small above an
+/// MTU of about 1,990; for a larger MTU gwlb uses whole pages that hold a frame (12 KiB at
+/// 9000), unless the spec sets `framesz` or `blocksz`. The PMD lays ring frames out every
+/// `framesz` bytes, so `blocksz` must be a multiple of it: gwlb sets both equal.
+fn af_packet_framesz(spec: &str, mtu: u16) -> Option<(u32, bool)> {
+    const DEFAULT_FRAMESZ: u32 = 2048;
+    if !spec.starts_with("net_af_packet") {
+        return None;
+    }
+    let arg = |k: &str| {
+        spec.split(',')
+            .find_map(|kv| kv.strip_prefix(k))
+            .map(|v| v.parse::<u32>().unwrap_or(DEFAULT_FRAMESZ))
+    };
+    if let Some(f) = arg("framesz=") {
+        return Some((f, false));
+    }
     let need = max_frame(mtu) + TPACKET_OVERHEAD;
-    if spec.starts_with("net_af_packet") && need > 2048 && !sets("framesz=") && !sets("blocksz=") {
-        let f = need.next_power_of_two();
-        format!("{spec},blocksz={f},framesz={f}")
-    } else {
-        spec.to_owned()
+    if arg("blocksz=").is_some() || need <= DEFAULT_FRAMESZ {
+        return Some((DEFAULT_FRAMESZ, false));
+    }
+    Some((need.next_multiple_of(4096), true))
+}
+
+/// A vdev spec with what gwlb adds: `net_af_packet` ring sizes for a large MTU
+/// ([`af_packet_framesz`]).
+fn vdev_spec(spec: &str, mtu: u16) -> String {
+    match af_packet_framesz(spec, mtu) {
+        Some((f, true)) => format!("{spec},blocksz={f},framesz={f}"),
+        _ => spec.to_owned(),
     }
 }
 
@@ -409,20 +439,21 @@ mod tests {
         assert_eq!(vdev_spec(spec, 1500), spec);
         assert_eq!(
             vdev_spec(spec, 9000),
-            "net_af_packet0,iface=veth0,blocksz=16384,framesz=16384"
+            "net_af_packet0,iface=veth0,blocksz=12288,framesz=12288"
         );
         let own = "net_af_packet0,iface=veth0,framesz=10240,blocksz=10240";
         assert_eq!(vdev_spec(own, 9000), own);
+        assert_eq!(af_packet_framesz(own, 9000), Some((10240, false)));
         assert_eq!(vdev_spec("net_tap0,iface=t0", 9000), "net_tap0,iface=t0");
     }
 
     #[test]
     fn mbufs_hold_the_largest_frame_of_any_port() {
-        let cfg = |mtus: &[u16]| {
+        let cfg = |mtus: &[(&str, u16)]| {
             let mut text = String::from("[dataplane]\nworker_cpus = [1]\n");
-            for (i, mtu) in mtus.iter().enumerate() {
+            for (i, (dev, mtu)) in mtus.iter().enumerate() {
                 text.push_str(&format!(
-                    "[[ports]]\nname = \"p{i}\"\ndevice = \"net_null{i}\"\nrole = \"{}\"\n\
+                    "[[ports]]\nname = \"p{i}\"\ndevice = \"{dev}{i}\"\nrole = \"{}\"\n\
                      address = \"10.{i}.0.1/24\"\nmtu = {mtu}\n",
                     if i == 0 { "user" } else { "appliance" }
                 ));
@@ -432,16 +463,26 @@ mod tests {
             );
             Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
         };
-        assert_eq!(mbuf_data_room(&cfg(&[1500, 1500])), DEFAULT_DATA_ROOM);
-        let jumbo = mbuf_data_room(&cfg(&[1500, 9000]));
+        let null = "net_null";
+        assert_eq!(
+            mbuf_data_room(&cfg(&[(null, 1500), (null, 1500)])),
+            DEFAULT_DATA_ROOM
+        );
+        let jumbo = mbuf_data_room(&cfg(&[(null, 1500), (null, 9000)]));
         assert!(
             u32::from(jumbo) >= u32::from(HEADROOM) + 9000 + 22,
             "{jumbo}"
         );
         assert_eq!(jumbo % 64, 0);
         assert_eq!(
-            mbuf_data_room(&cfg(&[9600, 1500])),
+            mbuf_data_room(&cfg(&[(null, 9600), (null, 1500)])),
             (128 + 9600 + 22u16).next_multiple_of(64)
+        );
+        // A 12 KiB af_packet ring frame must fit one mbuf.
+        let afp = "net_af_packet";
+        assert_eq!(
+            mbuf_data_room(&cfg(&[(afp, 9000), (null, 1500)])),
+            (128 + 12288 - 32u16).next_multiple_of(64)
         );
     }
 }
