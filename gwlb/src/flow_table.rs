@@ -126,6 +126,43 @@ impl Timeouts {
     }
 }
 
+/// Target groups with idle timeouts of their own ([`GroupTimeouts`]); configurations may
+/// have at most this many groups.
+pub const TIMEOUT_GROUPS: usize = 256;
+
+/// Idle timeouts per target group: an entry expires after its own group's timeout for its
+/// protocol class (AWS sets idle timeouts per target group). A fixed array, so that changing
+/// it on a worker allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupTimeouts([Timeouts; TIMEOUT_GROUPS]);
+
+impl Default for GroupTimeouts {
+    fn default() -> Self {
+        Self::uniform(Timeouts::default())
+    }
+}
+
+impl GroupTimeouts {
+    /// The same timeouts for every group.
+    pub fn uniform(t: Timeouts) -> Self {
+        Self([t; TIMEOUT_GROUPS])
+    }
+
+    /// Group `group`'s timeouts (a group past [`TIMEOUT_GROUPS`], which validation refuses,
+    /// gets the last one's).
+    #[inline(always)]
+    pub fn for_group(&self, group: u16) -> &Timeouts {
+        &self.0[usize::from(group).min(TIMEOUT_GROUPS - 1)]
+    }
+
+    /// Sets group `group`'s timeouts (ignored past [`TIMEOUT_GROUPS`]).
+    pub fn set(&mut self, group: usize, t: Timeouts) {
+        if let Some(slot) = self.0.get_mut(group) {
+            *slot = t;
+        }
+    }
+}
+
 /// Invalid flow-table configuration.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FlowTableError {
@@ -266,7 +303,7 @@ pub struct FlowTable<K> {
     mask: u32,
     /// Occupied slots, including expired entries not reclaimed yet.
     len: usize,
-    timeouts: Timeouts,
+    timeouts: GroupTimeouts,
     /// Next bucket `expire_step` visits.
     sweep: u32,
     stats: FlowTableStats,
@@ -277,7 +314,7 @@ impl<K> fmt::Debug for FlowTable<K> {
         f.debug_struct("FlowTable")
             .field("slots", &self.slots.len())
             .field("len", &self.len)
-            .field("timeouts", &self.timeouts)
+            .field("timeouts (group 0)", self.timeouts.for_group(0))
             .field("stats", &self.stats)
             .finish()
     }
@@ -362,7 +399,7 @@ impl<K: Copy + Eq> FlowTable<K> {
             // buckets <= MAX_SLOTS / WAYS < 2^32.
             mask: (buckets - 1) as u32,
             len: 0,
-            timeouts,
+            timeouts: GroupTimeouts::uniform(timeouts),
             sweep: 0,
             stats: FlowTableStats::default(),
         })
@@ -404,14 +441,26 @@ impl<K: Copy + Eq> FlowTable<K> {
         &self.stats
     }
 
-    /// The idle timeouts.
-    pub fn timeouts(&self) -> Timeouts {
-        self.timeouts
+    /// The idle timeouts, per target group.
+    pub fn timeouts(&self) -> &GroupTimeouts {
+        &self.timeouts
     }
 
-    /// Changes the idle timeouts; they apply to existing entries at once.
+    /// Changes the idle timeouts of every group to `timeouts`; they apply to existing entries
+    /// at once.
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
-        self.timeouts = timeouts;
+        self.timeouts = GroupTimeouts::uniform(timeouts);
+    }
+
+    /// Changes the idle timeouts per group; they apply to existing entries at once.
+    pub fn set_group_timeouts(&mut self, timeouts: &GroupTimeouts) {
+        self.timeouts = *timeouts;
+    }
+
+    /// Whether `e` has been idle longer than its group's timeout for its class at `now`.
+    #[inline(always)]
+    fn expired(&self, e: &FlowEntry, now: u32) -> bool {
+        e.is_expired(now, self.timeouts.for_group(e.group))
     }
 
     /// The two candidate buckets of a tag (distinct). Derived from the tag rather than the
@@ -509,7 +558,7 @@ impl<K: Copy + Eq> FlowTable<K> {
 
     #[inline(always)]
     fn slot_expired(&self, s: usize, now: u32) -> bool {
-        self.slots[s].entry.is_expired(now, &self.timeouts)
+        self.expired(&self.slots[s].entry, now)
     }
 
     #[inline(always)]
@@ -537,7 +586,7 @@ impl<K: Copy + Eq> FlowTable<K> {
     pub fn get(&self, key: &K, hash: u32, now: u32) -> Option<&FlowEntry> {
         let s = self.find(key, hash)?;
         let e = &self.slots[s].entry;
-        (!e.is_expired(now, &self.timeouts)).then_some(e)
+        (!self.expired(e, now)).then_some(e)
     }
 
     /// Stores `value` for `key` with `last_seen = now` and returns it. An existing entry of the
@@ -906,6 +955,28 @@ mod tests {
         assert_eq!(t.count_live(1711), 0);
         assert_eq!(t.expire_step(1711, usize::MAX), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn test_expiry_per_group() {
+        let mut t = table(100);
+        let mut per_group = GroupTimeouts::default();
+        per_group.set(1, Timeouts::new(60, 30).unwrap());
+        per_group.set(TIMEOUT_GROUPS, Timeouts::new(60, 1).unwrap()); // past the end: ignored
+        t.set_group_timeouts(&per_group);
+        let udp_of = |group: u16| FlowEntry::new(ProtoClass::Other, 1, group, 0);
+        t.insert(key(1), hash(1), udp_of(0), 1000).unwrap();
+        t.insert(key(2), hash(2), udp_of(1), 1000).unwrap();
+        t.insert(key(3), hash(3), udp_of(u16::MAX), 1000).unwrap();
+        // Group 1: 30 s; groups 0 and past the end (the last group's): the default 120 s.
+        assert!(t.get(&key(2), hash(2), 1030).is_some());
+        assert!(t.get(&key(2), hash(2), 1031).is_none());
+        assert!(t.get(&key(1), hash(1), 1120).is_some());
+        assert!(t.get(&key(3), hash(3), 1120).is_some());
+        assert!(t.get(&key(1), hash(1), 1121).is_none());
+        assert_eq!(t.expire_step(1031, usize::MAX), 1);
+        assert_eq!(t.len(), 2);
+        assert_eq!(*t.timeouts().for_group(1), Timeouts::new(60, 30).unwrap());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::config::{self, Config, OnAllUnhealthy, OnUnhealthy, PortRole};
 use crate::control::registry::{Registry, SlotState};
 use crate::encap::{EncapParams, EncapTemplate};
 use crate::flow::Stickiness;
-use crate::flow_table::Timeouts;
+use crate::flow_table::{GroupTimeouts, Timeouts};
 use crate::health::HealthState;
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
 use crate::parse::IpAddrBytes;
@@ -233,8 +233,8 @@ pub struct Snapshot {
     port_group: Vec<Option<u16>>,
     routes: Vec<RouteView>,
     neighbors: Vec<(IpAddrBytes, [u8; 6])>,
-    /// Flow idle timeouts (the first target group's; workers apply them on a new snapshot).
-    pub timeouts: Timeouts,
+    /// Flow idle timeouts of each target group (workers apply them on a new snapshot).
+    pub timeouts: GroupTimeouts,
     /// Scale-out (`[bgp] accept_unseen_returns`): a return of a flow this node holds no
     /// entry for is accepted from the appliance that is the flow's Maglev choice (the flow may
     /// have been encapsulated by another node), not only when the table is full.
@@ -394,7 +394,7 @@ impl Snapshot {
             port_group: vec![None; cfg.ports.len()],
             routes,
             neighbors,
-            timeouts: Timeouts::default(),
+            timeouts: GroupTimeouts::default(),
             accept_unseen_returns: cfg.bgp.as_ref().is_some_and(|b| b.accept_unseen_returns),
             icmp_errors_per_s: cfg.dataplane.icmp_errors_per_s,
         };
@@ -492,13 +492,14 @@ impl Snapshot {
             (a, draining)
         });
         snap.appliance_by_addr.dedup_by(|a, b| a.0 == b.0);
-        snap.timeouts = cfg.target_groups.first().map_or(Timeouts::default(), |g| {
-            Timeouts::new(
+        for (i, g) in cfg.target_groups.iter().enumerate() {
+            let t = Timeouts::new(
                 u32::try_from(g.tcp_idle_timeout.as_secs()).unwrap_or(u32::MAX),
                 u32::try_from(g.other_idle_timeout.as_secs()).unwrap_or(u32::MAX),
             )
-            .unwrap_or_default()
-        });
+            .unwrap_or_default();
+            snap.timeouts.set(i, t);
+        }
         Ok(snap)
     }
 
@@ -609,6 +610,41 @@ mac = "02:00:00:00:00:11"
         let hop = r.via.as_ref().unwrap_or(dst);
         let mac = s.lookup_neighbor(hop).ok_or(NoNextHop::Unresolved)?;
         Ok(NextHop { port: r.port, mac })
+    }
+
+    #[test]
+    fn each_group_gets_its_own_idle_timeouts() {
+        let cfg = Config::from_toml_str(
+            r#"
+[[ports]]
+name = "p0"
+device = "net_null0"
+role = "both"
+address = "10.0.0.1/24"
+mac = "02:00:00:00:00:01"
+
+[[target_groups]]
+name = "web"
+user_ports = ["p0"]
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:11"
+
+[[target_groups]]
+name = "long"
+user_ports = []
+tcp_idle_timeout_s = 3600
+other_idle_timeout_s = 30
+[[target_groups.targets]]
+address = "10.0.0.12"
+mac = "02:00:00:00:00:12"
+"#,
+        )
+        .expect("valid config");
+        let s = Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 1]], &LiveState::default(), 1)
+            .expect("snapshot");
+        assert_eq!(*s.timeouts.for_group(0), Timeouts::default());
+        assert_eq!(*s.timeouts.for_group(1), Timeouts::new(3600, 30).unwrap());
     }
 
     #[test]

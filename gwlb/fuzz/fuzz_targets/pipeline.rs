@@ -1111,19 +1111,17 @@ thread_local! {
     static PIPES: RefCell<HashMap<usize, Pipes>> = RefCell::new(HashMap::new());
 }
 
-fn take_pipelines(capacity: usize, timeouts: gwlb::flow_table::Timeouts) -> Pipes {
+fn take_pipelines(capacity: usize, timeouts: &gwlb::flow_table::GroupTimeouts) -> Pipes {
     let reused = PIPES.with(|p| p.borrow_mut().remove(&capacity));
-    let Some(mut pipes) = reused else {
-        return Pipes {
-            one: Pipeline::new(capacity, timeouts).expect("pipeline"),
-            burst: Pipeline::new(capacity, timeouts).expect("pipeline"),
-            swept: 0,
-            capacity,
-        };
-    };
+    let mut pipes = reused.unwrap_or_else(|| Pipes {
+        one: Pipeline::new(capacity, Default::default()).expect("pipeline"),
+        burst: Pipeline::new(capacity, Default::default()).expect("pipeline"),
+        swept: 0,
+        capacity,
+    });
     for p in [&mut pipes.one, &mut pipes.burst] {
         p.flows_mut().clear();
-        p.flows_mut().set_timeouts(timeouts);
+        p.flows_mut().set_group_timeouts(timeouts);
         let buckets = p.flows().buckets();
         let at = (pipes.swept % buckets as u64) as usize;
         if at != 0 {
@@ -1190,7 +1188,7 @@ impl Harness {
         Harness {
             modes,
             health,
-            pipes: take_pipelines(capacity, snap.timeouts),
+            pipes: take_pipelines(capacity, &snap.timeouts),
             snap,
             pending: Vec::with_capacity(80),
             burst_size: 32,

@@ -323,8 +323,11 @@ fn spawn_workers(
                     tracing::warn!(cpu, "could not pin worker to its CPU");
                 }
                 let _reg = ThreadRegistration::register().map_err(|e| e.to_string())?;
-                let pipeline = match Pipeline::new(capacity, timeouts) {
-                    Ok(p) => p,
+                let pipeline = match Pipeline::new(capacity, Default::default()) {
+                    Ok(mut p) => {
+                        p.flows_mut().set_group_timeouts(&timeouts);
+                        p
+                    }
                     Err(e) => {
                         let msg = e.to_string();
                         let _ = ready.send(Err(e));

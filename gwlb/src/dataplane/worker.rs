@@ -257,8 +257,8 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
             let cur = w.snapshot.load();
             if cur.generation != snap.generation {
                 snap = arc_swap::Guard::into_inner(cur);
-                if snap.timeouts != w.pipeline.flows().timeouts() {
-                    w.pipeline.flows_mut().set_timeouts(snap.timeouts);
+                if snap.timeouts != *w.pipeline.flows().timeouts() {
+                    w.pipeline.flows_mut().set_group_timeouts(&snap.timeouts);
                 }
             }
         }

@@ -36,6 +36,16 @@ pub(super) fn validate_groups(
             "at least one target group is required",
         ));
     }
+    if raw.len() > crate::flow_table::TIMEOUT_GROUPS {
+        return Err(invalid(
+            "target_groups",
+            format!(
+                "{} target groups; a gateway serves at most {} (each has its own idle timeouts)",
+                raw.len(),
+                crate::flow_table::TIMEOUT_GROUPS
+            ),
+        ));
+    }
     let total: usize = raw.iter().map(|g| g.targets.len()).sum();
     if total > crate::pipeline::MAX_APPLIANCES {
         return Err(invalid(
@@ -280,6 +290,24 @@ mod tests {
             (16_777_215, 5, 16)
         );
         assert_eq!(g.stickiness, Stickiness::ThreeTuple);
+    }
+
+    #[test]
+    fn test_group_count_limit() {
+        // Groups beyond the first take no user port's traffic: valid until the limit.
+        let extra = |n: usize| {
+            (1..n)
+                .map(|i| format!("[[target_groups]]\nname = \"g{i}\"\nuser_ports = []\n"))
+                .collect::<String>()
+        };
+        let fw = MINIMAL.replace("name = \"fw\"", "name = \"fw\"\nuser_ports = [\"eth0\"]");
+        let c = parse(&format!("{fw}{}", extra(crate::flow_table::TIMEOUT_GROUPS)));
+        assert_eq!(c.target_groups.len(), crate::flow_table::TIMEOUT_GROUPS);
+        expect_err(
+            &format!("{fw}{}", extra(crate::flow_table::TIMEOUT_GROUPS + 1)),
+            "target_groups",
+            "at most 256",
+        );
     }
 
     #[test]
