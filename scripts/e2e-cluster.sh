@@ -17,6 +17,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+OWN_BINS=${GWLB_BIN:-}${AWS_BIN:-}
 [ "$(id -u)" = 0 ] || { echo "e2e-cluster: run as root" >&2; exit 2; }
 # shellcheck source=lib/cluster.sh
 source scripts/lib/cluster.sh
@@ -47,7 +48,9 @@ trap 'echo "e2e-cluster: interrupted" >&2; exit 130' INT TERM
 for t in linux.uml iperf3 jq /usr/lib/frr/bgpd /usr/sbin/bird nstat; do
     command -v "$t" >/dev/null || [ -x "$t" ] || { echo "e2e-cluster: $t missing: run scripts/install-deps.sh" >&2; FAIL=1; exit 1; }
 done
-if [ ! -x "$GWLB_BIN" ] || [ ! -x "$AWS_BIN" ]; then
+# Built (a no-op when up to date) unless GWLB_BIN/AWS_BIN name binaries of their own: a stale
+# target/release/gwlb would test old code.
+if [ -z "$OWN_BINS" ] || [ ! -x "$GWLB_BIN" ] || [ ! -x "$AWS_BIN" ]; then
     cargo build --release -q -p gwlb --bin gwlb && cargo build --release -q -p geneve --example aws_appliance ||
         abort "build"
 fi

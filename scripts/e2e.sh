@@ -21,6 +21,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+OWN_BINS=${GWLB_BIN:-}${AWS_BIN:-}
 [ "$(id -u)" = 0 ] || { echo "e2e: run as root" >&2; exit 2; }
 # The appliance side carries jumbo frames (9000 bytes; the demo uses 1600).
 export APP_MTU=${APP_MTU:-9000}
@@ -51,7 +52,9 @@ trap 'echo "e2e: interrupted" >&2; exit 130' INT TERM
 command -v linux.uml >/dev/null && command -v socat >/dev/null && command -v iperf3 >/dev/null ||
     { echo "e2e: missing tools: run scripts/install-deps.sh" >&2; FAIL=1; exit 1; }
 topo_need_tools
-if [ ! -x "$GWLB_BIN" ] || [ ! -x "$AWS_BIN" ]; then
+# Built (a no-op when up to date) unless GWLB_BIN/AWS_BIN name binaries of their own: a stale
+# target/release/gwlb would test old code.
+if [ -z "$OWN_BINS" ] || [ ! -x "$GWLB_BIN" ] || [ ! -x "$AWS_BIN" ]; then
     cargo build --release -q -p gwlb --bin gwlb && cargo build --release -q -p geneve --example aws_appliance ||
         abort "build"
 fi
