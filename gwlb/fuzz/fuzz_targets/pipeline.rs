@@ -9,7 +9,7 @@
 //! The fuzz input is read front to back by hand ([`In`]), one byte per choice, and a zero
 //! byte always means the ordinary choice, so short or zero-filled inputs are ordinary traffic.
 //! Byte 0 selects the group's modes (rebalance, fail-open, require_flow_cookie,
-//! tcp_rst_on_drop, stickiness) and the flow-table capacity; bytes 1-4 the appliance states
+//! tcp_rst_on_drop, stickiness, tcp_unknown_non_syn) and the flow-table capacity; bytes 1-4 the appliance states
 //! and the starting clock; the rest is a stream of operations (see [`Harness::step`]).
 //!
 //! Oracles, beyond "no panic" (overflow checks and debug assertions are on):
@@ -43,7 +43,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use gwlb::config::Config;
+use gwlb::config::{Config, UnknownNonSyn};
 use gwlb::control::registry::{Registry, SlotState};
 use gwlb::health::HealthState;
 use gwlb::packet_buf::{PacketBuf, VecBuf};
@@ -208,6 +208,16 @@ impl Modes {
             _ => "5-tuple",
         }
     }
+    /// `tcp_unknown_non_syn`: stickiness value 3 (5-tuple again) refuses TCP packets that do
+    /// not open a connection of an unknown flow, with a reset when `tcp_rst` is set, else by
+    /// dropping them; otherwise they are admitted.
+    fn unknown_non_syn(self) -> &'static str {
+        match ((self.0 >> 4) & 3, self.tcp_rst()) {
+            (3, true) => "reset",
+            (3, false) => "drop",
+            _ => "admit",
+        }
+    }
 }
 
 fn config_text(modes: Modes, health: [Health; 3]) -> String {
@@ -247,6 +257,7 @@ stickiness = "{stickiness}"
 on_unhealthy = "{on_unhealthy}"
 on_all_unhealthy = "{on_all_unhealthy}"
 tcp_rst_on_drop = {tcp_rst}
+tcp_unknown_non_syn = "{non_syn}"
 require_flow_cookie = {cookie}
 [target_groups.health_check]
 enabled = false
@@ -267,6 +278,7 @@ enabled = false
             "fail_closed"
         },
         tcp_rst = modes.tcp_rst(),
+        non_syn = modes.unknown_non_syn(),
         cookie = modes.require_cookie(),
     )
 }
@@ -300,13 +312,7 @@ thread_local! {
 }
 
 fn snapshot(modes: Modes, health: [Health; 3]) -> Rc<Snapshot> {
-    // Stickiness 3 is 5-tuple like 0: one snapshot for both.
-    let m = if modes.0 & 0x30 == 0x30 {
-        modes.0 & 0x0f
-    } else {
-        modes.0 & 0x3f
-    };
-    let key = (m, health);
+    let key = (modes.0 & 0x3f, health);
     SNAPSHOTS.with(|s| {
         s.borrow_mut()
             .entry(key)
@@ -1566,6 +1572,15 @@ impl Harness {
                     before.drops[r.index()] + 1,
                     "counted as {r}"
                 );
+                // Refused as `reset`, a packet no reset may answer (a RST itself, a fragment)
+                // is dropped.
+                if r == DropReason::TcpNonSynNoFlow {
+                    assert_ne!(
+                        group.non_syn,
+                        UnknownNonSyn::Admit,
+                        "a non-SYN of an unknown flow refused while tcp_unknown_non_syn = admit"
+                    );
+                }
             }
             Verdict::Handoff(w) => panic!("a lone pipeline handed a packet to worker {w}"),
         }
@@ -1636,7 +1651,16 @@ impl Harness {
             );
         }
         if rst == 1 {
-            assert!(group.tcp_rst, "a reset without tcp_rst_on_drop");
+            let non_syn_drops = d(|c| c.drops[DropReason::TcpNonSynNoFlow.index()]);
+            if non_syn_drops == 1 {
+                assert_eq!(
+                    group.non_syn,
+                    UnknownNonSyn::Reset,
+                    "a refused non-SYN reset without tcp_unknown_non_syn = reset"
+                );
+            } else {
+                assert!(group.tcp_rst, "a reset without tcp_rst_on_drop");
+            }
             let ip_in = ip_of_frame(input).expect("reset: the input is IP");
             let ip_out = ip_of_frame(out).expect("reset: the output is IP");
             let (s, dst) = addrs_of(ip_in).expect("input addresses");
