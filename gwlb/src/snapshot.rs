@@ -548,18 +548,21 @@ impl Snapshot {
 mod tests {
     use super::*;
 
-    /// A port on 10.0.0.0/24 with a default route via 10.0.0.254 (a static neighbour), a
-    /// route to 192.0.2.0/24 via an unresolved 10.0.0.253, and a learned 10.0.0.7.
-    fn snapshot(learned_gateway: bool) -> Snapshot {
-        let cfg = Config::from_toml_str(
-            r#"
+    /// The tests' one port, on 10.0.0.0/24.
+    const PORT_P0: &str = r#"
 [[ports]]
 name = "p0"
 device = "net_null0"
 role = "both"
 address = "10.0.0.1/24"
 mac = "02:00:00:00:00:01"
+"#;
 
+    /// A port on 10.0.0.0/24 with a default route via 10.0.0.254 (a static neighbour), a
+    /// route to 192.0.2.0/24 via an unresolved 10.0.0.253, and a learned 10.0.0.7.
+    fn snapshot(learned_gateway: bool) -> Snapshot {
+        let cfg = Config::from_toml_str(&format!(
+            r#"{PORT_P0}
 [[routes]]
 prefix = "0.0.0.0/0"
 via = "10.0.0.254"
@@ -581,8 +584,8 @@ name = "tg"
 [[target_groups.targets]]
 address = "10.0.0.11"
 mac = "02:00:00:00:00:11"
-"#,
-        )
+"#
+        ))
         .expect("valid config");
         let mut live = LiveState::default();
         live.learned_neighbors
@@ -614,15 +617,8 @@ mac = "02:00:00:00:00:11"
 
     #[test]
     fn each_group_gets_its_own_idle_timeouts() {
-        let cfg = Config::from_toml_str(
-            r#"
-[[ports]]
-name = "p0"
-device = "net_null0"
-role = "both"
-address = "10.0.0.1/24"
-mac = "02:00:00:00:00:01"
-
+        let cfg = Config::from_toml_str(&format!(
+            r#"{PORT_P0}
 [[target_groups]]
 name = "web"
 user_ports = ["p0"]
@@ -638,8 +634,8 @@ other_idle_timeout_s = 30
 [[target_groups.targets]]
 address = "10.0.0.12"
 mac = "02:00:00:00:00:12"
-"#,
-        )
+"#
+        ))
         .expect("valid config");
         let s = Snapshot::build(&cfg, &[[2, 0, 0, 0, 0, 1]], &LiveState::default(), 1)
             .expect("snapshot");
