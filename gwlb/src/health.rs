@@ -24,7 +24,15 @@
 //! - HTTP: after the handshake, `GET {path} HTTP/1.1` with `Host`, `User-Agent: gwlb-health/1`
 //!   and `Connection: close` is sent and the status line read back within `timeout` carries a
 //!   code in `success_codes`. A server that answers without reading the request (gwlbtun)
-//!   works: a failed send is only reported if no status line comes back either.
+//!   works: a failed send is only reported if no status line comes back either;
+//! - data path (`data_path = true`, after the TCP or HTTP stage passed, within the same
+//!   `timeout`; or alone, `protocol = "geneve"`): a probe packet built by
+//!   [`crate::data_path_probe`] with a random nonce is sent in Geneve from the source address,
+//!   port 6081, to the appliance's port 6081, and comes back through the appliance with the
+//!   same nonce, from the appliance's address, to that socket (the data path hands probe
+//!   returns to the host). One UDP socket per source address carries every data-path probe;
+//!   a reply that matches no open probe is ignored. Binding it (port 6081 of the source) is
+//!   a local error when it fails.
 //!
 //! # State machine
 //!
@@ -90,7 +98,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{HealthCheck, InitialState, Probe};
+use crate::config::{DataPathProbe, HealthCheck, InitialState, Probe};
+use crate::data_path_probe::{self, Tunnel};
 
 /// Most probes open at the same time (one socket each).
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -165,6 +174,8 @@ pub struct ProbeTarget {
     /// Source address to bind probes to (the gateway's own address on the appliance-facing
     /// port); `None` lets the kernel choose.
     pub source: Option<IpAddr>,
+    /// The Geneve fields of the group's traffic, which data-path probes carry too.
+    pub tunnel: Tunnel,
 }
 
 /// A target changed state. Every transition ends in healthy or unhealthy (nothing goes back
@@ -594,13 +605,17 @@ enum Stage {
     Connecting,
     Sending,
     Reading,
+    /// The data-path probe is out; waiting for it to come back through the appliance.
+    Echo,
 }
 
 #[derive(Debug)]
 struct InFlight {
     id: u64,
     generation: u64,
-    socket: Socket,
+    /// The TCP connection (none once the data-path stage has begun, or for a data-path probe
+    /// alone).
+    socket: Option<Socket>,
     stage: Stage,
     started: Instant,
     deadline: Instant,
@@ -612,6 +627,13 @@ struct InFlight {
     /// A send error, reported only if no status line comes back.
     send_error: Option<io::Error>,
     received: Vec<u8>,
+    /// The data-path probe to send once the TCP/HTTP stage passed (or at once with
+    /// [`Probe::Geneve`]).
+    data_path: Option<DataPathProbe>,
+    /// The nonce of the data-path probe sent (valid in [`Stage::Echo`]).
+    nonce: u64,
+    /// What the TCP/HTTP stage reported, kept for the final reason.
+    passed: Option<String>,
 }
 
 impl InFlight {
@@ -619,13 +641,23 @@ impl InFlight {
         match self.stage {
             Stage::Connecting | Stage::Sending => libc::POLLOUT,
             Stage::Reading => libc::POLLIN,
+            Stage::Echo => 0,
+        }
+    }
+
+    /// The descriptor to poll: -1 (ignored by `poll(2)`) while waiting for the echo.
+    fn poll_fd(&self) -> libc::c_int {
+        match (&self.socket, self.stage) {
+            (Some(s), Stage::Connecting | Stage::Sending | Stage::Reading) => s.as_raw_fd(),
+            _ => -1,
         }
     }
 
     /// Moves the probe on after `poll(2)` reported it ready; `Some` when it is finished.
     fn advance(&mut self, now: Instant) -> Option<Outcome> {
+        let socket = self.socket.as_ref()?;
         if self.stage == Stage::Connecting {
-            match self.socket.take_error() {
+            match socket.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => return Some(Outcome::failure(connect_reason(&e), None)),
             }
@@ -649,10 +681,8 @@ impl InFlight {
     fn send(&mut self) {
         while self.sent < self.request.len() {
             // MSG_NOSIGNAL: a peer that closed early must not raise SIGPIPE in a library.
-            match self
-                .socket
-                .send_with_flags(&self.request[self.sent..], libc::MSG_NOSIGNAL)
-            {
+            let Some(socket) = &self.socket else { return };
+            match socket.send_with_flags(&self.request[self.sent..], libc::MSG_NOSIGNAL) {
                 Ok(n) => self.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -673,7 +703,8 @@ impl InFlight {
             let room = MAX_STATUS_LINE
                 .saturating_sub(self.received.len())
                 .min(chunk.len());
-            match (&self.socket).read(&mut chunk[..room]) {
+            let mut socket = self.socket.as_ref()?;
+            match socket.read(&mut chunk[..room]) {
                 Ok(0) => {
                     return Some(if !self.received.is_empty() {
                         http_outcome(&self.received, &self.probe, latency)
@@ -703,12 +734,89 @@ impl InFlight {
     }
 
     fn timed_out(&self) -> Outcome {
-        let what = match self.stage {
-            Stage::Connecting => "no TCP handshake",
-            Stage::Sending => "HTTP request not sent",
-            Stage::Reading => "no HTTP status line",
+        let what = match (self.stage, &self.passed) {
+            (Stage::Connecting, _) => "no TCP handshake".to_owned(),
+            (Stage::Sending, _) => "HTTP request not sent".to_owned(),
+            (Stage::Reading, _) => "no HTTP status line".to_owned(),
+            (Stage::Echo, None) => "data-path probe not returned".to_owned(),
+            (Stage::Echo, Some(first)) => format!("data-path probe not returned ({first})"),
         };
         Outcome::failure(format!("timeout after {:?}: {what}", self.timeout), None)
+    }
+
+    /// The outcome once the data-path probe came back at `now`.
+    fn echoed(&self, now: Instant) -> Outcome {
+        let reason = match &self.passed {
+            Some(first) => format!("{first}, data path ok"),
+            None => "data path ok".to_owned(),
+        };
+        Outcome::success(reason, now.duration_since(self.started))
+    }
+}
+
+/// The UDP sockets data-path probes leave from and come back to: one per source address,
+/// bound to its port 6081 (where appliances send Geneve), opened on first use.
+#[derive(Debug, Default)]
+struct EchoSockets {
+    sockets: Vec<(IpAddr, std::net::UdpSocket)>,
+}
+
+impl EchoSockets {
+    /// The socket for probes from `source` (or the unspecified address of `dst`'s family).
+    fn get(
+        &mut self,
+        source: Option<IpAddr>,
+        dst: IpAddr,
+    ) -> Result<&std::net::UdpSocket, Outcome> {
+        let src = source.unwrap_or(match dst {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        });
+        if let Some(i) = self.sockets.iter().position(|(a, _)| *a == src) {
+            return Ok(&self.sockets[i].1);
+        }
+        let local = SocketAddr::new(src, geneve::UDP_PORT);
+        let open = || -> io::Result<std::net::UdpSocket> {
+            let s = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_reuse_address(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&local.into())?;
+            Ok(s.into())
+        };
+        let socket = open()
+            .map_err(|e| Outcome::local(format!("binding {local} for data-path probes: {e}")))?;
+        self.sockets.push((src, socket));
+        Ok(&self.sockets[self.sockets.len() - 1].1)
+    }
+
+    /// Sends the data-path probe of `probe` to `target` and moves it to [`Stage::Echo`].
+    fn send(
+        &mut self,
+        probe: &mut InFlight,
+        target: &ProbeTarget,
+        rng: &mut XorShift64,
+    ) -> Result<(), Outcome> {
+        let Some(addrs) = probe.data_path else {
+            return Err(Outcome::local("no data-path probe configured"));
+        };
+        let socket = self.get(target.source, target.addr)?;
+        probe.nonce = rng.next_u64();
+        let datagram = data_path_probe::build(&target.tunnel, &addrs, probe.nonce);
+        let dst = SocketAddr::new(target.addr, geneve::UDP_PORT);
+        match socket.send_to(&datagram, dst) {
+            Ok(_) => {
+                probe.stage = Stage::Echo;
+                probe.socket = None;
+                Ok(())
+            }
+            Err(e) if is_local_error(&e) || e.kind() == io::ErrorKind::WouldBlock => {
+                Err(Outcome::local(format!("sending the data-path probe: {e}")))
+            }
+            Err(e) => Err(Outcome::failure(
+                format!("sending the data-path probe: {}", connect_reason(&e)),
+                None,
+            )),
+        }
     }
 }
 
@@ -721,6 +829,27 @@ fn start_probe(
 ) -> Result<InFlight, Outcome> {
     let dst = SocketAddr::new(target.addr, target.check.port);
     let local = |what: &str, e: io::Error| Outcome::local(format!("{what}: {e}"));
+    let mut probe = InFlight {
+        id,
+        generation,
+        socket: None,
+        stage: Stage::Echo,
+        started: now,
+        deadline: now + target.check.timeout,
+        timeout: target.check.timeout,
+        probe: target.check.probe.clone(),
+        request: Vec::new(),
+        sent: 0,
+        send_error: None,
+        received: Vec::new(),
+        data_path: target.check.data_path,
+        nonce: 0,
+        passed: None,
+    };
+    if target.check.probe == Probe::Geneve {
+        // The data-path probe alone: the checker sends it.
+        return Ok(probe);
+    }
     let socket = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| local("socket", e))?;
     socket
@@ -731,25 +860,14 @@ fn start_probe(
             .bind(&SocketAddr::new(src, 0).into())
             .map_err(|e| local(&format!("binding source {src}"), e))?;
     }
-    let request = match &target.check.probe {
-        Probe::Tcp => Vec::new(),
+    probe.request = match &target.check.probe {
+        Probe::Tcp | Probe::Geneve => Vec::new(),
         Probe::Http { path, .. } => http_request(path, dst),
     };
-    let mut probe = InFlight {
-        id,
-        generation,
-        socket,
-        stage: Stage::Connecting,
-        started: now,
-        deadline: now + target.check.timeout,
-        timeout: target.check.timeout,
-        probe: target.check.probe.clone(),
-        request,
-        sent: 0,
-        send_error: None,
-        received: Vec::new(),
-    };
-    match probe.socket.connect(&dst.into()) {
+    probe.stage = Stage::Connecting;
+    let connected = socket.connect(&dst.into());
+    probe.socket = Some(socket);
+    match connected {
         Ok(()) => match probe.advance(Instant::now()) {
             Some(outcome) => Err(outcome),
             None => Ok(probe),
@@ -772,6 +890,8 @@ struct Checker {
     /// Min-heap of `(due, id, schedule)`.
     heap: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     in_flight: Vec<InFlight>,
+    /// The sockets of data-path probes (polled after the wake-up socket).
+    echo: EchoSockets,
     pollfds: Vec<libc::pollfd>,
     /// Targets whose [`TargetHealth`] changed since the last publish.
     dirty: Vec<u64>,
@@ -798,6 +918,7 @@ impl Checker {
             next_id: 0,
             heap: BinaryHeap::new(),
             in_flight: Vec::new(),
+            echo: EchoSockets::default(),
             pollfds: Vec::new(),
             dirty: Vec::new(),
             removed: Vec::new(),
@@ -897,6 +1018,8 @@ impl Checker {
         let new = &entry.target.check;
         let reset = old.check.probe != new.probe
             || old.check.port != new.port
+            || old.check.data_path != new.data_path
+            || old.tunnel != entry.target.tunnel
             || old.source != entry.target.source
             || old.check.enabled != new.enabled;
         if reset {
@@ -952,6 +1075,12 @@ impl Checker {
             entry.busy = true;
             entry.next_due = now + jittered(check.interval, check.jitter_percent, &mut entry.rng);
             match start_probe(id, &entry.target, entry.generation, now) {
+                Ok(mut probe) if probe.stage == Stage::Echo => {
+                    match self.echo.send(&mut probe, &entry.target, &mut entry.rng) {
+                        Ok(()) => self.in_flight.push(probe),
+                        Err(outcome) => finished.push((id, entry.generation, outcome)),
+                    }
+                }
                 Ok(probe) => self.in_flight.push(probe),
                 Err(outcome) => finished.push((id, entry.generation, outcome)),
             }
@@ -982,9 +1111,17 @@ impl Checker {
             events: libc::POLLIN,
             revents: 0,
         });
+        for (_, socket) in &self.echo.sockets {
+            self.pollfds.push(libc::pollfd {
+                fd: socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let first_probe = 1 + self.echo.sockets.len();
         for probe in &self.in_flight {
             self.pollfds.push(libc::pollfd {
-                fd: probe.socket.as_raw_fd(),
+                fd: probe.poll_fd(),
                 events: probe.poll_events(),
                 revents: 0,
             });
@@ -992,9 +1129,9 @@ impl Checker {
         // Round up: waking a little early would only spin.
         let millis = i32::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         // SAFETY: `pollfds` is an initialised, exclusively borrowed array of exactly `len`
-        // `pollfd`s that outlives the call; the descriptors belong to `self.wake` and to the
-        // sockets in `self.in_flight`, which stay open during the call (poll only reads the
-        // fd numbers and writes `revents`).
+        // `pollfd`s that outlives the call; the descriptors belong to `self.wake`, to the
+        // sockets of `self.echo` and to those in `self.in_flight`, which stay open during the
+        // call (poll only reads the fd numbers, ignores negative ones, and writes `revents`).
         let ready = unsafe {
             libc::poll(
                 self.pollfds.as_mut_ptr(),
@@ -1022,16 +1159,65 @@ impl Checker {
         let mut finished = Vec::new();
         // In reverse, so that `swap_remove` only moves probes already looked at.
         for i in (0..self.in_flight.len()).rev() {
-            if self.pollfds[i + 1].revents == 0 {
+            if self.pollfds[first_probe + i].revents == 0 {
                 continue;
             }
-            if let Some(outcome) = self.in_flight[i].advance(now) {
-                let probe = self.in_flight.swap_remove(i);
+            let Some(outcome) = self.in_flight[i].advance(now) else {
+                continue;
+            };
+            let probe = &mut self.in_flight[i];
+            if outcome.verdict == Verdict::Success && probe.data_path.is_some() {
+                // The TCP/HTTP stage passed: now through the appliance.
+                probe.passed = Some(outcome.reason);
+                let sent = match self.entries.get_mut(&probe.id) {
+                    Some(e) => self.echo.send(probe, &e.target, &mut e.rng),
+                    None => Err(Outcome::local("target removed")),
+                };
+                match sent {
+                    Ok(()) => continue,
+                    Err(o) => finished.push((probe.id, probe.generation, o)),
+                }
+            } else {
                 finished.push((probe.id, probe.generation, outcome));
+            }
+            self.in_flight.swap_remove(i);
+        }
+        for k in 0..self.echo.sockets.len() {
+            if self.pollfds[1 + k].revents != 0 {
+                self.read_echoes(k, now, &mut finished);
             }
         }
         for (id, generation, outcome) in finished {
             self.finish(id, generation, outcome, now);
+        }
+    }
+
+    /// Reads every datagram waiting on echo socket `k`; a data-path probe that came back
+    /// from its target finishes (anything else, a forged or late probe included, is ignored).
+    fn read_echoes(&mut self, k: usize, now: Instant, finished: &mut Vec<(u64, u64, Outcome)>) {
+        let mut buf = [0u8; 2048];
+        // Bounded: a flood of datagrams must not keep the checker from its other work.
+        for _ in 0..256 {
+            let (n, from) = match self.echo.sockets[k].1.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let Some(nonce) = data_path_probe::echoed_nonce(&buf[..n]) else {
+                continue;
+            };
+            let found = self.in_flight.iter().position(|p| {
+                p.stage == Stage::Echo
+                    && p.nonce == nonce
+                    && self
+                        .entries
+                        .get(&p.id)
+                        .is_some_and(|e| e.target.addr == from.ip())
+            });
+            if let Some(i) = found {
+                let probe = self.in_flight.swap_remove(i);
+                finished.push((probe.id, probe.generation, probe.echoed(now)));
+            }
         }
     }
 
@@ -1181,6 +1367,7 @@ mod tests {
             unhealthy_threshold: 2,
             initial_state: InitialState::Initial,
             jitter_percent: 10,
+            data_path: None,
         }
     }
 

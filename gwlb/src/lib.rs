@@ -8,6 +8,7 @@ pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod data_path_probe;
 pub mod decap;
 pub mod encap;
 pub mod flow;

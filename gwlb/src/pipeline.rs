@@ -308,7 +308,11 @@ impl Pipeline {
                     }
                     Dispatch::Return => {
                         match return_flow(snap, b.data(), p, in_port, &mut sc.inner[i]) {
-                            Ok(r) => match elsewhere(r.hash) {
+                            Ok(Returned::Probe) => match share {
+                                Some(s) if s.me != 0 => Plan::Done(Verdict::Handoff(0)),
+                                _ => Plan::Done(Verdict::ToHost),
+                            },
+                            Ok(Returned::Flow(r)) => match elsewhere(r.hash) {
                                 Some(w) => Plan::Done(Verdict::Handoff(w)),
                                 None => {
                                     self.flows.prefetch(r.hash as u32);
@@ -517,7 +521,8 @@ impl Pipeline {
     ) -> Verdict {
         let mut inner = ParsedPacket::default();
         match return_flow(snap, buf.data(), outer, in_port, &mut inner) {
-            Ok(r) => self.decapsulate_flow(snap, buf, &r, &inner, now),
+            Ok(Returned::Flow(r)) => self.decapsulate_flow(snap, buf, &r, &inner, now),
+            Ok(Returned::Probe) => Verdict::ToHost,
             Err(r) => Verdict::Drop(r),
         }
     }
@@ -727,7 +732,10 @@ fn dispatch(snap: &Snapshot, p: &ParsedPacket, in_port: u16) -> Dispatch {
 /// the appliance is: its source address names a registered appliance, its source MAC is
 /// that appliance's MAC and it arrived on the port that reaches it; in a group with
 /// `require_flow_cookie` it must also echo the flow cookie. The flow check itself
-/// (`Pipeline::decapsulate_flow`) comes after.
+/// (`Pipeline::decapsulate_flow`) comes after. A trusted return that carries one of the
+/// group's data-path probes ([`crate::data_path_probe`]) is [`Returned::Probe`]: for the
+/// host, whose health checker sent it (the check costs a compare of the inner protocol and
+/// port on every other return).
 #[inline]
 fn return_flow(
     snap: &Snapshot,
@@ -735,7 +743,7 @@ fn return_flow(
     outer: &ParsedPacket,
     in_port: u16,
     inner: &mut ParsedPacket,
-) -> Result<Return, DropReason> {
+) -> Result<Returned, DropReason> {
     let slot = snap
         .appliance_by_addr(&outer.src)
         .ok_or(DropReason::UnknownAppliance)?;
@@ -759,15 +767,32 @@ fn return_flow(
     if inner.embedded.is_some_and(|e| e.src != inner.dst) {
         return Err(DropReason::NoFlowForReturn);
     }
+    if inner.dst_port == crate::data_path_probe::PROBE_UDP_PORT
+        && snap
+            .groups
+            .get(usize::from(a.group))
+            .and_then(|g| g.probes)
+            .is_some_and(|m| m.matches(inner))
+    {
+        return Ok(Returned::Probe);
+    }
     let (key, hash) = flow_of(snap, a.group, inner);
-    Ok(Return {
+    Ok(Returned::Flow(Return {
         slot,
         generation: a.generation,
         group: a.group,
         ret,
         key,
         hash,
-    })
+    }))
+}
+
+/// What a trusted Geneve return carries ([`return_flow`]).
+enum Returned {
+    /// A packet of a user flow.
+    Flow(Return),
+    /// A data-path probe of the appliance's group, for the host's health checker.
+    Probe,
 }
 
 /// A validated Geneve return ([`return_flow`]): the appliance that sent it (what the flow

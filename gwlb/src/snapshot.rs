@@ -173,6 +173,9 @@ pub struct GroupView {
     pub non_syn: config::UnknownNonSyn,
     /// `non_syn` is not `Admit` (the one byte the new-flow path tests).
     pub refuse_non_syn: bool,
+    /// The group's data-path probes, whose returns go to the host's health checker
+    /// (`None`: the group sends none).
+    pub probes: Option<crate::data_path_probe::Matcher>,
 }
 
 impl GroupView {
@@ -481,6 +484,11 @@ impl Snapshot {
                 tcp_rst: g.tcp_rst_on_drop,
                 non_syn: g.tcp_unknown_non_syn,
                 refuse_non_syn: g.tcp_unknown_non_syn != config::UnknownNonSyn::Admit,
+                probes: g
+                    .health_check
+                    .data_path
+                    .filter(|_| g.health_check.enabled)
+                    .map(|d| crate::data_path_probe::Matcher::new(&d)),
             });
         }
         // One slot per address: a registered one wins over one still draining elsewhere.

@@ -12,7 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use gwlb::config::{HealthCheck, InitialState, Probe, StatusCodes};
+use gwlb::config::{DataPathProbe, HealthCheck, InitialState, Probe, StatusCodes};
+use gwlb::data_path_probe::Tunnel;
 use gwlb::health::{
     HealthChecker, HealthError, HealthEvent, HealthState, ProbeTarget, TargetHealth,
 };
@@ -36,6 +37,7 @@ fn check(probe: Probe, port: u16, interval_ms: u64, timeout_ms: u64) -> HealthCh
         unhealthy_threshold: 2,
         initial_state: InitialState::Initial,
         jitter_percent: 0,
+        data_path: None,
     }
 }
 
@@ -53,8 +55,16 @@ fn target(slot: u16, group: &str, addr: IpAddr, check: HealthCheck) -> ProbeTarg
         addr,
         check,
         source: None,
+        tunnel: TUNNEL,
     }
 }
+
+/// The Geneve fields of the test groups' traffic.
+const TUNNEL: Tunnel = Tunnel {
+    vni: 4242,
+    endpoint_id: 0x0102_0304_0506_0708,
+    attachment_id: 7,
+};
 
 fn spawn(targets: Vec<ProbeTarget>) -> (HealthChecker, Receiver<HealthEvent>) {
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -798,4 +808,163 @@ fn measure_cost_of_1000_targets() {
         .snapshot()
         .iter()
         .all(|t| t.state == HealthState::Healthy));
+}
+
+/// A datagram an appliance received, and from where.
+type Datagram = (SocketAddr, Vec<u8>);
+
+/// An appliance's data path on the loopback: a UDP socket on `addr`:6081 that sends every
+/// Geneve datagram back to its sender while `forwarding` is on (an AWS-style echo), and
+/// records what it received. Turning `forwarding` off is an appliance whose stack still
+/// answers TCP but which forwards nothing (IP forwarding off).
+struct DataPath {
+    forwarding: Arc<AtomicBool>,
+    /// Replace the nonce (bytes 8.. of the payload) before echoing: a forged return.
+    forge: Arc<AtomicBool>,
+    received: Arc<Mutex<Vec<Datagram>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DataPath {
+    fn start(addr: Ipv4Addr) -> DataPath {
+        let socket = std::net::UdpSocket::bind((addr, 6081)).expect("bind the appliance's 6081");
+        socket.set_read_timeout(Some(20 * MS)).unwrap();
+        let forwarding = Arc::new(AtomicBool::new(true));
+        let forge = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (forwarding, forge, received, stop) = (
+                forwarding.clone(),
+                forge.clone(),
+                received.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    received.lock().unwrap().push((from, buf[..n].to_vec()));
+                    if !forwarding.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let mut reply = buf[..n].to_vec();
+                    if forge.load(Ordering::SeqCst) {
+                        let last = reply.len() - 1;
+                        reply[last] ^= 0x5a;
+                    }
+                    let _ = socket.send_to(&reply, from);
+                }
+            })
+        };
+        DataPath {
+            forwarding,
+            forge,
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DataPath {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Data-path probes on loopback: the checker's probes leave from 127.0.0.1:6081 to the
+/// appliance at 127.0.0.2:6081 (one test, so that nothing else binds these ports).
+#[test]
+fn data_path_probes_catch_an_appliance_that_answers_but_does_not_forward() {
+    let appliance = Ipv4Addr::new(127, 0, 0, 2);
+    let data_path = DataPath::start(appliance);
+    let server = Server::start_on(SocketAddr::new(appliance.into(), 0), TCP).unwrap();
+    let dp = DataPathProbe {
+        source: Ipv4Addr::new(198, 18, 0, 1),
+        destination: Ipv4Addr::new(198, 18, 0, 2),
+    };
+    let mut combined = check(Probe::Tcp, server.port(), 100, 50);
+    combined.data_path = Some(dp);
+    let mut t = target(1, "fw", appliance.into(), combined);
+    t.source = Some(LOCALHOST);
+    let (checker, events) = spawn(vec![t.clone()]);
+
+    // Both stages pass: healthy.
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy, "{ev:?}");
+    assert_eq!(
+        ev.reason,
+        "2 consecutive successes: TCP connect ok, data path ok"
+    );
+    {
+        let got = data_path.received.lock().unwrap();
+        let (from, d) = got.first().expect("a probe reached the appliance");
+        assert_eq!(*from, SocketAddr::new(LOCALHOST, 6081));
+        let h = geneve::parse_aws_header(d).expect("Geneve with the AWS options");
+        assert_eq!((h.vni, h.protocol_type), (4242, geneve::PROTO_IPV4));
+        let o = h.options.complete().expect("all three options");
+        assert_eq!((o.endpoint_id, o.attachment_id), (TUNNEL.endpoint_id, 7));
+        let inner = &d[h.header_len..];
+        assert_eq!(&inner[12..16], &[198, 18, 0, 1]);
+        assert_eq!(&inner[16..20], &[198, 18, 0, 2]);
+    }
+
+    // Forwarding off, TCP still answered: unhealthy on the data path, within about
+    // unhealthy_threshold intervals.
+    data_path.forwarding.store(false, Ordering::SeqCst);
+    let off = Instant::now();
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(!ev.healthy, "{ev:?}");
+    assert_eq!(
+        ev.reason,
+        "2 consecutive failures: timeout after 50ms: data-path probe not returned (TCP connect ok)"
+    );
+    assert!(
+        off.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        off.elapsed()
+    );
+    assert!(server.accepts().len() >= 4, "the TCP stage kept passing");
+
+    // Forged returns (another nonce) prove nothing.
+    data_path.forge.store(true, Ordering::SeqCst);
+    data_path.forwarding.store(true, Ordering::SeqCst);
+    std::thread::sleep(400 * MS);
+    assert!(
+        events.try_recv().is_err(),
+        "a forged return made it healthy"
+    );
+    let h = one(&checker);
+    assert_eq!(h.state, HealthState::Unhealthy);
+    assert!(h.consecutive_fail >= 3, "{h:?}");
+
+    // Forwarding back: healthy again.
+    data_path.forge.store(false, Ordering::SeqCst);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy, "{ev:?}");
+
+    // The data-path probe alone (no TCP stage): the TCP server going away changes nothing.
+    let mut alone = t;
+    alone.check.probe = Probe::Geneve;
+    checker.update_targets(vec![alone]).unwrap();
+    drop(server);
+    std::thread::sleep(400 * MS);
+    assert!(events.try_recv().is_err(), "no transition expected");
+    let h = one(&checker);
+    assert_eq!(h.state, HealthState::Healthy);
+    assert_eq!(h.last_reason.as_deref(), Some("data path ok"));
+    data_path.forwarding.store(false, Ordering::SeqCst);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(!ev.healthy, "{ev:?}");
+    assert_eq!(
+        ev.reason,
+        "2 consecutive failures: timeout after 50ms: data-path probe not returned"
+    );
 }

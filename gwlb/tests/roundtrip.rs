@@ -1132,3 +1132,91 @@ fn tcp_non_syn_packets_of_unknown_flows_follow_the_group_policy() {
         assert_eq!(c.tcp_resets, if policy == "reset" { 2 } else { 0 });
     }
 }
+
+/// Data-path probes: the return of a probe (an echo, or the kernel-routed inner packet) from
+/// a registered appliance goes to the host unchanged, whose health checker sent it; the same
+/// inner packet from anywhere else, or a probe-looking packet of a group that sends none, is
+/// treated like any other return.
+#[test]
+fn data_path_probe_returns_go_to_the_host_and_only_from_an_appliance() {
+    use gwlb::data_path_probe::{self, Tunnel};
+    use gwlb_tests::geneve_returns::udp_6081_frame;
+    let probing = CONFIG.replace("enabled = false", "protocol = \"geneve\"");
+    let cfg = Config::from_toml_str(&probing).expect("config");
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    let mut pipe = Pipeline::new(4096, Default::default()).expect("pipeline");
+    let dp = cfg.target_groups[0]
+        .health_check
+        .data_path
+        .expect("data path on");
+    let tunnel = Tunnel {
+        vni: 77,
+        endpoint_id: 1234,
+        attachment_id: 5678,
+    };
+    let probe = data_path_probe::build(&tunnel, &dp, 0x1234_5678_9abc_def0);
+    let from = |mac: [u8; 6], ip: [u8; 4], payload: &[u8]| {
+        udp_6081_frame(
+            &Outer {
+                dst_mac: GW_MAC,
+                src_mac: mac,
+                src: ip.into(),
+                dst: [10, 0, 0, 1].into(),
+                ttl: 64,
+                df: false,
+                sport: 51000,
+                ip_id: 0,
+                udp_checksum_v4: false,
+            },
+            payload,
+        )
+    };
+    let (mac, ip) = APPLIANCES[1];
+    // AWS-style echo, and a Linux kernel return (no options, inner routed: TTL 63).
+    let echo = from(mac, ip, &probe);
+    let mut routed = probe[geneve::AWS_HEADER_LEN..].to_vec();
+    routed[8] = 63;
+    set_ipv4_checksum(&mut routed);
+    let mut linux_payload = gwlb_tests::geneve_returns::geneve_base(0, 0, 0x0800, 9);
+    linux_payload.extend_from_slice(&routed);
+    let linux = from(mac, ip, &linux_payload);
+    for ret in [&echo, &linux] {
+        let mut b = VecBuf::new(ret);
+        assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::ToHost);
+        assert_eq!(b.data(), &ret[..], "handed to the host unchanged");
+        let mut burst = [VecBuf::new(ret)];
+        let mut v = [Verdict::ToHost; 1];
+        pipe.process_burst_shared(&snap, &mut burst, 0, 1, Share { me: 1, workers: 2 }, &mut v);
+        assert_eq!(
+            v[0],
+            Verdict::Handoff(0),
+            "the exception path is worker 0's"
+        );
+    }
+    // The kernel's socket reads the nonce back out of the UDP payload.
+    assert_eq!(
+        data_path_probe::echoed_nonce(&linux[42..]),
+        Some(0x1234_5678_9abc_def0)
+    );
+    // Not from an appliance: dropped as any forged return.
+    let stranger = from([2, 0, 0, 0, 0, 0x66], [10, 0, 0, 99], &probe);
+    assert_eq!(
+        pipe.process(&snap, &mut VecBuf::new(&stranger), 0, 1),
+        Verdict::Drop(DropReason::UnknownAppliance)
+    );
+    // Another inner destination: a return like any other (no flow: dropped).
+    let mut other = probe;
+    other[geneve::AWS_HEADER_LEN + 19] = 9;
+    set_ipv4_checksum(&mut other[geneve::AWS_HEADER_LEN..]);
+    assert_eq!(
+        pipe.process(&snap, &mut VecBuf::new(&from(mac, ip, &other)), 0, 1),
+        Verdict::Drop(DropReason::NoFlowForReturn)
+    );
+    // A group without data-path probes diverts nothing.
+    let (plain, mut plain_pipe) = setup();
+    assert_eq!(
+        plain_pipe.process(&plain, &mut VecBuf::new(&echo), 0, 1),
+        Verdict::Drop(DropReason::NoFlowForReturn)
+    );
+    assert_eq!(pipe.counters.to_host, 2);
+}

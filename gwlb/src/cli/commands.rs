@@ -44,9 +44,18 @@ pub struct HealthCheckArgs {
     /// Probes on or off.
     #[arg(long, value_name = "BOOL")]
     pub enabled: Option<bool>,
-    /// `tcp` or `http`.
+    /// `tcp`, `http` or `geneve` (a data-path probe alone).
     #[arg(long)]
     pub protocol: Option<String>,
+    /// Also send a data-path probe through the appliance with each TCP or HTTP check.
+    #[arg(long, value_name = "BOOL")]
+    pub data_path: Option<bool>,
+    /// Inner source address of data-path probes.
+    #[arg(long, value_name = "IPV4")]
+    pub data_path_source: Option<String>,
+    /// Inner destination address of data-path probes (one the appliance forwards).
+    #[arg(long, value_name = "IPV4")]
+    pub data_path_destination: Option<String>,
     /// Destination port of the probes.
     #[arg(long)]
     pub port: Option<u16>,
@@ -79,6 +88,9 @@ impl From<HealthCheckArgs> for HealthCheckPatch {
         HealthCheckPatch {
             enabled: a.enabled,
             protocol: a.protocol,
+            data_path: a.data_path,
+            data_path_source: a.data_path_source,
+            data_path_destination: a.data_path_destination,
             port: a.port,
             path: a.path,
             success_codes: a.success_codes,

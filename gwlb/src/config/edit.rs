@@ -15,8 +15,14 @@ use super::{CheckProtocol, Config, ConfigError, InitialState};
 pub struct HealthCheckPatch {
     /// Probes on/off.
     pub enabled: Option<bool>,
-    /// `tcp` or `http`.
+    /// `tcp`, `http` or `geneve`.
     pub protocol: Option<String>,
+    /// Send a data-path probe through the appliance with each check.
+    pub data_path: Option<bool>,
+    /// Inner source address of the data-path probe.
+    pub data_path_source: Option<String>,
+    /// Inner destination address of the data-path probe.
+    pub data_path_destination: Option<String>,
     /// Destination port.
     pub port: Option<u16>,
     /// HTTP path.
@@ -105,8 +111,8 @@ impl ConfigEdit {
         self
     }
 
-    /// Applies `p` to group `group`'s health check. A protocol that is neither `tcp` nor
-    /// `http`, or an initial state that is neither `initial` nor `healthy`, is refused here,
+    /// Applies `p` to group `group`'s health check. A protocol that is not `tcp`, `http` or
+    /// `geneve`, or an initial state that is neither `initial` nor `healthy`, is refused here,
     /// naming `target_groups[g].health_check.protocol` (`.initial_state`).
     pub fn patch_health_check(
         &mut self,
@@ -139,6 +145,15 @@ impl ConfigEdit {
         }
         if let Some(v) = p.enabled {
             hc.enabled = v;
+        }
+        if let Some(v) = p.data_path {
+            hc.data_path = v;
+        }
+        if let Some(v) = &p.data_path_source {
+            hc.data_path_source = Some(v.clone());
+        }
+        if let Some(v) = &p.data_path_destination {
+            hc.data_path_destination = Some(v.clone());
         }
         if let Some(v) = p.port {
             hc.port = v.into();

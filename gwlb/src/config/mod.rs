@@ -63,9 +63,9 @@ pub use edit::{ConfigEdit, HealthCheckPatch, TargetText};
 pub use error::{truncate_text, ConfigError, ConfigWarning, MAX_MESSAGE_LEN};
 pub use file::MAX_CONFIG_BYTES;
 pub use model::{
-    Bgp, BgpNeighbor, CheckProtocol, Config, Control, Dataplane, HealthCheck, Hugepages,
-    InitialState, LogFormat, Neighbor, OnAllUnhealthy, OnUnhealthy, Port, PortRole, Probe, Route,
-    Target, TargetGroup, UnknownNonSyn,
+    Bgp, BgpNeighbor, CheckProtocol, Config, Control, DataPathProbe, Dataplane, HealthCheck,
+    Hugepages, InitialState, LogFormat, Neighbor, OnAllUnhealthy, OnUnhealthy, Port, PortRole,
+    Probe, Route, Target, TargetGroup, UnknownNonSyn,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
 pub use values::{

@@ -97,6 +97,9 @@ pub enum CheckProtocol {
     Tcp,
     /// HTTP GET, judged by status code.
     Http,
+    /// A data-path probe alone: a Geneve packet sent through the appliance and expected back
+    /// (`crate::data_path_probe`).
+    Geneve,
 }
 
 /// The state a newly registered target starts in when its group's health check is enabled
@@ -428,6 +431,28 @@ pub struct HealthCheck {
     pub initial_state: InitialState,
     /// Random spread of probe times, in percent of `interval` (0..=50).
     pub jitter_percent: u8,
+    /// The data-path probe every check sends through the appliance (with `probe` TCP or
+    /// HTTP, after it passes; with [`Probe::Geneve`], alone); `None` = none.
+    pub data_path: Option<DataPathProbe>,
+}
+
+/// The inner addresses of a group's data-path probes (`data_path_source`,
+/// `data_path_destination`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DataPathProbe {
+    /// Inner source address.
+    pub source: std::net::Ipv4Addr,
+    /// Inner destination address: one the appliance forwards (routes back into its tunnel),
+    /// not one of its own.
+    pub destination: std::net::Ipv4Addr,
+}
+
+impl DataPathProbe {
+    /// `data_path_source` when not written: 198.18.0.1 (RFC 2544's benchmarking range, which
+    /// no real network uses).
+    pub const DEFAULT_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 1);
+    /// `data_path_destination` when not written: 198.18.0.2.
+    pub const DEFAULT_DESTINATION: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 2);
 }
 
 /// The probe of a health check.
@@ -442,6 +467,8 @@ pub enum Probe {
         /// Healthy status codes.
         success_codes: StatusCodes,
     },
+    /// Only the data-path probe ([`HealthCheck::data_path`] is then always set).
+    Geneve,
 }
 
 /// `[[target_groups.targets]]`: one appliance.

@@ -331,6 +331,11 @@ pub(super) struct RawHealthCheck {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) success_codes: Option<String>,
     pub(super) jitter_percent: i64,
+    pub(super) data_path: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) data_path_source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) data_path_destination: Option<String>,
 }
 
 impl Default for RawHealthCheck {
@@ -347,6 +352,9 @@ impl Default for RawHealthCheck {
             initial_state: InitialState::Initial,
             success_codes: None,
             jitter_percent: 10,
+            data_path: false,
+            data_path_source: None,
+            data_path_destination: None,
         }
     }
 }

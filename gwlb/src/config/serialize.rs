@@ -114,6 +114,7 @@ impl From<&Config> for RawConfig {
                             Some(path.clone()),
                             Some(success_codes.to_string()),
                         ),
+                        Probe::Geneve => (CheckProtocol::Geneve, None, None),
                     };
                     RawTargetGroup {
                         name: g.name.clone(),
@@ -144,6 +145,9 @@ impl From<&Config> for RawConfig {
                             initial_state: h.initial_state,
                             success_codes,
                             jitter_percent: to_i64(h.jitter_percent),
+                            data_path: h.data_path.is_some() && h.probe != Probe::Geneve,
+                            data_path_source: h.data_path.map(|d| d.source.to_string()),
+                            data_path_destination: h.data_path.map(|d| d.destination.to_string()),
                         },
                         targets: g
                             .targets

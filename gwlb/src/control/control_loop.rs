@@ -181,11 +181,15 @@ fn health_check_info(h: &crate::config::HealthCheck) -> HealthCheckInfo {
             path,
             success_codes,
         } => ("http", Some(path.clone()), Some(success_codes.to_string())),
+        Probe::Geneve => ("geneve", None, None),
     };
     HealthCheckInfo {
         enabled: h.enabled,
         protocol: protocol.into(),
         port: h.port,
+        data_path: h
+            .data_path
+            .map(|d| format!("{} -> {}", d.source, d.destination)),
         path,
         success_codes: codes,
         interval_ms: h.interval.as_millis() as u64,
@@ -1182,6 +1186,11 @@ fn probe_targets(cfg: &Config, registry: &Registry) -> Vec<ProbeTarget> {
                     .kernel_interface
                     .as_ref()
                     .and_then(|_| port.source_for(s.target.address)),
+                tunnel: crate::data_path_probe::Tunnel {
+                    vni: g.geneve_vni,
+                    endpoint_id: g.endpoint_id,
+                    attachment_id: g.attachment_id,
+                },
             })
         })
         .collect()

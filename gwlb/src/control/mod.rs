@@ -196,10 +196,14 @@ pub struct TargetInfo {
 pub struct HealthCheckInfo {
     /// Whether probes run.
     pub enabled: bool,
-    /// `tcp` or `http`.
+    /// `tcp`, `http` or `geneve` (a data-path probe alone).
     pub protocol: String,
     /// Destination port.
     pub port: u16,
+    /// The inner `source -> destination` of the data-path probe each check sends through
+    /// the appliance (`None`: no data-path probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_path: Option<String>,
     /// HTTP path (HTTP only).
     pub path: Option<String>,
     /// Accepted HTTP status codes, e.g. `200-399` (HTTP only).

@@ -1,30 +1,91 @@
-//! `[target_groups.health_check]`: the probe (TCP or HTTP), its timing and thresholds.
+//! `[target_groups.health_check]`: the probe (TCP, HTTP, a data-path probe or both), its
+//! timing and thresholds.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::{invalid, parse_field, ranged};
 use crate::config::raw::RawHealthCheck;
-use crate::config::{CheckProtocol, ConfigError, HealthCheck, Probe};
+use crate::config::{CheckProtocol, ConfigError, DataPathProbe, HealthCheck, Probe};
+
+/// The data-path probe of a check: set by `protocol = "geneve"` or `data_path = true`.
+fn validate_data_path(raw: &RawHealthCheck, h: &str) -> Result<Option<DataPathProbe>, ConfigError> {
+    let on = raw.data_path || raw.protocol == CheckProtocol::Geneve;
+    if !on {
+        for (name, v) in [
+            ("data_path_source", &raw.data_path_source),
+            ("data_path_destination", &raw.data_path_destination),
+        ] {
+            if v.is_some() {
+                return Err(invalid(
+                    format!("{h}.{name}"),
+                    "only valid with data_path = true or protocol = \"geneve\"",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let addr = |name: &str,
+                v: &Option<String>,
+                default: Ipv4Addr|
+     -> Result<Ipv4Addr, ConfigError> {
+        let field = format!("{h}.{name}");
+        let a: Ipv4Addr = match v {
+            Some(text) => parse_field(&field, text)?,
+            None => default,
+        };
+        if a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast() {
+            return Err(invalid(
+                field,
+                format!("{a}: expected a unicast IPv4 address the appliance routes (not unspecified, loopback, multicast or broadcast)"),
+            ));
+        }
+        Ok(a)
+    };
+    let source = addr(
+        "data_path_source",
+        &raw.data_path_source,
+        DataPathProbe::DEFAULT_SOURCE,
+    )?;
+    let destination = addr(
+        "data_path_destination",
+        &raw.data_path_destination,
+        DataPathProbe::DEFAULT_DESTINATION,
+    )?;
+    if source == destination {
+        return Err(invalid(
+            format!("{h}.data_path_destination"),
+            format!("{destination} equals data_path_source: the probe must cross the appliance"),
+        ));
+    }
+    Ok(Some(DataPathProbe {
+        source,
+        destination,
+    }))
+}
 
 pub(super) fn validate_health_check(
     raw: &RawHealthCheck,
     h: &str,
 ) -> Result<HealthCheck, ConfigError> {
     let probe = match raw.protocol {
-        CheckProtocol::Tcp => {
+        CheckProtocol::Tcp | CheckProtocol::Geneve => {
+            let only = if raw.protocol == CheckProtocol::Tcp {
+                "only valid with protocol = \"http\""
+            } else {
+                "only valid with protocol = \"http\" (protocol = \"geneve\" sends no request)"
+            };
             if raw.path.is_some() {
-                return Err(invalid(
-                    format!("{h}.path"),
-                    "only valid with protocol = \"http\"",
-                ));
+                return Err(invalid(format!("{h}.path"), only));
             }
             if raw.success_codes.is_some() {
-                return Err(invalid(
-                    format!("{h}.success_codes"),
-                    "only valid with protocol = \"http\"",
-                ));
+                return Err(invalid(format!("{h}.success_codes"), only));
             }
-            Probe::Tcp
+            if raw.protocol == CheckProtocol::Tcp {
+                Probe::Tcp
+            } else {
+                Probe::Geneve
+            }
         }
         CheckProtocol::Http => {
             let path = raw.path.clone().unwrap_or_else(|| "/".to_owned());
@@ -71,6 +132,7 @@ pub(super) fn validate_health_check(
         )?,
         initial_state: raw.initial_state,
         jitter_percent: ranged(&format!("{h}.jitter_percent"), raw.jitter_percent, 0..=50)?,
+        data_path: validate_data_path(raw, h)?,
     })
 }
 
@@ -79,7 +141,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::test_support::*;
-    use crate::config::{InitialState, Probe, StatusCodes};
+    use crate::config::{DataPathProbe, InitialState, Probe, StatusCodes};
 
     #[test]
     fn test_health_check_rules() {
@@ -169,6 +231,49 @@ mod tests {
             &hc("protocol = \"https\""),
             "target_groups[0].health_check.protocol",
             "unknown variant",
+        );
+        expect_err(
+            &hc("data_path_source = \"10.9.0.1\""),
+            "target_groups[0].health_check.data_path_source",
+            "only valid with data_path = true",
+        );
+        expect_err(
+            &hc("data_path = true\ndata_path_destination = \"224.0.0.1\""),
+            "target_groups[0].health_check.data_path_destination",
+            "unicast",
+        );
+        expect_err(
+            &hc("protocol = \"geneve\"\ndata_path_source = \"fd00::1\""),
+            "target_groups[0].health_check.data_path_source",
+            "invalid IPv4 address syntax",
+        );
+        expect_err(
+            &hc("data_path = true\ndata_path_source = \"198.18.0.2\""),
+            "target_groups[0].health_check.data_path_destination",
+            "equals data_path_source",
+        );
+        expect_err(
+            &hc("protocol = \"geneve\"\npath = \"/\""),
+            "target_groups[0].health_check.path",
+            "sends no request",
+        );
+        let dp = |body: &str| parse(&hc(body)).target_groups[0].health_check.clone();
+        assert_eq!(dp("").data_path, None);
+        let alone = dp("protocol = \"geneve\"");
+        assert_eq!(alone.probe, Probe::Geneve);
+        assert_eq!(
+            alone.data_path,
+            Some(DataPathProbe {
+                source: DataPathProbe::DEFAULT_SOURCE,
+                destination: DataPathProbe::DEFAULT_DESTINATION
+            })
+        );
+        let both =
+            dp("protocol = \"http\"\ndata_path = true\ndata_path_destination = \"10.200.0.9\"");
+        assert!(matches!(both.probe, Probe::Http { .. }));
+        assert_eq!(
+            both.data_path.map(|d| (d.source, d.destination)),
+            Some((DataPathProbe::DEFAULT_SOURCE, "10.200.0.9".parse().unwrap()))
         );
         let c = parse(&hc(
             "protocol = \"http\"\ninterval_ms = 100\ntimeout_ms = 50\nenabled = false",
