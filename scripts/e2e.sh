@@ -351,6 +351,47 @@ others=$(gw_health_lines | awk -v v="$VIP" '$3 != v { if (!($3 in n) && $2 == "h
 [ -z "$others" ] && ok "no other appliance changed health during the run (no false positives; each started initial and turned healthy once)" ||
     bad "no health flaps of the other appliances" "$others"
 
+tlog "data path: an appliance that answers its health check but forwards nothing"
+# The checks send a data-path probe through each appliance after the TCP check passes
+# (data_path = true): IP forwarding off in a UML guest keeps its TCP listener answering, and
+# only the probe, routed by the guest's kernel like user traffic, notices.
+O=$((3 - V)); OIP=$(eval echo "\$APP${O}_IP")
+t_off=$(date +%s.%N)
+"$UML_SH" exec --name "gwlb-app$O" -- sysctl -qw net.ipv4.ip_forward=0 ||
+    bad "ip_forward=0 in UML appliance $O"
+if line=$(gw_wait_health "$OIP" unhealthy "$t_off" 10); then
+    read -r t_det _ _ reason <<<"$line"
+    det_ms=$(elapsed_ms "$t_off" "$t_det") bound=$(( $(hc_detect_bound_ms) + 250 ))
+    msg="$OIP forwarding off: unhealthy after $det_ms ms (bound $bound ms, the kill bound + 250 ms for the guest's control loop; reason: $reason)"
+    { [ "$det_ms" -le "$bound" ] && grep -q "data-path probe not returned (TCP connect ok)" <<<"$reason"; } &&
+        ok "$msg" || bad "$msg"
+else
+    bad "$OIP forwarding off: gwlb logs it unhealthy within 10 s"
+fi
+ip netns exec "$NS_GW" timeout 3 socat -T2 - "TCP:$OIP:$HC_PORT,connect-timeout=2" </dev/null >/dev/null 2>&1 &&
+    ok "its TCP health-check port still accepts connections (a TCP check alone would keep it healthy)" ||
+    bad "TCP health-check port of $OIP still answers"
+FLO=49001 FHI=49060
+if r=$(udp_burst "$FLO" "$FHI"); then ok "forwarding off: 60 new UDP flows all answered"; else bad "forwarding off: new UDP flows answered" "$r"; fi
+fseen=$(flows_seen "$FLO" "$FHI")
+non=$(awk -v a="$OIP" '$1 != a' <<<"$fseen" | grep -c .)
+[ "$non" = 60 ] && ok "the 60 new flows avoid $OIP ($(awk '{print $1}' <<<"$fseen" | sort | uniq -c | awk '{printf "%s: %s  ", $2, $1}'))" ||
+    bad "new flows avoid the appliance that does not forward" "$non of 60 elsewhere"
+t_on=$(date +%s.%N)
+"$UML_SH" exec --name "gwlb-app$O" -- sysctl -qw net.ipv4.ip_forward=1 ||
+    bad "ip_forward=1 in UML appliance $O"
+if line=$(gw_wait_health "$OIP" healthy "$t_on" 10); then
+    read -r t_up _ _ reason <<<"$line"
+    grep -q "TCP connect ok, data path ok" <<<"$reason" &&
+        ok "forwarding back on: $OIP healthy again after $(elapsed_ms "$t_on" "$t_up") ms ($reason)" ||
+        bad "forwarding back on: healthy through the data path" "$reason"
+else
+    bad "forwarding back on: $OIP healthy again within 10 s"
+fi
+probe_fails=$(gw_health_lines | awk -v v="$OIP" '$3 != v && /data-path probe not returned/' | grep -c .)
+[ "$probe_fails" = 0 ] && ok "no other appliance ever failed a data-path probe (the AWS-style one echoes them, the other UML guest routes them)" ||
+    bad "data-path probes pass through every forwarding appliance" "$probe_fails failures elsewhere"
+
 tlog "gwlb counters"
 pid=$(cat "$WORK/gwlb.pid" 2>/dev/null)
 check "gwlb still running after all tests" kill -0 "$pid"

@@ -12,11 +12,15 @@
 //! 6081 to the appliance's port 6081:
 //!
 //! ```text
-//! Geneve (VNI, endpoint id, attachment id, flow cookie = low half of the nonce)
+//! Geneve (VNI, endpoint id, attachment id, flow cookie derived from the two addresses)
 //!   IPv4  source -> destination (the group's `data_path_source` / `data_path_destination`), TTL 64, DF
-//!     UDP  49152 + (nonce & 0x3fff) -> PROBE_UDP_PORT, checksum 0
+//!     UDP  PROBE_SOURCE_PORT -> PROBE_UDP_PORT, checksum 0
 //!       "gwlb-dpp" nonce (8 bytes, big-endian)
 //! ```
+//!
+//! Everything but the nonce is the same for every probe of a group, so an appliance sees its
+//! probes as one long-lived UDP flow, not one new flow per probe (its flow table and logs
+//! stay small).
 //!
 //! A Linux-kernel Geneve appliance routes the inner packet back into its tunnel (its
 //! `ip rule iif gnv0` table); an AWS-style one echoes it. Either way the return reaches the
@@ -35,6 +39,9 @@ use crate::wire::{ipv4, udp, IpAddrBytes};
 /// Inner UDP destination port of a probe (traceroute's first port: appliances that filter
 /// usually let it through, and nothing listens on it).
 pub const PROBE_UDP_PORT: u16 = 33434;
+
+/// Inner UDP source port of a probe (the first dynamic port).
+pub const PROBE_SOURCE_PORT: u16 = 49152;
 
 /// The payload's first bytes.
 const MAGIC: [u8; 8] = *b"gwlb-dpp";
@@ -65,7 +72,7 @@ pub fn build(tunnel: &Tunnel, addrs: &Addresses, nonce: u64) -> [u8; DATAGRAM_LE
     let opts = AwsOptions {
         endpoint_id: tunnel.endpoint_id,
         attachment_id: tunnel.attachment_id,
-        flow_cookie: nonce as u32,
+        flow_cookie: u32::from(addrs.source) ^ u32::from(addrs.destination).rotate_left(16),
     };
     let (geneve, inner) = d.split_at_mut(geneve::AWS_HEADER_LEN);
     geneve::emit_aws_header(geneve, geneve::PROTO_IPV4, tunnel.vni & 0x00ff_ffff, &opts);
@@ -80,7 +87,7 @@ pub fn build(tunnel: &Tunnel, addrs: &Addresses, nonce: u64) -> [u8; DATAGRAM_LE
     .emit(&mut ipv4::Packet::new_unchecked(ip));
     let (u, payload) = rest.split_at_mut(udp::HEADER_LEN);
     udp::Repr {
-        src_port: 0xc000 | (nonce as u16 & 0x3fff),
+        src_port: PROBE_SOURCE_PORT,
         dst_port: PROBE_UDP_PORT,
         payload_len: PAYLOAD_LEN as u16,
     }
@@ -172,13 +179,19 @@ mod tests {
             Some(AwsOptions {
                 endpoint_id: TUNNEL.endpoint_id,
                 attachment_id: 9,
-                flow_cookie: 0x0506_0708
+                flow_cookie: 0xc612_0001 ^ 0x0002_c612
             })
         );
         let inner = &d[geneve::AWS_HEADER_LEN..];
         let p = parse::parse_ip(inner).expect("inner parses");
         assert_eq!(p.protocol, proto::UDP);
-        assert_eq!((p.src_port, p.dst_port), (0xc708, PROBE_UDP_PORT));
+        assert_eq!(
+            (p.src_port, p.dst_port),
+            (PROBE_SOURCE_PORT, PROBE_UDP_PORT)
+        );
+        // Only the nonce differs between probes.
+        let other = build(&TUNNEL, &ADDRS, 0x0102_0304_0506_0709);
+        assert_eq!(d[..DATAGRAM_LEN - 1], other[..DATAGRAM_LEN - 1]);
         assert_eq!(p.ttl, 64);
         assert_eq!(usize::from(p.l3_len), INNER_LEN);
         assert!(crate::wire::checksum::verifies(0, &inner[..20]));

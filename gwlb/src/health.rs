@@ -68,6 +68,20 @@
 //! target in [`HealthState::at_registration`] (the registry does) and follow the events.
 //! Nothing ever goes back to initial except by being added again.
 //!
+//! # Flap damping
+//!
+//! Off unless `flap_damping_half_life_s` is set. A target that keeps falling from healthy
+//! and coming back (a crashing appliance restarting in a loop, a link that drops every few
+//! seconds) takes flows at every return and loses them at every fall. With damping, each
+//! fall from healthy adds [`FLAP_PENALTY`] (1) to a penalty that halves every half-life (the
+//! scheme of BGP route flap damping, RFC 2439); the fall that takes it to [`FLAP_SUPPRESS`]
+//! (2.5: three falls within about half a half-life) holds the target down: its passing checks are
+//! counted and reported (`held down by flap damping ...` in its last reason), but it stays
+//! unhealthy until the penalty has decayed below [`FLAP_REUSE`] (1), then turns healthy on
+//! its next passing check with enough consecutive successes. The penalty is capped at
+//! [`FLAP_MAX`] (8), so a target is never held for more than three half-lives after its
+//! last fall. Falls from initial do not count: only a healthy target can flap.
+//!
 //! A *local* error (no file descriptor, no ephemeral port, the configured source address
 //! cannot be bound) says nothing about the appliance: it is recorded in
 //! [`TargetHealth::last_reason`] and logged, but counts neither as success nor as failure.
@@ -425,14 +439,31 @@ impl Outcome {
     }
 }
 
+/// Flap damping (module documentation, "Flap damping"): what one fall from healthy adds to
+/// the penalty.
+const FLAP_PENALTY: f64 = 1.0;
+/// A fall that takes the penalty to this holds the target down (three falls within about
+/// half a half-life).
+const FLAP_SUPPRESS: f64 = 2.5;
+/// A held-down target is released once the penalty has decayed below this.
+const FLAP_REUSE: f64 = 1.0;
+/// The penalty never exceeds this, so no target is held down for more than
+/// `log2(FLAP_MAX / FLAP_REUSE)` = 3 half-lives after its last fall.
+const FLAP_MAX: f64 = 8.0;
+
 /// Health of one target (module documentation, "State machine").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct State {
     state: HealthState,
     consecutive_ok: u32,
     consecutive_fail: u32,
     last_reason: Option<String>,
     last_latency: Option<Duration>,
+    /// Flap-damping penalty as of `penalty_at`.
+    penalty: f64,
+    penalty_at: Option<Instant>,
+    /// Held down by flap damping: stays unhealthy while its checks pass.
+    held_down: bool,
 }
 
 impl State {
@@ -443,11 +474,23 @@ impl State {
             consecutive_fail: 0,
             last_reason: None,
             last_latency: None,
+            penalty: 0.0,
+            penalty_at: None,
+            held_down: false,
         }
     }
 
-    /// Counts a probe's outcome; returns the transition reason when the state flips.
-    fn record(&mut self, outcome: &Outcome, check: &HealthCheck) -> Option<String> {
+    /// The flap-damping penalty at `now` (exponential decay with `half_life`).
+    fn penalty_at(&self, now: Instant, half_life: Duration) -> f64 {
+        let Some(at) = self.penalty_at else {
+            return 0.0;
+        };
+        let halves = now.saturating_duration_since(at).as_secs_f64() / half_life.as_secs_f64();
+        self.penalty * 0.5f64.powf(halves)
+    }
+
+    /// Counts a probe's outcome at `now`; returns the transition reason when the state flips.
+    fn record(&mut self, outcome: &Outcome, check: &HealthCheck, now: Instant) -> Option<String> {
         self.last_reason = Some(outcome.reason.clone());
         if outcome.latency.is_some() {
             self.last_latency = outcome.latency;
@@ -458,23 +501,49 @@ impl State {
                 self.consecutive_ok = self.consecutive_ok.saturating_add(1);
                 self.consecutive_fail = 0;
                 let threshold = u32::from(check.healthy_threshold.max(1));
-                (self.state != HealthState::Healthy && self.consecutive_ok >= threshold).then(
-                    || {
-                        self.state = HealthState::Healthy;
-                        transition_reason(self.consecutive_ok, true, &outcome.reason)
-                    },
-                )
+                if self.state == HealthState::Healthy || self.consecutive_ok < threshold {
+                    return None;
+                }
+                let mut reason = transition_reason(self.consecutive_ok, true, &outcome.reason);
+                if self.held_down {
+                    let half_life = check.flap_half_life.unwrap_or(Duration::ZERO);
+                    let penalty = self.penalty_at(now, half_life);
+                    if check.flap_half_life.is_some() && penalty >= FLAP_REUSE {
+                        let left = half_life.as_secs_f64() * (penalty / FLAP_REUSE).log2();
+                        self.last_reason = Some(format!(
+                            "{}; held down by flap damping (penalty {penalty:.2}, released below {FLAP_REUSE:.2} in about {left:.0}s)",
+                            outcome.reason
+                        ));
+                        return None;
+                    }
+                    self.held_down = false;
+                    reason.push_str(" (released by flap damping)");
+                }
+                self.state = HealthState::Healthy;
+                Some(reason)
             }
             Verdict::Failure => {
                 self.consecutive_fail = self.consecutive_fail.saturating_add(1);
                 self.consecutive_ok = 0;
                 let threshold = u32::from(check.unhealthy_threshold.max(1));
-                (self.state != HealthState::Unhealthy && self.consecutive_fail >= threshold).then(
-                    || {
-                        self.state = HealthState::Unhealthy;
-                        transition_reason(self.consecutive_fail, false, &outcome.reason)
-                    },
-                )
+                if self.state == HealthState::Unhealthy || self.consecutive_fail < threshold {
+                    return None;
+                }
+                let mut reason = transition_reason(self.consecutive_fail, false, &outcome.reason);
+                if let (HealthState::Healthy, Some(half_life)) = (self.state, check.flap_half_life)
+                {
+                    self.penalty = (self.penalty_at(now, half_life) + FLAP_PENALTY).min(FLAP_MAX);
+                    self.penalty_at = Some(now);
+                    if self.penalty >= FLAP_SUPPRESS {
+                        self.held_down = true;
+                        reason.push_str(&format!(
+                            "; flapping (penalty {:.2}): held down until it decays below {FLAP_REUSE:.2}",
+                            self.penalty
+                        ));
+                    }
+                }
+                self.state = HealthState::Unhealthy;
+                Some(reason)
             }
         }
     }
@@ -1261,7 +1330,7 @@ impl Checker {
             entry.local_error_logged = false;
         }
         let from = entry.state.state;
-        if let Some(reason) = entry.state.record(&outcome, &entry.target.check) {
+        if let Some(reason) = entry.state.record(&outcome, &entry.target.check, now) {
             let healthy = entry.state.state == HealthState::Healthy;
             let target = entry.target.clone();
             self.emit(&target, from, healthy, reason, outcome.latency);
@@ -1368,6 +1437,7 @@ mod tests {
             initial_state: InitialState::Initial,
             jitter_percent: 10,
             data_path: None,
+            flap_half_life: None,
         }
     }
 
@@ -1423,26 +1493,29 @@ mod tests {
         let c = check(Probe::Tcp);
         let mut s = State::new(&c);
         assert_eq!(s.state, HealthState::Initial);
-        assert_eq!(s.record(&ok(), &c), None);
-        assert_eq!(s.record(&ok(), &c), None);
+        assert_eq!(s.record(&ok(), &c, Instant::now()), None);
+        assert_eq!(s.record(&ok(), &c, Instant::now()), None);
         assert_eq!(s.state, HealthState::Initial);
         // A failure restarts the count: still initial (one failure is below the threshold).
-        assert_eq!(s.record(&bad(), &c), None);
+        assert_eq!(s.record(&bad(), &c, Instant::now()), None);
         assert_eq!((s.state, s.consecutive_ok), (HealthState::Initial, 0));
         // Local errors count for nothing.
-        assert_eq!(s.record(&Outcome::local("socket: EMFILE"), &c), None);
-        assert_eq!(s.record(&ok(), &c), None);
-        assert_eq!(s.record(&ok(), &c), None);
+        assert_eq!(
+            s.record(&Outcome::local("socket: EMFILE"), &c, Instant::now()),
+            None
+        );
+        assert_eq!(s.record(&ok(), &c, Instant::now()), None);
+        assert_eq!(s.record(&ok(), &c, Instant::now()), None);
         assert_eq!(s.state, HealthState::Initial);
         assert_eq!(
-            s.record(&ok(), &c).as_deref(),
+            s.record(&ok(), &c, Instant::now()).as_deref(),
             Some("3 consecutive successes: TCP connect ok")
         );
         assert_eq!(s.state, HealthState::Healthy);
         // Healthy from there on: the usual machine.
-        assert_eq!(s.record(&bad(), &c), None);
+        assert_eq!(s.record(&bad(), &c, Instant::now()), None);
         assert_eq!(
-            s.record(&bad(), &c).as_deref(),
+            s.record(&bad(), &c, Instant::now()).as_deref(),
             Some("2 consecutive failures: connection refused")
         );
         assert_eq!(s.state, HealthState::Unhealthy);
@@ -1453,20 +1526,20 @@ mod tests {
         let mut c = check(Probe::Tcp);
         c.unhealthy_threshold = 3;
         let mut s = State::new(&c);
-        assert_eq!(s.record(&bad(), &c), None);
-        assert_eq!(s.record(&bad(), &c), None);
+        assert_eq!(s.record(&bad(), &c, Instant::now()), None);
+        assert_eq!(s.record(&bad(), &c, Instant::now()), None);
         assert_eq!(s.state, HealthState::Initial);
         assert_eq!(
-            s.record(&bad(), &c).as_deref(),
+            s.record(&bad(), &c, Instant::now()).as_deref(),
             Some("3 consecutive failures: connection refused")
         );
         assert_eq!(s.state, HealthState::Unhealthy);
         // Never back to initial: healthy_threshold successes make it healthy.
         for _ in 0..2 {
-            assert_eq!(s.record(&ok(), &c), None);
+            assert_eq!(s.record(&ok(), &c, Instant::now()), None);
             assert_eq!(s.state, HealthState::Unhealthy);
         }
-        assert!(s.record(&ok(), &c).is_some());
+        assert!(s.record(&ok(), &c, Instant::now()).is_some());
         assert_eq!(s.state, HealthState::Healthy);
     }
 
@@ -1513,23 +1586,23 @@ mod tests {
         let bad = bad();
         let mut s = State::new(&c);
         assert_eq!(s.state, HealthState::Healthy);
-        assert_eq!(s.record(&ok, &c), None);
-        assert_eq!(s.record(&bad, &c), None);
+        assert_eq!(s.record(&ok, &c, Instant::now()), None);
+        assert_eq!(s.record(&bad, &c, Instant::now()), None);
         assert_eq!(
-            s.record(&bad, &c).as_deref(),
+            s.record(&bad, &c, Instant::now()).as_deref(),
             Some("2 consecutive failures: connection refused")
         );
         assert_eq!(s.state, HealthState::Unhealthy);
-        assert_eq!(s.record(&bad, &c), None);
-        assert_eq!(s.record(&ok, &c), None);
-        assert_eq!(s.record(&ok, &c), None);
+        assert_eq!(s.record(&bad, &c, Instant::now()), None);
+        assert_eq!(s.record(&ok, &c, Instant::now()), None);
+        assert_eq!(s.record(&ok, &c, Instant::now()), None);
         // A failure restarts the success count.
-        assert_eq!(s.record(&bad, &c), None);
+        assert_eq!(s.record(&bad, &c, Instant::now()), None);
         assert_eq!(s.consecutive_ok, 0);
-        assert_eq!(s.record(&ok, &c), None);
-        assert_eq!(s.record(&ok, &c), None);
+        assert_eq!(s.record(&ok, &c, Instant::now()), None);
+        assert_eq!(s.record(&ok, &c, Instant::now()), None);
         assert_eq!(
-            s.record(&ok, &c).as_deref(),
+            s.record(&ok, &c, Instant::now()).as_deref(),
             Some("3 consecutive successes: TCP connect ok")
         );
         assert_eq!(s.state, HealthState::Healthy);
@@ -1537,7 +1610,7 @@ mod tests {
         // Local errors count for nothing.
         let local = Outcome::local("socket: Too many open files");
         for _ in 0..5 {
-            assert_eq!(s.record(&local, &c), None);
+            assert_eq!(s.record(&local, &c, Instant::now()), None);
         }
         assert_eq!(s.state, HealthState::Healthy);
         assert_eq!(s.consecutive_ok, 3);
@@ -1545,6 +1618,78 @@ mod tests {
             s.last_reason.as_deref(),
             Some("socket: Too many open files")
         );
+    }
+
+    /// Flap damping: every fall from healthy adds 1 to a penalty that halves every
+    /// half-life; the fall that takes it to 3 holds the target down, and it comes back only
+    /// once the penalty is below 1 and its checks pass. Off, nothing is held.
+    #[test]
+    fn test_flap_damping_holds_a_flapping_target_down() {
+        let half_life = Duration::from_secs(60);
+        let mut c = check(Probe::Tcp);
+        c.flap_half_life = Some(half_life);
+        c.initial_state = InitialState::Healthy;
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut s = State::new(&c);
+        // Down and up twice, a second apart.
+        let mut now = 0;
+        let flap = |s: &mut State, now: &mut u64| -> (Option<String>, Option<String>) {
+            let mut down = None;
+            for _ in 0..c.unhealthy_threshold {
+                *now += 1;
+                down = down.or(s.record(&bad(), &c, at(*now)));
+            }
+            let mut up = None;
+            for _ in 0..c.healthy_threshold {
+                *now += 1;
+                up = up.or(s.record(&ok(), &c, at(*now)));
+            }
+            (down, up)
+        };
+        for _ in 0..2 {
+            let (down, up) = flap(&mut s, &mut now);
+            assert!(down.unwrap().ends_with("failures: connection refused"));
+            assert!(up.is_some());
+            assert_eq!(s.state, HealthState::Healthy);
+        }
+        // The third fall within seconds: held down, and passing checks do not bring it back.
+        let (down, up) = flap(&mut s, &mut now);
+        let down = down.unwrap();
+        assert!(down.contains("flapping (penalty 2.8"), "{down}");
+        assert_eq!(up, None);
+        assert_eq!(s.state, HealthState::Unhealthy);
+        let why = s.last_reason.clone().unwrap();
+        assert!(why.contains("held down by flap damping"), "{why}");
+        // Held for log2(2.84) = 1.5 half-lives (90 s): still at 85 s, not at 100 s.
+        assert_eq!(s.record(&ok(), &c, at(now + 85)), None);
+        let up = s.record(&ok(), &c, at(now + 100)).unwrap();
+        assert!(up.ends_with("(released by flap damping)"), "{up}");
+        assert_eq!(s.state, HealthState::Healthy);
+        // Falls spread out (each two half-lives apart) never reach the threshold.
+        let mut spread = State::new(&c);
+        for k in 0..6 {
+            let base = k * 120;
+            for i in 0..2 {
+                spread.record(&bad(), &c, at(base + i));
+            }
+            for i in 2..5 {
+                spread.record(&ok(), &c, at(base + i));
+            }
+            assert_eq!(spread.state, HealthState::Healthy, "fall {k}");
+        }
+        // Off: never held.
+        c.flap_half_life = None;
+        let mut off = State::new(&c);
+        for k in 0..5 {
+            for i in 0..2 {
+                off.record(&bad(), &c, at(k * 10 + i));
+            }
+            for i in 2..5 {
+                off.record(&ok(), &c, at(k * 10 + i));
+            }
+            assert_eq!(off.state, HealthState::Healthy);
+        }
     }
 
     #[test]

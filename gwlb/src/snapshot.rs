@@ -16,6 +16,7 @@ use crate::flow_table::{GroupTimeouts, Timeouts};
 use crate::health::HealthState;
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
 use crate::parse::IpAddrBytes;
+use crate::steering;
 
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +177,9 @@ pub struct GroupView {
     /// The group's data-path probes, whose returns go to the host's health checker
     /// (`None`: the group sends none).
     pub probes: Option<crate::data_path_probe::Matcher>,
+    /// Below its health minimum, the group's new flows go to this group's appliances (its
+    /// `maglev` and `backends` are that group's); `None`: its own.
+    pub failover: Option<u16>,
 }
 
 impl GroupView {
@@ -409,6 +413,9 @@ impl Snapshot {
         }
         let mut group_backends: Vec<(Vec<MaglevBackend>, Vec<u16>)> =
             vec![(Vec::new(), Vec::new()); cfg.target_groups.len()];
+        // Registered targets with weight > 0 per group, whatever their health (the base of
+        // `min_healthy_percent`).
+        let mut registered = vec![0usize; cfg.target_groups.len()];
         for (slot, s) in registry.slots().iter().enumerate() {
             let t = &s.target;
             let gi = cfg.target_groups.iter().position(|g| g.name == s.group);
@@ -445,6 +452,9 @@ impl Snapshot {
                 _ => None,
             };
             if let Some(gi) = gi {
+                if s.state == SlotState::Registered && t.weight > 0 {
+                    registered[gi] += 1;
+                }
                 if state == ApplianceState::Healthy && t.weight > 0 {
                     group_backends[gi]
                         .0
@@ -469,15 +479,54 @@ impl Snapshot {
                 generation: s.generation,
             });
         }
+        let health: Vec<steering::GroupHealth> = cfg
+            .target_groups
+            .iter()
+            .zip(&group_backends)
+            .zip(&registered)
+            .map(|((g, (_, slots)), &registered)| steering::GroupHealth {
+                healthy: slots.len(),
+                registered,
+                min_targets: g.min_healthy_targets,
+                min_percent: g.min_healthy_percent,
+                failover: g.failover_group,
+            })
+            .collect();
+        let serving = steering::who_serves(&health);
+        let mut tables = Vec::with_capacity(cfg.target_groups.len());
         for (gi, (g, (backends, slots))) in cfg.target_groups.iter().zip(group_backends).enumerate()
         {
             let maglev =
                 MaglevTable::new(g.maglev_table_size, cfg.dataplane.flow_hash_seed, &backends)
                     .map_err(|source| SnapshotError::Maglev { group: gi, source })?;
+            tables.push((maglev, slots));
+        }
+        // A group that fails over takes its failover group's table as it is (same M, same
+        // backends), so that a flow's Maglev choice is the same whichever of the two groups
+        // is asked (stateless returns check it against the returning appliance's group).
+        let failover_tables: Vec<_> = serving
+            .iter()
+            .map(|s| match *s {
+                steering::Serving::Own => None,
+                steering::Serving::Failover(b) => Some(tables[b].clone()),
+            })
+            .collect();
+        for (gi, ((g, own), failed_over)) in cfg
+            .target_groups
+            .iter()
+            .zip(tables)
+            .zip(failover_tables)
+            .enumerate()
+        {
+            let (maglev, slots) = failed_over.unwrap_or(own);
             snap.groups.push(GroupView {
                 name: g.name.clone(),
                 maglev,
                 backends: slots,
+                failover: match serving[gi] {
+                    steering::Serving::Own => None,
+                    steering::Serving::Failover(b) => Some(b as u16),
+                },
                 stickiness: g.stickiness,
                 rebalance: g.on_unhealthy == OnUnhealthy::Rebalance,
                 fail_open: g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
@@ -649,6 +698,82 @@ mac = "02:00:00:00:00:12"
             .expect("snapshot");
         assert_eq!(*s.timeouts.for_group(0), Timeouts::default());
         assert_eq!(*s.timeouts.for_group(1), Timeouts::new(3600, 30).unwrap());
+    }
+
+    /// A group below its health minimum takes its failover group's Maglev table (and so its
+    /// appliances) while that group meets its own minimum; back at its minimum, its own.
+    #[test]
+    fn a_group_below_its_minimum_fails_over_to_its_failover_group() {
+        let cfg = Config::from_toml_str(&format!(
+            r#"{PORT_P0}
+[[target_groups]]
+name = "primary"
+user_ports = ["p0"]
+failover_group = "backup"
+min_healthy_percent = 50
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:11"
+[[target_groups.targets]]
+address = "10.0.0.12"
+mac = "02:00:00:00:00:12"
+[[target_groups.targets]]
+address = "10.0.0.13"
+mac = "02:00:00:00:00:13"
+
+[[target_groups]]
+name = "backup"
+user_ports = []
+maglev_table_size = 251
+[[target_groups.targets]]
+address = "10.0.0.21"
+mac = "02:00:00:00:00:21"
+"#
+        ))
+        .expect("valid config");
+        let mut reg = Registry::new(&cfg, 64).unwrap();
+        reg.assume_healthy();
+        let build = |reg: &Registry| {
+            Snapshot::build_with(&cfg, &[[2, 0, 0, 0, 0, 1]], reg, &LiveState::default(), 1)
+                .expect("snapshot")
+        };
+        let picks = |s: &Snapshot, g: usize| -> std::collections::BTreeSet<u16> {
+            (0..2000u32)
+                .filter_map(|h| s.groups[g].pick(h.wrapping_mul(0x9e37_79b9)))
+                .collect()
+        };
+        let all = build(&reg);
+        assert_eq!(all.groups[0].failover, None);
+        assert_eq!(picks(&all, 0), [0, 1, 2].into());
+        // 2 of 3 healthy (67 % >= 50 %): still its own.
+        reg.set_health(0, false, "down".into());
+        let two = build(&reg);
+        assert_eq!(
+            (two.groups[0].failover, picks(&two, 0)),
+            (None, [1, 2].into())
+        );
+        // 1 of 3 (33 %): the backup's appliance, by the backup's own table.
+        reg.set_health(1, false, "down".into());
+        let one = build(&reg);
+        assert_eq!(one.groups[0].failover, Some(1));
+        assert_eq!(picks(&one, 0), [3].into());
+        assert_eq!(one.groups[0].maglev, one.groups[1].maglev, "the same table");
+        // The backup down too: the primary's last healthy target serves.
+        reg.set_health(3, false, "down".into());
+        let none = build(&reg);
+        assert_eq!(
+            (none.groups[0].failover, picks(&none, 0)),
+            (None, [2].into())
+        );
+        // Back up: failover again, then its own once at its minimum.
+        reg.set_health(3, true, "up".into());
+        assert_eq!(build(&reg).groups[0].failover, Some(1));
+        reg.set_health(0, true, "up".into());
+        let back = build(&reg);
+        assert_eq!(
+            (back.groups[0].failover, picks(&back, 0)),
+            (None, [0, 2].into())
+        );
     }
 
     #[test]

@@ -57,6 +57,57 @@ pub fn when_no_appliance_left(same_target: bool) -> ExistingFlow {
     }
 }
 
+/// A target group's health, as [`who_serves`] weighs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupHealth {
+    /// Healthy targets with weight > 0 (those in its own Maglev table).
+    pub healthy: usize,
+    /// Registered targets with weight > 0, in any health state (not draining).
+    pub registered: usize,
+    /// `min_healthy_targets`.
+    pub min_targets: u16,
+    /// `min_healthy_percent`.
+    pub min_percent: u8,
+    /// `failover_group` (an index of the same list).
+    pub failover: Option<usize>,
+}
+
+impl GroupHealth {
+    /// Whether the group is at or above its minimums (and has a healthy target at all).
+    pub fn meets_minimum(&self) -> bool {
+        self.healthy > 0
+            && self.healthy >= usize::from(self.min_targets)
+            && self.healthy * 100 >= usize::from(self.min_percent) * self.registered
+    }
+}
+
+/// Whose appliances take a group's new flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// Its own healthy ones (none at all: `on_all_unhealthy`).
+    Own,
+    /// Those of the group at this index (its failover group).
+    Failover(usize),
+}
+
+/// The group health threshold policy (GCP's failover policy): a group below its minimum
+/// fails over to its failover group while that group meets its own minimum; otherwise (no
+/// failover group, or one below its minimum too) its own remaining healthy targets serve, and
+/// with none left `on_all_unhealthy` decides. A threshold never drops a flow that some
+/// appliance could inspect, and failover is one level deep (a failover group's own failover
+/// group is not followed).
+pub fn who_serves(groups: &[GroupHealth]) -> Vec<Serving> {
+    groups
+        .iter()
+        .map(|g| match g.failover {
+            Some(b) if !g.meets_minimum() && groups.get(b).is_some_and(|b| b.meets_minimum()) => {
+                Serving::Failover(b)
+            }
+            _ => Serving::Own,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +154,59 @@ mod tests {
     fn a_move_with_no_appliance_left_keeps_only_its_own_target() {
         assert_eq!(when_no_appliance_left(true), ExistingFlow::Keep);
         assert_eq!(when_no_appliance_left(false), ExistingFlow::End);
+    }
+
+    #[test]
+    fn test_who_serves() {
+        let g = |healthy, registered, min_targets, min_percent, failover| GroupHealth {
+            healthy,
+            registered,
+            min_targets,
+            min_percent,
+            failover,
+        };
+        // (primary, backup) -> who serves the primary.
+        let cases = [
+            // At or above the minimums: itself.
+            (g(2, 4, 2, 50, Some(1)), g(1, 1, 1, 0, None), Serving::Own),
+            // Below the count: the backup.
+            (
+                g(1, 4, 2, 0, Some(1)),
+                g(1, 1, 1, 0, None),
+                Serving::Failover(1),
+            ),
+            // Below the share (1 of 4 = 25 % < 30 %): the backup.
+            (
+                g(1, 4, 1, 30, Some(1)),
+                g(1, 1, 1, 0, None),
+                Serving::Failover(1),
+            ),
+            // None healthy, the default minimum: the backup.
+            (
+                g(0, 3, 1, 0, Some(1)),
+                g(2, 2, 1, 0, None),
+                Serving::Failover(1),
+            ),
+            // The backup below its own minimum: the primary's remaining targets.
+            (g(1, 4, 2, 0, Some(1)), g(1, 3, 2, 0, None), Serving::Own),
+            (g(0, 4, 2, 0, Some(1)), g(0, 3, 1, 0, None), Serving::Own),
+            // No failover group: itself, whatever its health.
+            (g(0, 4, 2, 0, None), g(5, 5, 1, 0, None), Serving::Own),
+        ];
+        for (i, (primary, backup, want)) in cases.into_iter().enumerate() {
+            let got = who_serves(&[primary, backup]);
+            assert_eq!(got[0], want, "case {i}: {primary:?} / {backup:?}");
+            assert_eq!(got[1], Serving::Own, "case {i}: the backup serves itself");
+        }
+        // One level: a chain a -> b -> c with b below its minimum does not reach c.
+        let chain = [
+            g(0, 1, 1, 0, Some(1)),
+            g(0, 1, 1, 0, Some(2)),
+            g(1, 1, 1, 0, None),
+        ];
+        assert_eq!(
+            who_serves(&chain),
+            [Serving::Own, Serving::Failover(2), Serving::Own]
+        );
     }
 }

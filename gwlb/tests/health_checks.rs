@@ -38,6 +38,7 @@ fn check(probe: Probe, port: u16, interval_ms: u64, timeout_ms: u64) -> HealthCh
         initial_state: InitialState::Initial,
         jitter_percent: 0,
         data_path: None,
+        flap_half_life: None,
     }
 }
 

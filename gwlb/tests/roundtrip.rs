@@ -1220,3 +1220,55 @@ fn data_path_probe_returns_go_to_the_host_and_only_from_an_appliance() {
     );
     assert_eq!(pipe.counters.to_host, 2);
 }
+
+/// Group failover through the pipeline: with the primary group below its minimum, a user
+/// flow is encapsulated toward the failover group's appliance with that group's Geneve
+/// fields, and that appliance's return is accepted and forwarded.
+#[test]
+fn a_failed_over_group_sends_new_flows_to_its_failover_groups_appliance() {
+    use gwlb::control::registry::Registry;
+    let text = CONFIG.replace(
+        "attachment_id = 5678\n",
+        "attachment_id = 5678\nfailover_group = \"dr\"\nmin_healthy_targets = 2\n",
+    ) + r#"
+[[target_groups]]
+name = "dr"
+user_ports = []
+geneve_vni = 99
+[target_groups.health_check]
+enabled = false
+[[target_groups.targets]]
+address = "10.0.0.21"
+mac = "02:00:00:00:00:21"
+"#;
+    let cfg = Config::from_toml_str(&text).expect("config");
+    let mut reg = Registry::new(&cfg, 64).unwrap();
+    reg.assume_healthy();
+    // Two of the primary's three appliances down: 1 < min_healthy_targets = 2.
+    reg.set_health(0, false, "down".into());
+    reg.set_health(1, false, "down".into());
+    let snap = Snapshot::build_with(&cfg, &[GW_MAC], &reg, &LiveState::default(), 1).unwrap();
+    let mut pipe = Pipeline::new(4096, Default::default()).expect("pipeline");
+    for sport in 40000..40020 {
+        let f = user_frame(Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]), 17, sport, 53, b"q");
+        let mut b = VecBuf::new(&f);
+        assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
+        let enc = b.data().to_vec();
+        assert_eq!(
+            enc[0..6],
+            [2, 0, 0, 0, 0, 0x21],
+            "the failover group's appliance"
+        );
+        assert_eq!(enc[30..34], [10, 0, 0, 21]);
+        let h = geneve::parse_aws_header(&enc[42..]).unwrap();
+        assert_eq!(h.vni, 99, "with its group's VNI");
+        let mut r = VecBuf::new(&linux_return(&enc, &f[14..]));
+        assert_eq!(pipe.process(&snap, &mut r, 0, 2), Verdict::Tx(0));
+        assert_eq!(
+            r.data(),
+            &expected(&f)[..],
+            "its return forwarded byte-exact"
+        );
+    }
+    assert_eq!(pipe.counters.decapsulated, 20);
+}

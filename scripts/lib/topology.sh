@@ -67,6 +67,8 @@ MAX_INNER=$((APP_MTU - 68)) # largest inner packet gwlb can encapsulate toward t
 # 500/300 ms rather than less: on a loaded 2-core machine gwlb's worker can be starved for
 # half a second or more, and tighter settings then flap every appliance at once.
 HC_PORT=8080 HC_INTERVAL_MS=500 HC_TIMEOUT_MS=300 HC_THRESHOLD=2 HC_JITTER=10
+# Each check also sends a data-path probe through the appliance (Geneve, routed back by it).
+HC_DATA_PATH=${HC_DATA_PATH:-true}
 ON_UNHEALTHY=rebalance     # existing flows of an unhealthy appliance move to healthy ones
 # Weights for new flows: app1 : app2 : app3 (see the weights check in e2e.sh).
 W1=1 W2=1 W3=2
@@ -229,6 +231,7 @@ on_unhealthy = "$ON_UNHEALTHY"
 
 [target_groups.health_check]
 protocol = "tcp"
+data_path = $HC_DATA_PATH
 port = $HC_PORT
 interval_ms = $HC_INTERVAL_MS
 timeout_ms = $HC_TIMEOUT_MS

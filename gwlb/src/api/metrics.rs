@@ -108,6 +108,18 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
         );
     }
     e.family(
+        "gwlb_target_group_failed_over",
+        Gauge,
+        "1 while the target group is below its health minimum and its new flows go to its failover group's targets, else 0.",
+    );
+    for g in groups {
+        e.sample(
+            "gwlb_target_group_failed_over",
+            &[("target_group", &g.name)],
+            u64::from(g.failed_over),
+        );
+    }
+    e.family(
         "gwlb_ProcessedBytes_total",
         Counter,
         "Inner IP bytes sent to the target group's appliances (its targets' sum, draining ones included).",

@@ -56,6 +56,9 @@ pub struct HealthCheckArgs {
     /// Inner destination address of data-path probes (one the appliance forwards).
     #[arg(long, value_name = "IPV4")]
     pub data_path_destination: Option<String>,
+    /// Flap damping's half-life in seconds (0: off).
+    #[arg(long, value_name = "S")]
+    pub flap_damping_half_life_s: Option<u64>,
     /// Destination port of the probes.
     #[arg(long)]
     pub port: Option<u16>,
@@ -91,6 +94,7 @@ impl From<HealthCheckArgs> for HealthCheckPatch {
             data_path: a.data_path,
             data_path_source: a.data_path_source,
             data_path_destination: a.data_path_destination,
+            flap_damping_half_life_s: a.flap_damping_half_life_s,
             port: a.port,
             path: a.path,
             success_codes: a.success_codes,
@@ -163,7 +167,7 @@ pub enum ClientCommand {
         /// Target group.
         group: String,
         #[command(flatten)]
-        settings: HealthCheckArgs,
+        settings: Box<HealthCheckArgs>,
     },
     /// Counters per worker and in total, drops by reason.
     Stats {
@@ -325,7 +329,7 @@ impl ClientCommand {
                 settings,
             } => {
                 let client = opts.client()?;
-                let patch = HealthCheckPatch::from(settings);
+                let patch = HealthCheckPatch::from(*settings);
                 let g = if patch == HealthCheckPatch::default() {
                     client.group(&group)?
                 } else {

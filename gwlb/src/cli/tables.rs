@@ -119,20 +119,27 @@ fn check_summary(h: &HealthCheckInfo) -> String {
     if !h.enabled {
         return "off".to_owned();
     }
-    let target = match &h.path {
-        Some(path) => format!("{} :{}{path}", h.protocol, h.port),
-        None => format!("{} :{}", h.protocol, h.port),
+    let target = match (&h.path, h.protocol.as_str()) {
+        (_, "geneve") => "geneve".to_owned(),
+        (Some(path), _) => format!("{} :{}{path}", h.protocol, h.port),
+        (None, _) => format!("{} :{}", h.protocol, h.port),
     };
-    format!("{target} every {}ms", h.interval_ms)
+    let data_path = if h.data_path.is_some() && h.protocol != "geneve" {
+        " +data path"
+    } else {
+        ""
+    };
+    format!("{target}{data_path} every {}ms", h.interval_ms)
 }
 
 /// A group's health check, one setting per line.
 pub fn health_check(group: &str, h: &HealthCheckInfo) -> String {
     let mut table = Table::new(&["SETTING", "VALUE"]);
-    let rows: [(&str, String); 11] = [
+    let rows: [(&str, String); 13] = [
         ("target_group", group.to_owned()),
         ("enabled", h.enabled.to_string()),
         ("protocol", h.protocol.clone()),
+        ("data_path", or_dash(h.data_path.as_deref())),
         ("port", h.port.to_string()),
         ("path", or_dash(h.path.as_deref())),
         ("success_codes", or_dash(h.success_codes.as_deref())),
@@ -141,6 +148,13 @@ pub fn health_check(group: &str, h: &HealthCheckInfo) -> String {
         ("healthy_threshold", h.healthy_threshold.to_string()),
         ("unhealthy_threshold", h.unhealthy_threshold.to_string()),
         ("initial_state", h.initial_state.clone()),
+        (
+            "flap_damping_half_life_s",
+            match h.flap_damping_half_life_s {
+                0 => "off".to_owned(),
+                s => s.to_string(),
+            },
+        ),
     ];
     for (k, v) in rows {
         table.row(&[k.to_owned(), v]);

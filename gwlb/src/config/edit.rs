@@ -23,6 +23,8 @@ pub struct HealthCheckPatch {
     pub data_path_source: Option<String>,
     /// Inner destination address of the data-path probe.
     pub data_path_destination: Option<String>,
+    /// Flap damping's half-life in seconds (0: off).
+    pub flap_damping_half_life_s: Option<u64>,
     /// Destination port.
     pub port: Option<u16>,
     /// HTTP path.
@@ -154,6 +156,9 @@ impl ConfigEdit {
         }
         if let Some(v) = &p.data_path_destination {
             hc.data_path_destination = Some(v.clone());
+        }
+        if let Some(v) = p.flap_damping_half_life_s {
+            hc.flap_damping_half_life_s = clamp(v);
         }
         if let Some(v) = p.port {
             hc.port = v.into();

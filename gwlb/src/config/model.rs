@@ -376,8 +376,17 @@ pub struct TargetGroup {
     pub stickiness: Stickiness,
     /// Existing flows of an unhealthy or deregistered target.
     pub on_unhealthy: OnUnhealthy,
-    /// Traffic when no target is healthy.
+    /// Traffic when no target is healthy (and no failover group takes it).
     pub on_all_unhealthy: OnAllUnhealthy,
+    /// Index into [`Config::target_groups`] of the group whose appliances take this group's
+    /// new flows while it is below its minimum (`min_healthy_targets`,
+    /// `min_healthy_percent`) and that group is not below its own.
+    pub failover_group: Option<usize>,
+    /// The group is below its minimum with fewer healthy targets than this (at least 1).
+    pub min_healthy_targets: u16,
+    /// The group is below its minimum with a smaller share of its registered targets
+    /// healthy, in percent (0: no such minimum).
+    pub min_healthy_percent: u8,
     /// Connection draining of a deregistered target.
     pub deregistration_delay: Duration,
     /// Idle timeout of TCP flows.
@@ -434,6 +443,10 @@ pub struct HealthCheck {
     /// The data-path probe every check sends through the appliance (with `probe` TCP or
     /// HTTP, after it passes; with [`Probe::Geneve`], alone); `None` = none.
     pub data_path: Option<DataPathProbe>,
+    /// Flap damping: the half-life of a target's flap penalty (`None`: off). A target that
+    /// falls from healthy three times within about half a half-life is held down (module docs of
+    /// `health`, "Flap damping").
+    pub flap_half_life: Option<Duration>,
 }
 
 /// The inner addresses of a group's data-path probes (`data_path_source`,

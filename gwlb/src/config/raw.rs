@@ -287,6 +287,12 @@ pub(super) struct RawTargetGroup {
     pub(super) on_unhealthy: OnUnhealthy,
     #[serde(default)]
     pub(super) on_all_unhealthy: OnAllUnhealthy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) failover_group: Option<String>,
+    #[serde(default = "default_min_healthy")]
+    pub(super) min_healthy_targets: i64,
+    #[serde(default)]
+    pub(super) min_healthy_percent: i64,
     #[serde(default = "default_dereg")]
     pub(super) deregistration_delay_s: i64,
     #[serde(default = "default_tcp_idle")]
@@ -336,6 +342,7 @@ pub(super) struct RawHealthCheck {
     pub(super) data_path_source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) data_path_destination: Option<String>,
+    pub(super) flap_damping_half_life_s: i64,
 }
 
 impl Default for RawHealthCheck {
@@ -355,8 +362,13 @@ impl Default for RawHealthCheck {
             data_path: false,
             data_path_source: None,
             data_path_destination: None,
+            flap_damping_half_life_s: 0,
         }
     }
+}
+
+fn default_min_healthy() -> i64 {
+    1
 }
 
 pub(super) fn default_weight() -> i64 {

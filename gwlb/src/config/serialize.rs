@@ -122,6 +122,9 @@ impl From<&Config> for RawConfig {
                         stickiness: g.stickiness,
                         on_unhealthy: g.on_unhealthy,
                         on_all_unhealthy: g.on_all_unhealthy,
+                        failover_group: g.failover_group.map(|b| c.target_groups[b].name.clone()),
+                        min_healthy_targets: i64::from(g.min_healthy_targets),
+                        min_healthy_percent: i64::from(g.min_healthy_percent),
                         deregistration_delay_s: secs(g.deregistration_delay),
                         tcp_idle_timeout_s: secs(g.tcp_idle_timeout),
                         other_idle_timeout_s: secs(g.other_idle_timeout),
@@ -148,6 +151,7 @@ impl From<&Config> for RawConfig {
                             data_path: h.data_path.is_some() && h.probe != Probe::Geneve,
                             data_path_source: h.data_path.map(|d| d.source.to_string()),
                             data_path_destination: h.data_path.map(|d| d.destination.to_string()),
+                            flap_damping_half_life_s: h.flap_half_life.map_or(0, secs),
                         },
                         targets: g
                             .targets

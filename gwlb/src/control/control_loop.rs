@@ -190,6 +190,7 @@ fn health_check_info(h: &crate::config::HealthCheck) -> HealthCheckInfo {
         data_path: h
             .data_path
             .map(|d| format!("{} -> {}", d.source, d.destination)),
+        flap_damping_half_life_s: h.flap_half_life.map_or(0, |d| d.as_secs()),
         path,
         success_codes: codes,
         interval_ms: h.interval.as_millis() as u64,
@@ -332,23 +333,21 @@ impl ControlLoop {
                 stalled_workers.push(i);
             }
         }
+        // The appliances that take each group's new flows, as published: its own healthy
+        // ones, or its failover group's. Initial targets are not healthy: a fail-closed group
+        // whose targets have all not passed their checks yet (and no failover group that
+        // takes over) cannot serve, and the node does not announce.
+        let snap = self.snapshot.load();
         let groups = self
             .cfg
             .target_groups
             .iter()
-            .map(|g| {
-                // Initial targets are not healthy: a fail-closed group whose targets have all
-                // not passed their checks yet cannot serve, and the node does not announce.
-                let healthy = self
-                    .registry
-                    .registered()
-                    .filter(|(_, s)| {
-                        s.group == g.name && s.health == HealthState::Healthy && s.target.weight > 0
-                    })
-                    .count();
+            .enumerate()
+            .map(|(gi, g)| {
+                let serving = snap.groups.get(gi).map_or(0, |v| v.backends.len());
                 (
                     g.name.clone(),
-                    healthy,
+                    serving,
                     g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
                 )
             })
@@ -487,6 +486,7 @@ impl ControlLoop {
         ) {
             Ok(s) => {
                 self.generation += 1;
+                self.log_failovers(&s);
                 self.snapshot.store(Arc::new(s));
                 tracing::debug!(
                     generation = self.generation,
@@ -494,6 +494,37 @@ impl ControlLoop {
                 );
             }
             Err(e) => tracing::error!("snapshot rebuild failed, keeping the old one: {e}"),
+        }
+    }
+
+    /// Logs each group that starts or stops failing over to its failover group with `new`.
+    fn log_failovers(&self, new: &Snapshot) {
+        let old = self.snapshot.load();
+        for (gi, g) in new.groups.iter().enumerate() {
+            let before = old
+                .groups
+                .get(gi)
+                .filter(|o| o.name == g.name)
+                .and_then(|o| o.failover);
+            if before == g.failover {
+                continue;
+            }
+            let cfg = self.cfg.target_groups.get(gi);
+            let (min_targets, min_percent) =
+                cfg.map_or((0, 0), |c| (c.min_healthy_targets, c.min_healthy_percent));
+            match g.failover.and_then(|b| new.groups.get(usize::from(b))) {
+                Some(b) => tracing::warn!(
+                    group = %g.name,
+                    failover_group = %b.name,
+                    min_healthy_targets = min_targets,
+                    min_healthy_percent = min_percent,
+                    "group below its health minimum: new flows go to its failover group"
+                ),
+                None => tracing::info!(
+                    group = %g.name,
+                    "group back at its health minimum (or its failover group below its own): new flows go to its own targets"
+                ),
+            }
         }
     }
 
@@ -832,7 +863,7 @@ impl ControlLoop {
             self.slot_counter(slot, k).saturating_sub(base)
         };
         let mut out = Vec::new();
-        for g in &self.cfg.target_groups {
+        for (gi, g) in self.cfg.target_groups.iter().enumerate() {
             let mut targets = Vec::new();
             let mut order: Vec<(usize, usize)> = Vec::new();
             for (slot, s) in self.registry.slots().iter().enumerate() {
@@ -924,6 +955,16 @@ impl ControlLoop {
                 healthy_count: healthy,
                 unhealthy_count: unhealthy,
                 initial_count: initial,
+                failover_group: g
+                    .failover_group
+                    .and_then(|b| self.cfg.target_groups.get(b))
+                    .map(|b| b.name.clone()),
+                min_healthy_targets: g.min_healthy_targets,
+                min_healthy_percent: g.min_healthy_percent,
+                failed_over: snap
+                    .groups
+                    .get(gi)
+                    .is_some_and(|v| v.name == g.name && v.failover.is_some()),
                 targets,
             });
         }

@@ -204,6 +204,9 @@ pub struct HealthCheckInfo {
     /// the appliance (`None`: no data-path probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_path: Option<String>,
+    /// Flap damping's half-life in seconds (0: off).
+    #[serde(default)]
+    pub flap_damping_half_life_s: u64,
     /// HTTP path (HTTP only).
     pub path: Option<String>,
     /// Accepted HTTP status codes, e.g. `200-399` (HTTP only).
@@ -245,8 +248,24 @@ pub struct TargetGroupInfo {
     /// Registered targets whose checks have not passed yet (initial): neither healthy nor
     /// unhealthy.
     pub initial_count: usize,
+    /// The group that takes its new flows while it is below its health minimum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_group: Option<String>,
+    /// `min_healthy_targets`.
+    #[serde(default = "one")]
+    pub min_healthy_targets: u16,
+    /// `min_healthy_percent`.
+    #[serde(default)]
+    pub min_healthy_percent: u8,
+    /// Below its minimum now: its new flows go to `failover_group`'s targets.
+    #[serde(default)]
+    pub failed_over: bool,
     /// Its targets, registered ones first (in config order), then draining ones.
     pub targets: Vec<TargetInfo>,
+}
+
+fn one() -> u16 {
+    1
 }
 
 /// A target to register.

@@ -24,6 +24,56 @@ pub(super) fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// `failover_group` of group `gi`: another group of the same stickiness (so that a flow's
+/// key is the same whichever group's appliance returns it). `min_healthy_targets` and
+/// `min_healthy_percent` only decide when to fail over: without a failover group they are
+/// refused.
+fn failover_group(
+    raw: &[RawTargetGroup],
+    gi: usize,
+    rg: &RawTargetGroup,
+    g: &str,
+) -> Result<Option<usize>, ConfigError> {
+    let Some(name) = &rg.failover_group else {
+        for (field, set) in [
+            ("min_healthy_targets", rg.min_healthy_targets != 1),
+            ("min_healthy_percent", rg.min_healthy_percent != 0),
+        ] {
+            if set {
+                return Err(invalid(
+                    format!("{g}.{field}"),
+                    "only valid with failover_group (below the minimum, new flows go to that group)",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let field = format!("{g}.failover_group");
+    let Some(b) = raw.iter().position(|o| &o.name == name) else {
+        return Err(invalid(
+            field,
+            format!("{name:?}: no target group has this name"),
+        ));
+    };
+    if b == gi {
+        return Err(invalid(
+            field,
+            format!("{name:?}: a group cannot fail over to itself"),
+        ));
+    }
+    if raw[b].stickiness != rg.stickiness {
+        return Err(invalid(
+            field,
+            format!(
+                "{name:?} has stickiness {:?}, this group {:?}: a failover group must key flows the same way",
+                raw[b].stickiness.as_str(),
+                rg.stickiness.as_str()
+            ),
+        ));
+    }
+    Ok(Some(b))
+}
+
 pub(super) fn validate_groups(
     raw: &[RawTargetGroup],
     ports: &[Port],
@@ -195,6 +245,17 @@ pub(super) fn validate_groups(
             stickiness: rg.stickiness,
             on_unhealthy: rg.on_unhealthy,
             on_all_unhealthy: rg.on_all_unhealthy,
+            failover_group: failover_group(raw, gi, rg, &g)?,
+            min_healthy_targets: ranged(
+                &format!("{g}.min_healthy_targets"),
+                rg.min_healthy_targets,
+                1..=4096,
+            )?,
+            min_healthy_percent: ranged(
+                &format!("{g}.min_healthy_percent"),
+                rg.min_healthy_percent,
+                0..=100,
+            )?,
             deregistration_delay: Duration::from_secs(ranged(
                 &format!("{g}.deregistration_delay_s"),
                 rg.deregistration_delay_s,
@@ -290,6 +351,67 @@ mod tests {
             (16_777_215, 5, 16)
         );
         assert_eq!(g.stickiness, Stickiness::ThreeTuple);
+    }
+
+    #[test]
+    fn test_failover_group_rules() {
+        let two = |first: &str, second: &str| {
+            format!(
+                "{}\n[[target_groups]]\nname = \"backup\"\nuser_ports = []\n{second}\n",
+                group_with(first)
+            )
+        };
+        expect_err(
+            &two("failover_group = \"nope\"", ""),
+            "target_groups[0].failover_group",
+            "\"nope\": no target group has this name",
+        );
+        expect_err(
+            &two("failover_group = \"fw\"", ""),
+            "target_groups[0].failover_group",
+            "cannot fail over to itself",
+        );
+        expect_err(
+            &two("failover_group = \"backup\"", "stickiness = \"2-tuple\""),
+            "target_groups[0].failover_group",
+            "must key flows the same way",
+        );
+        expect_err(
+            &two("min_healthy_targets = 2", ""),
+            "target_groups[0].min_healthy_targets",
+            "only valid with failover_group",
+        );
+        expect_err(
+            &two("min_healthy_percent = 50", ""),
+            "target_groups[0].min_healthy_percent",
+            "only valid with failover_group",
+        );
+        expect_err(
+            &two("failover_group = \"backup\"\nmin_healthy_percent = 101", ""),
+            "target_groups[0].min_healthy_percent",
+            "out of range 0..=100",
+        );
+        expect_err(
+            &two("failover_group = \"backup\"\nmin_healthy_targets = 0", ""),
+            "target_groups[0].min_healthy_targets",
+            "out of range 1..=4096",
+        );
+        let c = parse(&two(
+            "failover_group = \"backup\"\nmin_healthy_targets = 2\nmin_healthy_percent = 60",
+            "",
+        ));
+        let g = &c.target_groups[0];
+        assert_eq!(
+            (
+                g.failover_group,
+                g.min_healthy_targets,
+                g.min_healthy_percent
+            ),
+            (Some(1), 2, 60)
+        );
+        assert_eq!(c.target_groups[1].failover_group, None);
+        let again = crate::config::Config::from_toml_str(&c.to_toml_string()).unwrap();
+        assert_eq!(again.target_groups, c.target_groups, "round trip");
     }
 
     #[test]

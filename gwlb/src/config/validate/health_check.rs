@@ -133,6 +133,14 @@ pub(super) fn validate_health_check(
         initial_state: raw.initial_state,
         jitter_percent: ranged(&format!("{h}.jitter_percent"), raw.jitter_percent, 0..=50)?,
         data_path: validate_data_path(raw, h)?,
+        flap_half_life: match raw.flap_damping_half_life_s {
+            0 => None,
+            s => Some(Duration::from_secs(ranged(
+                &format!("{h}.flap_damping_half_life_s"),
+                s,
+                10..=3600,
+            )?)),
+        },
     })
 }
 
@@ -257,7 +265,17 @@ mod tests {
             "target_groups[0].health_check.path",
             "sends no request",
         );
+        expect_err(
+            &hc("flap_damping_half_life_s = 5"),
+            "target_groups[0].health_check.flap_damping_half_life_s",
+            "out of range 10..=3600",
+        );
         let dp = |body: &str| parse(&hc(body)).target_groups[0].health_check.clone();
+        assert_eq!(dp("").flap_half_life, None);
+        assert_eq!(
+            dp("flap_damping_half_life_s = 120").flap_half_life,
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(dp("").data_path, None);
         let alone = dp("protocol = \"geneve\"");
         assert_eq!(alone.probe, Probe::Geneve);
