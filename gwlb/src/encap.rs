@@ -18,7 +18,8 @@
 //!   appliances send 0 themselves) and computed in full over IPv6 (RFC 8200).
 //! - The UDP source port is derived from the symmetric flow hash, in 49152..=65535, so
 //!   appliances that spread load by outer 5-tuple see each flow on one stable port.
-//! - The flow cookie is the symmetric flow hash; when an AWS-style appliance echoes it back,
+//! - The flow cookie is the symmetric flow hash (stepped for each later TCP connection on the
+//!   same 5-tuple, `flow_table::flow_cookie`); when an AWS-style appliance echoes it back,
 //!   decapsulation checks it against the inner packet's flow.
 
 use core::net::IpAddr;
@@ -192,7 +193,8 @@ impl EncapTemplate {
 
     /// Encapsulates the frame in `buf`, whose Ethernet (+VLAN) header is `l2_len` bytes and
     /// whose IP packet is `ip_len` bytes (anything after it is Ethernet padding and is
-    /// removed). `flow_hash` is the symmetric flow hash: it becomes the flow cookie and
+    /// removed). `flow_hash` is the flow's cookie (the symmetric flow hash for the first
+    /// connection on a 5-tuple, `flow_table::flow_cookie` for later ones): it becomes the flow cookie and
     /// selects the UDP source port. On error the buffer is unchanged.
     ///
     /// Cost: a fixed-size 82-byte copy (inlined, no `memcpy` call), a 2-word checksum fold

@@ -207,12 +207,37 @@ pub struct FlowEntry {
     pub class: ProtoClass,
     /// Pool generation the appliance index refers to (detects indexes of a replaced pool).
     pub generation: u8,
+    /// Which connection on this 5-tuple the entry is (0 for the first): a TCP SYN that
+    /// reuses the tuple of a closed (or long idle) connection starts the next one, with the
+    /// next cookie ([`flow_cookie`]), modulo [`COOKIE_INSTANCES`].
+    pub instance: u8,
+    /// A TCP FIN or RST has been seen on the flow (a following SYN starts a new connection).
+    pub closed: bool,
+}
+
+/// Connections on one 5-tuple whose cookies differ before they repeat (see [`flow_cookie`]).
+pub const COOKIE_INSTANCES: u8 = 16;
+
+/// The flow cookie of connection `instance` (modulo [`COOKIE_INSTANCES`]) of the flow whose
+/// table hash is `table_hash`: the hash itself for the first, then a fixed odd step further
+/// per connection, so that each connection on a reused tuple carries a new cookie (as AWS
+/// issues one) while a node without the flow's entry (behind ECMP) can still check an
+/// echoed cookie against the [`COOKIE_INSTANCES`] it may be ([`is_flow_cookie`]).
+#[inline]
+pub const fn flow_cookie(table_hash: u32, instance: u8) -> u32 {
+    table_hash.wrapping_add(((instance % COOKIE_INSTANCES) as u32).wrapping_mul(0x9e37_79b9))
+}
+
+/// Whether `cookie` is one of the cookies a flow of hash `table_hash` can carry.
+#[inline]
+pub fn is_flow_cookie(table_hash: u32, cookie: u32) -> bool {
+    (0..COOKIE_INSTANCES).any(|i| flow_cookie(table_hash, i) == cookie)
 }
 
 impl FlowEntry {
     const VACANT: Self = Self::new(ProtoClass::Other, 0, 0, 0);
 
-    /// An entry with generation and timestamp zero.
+    /// An entry with generation, instance and timestamp zero.
     pub const fn new(class: ProtoClass, appliance: u16, group: u16, cookie: u32) -> Self {
         Self {
             appliance,
@@ -221,6 +246,8 @@ impl FlowEntry {
             last_seen: 0,
             class,
             generation: 0,
+            instance: 0,
+            closed: false,
         }
     }
 
@@ -571,6 +598,13 @@ impl<K: Copy + Eq> FlowTable<K> {
     /// reclaimed and reported as absent.
     #[inline]
     pub fn lookup(&mut self, key: &K, hash: u32, now: u32) -> Option<&mut FlowEntry> {
+        self.lookup_idle(key, hash, now).map(|(e, _)| e)
+    }
+
+    /// [`FlowTable::lookup`], also returning how long the entry had been idle (ticks since
+    /// its previous hit or insert).
+    #[inline]
+    pub fn lookup_idle(&mut self, key: &K, hash: u32, now: u32) -> Option<(&mut FlowEntry, u32)> {
         let s = self.find(key, hash)?;
         if self.slot_expired(s, now) {
             self.free(s);
@@ -578,8 +612,9 @@ impl<K: Copy + Eq> FlowTable<K> {
             return None;
         }
         let e = &mut self.slots[s].entry;
+        let idle = now.wrapping_sub(e.last_seen);
         e.last_seen = now;
-        Some(e)
+        Some((e, idle))
     }
 
     /// The live entry of `key` without refreshing or reclaiming anything (control plane, tests).
@@ -836,7 +871,11 @@ mod tests {
 
     #[test]
     fn test_entry_size() {
-        assert_eq!(std::mem::size_of::<FlowEntry>(), 16);
+        assert_eq!(
+            std::mem::size_of::<FlowEntry>(),
+            16,
+            "instance and closed fit the padding"
+        );
         assert_eq!(std::mem::size_of::<Key40>(), 40);
         assert_eq!(std::mem::size_of::<Slot<Key40>>(), 56);
         assert_eq!(std::mem::size_of::<Slot<Key40Align8>>(), 56);
@@ -1206,6 +1245,24 @@ mod tests {
                 model.iter().map(|(&k, &e)| (u32::from(k), e)).collect();
             want.sort_unstable_by_key(|(k, _)| *k);
             prop_assert_eq!(live, want);
+        }
+    }
+
+    #[test]
+    fn test_flow_cookies_of_one_tuple_differ_and_are_recognised() {
+        for hash in [0u32, 1, 0x8000_0000, 0xffff_ffff, 0x1234_5678] {
+            let cookies: std::collections::HashSet<u32> = (0..COOKIE_INSTANCES)
+                .map(|i| flow_cookie(hash, i))
+                .collect();
+            assert_eq!(cookies.len(), usize::from(COOKIE_INSTANCES), "{hash:#x}");
+            assert_eq!(
+                flow_cookie(hash, 0),
+                hash,
+                "the first connection's is the hash"
+            );
+            assert_eq!(flow_cookie(hash, COOKIE_INSTANCES), hash, "they repeat");
+            assert!(cookies.iter().all(|&c| is_flow_cookie(hash, c)));
+            assert!(!is_flow_cookie(hash, hash ^ 1));
         }
     }
 }

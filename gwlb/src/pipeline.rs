@@ -10,7 +10,8 @@ use crate::decap;
 use crate::encap::EncapError;
 use crate::flow::FlowKey;
 use crate::flow_table::{
-    prefetch_line, FlowEntry, FlowTable, FlowTableError, ProtoClass, Timeouts,
+    flow_cookie, is_flow_cookie, prefetch_line, FlowEntry, FlowTable, FlowTableError, ProtoClass,
+    Timeouts, COOKIE_INSTANCES,
 };
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, proto, DropReason, ParsedPacket, TcpFlags, L3};
@@ -71,6 +72,10 @@ pub struct Counters {
     pub new_flows: u64,
     /// Flows moved to another appliance (rebalance, drain expiry).
     pub rebalanced_flows: u64,
+    /// TCP connections started on the 5-tuple of a closed or long idle flow
+    /// ([`steering::starts_new_connection`]): new flows with the next cookie, also counted
+    /// in `new_flows`.
+    pub restarted_flows: u64,
     /// TCP resets sent in place of dropped packets (`tcp_rst_on_drop`).
     pub tcp_resets: u64,
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" sent in place of packets too
@@ -105,6 +110,7 @@ impl Counters {
             to_host: 0,
             new_flows: 0,
             rebalanced_flows: 0,
+            restarted_flows: 0,
             tcp_resets: 0,
             icmp_too_big: 0,
             table_full: 0,
@@ -399,9 +405,26 @@ impl Pipeline {
         let g = &snap.groups[usize::from(group)];
         let (table_hash, lb_hash) = (h as u32, (h >> 32) as u32);
 
-        // The slot and its appliance, indexed once.
-        let (slot, a) = match self.flows.lookup(&key, table_hash, now) {
+        // A TCP SYN on the tuple of a closed (or long idle) flow starts the next connection:
+        // a new flow, whose entry replaces the old one's (`restart` holds its instance).
+        let mut restart = None;
+        let found = match self.flows.lookup_idle(&key, table_hash, now) {
+            Some((e, idle)) if p.protocol == parse::proto::TCP => {
+                let flags = p.tcp_flags.0;
+                if steering::starts_new_connection(flags, e.closed, idle, g.tcp_reuse_idle) {
+                    restart = Some(e.instance.wrapping_add(1) % COOKIE_INSTANCES);
+                    None
+                } else {
+                    e.closed |= flags & (TcpFlags::FIN | TcpFlags::RST) != 0;
+                    Some(e)
+                }
+            }
+            found => found.map(|(e, _)| e),
+        };
+        // The slot, its appliance and the flow's cookie, indexed once.
+        let (slot, a, cookie) = match found {
             Some(e) => {
+                let cookie = e.cookie;
                 let a = &snap.appliances[usize::from(e.appliance)];
                 // An entry of an earlier generation names the slot's previous target: gone.
                 let state = if e.generation == a.generation {
@@ -410,7 +433,7 @@ impl Pipeline {
                     ApplianceState::Gone
                 };
                 match steering::existing_flow(state, g.rebalance, now) {
-                    ExistingFlow::Keep => (e.appliance, a),
+                    ExistingFlow::Keep => (e.appliance, a, cookie),
                     // The entry stays (and blackholes the flow) until it idles out, so the
                     // flow's remaining packets are never re-steered mid-connection.
                     ExistingFlow::End => {
@@ -429,11 +452,11 @@ impl Pipeline {
                             e.generation = new.generation;
                             self.counters.rebalanced_flows += 1;
                             self.counters.appliance_flows[usize::from(s)] += 1;
-                            (s, new)
+                            (s, new, cookie)
                         }
                         None => {
                             match steering::when_no_appliance_left(e.generation == a.generation) {
-                                ExistingFlow::Keep => (e.appliance, a),
+                                ExistingFlow::Keep => (e.appliance, a, cookie),
                                 _ => {
                                     return self.drop_or_reset(
                                         g.tcp_rst,
@@ -455,13 +478,21 @@ impl Pipeline {
             None => match g.pick(lb_hash) {
                 Some(s) => {
                     let a = &snap.appliances[usize::from(s)];
-                    let mut entry = FlowEntry::new(class_of(p.protocol), s, group, table_hash);
+                    let instance = restart.unwrap_or(0);
+                    let cookie = flow_cookie(table_hash, instance);
+                    let mut entry = FlowEntry::new(class_of(p.protocol), s, group, cookie);
                     entry.generation = a.generation;
-                    if self
-                        .flows
-                        .insert_absent(key, table_hash, entry, now)
-                        .is_ok()
-                    {
+                    entry.instance = instance;
+                    let stored = if restart.is_some() {
+                        // Replaces the closed connection's entry in place.
+                        self.counters.restarted_flows += 1;
+                        self.flows.insert(key, table_hash, entry, now).is_ok()
+                    } else {
+                        self.flows
+                            .insert_absent(key, table_hash, entry, now)
+                            .is_ok()
+                    };
+                    if stored {
                         self.counters.new_flows += 1;
                         self.counters.appliance_flows[usize::from(s)] += 1;
                     } else {
@@ -470,7 +501,7 @@ impl Pipeline {
                         // accepted by the same rule (`decapsulate_flow`).
                         self.counters.table_full += 1;
                     }
-                    (s, a)
+                    (s, a, cookie)
                 }
                 None if g.fail_open => return self.forward(snap, buf, p),
                 None => {
@@ -488,13 +519,7 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NeighborUnresolved);
         };
         let ip_len = usize::from(p.l3_len);
-        match t.encapsulate(
-            buf,
-            usize::from(p.l2_len),
-            ip_len,
-            p.l3 == L3::Ipv6,
-            table_hash,
-        ) {
+        match t.encapsulate(buf, usize::from(p.l2_len), ip_len, p.l3 == L3::Ipv6, cookie) {
             Ok(()) => {
                 self.counters.encapsulated += 1;
                 self.counters.appliance_packets[usize::from(slot)] += 1;
@@ -562,7 +587,15 @@ impl Pipeline {
                 (true, table_hash)
             }
         };
-        if ret.flow_cookie.is_some_and(|c| c != cookie) {
+        // Without an entry the connection on the tuple is unknown: any of its cookies.
+        let cookie_ok = |c: u32| {
+            if stateless {
+                is_flow_cookie(table_hash, c)
+            } else {
+                c == cookie
+            }
+        };
+        if ret.flow_cookie.is_some_and(|c| !cookie_ok(c)) {
             return Verdict::Drop(DropReason::NoFlowForReturn);
         }
         let hop = match snap.next_hop(&inner.dst) {

@@ -174,6 +174,8 @@ pub struct GroupView {
     pub non_syn: config::UnknownNonSyn,
     /// `non_syn` is not `Admit` (the one byte the new-flow path tests).
     pub refuse_non_syn: bool,
+    /// `tcp_reuse_after_idle_s` in ticks (`u32::MAX`: off).
+    pub tcp_reuse_idle: u32,
     /// The group's data-path probes, whose returns go to the host's health checker
     /// (`None`: the group sends none).
     pub probes: Option<crate::data_path_probe::Matcher>,
@@ -533,6 +535,9 @@ impl Snapshot {
                 tcp_rst: g.tcp_rst_on_drop,
                 non_syn: g.tcp_unknown_non_syn,
                 refuse_non_syn: g.tcp_unknown_non_syn != config::UnknownNonSyn::Admit,
+                tcp_reuse_idle: g
+                    .tcp_reuse_after_idle
+                    .map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
                 probes: g
                     .health_check
                     .data_path

@@ -52,6 +52,8 @@ macro_rules! worker_counter_table {
                 "New flows admitted.", "NEW_FLOWS";
             rebalanced_flows: pipeline.rebalanced_flows, "gwlb_worker_rebalanced_flows_total",
                 "Flows moved to another appliance (rebalance, drain expiry).", "";
+            restarted_flows: pipeline.restarted_flows, "gwlb_worker_restarted_flows_total",
+                "TCP connections started on the 5-tuple of a closed or long idle flow: new flows with a new cookie (also in new flows).", "";
             tcp_resets: pipeline.tcp_resets, "gwlb_worker_tcp_resets_total",
                 "TCP resets sent in place of dropped packets of ended flows.", "";
             icmp_too_big: pipeline.icmp_too_big, "gwlb_worker_icmp_too_big_total",
@@ -203,7 +205,7 @@ mod tests {
             c.to_host,
         ) = (21, 22, 23, 24, 25);
         (c.new_flows, c.rebalanced_flows, c.tcp_resets, c.table_full) = (26, 27, 28, 29);
-        (c.stateless_returns, c.icmp_too_big) = (30, 31);
+        (c.stateless_returns, c.icmp_too_big, c.restarted_flows) = (30, 31, 32);
         c.drops[DropReason::TxFull.index()] = 100;
         let io = LoopIo {
             rx: 11,
@@ -227,6 +229,7 @@ mod tests {
             ("to_host", 25),
             ("new_flows", 26),
             ("rebalanced_flows", 27),
+            ("restarted_flows", 32),
             ("tcp_resets", 28),
             ("icmp_too_big", 31),
             ("table_full", 29),

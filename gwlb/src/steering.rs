@@ -57,6 +57,18 @@ pub fn when_no_appliance_left(same_target: bool) -> ExistingFlow {
     }
 }
 
+/// Whether a TCP packet with `tcp_flags` of a flow the table holds starts a new connection
+/// on the flow's 5-tuple, which the gateway then treats as a new flow (a fresh appliance
+/// pick and the next flow cookie, as AWS issues a new cookie): a SYN without ACK when the
+/// flow has seen a FIN or RST (`closed`), or had been idle for at least `reuse_idle` ticks
+/// (`u32::MAX`: idle time alone never does). Anything else continues the flow.
+#[inline]
+pub fn starts_new_connection(tcp_flags: u8, closed: bool, idle: u32, reuse_idle: u32) -> bool {
+    use crate::wire::tcp::TcpFlags;
+    tcp_flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN
+        && (closed || (reuse_idle != u32::MAX && idle >= reuse_idle))
+}
+
 /// A target group's health, as [`who_serves`] weighs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupHealth {
@@ -208,5 +220,34 @@ mod tests {
             who_serves(&chain),
             [Serving::Own, Serving::Failover(2), Serving::Own]
         );
+    }
+
+    #[test]
+    fn test_starts_new_connection() {
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+        const FIN: u8 = 0x01;
+        const RST: u8 = 0x04;
+        let off = u32::MAX;
+        // (flags, closed, idle, reuse_idle) -> new connection?
+        let cases = [
+            (SYN, true, 0, off, true),
+            (SYN, false, 0, off, false),
+            (SYN, false, 1000, off, false),
+            (SYN, false, 29, 30, false),
+            (SYN, false, 30, 30, true),
+            (SYN | ACK, true, 100, 30, false),
+            (ACK, true, 100, 30, false),
+            (FIN | ACK, true, 100, 30, false),
+            (RST, true, 100, 30, false),
+            (SYN | FIN, true, 0, off, true),
+        ];
+        for (flags, closed, idle, reuse, want) in cases {
+            assert_eq!(
+                starts_new_connection(flags, closed, idle, reuse),
+                want,
+                "flags {flags:#x} closed {closed} idle {idle} reuse {reuse}"
+            );
+        }
     }
 }

@@ -1272,3 +1272,75 @@ mac = "02:00:00:00:00:21"
     }
     assert_eq!(pipe.counters.decapsulated, 20);
 }
+
+/// A TCP SYN on the 5-tuple of a connection that has seen FIN or RST (or, with
+/// `tcp_reuse_after_idle_s`, that idled that long) starts a new flow with a new cookie, as
+/// AWS does: an echo of the old connection's cookie is refused, the new one's accepted.
+#[test]
+fn a_syn_on_a_closed_or_idle_tuple_starts_a_new_flow_with_a_new_cookie() {
+    let text = CONFIG.replace(
+        "attachment_id = 5678\n",
+        "attachment_id = 5678\ntcp_reuse_after_idle_s = 30\n",
+    );
+    let cfg = Config::from_toml_str(&text).expect("config");
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    let mut pipe = Pipeline::new(4096, Default::default()).expect("pipeline");
+    let tcp = |flags: u8| {
+        frame(
+            CLIENT_MAC,
+            GW_MAC,
+            Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
+            L4::Tcp {
+                src_port: 40001,
+                dst_port: 80,
+                flags,
+            },
+            b"",
+        )
+    };
+    let (syn, ack, fin, rst) = (0x02, 0x10, 0x11, 0x04);
+    // Encapsulates at `now` and returns (cookie, the frame sent).
+    let send = |pipe: &mut Pipeline, flags: u8, now: u32| {
+        let mut b = VecBuf::new(&tcp(flags));
+        assert_eq!(pipe.process(&snap, &mut b, 0, now), Verdict::Tx(0));
+        let enc = b.data().to_vec();
+        let o = geneve::parse_aws_header(&enc[42..]).unwrap().options;
+        (o.flow_cookie.unwrap(), enc)
+    };
+    let echo_ok = |pipe: &mut Pipeline, enc: &[u8], now: u32| {
+        pipe.process(&snap, &mut VecBuf::new(&aws_echo(enc)), 0, now)
+    };
+    let (c0, first) = send(&mut pipe, syn, 1);
+    assert_eq!(send(&mut pipe, ack, 2).0, c0);
+    assert_eq!(
+        send(&mut pipe, fin, 3).0,
+        c0,
+        "the FIN is still the first connection's"
+    );
+    // A SYN after the FIN: the next connection, with the next cookie.
+    let (c1, second) = send(&mut pipe, syn, 4);
+    assert_ne!(c1, c0);
+    assert_eq!(pipe.counters.restarted_flows, 1);
+    assert_eq!(pipe.counters.new_flows, 2);
+    assert_eq!(
+        echo_ok(&mut pipe, &first, 5),
+        Verdict::Drop(DropReason::NoFlowForReturn),
+        "an echo of the old connection's cookie"
+    );
+    assert_eq!(echo_ok(&mut pipe, &second, 5), Verdict::Tx(0));
+    // SYN retransmissions within the idle time are the same connection.
+    assert_eq!(send(&mut pipe, syn, 20).0, c1);
+    // After an RST, the next SYN starts a third connection.
+    assert_eq!(send(&mut pipe, rst, 21).0, c1);
+    let (c2, _) = send(&mut pipe, syn, 22);
+    assert!(c2 != c1 && c2 != c0);
+    // Idle for 30 s (tcp_reuse_after_idle_s): a SYN starts a fourth; a non-SYN never does.
+    assert_eq!(send(&mut pipe, ack, 52).0, c2);
+    let (c3, _) = send(&mut pipe, syn, 82);
+    assert!(![c0, c1, c2].contains(&c3));
+    assert_eq!(pipe.counters.restarted_flows, 3);
+    // Every connection's cookie is one a node without the entry accepts.
+    for c in [c0, c1, c2, c3] {
+        assert!(gwlb::flow_table::is_flow_cookie(c0, c), "{c:#x}");
+    }
+}

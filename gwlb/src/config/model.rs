@@ -398,6 +398,10 @@ pub struct TargetGroup {
     pub tcp_rst_on_drop: bool,
     /// TCP packets of unknown flows that do not open a connection.
     pub tcp_unknown_non_syn: UnknownNonSyn,
+    /// A TCP SYN on a flow idle for at least this long starts a new connection (new flow,
+    /// new cookie), as one on a flow that has seen FIN or RST always does; `None`: idle time
+    /// alone never does.
+    pub tcp_reuse_after_idle: Option<Duration>,
     /// Accept an appliance's return only if it echoes the flow cookie (AWS option type 3):
     /// for appliances that echo gwlb's options, so that a forged return must also carry the
     /// flow's cookie. Returns without options (Linux-kernel Geneve) are then dropped.

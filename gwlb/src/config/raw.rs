@@ -304,6 +304,8 @@ pub(super) struct RawTargetGroup {
     #[serde(default)]
     pub(super) tcp_unknown_non_syn: UnknownNonSyn,
     #[serde(default)]
+    pub(super) tcp_reuse_after_idle_s: i64,
+    #[serde(default)]
     pub(super) require_flow_cookie: bool,
     #[serde(default = "default_maglev")]
     pub(super) maglev_table_size: i64,

@@ -130,6 +130,7 @@ impl From<&Config> for RawConfig {
                         other_idle_timeout_s: secs(g.other_idle_timeout),
                         tcp_rst_on_drop: g.tcp_rst_on_drop,
                         tcp_unknown_non_syn: g.tcp_unknown_non_syn,
+                        tcp_reuse_after_idle_s: g.tcp_reuse_after_idle.map_or(0, secs),
                         require_flow_cookie: g.require_flow_cookie,
                         maglev_table_size: to_i64(g.maglev_table_size),
                         geneve_vni: to_i64(g.geneve_vni),

@@ -272,6 +272,14 @@ pub(super) fn validate_groups(
                 1..=6000,
             )?),
             tcp_unknown_non_syn: rg.tcp_unknown_non_syn,
+            tcp_reuse_after_idle: match rg.tcp_reuse_after_idle_s {
+                0 => None,
+                s => Some(Duration::from_secs(ranged(
+                    &format!("{g}.tcp_reuse_after_idle_s"),
+                    s,
+                    1..=6000,
+                )?)),
+            },
             tcp_rst_on_drop: rg.tcp_rst_on_drop,
             require_flow_cookie: rg.require_flow_cookie,
             maglev_table_size,
@@ -335,6 +343,11 @@ mod tests {
                 "out of range 2..=16777216",
             ),
             ("name = \"\"", "name", "not a valid name"),
+            (
+                "tcp_reuse_after_idle_s = 6001",
+                "tcp_reuse_after_idle_s",
+                "out of range 1..=6000",
+            ),
         ];
         for (line, field, needle) in cases {
             let text = if line.starts_with("name") {
