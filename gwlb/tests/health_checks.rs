@@ -46,6 +46,7 @@ fn http(path: &str) -> Probe {
     Probe::Http {
         path: path.into(),
         success_codes: "200-399".parse::<StatusCodes>().unwrap(),
+        tls: None,
     }
 }
 
@@ -968,4 +969,181 @@ fn data_path_probes_catch_an_appliance_that_answers_but_does_not_forward() {
         ev.reason,
         "2 consecutive failures: timeout after 50ms: data-path probe not returned"
     );
+}
+
+/// A loopback HTTPS server (rustls) with the certificate `cert` and key `key` (DER): reads a
+/// request, answers 200 with close_notify; records the requests it read.
+struct TlsServer {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TlsServer {
+    fn start(cert: Vec<u8>, key: Vec<u8>) -> TlsServer {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert)],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+            )
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind(SocketAddr::new(LOCALHOST, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (requests, stop) = (requests.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(tcp) = conn else { continue };
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+                    let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 256];
+                    // A client that refuses the certificate aborts the handshake: no request.
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if buf.is_empty() {
+                        continue;
+                    }
+                    requests
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf).into_owned());
+                    let _ = tls.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                }
+            })
+        };
+        TlsServer {
+            addr,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// HTTPS checks: without verification (the default, as AWS) a self-signed certificate
+/// passes; with it, only a chain to `tls_ca_file` that names the target (its address, or
+/// `tls_server_name`) passes, and a failure names rustls's reason. A plain-HTTP server fails
+/// an HTTPS check.
+#[test]
+fn https_checks_with_and_without_certificate_verification() {
+    use gwlb::config::TlsCheck;
+    let ours =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "fw1.test".into()]).unwrap();
+    let theirs = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let server = TlsServer::start(ours.cert.der().to_vec(), ours.signing_key.serialize_der());
+    let plain = Server::start(200);
+    let dir = std::env::temp_dir().join(format!("gwlb-https-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, wrong_ca) = (dir.join("ca.pem"), dir.join("other.pem"));
+    std::fs::write(&ca, ours.cert.pem()).unwrap();
+    std::fs::write(&wrong_ca, theirs.cert.pem()).unwrap();
+    let https = |port: u16, verify: bool, ca: Option<&std::path::Path>, name: Option<&str>| {
+        check(
+            Probe::Http {
+                path: "/health".into(),
+                success_codes: "200-399".parse::<StatusCodes>().unwrap(),
+                tls: Some(TlsCheck {
+                    verify,
+                    ca_file: ca.map(|p| p.to_path_buf()),
+                    server_name: name.map(str::to_owned),
+                }),
+            },
+            port,
+            100,
+            90,
+        )
+    };
+    let p = server.addr.port();
+    // (slot, check, healthy?, what the reason says)
+    let cases: Vec<(u16, HealthCheck, bool, &str)> = vec![
+        (1, https(p, false, None, None), true, "HTTP 200"),
+        (2, https(p, true, Some(&ca), None), true, "HTTP 200"),
+        (
+            3,
+            https(p, true, Some(&ca), Some("fw1.test")),
+            true,
+            "HTTP 200",
+        ),
+        (
+            4,
+            https(p, true, Some(&wrong_ca), None),
+            false,
+            "TLS: invalid peer certificate",
+        ),
+        (
+            5,
+            https(p, true, Some(&ca), Some("fw2.test")),
+            false,
+            "TLS: invalid peer certificate: certificate not valid for name",
+        ),
+        (
+            6,
+            https(plain.port(), false, None, None),
+            false,
+            "TLS handshake not complete",
+        ),
+    ];
+    let targets = cases
+        .iter()
+        .map(|(slot, c, _, _)| target(*slot, &format!("g{slot}"), LOCALHOST, c.clone()))
+        .collect();
+    let (checker, events) = spawn(targets);
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.len() < cases.len() && Instant::now() < deadline {
+        if let Ok(ev) = events.recv_timeout(Duration::from_millis(100)) {
+            seen.entry(ev.slot).or_insert(ev);
+        }
+    }
+    for (slot, _, healthy, reason) in &cases {
+        let ev = seen
+            .get(slot)
+            .unwrap_or_else(|| panic!("slot {slot}: no event; {:?}", checker.snapshot()));
+        assert_eq!(ev.healthy, *healthy, "slot {slot}: {ev:?}");
+        assert!(
+            ev.reason.contains(reason),
+            "slot {slot}: {:?} lacks {reason:?}",
+            ev.reason
+        );
+    }
+    let requests = server.requests.lock().unwrap().clone();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.starts_with("GET /health HTTP/1.1\r\n")),
+        "{requests:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

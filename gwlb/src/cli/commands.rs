@@ -44,7 +44,7 @@ pub struct HealthCheckArgs {
     /// Probes on or off.
     #[arg(long, value_name = "BOOL")]
     pub enabled: Option<bool>,
-    /// `tcp`, `http` or `geneve` (a data-path probe alone).
+    /// `tcp`, `http`, `https` or `geneve` (a data-path probe alone).
     #[arg(long)]
     pub protocol: Option<String>,
     /// Also send a data-path probe through the appliance with each TCP or HTTP check.
@@ -59,6 +59,15 @@ pub struct HealthCheckArgs {
     /// Flap damping's half-life in seconds (0: off).
     #[arg(long, value_name = "S")]
     pub flap_damping_half_life_s: Option<u64>,
+    /// HTTPS: verify the appliance's certificate.
+    #[arg(long, value_name = "BOOL")]
+    pub tls_verify: Option<bool>,
+    /// HTTPS: the CA bundle (PEM) certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_file: Option<String>,
+    /// HTTPS: the name the certificate must carry (and the SNI).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
     /// Destination port of the probes.
     #[arg(long)]
     pub port: Option<u16>,
@@ -95,6 +104,9 @@ impl From<HealthCheckArgs> for HealthCheckPatch {
             data_path_source: a.data_path_source,
             data_path_destination: a.data_path_destination,
             flap_damping_half_life_s: a.flap_damping_half_life_s,
+            tls_verify: a.tls_verify,
+            tls_ca_file: a.tls_ca_file,
+            tls_server_name: a.tls_server_name,
             port: a.port,
             path: a.path,
             success_codes: a.success_codes,

@@ -15,7 +15,7 @@ use super::{CheckProtocol, Config, ConfigError, InitialState};
 pub struct HealthCheckPatch {
     /// Probes on/off.
     pub enabled: Option<bool>,
-    /// `tcp`, `http` or `geneve`.
+    /// `tcp`, `http`, `https` or `geneve`.
     pub protocol: Option<String>,
     /// Send a data-path probe through the appliance with each check.
     pub data_path: Option<bool>,
@@ -25,6 +25,12 @@ pub struct HealthCheckPatch {
     pub data_path_destination: Option<String>,
     /// Flap damping's half-life in seconds (0: off).
     pub flap_damping_half_life_s: Option<u64>,
+    /// HTTPS: verify the appliance's certificate.
+    pub tls_verify: Option<bool>,
+    /// HTTPS: the CA bundle (PEM) certificates must chain to.
+    pub tls_ca_file: Option<String>,
+    /// HTTPS: the name the certificate must carry (and the SNI).
+    pub tls_server_name: Option<String>,
     /// Destination port.
     pub port: Option<u16>,
     /// HTTP path.
@@ -113,8 +119,8 @@ impl ConfigEdit {
         self
     }
 
-    /// Applies `p` to group `group`'s health check. A protocol that is not `tcp`, `http` or
-    /// `geneve`, or an initial state that is neither `initial` nor `healthy`, is refused here,
+    /// Applies `p` to group `group`'s health check. A protocol that is not `tcp`, `http`,
+    /// `https` or `geneve`, or an initial state that is neither `initial` nor `healthy`, is refused here,
     /// naming `target_groups[g].health_check.protocol` (`.initial_state`).
     pub fn patch_health_check(
         &mut self,
@@ -159,6 +165,15 @@ impl ConfigEdit {
         }
         if let Some(v) = p.flap_damping_half_life_s {
             hc.flap_damping_half_life_s = clamp(v);
+        }
+        if let Some(v) = p.tls_verify {
+            hc.tls_verify = v;
+        }
+        if let Some(v) = &p.tls_ca_file {
+            hc.tls_ca_file = Some(v.clone());
+        }
+        if let Some(v) = &p.tls_server_name {
+            hc.tls_server_name = Some(v.clone());
         }
         if let Some(v) = p.port {
             hc.port = v.into();

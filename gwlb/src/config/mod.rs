@@ -65,7 +65,7 @@ pub use file::MAX_CONFIG_BYTES;
 pub use model::{
     Bgp, BgpNeighbor, CheckProtocol, Config, Control, DataPathProbe, Dataplane, HealthCheck,
     Hugepages, InitialState, LogFormat, Neighbor, OnAllUnhealthy, OnUnhealthy, Port, PortRole,
-    Probe, Route, Target, TargetGroup, UnknownNonSyn,
+    Probe, Route, Target, TargetGroup, TlsCheck, UnknownNonSyn,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
 pub use values::{

@@ -97,6 +97,8 @@ pub enum CheckProtocol {
     Tcp,
     /// HTTP GET, judged by status code.
     Http,
+    /// HTTP GET over TLS.
+    Https,
     /// A data-path probe alone: a Geneve packet sent through the appliance and expected back
     /// (`crate::data_path_probe`).
     Geneve,
@@ -483,9 +485,30 @@ pub enum Probe {
         path: String,
         /// Healthy status codes.
         success_codes: StatusCodes,
+        /// Over TLS (`protocol = "https"`); `None`: plain HTTP.
+        tls: Option<TlsCheck>,
     },
     /// Only the data-path probe ([`HealthCheck::data_path`] is then always set).
     Geneve,
+}
+
+/// The TLS of an HTTPS health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCheck {
+    /// Verify the appliance's certificate chain and name (`tls_verify`); off by default, as
+    /// AWS does not verify.
+    pub verify: bool,
+    /// The CAs a verified certificate must chain to (`tls_ca_file`, PEM); `None`: the
+    /// system's (`/etc/ssl/certs/ca-certificates.crt`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name the certificate must carry and the TLS SNI (`tls_server_name`); `None`: the
+    /// target's IP address (no SNI).
+    pub server_name: Option<String>,
+}
+
+impl TlsCheck {
+    /// The CA bundle used when `tls_verify = true` and no `tls_ca_file` is given.
+    pub const SYSTEM_CA_FILE: &'static str = "/etc/ssl/certs/ca-certificates.crt";
 }
 
 /// `[[target_groups.targets]]`: one appliance.

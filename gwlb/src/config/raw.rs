@@ -345,6 +345,11 @@ pub(super) struct RawHealthCheck {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) data_path_destination: Option<String>,
     pub(super) flap_damping_half_life_s: i64,
+    pub(super) tls_verify: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tls_ca_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tls_server_name: Option<String>,
 }
 
 impl Default for RawHealthCheck {
@@ -365,6 +370,9 @@ impl Default for RawHealthCheck {
             data_path_source: None,
             data_path_destination: None,
             flap_damping_half_life_s: 0,
+            tls_verify: false,
+            tls_ca_file: None,
+            tls_server_name: None,
         }
     }
 }

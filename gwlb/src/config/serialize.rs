@@ -104,17 +104,23 @@ impl From<&Config> for RawConfig {
                 .iter()
                 .map(|g| {
                     let h = &g.health_check;
-                    let (protocol, path, success_codes) = match &h.probe {
-                        Probe::Tcp => (CheckProtocol::Tcp, None, None),
+                    let (protocol, path, success_codes, tls) = match &h.probe {
+                        Probe::Tcp => (CheckProtocol::Tcp, None, None, None),
                         Probe::Http {
                             path,
                             success_codes,
+                            tls,
                         } => (
-                            CheckProtocol::Http,
+                            if tls.is_some() {
+                                CheckProtocol::Https
+                            } else {
+                                CheckProtocol::Http
+                            },
                             Some(path.clone()),
                             Some(success_codes.to_string()),
+                            tls.as_ref(),
                         ),
-                        Probe::Geneve => (CheckProtocol::Geneve, None, None),
+                        Probe::Geneve => (CheckProtocol::Geneve, None, None, None),
                     };
                     RawTargetGroup {
                         name: g.name.clone(),
@@ -153,6 +159,11 @@ impl From<&Config> for RawConfig {
                             data_path_source: h.data_path.map(|d| d.source.to_string()),
                             data_path_destination: h.data_path.map(|d| d.destination.to_string()),
                             flap_damping_half_life_s: h.flap_half_life.map_or(0, secs),
+                            tls_verify: tls.is_some_and(|t| t.verify),
+                            tls_ca_file: tls
+                                .and_then(|t| t.ca_file.as_ref())
+                                .map(|p| p.display().to_string()),
+                            tls_server_name: tls.and_then(|t| t.server_name.clone()),
                         },
                         targets: g
                             .targets
@@ -296,6 +307,7 @@ log_format = "json"
             Probe::Http {
                 path: "/healthz".into(),
                 success_codes: StatusCodes(vec![200..=200, 204..=206]),
+                tls: None,
             }
         );
         assert_eq!(

@@ -180,7 +180,12 @@ fn health_check_info(h: &crate::config::HealthCheck) -> HealthCheckInfo {
         Probe::Http {
             path,
             success_codes,
-        } => ("http", Some(path.clone()), Some(success_codes.to_string())),
+            tls,
+        } => (
+            if tls.is_some() { "https" } else { "http" },
+            Some(path.clone()),
+            Some(success_codes.to_string()),
+        ),
         Probe::Geneve => ("geneve", None, None),
     };
     HealthCheckInfo {
@@ -191,6 +196,14 @@ fn health_check_info(h: &crate::config::HealthCheck) -> HealthCheckInfo {
             .data_path
             .map(|d| format!("{} -> {}", d.source, d.destination)),
         flap_damping_half_life_s: h.flap_half_life.map_or(0, |d| d.as_secs()),
+        tls: match &h.probe {
+            Probe::Http { tls: Some(t), .. } => Some(crate::control::TlsInfo {
+                verify: t.verify,
+                ca_file: t.ca_file.as_ref().map(|p| p.display().to_string()),
+                server_name: t.server_name.clone(),
+            }),
+            _ => None,
+        },
         path,
         success_codes: codes,
         interval_ms: h.interval.as_millis() as u64,

@@ -196,7 +196,7 @@ pub struct TargetInfo {
 pub struct HealthCheckInfo {
     /// Whether probes run.
     pub enabled: bool,
-    /// `tcp`, `http` or `geneve` (a data-path probe alone).
+    /// `tcp`, `http`, `https` or `geneve` (a data-path probe alone).
     pub protocol: String,
     /// Destination port.
     pub port: u16,
@@ -207,6 +207,9 @@ pub struct HealthCheckInfo {
     /// Flap damping's half-life in seconds (0: off).
     #[serde(default)]
     pub flap_damping_half_life_s: u64,
+    /// HTTPS: whether the certificate is verified, against which CA file, for which name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
     /// HTTP path (HTTP only).
     pub path: Option<String>,
     /// Accepted HTTP status codes, e.g. `200-399` (HTTP only).
@@ -262,6 +265,17 @@ pub struct TargetGroupInfo {
     pub failed_over: bool,
     /// Its targets, registered ones first (in config order), then draining ones.
     pub targets: Vec<TargetInfo>,
+}
+
+/// The TLS of an HTTPS health check ([`HealthCheckInfo::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// Certificates are verified.
+    pub verify: bool,
+    /// The CA bundle verified certificates chain to (`None`: the system's).
+    pub ca_file: Option<String>,
+    /// The name the certificate must carry (`None`: the target's address).
+    pub server_name: Option<String>,
 }
 
 fn one() -> u16 {

@@ -6,7 +6,74 @@ use std::time::Duration;
 
 use super::{invalid, parse_field, ranged};
 use crate::config::raw::RawHealthCheck;
-use crate::config::{CheckProtocol, ConfigError, DataPathProbe, HealthCheck, Probe};
+use crate::config::{CheckProtocol, ConfigError, DataPathProbe, HealthCheck, Probe, TlsCheck};
+
+/// Largest `tls_ca_file` read (a CA bundle of every public root is about 220 KB).
+const MAX_CA_FILE: u64 = 4 << 20;
+
+/// The TLS of an HTTPS check: `tls_*` only with `protocol = "https"`; a CA file that is
+/// readable and holds at least one PEM certificate; a server name that is a DNS name or an
+/// IP address.
+fn validate_tls(raw: &RawHealthCheck, h: &str) -> Result<Option<TlsCheck>, ConfigError> {
+    if raw.protocol != CheckProtocol::Https {
+        for (name, set) in [
+            ("tls_verify", raw.tls_verify),
+            ("tls_ca_file", raw.tls_ca_file.is_some()),
+            ("tls_server_name", raw.tls_server_name.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    format!("{h}.{name}"),
+                    "only valid with protocol = \"https\"",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    if let Some(path) = &raw.tls_ca_file {
+        let field = format!("{h}.tls_ca_file");
+        if !raw.tls_verify {
+            return Err(invalid(field, "only valid with tls_verify = true"));
+        }
+        ca_file_certificates(path).map_err(|why| invalid(field, format!("{path}: {why}")))?;
+    }
+    if let Some(name) = &raw.tls_server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            return Err(invalid(
+                format!("{h}.tls_server_name"),
+                format!("{name:?}: expected a DNS name or an IP address"),
+            ));
+        }
+    }
+    Ok(Some(TlsCheck {
+        verify: raw.tls_verify,
+        ca_file: raw.tls_ca_file.as_ref().map(std::path::PathBuf::from),
+        server_name: raw.tls_server_name.clone(),
+    }))
+}
+
+/// How many PEM certificates the CA file `path` holds (at least one), or why it is unusable.
+pub(crate) fn ca_file_certificates(path: &str) -> Result<usize, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = Vec::new();
+    file.take(MAX_CA_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_CA_FILE {
+        return Err(format!("larger than {MAX_CA_FILE} bytes"));
+    }
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(&text) {
+        cert.map_err(|e| format!("not PEM certificates: {e:?}"))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("no PEM certificate in it".into());
+    }
+    Ok(n)
+}
 
 /// The data-path probe of a check: set by `protocol = "geneve"` or `data_path = true`.
 fn validate_data_path(raw: &RawHealthCheck, h: &str) -> Result<Option<DataPathProbe>, ConfigError> {
@@ -71,9 +138,9 @@ pub(super) fn validate_health_check(
     let probe = match raw.protocol {
         CheckProtocol::Tcp | CheckProtocol::Geneve => {
             let only = if raw.protocol == CheckProtocol::Tcp {
-                "only valid with protocol = \"http\""
+                "only valid with protocol = \"http\" or \"https\""
             } else {
-                "only valid with protocol = \"http\" (protocol = \"geneve\" sends no request)"
+                "only valid with protocol = \"http\" or \"https\" (protocol = \"geneve\" sends no request)"
             };
             if raw.path.is_some() {
                 return Err(invalid(format!("{h}.path"), only));
@@ -87,7 +154,7 @@ pub(super) fn validate_health_check(
                 Probe::Geneve
             }
         }
-        CheckProtocol::Http => {
+        CheckProtocol::Http | CheckProtocol::Https => {
             let path = raw.path.clone().unwrap_or_else(|| "/".to_owned());
             let ok = path.starts_with('/')
                 && path.len() <= 1024
@@ -103,9 +170,13 @@ pub(super) fn validate_health_check(
             Probe::Http {
                 path,
                 success_codes,
+                tls: validate_tls(raw, h)?,
             }
         }
     };
+    if !matches!(probe, Probe::Http { tls: Some(_), .. }) {
+        validate_tls(raw, h)?;
+    }
     let interval_ms: u64 = ranged(&format!("{h}.interval_ms"), raw.interval_ms, 100..=300_000)?;
     let timeout_ms: u64 = ranged(&format!("{h}.timeout_ms"), raw.timeout_ms, 50..=120_000)?;
     if timeout_ms >= interval_ms {
@@ -236,10 +307,57 @@ mod tests {
             InitialState::Healthy
         );
         expect_err(
-            &hc("protocol = \"https\""),
+            &hc("protocol = \"ftp\""),
             "target_groups[0].health_check.protocol",
             "unknown variant",
         );
+        expect_err(
+            &hc("tls_verify = true"),
+            "target_groups[0].health_check.tls_verify",
+            "only valid with protocol = \"https\"",
+        );
+        expect_err(
+            &hc("protocol = \"http\"\ntls_server_name = \"fw.example\""),
+            "target_groups[0].health_check.tls_server_name",
+            "only valid with protocol = \"https\"",
+        );
+        expect_err(
+            &hc("protocol = \"https\"\ntls_ca_file = \"/etc/hostname\""),
+            "target_groups[0].health_check.tls_ca_file",
+            "only valid with tls_verify = true",
+        );
+        expect_err(
+            &hc("protocol = \"https\"\ntls_verify = true\ntls_ca_file = \"/nonexistent/ca.pem\""),
+            "target_groups[0].health_check.tls_ca_file",
+            "/nonexistent/ca.pem: No such file",
+        );
+        expect_err(
+            &hc("protocol = \"https\"\ntls_verify = true\ntls_ca_file = \"/etc/hostname\""),
+            "target_groups[0].health_check.tls_ca_file",
+            "no PEM certificate",
+        );
+        expect_err(
+            &hc("protocol = \"https\"\ntls_server_name = \"not a name\""),
+            "target_groups[0].health_check.tls_server_name",
+            "expected a DNS name or an IP address",
+        );
+        let https = parse(&hc(
+            "protocol = \"https\"\ntls_server_name = \"fw1.example\"",
+        ));
+        assert_eq!(
+            https.target_groups[0].health_check.probe,
+            Probe::Http {
+                path: "/".into(),
+                success_codes: StatusCodes(vec![200..=399]),
+                tls: Some(crate::config::TlsCheck {
+                    verify: false,
+                    ca_file: None,
+                    server_name: Some("fw1.example".into())
+                })
+            }
+        );
+        let again = crate::config::Config::from_toml_str(&https.to_toml_string()).unwrap();
+        assert_eq!(again.target_groups, https.target_groups, "round trip");
         expect_err(
             &hc("data_path_source = \"10.9.0.1\""),
             "target_groups[0].health_check.data_path_source",
@@ -302,7 +420,8 @@ mod tests {
             h.probe,
             Probe::Http {
                 path: "/".into(),
-                success_codes: StatusCodes(vec![200..=399])
+                success_codes: StatusCodes(vec![200..=399]),
+                tls: None
             }
         );
         assert_eq!(

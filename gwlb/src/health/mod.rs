@@ -1,4 +1,5 @@
-//! Health checks of the appliances: TCP connect or HTTP GET probes, AWS GWLB semantics.
+//! Health checks of the appliances: TCP connect, HTTP or HTTPS GET and data-path probes, AWS
+//! GWLB semantics.
 //!
 //! # Design
 //!
@@ -25,6 +26,10 @@
 //!   and `Connection: close` is sent and the status line read back within `timeout` carries a
 //!   code in `success_codes`. A server that answers without reading the request (gwlbtun)
 //!   works: a failed send is only reported if no status line comes back either;
+//! - HTTPS: the same over TLS (rustls, [`tls`]): the handshake, the request and the status
+//!   line within `timeout`; the certificate is not verified unless `tls_verify` is set (as
+//!   AWS does not verify), and a failed handshake is a failure naming rustls's reason
+//!   (`TLS: invalid peer certificate: UnknownIssuer`);
 //! - data path (`data_path = true`, after the TCP or HTTP stage passed, within the same
 //!   `timeout`; or alone, `protocol = "geneve"`): a probe packet built by
 //!   [`crate::data_path_probe`] with a random nonce is sent in Geneve from the source address,
@@ -113,6 +118,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{DataPathProbe, HealthCheck, InitialState, Probe};
+
+mod tls;
 use crate::data_path_probe::{self, Tunnel};
 
 /// Most probes open at the same time (one socket each).
@@ -674,6 +681,8 @@ enum Stage {
     Connecting,
     Sending,
     Reading,
+    /// HTTPS: the TLS handshake, the request and the response, over the connection.
+    Tls,
     /// The data-path probe is out; waiting for it to come back through the appliance.
     Echo,
 }
@@ -703,6 +712,8 @@ struct InFlight {
     nonce: u64,
     /// What the TCP/HTTP stage reported, kept for the final reason.
     passed: Option<String>,
+    /// HTTPS: the TLS connection (the request is written into it at the start).
+    tls: Option<rustls::ClientConnection>,
 }
 
 impl InFlight {
@@ -710,6 +721,8 @@ impl InFlight {
         match self.stage {
             Stage::Connecting | Stage::Sending => libc::POLLOUT,
             Stage::Reading => libc::POLLIN,
+            Stage::Tls if self.tls.as_ref().is_some_and(|c| c.wants_write()) => libc::POLLOUT,
+            Stage::Tls => libc::POLLIN,
             Stage::Echo => 0,
         }
     }
@@ -717,7 +730,9 @@ impl InFlight {
     /// The descriptor to poll: -1 (ignored by `poll(2)`) while waiting for the echo.
     fn poll_fd(&self) -> libc::c_int {
         match (&self.socket, self.stage) {
-            (Some(s), Stage::Connecting | Stage::Sending | Stage::Reading) => s.as_raw_fd(),
+            (Some(s), Stage::Connecting | Stage::Sending | Stage::Reading | Stage::Tls) => {
+                s.as_raw_fd()
+            }
             _ => -1,
         }
     }
@@ -730,13 +745,19 @@ impl InFlight {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => return Some(Outcome::failure(connect_reason(&e), None)),
             }
-            if self.request.is_empty() {
+            if self.tls.is_some() {
+                self.stage = Stage::Tls;
+            } else if self.request.is_empty() {
                 return Some(Outcome::success(
                     "TCP connect ok",
                     now.duration_since(self.started),
                 ));
+            } else {
+                self.stage = Stage::Sending;
             }
-            self.stage = Stage::Sending;
+        }
+        if self.stage == Stage::Tls {
+            return self.exchange_tls(now);
         }
         if self.stage == Stage::Sending {
             self.send();
@@ -802,11 +823,34 @@ impl InFlight {
         }
     }
 
+    /// HTTPS: moves the TLS exchange on; `Some` when it is over.
+    fn exchange_tls(&mut self, now: Instant) -> Option<Outcome> {
+        let latency = now.duration_since(self.started);
+        let (conn, socket) = (self.tls.as_mut()?, self.socket.as_ref()?);
+        Some(
+            match tls::drive(conn, socket, &mut self.received, MAX_STATUS_LINE) {
+                tls::Progress::Pending => return None,
+                tls::Progress::Line => http_outcome(&self.received, &self.probe, latency),
+                tls::Progress::Closed if !self.received.is_empty() => {
+                    http_outcome(&self.received, &self.probe, latency)
+                }
+                tls::Progress::Closed => {
+                    Outcome::failure("connection closed before the HTTP status line", None)
+                }
+                tls::Progress::Failed(why) => Outcome::failure(why, None),
+            },
+        )
+    }
+
     fn timed_out(&self) -> Outcome {
         let what = match (self.stage, &self.passed) {
             (Stage::Connecting, _) => "no TCP handshake".to_owned(),
             (Stage::Sending, _) => "HTTP request not sent".to_owned(),
             (Stage::Reading, _) => "no HTTP status line".to_owned(),
+            (Stage::Tls, _) if self.tls.as_ref().is_some_and(|c| c.is_handshaking()) => {
+                "TLS handshake not complete".to_owned()
+            }
+            (Stage::Tls, _) => "no HTTP status line".to_owned(),
             (Stage::Echo, None) => "data-path probe not returned".to_owned(),
             (Stage::Echo, Some(first)) => format!("data-path probe not returned ({first})"),
         };
@@ -895,6 +939,7 @@ fn start_probe(
     target: &ProbeTarget,
     generation: u64,
     now: Instant,
+    tls_configs: &mut tls::Configs,
 ) -> Result<InFlight, Outcome> {
     let dst = SocketAddr::new(target.addr, target.check.port);
     let local = |what: &str, e: io::Error| Outcome::local(format!("{what}: {e}"));
@@ -914,6 +959,7 @@ fn start_probe(
         data_path: target.check.data_path,
         nonce: 0,
         passed: None,
+        tls: None,
     };
     if target.check.probe == Probe::Geneve {
         // The data-path probe alone: the checker sends it.
@@ -933,6 +979,13 @@ fn start_probe(
         Probe::Tcp | Probe::Geneve => Vec::new(),
         Probe::Http { path, .. } => http_request(path, dst),
     };
+    if let Probe::Http { tls: Some(t), .. } = &target.check.probe {
+        probe.tls = Some(
+            tls_configs
+                .connect(t, target.addr, &probe.request)
+                .map_err(Outcome::local)?,
+        );
+    }
     probe.stage = Stage::Connecting;
     let connected = socket.connect(&dst.into());
     probe.socket = Some(socket);
@@ -961,6 +1014,8 @@ struct Checker {
     in_flight: Vec<InFlight>,
     /// The sockets of data-path probes (polled after the wake-up socket).
     echo: EchoSockets,
+    /// The TLS client configurations of HTTPS checks.
+    tls: tls::Configs,
     pollfds: Vec<libc::pollfd>,
     /// Targets whose [`TargetHealth`] changed since the last publish.
     dirty: Vec<u64>,
@@ -988,6 +1043,7 @@ impl Checker {
             heap: BinaryHeap::new(),
             in_flight: Vec::new(),
             echo: EchoSockets::default(),
+            tls: tls::Configs::default(),
             pollfds: Vec::new(),
             dirty: Vec::new(),
             removed: Vec::new(),
@@ -1143,7 +1199,7 @@ impl Checker {
             let check = &entry.target.check;
             entry.busy = true;
             entry.next_due = now + jittered(check.interval, check.jitter_percent, &mut entry.rng);
-            match start_probe(id, &entry.target, entry.generation, now) {
+            match start_probe(id, &entry.target, entry.generation, now, &mut self.tls) {
                 Ok(mut probe) if probe.stage == Stage::Echo => {
                     match self.echo.send(&mut probe, &entry.target, &mut entry.rng) {
                         Ok(()) => self.in_flight.push(probe),
@@ -1445,6 +1501,7 @@ mod tests {
         Probe::Http {
             path: "/health".into(),
             success_codes: StatusCodes(vec![200..=399]),
+            tls: None,
         }
     }
 
