@@ -409,13 +409,21 @@ impl Pipeline {
         // a new flow, whose entry replaces the old one's (`restart` holds its instance).
         let mut restart = None;
         let found = match self.flows.lookup_idle(&key, table_hash, now) {
+            // Established TCP data and everything else: one test of the flags.
+            Some((e, _))
+                if p.tcp_flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0 =>
+            {
+                Some(e)
+            }
             Some((e, idle)) if p.protocol == parse::proto::TCP => {
                 let flags = p.tcp_flags.0;
                 if steering::starts_new_connection(flags, e.closed, idle, g.tcp_reuse_idle) {
                     restart = Some(e.instance.wrapping_add(1) % COOKIE_INSTANCES);
                     None
                 } else {
-                    e.closed |= flags & (TcpFlags::FIN | TcpFlags::RST) != 0;
+                    if flags & (TcpFlags::FIN | TcpFlags::RST) != 0 {
+                        e.closed = true;
+                    }
                     Some(e)
                 }
             }
@@ -478,19 +486,26 @@ impl Pipeline {
             None => match g.pick(lb_hash) {
                 Some(s) => {
                     let a = &snap.appliances[usize::from(s)];
-                    let instance = restart.unwrap_or(0);
-                    let cookie = flow_cookie(table_hash, instance);
-                    let mut entry = FlowEntry::new(class_of(p.protocol), s, group, cookie);
-                    entry.generation = a.generation;
-                    entry.instance = instance;
-                    let stored = if restart.is_some() {
-                        // Replaces the closed connection's entry in place.
-                        self.counters.restarted_flows += 1;
-                        self.flows.insert(key, table_hash, entry, now).is_ok()
-                    } else {
-                        self.flows
-                            .insert_absent(key, table_hash, entry, now)
-                            .is_ok()
+                    let (cookie, stored) = match restart {
+                        None => {
+                            let mut entry =
+                                FlowEntry::new(class_of(p.protocol), s, group, table_hash);
+                            entry.generation = a.generation;
+                            let stored = self.flows.insert_absent(key, table_hash, entry, now);
+                            (table_hash, stored.is_ok())
+                        }
+                        Some(instance) => {
+                            // Replaces the closed connection's entry in place.
+                            let cookie = flow_cookie(table_hash, instance);
+                            let mut entry = FlowEntry::new(class_of(p.protocol), s, group, cookie);
+                            entry.generation = a.generation;
+                            entry.instance = instance;
+                            self.counters.restarted_flows += 1;
+                            (
+                                cookie,
+                                self.flows.insert(key, table_hash, entry, now).is_ok(),
+                            )
+                        }
                     };
                     if stored {
                         self.counters.new_flows += 1;
