@@ -1104,3 +1104,50 @@ fn test_one_peer_cannot_take_every_connection() {
     }
     assert_eq!(status(from([127, 0, 0, 1])), 200);
 }
+
+/// Group failover through the control loop: with `min_healthy_targets = 2`, the rig's start
+/// (10.0.2.12 unhealthy) leaves "firewalls" below its minimum, so it fails over to
+/// "inspection" (the API and the metrics say so); 10.0.2.12 healthy again ends it.
+#[test]
+fn test_group_failover_shows_in_the_api_and_the_metrics() {
+    let config = control_rig::CONFIG
+        .replace(
+            "on_all_unhealthy = \"fail_closed\"\n",
+            "on_all_unhealthy = \"fail_closed\"\nfailover_group = \"inspection\"\nmin_healthy_targets = 2\n",
+        )
+        .replace("stickiness = \"2-tuple\"", "stickiness = \"5-tuple\"");
+    let gw = Gateway::start_with(&config);
+    let api = serve(&localhost(), None, gw.handle.clone()).unwrap();
+    let m = serve_metrics(&localhost(), gw.handle.clone()).unwrap();
+    let failed_over =
+        |s: &ApiServer| get(s, "/v1/target-groups/firewalls").json()["failed_over"].clone();
+    let metric = |m: &ApiServer| {
+        value(
+            &parse_exposition(&get(m, "/metrics").body),
+            "gwlb_target_group_failed_over",
+            &[("target_group", "firewalls")],
+        )
+    };
+    let g = get(&api, "/v1/target-groups/firewalls").json();
+    assert_eq!(
+        (
+            &g["failover_group"],
+            &g["min_healthy_targets"],
+            &g["failed_over"]
+        ),
+        (&json!("inspection"), &json!(2), &json!(true)),
+        "{g}"
+    );
+    assert_eq!(metric(&m), 1.0);
+    assert_eq!(
+        get(&api, "/v1/target-groups/inspection").json()["failed_over"],
+        json!(false)
+    );
+    gw.report_health("firewalls", 1, "10.0.2.12".parse().unwrap(), true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while failed_over(&api) != json!(false) {
+        assert!(std::time::Instant::now() < deadline, "still failed over");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(metric(&m), 0.0);
+}
