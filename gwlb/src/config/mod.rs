@@ -63,9 +63,10 @@ pub use edit::{ConfigEdit, HealthCheckPatch, TargetText};
 pub use error::{truncate_text, ConfigError, ConfigWarning, MAX_MESSAGE_LEN};
 pub use file::MAX_CONFIG_BYTES;
 pub use model::{
-    Bgp, BgpNeighbor, CheckProtocol, Config, Control, DataPathProbe, Dataplane, HealthCheck,
-    Hugepages, InitialState, LogFormat, Neighbor, OnAllUnhealthy, OnUnhealthy, Port, PortRole,
-    Probe, Route, Target, TargetGroup, TlsCheck, UnknownNonSyn,
+    Bgp, BgpNeighbor, CheckProtocol, Config, Control, CopyPoint, DataPathProbe, Dataplane,
+    HealthCheck, Hugepages, InitialState, LogFormat, MirrorDirection, MirrorFormat,
+    MirrorSession, Neighbor, OnAllUnhealthy, OnUnhealthy, Port, PortRole, Probe, Route, Target,
+    TargetGroup, TlsCheck, UnknownNonSyn,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
 pub use values::{

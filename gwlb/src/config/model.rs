@@ -127,6 +127,41 @@ impl InitialState {
     }
 }
 
+/// The encapsulation of mirrored copies (`[[mirror_sessions]] format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorFormat {
+    /// VXLAN (RFC 7348) on UDP 4789 with the session's VNI, as AWS Traffic Mirroring sends.
+    #[default]
+    Vxlan,
+    /// Geneve on UDP 6081 with an option marking the copy as mirrored and its copy point.
+    Geneve,
+}
+
+/// Where a mirror session copies packets (`[[mirror_sessions]] copy_point`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyPoint {
+    /// What arrives from users, before the inspecting appliance sees it.
+    #[default]
+    BeforeInspection,
+    /// What comes back from the inspecting appliance, as forwarded on.
+    AfterInspection,
+}
+
+/// Which way a mirrored packet travels relative to the session's `prefixes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MirrorDirection {
+    /// Either way: the source or the destination in `prefixes` (any address without them).
+    #[default]
+    Both,
+    /// The destination in `prefixes`.
+    ToPrefixes,
+    /// The source in `prefixes`.
+    FromPrefixes,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -161,6 +196,8 @@ pub struct Config {
     pub control: Control,
     /// BGP announcement of the service prefixes (`None`: no `[bgp]`, nothing announced).
     pub bgp: Option<Bgp>,
+    /// Copies of selected traffic to sensor pools.
+    pub mirror_sessions: Vec<MirrorSession>,
     pub(super) warnings: Vec<ConfigWarning>,
 }
 
@@ -534,6 +571,41 @@ impl Target {
     pub fn next_hop(&self) -> IpAddr {
         self.via.unwrap_or(self.address)
     }
+}
+
+/// `[[mirror_sessions]]`: a selection of traffic copied to a mirror target group's sensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSession {
+    /// Unique name.
+    pub name: String,
+    /// Index into [`Config::target_groups`] of the sensor pool (a group without user ports).
+    pub target_group: usize,
+    /// The copies' encapsulation.
+    pub format: MirrorFormat,
+    /// VXLAN VNI, or Geneve VNI (24 bits).
+    pub vni: u32,
+    /// Copy one packet in this many of those selected (1: every one).
+    pub sample_one_in: u32,
+    /// Copy at most this many bytes of each frame (`None`: whole frames).
+    pub snap_length: Option<u16>,
+    /// Where packets are copied.
+    pub copy_point: CopyPoint,
+    /// User ports whose traffic is selected (indices into [`Config::ports`]; empty: every
+    /// user-facing port).
+    pub user_ports: Vec<usize>,
+    /// Source or destination prefixes (empty: any address).
+    pub prefixes: Vec<IpNet>,
+    /// IP protocols (empty: any).
+    pub protocols: Vec<u8>,
+    /// Source or destination port ranges of TCP and UDP (empty: any packet).
+    pub l4_ports: Vec<std::ops::RangeInclusive<u16>>,
+    /// Which way, relative to `prefixes`.
+    pub direction: MirrorDirection,
+}
+
+impl MirrorSession {
+    /// The smallest `snap_length`: the Ethernet, IPv6 and TCP headers of a plain packet.
+    pub const MIN_SNAP_LENGTH: u16 = 74;
 }
 
 /// `[control]`.

@@ -7,8 +7,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CheckProtocol, Hugepages, InitialState, LogFormat, OnAllUnhealthy, OnUnhealthy, PortRole,
-    UnknownNonSyn, DEFAULT_API_LISTEN, DEFAULT_METRICS_LISTEN,
+    CheckProtocol, CopyPoint, Hugepages, InitialState, LogFormat, MirrorDirection, MirrorFormat,
+    OnAllUnhealthy, OnUnhealthy, PortRole, UnknownNonSyn, DEFAULT_API_LISTEN,
+    DEFAULT_METRICS_LISTEN,
 };
 use crate::flow::Stickiness;
 
@@ -115,6 +116,39 @@ pub(super) struct RawConfig {
     pub(super) control: RawControl,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) bgp: Option<RawBgp>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) mirror_sessions: Vec<RawMirrorSession>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMirrorSession {
+    pub(super) name: String,
+    pub(super) target_group: String,
+    #[serde(default)]
+    pub(super) format: MirrorFormat,
+    #[serde(default = "default_one")]
+    pub(super) vni: i64,
+    #[serde(default = "default_one")]
+    pub(super) sample_one_in: i64,
+    #[serde(default)]
+    pub(super) snap_length: i64,
+    #[serde(default)]
+    pub(super) copy_point: CopyPoint,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) user_ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) prefixes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) protocols: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) l4_ports: Vec<String>,
+    #[serde(default)]
+    pub(super) direction: MirrorDirection,
+}
+
+fn default_one() -> i64 {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

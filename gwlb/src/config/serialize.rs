@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::raw::{
     OneOrMany, RawBgp, RawBgpNeighbor, RawConfig, RawControl, RawDataplane, RawHealthCheck,
-    RawNeighbor, RawPort, RawRoute, RawTarget, RawTargetGroup, U64Value,
+    RawMirrorSession, RawNeighbor, RawPort, RawRoute, RawTarget, RawTargetGroup, U64Value,
 };
 use super::{CheckProtocol, Config, Probe};
 
@@ -218,6 +218,28 @@ impl From<&Config> for RawConfig {
                     .map(ToString::to_string)
                     .collect(),
             }),
+            mirror_sessions: c
+                .mirror_sessions
+                .iter()
+                .map(|m| RawMirrorSession {
+                    name: m.name.clone(),
+                    target_group: c.target_groups[m.target_group].name.clone(),
+                    format: m.format,
+                    vni: i64::from(m.vni),
+                    sample_one_in: i64::from(m.sample_one_in),
+                    snap_length: m.snap_length.map_or(0, i64::from),
+                    copy_point: m.copy_point,
+                    user_ports: m.user_ports.iter().map(|&p| port_name(p)).collect(),
+                    prefixes: m.prefixes.iter().map(ToString::to_string).collect(),
+                    protocols: m.protocols.iter().map(|&p| i64::from(p)).collect(),
+                    l4_ports: m
+                        .l4_ports
+                        .iter()
+                        .map(|r| format!("{}-{}", r.start(), r.end()))
+                        .collect(),
+                    direction: m.direction,
+                })
+                .collect(),
         }
     }
 }

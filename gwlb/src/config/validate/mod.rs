@@ -16,6 +16,7 @@ mod bgp;
 mod control;
 mod dataplane;
 mod groups;
+pub(crate) mod mirrors;
 mod health_check;
 mod neighbors;
 mod ports;
@@ -26,6 +27,7 @@ use bgp::validate_bgp;
 use control::validate_control;
 use dataplane::validate_dataplane;
 use groups::validate_groups;
+use mirrors::validate_mirror_sessions;
 use neighbors::validate_neighbors;
 use ports::validate_ports;
 use routes::validate_routes;
@@ -149,6 +151,8 @@ impl RawConfig {
             Some(b) => Some(validate_bgp(b, &ports)?),
             None => None,
         };
+        let mirror_sessions =
+            validate_mirror_sessions(&self.mirror_sessions, &ports, &target_groups, &port_ref)?;
         Ok(Config {
             dataplane,
             ports,
@@ -157,6 +161,7 @@ impl RawConfig {
             target_groups,
             control,
             bgp,
+            mirror_sessions,
             warnings: v.warnings,
         })
     }
@@ -189,6 +194,23 @@ pub(super) fn check_port_indices(c: &Config) -> Result<(), ConfigError> {
         }
         for (ti, t) in g.targets.iter().enumerate() {
             check(format!("target_groups[{gi}].targets[{ti}].port"), t.port)?;
+        }
+        if let Some(b) = g.failover_group.filter(|&b| b >= c.target_groups.len()) {
+            return Err(invalid(
+                format!("target_groups[{gi}].failover_group"),
+                format!("group index {b} is out of range"),
+            ));
+        }
+    }
+    for (mi, m) in c.mirror_sessions.iter().enumerate() {
+        for (k, &p) in m.user_ports.iter().enumerate() {
+            check(format!("mirror_sessions[{mi}].user_ports[{k}]"), p)?;
+        }
+        if m.target_group >= c.target_groups.len() {
+            return Err(invalid(
+                format!("mirror_sessions[{mi}].target_group"),
+                format!("group index {} is out of range", m.target_group),
+            ));
         }
     }
     Ok(())
