@@ -88,6 +88,19 @@ impl Mbuf {
         unsafe { self.0.as_mut() }
     }
 
+    /// A new mbuf of `len` data bytes (contents unspecified) from the pool this one came
+    /// from; `None` when the pool is empty or `len` exceeds the new mbuf's room.
+    pub fn alloc_from_same_pool(&self, len: usize) -> Option<Mbuf> {
+        // SAFETY: `self` is a valid mbuf, so its `pool` field names the live mempool it was
+        // allocated from (DPDK sets it at pool creation); reading a field does not alias any
+        // mutable access. The shim wraps rte_pktmbuf_alloc, which takes from that pool.
+        let m = unsafe { sys::dpdk_shim_pktmbuf_alloc((*self.0.as_ptr()).pool) };
+        // SAFETY: a freshly allocated mbuf (or null) that nobody else owns.
+        let mut m = unsafe { Mbuf::from_raw(m) }?;
+        m.append(len)?;
+        Some(m)
+    }
+
     /// Bytes of data in the first segment.
     #[inline]
     pub fn data_len(&self) -> usize {

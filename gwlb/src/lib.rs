@@ -19,6 +19,7 @@ pub mod huge_array;
 pub mod instance_lock;
 pub mod logging;
 pub mod maglev;
+pub mod mirror;
 pub mod neighbors;
 pub mod numa;
 pub mod packet_buf;

@@ -28,6 +28,12 @@ pub trait PacketBuf {
     fn is_segmented(&self) -> bool {
         false
     }
+    /// A new buffer of `len` bytes (contents unspecified) from the same pool as this one, for
+    /// a copy of it (mirroring); `None` when there is none to be had (the pool is empty, or
+    /// `len` is more than a buffer holds). Outside the per-packet path of unmirrored traffic.
+    fn alloc_like(&self, len: usize) -> Option<Self>
+    where
+        Self: Sized;
 }
 
 /// A heap buffer with headroom: the test and offline counterpart of an mbuf.
@@ -89,6 +95,12 @@ impl PacketBuf for VecBuf {
     }
     fn headroom(&self) -> usize {
         self.start
+    }
+    fn alloc_like(&self, len: usize) -> Option<Self> {
+        Some(VecBuf::with_headroom(
+            &vec![0u8; len],
+            Self::DEFAULT_HEADROOM,
+        ))
     }
 }
 

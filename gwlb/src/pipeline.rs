@@ -5,7 +5,7 @@
 //! One [`Pipeline`] per worker: it owns the worker's flow-table shard and counters and reads
 //! the shared [`Snapshot`]. Nothing here allocates, locks or writes shared memory.
 
-use crate::config::UnknownNonSyn;
+use crate::config::{CopyPoint, UnknownNonSyn};
 use crate::decap;
 use crate::encap::EncapError;
 use crate::flow::FlowKey;
@@ -13,6 +13,7 @@ use crate::flow_table::{
     flow_cookie, is_flow_cookie, prefetch_line, FlowEntry, FlowTable, FlowTableError, ProtoClass,
     Timeouts, COOKIE_INSTANCES,
 };
+use crate::mirror::MirrorCounter;
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, proto, DropReason, ParsedPacket, TcpFlags, L3};
 use crate::snapshot::{ApplianceState, NoNextHop, Snapshot};
@@ -97,6 +98,8 @@ pub struct Counters {
     pub appliance_bytes: Box<[u64]>,
     /// New flows given to each appliance slot.
     pub appliance_flows: Box<[u64]>,
+    /// Per mirror session (by index), its [`MirrorCounter`]s.
+    pub mirror: [[u64; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
 }
 
 impl Counters {
@@ -119,6 +122,7 @@ impl Counters {
             appliance_packets: vec![0; max_appliances].into_boxed_slice(),
             appliance_bytes: vec![0; max_appliances].into_boxed_slice(),
             appliance_flows: vec![0; max_appliances].into_boxed_slice(),
+            mirror: [[0; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
         }
     }
 
@@ -144,7 +148,15 @@ pub struct Pipeline {
     icmp_left: u32,
     /// The coarse second `icmp_left` belongs to.
     icmp_second: u32,
+    /// Bit `i`: packet `i` of the last burst call was decapsulated (see
+    /// [`Pipeline::decapsulated_mask`]).
+    decapsulated: u64,
+    /// Per mirror session, packets selected since its last copy (1-in-N sampling).
+    mirror_seen: [u32; MAX_MIRROR_SESSIONS],
 }
+
+/// Most mirror sessions (the configuration's limit).
+pub const MAX_MIRROR_SESSIONS: usize = crate::config::MAX_MIRROR_SESSIONS;
 
 impl Pipeline {
     /// A pipeline with a flow table of `capacity` flows. All memory is allocated here.
@@ -155,7 +167,107 @@ impl Pipeline {
             burst: Some(Box::new(BurstScratch::new())),
             icmp_left: 0,
             icmp_second: u32::MAX,
+            decapsulated: 0,
+            mirror_seen: [0; MAX_MIRROR_SESSIONS],
         })
+    }
+
+    /// Which packets of the last [`Pipeline::process_burst`] (or `_shared`) call were
+    /// decapsulated and forwarded: bit `i` for packet `i` (the first 64).
+    pub fn decapsulated_mask(&self) -> u64 {
+        self.decapsulated
+    }
+
+    /// The copy point "before inspection": copies, for every mirror session that selects
+    /// them, the user packets of `bufs` (received on `in_port`, not yet processed) to the
+    /// session's sensor, through `emit(copy, port)`. Call before [`Pipeline::process_burst`];
+    /// the originals are only read.
+    pub fn mirror_before<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        bufs: &[B],
+        in_port: u16,
+        emit: &mut impl FnMut(B, u16),
+    ) {
+        for b in bufs {
+            let Ok(p) = parse::parse_frame(b.data()) else {
+                continue;
+            };
+            if let Dispatch::Encapsulate(_) = dispatch(snap, &p, in_port) {
+                self.mirror_copies(snap, b, &p, in_port, CopyPoint::BeforeInspection, emit);
+            }
+        }
+    }
+
+    /// The copy point "after inspection": copies the packets of `bufs` that the last burst
+    /// call decapsulated (`decapsulated`, from [`Pipeline::decapsulated_mask`]; their
+    /// verdicts in `verdicts`) as they leave, selected by the port they leave on.
+    pub fn mirror_after<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        bufs: &[B],
+        verdicts: &[Verdict],
+        decapsulated: u64,
+        emit: &mut impl FnMut(B, u16),
+    ) {
+        for (i, (b, v)) in bufs.iter().zip(verdicts).enumerate().take(64) {
+            let Verdict::Tx(out) = *v else { continue };
+            if decapsulated & (1 << i) == 0 {
+                continue;
+            }
+            if let Ok(p) = parse::parse_frame(b.data()) {
+                self.mirror_copies(snap, b, &p, out, CopyPoint::AfterInspection, emit);
+            }
+        }
+    }
+
+    /// The copies of one packet `p` (in `b`) at copy point `point`; `port` is the user port
+    /// the sessions' port selection looks at.
+    fn mirror_copies<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        b: &B,
+        p: &ParsedPacket,
+        port: u16,
+        point: CopyPoint,
+        emit: &mut impl FnMut(B, u16),
+    ) {
+        for (s, m) in snap.mirrors.iter().enumerate().take(MAX_MIRROR_SESSIONS) {
+            if m.copy_point != point || !m.selector.selects(p, port) {
+                continue;
+            }
+            let seen = &mut self.mirror_seen[s];
+            *seen += 1;
+            if *seen < m.sample_one_in {
+                continue;
+            }
+            *seen = 0;
+            let counters = &mut self.counters.mirror[s];
+            // Both directions of a flow to one sensor: the symmetric flow hash.
+            let (_, h) = flow_of(snap, m.group, p);
+            let sensor = snap.groups[usize::from(m.group)]
+                .pick((h >> 32) as u32)
+                .and_then(|slot| {
+                    let t = m.templates.get(usize::from(slot))?.as_ref()?;
+                    Some((t, snap.appliances[usize::from(slot)].port))
+                });
+            let Some((t, out)) = sensor else {
+                counters[MirrorCounter::NoSensor as usize] += 1;
+                continue;
+            };
+            // The frame without Ethernet padding.
+            let frame =
+                &b.data()[..(usize::from(p.l3_offset) + usize::from(p.l3_len)).min(b.data().len())];
+            let copied = t.copied_len(frame.len(), m.snap);
+            let Some(mut c) = b.alloc_like(t.outer_len() + copied) else {
+                counters[MirrorCounter::NoBuffer as usize] += 1;
+                continue;
+            };
+            t.write(c.data_mut(), frame, copied, h as u32);
+            counters[MirrorCounter::Packets as usize] += 1;
+            counters[MirrorCounter::Bytes as usize] += copied as u64;
+            emit(c, out);
+        }
     }
 
     /// The flow table (for dumps and occupancy).
@@ -247,6 +359,7 @@ impl Pipeline {
         verdicts: &mut [Verdict],
     ) {
         assert!(verdicts.len() >= bufs.len(), "one verdict per buffer");
+        self.decapsulated = 0;
         let Some(mut sc) = self.burst.take() else {
             // Unreachable (the scratch is always put back); stay correct anyway.
             for (b, v) in bufs.iter_mut().zip(verdicts.iter_mut()) {
@@ -254,11 +367,16 @@ impl Pipeline {
             }
             return;
         };
-        for (bufs, verdicts) in bufs
+        for (k, (bufs, verdicts)) in bufs
             .chunks_mut(BURST_MAX)
             .zip(verdicts.chunks_mut(BURST_MAX))
+            .enumerate()
         {
             self.burst_chunk(&mut sc, snap, bufs, in_port, now, share, verdicts);
+            self.decapsulated |= sc
+                .decapsulated
+                .checked_shl((k * BURST_MAX) as u32)
+                .unwrap_or(0);
         }
         self.burst = Some(sc);
     }
@@ -278,6 +396,7 @@ impl Pipeline {
         verdicts: &mut [Verdict],
     ) {
         let n = bufs.len();
+        sc.decapsulated = 0;
         for b in bufs.iter() {
             prefetch_data(b.data());
         }
@@ -347,7 +466,11 @@ impl Pipeline {
                 Plan::Encap { group, key, hash } => {
                     self.encapsulate_keyed(snap, b, &sc.parsed[i], group, in_port, key, hash, now)
                 }
-                Plan::Return(ref r) => self.decapsulate_flow(snap, b, r, &sc.inner[i], now),
+                Plan::Return(ref r) => {
+                    let v = self.decapsulate_flow(snap, b, r, &sc.inner[i], now);
+                    sc.decapsulated |= u64::from(matches!(v, Verdict::Tx(_))) << i;
+                    v
+                }
             };
             self.count(*v);
         }
@@ -881,6 +1004,8 @@ struct BurstScratch {
     /// The inner packet of each Geneve return (unused for other packets).
     inner: [ParsedPacket; BURST_MAX],
     plan: [Plan; BURST_MAX],
+    /// Bit `i`: packet `i` of the chunk was decapsulated.
+    decapsulated: u64,
 }
 
 impl BurstScratch {
@@ -889,6 +1014,7 @@ impl BurstScratch {
             parsed: [ParsedPacket::default(); BURST_MAX],
             inner: [ParsedPacket::default(); BURST_MAX],
             plan: [Plan::Done(Verdict::ToHost); BURST_MAX],
+            decapsulated: 0,
         }
     }
 }

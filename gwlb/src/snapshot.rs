@@ -195,6 +195,70 @@ impl GroupView {
     }
 }
 
+/// A mirror session as the data path carries it out (see [`crate::mirror`]).
+#[derive(Clone, Debug)]
+pub struct MirrorView {
+    /// Configured name.
+    pub name: String,
+    /// What it copies.
+    pub selector: crate::mirror::Selector,
+    /// One copy per this many selected packets (per worker).
+    pub sample_one_in: u32,
+    /// `snap_length`.
+    pub snap: Option<u16>,
+    /// Where it copies.
+    pub copy_point: config::CopyPoint,
+    /// The sensor pool (a target group index): its Maglev table picks the sensor.
+    pub group: u16,
+    /// The copies' outer headers, by appliance slot (`None`: not one of this session's
+    /// sensors, or not reachable yet).
+    pub templates: Vec<Option<crate::mirror::MirrorTemplate>>,
+}
+
+impl MirrorView {
+    fn new(snap: &Snapshot, cfg: &Config, index: usize, m: &config::MirrorSession) -> Self {
+        let g = &cfg.target_groups[m.target_group];
+        let templates = snap
+            .appliances
+            .iter()
+            .map(|a| {
+                if usize::from(a.group) != m.target_group || a.state == ApplianceState::Gone {
+                    return None;
+                }
+                let IpAddr::V4(dst_ip) = a.addr else {
+                    return None;
+                };
+                let port = snap.ports.get(usize::from(a.port))?;
+                let src = port.outer_source(true)?.to_ip_addr();
+                let IpAddr::V4(src_ip) = src else {
+                    return None;
+                };
+                crate::mirror::MirrorTemplate::new(&crate::mirror::MirrorParams {
+                    src_mac: port.mac,
+                    dst_mac: a.mac?,
+                    src_ip,
+                    dst_ip,
+                    ttl: g.outer_ttl,
+                    format: m.format,
+                    vni: m.vni,
+                    session: index as u16,
+                    copy_point: m.copy_point,
+                    mtu: port.mtu,
+                })
+            })
+            .collect();
+        MirrorView {
+            name: m.name.clone(),
+            selector: crate::mirror::Selector::new(m),
+            sample_one_in: m.sample_one_in,
+            snap: m.snap_length,
+            copy_point: m.copy_point,
+            group: m.target_group as u16,
+            templates,
+        }
+    }
+}
+
 /// A route for forwarding decapsulated (or fail-open) traffic.
 #[derive(Clone, Copy, Debug)]
 struct RouteView {
@@ -251,6 +315,12 @@ pub struct Snapshot {
     /// ICMP "too big" errors each worker may send per second (`[dataplane]
     /// icmp_errors_per_s`).
     pub icmp_errors_per_s: u32,
+    /// The mirror sessions, in configuration order (their index is their counters' index).
+    pub mirrors: Vec<MirrorView>,
+    /// Some session copies before inspection (the workers test this once per burst).
+    pub mirror_before: bool,
+    /// Some session copies after inspection.
+    pub mirror_after: bool,
 }
 
 fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
@@ -406,6 +476,9 @@ impl Snapshot {
             timeouts: GroupTimeouts::default(),
             accept_unseen_returns: cfg.bgp.as_ref().is_some_and(|b| b.accept_unseen_returns),
             icmp_errors_per_s: cfg.dataplane.icmp_errors_per_s,
+            mirrors: Vec::new(),
+            mirror_before: false,
+            mirror_after: false,
         };
 
         for (gi, g) in cfg.target_groups.iter().enumerate() {
@@ -562,6 +635,15 @@ impl Snapshot {
             .unwrap_or_default();
             snap.timeouts.set(i, t);
         }
+        snap.mirrors = cfg
+            .mirror_sessions
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MirrorView::new(&snap, cfg, i, m))
+            .collect();
+        let at = |point| snap.mirrors.iter().any(|m| m.copy_point == point);
+        snap.mirror_before = at(config::CopyPoint::BeforeInspection);
+        snap.mirror_after = at(config::CopyPoint::AfterInspection);
         Ok(snap)
     }
 

@@ -102,6 +102,9 @@ macro_rules! define_worker_stats {
             pub drops: [AtomicU64; DropReason::COUNT],
             /// Per appliance slot: packets, bytes, new flows.
             pub appliance: Box<[[AtomicU64; 3]]>,
+            /// Per mirror session: its [`crate::mirror::MirrorCounter`]s.
+            pub mirror: [[AtomicU64; crate::mirror::MirrorCounter::COUNT];
+                crate::pipeline::MAX_MIRROR_SESSIONS],
         }
 
         impl WorkerStats {
@@ -119,6 +122,7 @@ macro_rules! define_worker_stats {
                     appliance: (0..max_appliances)
                         .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                         .collect(),
+                    mirror: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
                 }
             }
 
@@ -172,12 +176,17 @@ impl WorkerStats {
         }
     }
 
-    /// Copies the per-appliance counters of the first `n` slots.
+    /// Copies the per-appliance counters of the first `n` slots, and the mirror sessions'.
     pub fn publish_appliances(&self, c: &Counters, n: usize) {
         for i in 0..n.min(self.appliance.len()) {
             self.appliance[i][0].store(c.appliance_packets[i], Relaxed);
             self.appliance[i][1].store(c.appliance_bytes[i], Relaxed);
             self.appliance[i][2].store(c.appliance_flows[i], Relaxed);
+        }
+        for (a, v) in self.mirror.iter().zip(c.mirror.iter()) {
+            for (a, v) in a.iter().zip(v) {
+                a.store(*v, Relaxed);
+            }
         }
     }
 

@@ -814,3 +814,67 @@ fn tshark_decodes_mixed_output() {
         "tshark errors:\n{text}"
     );
 }
+
+/// Mirroring on real mbufs: every user frame (before inspection) is copied in VXLAN to the
+/// sensor, byte-equal, beside its encapsulation; copies come from the worker's pool and leave
+/// on the sensor's port; the final report counts them.
+#[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
+fn mirror_sessions_copy_user_frames_to_the_sensor_in_vxlan() {
+    needs_root::require();
+    let sensor_mac = [0x02, 0, 0, 0, 0, 0x41];
+    let extra = r#"
+[[target_groups]]
+name = "sensors"
+user_ports = []
+[target_groups.health_check]
+enabled = false
+[[target_groups.targets]]
+address = "10.0.0.41"
+mac = "02:00:00:00:00:41"
+
+[[mirror_sessions]]
+name = "ids"
+target_group = "sensors"
+vni = 4242
+"#;
+    let input: Vec<Vec<u8>> = (0..40u16)
+        .map(|i| {
+            user(
+                Ips::V4(v4(10, 1, 0, 1), v4(10, 2, 0, 1)),
+                udp(41000 + i, 53),
+                &[0x5a; 64],
+            )
+        })
+        .collect();
+    let run = run_gwlb_with("mirror", &input, 1500, extra);
+    let (copies, others): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) =
+        run.frames.iter().partition(|f| f[0..6] == sensor_mac);
+    assert_eq!(
+        copies.len(),
+        input.len(),
+        "one copy per frame\n{}",
+        run.stdout
+    );
+    assert_eq!(others.len(), input.len(), "every original encapsulated");
+    let mut inner: Vec<&[u8]> = copies
+        .iter()
+        .map(|c| {
+            assert_eq!(c[6..12], PORT_MAC);
+            assert_eq!(c[30..34], [10, 0, 0, 41]);
+            assert_eq!(u16::from_be_bytes([c[36], c[37]]), 4789);
+            assert_eq!(
+                &c[42..50],
+                &[0x08, 0, 0, 0, 0, 0x10, 0x92, 0],
+                "VXLAN VNI 4242"
+            );
+            &c[50..]
+        })
+        .collect();
+    let mut want: Vec<&[u8]> = input.iter().map(Vec::as_slice).collect();
+    inner.sort();
+    want.sort();
+    assert_eq!(inner, want, "each copy carries its frame byte for byte");
+    assert_eq!(run.report.get("encapsulated"), input.len() as u64);
+    assert_eq!(run.report.get("tx"), 2 * input.len() as u64);
+}

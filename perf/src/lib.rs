@@ -580,6 +580,13 @@ impl gwlb::packet_buf::PacketBuf for BenchBuf {
     fn headroom(&self) -> usize {
         self.start
     }
+    fn alloc_like(&self, len: usize) -> Option<Self> {
+        let mut b = BenchBuf::new();
+        (len <= Self::SIZE - Self::HEADROOM).then(|| {
+            b.end = b.start + len;
+            b
+        })
+    }
 }
 
 /// Why an output frame is not the expected encapsulation.

@@ -108,6 +108,40 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
         );
     }
     e.family(
+        "gwlb_mirror_packets_total",
+        Counter,
+        "Copies a mirror session sent to its sensors.",
+    );
+    for m in &stats.mirror_sessions {
+        e.sample(
+            "gwlb_mirror_packets_total",
+            &[("session", &m.name)],
+            m.packets,
+        );
+    }
+    e.family(
+        "gwlb_mirror_bytes_total",
+        Counter,
+        "Bytes of the frames a mirror session copied (as truncated).",
+    );
+    for m in &stats.mirror_sessions {
+        e.sample("gwlb_mirror_bytes_total", &[("session", &m.name)], m.bytes);
+    }
+    e.family(
+        "gwlb_mirror_dropped_total",
+        Counter,
+        "Copies a mirror session did not send, by reason (no_sensor: no healthy sensor; no_buffer: no mbuf). The originals are forwarded regardless.",
+    );
+    for m in &stats.mirror_sessions {
+        for (reason, n) in [("no_sensor", m.no_sensor), ("no_buffer", m.no_buffer)] {
+            e.sample(
+                "gwlb_mirror_dropped_total",
+                &[("session", m.name.as_str()), ("reason", reason)],
+                n,
+            );
+        }
+    }
+    e.family(
         "gwlb_target_group_failed_over",
         Gauge,
         "1 while the target group is below its health minimum and its new flows go to its failover group's targets, else 0.",

@@ -70,6 +70,11 @@ impl Routes {
                 no_query(req)?;
                 Ok(Reply::json(200, &self.handle.list_groups()?))
             }
+            ["v1", "mirror-sessions"] => {
+                allow(method, &["GET"])?;
+                no_query(req)?;
+                Ok(Reply::json(200, &self.handle.stats()?.mirror_sessions))
+            }
             ["v1", "target-groups", group] => {
                 allow(method, &["GET"])?;
                 no_query(req)?;

@@ -1005,7 +1005,51 @@ impl ControlLoop {
             total,
             routing: self.speaker.as_ref().map(Speaker::report),
             drain: self.drain_report(),
+            mirror_sessions: self.mirror_reports(),
         }
+    }
+
+    /// Each mirror session with its counters summed over the workers.
+    fn mirror_reports(&self) -> Vec<crate::control::MirrorSessionReport> {
+        use crate::mirror::MirrorCounter as C;
+        self.cfg
+            .mirror_sessions
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let sum = |c: C| -> u64 {
+                    self.stats
+                        .iter()
+                        .map(|w| w.mirror.get(i).map_or(0, |s| s[c as usize].load(Relaxed)))
+                        .sum()
+                };
+                crate::control::MirrorSessionReport {
+                    name: m.name.clone(),
+                    target_group: self
+                        .cfg
+                        .target_groups
+                        .get(m.target_group)
+                        .map_or_else(String::new, |g| g.name.clone()),
+                    format: match m.format {
+                        crate::config::MirrorFormat::Vxlan => "vxlan",
+                        crate::config::MirrorFormat::Geneve => "geneve",
+                    }
+                    .into(),
+                    vni: m.vni,
+                    copy_point: match m.copy_point {
+                        crate::config::CopyPoint::BeforeInspection => "before_inspection",
+                        crate::config::CopyPoint::AfterInspection => "after_inspection",
+                    }
+                    .into(),
+                    sample_one_in: m.sample_one_in,
+                    snap_length: m.snap_length,
+                    packets: sum(C::Packets),
+                    bytes: sum(C::Bytes),
+                    no_sensor: sum(C::NoSensor),
+                    no_buffer: sum(C::NoBuffer),
+                }
+            })
+            .collect()
     }
 
     /// A page of flows, worker by worker. Cursor: `WORKER.SLOT`.

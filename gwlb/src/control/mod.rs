@@ -402,6 +402,36 @@ pub struct StatsReport {
     /// `gwlb drain` (`None`: not draining).
     #[serde(default)]
     pub drain: Option<DrainReport>,
+    /// The mirror sessions, in configuration order, with their counters summed over workers.
+    #[serde(default)]
+    pub mirror_sessions: Vec<MirrorSessionReport>,
+}
+
+/// A mirror session and what it did ([`StatsReport::mirror_sessions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorSessionReport {
+    /// Name.
+    pub name: String,
+    /// The sensor pool (a target group).
+    pub target_group: String,
+    /// `vxlan` or `geneve`.
+    pub format: String,
+    /// VNI of the copies.
+    pub vni: u32,
+    /// `before_inspection` or `after_inspection`.
+    pub copy_point: String,
+    /// One copy per this many selected packets.
+    pub sample_one_in: u32,
+    /// Bytes copied of each frame at most (`None`: whole frames).
+    pub snap_length: Option<u16>,
+    /// Copies sent.
+    pub packets: u64,
+    /// Bytes of the copied frames.
+    pub bytes: u64,
+    /// Copies not sent: no healthy sensor.
+    pub no_sensor: u64,
+    /// Copies not sent: no buffer.
+    pub no_buffer: u64,
 }
 
 /// What `gwlb drain` asks.

@@ -33,4 +33,8 @@ impl PacketBuf for Mbuf {
     fn is_segmented(&self) -> bool {
         !self.is_contiguous()
     }
+    #[inline]
+    fn alloc_like(&self, len: usize) -> Option<Self> {
+        self.alloc_from_same_pool(len)
+    }
 }

@@ -376,6 +376,8 @@ fn process_burst(
     let n = burst.len();
     let mut ports = [0u16; BURST];
     let mut verdicts = [Verdict::ToHost; BURST];
+    // Bit i: packet i was decapsulated (the after-inspection copy point).
+    let mut decapsulated = 0u64;
     match in_port {
         Some(port) => {
             // From the kernel: out the paired port as the kernel built it.
@@ -387,6 +389,12 @@ fn process_burst(
                 return;
             }
             ports[..n].fill(port);
+            if snap.mirror_before {
+                // Copies of what arrives, before the pipeline rewrites it.
+                pipeline.mirror_before(snap, burst.as_slice(), port, &mut |m, p| {
+                    out.stage(p, m, flush_at)
+                });
+            }
             if r.workers > 1 {
                 // The pipeline's first pass reads each mbuf header for the data address:
                 // start those loads for the whole burst first, so that their cache misses
@@ -410,6 +418,7 @@ fn process_burst(
             } else {
                 pipeline.process_burst(snap, burst.as_mut_slice(), port, now, &mut verdicts[..n]);
             }
+            decapsulated = pipeline.decapsulated_mask();
         }
         None => {
             for (p, m) in ports.iter_mut().zip(burst.as_slice()) {
@@ -434,9 +443,19 @@ fn process_burst(
                     now,
                     &mut verdicts[i..end],
                 );
+                decapsulated |= pipeline.decapsulated_mask() << i;
                 i = end;
             }
         }
+    }
+    if snap.mirror_after && decapsulated != 0 {
+        pipeline.mirror_after(
+            snap,
+            burst.as_slice(),
+            &verdicts[..n],
+            decapsulated,
+            &mut |m, p| out.stage(p, m, flush_at),
+        );
     }
     // Pop from the back after reversing = arrival order, so packets leave in that order.
     burst.as_mut_slice().reverse();

@@ -358,6 +358,12 @@ pub fn run_gwlb(name: &str, input: &[Vec<u8>]) -> RunOutput {
 
 /// [`run_gwlb`] with the port's MTU.
 pub fn run_gwlb_mtu(name: &str, input: &[Vec<u8>], mtu: u16) -> RunOutput {
+    run_gwlb_with(name, input, mtu, "")
+}
+
+/// [`run_gwlb_mtu`] with `extra` appended to the configuration (more groups, mirror
+/// sessions).
+pub fn run_gwlb_with(name: &str, input: &[Vec<u8>], mtu: u16, extra: &str) -> RunOutput {
     let _serial = GWLB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TestDir::new(name);
     let rx = dir.path.join("in.pcap");
@@ -370,7 +376,7 @@ pub fn run_gwlb_mtu(name: &str, input: &[Vec<u8>], mtu: u16) -> RunOutput {
         .expect("dir name")
         .to_string_lossy()
         .into_owned();
-    fs::write(&cfg, config_toml_mtu(&rx, &tx, &prefix, mtu)).expect("write config");
+    fs::write(&cfg, config_toml_mtu(&rx, &tx, &prefix, mtu) + extra).expect("write config");
     let out_path = dir.path.join("stdout.txt");
     let err_path = dir.path.join("stderr.txt");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gwlb"))

@@ -6,9 +6,7 @@ use std::ops::RangeInclusive;
 
 use super::{check_name, invalid, parse_field, ranged};
 use crate::config::raw::RawMirrorSession;
-use crate::config::{
-    ConfigError, IpNet, MirrorDirection, MirrorSession, Port, TargetGroup,
-};
+use crate::config::{ConfigError, IpNet, MirrorDirection, MirrorSession, Port, TargetGroup};
 
 /// Most mirror sessions (per-session counters are fixed arrays in every worker).
 pub const MAX_MIRROR_SESSIONS: usize = 16;
@@ -117,7 +115,9 @@ fn port_range(field: &str, text: &str) -> Result<RangeInclusive<u16>, ConfigErro
     let bad = || {
         invalid(
             field,
-            format!("{text:?}: expected a port (\"443\") or a range (\"1000-2000\") within 0-65535"),
+            format!(
+                "{text:?}: expected a port (\"443\") or a range (\"1000-2000\") within 0-65535"
+            ),
         )
     };
     let (a, b) = text.split_once('-').unwrap_or((text, text));
@@ -143,8 +143,16 @@ mod tests {
     #[test]
     fn test_mirror_session_rules() {
         let f = |k: &str| format!("mirror_sessions[0].{k}");
-        expect_err(&session("sample_one_in = 0"), &f("sample_one_in"), "out of range 1..=");
-        expect_err(&session("snap_length = 40"), &f("snap_length"), "out of range 74..=65535");
+        expect_err(
+            &session("sample_one_in = 0"),
+            &f("sample_one_in"),
+            "out of range 1..=",
+        );
+        expect_err(
+            &session("snap_length = 40"),
+            &f("snap_length"),
+            "out of range 74..=65535",
+        );
         expect_err(
             &session("").replace("target_group = \"sensors\"", "target_group = \"nope\""),
             &f("target_group"),
@@ -156,13 +164,36 @@ mod tests {
             "a sensor pool must have user_ports = []",
         );
         expect_err(&session("vni = 16777216"), &f("vni"), "out of range");
-        expect_err(&session("l4_ports = [\"90-80\"]"), "mirror_sessions[0].l4_ports[0]", "expected a port");
-        expect_err(&session("prefixes = [\"10.0.0.0/33\"]"), "mirror_sessions[0].prefixes[0]", "");
-        expect_err(&session("protocols = [256]"), "mirror_sessions[0].protocols[0]", "out of range 0..=255");
-        expect_err(&session("direction = \"to_prefixes\""), &f("direction"), "relative to prefixes");
-        expect_err(&session("format = \"erspan\""), &f("format"), "unknown variant");
         expect_err(
-            &format!("{}[[mirror_sessions]]\nname = \"ids\"\ntarget_group = \"sensors\"\n", session("")),
+            &session("l4_ports = [\"90-80\"]"),
+            "mirror_sessions[0].l4_ports[0]",
+            "expected a port",
+        );
+        expect_err(
+            &session("prefixes = [\"10.0.0.0/33\"]"),
+            "mirror_sessions[0].prefixes[0]",
+            "",
+        );
+        expect_err(
+            &session("protocols = [256]"),
+            "mirror_sessions[0].protocols[0]",
+            "out of range 0..=255",
+        );
+        expect_err(
+            &session("direction = \"to_prefixes\""),
+            &f("direction"),
+            "relative to prefixes",
+        );
+        expect_err(
+            &session("format = \"erspan\""),
+            &f("format"),
+            "unknown variant",
+        );
+        expect_err(
+            &format!(
+                "{}[[mirror_sessions]]\nname = \"ids\"\ntarget_group = \"sensors\"\n",
+                session("")
+            ),
             "mirror_sessions[1].name",
             "used by another session",
         );
@@ -171,8 +202,22 @@ mod tests {
         ));
         let m = &c.mirror_sessions[0];
         assert_eq!(
-            (m.format, m.vni, m.sample_one_in, m.snap_length, m.copy_point, m.direction),
-            (MirrorFormat::Geneve, 7, 10, Some(128), CopyPoint::AfterInspection, MirrorDirection::ToPrefixes)
+            (
+                m.format,
+                m.vni,
+                m.sample_one_in,
+                m.snap_length,
+                m.copy_point,
+                m.direction
+            ),
+            (
+                MirrorFormat::Geneve,
+                7,
+                10,
+                Some(128),
+                CopyPoint::AfterInspection,
+                MirrorDirection::ToPrefixes
+            )
         );
         assert_eq!(m.target_group, 1);
         assert_eq!(m.l4_ports, vec![80..=80, 8000..=8080]);
