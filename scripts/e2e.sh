@@ -392,6 +392,84 @@ probe_fails=$(gw_health_lines | awk -v v="$OIP" '$3 != v && /data-path probe not
 [ "$probe_fails" = 0 ] && ok "no other appliance ever failed a data-path probe (the AWS-style one echoes them, the other UML guest routes them)" ||
     bad "data-path probes pass through every forwarding appliance" "$probe_fails failures elsewhere"
 
+tlog "mirroring to an IDS sensor (issue 17)"
+# Two sessions copy UDP flows to the sensor namespace: every packet of client ports
+# $MIRROR_ALL_PORTS in VXLAN (VNI 100), 1 in $MIRROR_SAMPLE of ports $MIRROR_SAMPLED_PORTS in
+# Geneve (VNI 101). Compared with what reached gwlb from users (captured on the LAN bridge's
+# port toward gwlb): every copy, request and echo, byte for byte.
+gw_wait_health "$SENSOR_IP" healthy "$GW_STARTED" 10 >/dev/null && ok "the sensor $SENSOR_IP passed its health checks" ||
+    bad "the sensor passed its health checks"
+ip netns exec "$NS_LAN" tcpdump -i gw -Q out -n -U -s 0 -w "$WORK/user-in.pcap" udp >/dev/null 2>&1 &
+ucap=$!
+sleep 0.5
+r1=$(udp_burst "${MIRROR_ALL_PORTS%-*}" "${MIRROR_ALL_PORTS#*-}") && r2=$(udp_burst "${MIRROR_SAMPLED_PORTS%-*}" "${MIRROR_SAMPLED_PORTS#*-}") &&
+    ok "300 UDP flows through gwlb, all answered with the sessions on ($r1; $r2)" || bad "mirrored UDP flows answered" "$r1 $r2"
+sleep 1
+kill -INT "$ucap" 2>/dev/null; sleep 0.3
+vx=$(tshark -r "$WORK/sensor.pcap" -d udp.port==4789,vxlan -Y "vxlan.vni == 100" 2>/dev/null | grep -c .)
+gn=$(tshark -r "$WORK/sensor.pcap" -Y "geneve.vni == 101" 2>/dev/null | grep -c .)
+[ "$vx" = 200 ] && [ "$gn" = 100 ] &&
+    ok "tshark at the sensor decodes 200 VXLAN copies (VNI 100: 100 requests + 100 echoes) and 100 Geneve copies (VNI 101: 1 in $MIRROR_SAMPLE of 200 requests + 200 echoes)" ||
+    bad "tshark decodes the copies at the sensor" "VXLAN $vx (want 200), Geneve $gn (want 100)"
+cmp_out=$("$PY" - "$WORK/user-in.pcap" "$WORK/sensor.pcap" "$MIRROR_ALL_PORTS" "$MIRROR_SAMPLED_PORTS" <<'PY'
+import struct, sys
+from collections import Counter
+from scapy.all import rdpcap
+users, sensor = rdpcap(sys.argv[1]), rdpcap(sys.argv[2])
+lo1, hi1 = map(int, sys.argv[3].split("-")); lo2, hi2 = map(int, sys.argv[4].split("-"))
+def frame_ports(f):
+    if len(f) < 42 or f[12:14] != b"\x08\x00" or f[23] != 17:
+        return None
+    ihl = (f[14] & 15) * 4
+    total = struct.unpack("!H", f[16:18])[0]
+    sp, dp = struct.unpack("!HH", f[14 + ihl:18 + ihl])
+    return f[:14 + total], sp, dp
+sel = {1: Counter(), 2: Counter()}
+for p in users:
+    r = frame_ports(bytes(p))
+    if r:
+        f, sp, dp = r
+        for k, (lo, hi) in ((1, (lo1, hi1)), (2, (lo2, hi2))):
+            if lo <= sp <= hi or lo <= dp <= hi:
+                sel[k][f] += 1
+got = {1: Counter(), 2: Counter()}
+for p in sensor:
+    b = bytes(p)
+    dport = struct.unpack("!H", b[36:38])[0]
+    vni = int.from_bytes(b[46:49], "big")
+    if dport == 4789 and vni == 100:
+        got[1][b[50:]] += 1
+    elif dport == 6081 and vni == 101:
+        opt = (b[42] & 0x3f) * 4
+        got[2][b[50 + opt:]] += 1
+ok1 = got[1] == sel[1]
+ok2 = sum(got[2].values()) == sum(sel[2].values()) // 4 and all(sel[2][f] >= n for f, n in got[2].items())
+print(f"{sum(sel[1].values())} selected frames of session 1, {sum(got[1].values())} copies, equal: {ok1}; "
+      f"{sum(sel[2].values())} of session 2, {sum(got[2].values())} copies, each one of them: {ok2}")
+sys.exit(0 if ok1 and ok2 else 1)
+PY
+) && ok "each copy's inner frame is byte-equal to a frame gwlb received: $cmp_out" || bad "copies byte-equal to the originals" "$cmp_out"
+ms=$(curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/mirror-sessions)
+mp=$("$PY" -c 'import json,sys; print(" ".join("%s=%s" % (m["name"], m["packets"]) for m in json.load(sys.stdin)))' <<<"$ms")
+[ "$mp" = "ids-all=200 ids-sampled=100" ] && ok "GET /v1/mirror-sessions counts the same copies ($mp)" ||
+    bad "the API's mirror counters" "$mp"
+# The sensor goes away: forwarding does not notice.
+t_sk=$(date +%s.%N)
+sensor_kill
+ip -n "$NS_SENSOR" link set eth0 down
+gw_wait_health "$SENSOR_IP" unhealthy "$t_sk" 10 >/dev/null && ok "sensor killed: gwlb marks it unhealthy" ||
+    bad "the killed sensor is marked unhealthy"
+r=$(udp_burst 45801 45860) && ok "with the sensor gone: 60 new UDP flows all answered ($r)" || bad "flows answered without the sensor" "$r"
+r=$(udp_burst "${MIRROR_ALL_PORTS%-*}" "$(( ${MIRROR_ALL_PORTS%-*} + 19 ))") && ok "with the sensor gone: 20 flows of the mirrored range answered ($r)" || bad "mirrored flows without the sensor" "$r"
+ip netns exec "$NS_SERVER" iperf3 -s -1 -B "$SERVER_IP" >/dev/null 2>&1 &
+sleep 0.5
+bps=$(ip netns exec "$NS_CLIENT" iperf3 -c "$SERVER_IP" -t 2 -J 2>/dev/null | "$PY" -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]))' 2>/dev/null)
+[ "${bps:-0}" -gt 0 ] && ok "with the sensor gone: iperf3 client -> server $(( bps / 1000000 )) Mbit/s" || bad "iperf3 through gwlb without the sensor" "${bps:-none}"
+ms=$(curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/mirror-sessions)
+ns=$("$PY" -c 'import json,sys; m=json.load(sys.stdin)[0]; print(m["packets"], m["no_sensor"])' <<<"$ms")
+[ "$ns" = "200 40" ] && ok "session ids-all: still 200 copies sent, 40 not sent for want of a sensor (the 20 flows' requests and echoes)" ||
+    bad "copies without a sensor are counted, not sent" "packets no_sensor: $ns"
+
 tlog "gwlb counters"
 pid=$(cat "$WORK/gwlb.pid" 2>/dev/null)
 check "gwlb still running after all tests" kill -0 "$pid"

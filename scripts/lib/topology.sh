@@ -42,8 +42,8 @@ PY=/usr/bin/python3
 WORK=${GWLB_DEMO_WORK:-/run/gwlb-demo}   # pid files, logs, config (removed by topo_cleanup)
 
 NS_CLIENT=gwlb-client NS_SERVER=gwlb-server NS_GW=gwlb-gw NS_LAN=gwlb-lan NS_APPS=gwlb-apps
-NS_APP1=gwlb-app1 NS_APP2=gwlb-app2 NS_APP3=gwlb-app3
-ALL_NS=("$NS_CLIENT" "$NS_SERVER" "$NS_GW" "$NS_LAN" "$NS_APPS" "$NS_APP1" "$NS_APP2" "$NS_APP3")
+NS_APP1=gwlb-app1 NS_APP2=gwlb-app2 NS_APP3=gwlb-app3 NS_SENSOR=gwlb-sensor
+ALL_NS=("$NS_CLIENT" "$NS_SERVER" "$NS_GW" "$NS_LAN" "$NS_APPS" "$NS_APP1" "$NS_APP2" "$NS_APP3" "$NS_SENSOR")
 UML1=gwlb-app1 UML2=gwlb-app2          # uml-appliance.sh names (state in /run/gwlb-uml/NAME)
 
 CLIENT_IP=10.10.1.2 CLIENT_GW=10.10.1.1 CLIENT_MAC=02:00:0a:0a:01:02
@@ -53,6 +53,11 @@ GW_APP_IP=10.99.0.1 GW_APP_MAC=02:00:0a:63:00:01
 APP1_IP=10.99.0.11 APP1_MAC=02:00:0a:63:00:0b   # MAC of the UML guest NIC
 APP2_IP=10.99.0.12 APP2_MAC=02:00:0a:63:00:0c
 APP3_IP=10.99.0.13 APP3_MAC=02:00:0a:63:00:0d
+# The IDS sensor of the mirror sessions (issue 17): a namespace on the appliance side that
+# captures what gwlb mirrors to it (VXLAN and Geneve) and answers TCP health checks.
+SENSOR_IP=10.99.0.50 SENSOR_MAC=02:00:0a:63:00:32
+# Client source ports of the UDP flows the two sessions select: every packet, and 1 in 4.
+MIRROR_ALL_PORTS=45501-45600 MIRROR_SAMPLED_PORTS=45601-45800 MIRROR_SAMPLE=4
 VNI=1
 BLOCKED_PORT=23
 APP_MTU=${APP_MTU:-1600}   # appliance side: user MTU 1500 + 68 (IPv4 Geneve) fits
@@ -168,7 +173,10 @@ topo_create() {
     veth_pair "$NS_APP1" eth0 02:00:0a:63:01:0b "$NS_APPS" app1 02:00:00:ff:63:0b "$APP_MTU"
     veth_pair "$NS_APP2" eth0 02:00:0a:63:01:0c "$NS_APPS" app2 02:00:00:ff:63:0c "$APP_MTU"
     veth_pair "$NS_APP3" eth0 "$APP3_MAC" "$NS_APPS" app3 02:00:00:ff:63:0d "$APP_MTU"
-    for p in gw app1 app2 app3; do bridge_port "$NS_APPS" "$p"; done
+    veth_pair "$NS_SENSOR" eth0 "$SENSOR_MAC" "$NS_APPS" sensor 02:00:00:ff:63:32 "$APP_MTU"
+    for p in gw app1 app2 app3 sensor; do bridge_port "$NS_APPS" "$p"; done
+    ip -n "$NS_SENSOR" addr add "$SENSOR_IP/24" dev eth0
+    ip -n "$NS_SENSOR" link set eth0 up
     # AWS-style appliance: a user-space program on the namespace's own IP stack.
     ip -n "$NS_APP3" addr add "$APP3_IP/24" dev eth0
     ip -n "$NS_APP3" link set eth0 up
@@ -252,6 +260,36 @@ weight = $W2
 address = "$APP3_IP"
 weight = $W3
 
+# The sensor pool of the mirror sessions: no user traffic of its own.
+[[target_groups]]
+name = "sensors"
+user_ports = []
+[target_groups.health_check]
+protocol = "tcp"
+port = $HC_PORT
+interval_ms = $HC_INTERVAL_MS
+timeout_ms = $HC_TIMEOUT_MS
+healthy_threshold = $HC_THRESHOLD
+unhealthy_threshold = $HC_THRESHOLD
+[[target_groups.targets]]
+address = "$SENSOR_IP"
+
+[[mirror_sessions]]
+name = "ids-all"
+target_group = "sensors"
+vni = 100
+protocols = [17]
+l4_ports = ["$MIRROR_ALL_PORTS"]
+
+[[mirror_sessions]]
+name = "ids-sampled"
+target_group = "sensors"
+format = "geneve"
+vni = 101
+sample_one_in = $MIRROR_SAMPLE
+protocols = [17]
+l4_ports = ["$MIRROR_SAMPLED_PORTS"]
+
 [control]
 api_listen = "unix:$WORK/api.sock"
 metrics_listen = "unix:$WORK/metrics.sock"
@@ -286,10 +324,25 @@ uml_kill() {
     "$UML_SH" stop --name "$name" >/dev/null 2>&1
 }
 
+# sensor_start: the sensor's health-check listener and its capture of what gwlb mirrors to
+# it (VXLAN on 4789, Geneve on 6081, into $WORK/sensor.pcap; pids in $WORK/sensor.pid).
+sensor_start() {
+    ip netns exec "$NS_SENSOR" socat "TCP-LISTEN:$HC_PORT,bind=$SENSOR_IP,reuseaddr,fork" /dev/null \
+        >/dev/null 2>&1 &
+    local hc=$!
+    ip netns exec "$NS_SENSOR" tcpdump -i eth0 -n -U -s 0 -w "$WORK/sensor.pcap" \
+        "udp dst port 4789 or udp dst port 6081" >/dev/null 2>"$WORK/sensor-tcpdump.err" &
+    echo "$hc $!" > "$WORK/sensor.pid"
+    sleep 0.3
+}
+# sensor_kill: the sensor goes away (its listener and its capture).
+sensor_kill() { kill -INT $(cat "$WORK/sensor.pid") 2>/dev/null; rm -f "$WORK/sensor.pid"; sleep 0.3; }
+
 # Boots both UML appliances in parallel and the AWS-style one. No static neighbours: they
 # ARP for the gateway, whose kernel interface answers.
 topo_start_appliances() {
     local rc=0
+    sensor_start
     uml_start 1 &
     local p1=$!
     uml_start 2 &
