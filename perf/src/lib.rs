@@ -85,6 +85,56 @@ enabled = false
     s
 }
 
+/// [`bench_config`] with a pool of two sensors and `sessions` mirror sessions that copy every
+/// user packet before inspection, in VXLAN (the mirroring cost scenarios).
+pub fn bench_config_mirrored(
+    appliances: usize,
+    flow_table_capacity: u32,
+    sessions: usize,
+) -> String {
+    let mut s = bench_config(appliances, flow_table_capacity);
+    s.push_str(
+        r#"
+[[target_groups]]
+name = "sensors"
+user_ports = []
+[target_groups.health_check]
+enabled = false
+"#,
+    );
+    for lo in [200u8, 201] {
+        s.push_str(&target_toml(
+            format!("10.0.0.{lo}"),
+            Some([0x02, 0, 0, 0, 0, lo]),
+            None,
+        ));
+    }
+    for i in 0..sessions {
+        s.push_str(&format!(
+            "\n[[mirror_sessions]]\nname = \"all-{i}\"\ntarget_group = \"sensors\"\nvni = {}\n",
+            100 + i
+        ));
+    }
+    s
+}
+
+/// Parses [`bench_config_mirrored`] and builds its snapshot.
+pub fn bench_snapshot_mirrored(
+    appliances: usize,
+    flow_table_capacity: u32,
+    sessions: usize,
+) -> (Config, Snapshot) {
+    let cfg = Config::from_toml_str(&bench_config_mirrored(
+        appliances,
+        flow_table_capacity,
+        sessions,
+    ))
+    .expect("mirrored bench config parses");
+    let snap = Snapshot::build(&cfg, &[PORT_MAC], &LiveState::default(), 1)
+        .expect("mirrored bench snapshot builds");
+    (cfg, snap)
+}
+
 /// Parses [`bench_config`] and builds its snapshot.
 pub fn bench_snapshot(appliances: usize, flow_table_capacity: u32) -> (Config, Snapshot) {
     let cfg = Config::from_toml_str(&bench_config(appliances, flow_table_capacity))
@@ -537,6 +587,22 @@ impl BenchBuf {
     }
 }
 
+thread_local! {
+    // Boxed on purpose: a buffer moves between the list and a `BenchBuf` without a copy.
+    #[allow(clippy::vec_box)]
+    static BENCH_POOL: std::cell::RefCell<Vec<Box<[u8; BenchBuf::SIZE]>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl BenchBuf {
+    /// Returns the buffer to the per-thread free list [`PacketBuf::alloc_like`] takes from.
+    ///
+    /// [`PacketBuf::alloc_like`]: gwlb::packet_buf::PacketBuf::alloc_like
+    pub fn recycle(self) {
+        BENCH_POOL.with(|p| p.borrow_mut().push(self.buf));
+    }
+}
+
 impl Default for BenchBuf {
     fn default() -> Self {
         Self::new()
@@ -580,11 +646,19 @@ impl gwlb::packet_buf::PacketBuf for BenchBuf {
     fn headroom(&self) -> usize {
         self.start
     }
+    /// From a per-thread free list ([`BenchBuf::recycle`] returns to it), so that a measured
+    /// copy costs a pool pop, as an mbuf allocation does, not a heap allocation.
     fn alloc_like(&self, len: usize) -> Option<Self> {
-        let mut b = BenchBuf::new();
-        (len <= Self::SIZE - Self::HEADROOM).then(|| {
-            b.end = b.start + len;
-            b
+        if len > Self::SIZE - Self::HEADROOM {
+            return None;
+        }
+        let buf = BENCH_POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| Box::new([0; Self::SIZE]));
+        Some(BenchBuf {
+            buf,
+            start: Self::HEADROOM,
+            end: Self::HEADROOM + len,
         })
     }
 }

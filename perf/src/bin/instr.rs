@@ -28,8 +28,8 @@ use gwlb::packet_buf::PacketBuf;
 use gwlb::pipeline::{owner_hash, Pipeline, Share, Verdict};
 use gwlb::snapshot::Snapshot;
 use gwlb_perf::{
-    bench_snapshot, imix_len, print_table, verify_decap, verify_encap, BenchBuf, ImixFrames,
-    ReturnStyle, Returns, Rng, FRAME_LEN,
+    bench_snapshot, bench_snapshot_mirrored, imix_len, print_table, verify_decap, verify_encap,
+    BenchBuf, ImixFrames, ReturnStyle, Returns, Rng, FRAME_LEN,
 };
 
 #[derive(Parser, Debug)]
@@ -170,6 +170,13 @@ fn run_mode(
     v: &mut [Verdict],
     mode: Mode,
 ) {
+    if snap.mirror_before {
+        // The worker's order: the copies first, from the packets as received.
+        pipe.mirror_before(snap, bufs, 0, &mut |c: BenchBuf, _| {
+            black_box(c.data()[0]);
+            c.recycle()
+        });
+    }
     match mode {
         Mode::Packet => {
             for (b, v) in bufs.iter_mut().zip(v.iter_mut()) {
@@ -232,7 +239,15 @@ fn child(a: &Args, scenario: &str) {
         return;
     }
     let mode = Mode::parse(&a.mode);
-    let (_cfg, snap) = bench_snapshot(16, a.table as u32);
+    // `mirror-N`: the encap scenario with N sessions copying every packet.
+    let sessions: usize = scenario
+        .strip_prefix("mirror-")
+        .map_or(0, |n| n.parse().expect("mirror-N"));
+    let (_cfg, snap) = if sessions > 0 {
+        bench_snapshot_mirrored(16, a.table as u32, sessions)
+    } else {
+        bench_snapshot(16, a.table as u32)
+    };
     let imix = ImixFrames::new();
     let rets = Returns::new(&snap);
     let mut pipe = Pipeline::new(a.table, Timeouts::default()).expect("pipeline");
@@ -270,6 +285,7 @@ fn child(a: &Args, scenario: &str) {
         };
         let e = match scenario {
             "encap" => fwd(est, FRAME_LEN, &mut inputs),
+            s if s.starts_with("mirror-") => fwd(est, FRAME_LEN, &mut inputs),
             "imix" => fwd(est, imix_len(i as u64), &mut inputs),
             "decap-aws" => back(ReturnStyle::Aws, est, &mut inputs),
             "decap-linux" => back(ReturnStyle::Linux, est, &mut inputs),
@@ -304,6 +320,13 @@ fn child(a: &Args, scenario: &str) {
     );
     assert_eq!(c.dropped(), before.dropped(), "no drops");
     let new = c.new_flows - before.new_flows;
+    let copies: u64 = c.mirror.iter().map(|m| m[0]).sum();
+    // The measured run and the verification below: every packet copied once per session.
+    assert!(
+        copies >= (a.packets * sessions) as u64,
+        "{copies} copies of {} packets, {sessions} sessions",
+        a.packets
+    );
     match scenario {
         "storm" => assert_eq!(new, a.packets as u64),
         "mixed" => assert_eq!(new, a.packets.div_ceil(64) as u64),
