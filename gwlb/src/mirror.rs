@@ -13,7 +13,10 @@
 //!
 //! ```text
 //! class 0xff67, type 0x01 (not critical), length 1 word:
-//!   copy point (0 before inspection, 1 after), 0, session index (16 bits, big-endian)
+//!   copy point (0 before inspection, 1 after),
+//!   direction relative to the session's prefixes (bit 0: the destination is in them, bit 1:
+//!   the source is; 0 for a session without prefixes),
+//!   session index (16 bits, big-endian)
 //! ```
 
 use std::net::Ipv4Addr;
@@ -49,7 +52,8 @@ pub enum MirrorCounter {
     Bytes = 1,
     /// Selected and sampled, but no healthy sensor: not copied.
     NoSensor = 2,
-    /// Selected and sampled, but no buffer for the copy (the pool is empty): not copied.
+    /// Selected and sampled, but no buffer for the copy (the pool is empty, or the worker's
+    /// room for one burst's copies is full): not copied.
     NoBuffer = 3,
 }
 
@@ -132,6 +136,16 @@ impl Selector {
             MirrorDirection::FromPrefixes => within(&p.src),
         }
     }
+
+    /// Which way `p` goes relative to the session's prefixes, as the Geneve mirror option
+    /// carries it (module docs): bit 0 the destination is in them, bit 1 the source.
+    pub fn direction(&self, p: &ParsedPacket) -> u8 {
+        let within = |a: &IpAddrBytes| {
+            let v = u128::from_be_bytes(a.0);
+            self.prefixes.iter().any(|&(net, mask)| v & mask == net)
+        };
+        u8::from(within(&p.dst)) | u8::from(within(&p.src)) << 1
+    }
 }
 
 /// A prefix as a 128-bit network and mask over [`IpAddrBytes`] (IPv4 is IPv4-mapped).
@@ -183,6 +197,8 @@ pub struct MirrorTemplate {
     len: usize,
     /// Longest copied frame the sensor link carries.
     max_frame: usize,
+    /// Where the direction byte of the Geneve mirror option is (`None`: VXLAN).
+    direction_at: Option<usize>,
 }
 
 impl MirrorTemplate {
@@ -244,7 +260,13 @@ impl MirrorTemplate {
             hdr,
             len,
             max_frame,
+            direction_at: (p.format == MirrorFormat::Geneve).then_some(OUTER_IP_UDP + 13),
         })
+    }
+
+    /// Whether the copies carry the direction (Geneve: the mirror option).
+    pub fn carries_direction(&self) -> bool {
+        self.direction_at.is_some()
     }
 
     /// Length of the outer headers (Ethernet to VXLAN or Geneve).
@@ -262,12 +284,23 @@ impl MirrorTemplate {
 
     /// Writes the copy of `frame` (its first `copied` bytes, from [`copied_len`]) into `out`,
     /// which is exactly `outer_len() + copied` bytes; `flow_hash` picks the UDP source port
-    /// (stable per flow, as RFC 7348 and RFC 8926 ask).
+    /// (stable per flow, as RFC 7348 and RFC 8926 ask); `direction` (from
+    /// [`Selector::direction`]) goes into the Geneve option.
     ///
     /// [`copied_len`]: MirrorTemplate::copied_len
-    pub fn write(&self, out: &mut [u8], frame: &[u8], copied: usize, flow_hash: u32) {
+    pub fn write(
+        &self,
+        out: &mut [u8],
+        frame: &[u8],
+        copied: usize,
+        flow_hash: u32,
+        direction: u8,
+    ) {
         let len = self.len;
         out[..len].copy_from_slice(&self.hdr[..len]);
+        if let Some(at) = self.direction_at {
+            out[at] = direction;
+        }
         out[len..len + copied].copy_from_slice(&frame[..copied]);
         let ip_len = (len + copied - ethernet::HEADER_LEN) as u16;
         let mut ip =
@@ -308,7 +341,7 @@ mod tests {
         assert_eq!(t.outer_len(), 50);
         let frame: Vec<u8> = (0..100u8).collect();
         let mut out = vec![0u8; 150];
-        t.write(&mut out, &frame, 100, 0xabcd);
+        t.write(&mut out, &frame, 100, 0xabcd, 3);
         let ip = ipv4::Packet::new_checked(&out[14..]).unwrap();
         assert_eq!((ip.total_len(), ip.protocol()), (136, proto::UDP));
         assert!(crate::wire::checksum::verifies(0, &out[14..34]));
@@ -331,7 +364,7 @@ mod tests {
         assert_eq!(t.outer_len(), 58);
         let frame = [0x55u8; 80];
         let mut out = vec![0u8; 58 + 80];
-        t.write(&mut out, &frame, 80, 1);
+        t.write(&mut out, &frame, 80, 1, 2);
         let g = geneve::Packet::new_checked(&out[42..]).unwrap();
         assert_eq!(
             (
@@ -346,7 +379,11 @@ mod tests {
         match g.options_iter().next().unwrap().unwrap() {
             geneve::OptionRepr::Unknown { class, type_, data } => {
                 assert_eq!((class, type_), (GENEVE_MIRROR_CLASS, GENEVE_MIRROR_TYPE));
-                assert_eq!(data, &[1, 0, 0, 3]);
+                assert_eq!(
+                    data,
+                    &[1, 2, 0, 3],
+                    "after inspection, from the prefixes, session 3"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -393,6 +430,18 @@ direction = "to_prefixes"
             ..ParsedPacket::default()
         };
         assert!(sel.selects(&pkt([10, 2, 0, 1], [10, 1, 0, 5], 6, 40000, 80), 0));
+        assert_eq!(
+            sel.direction(&pkt([10, 2, 0, 1], [10, 1, 0, 5], 6, 40000, 80)),
+            1
+        );
+        assert_eq!(
+            sel.direction(&pkt([10, 1, 0, 5], [10, 2, 0, 1], 6, 80, 40000)),
+            2
+        );
+        assert_eq!(
+            sel.direction(&pkt([10, 1, 0, 5], [10, 1, 0, 6], 6, 80, 40000)),
+            3
+        );
         // Wrong way, wrong protocol, wrong port, outside the prefix, another port.
         assert!(!sel.selects(&pkt([10, 1, 0, 5], [10, 2, 0, 1], 6, 80, 40000), 0));
         assert!(!sel.selects(&pkt([10, 2, 0, 1], [10, 1, 0, 5], 17, 40000, 80), 0));

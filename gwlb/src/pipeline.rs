@@ -180,14 +180,15 @@ impl Pipeline {
 
     /// The copy point "before inspection": copies, for every mirror session that selects
     /// them, the user packets of `bufs` (received on `in_port`, not yet processed) to the
-    /// session's sensor, through `emit(copy, port)`. Call before [`Pipeline::process_burst`];
+    /// session's sensor, through `emit(copy, port)`, which returns whether it took the copy
+    /// (a copy it refuses is counted `no_buffer`). Call before [`Pipeline::process_burst`];
     /// the originals are only read.
     pub fn mirror_before<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         bufs: &[B],
         in_port: u16,
-        emit: &mut impl FnMut(B, u16),
+        emit: &mut impl FnMut(B, u16) -> bool,
     ) {
         for b in bufs {
             let Ok(p) = parse::parse_frame(b.data()) else {
@@ -208,7 +209,7 @@ impl Pipeline {
         bufs: &[B],
         verdicts: &[Verdict],
         decapsulated: u64,
-        emit: &mut impl FnMut(B, u16),
+        emit: &mut impl FnMut(B, u16) -> bool,
     ) {
         for (i, (b, v)) in bufs.iter().zip(verdicts).enumerate().take(64) {
             let Verdict::Tx(out) = *v else { continue };
@@ -230,7 +231,7 @@ impl Pipeline {
         p: &ParsedPacket,
         port: u16,
         point: CopyPoint,
-        emit: &mut impl FnMut(B, u16),
+        emit: &mut impl FnMut(B, u16) -> bool,
     ) {
         for (s, m) in snap.mirrors.iter().enumerate().take(MAX_MIRROR_SESSIONS) {
             if m.copy_point != point || !m.selector.selects(p, port) {
@@ -263,10 +264,18 @@ impl Pipeline {
                 counters[MirrorCounter::NoBuffer as usize] += 1;
                 continue;
             };
-            t.write(c.data_mut(), frame, copied, h as u32);
-            counters[MirrorCounter::Packets as usize] += 1;
-            counters[MirrorCounter::Bytes as usize] += copied as u64;
-            emit(c, out);
+            let direction = if t.carries_direction() {
+                m.selector.direction(p)
+            } else {
+                0
+            };
+            t.write(c.data_mut(), frame, copied, h as u32, direction);
+            if emit(c, out) {
+                counters[MirrorCounter::Packets as usize] += 1;
+                counters[MirrorCounter::Bytes as usize] += copied as u64;
+            } else {
+                counters[MirrorCounter::NoBuffer as usize] += 1;
+            }
         }
     }
 

@@ -82,7 +82,10 @@ fn udp(sport: u16, reverse: bool) -> Vec<u8> {
 fn send(snap: &Snapshot, pipe: &mut Pipeline, f: &[u8]) -> (Vec<(VecBuf, u16)>, Verdict, Vec<u8>) {
     let mut copies = Vec::new();
     let mut bufs = [VecBuf::new(f)];
-    pipe.mirror_before(snap, &bufs, 0, &mut |c, port| copies.push((c, port)));
+    pipe.mirror_before(snap, &bufs, 0, &mut |c, port| {
+        copies.push((c, port));
+        true
+    });
     let mut v = [Verdict::ToHost];
     pipe.process_burst(snap, &mut bufs, 0, 1, &mut v);
     (copies, v[0], bufs[0].data().to_vec())
@@ -150,6 +153,7 @@ fn sampling_snap_length_and_selection() {
                 assert_eq!(u16::from_be_bytes([d[36], d[37]]), 6081);
                 assert_eq!(&d[42 + 8..42 + 10], &GENEVE_MIRROR_CLASS.to_be_bytes());
                 assert_eq!(d[42 + 12], 0, "copy point: before inspection");
+                assert_eq!(d[42 + 13], 1, "direction: toward the session's prefixes");
                 assert_eq!(&d[42 + 14..42 + 16], &[0, 2], "session index 2");
                 n[2] += 1;
             }
@@ -180,7 +184,8 @@ fn after_inspection_copies_what_comes_back_and_no_sensor_costs_nothing() {
     assert_eq!(pipe.decapsulated_mask(), 1);
     let mut copies = Vec::new();
     pipe.mirror_after(&snap, &bufs, &vs, pipe.decapsulated_mask(), &mut |c, p| {
-        copies.push((c, p))
+        copies.push((c, p));
+        true
     });
     assert_eq!(copies.len(), 1);
     let d = copies[0].0.data();
@@ -200,7 +205,8 @@ fn after_inspection_copies_what_comes_back_and_no_sensor_costs_nothing() {
     pipe.process_burst(&down, &mut bufs, 0, 3, &mut vs);
     assert_eq!(vs[0], Verdict::Tx(0));
     pipe.mirror_after(&down, &bufs, &vs, pipe.decapsulated_mask(), &mut |c, p| {
-        copies.push((c, p))
+        copies.push((c, p));
+        true
     });
     assert!(copies.is_empty());
     assert_eq!(pipe.counters.mirror[0][MirrorCounter::NoSensor as usize], 1);

@@ -378,6 +378,8 @@ fn process_burst(
     let mut verdicts = [Verdict::ToHost; BURST];
     // Bit i: packet i was decapsulated (the after-inspection copy point).
     let mut decapsulated = 0u64;
+    // Mirrored copies, made only while a session exists.
+    let mut copies: Option<HeldCopies> = None;
     match in_port {
         Some(port) => {
             // From the kernel: out the paired port as the kernel built it.
@@ -390,10 +392,10 @@ fn process_burst(
             }
             ports[..n].fill(port);
             if snap.mirror_before {
-                // Copies of what arrives, before the pipeline rewrites it.
-                pipeline.mirror_before(snap, burst.as_slice(), port, &mut |m, p| {
-                    out.stage(p, m, flush_at)
-                });
+                // Copies of what arrives, before the pipeline rewrites it; held until the
+                // originals are staged, so that a full port refuses copies first.
+                let held = copies.get_or_insert_with(HeldCopies::new);
+                pipeline.mirror_before(snap, burst.as_slice(), port, &mut |m, p| held.hold(m, p));
             }
             if r.workers > 1 {
                 // The pipeline's first pass reads each mbuf header for the data address:
@@ -449,12 +451,13 @@ fn process_burst(
         }
     }
     if snap.mirror_after && decapsulated != 0 {
+        let held = copies.get_or_insert_with(HeldCopies::new);
         pipeline.mirror_after(
             snap,
             burst.as_slice(),
             &verdicts[..n],
             decapsulated,
-            &mut |m, p| out.stage(p, m, flush_at),
+            &mut |m, p| held.hold(m, p),
         );
     }
     // Pop from the back after reversing = arrival order, so packets leave in that order.
@@ -482,5 +485,54 @@ fn process_burst(
     }
     if handed_off {
         out.flush_handoffs(&r.handoff_out);
+    }
+    // The mirrored copies, after the originals.
+    if let Some(held) = copies.as_mut() {
+        held.stage_all(out, flush_at);
+    }
+}
+
+/// Most mirrored copies one burst may make (two sessions copying every packet of a full
+/// burst); more are refused and counted (`no_buffer`).
+const MAX_HELD_COPIES: usize = 2 * BURST;
+
+/// The mirrored copies of one burst, held until its originals are staged.
+struct HeldCopies {
+    copies: MbufBurst<MAX_HELD_COPIES>,
+    ports: [u16; MAX_HELD_COPIES],
+}
+
+impl HeldCopies {
+    fn new() -> Self {
+        HeldCopies {
+            copies: MbufBurst::new(),
+            ports: [0; MAX_HELD_COPIES],
+        }
+    }
+
+    /// Holds copy `m` for port `port`; `false` (and `m` freed) when full.
+    fn hold(&mut self, m: Mbuf, port: u16) -> bool {
+        let k = self.copies.len();
+        match self.copies.push(m) {
+            Ok(()) => {
+                self.ports[k] = port;
+                true
+            }
+            Err(m) => {
+                drop(m);
+                false
+            }
+        }
+    }
+
+    /// Stages every held copy on its port, in the order they were made.
+    fn stage_all(&mut self, out: &mut TxStage, flush_at: u64) {
+        let n = self.copies.len();
+        self.copies.as_mut_slice().reverse();
+        for i in 0..n {
+            if let Some(m) = self.copies.pop() {
+                out.stage(self.ports[i], m, flush_at);
+            }
+        }
     }
 }

@@ -174,7 +174,8 @@ fn run_mode(
         // The worker's order: the copies first, from the packets as received.
         pipe.mirror_before(snap, bufs, 0, &mut |c: BenchBuf, _| {
             black_box(c.data()[0]);
-            c.recycle()
+            c.recycle();
+            true
         });
     }
     match mode {
