@@ -204,6 +204,10 @@ pub fn stats(s: &StatsReport) -> String {
     if let Some(r) = &s.routing {
         out.push_str(&routing(r));
     }
+    if !s.mirror_sessions.is_empty() {
+        out.push('\n');
+        out.push_str(&mirror_sessions(&s.mirror_sessions));
+    }
     if let Some(d) = &s.drain {
         out.push('\n');
         out.push_str(&drain(d));
@@ -223,6 +227,40 @@ pub fn drain(d: &DrainReport) -> String {
         d.timeout_s,
         d.active_flows
     )
+}
+
+/// The mirror sessions of `gwlb stats`, one row each.
+fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> String {
+    let mut t = Table::new(&[
+        "MIRROR",
+        "POOL",
+        "FORMAT",
+        "VNI",
+        "COPY_POINT",
+        "SAMPLE",
+        "SNAP",
+        "PACKETS",
+        "BYTES",
+        "NO_SENSOR",
+        "NO_BUFFER",
+    ]);
+    for m in sessions {
+        t.row(&[
+            m.name.clone(),
+            m.target_group.clone(),
+            m.format.clone(),
+            m.vni.to_string(),
+            m.copy_point.clone(),
+            format!("1/{}", m.sample_one_in),
+            m.snap_length
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            m.packets.to_string(),
+            m.bytes.to_string(),
+            m.no_sensor.to_string(),
+            m.no_buffer.to_string(),
+        ]);
+    }
+    t.render()
 }
 
 /// The BGP part of `gwlb stats`.
@@ -376,6 +414,49 @@ mod tests {
                 .any(|l| l.starts_with("no_route") && l.ends_with('3')),
             "{out}"
         );
+    }
+
+    #[test]
+    fn test_stats_show_mirror_sessions() {
+        let s = StatsReport {
+            mirror_sessions: vec![crate::control::MirrorSessionReport {
+                name: "ids".into(),
+                target_group: "sensors".into(),
+                format: "vxlan".into(),
+                vni: 100,
+                copy_point: "before_inspection".into(),
+                sample_one_in: 4,
+                snap_length: None,
+                packets: 50,
+                bytes: 3000,
+                no_sensor: 2,
+                no_buffer: 0,
+            }],
+            ..Default::default()
+        };
+        let out = stats(&s);
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("ids "))
+            .unwrap_or_else(|| panic!("{out}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "ids",
+                "sensors",
+                "vxlan",
+                "100",
+                "before_inspection",
+                "1/4",
+                "-",
+                "50",
+                "3000",
+                "2",
+                "0"
+            ]
+        );
+        assert!(!stats(&StatsReport::default()).contains("MIRROR"));
     }
 
     #[test]
