@@ -79,6 +79,7 @@ pub(super) fn validate_groups(
     ports: &[Port],
     port_ref: &dyn Fn(&str, &str) -> Result<usize, ConfigError>,
     v: &mut Validator,
+    sensor_pools: &[&str],
 ) -> Result<Vec<TargetGroup>, ConfigError> {
     if raw.is_empty() {
         return Err(invalid(
@@ -162,7 +163,13 @@ pub(super) fn validate_groups(
             }
             served.insert(p, gi);
         }
-        if user_ports.is_empty() {
+        // A group without user ports still serves as a sensor pool of a mirror session or
+        // as another group's failover group.
+        let serves_others = sensor_pools.contains(&rg.name.as_str())
+            || raw
+                .iter()
+                .any(|o| o.failover_group.as_deref() == Some(rg.name.as_str()));
+        if user_ports.is_empty() && !serves_others {
             v.warn(field, "no user ports: this group receives no traffic");
         }
 
@@ -423,6 +430,21 @@ mod tests {
             (Some(1), 2, 60)
         );
         assert_eq!(c.target_groups[1].failover_group, None);
+        assert!(
+            !c.warnings()
+                .iter()
+                .any(|w| w.field == "target_groups[1].user_ports"),
+            "a failover group takes traffic: {:?}",
+            c.warnings()
+        );
+        let alone = parse(&two("", ""));
+        assert!(
+            alone
+                .warnings()
+                .iter()
+                .any(|w| w.field == "target_groups[1].user_ports"),
+            "a group without user ports that serves nobody is warned about"
+        );
         let again = crate::config::Config::from_toml_str(&c.to_toml_string()).unwrap();
         assert_eq!(again.target_groups, c.target_groups, "round trip");
     }

@@ -200,6 +200,13 @@ mod tests {
         let c = parse(&session(
             "format = \"geneve\"\nvni = 7\nsample_one_in = 10\nsnap_length = 128\ncopy_point = \"after_inspection\"\nprefixes = [\"10.1.0.0/16\"]\nprotocols = [6]\nl4_ports = [\"80\", \"8000-8080\"]\ndirection = \"to_prefixes\"",
         ));
+        assert!(
+            !c.warnings()
+                .iter()
+                .any(|w| w.field == "target_groups[1].user_ports"),
+            "a sensor pool takes copies: {:?}",
+            c.warnings()
+        );
         let m = &c.mirror_sessions[0];
         assert_eq!(
             (

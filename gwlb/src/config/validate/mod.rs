@@ -144,7 +144,18 @@ impl RawConfig {
         };
         let routes = validate_routes(&self.routes, &ports, &port_ref)?;
         let neighbors = validate_neighbors(&self.neighbors, &ports, &port_ref)?;
-        let target_groups = validate_groups(&self.target_groups, &ports, &port_ref, &mut v)?;
+        let sensor_pools: Vec<&str> = self
+            .mirror_sessions
+            .iter()
+            .map(|m| m.target_group.as_str())
+            .collect();
+        let target_groups = validate_groups(
+            &self.target_groups,
+            &ports,
+            &port_ref,
+            &mut v,
+            &sensor_pools,
+        )?;
         check_targets_resolvable(&target_groups, &ports, &neighbors)?;
         let control = validate_control(&self.control, &mut v)?;
         let bgp = match &self.bgp {
