@@ -356,6 +356,21 @@ tlog "data path: an appliance that answers its health check but forwards nothing
 # (data_path = true): IP forwarding off in a UML guest keeps its TCP listener answering, and
 # only the probe, routed by the guest's kernel like user traffic, notices.
 O=$((3 - V)); OIP=$(eval echo "\$APP${O}_IP")
+t_dp=$(date +%s.%N)
+gw_cli health-check demo-fw --data-path true >/dev/null && ok "data-path probes turned on live (gwlb health-check demo-fw --data-path true)" ||
+    bad "turn data-path probes on through the CLI"
+# Every appliance passes a check with its data-path probe before the test.
+dp_ok=""
+for _ in $(seq 60); do
+    dp_ok=$(gw_cli targets demo-fw --json | "$PY" -c 'import json,sys
+g = json.load(sys.stdin)
+g = g[0] if isinstance(g, list) else g
+print(sum(1 for t in g["targets"] if "data path ok" in (t.get("reason") or "")))')
+    [ "$dp_ok" = 3 ] && break
+    sleep 0.1
+done
+[ "$dp_ok" = 3 ] && ok "all 3 appliances pass their checks with the data-path probe" ||
+    bad "every appliance passes the data-path probe" "$dp_ok of 3"
 t_off=$(date +%s.%N)
 "$UML_SH" exec --name "gwlb-app$O" -- sysctl -qw net.ipv4.ip_forward=0 ||
     bad "ip_forward=0 in UML appliance $O"
@@ -388,7 +403,7 @@ if line=$(gw_wait_health "$OIP" healthy "$t_on" 10); then
 else
     bad "forwarding back on: $OIP healthy again within 10 s"
 fi
-probe_fails=$(gw_health_lines | awk -v v="$OIP" '$3 != v && /data-path probe not returned/' | grep -c .)
+probe_fails=$(gw_health_lines | awk -v v="$OIP" -v t="$t_dp" '$1 >= t && $3 != v && /data-path probe not returned/' | grep -c .)
 [ "$probe_fails" = 0 ] && ok "no other appliance ever failed a data-path probe (the AWS-style one echoes them, the other UML guest routes them)" ||
     bad "data-path probes pass through every forwarding appliance" "$probe_fails failures elsewhere"
 
