@@ -433,10 +433,7 @@ impl Pipeline {
             sc.plan[i] = match parsed {
                 Err(r) => Plan::Done(Verdict::Drop(r)),
                 Ok(()) => match dispatch(snap, p, in_port) {
-                    Dispatch::Host => match share {
-                        Some(s) if s.me != 0 => Plan::Done(Verdict::Handoff(0)),
-                        _ => Plan::Done(Verdict::ToHost),
-                    },
+                    Dispatch::Host => Plan::Done(for_host(share)),
                     Dispatch::NoRoute => Plan::Done(Verdict::Drop(DropReason::NoRoute)),
                     Dispatch::Encapsulate(group) => {
                         let (key, hash) = flow_of(snap, group, p);
@@ -449,10 +446,7 @@ impl Pipeline {
                     }
                     Dispatch::Return => {
                         match return_flow(snap, b.data(), p, in_port, &mut sc.inner[i]) {
-                            Ok(Returned::Probe) => match share {
-                                Some(s) if s.me != 0 => Plan::Done(Verdict::Handoff(0)),
-                                _ => Plan::Done(Verdict::ToHost),
-                            },
+                            Ok(Returned::Probe) => Plan::Done(for_host(share)),
                             Ok(Returned::Flow(r)) => match elsewhere(r.hash) {
                                 Some(w) => Plan::Done(Verdict::Handoff(w)),
                                 None => {
@@ -993,6 +987,16 @@ struct Return {
     /// The inner packet's flow key and hash.
     key: FlowKey,
     hash: u64,
+}
+
+/// A packet for the host: worker 0 owns the exception path, so another worker of a shared
+/// node hands it there.
+#[inline(always)]
+fn for_host(share: Option<Share>) -> Verdict {
+    match share {
+        Some(s) if s.me != 0 => Verdict::Handoff(0),
+        _ => Verdict::ToHost,
+    }
 }
 
 /// Most packets [`Pipeline::process_burst`] handles in one pass (larger slices are chunked).

@@ -138,6 +138,16 @@ pub enum MirrorFormat {
     Geneve,
 }
 
+impl MirrorFormat {
+    /// The name as written in the file (`vxlan`, `geneve`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MirrorFormat::Vxlan => "vxlan",
+            MirrorFormat::Geneve => "geneve",
+        }
+    }
+}
+
 /// Where a mirror session copies packets (`[[mirror_sessions]] copy_point`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,6 +157,16 @@ pub enum CopyPoint {
     BeforeInspection,
     /// What comes back from the inspecting appliance, as forwarded on.
     AfterInspection,
+}
+
+impl CopyPoint {
+    /// The name as written in the file (`before_inspection`, `after_inspection`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyPoint::BeforeInspection => "before_inspection",
+            CopyPoint::AfterInspection => "after_inspection",
+        }
+    }
 }
 
 /// Which way a mirrored packet travels relative to the session's `prefixes`.

@@ -1030,17 +1030,9 @@ impl ControlLoop {
                         .target_groups
                         .get(m.target_group)
                         .map_or_else(String::new, |g| g.name.clone()),
-                    format: match m.format {
-                        crate::config::MirrorFormat::Vxlan => "vxlan",
-                        crate::config::MirrorFormat::Geneve => "geneve",
-                    }
-                    .into(),
+                    format: m.format.as_str().into(),
                     vni: m.vni,
-                    copy_point: match m.copy_point {
-                        crate::config::CopyPoint::BeforeInspection => "before_inspection",
-                        crate::config::CopyPoint::AfterInspection => "after_inspection",
-                    }
-                    .into(),
+                    copy_point: m.copy_point.as_str().into(),
                     sample_one_in: m.sample_one_in,
                     snap_length: m.snap_length,
                     packets: sum(C::Packets),

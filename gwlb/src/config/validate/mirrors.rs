@@ -231,4 +231,14 @@ mod tests {
         let again = crate::config::Config::from_toml_str(&c.to_toml_string()).unwrap();
         assert_eq!(again.mirror_sessions, c.mirror_sessions, "round trip");
     }
+
+    #[test]
+    fn test_names_are_the_file_names() {
+        for f in [MirrorFormat::Vxlan, MirrorFormat::Geneve] {
+            assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{}\"", f.as_str()));
+        }
+        for p in [CopyPoint::BeforeInspection, CopyPoint::AfterInspection] {
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
+        }
+    }
 }
