@@ -235,10 +235,16 @@ mod tests {
     #[test]
     fn test_names_are_the_file_names() {
         for f in [MirrorFormat::Vxlan, MirrorFormat::Geneve] {
-            assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{}\"", f.as_str()));
+            assert_eq!(
+                serde_json::to_string(&f).unwrap(),
+                format!("\"{}\"", f.as_str())
+            );
         }
         for p in [CopyPoint::BeforeInspection, CopyPoint::AfterInspection] {
-            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
         }
     }
 }
