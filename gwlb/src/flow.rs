@@ -118,8 +118,13 @@ impl Direction {
     }
 }
 
-/// Canonical, direction-free flow identity: 38 bytes, `Copy`, no padding bytes that matter
+/// Canonical, direction-free flow identity: 40 bytes, `Copy`, no padding bytes that matter
 /// (the derived `Eq` / `Hash` compare fields).
+///
+/// `zone` keeps tenants apart: the endpoint the flow belongs to (0 for traffic of a target
+/// group's `user_ports`, endpoint `i` is zone `i + 1`), so that two tenants using the same
+/// addresses never share a flow. It is part of the hash only when non-zero, so zone-0 flows
+/// hash as they always have (nodes of a cluster on different releases agree).
 ///
 /// Invariant: `(lo_addr, lo_port) <= (hi_addr, hi_port)` (addresses compared as big-endian
 /// 128-bit numbers, then ports). Fields outside the stickiness, and ports of fragments, are 0.
@@ -130,6 +135,7 @@ pub struct FlowKey {
     lo_port: u16,
     hi_port: u16,
     protocol: u8,
+    zone: u16,
 }
 
 // wyhash's default secrets: odd, ~half the bits set, no structure.
@@ -148,7 +154,7 @@ fn fold(a: u64, b: u64) -> u64 {
 }
 
 impl FlowKey {
-    /// Size of the key in bytes (38).
+    /// Size of the key in bytes (40).
     pub const SIZE: usize = std::mem::size_of::<FlowKey>();
 
     /// Canonical key for a packet from `(src, src_port)` to `(dst, dst_port)` with exactly
@@ -171,6 +177,7 @@ impl FlowKey {
                     lo_port: src_port,
                     hi_port: dst_port,
                     protocol,
+                    zone: 0,
                 },
                 Direction::Forward,
             )
@@ -182,6 +189,7 @@ impl FlowKey {
                     lo_port: dst_port,
                     hi_port: src_port,
                     protocol,
+                    zone: 0,
                 },
                 Direction::Reverse,
             )
@@ -268,6 +276,18 @@ impl FlowKey {
     pub fn protocol(&self) -> u8 {
         self.protocol
     }
+    /// The flow's zone: its endpoint (see [`FlowKey`]).
+    #[inline]
+    pub fn zone(&self) -> u16 {
+        self.zone
+    }
+    /// The key in zone `zone`.
+    #[inline]
+    #[must_use]
+    pub fn in_zone(mut self, zone: u16) -> FlowKey {
+        self.zone = zone;
+        self
+    }
 
     /// Deterministic 64-bit hash of the key (same value on every machine and process for the
     /// same key and seed). All 64 bits are usable: index a Maglev table with `h % M` and a
@@ -284,7 +304,8 @@ impl FlowKey {
         let hi = u128::from_le_bytes(self.hi_addr.0);
         let tail = u64::from(self.lo_port)
             | (u64::from(self.hi_port) << 16)
-            | (u64::from(self.protocol) << 32);
+            | (u64::from(self.protocol) << 32)
+            | (u64::from(self.zone) << 40);
         let sr = seed.rotate_left(32);
         let a = fold(lo as u64 ^ seed ^ K0, (lo >> 64) as u64 ^ sr ^ K1);
         let b = fold(hi as u64 ^ seed ^ K2, (hi >> 64) as u64 ^ sr ^ K3);
@@ -427,7 +448,7 @@ mod tests {
 
     #[test]
     fn size_is_small() {
-        assert_eq!(FlowKey::SIZE, 38);
+        assert_eq!(FlowKey::SIZE, 40);
     }
 
     /// Pins the function: changing it would make gateways of different versions disagree.

@@ -203,16 +203,66 @@ pub struct FlowEntry {
     pub cookie: u32,
     /// Set by the table to `now` on insert and on every [`FlowTable::lookup`] hit.
     last_seen: u32,
-    /// Selects the idle timeout.
-    pub class: ProtoClass,
     /// Pool generation the appliance index refers to (detects indexes of a replaced pool).
     pub generation: u8,
-    /// Which connection on this 5-tuple the entry is (0 for the first): a TCP SYN that
-    /// reuses the tuple of a closed (or long idle) connection starts the next one, with the
-    /// next cookie ([`flow_cookie`]), modulo [`COOKIE_INSTANCES`].
-    pub instance: u8,
-    /// A TCP FIN or RST has been seen on the flow (a following SYN starts a new connection).
-    pub closed: bool,
+    /// Bits 0-3: which connection on this 5-tuple the entry is (0 for the first): a TCP SYN
+    /// that reuses the tuple of a closed (or long idle) connection starts the next one, with
+    /// the next cookie ([`flow_cookie`]), modulo [`COOKIE_INSTANCES`]. Bit 6: the protocol
+    /// class is [`ProtoClass::Other`]. Bit 7: a TCP FIN or RST has been seen on the flow (a
+    /// following SYN starts a new connection).
+    conn: u8,
+    /// The steering rule that decided the flow (an index into the snapshot's rules; 0 for a
+    /// flow of a target group's `user_ports`): its packets are counted under it.
+    pub rule: u16,
+}
+
+impl FlowEntry {
+    /// The `appliance` of a flow a steering rule forwards uninspected (`bypass`): no
+    /// appliance slot has this index.
+    pub const BYPASS: u16 = u16::MAX;
+    const CLASS_OTHER: u8 = 1 << 6;
+    const CLOSED: u8 = 1 << 7;
+    const INSTANCE: u8 = 0x0f;
+
+    /// Selects the idle timeout.
+    #[inline]
+    pub fn class(&self) -> ProtoClass {
+        if self.conn & Self::CLASS_OTHER != 0 {
+            ProtoClass::Other
+        } else {
+            ProtoClass::Tcp
+        }
+    }
+
+    /// Which connection on the 5-tuple this is (see [`COOKIE_INSTANCES`]).
+    #[inline]
+    pub fn instance(&self) -> u8 {
+        self.conn & Self::INSTANCE
+    }
+
+    /// Sets the connection instance (modulo [`COOKIE_INSTANCES`]).
+    #[inline]
+    pub fn set_instance(&mut self, instance: u8) {
+        self.conn = (self.conn & !Self::INSTANCE) | (instance % COOKIE_INSTANCES);
+    }
+
+    /// A TCP FIN or RST has been seen on the flow.
+    #[inline]
+    pub fn closed(&self) -> bool {
+        self.conn & Self::CLOSED != 0
+    }
+
+    /// Marks the flow closed (a FIN or RST was seen).
+    #[inline]
+    pub fn set_closed(&mut self) {
+        self.conn |= Self::CLOSED;
+    }
+
+    /// Whether a steering rule forwards the flow uninspected.
+    #[inline]
+    pub fn is_bypass(&self) -> bool {
+        self.appliance == Self::BYPASS
+    }
 }
 
 /// Connections on one 5-tuple whose cookies differ before they repeat (see [`flow_cookie`]).
@@ -237,17 +287,19 @@ pub fn is_flow_cookie(table_hash: u32, cookie: u32) -> bool {
 impl FlowEntry {
     const VACANT: Self = Self::new(ProtoClass::Other, 0, 0, 0);
 
-    /// An entry with generation, instance and timestamp zero.
+    /// An entry with generation, instance, rule and timestamp zero.
     pub const fn new(class: ProtoClass, appliance: u16, group: u16, cookie: u32) -> Self {
         Self {
             appliance,
             group,
             cookie,
             last_seen: 0,
-            class,
             generation: 0,
-            instance: 0,
-            closed: false,
+            conn: match class {
+                ProtoClass::Tcp => 0,
+                ProtoClass::Other => Self::CLASS_OTHER,
+            },
+            rule: 0,
         }
     }
 
@@ -259,7 +311,7 @@ impl FlowEntry {
     /// Whether the entry has been idle for longer than its class's timeout at `now`.
     #[inline]
     pub fn is_expired(&self, now: u32, timeouts: &Timeouts) -> bool {
-        now.wrapping_sub(self.last_seen) > timeouts.for_class(self.class)
+        now.wrapping_sub(self.last_seen) > timeouts.for_class(self.class())
     }
 }
 

@@ -546,12 +546,12 @@ impl Pipeline {
             }
             Some((e, idle)) if p.protocol == parse::proto::TCP => {
                 let flags = p.tcp_flags.0;
-                if steering::starts_new_connection(flags, e.closed, idle, g.tcp_reuse_idle) {
-                    restart = Some(e.instance.wrapping_add(1) % COOKIE_INSTANCES);
+                if steering::starts_new_connection(flags, e.closed(), idle, g.tcp_reuse_idle) {
+                    restart = Some(e.instance().wrapping_add(1) % COOKIE_INSTANCES);
                     None
                 } else {
                     if flags & (TcpFlags::FIN | TcpFlags::RST) != 0 {
-                        e.closed = true;
+                        e.set_closed();
                     }
                     Some(e)
                 }
@@ -628,7 +628,7 @@ impl Pipeline {
                             let cookie = flow_cookie(table_hash, instance);
                             let mut entry = FlowEntry::new(class_of(p.protocol), s, group, cookie);
                             entry.generation = a.generation;
-                            entry.instance = instance;
+                            entry.set_instance(instance);
                             self.counters.restarted_flows += 1;
                             (
                                 cookie,

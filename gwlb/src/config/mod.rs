@@ -64,11 +64,12 @@ pub use error::{truncate_text, ConfigError, ConfigWarning, MAX_MESSAGE_LEN};
 pub use file::MAX_CONFIG_BYTES;
 pub use model::{
     Bgp, BgpNeighbor, CheckProtocol, Config, Control, CopyPoint, DataPathProbe, Dataplane,
-    HealthCheck, Hugepages, InitialState, LogFormat, MirrorDirection, MirrorFormat, MirrorSession,
-    Neighbor, OnAllUnhealthy, OnUnhealthy, Port, PortRole, Probe, Route, Target, TargetGroup,
-    TlsCheck, UnknownNonSyn,
+    Endpoint, EndpointRoute, HealthCheck, Hugepages, InitialState, LogFormat, MirrorDirection,
+    MirrorFormat, MirrorSession, Neighbor, OnAllUnhealthy, OnUnhealthy, Port, PortRole, Probe,
+    Route, Rule, RuleAction, RuleDirection, Target, TargetGroup, TlsCheck, UnknownNonSyn,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
+pub use validate::endpoints::{MAX_ENDPOINTS, MAX_RULES};
 pub use validate::mirrors::MAX_MIRROR_SESSIONS;
 pub use values::{
     Device, Listen, PciAddr, StatusCodes, DEFAULT_API_LISTEN, DEFAULT_METRICS_LISTEN,

@@ -218,7 +218,140 @@ pub struct Config {
     pub bgp: Option<Bgp>,
     /// Copies of selected traffic to sensor pools.
     pub mirror_sessions: Vec<MirrorSession>,
+    /// Service-insertion endpoints (tenants): classification, identity, steering rules.
+    pub endpoints: Vec<Endpoint>,
     pub(super) warnings: Vec<ConfigWarning>,
+}
+
+/// `[[endpoints]]`: a consumer of the service (AWS: a GWLB endpoint), one tenant. Frames are
+/// classified into it by arrival port, VLAN tags and address prefix; its flows are kept apart
+/// from every other endpoint's (overlapping addresses), carry its own endpoint and
+/// attachment ids, follow its steering rules, and go back out through its own routes with
+/// its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Unique name.
+    pub name: String,
+    /// Arrival ports (indices into [`Config::ports`], user-facing).
+    pub ports: Vec<usize>,
+    /// The 802.1Q VLAN ids its frames carry, outer first: none (untagged), one, or two
+    /// (QinQ).
+    pub vlan: Vec<u16>,
+    /// A frame belongs to the endpoint only if its source or destination is in one of these
+    /// (empty: any address).
+    pub prefixes: Vec<IpNet>,
+    /// What a flow no rule matches gets.
+    pub default_action: RuleAction,
+    /// AWS Geneve option type 1 of its encapsulations.
+    pub endpoint_id: u64,
+    /// AWS Geneve option type 2.
+    pub attachment_id: u64,
+    /// Geneve VNI of its encapsulations (`None`: the inspecting group's `geneve_vni`).
+    pub geneve_vni: Option<u32>,
+    /// Where its inspected and bypassed packets go (longest prefix wins); empty: the
+    /// node's `[[routes]]`, untagged.
+    pub routes: Vec<EndpointRoute>,
+    /// Steering rules, first match wins.
+    pub rules: Vec<Rule>,
+}
+
+/// `[[endpoints.routes]]`: a next hop of an endpoint, reached out of `port` with the
+/// endpoint's VLAN tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointRoute {
+    /// Destination prefix (host bits zero).
+    pub prefix: IpNet,
+    /// The next hop.
+    pub via: IpAddr,
+    /// Its MAC (static: tagged and overlapping next hops are not in the kernel's tables).
+    pub mac: MacAddr,
+    /// Index into [`Config::ports`]: one of the endpoint's ports.
+    pub port: usize,
+}
+
+/// `[[endpoints.rules]]`: a steering rule, evaluated on a flow's first packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Unique within its endpoint.
+    pub name: String,
+    /// Source prefixes (empty: any).
+    pub sources: Vec<IpNet>,
+    /// Destination prefixes (empty: any).
+    pub destinations: Vec<IpNet>,
+    /// IP protocols (empty: any).
+    pub protocols: Vec<u8>,
+    /// TCP/UDP source port ranges (empty: any packet).
+    pub source_ports: Vec<std::ops::RangeInclusive<u16>>,
+    /// TCP/UDP destination port ranges (empty: any packet).
+    pub destination_ports: Vec<std::ops::RangeInclusive<u16>>,
+    /// Whether a flow opened the other way (sources and destinations swapped) also matches.
+    pub direction: RuleDirection,
+    /// What a matching flow gets.
+    pub action: RuleAction,
+}
+
+/// Which way a rule matches a flow's first packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleDirection {
+    /// As written, or with sources/destinations (and their ports) swapped.
+    #[default]
+    Both,
+    /// Only a flow whose first packet goes from `sources` to `destinations`.
+    Forward,
+}
+
+impl RuleDirection {
+    /// The file's name of it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RuleDirection::Both => "both",
+            RuleDirection::Forward => "forward",
+        }
+    }
+}
+
+/// What a steering rule does with a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleAction {
+    /// Inspect by this target group (index into [`Config::target_groups`]).
+    Inspect(usize),
+    /// Forward uninspected (counted).
+    Bypass,
+    /// Drop; with `reset`, TCP is answered with a RST.
+    Drop {
+        /// Answer TCP with a RST.
+        reset: bool,
+    },
+}
+
+impl RuleAction {
+    /// The file's name of the action.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Inspect(_) => "inspect",
+            RuleAction::Bypass => "bypass",
+            RuleAction::Drop { .. } => "drop",
+        }
+    }
+
+    /// The inspecting group, if any.
+    pub const fn group(self) -> Option<usize> {
+        match self {
+            RuleAction::Inspect(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+impl Endpoint {
+    /// Every group the endpoint's flows can be inspected by: the default's, then the rules'
+    /// in order (repeats kept).
+    pub fn groups(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.default_action)
+            .chain(self.rules.iter().map(|r| r.action))
+            .filter_map(RuleAction::group)
+    }
 }
 
 /// `[bgp]`: this node announces `prefixes` to `neighbors` through a BIRD 2 process it runs

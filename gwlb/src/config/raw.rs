@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CheckProtocol, CopyPoint, Hugepages, InitialState, LogFormat, MirrorDirection, MirrorFormat,
-    OnAllUnhealthy, OnUnhealthy, PortRole, UnknownNonSyn, DEFAULT_API_LISTEN,
+    OnAllUnhealthy, OnUnhealthy, PortRole, RuleDirection, UnknownNonSyn, DEFAULT_API_LISTEN,
     DEFAULT_METRICS_LISTEN,
 };
 use crate::flow::Stickiness;
@@ -118,6 +118,72 @@ pub(super) struct RawConfig {
     pub(super) bgp: Option<RawBgp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) mirror_sessions: Vec<RawMirrorSession>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    pub(super) name: String,
+    pub(super) ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) vlan: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) prefixes: Vec<String>,
+    #[serde(default = "default_inspect")]
+    pub(super) default_action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) target_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) tcp_reset: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) endpoint_id: Option<U64Value>,
+    #[serde(default)]
+    pub(super) attachment_id: U64Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) geneve_vni: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) routes: Vec<RawEndpointRoute>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) rules: Vec<RawRule>,
+}
+
+fn default_inspect() -> String {
+    "inspect".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpointRoute {
+    pub(super) prefix: String,
+    pub(super) via: String,
+    pub(super) mac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) port: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub(super) name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) sources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) destinations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) protocols: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) source_ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) destination_ports: Vec<String>,
+    #[serde(default)]
+    pub(super) direction: RuleDirection,
+    pub(super) action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) target_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) tcp_reset: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use super::raw::{
-    OneOrMany, RawBgp, RawBgpNeighbor, RawConfig, RawControl, RawDataplane, RawHealthCheck,
-    RawMirrorSession, RawNeighbor, RawPort, RawRoute, RawTarget, RawTargetGroup, U64Value,
+    OneOrMany, RawBgp, RawBgpNeighbor, RawConfig, RawControl, RawDataplane, RawEndpoint,
+    RawEndpointRoute, RawHealthCheck, RawMirrorSession, RawNeighbor, RawPort, RawRoute, RawRule,
+    RawTarget, RawTargetGroup, U64Value,
 };
-use super::{CheckProtocol, Config, Probe};
+use super::{CheckProtocol, Config, Endpoint, Probe, RuleAction};
 
 impl Config {
     /// The configuration as TOML with every field explicit (defaults filled in).
@@ -240,7 +241,74 @@ impl From<&Config> for RawConfig {
                     direction: m.direction,
                 })
                 .collect(),
+            endpoints: c.endpoints.iter().map(|e| raw_endpoint(c, e)).collect(),
         }
+    }
+}
+
+fn ranges(r: &[std::ops::RangeInclusive<u16>]) -> Vec<String> {
+    r.iter()
+        .map(|r| format!("{}-{}", r.start(), r.end()))
+        .collect()
+}
+
+fn nets(n: &[super::IpNet]) -> Vec<String> {
+    n.iter().map(ToString::to_string).collect()
+}
+
+/// An action as the file writes it: (`action`, `target_group`, `tcp_reset`).
+fn raw_action(c: &Config, a: RuleAction) -> (String, Option<String>, Option<bool>) {
+    let group = a.group().map(|g| c.target_groups[g].name.clone());
+    let reset = match a {
+        RuleAction::Drop { reset } => Some(reset),
+        _ => None,
+    };
+    (a.as_str().to_owned(), group, reset)
+}
+
+fn raw_endpoint(c: &Config, e: &Endpoint) -> RawEndpoint {
+    let port_name = |i: usize| c.ports[i].name.clone();
+    let (default_action, target_group, tcp_reset) = raw_action(c, e.default_action);
+    RawEndpoint {
+        name: e.name.clone(),
+        ports: e.ports.iter().map(|&p| port_name(p)).collect(),
+        vlan: e.vlan.iter().map(|&v| i64::from(v)).collect(),
+        prefixes: nets(&e.prefixes),
+        default_action,
+        target_group,
+        tcp_reset,
+        endpoint_id: Some(U64Value(e.endpoint_id)),
+        attachment_id: U64Value(e.attachment_id),
+        geneve_vni: e.geneve_vni.map(i64::from),
+        routes: e
+            .routes
+            .iter()
+            .map(|r| RawEndpointRoute {
+                prefix: r.prefix.to_string(),
+                via: r.via.to_string(),
+                mac: r.mac.to_string(),
+                port: Some(port_name(r.port)),
+            })
+            .collect(),
+        rules: e
+            .rules
+            .iter()
+            .map(|r| {
+                let (action, target_group, tcp_reset) = raw_action(c, r.action);
+                RawRule {
+                    name: r.name.clone(),
+                    sources: nets(&r.sources),
+                    destinations: nets(&r.destinations),
+                    protocols: r.protocols.iter().map(|&p| i64::from(p)).collect(),
+                    source_ports: ranges(&r.source_ports),
+                    destination_ports: ranges(&r.destination_ports),
+                    direction: r.direction,
+                    action,
+                    target_group,
+                    tcp_reset,
+                }
+            })
+            .collect(),
     }
 }
 

@@ -79,7 +79,8 @@ pub(super) fn validate_groups(
     ports: &[Port],
     port_ref: &dyn Fn(&str, &str) -> Result<usize, ConfigError>,
     v: &mut Validator,
-    sensor_pools: &[&str],
+    fed_elsewhere: &[&str],
+    endpoint_ports: &[usize],
 ) -> Result<Vec<TargetGroup>, ConfigError> {
     if raw.is_empty() {
         return Err(invalid(
@@ -142,8 +143,9 @@ pub(super) fn validate_groups(
                 }
                 idx
             }
+            // By default every user port that no endpoint takes.
             None => (0..ports.len())
-                .filter(|&p| ports[p].role.faces_users())
+                .filter(|&p| ports[p].role.faces_users() && !endpoint_ports.contains(&p))
                 .collect(),
         };
         for &p in &user_ports {
@@ -163,9 +165,9 @@ pub(super) fn validate_groups(
             }
             served.insert(p, gi);
         }
-        // A group without user ports still serves as a sensor pool of a mirror session or
-        // as another group's failover group.
-        let serves_others = sensor_pools.contains(&rg.name.as_str())
+        // A group without user ports still serves as a sensor pool of a mirror session, an
+        // endpoint's inspecting group or as another group's failover group.
+        let serves_others = fed_elsewhere.contains(&rg.name.as_str())
             || raw
                 .iter()
                 .any(|o| o.failover_group.as_deref() == Some(rg.name.as_str()));

@@ -111,7 +111,7 @@ pub(super) fn validate_mirror_sessions(
 }
 
 /// `"80"` or `"1000-2000"`.
-fn port_range(field: &str, text: &str) -> Result<RangeInclusive<u16>, ConfigError> {
+pub(super) fn port_range(field: &str, text: &str) -> Result<RangeInclusive<u16>, ConfigError> {
     let bad = || {
         invalid(
             field,

@@ -15,6 +15,7 @@ use super::{Config, ConfigError, ConfigWarning, MacAddr};
 mod bgp;
 mod control;
 mod dataplane;
+pub(crate) mod endpoints;
 mod groups;
 mod health_check;
 pub(crate) mod mirrors;
@@ -26,6 +27,7 @@ mod targets;
 use bgp::validate_bgp;
 use control::validate_control;
 use dataplane::validate_dataplane;
+use endpoints::validate_endpoints;
 use groups::validate_groups;
 use mirrors::validate_mirror_sessions;
 use neighbors::validate_neighbors;
@@ -144,17 +146,30 @@ impl RawConfig {
         };
         let routes = validate_routes(&self.routes, &ports, &port_ref)?;
         let neighbors = validate_neighbors(&self.neighbors, &ports, &port_ref)?;
-        let sensor_pools: Vec<&str> = self
+        // Groups fed by something other than their user ports, and the ports endpoints take
+        // (not a group's by default); names that do not resolve are reported below.
+        let mut fed_elsewhere: Vec<&str> = self
             .mirror_sessions
             .iter()
             .map(|m| m.target_group.as_str())
+            .collect();
+        for e in &self.endpoints {
+            fed_elsewhere.extend(e.target_group.as_deref());
+            fed_elsewhere.extend(e.rules.iter().filter_map(|r| r.target_group.as_deref()));
+        }
+        let endpoint_ports: Vec<usize> = self
+            .endpoints
+            .iter()
+            .flat_map(|e| &e.ports)
+            .filter_map(|name| ports.iter().position(|p| &p.name == name))
             .collect();
         let target_groups = validate_groups(
             &self.target_groups,
             &ports,
             &port_ref,
             &mut v,
-            &sensor_pools,
+            &fed_elsewhere,
+            &endpoint_ports,
         )?;
         check_targets_resolvable(&target_groups, &ports, &neighbors)?;
         let control = validate_control(&self.control, &mut v)?;
@@ -164,6 +179,13 @@ impl RawConfig {
         };
         let mirror_sessions =
             validate_mirror_sessions(&self.mirror_sessions, &ports, &target_groups, &port_ref)?;
+        let endpoints = validate_endpoints(
+            &self.endpoints,
+            &ports,
+            &target_groups,
+            &mirror_sessions,
+            &port_ref,
+        )?;
         Ok(Config {
             dataplane,
             ports,
@@ -173,6 +195,7 @@ impl RawConfig {
             control,
             bgp,
             mirror_sessions,
+            endpoints,
             warnings: v.warnings,
         })
     }
@@ -222,6 +245,23 @@ pub(super) fn check_port_indices(c: &Config) -> Result<(), ConfigError> {
                 format!("mirror_sessions[{mi}].target_group"),
                 format!("group index {} is out of range", m.target_group),
             ));
+        }
+    }
+    let groups = c.target_groups.len();
+    let check_group = |field: String, a: crate::config::RuleAction| match a.group() {
+        Some(g) if g >= groups => Err(invalid(field, format!("group index {g} is out of range"))),
+        _ => Ok(()),
+    };
+    for (ei, e) in c.endpoints.iter().enumerate() {
+        for (k, &p) in e.ports.iter().enumerate() {
+            check(format!("endpoints[{ei}].ports[{k}]"), p)?;
+        }
+        for (k, r) in e.routes.iter().enumerate() {
+            check(format!("endpoints[{ei}].routes[{k}].port"), r.port)?;
+        }
+        check_group(format!("endpoints[{ei}].target_group"), e.default_action)?;
+        for (k, r) in e.rules.iter().enumerate() {
+            check_group(format!("endpoints[{ei}].rules[{k}].target_group"), r.action)?;
         }
     }
     Ok(())
