@@ -280,6 +280,25 @@ pub fn set_aws_flow_cookie(buf: &mut [u8], flow_cookie: u32) {
     buf[AT].copy_from_slice(&flow_cookie.to_be_bytes());
 }
 
+/// Overwrites the VNI and the endpoint and attachment ids (type 1 and 2 option data) of a
+/// header in the layout [`emit_aws_header`] writes: what a data path patches per packet for
+/// traffic of a tenant other than the one the prebuilt header was made for.
+///
+/// # Panics
+///
+/// If `buf` is shorter than [`AWS_HEADER_LEN`] (resolved at compile time over a fixed-size
+/// array's tail). Only the low 24 bits of `vni` are written.
+#[inline]
+pub fn set_aws_identity(buf: &mut [u8], vni: u32, endpoint_id: u64, attachment_id: u64) {
+    const EID: Field = HEADER_LEN + field::ENDPOINT_ID.start..HEADER_LEN + field::ENDPOINT_ID.end;
+    const AID: Field =
+        HEADER_LEN + field::ATTACHMENT_ID.start..HEADER_LEN + field::ATTACHMENT_ID.end;
+    let buf = &mut buf[..AWS_HEADER_LEN];
+    Packet::new_unchecked(&mut *buf).set_vni(vni);
+    buf[EID].copy_from_slice(&endpoint_id.to_be_bytes());
+    buf[AID].copy_from_slice(&attachment_id.to_be_bytes());
+}
+
 /// What a data path needs from a received Geneve header, read in one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AwsHeader {
@@ -327,6 +346,22 @@ mod test {
     use super::*;
     use crate::{emit_options, OptionRepr, Repr, PROTO_IPV4, UDP_PORT};
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn identity_patch_equals_a_fresh_header(
+            vni_a in 0u32..1 << 24, vni_b in 0u32..1 << 24,
+            e_a: u64, e_b: u64, a_a: u64, a_b: u64, cookie: u32,
+        ) {
+            let opts = |endpoint_id, attachment_id| AwsOptions { endpoint_id, attachment_id, flow_cookie: cookie };
+            let mut patched = [0u8; AWS_HEADER_LEN];
+            emit_aws_header(&mut patched, PROTO_IPV4, vni_a, &opts(e_a, a_a));
+            set_aws_identity(&mut patched, vni_b, e_b, a_b);
+            let mut fresh = [0u8; AWS_HEADER_LEN];
+            emit_aws_header(&mut fresh, PROTO_IPV4, vni_b, &opts(e_b, a_b));
+            prop_assert_eq!(patched, fresh);
+        }
+    }
 
     const OUTER_IPV4_LEN: usize = 20;
     const UDP_LEN: usize = 8;

@@ -50,8 +50,8 @@ pub mod header;
 pub mod option;
 
 pub use aws::{
-    aws_header_bytes, emit_aws_header, parse_aws_header, set_aws_flow_cookie, AwsHeader,
-    AwsOptions, AwsOptionsFound, AWS_HEADER_LEN, AWS_OPTIONS_LEN, AWS_OPTION_CLASS,
+    aws_header_bytes, emit_aws_header, parse_aws_header, set_aws_flow_cookie, set_aws_identity,
+    AwsHeader, AwsOptions, AwsOptionsFound, AWS_HEADER_LEN, AWS_OPTIONS_LEN, AWS_OPTION_CLASS,
     AWS_TYPE_ATTACHMENT_ID, AWS_TYPE_ENDPOINT_ID, AWS_TYPE_FLOW_COOKIE,
 };
 pub use error::Error;

@@ -25,6 +25,10 @@ pub struct GeneveReturn {
     pub inner_offset: usize,
     /// The flow cookie, when the appliance echoed the AWS options.
     pub flow_cookie: Option<u32>,
+    /// The VNI.
+    pub vni: u32,
+    /// The endpoint id (AWS option type 1), when the appliance echoed it.
+    pub endpoint_id: Option<u64>,
 }
 
 /// Validates the Geneve payload of a UDP datagram whose outer headers `outer` were parsed from
@@ -78,6 +82,8 @@ pub fn parse_return_into(
     Ok(GeneveReturn {
         inner_offset: geneve_off + hdr.header_len,
         flow_cookie: hdr.options.flow_cookie,
+        vni: hdr.vni,
+        endpoint_id: hdr.options.endpoint_id,
     })
 }
 
@@ -106,6 +112,72 @@ pub fn restore_frame<B: PacketBuf>(
     src: [u8; 6],
 ) -> bool {
     replace_l2(buf, inner_offset, inner, dst, src)
+}
+
+/// 802.1Q tags a forwarded frame gets, outer first (an endpoint's: `config::Endpoint::vlan`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VlanTags {
+    /// How many (0, 1 or 2).
+    pub count: u8,
+    /// The VLAN ids (12 bits), outer first; only the first `count` are meaningful.
+    pub ids: [u16; 2],
+}
+
+/// [`replace_l2`] with `tags` after the MAC addresses: one tag is an 802.1Q C-tag (0x8100),
+/// two are an 802.1ad S-tag (0x88a8) then a C-tag. Priority and DEI bits are 0. Returns
+/// `false`, changing nothing, if the buffer does not hold the whole packet or has no room in
+/// front of it for the header.
+#[inline]
+pub(crate) fn replace_l2_tagged<B: PacketBuf>(
+    buf: &mut B,
+    ip_offset: usize,
+    ip: &ParsedPacket,
+    dst: [u8; 6],
+    src: [u8; 6],
+    tags: &VlanTags,
+) -> bool {
+    let count = usize::from(tags.count.min(2));
+    if count == 0 {
+        return replace_l2(buf, ip_offset, ip, dst, src);
+    }
+    let l2 = ethernet::HEADER_LEN + count * ethernet::TAG_LEN;
+    let ip_len = usize::from(ip.l3_len);
+    let len = buf.data().len();
+    if ip_offset + ip_len > len || (ip_offset < l2 && buf.headroom() < l2 - ip_offset) {
+        return false;
+    }
+    let _ = buf.trim(len - ip_offset - ip_len);
+    if ip_offset >= l2 {
+        let _ = buf.adj(ip_offset - l2);
+    } else {
+        let _ = buf.prepend(l2 - ip_offset);
+    }
+    let Some(hdr) = buf.data_mut().get_mut(..l2) else {
+        return false;
+    };
+    let (eth, rest) = hdr.split_at_mut(ethernet::HEADER_LEN);
+    let tpids: &[u16] = if count == 2 {
+        &[ethertype::QINQ, ethertype::VLAN]
+    } else {
+        &[ethertype::VLAN]
+    };
+    ethernet::Repr {
+        src_addr: MacAddr(src),
+        dst_addr: MacAddr(dst),
+        ethertype: tpids[0],
+    }
+    .emit(&mut ethernet::Frame::new_unchecked(eth));
+    for (k, tag) in rest.chunks_exact_mut(ethernet::TAG_LEN).enumerate() {
+        let mut t = ethernet::VlanTag::new_unchecked(tag);
+        t.set_tci(tags.ids[k] & 0x0fff);
+        t.set_ethertype(
+            tpids
+                .get(k + 1)
+                .copied()
+                .unwrap_or(ethertype::of_ip(ip.l3 == parse::L3::Ipv6)),
+        );
+    }
+    true
 }
 
 /// Puts the IP packet `ip` (parsed at `ip_offset` of `buf`) under a fresh untagged Ethernet

@@ -89,10 +89,25 @@ pub struct EncapParams {
     pub mtu: u16,
 }
 
+/// The tenant an encapsulation is for, when it is not the target group's own user traffic
+/// (an endpoint's: `config::Endpoint`): written over the template's VNI and AWS options
+/// type 1 and 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AwsIdentity {
+    /// The VNI (24 bits); `None`: the template's (the group's `geneve_vni`).
+    pub vni: Option<u32>,
+    /// AWS option type 1.
+    pub endpoint_id: u64,
+    /// AWS option type 2.
+    pub attachment_id: u64,
+}
+
 /// Prebuilt outer headers for one appliance. Built by the control plane, read by workers.
 #[derive(Clone, Debug)]
 pub struct EncapTemplate {
     hdr: [u8; OUTER_V6_LEN],
+    /// The VNI written in `hdr`.
+    vni: u32,
     len: usize,
     ipv6: bool,
     /// One's-complement sum of the outer IPv4 header with length and checksum zero.
@@ -173,6 +188,7 @@ impl EncapTemplate {
         let overhead = len - ETH_LEN;
         Some(Self {
             hdr,
+            vni: p.vni,
             len,
             ipv6,
             ipv4_partial_sum,
@@ -209,6 +225,22 @@ impl EncapTemplate {
         inner_ipv6: bool,
         flow_hash: u32,
     ) -> Result<(), EncapError> {
+        self.encapsulate_as(buf, l2_len, ip_len, inner_ipv6, flow_hash, None)
+    }
+
+    /// [`EncapTemplate::encapsulate`] for the tenant `identity` (`None`: the template's
+    /// own, the group's user traffic): its VNI and ids are patched in with the per-packet
+    /// fields (three more stores).
+    #[inline]
+    pub fn encapsulate_as<B: PacketBuf>(
+        &self,
+        buf: &mut B,
+        l2_len: usize,
+        ip_len: usize,
+        inner_ipv6: bool,
+        flow_hash: u32,
+        identity: Option<&AwsIdentity>,
+    ) -> Result<(), EncapError> {
         let frame_len = buf.data().len();
         if l2_len + ip_len > frame_len {
             return Err(EncapError::Truncated);
@@ -238,6 +270,7 @@ impl EncapTemplate {
                 geneve::PROTO_IPV4
             },
             flow_cookie: flow_hash,
+            identity: identity.map(|id| (id.vni.unwrap_or(self.vni), id)),
         };
         // The buffer now holds the outer headers and the inner packet: the `else` branches
         // cannot be taken.
@@ -271,14 +304,16 @@ impl EncapTemplate {
 }
 
 /// The per-packet fields of UDP and Geneve, the same for both outer IP versions.
-struct Patch {
+struct Patch<'a> {
     sport: u16,
     udp_len: u16,
     protocol_type: u16,
     flow_cookie: u32,
+    /// A tenant's VNI and ids, written over the template's.
+    identity: Option<(u32, &'a AwsIdentity)>,
 }
 
-impl Patch {
+impl Patch<'_> {
     /// Writes the fields into a copy of a template of `N` bytes (every offset is a constant
     /// of `N`: no bounds check).
     #[inline(always)]
@@ -289,6 +324,9 @@ impl Patch {
         u.set_length(self.udp_len);
         geneve::Packet::new_unchecked(&mut *gen).set_protocol_type(self.protocol_type);
         geneve::set_aws_flow_cookie(gen, self.flow_cookie);
+        if let Some((vni, id)) = self.identity {
+            geneve::set_aws_identity(gen, vni, id.endpoint_id, id.attachment_id);
+        }
     }
 }
 
@@ -408,6 +446,58 @@ mod tests {
         let t = EncapTemplate::new(&p).unwrap();
         t.encapsulate(&mut b, 14, 51, true, 7).unwrap();
         assert_eq!(&b.data()[..OUTER_V6_LEN], &OUTER_V6_BYTES[..]);
+    }
+
+    /// A tenant's identity written per packet gives the bytes of a template built with it
+    /// (both outer families: the IPv6 UDP checksum covers the patched options).
+    #[test]
+    fn an_identity_patches_like_a_template_built_with_it() {
+        let addrs: [(IpAddr, IpAddr); 2] = [
+            (
+                Ipv4Addr::new(10, 9, 0, 1).into(),
+                Ipv4Addr::new(10, 9, 0, 11).into(),
+            ),
+            (
+                "fd00::1".parse::<Ipv6Addr>().unwrap().into(),
+                "fd00::11".parse::<Ipv6Addr>().unwrap().into(),
+            ),
+        ];
+        for (src, dst) in addrs {
+            let p = params(src, dst);
+            let id = AwsIdentity {
+                vni: Some(0x00ab_cdef),
+                endpoint_id: 0x0102_0304_0506_0708,
+                attachment_id: 42,
+            };
+            let tenant = EncapParams {
+                vni: 0x00ab_cdef,
+                endpoint_id: id.endpoint_id,
+                attachment_id: id.attachment_id,
+                ..p
+            };
+            let frame = inner_frame(26, 6);
+            let (mut patched, mut fresh) = (VecBuf::new(&frame), VecBuf::new(&frame));
+            let t = EncapTemplate::new(&p).unwrap();
+            t.encapsulate_as(&mut patched, 14, 46, false, 9, Some(&id))
+                .unwrap();
+            EncapTemplate::new(&tenant)
+                .unwrap()
+                .encapsulate(&mut fresh, 14, 46, false, 9)
+                .unwrap();
+            assert_eq!(patched.data(), fresh.data());
+            // Without a VNI of its own the tenant keeps the template's.
+            let mut kept = VecBuf::new(&frame);
+            let id = AwsIdentity { vni: None, ..id };
+            t.encapsulate_as(&mut kept, 14, 46, false, 9, Some(&id))
+                .unwrap();
+            let off = if src.is_ipv4() { 42 } else { 62 };
+            assert_eq!(
+                geneve::Packet::new_checked(&kept.data()[off..])
+                    .unwrap()
+                    .vni(),
+                p.vni
+            );
+        }
     }
 
     #[test]

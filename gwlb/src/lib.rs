@@ -25,6 +25,7 @@ pub mod numa;
 pub mod packet_buf;
 pub mod parse;
 pub mod pipeline;
+pub mod policy;
 pub mod routing;
 pub mod snapshot;
 pub mod stats;

@@ -149,7 +149,7 @@ impl Selector {
 }
 
 /// A prefix as a 128-bit network and mask over [`IpAddrBytes`] (IPv4 is IPv4-mapped).
-fn net_mask(n: &IpNet) -> (u128, u128) {
+pub(crate) fn net_mask(n: &IpNet) -> (u128, u128) {
     let (addr, len) = match n {
         IpNet::V4(n) => (
             u128::from_be_bytes(IpAddrBytes::from(n.addr).0),

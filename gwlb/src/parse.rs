@@ -158,6 +158,9 @@ drop_reasons! {
     ReturnWithoutCookie => "return_without_cookie",
     /// Packet returned by an appliance for a flow the gateway steered to another appliance.
     ReturnFromOtherAppliance => "return_from_other_appliance",
+    /// Return whose VNI and endpoint id name none of the endpoints its appliance's group
+    /// inspects for (or, without an echoed id, a VNI two of them share).
+    ReturnEndpointUnknown => "return_endpoint_unknown",
     /// TCP packet that does not open a connection (no SYN, or SYN with ACK) of a flow the
     /// gateway holds no entry for, in a group with `tcp_unknown_non_syn = "drop"` or
     /// `"reset"`.
@@ -165,6 +168,11 @@ drop_reasons! {
     /// Packet of a flow whose appliance was deregistered and has finished draining, in a
     /// `no_rebalance` group: the flow ends (its entry is removed).
     ApplianceGone => "appliance_gone",
+    /// Dropped by a steering rule (or an endpoint's default action) with action `drop`.
+    PolicyDrop => "policy_drop",
+    /// Frame on a port endpoints arrive on that no endpoint claims (its VLAN tags, or its
+    /// addresses, are no endpoint's).
+    NoEndpoint => "no_endpoint",
     /// No route to the destination (outer next hop for encapsulation, or egress).
     NoRoute => "no_route",
     /// Next hop has no resolved MAC address (ARP / ND pending).

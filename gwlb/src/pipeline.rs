@@ -7,6 +7,7 @@
 
 use crate::config::{CopyPoint, UnknownNonSyn};
 use crate::decap;
+use crate::decap::VlanTags;
 use crate::encap::EncapError;
 use crate::flow::FlowKey;
 use crate::flow_table::{
@@ -16,10 +17,12 @@ use crate::flow_table::{
 use crate::mirror::MirrorCounter;
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, proto, DropReason, ParsedPacket, TcpFlags, L3};
+use crate::policy::Action;
 use crate::snapshot::{ApplianceState, NoNextHop, Snapshot};
 use crate::steering::{self, ExistingFlow};
 use crate::tcp_reset;
 use crate::too_big;
+use crate::wire::IpAddrBytes;
 use crate::wire::{ethernet, icmp};
 
 /// What to do with a packet after [`Pipeline::process`].
@@ -67,6 +70,8 @@ pub struct Counters {
     pub decapsulated: u64,
     /// Packets forwarded uninspected (fail-open).
     pub fail_open: u64,
+    /// Packets forwarded uninspected by a steering rule (`bypass`).
+    pub bypassed: u64,
     /// Packets for the host.
     pub to_host: u64,
     /// New flows admitted.
@@ -100,6 +105,9 @@ pub struct Counters {
     pub appliance_flows: Box<[u64]>,
     /// Per mirror session (by index), its [`MirrorCounter`]s.
     pub mirror: [[u64; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
+    /// Per steering rule (by index, see [`crate::policy`]): packets, bytes (IP) and new
+    /// flows of the user traffic it decided.
+    pub rules: Box<[[u64; 3]]>,
 }
 
 impl Counters {
@@ -110,6 +118,7 @@ impl Counters {
             encapsulated: 0,
             decapsulated: 0,
             fail_open: 0,
+            bypassed: 0,
             to_host: 0,
             new_flows: 0,
             rebalanced_flows: 0,
@@ -123,6 +132,7 @@ impl Counters {
             appliance_bytes: vec![0; max_appliances].into_boxed_slice(),
             appliance_flows: vec![0; max_appliances].into_boxed_slice(),
             mirror: [[0; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
+            rules: vec![[0; 3]; MAX_RULE_SLOTS].into_boxed_slice(),
         }
     }
 
@@ -134,6 +144,9 @@ impl Counters {
 
 /// Most appliance slots a worker keeps counters for.
 pub const MAX_APPLIANCES: usize = 4096;
+
+/// Rule indices a worker keeps counters for: index 0, every rule, every endpoint's default.
+pub const MAX_RULE_SLOTS: usize = 1 + crate::config::MAX_RULES + crate::config::MAX_ENDPOINTS;
 
 /// A worker's packet pipeline: flow-table shard plus counters.
 #[derive(Debug)]
@@ -194,7 +207,7 @@ impl Pipeline {
             let Ok(p) = parse::parse_frame(b.data()) else {
                 continue;
             };
-            if let Dispatch::Encapsulate(_) = dispatch(snap, &p, in_port) {
+            if let Dispatch::User(_) = dispatch(snap, &p, in_port) {
                 self.mirror_copies(snap, b, &p, in_port, CopyPoint::BeforeInspection, emit);
             }
         }
@@ -245,7 +258,14 @@ impl Pipeline {
             *seen = 0;
             let counters = &mut self.counters.mirror[s];
             // Both directions of a flow to one sensor: the symmetric flow hash.
-            let (_, h) = flow_of(snap, m.group, p);
+            let (_, h) = flow_of(
+                snap,
+                User {
+                    zone: 0,
+                    group: m.group,
+                },
+                p,
+            );
             let sensor = snap.groups[usize::from(m.group)]
                 .pick((h >> 32) as u32)
                 .and_then(|slot| {
@@ -435,13 +455,14 @@ impl Pipeline {
                 Ok(()) => match dispatch(snap, p, in_port) {
                     Dispatch::Host => Plan::Done(for_host(share)),
                     Dispatch::NoRoute => Plan::Done(Verdict::Drop(DropReason::NoRoute)),
-                    Dispatch::Encapsulate(group) => {
-                        let (key, hash) = flow_of(snap, group, p);
+                    Dispatch::NoEndpoint => Plan::Done(Verdict::Drop(DropReason::NoEndpoint)),
+                    Dispatch::User(user) => {
+                        let (key, hash) = flow_of(snap, user, p);
                         if let Some(w) = elsewhere(hash) {
                             Plan::Done(Verdict::Handoff(w))
                         } else {
                             self.flows.prefetch(hash as u32);
-                            Plan::Encap { group, key, hash }
+                            Plan::Encap { user, key, hash }
                         }
                     }
                     Dispatch::Return => {
@@ -473,8 +494,8 @@ impl Pipeline {
                     continue;
                 }
                 Plan::Done(d) => d,
-                Plan::Encap { group, key, hash } => {
-                    self.encapsulate_keyed(snap, b, &sc.parsed[i], group, in_port, key, hash, now)
+                Plan::Encap { user, key, hash } => {
+                    self.encapsulate_keyed(snap, b, &sc.parsed[i], user, in_port, key, hash, now)
                 }
                 Plan::Return(ref r) => self.decapsulate_flow(snap, b, r, &sc.inner[i], now),
             };
@@ -499,8 +520,9 @@ impl Pipeline {
         match dispatch(snap, &p, in_port) {
             Dispatch::Host => Verdict::ToHost,
             Dispatch::Return => self.decapsulate(snap, buf, &p, in_port, now),
-            Dispatch::Encapsulate(g) => self.encapsulate(snap, buf, &p, g, in_port, now),
+            Dispatch::User(u) => self.encapsulate(snap, buf, &p, u, in_port, now),
             Dispatch::NoRoute => Verdict::Drop(DropReason::NoRoute),
+            Dispatch::NoEndpoint => Verdict::Drop(DropReason::NoEndpoint),
         }
     }
 
@@ -509,12 +531,12 @@ impl Pipeline {
         snap: &Snapshot,
         buf: &mut B,
         p: &ParsedPacket,
-        group: u16,
+        user: User,
         in_port: u16,
         now: u32,
     ) -> Verdict {
-        let (key, h) = flow_of(snap, group, p);
-        self.encapsulate_keyed(snap, buf, p, group, in_port, key, h, now)
+        let (key, h) = flow_of(snap, user, p);
+        self.encapsulate_keyed(snap, buf, p, user, in_port, key, h, now)
     }
 
     /// [`Pipeline::encapsulate`] with the flow key and hash already computed.
@@ -525,14 +547,17 @@ impl Pipeline {
         snap: &Snapshot,
         buf: &mut B,
         p: &ParsedPacket,
-        group: u16,
+        user: User,
         in_port: u16,
         key: FlowKey,
         h: u64,
         now: u32,
     ) -> Verdict {
-        let g = &snap.groups[usize::from(group)];
         let (table_hash, lb_hash) = (h as u32, (h >> 32) as u32);
+        let zone = user.zone;
+        // The group of an existing flow: the one that decided it (an endpoint's rules may
+        // have chosen any of its groups); a group's own user traffic, its port's.
+        let group_of = |e: &FlowEntry| if zone == 0 { user.group } else { e.group };
 
         // A TCP SYN on the tuple of a closed (or long idle) flow starts the next connection:
         // a new flow, whose entry replaces the old one's (`restart` holds its instance).
@@ -546,7 +571,11 @@ impl Pipeline {
             }
             Some((e, idle)) if p.protocol == parse::proto::TCP => {
                 let flags = p.tcp_flags.0;
-                if steering::starts_new_connection(flags, e.closed(), idle, g.tcp_reuse_idle) {
+                let reuse_idle = snap
+                    .groups
+                    .get(usize::from(group_of(e)))
+                    .map_or(u32::MAX, |g| g.tcp_reuse_idle);
+                if steering::starts_new_connection(flags, e.closed(), idle, reuse_idle) {
                     restart = Some(e.instance().wrapping_add(1) % COOKIE_INSTANCES);
                     None
                 } else {
@@ -558,10 +587,23 @@ impl Pipeline {
             }
             found => found.map(|(e, _)| e),
         };
+        let ip_len = usize::from(p.l3_len);
         // The slot, its appliance and the flow's cookie, indexed once.
         let (slot, a, cookie) = match found {
+            Some(e) if zone != 0 && e.is_bypass() => {
+                let rule = e.rule;
+                count_rule(&mut self.counters.rules, rule, ip_len, false);
+                return self.bypass(snap, buf, p, zone);
+            }
             Some(e) => {
+                if zone != 0 {
+                    count_rule(&mut self.counters.rules, e.rule, ip_len, false);
+                }
                 let cookie = e.cookie;
+                let Some(g) = snap.groups.get(usize::from(group_of(e))) else {
+                    // The group that decided the flow is no longer configured.
+                    return Verdict::Drop(DropReason::ApplianceGone);
+                };
                 let a = &snap.appliances[usize::from(e.appliance)];
                 // An entry of an earlier generation names the slot's previous target: gone.
                 let state = if e.generation == a.generation {
@@ -608,62 +650,109 @@ impl Pipeline {
                     },
                 }
             }
-            None if g.refuse_non_syn && !opens_connection(p) => {
-                let reset = g.non_syn == UnknownNonSyn::Reset;
-                return self.drop_or_reset(reset, buf, p, in_port, DropReason::TcpNonSynNoFlow);
-            }
-            None => match g.pick(lb_hash) {
-                Some(s) => {
-                    let a = &snap.appliances[usize::from(s)];
-                    let (cookie, stored) = match restart {
-                        None => {
-                            let mut entry =
-                                FlowEntry::new(class_of(p.protocol), s, group, table_hash);
-                            entry.generation = a.generation;
-                            let stored = self.flows.insert_absent(key, table_hash, entry, now);
-                            (table_hash, stored.is_ok())
+            None => {
+                // A new flow: an endpoint's rules decide it (once: the entry keeps the
+                // decision), a group's own user traffic goes to the group.
+                let (group, rule) = match snap.endpoint(zone) {
+                    None => (user.group, 0),
+                    Some(ep) => match crate::policy::decide(&snap.rules, ep, p) {
+                        (rule, Action::Inspect(g)) => (g, rule),
+                        (rule, Action::Bypass) => {
+                            let mut entry = FlowEntry::new(
+                                class_of(p.protocol),
+                                FlowEntry::BYPASS,
+                                ep.timeout_group,
+                                table_hash,
+                            );
+                            entry.rule = rule;
+                            let stored = match restart {
+                                None => self
+                                    .flows
+                                    .insert_absent(key, table_hash, entry, now)
+                                    .is_ok(),
+                                Some(_) => self.flows.insert(key, table_hash, entry, now).is_ok(),
+                            };
+                            self.counters.new_flows += u64::from(stored);
+                            count_rule(&mut self.counters.rules, rule, ip_len, true);
+                            return self.bypass(snap, buf, p, zone);
                         }
-                        Some(instance) => {
-                            // Replaces the closed connection's entry in place.
-                            let cookie = flow_cookie(table_hash, instance);
-                            let mut entry = FlowEntry::new(class_of(p.protocol), s, group, cookie);
-                            entry.generation = a.generation;
-                            entry.set_instance(instance);
-                            self.counters.restarted_flows += 1;
-                            (
-                                cookie,
-                                self.flows.insert(key, table_hash, entry, now).is_ok(),
-                            )
+                        (rule, Action::Drop { reset }) => {
+                            count_rule(&mut self.counters.rules, rule, ip_len, false);
+                            return self.drop_or_reset(
+                                reset,
+                                buf,
+                                p,
+                                in_port,
+                                DropReason::PolicyDrop,
+                            );
                         }
-                    };
-                    if stored {
-                        self.counters.new_flows += 1;
-                        self.counters.appliance_flows[usize::from(s)] += 1;
-                    } else {
-                        // A full table: the packet still goes to the appliance Maglev picks
-                        // for the flow (what an entry would have said), and the return is
-                        // accepted by the same rule (`decapsulate_flow`).
-                        self.counters.table_full += 1;
+                    },
+                };
+                let g = &snap.groups[usize::from(group)];
+                if g.refuse_non_syn && !opens_connection(p) {
+                    let reset = g.non_syn == UnknownNonSyn::Reset;
+                    return self.drop_or_reset(reset, buf, p, in_port, DropReason::TcpNonSynNoFlow);
+                }
+                match g.pick(lb_hash) {
+                    Some(s) => {
+                        let a = &snap.appliances[usize::from(s)];
+                        let (cookie, stored) = match restart {
+                            None => {
+                                let mut entry =
+                                    FlowEntry::new(class_of(p.protocol), s, group, table_hash);
+                                entry.generation = a.generation;
+                                entry.rule = rule;
+                                let stored = self.flows.insert_absent(key, table_hash, entry, now);
+                                (table_hash, stored.is_ok())
+                            }
+                            Some(instance) => {
+                                // Replaces the closed connection's entry in place.
+                                let cookie = flow_cookie(table_hash, instance);
+                                let mut entry =
+                                    FlowEntry::new(class_of(p.protocol), s, group, cookie);
+                                entry.generation = a.generation;
+                                entry.set_instance(instance);
+                                entry.rule = rule;
+                                self.counters.restarted_flows += 1;
+                                (
+                                    cookie,
+                                    self.flows.insert(key, table_hash, entry, now).is_ok(),
+                                )
+                            }
+                        };
+                        if stored {
+                            self.counters.new_flows += 1;
+                            self.counters.appliance_flows[usize::from(s)] += 1;
+                        } else {
+                            // A full table: the packet still goes to the appliance Maglev picks
+                            // for the flow (what an entry would have said), and the return is
+                            // accepted by the same rule (`decapsulate_flow`).
+                            self.counters.table_full += 1;
+                        }
+                        if zone != 0 {
+                            count_rule(&mut self.counters.rules, rule, ip_len, stored);
+                        }
+                        (s, a, cookie)
                     }
-                    (s, a, cookie)
+                    None if g.fail_open => return self.forward(snap, buf, p, zone),
+                    None => {
+                        return self.drop_or_reset(
+                            g.tcp_rst,
+                            buf,
+                            p,
+                            in_port,
+                            DropReason::NoHealthyAppliance,
+                        )
+                    }
                 }
-                None if g.fail_open => return self.forward(snap, buf, p),
-                None => {
-                    return self.drop_or_reset(
-                        g.tcp_rst,
-                        buf,
-                        p,
-                        in_port,
-                        DropReason::NoHealthyAppliance,
-                    )
-                }
-            },
+            }
         };
         let Some(t) = a.template.as_ref() else {
             return Verdict::Drop(DropReason::NeighborUnresolved);
         };
-        let ip_len = usize::from(p.l3_len);
-        match t.encapsulate(buf, usize::from(p.l2_len), ip_len, p.l3 == L3::Ipv6, cookie) {
+        let identity = snap.endpoint(zone).map(|e| &e.identity);
+        let v6 = p.l3 == L3::Ipv6;
+        match t.encapsulate_as(buf, usize::from(p.l2_len), ip_len, v6, cookie, identity) {
             Ok(()) => {
                 self.counters.encapsulated += 1;
                 self.counters.appliance_packets[usize::from(slot)] += 1;
@@ -678,6 +767,23 @@ impl Pipeline {
                 Verdict::Drop(DropReason::Oversize)
             }
         }
+    }
+
+    /// A flow a steering rule forwards uninspected: out through its endpoint's routes.
+    fn bypass<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        buf: &mut B,
+        p: &ParsedPacket,
+        zone: u16,
+    ) -> Verdict {
+        let v = self.forward(snap, buf, p, zone);
+        if let Verdict::Tx(_) = v {
+            // `forward` counted it as fail-open: it is a bypass.
+            self.counters.fail_open -= 1;
+            self.counters.bypassed += 1;
+        }
+        v
     }
 
     fn decapsulate<B: PacketBuf>(
@@ -742,16 +848,16 @@ impl Pipeline {
         if ret.flow_cookie.is_some_and(|c| !cookie_ok(c)) {
             return Verdict::Drop(DropReason::NoFlowForReturn);
         }
-        let hop = match snap.next_hop(&inner.dst) {
+        let hop = match egress(snap, r.zone, &inner.dst) {
             Ok(h) => h,
-            Err(NoNextHop::NoRoute) => return Verdict::Drop(DropReason::NoRoute),
-            Err(NoNextHop::Unresolved) => return Verdict::Drop(DropReason::NeighborUnresolved),
+            Err(why) => return Verdict::Drop(why),
         };
-        let egress = &snap.ports[usize::from(hop.port)];
-        if inner.l3_len > egress.mtu {
-            return self.too_big_after_decap(snap, buf, ret.inner_offset, inner, egress.mtu, now);
+        let out = &snap.ports[usize::from(hop.port)];
+        if inner.l3_len > out.mtu {
+            let (offset, mtu) = (ret.inner_offset, out.mtu);
+            return self.too_big_after_decap(snap, buf, offset, inner, r.zone, mtu, now);
         }
-        if !decap::restore_frame(buf, ret.inner_offset, inner, hop.mac, egress.mac) {
+        if !decap::replace_l2_tagged(buf, ret.inner_offset, inner, hop.mac, out.mac, &hop.tags) {
             return Verdict::Drop(DropReason::GeneveMalformed);
         }
         self.counters.decapsulated += 1;
@@ -817,6 +923,7 @@ impl Pipeline {
     /// A returned inner packet larger than its egress port's MTU: answered with an ICMP "too
     /// big" (`mtu`) to the inner packet's source, through that source's next hop, where
     /// [`Pipeline::too_big`] allows it; else dropped (`oversize`).
+    #[allow(clippy::too_many_arguments)]
     #[cold]
     fn too_big_after_decap<B: PacketBuf>(
         &mut self,
@@ -824,40 +931,94 @@ impl Pipeline {
         buf: &mut B,
         inner_offset: usize,
         inner: &ParsedPacket,
+        zone: u16,
         mtu: u16,
         now: u32,
     ) -> Verdict {
-        let Ok(back) = snap.next_hop(&inner.src) else {
+        let Ok(back) = egress(snap, zone, &inner.src) else {
             return Verdict::Drop(DropReason::Oversize);
         };
         // The inner packet as if it had arrived from the source's next hop: then the error
         // is built and sent exactly as for a packet too big to encapsulate.
         let ours = snap.ports[usize::from(back.port)].mac;
-        if !decap::restore_frame(buf, inner_offset, inner, ours, back.mac) {
+        if !decap::replace_l2_tagged(buf, inner_offset, inner, ours, back.mac, &back.tags) {
             return Verdict::Drop(DropReason::Oversize);
         }
+        let l2 = (ethernet::HEADER_LEN + usize::from(back.tags.count) * ethernet::TAG_LEN) as u16;
         let mut p = *inner;
-        p.l2_len = ethernet::HEADER_LEN as u16;
-        p.l3_offset = ethernet::HEADER_LEN as u16;
+        p.l2_len = l2;
+        p.l3_offset = l2;
+        if let Some(l4) = inner.l4_offset {
+            p.l4_offset = Some(l4 + l2);
+        }
         self.too_big(snap, buf, &p, back.port, mtu, now)
     }
 
-    /// Fail-open: forward the original packet to its next hop without inspection.
-    fn forward<B: PacketBuf>(&mut self, snap: &Snapshot, buf: &mut B, p: &ParsedPacket) -> Verdict {
-        let hop = match snap.next_hop(&p.dst) {
+    /// Fail-open (and bypass): forward the original packet of zone `zone` to its next hop
+    /// without inspection.
+    fn forward<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        buf: &mut B,
+        p: &ParsedPacket,
+        zone: u16,
+    ) -> Verdict {
+        let hop = match egress(snap, zone, &p.dst) {
             Ok(h) => h,
-            Err(NoNextHop::NoRoute) => return Verdict::Drop(DropReason::NoRoute),
-            Err(NoNextHop::Unresolved) => return Verdict::Drop(DropReason::NeighborUnresolved),
+            Err(r) => return Verdict::Drop(r),
         };
         let src = snap.ports[usize::from(hop.port)].mac;
         // A parsed frame holds its whole IP packet after at least 14 bytes of L2 header: the
-        // rewrite cannot be refused.
-        if !decap::replace_l2(buf, usize::from(p.l3_offset), p, hop.mac, src) {
-            return Verdict::Drop(DropReason::TruncatedEthernet);
+        // rewrite is refused only when tags must be added and there is no headroom for them.
+        if !decap::replace_l2_tagged(buf, usize::from(p.l3_offset), p, hop.mac, src, &hop.tags) {
+            return Verdict::Drop(DropReason::Oversize);
         }
         self.counters.fail_open += 1;
         Verdict::Tx(hop.port)
     }
+}
+
+/// Counts a user packet of `ip_len` bytes (and, with `new_flow`, a flow) under rule `rule`
+/// in `rules` ([`Counters::rules`]).
+#[inline]
+fn count_rule(rules: &mut [[u64; 3]], rule: u16, ip_len: usize, new_flow: bool) {
+    if let Some(c) = rules.get_mut(usize::from(rule)) {
+        c[0] += 1;
+        c[1] += ip_len as u64;
+        c[2] += u64::from(new_flow);
+    }
+}
+
+/// Where a packet of zone `zone` for `dst` leaves: through its endpoint's routes, with its
+/// tags, when the endpoint has routes; else through the node's routes, untagged.
+#[inline]
+fn egress(snap: &Snapshot, zone: u16, dst: &IpAddrBytes) -> Result<Egress, DropReason> {
+    if let Some(ep) = snap.endpoint(zone).filter(|e| !e.routes.is_empty()) {
+        return match ep.next_hop(dst) {
+            Some(h) => Ok(Egress {
+                port: h.port,
+                mac: h.mac,
+                tags: ep.tags,
+            }),
+            None => Err(DropReason::NoRoute),
+        };
+    }
+    match snap.next_hop(dst) {
+        Ok(h) => Ok(Egress {
+            port: h.port,
+            mac: h.mac,
+            tags: VlanTags::default(),
+        }),
+        Err(NoNextHop::NoRoute) => Err(DropReason::NoRoute),
+        Err(NoNextHop::Unresolved) => Err(DropReason::NeighborUnresolved),
+    }
+}
+
+/// A forwarded packet's way out ([`egress`]).
+struct Egress {
+    port: u16,
+    mac: [u8; 6],
+    tags: VlanTags,
 }
 
 /// Where a parsed frame goes. [`Pipeline::process`] and [`owner_hash`] both decide through
@@ -867,10 +1028,20 @@ enum Dispatch {
     Host,
     /// A Geneve return from an appliance.
     Return,
-    /// User traffic for this target group.
-    Encapsulate(u16),
+    /// User traffic.
+    User(User),
     /// Nowhere: unknown port, or transit traffic on a port that takes none.
     NoRoute,
+    /// On a port endpoints arrive on, but no endpoint's.
+    NoEndpoint,
+}
+
+/// Whose user traffic a packet is: a target group's own (`zone` 0, from its `user_ports`),
+/// or an endpoint's (its zone; `group` is unused: the endpoint's rules choose).
+#[derive(Clone, Copy, Debug)]
+struct User {
+    zone: u16,
+    group: u16,
 }
 
 #[inline]
@@ -896,7 +1067,11 @@ fn dispatch(snap: &Snapshot, p: &ParsedPacket, in_port: u16) -> Dispatch {
         return Dispatch::Host;
     }
     match snap.group_for_port(in_port) {
-        Some(g) if port.role.faces_users() => Dispatch::Encapsulate(g),
+        Some(g) if port.role.faces_users() => Dispatch::User(User { zone: 0, group: g }),
+        None if snap.has_endpoints(in_port) => match snap.zone_of(p, in_port) {
+            Some(zone) => Dispatch::User(User { zone, group: 0 }),
+            None => Dispatch::NoEndpoint,
+        },
         _ => Dispatch::NoRoute,
     }
 }
@@ -953,11 +1128,24 @@ fn return_flow(
     {
         return Ok(Returned::Probe);
     }
-    let (key, hash) = flow_of(snap, a.group, inner);
+    let zone = snap
+        .groups
+        .get(usize::from(a.group))
+        .and_then(|g| g.return_zones.zone_of(ret.vni, ret.endpoint_id))
+        .ok_or(DropReason::ReturnEndpointUnknown)?;
+    let (key, hash) = flow_of(
+        snap,
+        User {
+            zone,
+            group: a.group,
+        },
+        inner,
+    );
     Ok(Returned::Flow(Return {
         slot,
         generation: a.generation,
         group: a.group,
+        zone,
         ret,
         key,
         hash,
@@ -982,6 +1170,8 @@ struct Return {
     generation: u8,
     /// Its target group.
     group: u16,
+    /// The flow's zone (its endpoint; 0 for the group's own user traffic).
+    zone: u16,
     /// The Geneve facts.
     ret: decap::GeneveReturn,
     /// The inner packet's flow key and hash.
@@ -1007,8 +1197,8 @@ pub const BURST_MAX: usize = 32;
 enum Plan {
     /// Decided without the flow table.
     Done(Verdict),
-    /// User traffic of this target group, its flow key and hash.
-    Encap { group: u16, key: FlowKey, hash: u64 },
+    /// User traffic, its flow key and hash.
+    Encap { user: User, key: FlowKey, hash: u64 },
     /// A validated return (its inner packet parsed in [`BurstScratch::inner`]).
     Return(Return),
 }
@@ -1053,10 +1243,14 @@ pub(crate) fn prefetch_data(d: &[u8]) {
     }
 }
 
-/// The flow key of a packet under its target group's stickiness, and its hash.
+/// The flow key of a user packet (under its group's or its endpoint's stickiness, in its
+/// zone), and its hash.
 #[inline]
-fn flow_of(snap: &Snapshot, group: u16, p: &ParsedPacket) -> (FlowKey, u64) {
-    let key = FlowKey::from_packet(p, snap.groups[usize::from(group)].stickiness);
+fn flow_of(snap: &Snapshot, user: User, p: &ParsedPacket) -> (FlowKey, u64) {
+    let key = match snap.endpoint(user.zone) {
+        None => FlowKey::from_packet(p, snap.groups[usize::from(user.group)].stickiness),
+        Some(ep) => FlowKey::from_packet(p, ep.stickiness).in_zone(user.zone),
+    };
     let h = key.hash(snap.seed);
     (key, h)
 }
@@ -1070,14 +1264,19 @@ fn flow_of(snap: &Snapshot, group: u16, p: &ParsedPacket) -> (FlowKey, u64) {
 pub fn owner_hash(snap: &Snapshot, frame: &[u8], in_port: u16) -> Option<u32> {
     let p = parse::parse_frame(frame).ok()?;
     match dispatch(snap, &p, in_port) {
-        Dispatch::Encapsulate(g) => Some(flow_of(snap, g, &p).1 as u32),
+        Dispatch::User(u) => Some(flow_of(snap, u, &p).1 as u32),
         Dispatch::Return => {
             let slot = snap.appliance_by_addr(&p.src)?;
-            let (_, inner) = decap::parse_return(frame, &p).ok()?;
+            let (ret, inner) = decap::parse_return(frame, &p).ok()?;
             let group = snap.appliances[usize::from(slot)].group;
-            Some(flow_of(snap, group, &inner).1 as u32)
+            let zone = snap
+                .groups
+                .get(usize::from(group))?
+                .return_zones
+                .zone_of(ret.vni, ret.endpoint_id)?;
+            Some(flow_of(snap, User { zone, group }, &inner).1 as u32)
         }
-        Dispatch::Host | Dispatch::NoRoute => None,
+        Dispatch::Host | Dispatch::NoRoute | Dispatch::NoEndpoint => None,
     }
 }
 

@@ -15,7 +15,7 @@ use crate::flow::Stickiness;
 use crate::flow_table::{GroupTimeouts, Timeouts};
 use crate::health::HealthState;
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
-use crate::parse::IpAddrBytes;
+use crate::parse::{IpAddrBytes, ParsedPacket};
 use crate::steering;
 
 /// Why a snapshot could not be built.
@@ -179,6 +179,8 @@ pub struct GroupView {
     /// The group's data-path probes, whose returns go to the host's health checker
     /// (`None`: the group sends none).
     pub probes: Option<crate::data_path_probe::Matcher>,
+    /// Which endpoint a return of this group's appliances belongs to.
+    pub return_zones: crate::policy::ReturnZones,
     /// Below its health minimum, the group's new flows go to this group's appliances (its
     /// `maglev` and `backends` are that group's); `None`: its own.
     pub failover: Option<u16>,
@@ -321,6 +323,12 @@ pub struct Snapshot {
     pub mirror_before: bool,
     /// Some session copies after inspection.
     pub mirror_after: bool,
+    /// The endpoints (tenants); endpoint `i` is zone `i + 1`.
+    pub endpoints: Vec<crate::policy::EndpointView>,
+    /// The steering rules of every endpoint (see [`crate::policy`] for the indices).
+    pub rules: Vec<crate::policy::RuleView>,
+    /// Per port, the zones of the endpoints that arrive there, in configuration order.
+    port_zones: Vec<Vec<u16>>,
 }
 
 fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
@@ -479,7 +487,11 @@ impl Snapshot {
             mirrors: Vec::new(),
             mirror_before: false,
             mirror_after: false,
+            endpoints: Vec::new(),
+            rules: Vec::new(),
+            port_zones: Vec::new(),
         };
+        (snap.endpoints, snap.rules, snap.port_zones) = crate::policy::build(cfg);
 
         for (gi, g) in cfg.target_groups.iter().enumerate() {
             for &p in &g.user_ports {
@@ -616,6 +628,7 @@ impl Snapshot {
                     .data_path
                     .filter(|_| g.health_check.enabled)
                     .map(|d| crate::data_path_probe::Matcher::new(&d)),
+                return_zones: crate::policy::ReturnZones::new(cfg, gi),
             });
         }
         // One slot per address: a registered one wins over one still draining elsewhere.
@@ -645,6 +658,30 @@ impl Snapshot {
         snap.mirror_before = at(config::CopyPoint::BeforeInspection);
         snap.mirror_after = at(config::CopyPoint::AfterInspection);
         Ok(snap)
+    }
+
+    /// Whether endpoints arrive on port `port` (then it feeds no group directly).
+    #[inline]
+    pub fn has_endpoints(&self, port: u16) -> bool {
+        self.port_zones
+            .get(usize::from(port))
+            .is_some_and(|z| !z.is_empty())
+    }
+
+    /// The zone of the endpoint that claims a frame parsed as `p` on `port`, if any.
+    #[inline]
+    pub fn zone_of(&self, p: &ParsedPacket, port: u16) -> Option<u16> {
+        let zones = self.port_zones.get(usize::from(port))?;
+        zones
+            .iter()
+            .copied()
+            .find(|&z| self.endpoints[usize::from(z - 1)].claims(p, port))
+    }
+
+    /// The endpoint of zone `zone` (`None` for zone 0).
+    #[inline]
+    pub fn endpoint(&self, zone: u16) -> Option<&crate::policy::EndpointView> {
+        self.endpoints.get(usize::from(zone).wrapping_sub(1))
     }
 
     /// The target group fed by user port `port`.

@@ -294,7 +294,7 @@ fn rule(
     if !sources.is_empty() && !destinations.is_empty() {
         let (s4, s6) = families(&sources);
         let (d4, d6) = families(&destinations);
-        if !(s4 && d4) && !(s6 && d6) {
+        if !(s4 && d4 || s6 && d6) {
             return Err(invalid(
                 format!("{f}.destinations"),
                 format!(

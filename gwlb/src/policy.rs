@@ -1,0 +1,551 @@
+//! Service-insertion policy as the data path reads it: which endpoint (tenant) a frame
+//! belongs to ([`EndpointView::claims`]), and what its steering rules decide for a new flow
+//! ([`decide`]). Built from the configuration once per snapshot; pure functions, no DPDK.
+//!
+//! Rules are evaluated once per new flow, first match wins, and the decision is kept in the
+//! flow entry (its group, or [`crate::flow_table::FlowEntry::BYPASS`], and the rule's index
+//! for counting): established packets never look at the rules. A drop decision is not stored
+//! (a flood of dropped flows must not fill the table): each packet of a dropped flow is
+//! decided again.
+//!
+//! Rule indices: index 0 is the traffic of target groups' `user_ports` (no endpoint); every
+//! endpoint then has its rules, in order, followed by its default action (named
+//! `"default"`). Counters are kept per rule index; an endpoint's are the sum of its rules'.
+
+use std::ops::Range;
+
+use crate::config::{self, Config, RuleAction, RuleDirection};
+use crate::decap::VlanTags;
+use crate::encap::AwsIdentity;
+use crate::flow::Stickiness;
+use crate::mirror::net_mask;
+use crate::parse::{proto, ParsedPacket};
+use crate::wire::IpAddrBytes;
+
+/// What a rule does with a flow, with group indices as the snapshot uses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Encapsulate toward this target group.
+    Inspect(u16),
+    /// Forward uninspected through the endpoint's routes.
+    Bypass,
+    /// Drop (answer TCP with a RST when `reset`).
+    Drop {
+        /// Answer TCP with a RST.
+        reset: bool,
+    },
+}
+
+impl From<RuleAction> for Action {
+    fn from(a: RuleAction) -> Self {
+        match a {
+            RuleAction::Inspect(g) => Action::Inspect(g as u16),
+            RuleAction::Bypass => Action::Bypass,
+            RuleAction::Drop { reset } => Action::Drop { reset },
+        }
+    }
+}
+
+/// A set of prefixes as (network, mask) pairs over 128-bit addresses (IPv4 mapped).
+#[derive(Clone, Debug, Default)]
+struct Prefixes(Vec<(u128, u128)>);
+
+impl Prefixes {
+    fn new(nets: &[crate::wire::IpNet]) -> Self {
+        Prefixes(nets.iter().map(net_mask).collect())
+    }
+
+    /// Empty matches everything.
+    #[inline]
+    fn admits(&self, a: &IpAddrBytes) -> bool {
+        let v = u128::from_be_bytes(a.0);
+        self.0.is_empty() || self.0.iter().any(|&(net, mask)| v & mask == net)
+    }
+
+    #[inline]
+    fn holds(&self, a: &IpAddrBytes) -> bool {
+        let v = u128::from_be_bytes(a.0);
+        self.0.iter().any(|&(net, mask)| v & mask == net)
+    }
+}
+
+/// Port ranges; empty matches every packet, a non-empty set only TCP and UDP.
+#[derive(Clone, Debug, Default)]
+struct Ports(Vec<(u16, u16)>);
+
+impl Ports {
+    #[inline]
+    fn admits(&self, l4: bool, port: u16) -> bool {
+        self.0.is_empty() || (l4 && self.0.iter().any(|&(a, b)| a <= port && port <= b))
+    }
+}
+
+/// A steering rule's match, compiled.
+#[derive(Clone, Debug)]
+pub struct RuleMatch {
+    sources: Prefixes,
+    destinations: Prefixes,
+    /// Bit `n` of word `n / 64`: IP protocol `n` matches.
+    protocols: [u64; 4],
+    source_ports: Ports,
+    destination_ports: Ports,
+    both_ways: bool,
+}
+
+impl RuleMatch {
+    /// Matches every flow (an endpoint's default action).
+    fn any() -> Self {
+        RuleMatch {
+            sources: Prefixes::default(),
+            destinations: Prefixes::default(),
+            protocols: [u64::MAX; 4],
+            source_ports: Ports::default(),
+            destination_ports: Ports::default(),
+            both_ways: false,
+        }
+    }
+
+    fn new(r: &config::Rule) -> Self {
+        let mut protocols = [0u64; 4];
+        if r.protocols.is_empty() {
+            protocols = [u64::MAX; 4];
+        }
+        for &p in &r.protocols {
+            protocols[usize::from(p / 64)] |= 1 << (p % 64);
+        }
+        let ports = |r: &[std::ops::RangeInclusive<u16>]| {
+            Ports(r.iter().map(|r| (*r.start(), *r.end())).collect())
+        };
+        RuleMatch {
+            sources: Prefixes::new(&r.sources),
+            destinations: Prefixes::new(&r.destinations),
+            protocols,
+            source_ports: ports(&r.source_ports),
+            destination_ports: ports(&r.destination_ports),
+            both_ways: r.direction == RuleDirection::Both,
+        }
+    }
+
+    /// Whether the flow whose first packet is `p` matches. An ICMP error is matched on the
+    /// flow it quotes, as the flow table keys it.
+    #[inline]
+    pub fn matches(&self, p: &ParsedPacket) -> bool {
+        let (src, dst, sport, dport, protocol, l4) = match p.embedded {
+            // The error travels back to the quoted packet's source: its flow was opened by
+            // the quoted packet.
+            Some(e) => (
+                e.src,
+                e.dst,
+                e.src_port,
+                e.dst_port,
+                e.protocol,
+                !e.fragmented && matches!(e.protocol, proto::TCP | proto::UDP),
+            ),
+            None => (
+                p.src,
+                p.dst,
+                p.src_port,
+                p.dst_port,
+                p.protocol,
+                p.l4_offset.is_some()
+                    && p.fragment.is_none_or(|f| f.first)
+                    && matches!(p.protocol, proto::TCP | proto::UDP),
+            ),
+        };
+        if self.protocols[usize::from(protocol / 64)] & (1 << (protocol % 64)) == 0 {
+            return false;
+        }
+        let one_way = |s: &IpAddrBytes, d: &IpAddrBytes, sp: u16, dp: u16| {
+            self.sources.admits(s)
+                && self.destinations.admits(d)
+                && self.source_ports.admits(l4, sp)
+                && self.destination_ports.admits(l4, dp)
+        };
+        one_way(&src, &dst, sport, dport) || (self.both_ways && one_way(&dst, &src, dport, sport))
+    }
+}
+
+/// One rule as the snapshot holds it.
+#[derive(Clone, Debug)]
+pub struct RuleView {
+    /// The rule's name (`"default"` for an endpoint's default action, `"user_ports"` for
+    /// index 0).
+    pub name: String,
+    /// Its endpoint's zone (0 for index 0).
+    pub zone: u16,
+    /// What it matches.
+    pub matcher: RuleMatch,
+    /// What it does.
+    pub action: Action,
+}
+
+/// One next hop of an endpoint, longest prefix first.
+#[derive(Clone, Copy, Debug)]
+pub struct EndpointRouteView {
+    net: u128,
+    mask: u128,
+    /// Egress port.
+    pub port: u16,
+    /// Next-hop MAC.
+    pub mac: [u8; 6],
+}
+
+/// An endpoint as the data path reads it.
+#[derive(Clone, Debug)]
+pub struct EndpointView {
+    /// Its name.
+    pub name: String,
+    /// Its zone: its index + 1 (flow keys carry it).
+    pub zone: u16,
+    /// Bit `p`: arrives on port `p` (ports 0-63).
+    ports: u64,
+    /// The VLAN tags its frames carry, and those its egress frames get.
+    pub tags: VlanTags,
+    prefixes: Prefixes,
+    /// Stickiness of its flows' keys (its groups share it).
+    pub stickiness: Stickiness,
+    /// What its encapsulations carry.
+    pub identity: AwsIdentity,
+    /// Its rules, then its default action, as indices into the snapshot's rules.
+    pub rules: Range<u16>,
+    /// The group whose idle timeouts its bypassed flows get (its first group; 0 if none).
+    pub timeout_group: u16,
+    /// Its routes, longest prefix first (empty: the node's routes, untagged).
+    pub routes: Vec<EndpointRouteView>,
+}
+
+impl EndpointView {
+    /// Whether a frame parsed as `p`, arriving on `in_port`, belongs to this endpoint.
+    #[inline]
+    pub fn claims(&self, p: &ParsedPacket, in_port: u16) -> bool {
+        in_port < 64
+            && self.ports & (1 << in_port) != 0
+            && p.vlan_count == self.tags.count
+            && p.vlan_ids[..usize::from(p.vlan_count.min(2))]
+                == self.tags.ids[..usize::from(self.tags.count.min(2))]
+            && (self.prefixes.0.is_empty()
+                || self.prefixes.holds(&p.src)
+                || self.prefixes.holds(&p.dst))
+    }
+
+    /// The endpoint's next hop for `dst`: `None` when it has no route for it (or no routes).
+    #[inline]
+    pub fn next_hop(&self, dst: &IpAddrBytes) -> Option<&EndpointRouteView> {
+        let bits = u128::from_be_bytes(dst.0);
+        self.routes.iter().find(|r| bits & r.mask == r.net)
+    }
+}
+
+/// The rule index and action for the new flow whose first packet is `p`, of endpoint `ep`:
+/// its first matching rule, else its default action (the last of its range).
+#[inline]
+pub fn decide(rules: &[RuleView], ep: &EndpointView, p: &ParsedPacket) -> (u16, Action) {
+    let (start, end) = (usize::from(ep.rules.start), usize::from(ep.rules.end));
+    let default = end - 1;
+    let i = rules[start..default]
+        .iter()
+        .position(|r| r.matcher.matches(p))
+        .map_or(default, |k| start + k);
+    (i as u16, rules[i].action)
+}
+
+/// The endpoints and rules of `cfg`: (endpoints, rules, per port the zones arriving there).
+pub fn build(cfg: &Config) -> (Vec<EndpointView>, Vec<RuleView>, Vec<Vec<u16>>) {
+    let mut rules = vec![RuleView {
+        name: "user_ports".to_owned(),
+        zone: 0,
+        matcher: RuleMatch::any(),
+        action: Action::Bypass,
+    }];
+    let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
+    let mut port_zones = vec![Vec::new(); cfg.ports.len()];
+    for (i, e) in cfg.endpoints.iter().enumerate() {
+        let zone = i as u16 + 1;
+        let start = rules.len() as u16;
+        for r in &e.rules {
+            rules.push(RuleView {
+                name: r.name.clone(),
+                zone,
+                matcher: RuleMatch::new(r),
+                action: r.action.into(),
+            });
+        }
+        rules.push(RuleView {
+            name: "default".to_owned(),
+            zone,
+            matcher: RuleMatch::any(),
+            action: e.default_action.into(),
+        });
+        let first_group = e.groups().next();
+        let mut routes: Vec<EndpointRouteView> = e
+            .routes
+            .iter()
+            .map(|r| {
+                let (net, mask) = net_mask(&r.prefix);
+                EndpointRouteView {
+                    net,
+                    mask,
+                    port: r.port as u16,
+                    mac: r.mac.0,
+                }
+            })
+            .collect();
+        // Longest prefix first (a stable sort keeps the file's order among equals).
+        routes.sort_by_key(|r| std::cmp::Reverse(r.mask.count_ones()));
+        let mut ids = [0u16; 2];
+        for (d, &v) in ids.iter_mut().zip(&e.vlan) {
+            *d = v;
+        }
+        for &p in &e.ports {
+            port_zones[p].push(zone);
+        }
+        endpoints.push(EndpointView {
+            name: e.name.clone(),
+            zone,
+            ports: e
+                .ports
+                .iter()
+                .filter(|&&p| p < 64)
+                .fold(0, |acc, &p| acc | 1 << p),
+            tags: VlanTags {
+                count: e.vlan.len() as u8,
+                ids,
+            },
+            prefixes: Prefixes::new(&e.prefixes),
+            stickiness: first_group
+                .map_or_else(Stickiness::default, |g| cfg.target_groups[g].stickiness),
+            identity: AwsIdentity {
+                vni: e.geneve_vni,
+                endpoint_id: e.endpoint_id,
+                attachment_id: e.attachment_id,
+            },
+            rules: start..rules.len() as u16,
+            timeout_group: first_group.unwrap_or(0) as u16,
+            routes,
+        });
+    }
+    (endpoints, rules, port_zones)
+}
+
+/// How a group's appliances' returns name their endpoint: (VNI, endpoint id, zone).
+#[derive(Clone, Debug, Default)]
+pub struct ReturnZones {
+    /// The endpoints this group inspects for.
+    zones: Vec<(u32, u64, u16)>,
+    /// The group's own user traffic (zone 0): its VNI and endpoint id, if it has user ports.
+    own: Option<(u32, u64)>,
+}
+
+impl ReturnZones {
+    /// The return zones of group `gi`.
+    pub fn new(cfg: &Config, gi: usize) -> Self {
+        let g = &cfg.target_groups[gi];
+        let zones = cfg
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.groups().any(|x| x == gi))
+            .map(|(i, e)| {
+                (
+                    e.geneve_vni.unwrap_or(g.geneve_vni),
+                    e.endpoint_id,
+                    i as u16 + 1,
+                )
+            })
+            .collect();
+        ReturnZones {
+            zones,
+            own: (!g.user_ports.is_empty()).then_some((g.geneve_vni, g.endpoint_id)),
+        }
+    }
+
+    /// The zone of a return with this VNI and echoed endpoint id, or `None` when it names no
+    /// endpoint of the group. A group that inspects for no endpoint takes every return as
+    /// its own (zone 0), as before endpoints existed. Without an echoed id the VNI decides,
+    /// if only one of the group's tenants has it.
+    #[inline]
+    pub fn zone_of(&self, vni: u32, endpoint_id: Option<u64>) -> Option<u16> {
+        if self.zones.is_empty() {
+            return Some(0);
+        }
+        let own = self
+            .own
+            .filter(|&(v, e)| v == vni && endpoint_id.is_none_or(|id| id == e))
+            .map(|_| 0);
+        let mut found = None;
+        for &(v, e, zone) in &self.zones {
+            if v == vni && endpoint_id.is_none_or(|id| id == e) {
+                if found.is_some() || own.is_some() {
+                    // Two tenants share the VNI and the return carries no id.
+                    return None;
+                }
+                found = Some(zone);
+            }
+        }
+        found.or(own)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_frame;
+    use gwlb_tests::frames;
+
+    fn cfg(extra: &str) -> Config {
+        let text = format!(
+            r#"
+[[ports]]
+name = "p0"
+device = "net_null0"
+role = "both"
+address = "10.0.0.1/24"
+mac = "02:00:00:00:00:01"
+
+[[target_groups]]
+name = "fw"
+user_ports = []
+[[target_groups.targets]]
+address = "10.0.0.10"
+mac = "02:00:00:00:00:10"
+
+[[target_groups]]
+name = "ids"
+user_ports = []
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:11"
+{extra}"#
+        );
+        Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const TWO_TENANTS: &str = r#"
+[[endpoints]]
+name = "a"
+ports = ["p0"]
+vlan = [100]
+target_group = "fw"
+[[endpoints.rules]]
+name = "web-to-ids"
+protocols = [6]
+destination_ports = ["80"]
+action = "inspect"
+target_group = "ids"
+[[endpoints.rules]]
+name = "backup"
+sources = ["10.1.0.0/16"]
+destinations = ["10.9.0.0/16"]
+direction = "forward"
+action = "bypass"
+[[endpoints.rules]]
+name = "telnet"
+protocols = [6]
+destination_ports = ["23"]
+action = "drop"
+tcp_reset = true
+
+[[endpoints]]
+name = "b"
+ports = ["p0"]
+vlan = [200, 7]
+default_action = "drop"
+"#;
+
+    /// A TCP SYN with these tags (outer first).
+    fn tcp(src: &str, dst: &str, sport: u16, dport: u16, vlan: &[u16]) -> ParsedPacket {
+        let ip = |a: &str| a.parse::<std::net::Ipv4Addr>().unwrap().octets();
+        let mut f = frames::frame(
+            [2, 0, 0, 0, 0, 9],
+            [2, 0, 0, 0, 0, 1],
+            frames::Ips::V4(ip(src), ip(dst)),
+            frames::L4::Tcp {
+                src_port: sport,
+                dst_port: dport,
+                flags: 0x02,
+            },
+            b"",
+        );
+        for &v in vlan.iter().rev() {
+            f = frames::vlan_tagged(&f, 0, v);
+        }
+        parse_frame(&f).unwrap()
+    }
+
+    #[test]
+    fn endpoints_claim_by_port_and_tags() {
+        let (eps, _, port_zones) = build(&cfg(TWO_TENANTS));
+        assert_eq!(port_zones, [vec![1, 2]]);
+        let p = tcp("10.1.0.5", "10.9.0.5", 1000, 80, &[100]);
+        assert!(eps[0].claims(&p, 0));
+        assert!(!eps[0].claims(&p, 1));
+        assert!(!eps[1].claims(&p, 0));
+        assert!(eps[1].claims(&tcp("10.1.0.5", "10.9.0.5", 1, 2, &[200, 7]), 0));
+        assert!(!eps[1].claims(&tcp("10.1.0.5", "10.9.0.5", 1, 2, &[200]), 0));
+        assert!(!eps[0].claims(&tcp("10.1.0.5", "10.9.0.5", 1, 2, &[]), 0));
+    }
+
+    #[test]
+    fn first_match_wins_and_the_default_comes_last() {
+        let (eps, rules, _) = build(&cfg(TWO_TENANTS));
+        let a = &eps[0];
+        assert_eq!(a.rules, 1..5);
+        let d = |p: &ParsedPacket| {
+            let (i, act) = decide(&rules, a, p);
+            (rules[usize::from(i)].name.as_str(), act)
+        };
+        // Port 80 goes to "ids" before the backup rule sees it.
+        assert_eq!(
+            d(&tcp("10.1.0.5", "10.9.0.5", 1000, 80, &[100])),
+            ("web-to-ids", Action::Inspect(1))
+        );
+        // Both ways by default: the reply direction of a port-80 flow matches too.
+        assert_eq!(
+            d(&tcp("10.9.0.5", "10.1.0.5", 80, 1000, &[100])),
+            ("web-to-ids", Action::Inspect(1))
+        );
+        assert_eq!(
+            d(&tcp("10.1.0.5", "10.9.0.5", 1000, 5000, &[100])),
+            ("backup", Action::Bypass)
+        );
+        // "forward" only: opened from the other side it is not the backup rule's.
+        assert_eq!(
+            d(&tcp("10.9.0.5", "10.1.0.5", 5000, 1000, &[100])),
+            ("default", Action::Inspect(0))
+        );
+        assert_eq!(
+            d(&tcp("10.2.0.5", "10.3.0.5", 1000, 23, &[100])),
+            ("telnet", Action::Drop { reset: true })
+        );
+        let (i, act) = decide(
+            &rules,
+            &eps[1],
+            &tcp("10.1.0.5", "10.9.0.5", 1, 2, &[200, 7]),
+        );
+        assert_eq!(
+            (rules[usize::from(i)].name.as_str(), act),
+            ("default", Action::Drop { reset: false })
+        );
+    }
+
+    #[test]
+    fn returns_name_their_endpoint_by_vni_and_endpoint_id() {
+        let c = cfg(&format!(
+            "{TWO_TENANTS}\n[[endpoints]]\nname = \"c\"\nports = [\"p0\"]\nvlan = [300]\ntarget_group = \"fw\"\ngeneve_vni = 9\n"
+        ));
+        let fw = ReturnZones::new(&c, 0);
+        let (a, cz) = (c.endpoints[0].endpoint_id, c.endpoints[2].endpoint_id);
+        assert_eq!(fw.zone_of(0, Some(a)), Some(1));
+        assert_eq!(fw.zone_of(9, Some(cz)), Some(3));
+        // Without the id (a Linux appliance) the VNI alone decides: unique here.
+        assert_eq!(fw.zone_of(9, None), Some(3));
+        assert_eq!(fw.zone_of(0, None), Some(1));
+        // An id that is not the group's tenant, or an unknown VNI.
+        assert_eq!(fw.zone_of(0, Some(cz)), None);
+        assert_eq!(fw.zone_of(5, None), None);
+        // "ids" inspects for endpoint a only.
+        let ids = ReturnZones::new(&c, 1);
+        assert_eq!(ids.zone_of(0, Some(a)), Some(1));
+        assert_eq!(ids.zone_of(0, Some(cz)), None);
+    }
+}
