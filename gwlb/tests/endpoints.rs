@@ -1,0 +1,337 @@
+//! Endpoints (tenants) and steering rules through the pipeline (no DPDK): two tenants with
+//! the same addresses on different VLANs are kept apart end to end (flows, endpoint ids,
+//! returns to their own VLAN and router), and the rules' inspect / bypass / drop actions,
+//! decided once per flow, with their counters.
+
+use gwlb::config::Config;
+use gwlb::packet_buf::{PacketBuf, VecBuf};
+use gwlb::parse::DropReason;
+use gwlb::pipeline::{Pipeline, Verdict};
+use gwlb::snapshot::{LiveState, Snapshot};
+use gwlb_tests::frames::{frame, vlan_tagged, Ips, L4};
+use gwlb_tests::geneve_returns::{aws_echo, linux_return, Outer};
+
+const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
+const ROUTER_A: [u8; 6] = [2, 0, 0, 0, 0xa, 1];
+const ROUTER_B: [u8; 6] = [2, 0, 0, 0, 0xb, 1];
+
+/// One port; group "fw" (AWS-style appliance .11) and "ids" (Linux-style appliance .12);
+/// tenants "a" (VLAN 100) and "b" (QinQ 200/7) with the same addresses.
+const CONFIG: &str = r#"
+[dataplane]
+worker_cpus = [1]
+main_cpu = 0
+[[ports]]
+name = "p"
+device = "net_null0"
+role = "both"
+address = "10.0.0.1/24"
+[[target_groups]]
+name = "fw"
+[target_groups.health_check]
+enabled = false
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:0b"
+[[target_groups]]
+name = "ids"
+[target_groups.health_check]
+enabled = false
+[[target_groups.targets]]
+address = "10.0.0.12"
+mac = "02:00:00:00:00:0c"
+
+[[endpoints]]
+name = "a"
+ports = ["p"]
+vlan = [100]
+target_group = "fw"
+endpoint_id = 0xa
+attachment_id = 1
+[[endpoints.routes]]
+prefix = "0.0.0.0/0"
+via = "10.1.255.1"
+mac = "02:00:00:00:0a:01"
+[[endpoints.rules]]
+name = "web-to-ids"
+protocols = [6]
+destination_ports = ["80"]
+action = "inspect"
+target_group = "ids"
+[[endpoints.rules]]
+name = "backup"
+destinations = ["10.9.0.0/16"]
+action = "bypass"
+[[endpoints.rules]]
+name = "telnet"
+protocols = [6]
+destination_ports = ["23"]
+action = "drop"
+tcp_reset = true
+
+[[endpoints]]
+name = "b"
+ports = ["p"]
+vlan = [200, 7]
+target_group = "fw"
+endpoint_id = 0xb
+geneve_vni = 22
+[[endpoints.routes]]
+prefix = "0.0.0.0/0"
+via = "10.1.255.1"
+mac = "02:00:00:00:0b:01"
+[[endpoints.rules]]
+name = "no-dns"
+protocols = [17]
+destination_ports = ["53"]
+action = "drop"
+"#;
+
+fn setup() -> (Config, Snapshot, Pipeline) {
+    let cfg = Config::from_toml_str(CONFIG).unwrap_or_else(|e| panic!("{e}"));
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    (cfg, snap, Pipeline::new(4096, Default::default()).unwrap())
+}
+
+/// The same packet for every tenant: 10.1.0.2:sport -> 10.2.0.2:dport, tagged `vlan`
+/// (outer first).
+fn user(l4: L4, reverse: bool, vlan: &[u16]) -> Vec<u8> {
+    let (a, b) = ([10, 1, 0, 2], [10, 2, 0, 2]);
+    let (ips, l4) = if reverse {
+        let l4 = match l4 {
+            L4::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            } => L4::Tcp {
+                src_port: dst_port,
+                dst_port: src_port,
+                flags,
+            },
+            L4::Udp { src_port, dst_port } => L4::Udp {
+                src_port: dst_port,
+                dst_port: src_port,
+            },
+            other => other,
+        };
+        (Ips::V4(b, a), l4)
+    } else {
+        (Ips::V4(a, b), l4)
+    };
+    let mut f = frame(CLIENT_MAC, GW_MAC, ips, l4, b"payload of the tenant");
+    for &v in vlan.iter().rev() {
+        f = vlan_tagged(&f, 0, v);
+    }
+    f
+}
+
+fn tcp(dport: u16, flags: u8) -> L4 {
+    L4::Tcp {
+        src_port: 40000,
+        dst_port: dport,
+        flags,
+    }
+}
+
+fn process(snap: &Snapshot, pipe: &mut Pipeline, f: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut b = VecBuf::with_headroom(f, 256);
+    let v = pipe.process(snap, &mut b, 0, 1);
+    (v, b.data().to_vec())
+}
+
+/// The Geneve facts of an encapsulation: (appliance's last octet, VNI, endpoint id,
+/// attachment id).
+fn geneve_of(d: &[u8]) -> (u8, u32, u64, u64) {
+    let g = geneve::Packet::new_checked(&d[42..]).unwrap();
+    let o = geneve::AwsOptions::find(g.options());
+    (
+        d[33],
+        g.vni(),
+        o.endpoint_id.unwrap(),
+        o.attachment_id.unwrap(),
+    )
+}
+
+/// The IP packet of a user frame (after its tags).
+fn ip_of(f: &[u8]) -> &[u8] {
+    let mut off = 12;
+    while matches!(u16::from_be_bytes([f[off], f[off + 1]]), 0x8100 | 0x88a8) {
+        off += 4;
+    }
+    &f[off + 2..]
+}
+
+/// The VLAN ids of a frame, outer first, and its L2 length.
+fn tags_of(f: &[u8]) -> (Vec<u16>, [u16; 2]) {
+    let mut ids = Vec::new();
+    let mut tpids = [0u16; 2];
+    let mut off = 12;
+    while matches!(u16::from_be_bytes([f[off], f[off + 1]]), 0x8100 | 0x88a8) {
+        tpids[ids.len().min(1)] = u16::from_be_bytes([f[off], f[off + 1]]);
+        ids.push(u16::from_be_bytes([f[off + 2], f[off + 3]]) & 0x0fff);
+        off += 4;
+    }
+    (ids, tpids)
+}
+
+#[test]
+fn two_tenants_with_the_same_addresses_stay_apart_end_to_end() {
+    let (_, snap, mut pipe) = setup();
+    let udp = L4::Udp {
+        src_port: 5000,
+        dst_port: 6000,
+    };
+    for (vlan, vni, eid, aid, router) in [
+        (&[100u16][..], 0u32, 0xau64, 1u64, ROUTER_A),
+        (&[200, 7][..], 22, 0xb, 0, ROUTER_B),
+    ] {
+        let f = user(udp, false, vlan);
+        let (v, enc) = process(&snap, &mut pipe, &f);
+        assert_eq!(v, Verdict::Tx(0), "{vlan:?}");
+        // To the default group "fw", with the tenant's VNI and ids.
+        assert_eq!(geneve_of(&enc), (11, vni, eid, aid), "{vlan:?}");
+        assert_eq!(&enc[82..], ip_of(&f), "the inner packet, untagged");
+        // The AWS-style appliance echoes it: back to the tenant's router, with its tags.
+        let (v, out) = process(&snap, &mut pipe, &aws_echo(&enc));
+        assert_eq!(v, Verdict::Tx(0), "{vlan:?}");
+        assert_eq!(&out[0..6], &router[..]);
+        assert_eq!(&out[6..12], &GW_MAC[..]);
+        let (ids, tpids) = tags_of(&out);
+        assert_eq!(ids, vlan, "its own tags restored");
+        if vlan.len() == 2 {
+            assert_eq!(tpids, [0x88a8, 0x8100], "QinQ: an S-tag then a C-tag");
+        }
+        assert_eq!(ip_of(&out), ip_of(&f), "the packet unchanged");
+    }
+    // Same 5-tuple, two tenants: two flows.
+    assert_eq!(pipe.counters.new_flows, 2);
+    assert_eq!(pipe.counters.decapsulated, 2);
+    // Untagged, or with a tag no endpoint has: nobody's.
+    for vlan in [&[][..], &[300][..]] {
+        let (v, _) = process(&snap, &mut pipe, &user(udp, false, vlan));
+        assert_eq!(v, Verdict::Drop(DropReason::NoEndpoint));
+    }
+}
+
+#[test]
+fn a_return_goes_to_the_tenant_its_endpoint_id_names() {
+    let (_, snap, mut pipe) = setup();
+    let udp = L4::Udp {
+        src_port: 5000,
+        dst_port: 6000,
+    };
+    let (_, enc_a) = process(&snap, &mut pipe, &user(udp, false, &[100]));
+    let (_, enc_b) = process(&snap, &mut pipe, &user(udp, false, &[200, 7]));
+    // Tenant b's VNI with tenant a's endpoint id: no endpoint of "fw" looks like that.
+    let mut forged = aws_echo(&enc_a);
+    forged[46] = 0;
+    forged[47] = 0;
+    forged[48] = 22;
+    let (v, _) = process(&snap, &mut pipe, &forged);
+    assert_eq!(v, Verdict::Drop(DropReason::ReturnEndpointUnknown));
+    // A Linux-style return (no options): the VNI alone names the tenant.
+    let linux = linux_return(&Outer::reply_to(&enc_b), &enc_b[82..], 22);
+    let (v, out) = process(&snap, &mut pipe, &linux);
+    assert_eq!(v, Verdict::Tx(0));
+    assert_eq!(&out[0..6], &ROUTER_B[..]);
+    assert_eq!(tags_of(&out).0, [200, 7]);
+}
+
+#[test]
+fn rules_inspect_bypass_and_drop_once_per_flow() {
+    let (cfg, snap, mut pipe) = setup();
+    let rule = |name: &str| {
+        snap.rules
+            .iter()
+            .position(|r| r.name == name && r.zone == 1)
+            .unwrap()
+    };
+    // Port 80 goes to "ids" (appliance .12), both directions of the flow.
+    for (reverse, flags) in [(false, 0x02), (true, 0x12), (false, 0x10)] {
+        let (v, enc) = process(&snap, &mut pipe, &user(tcp(80, flags), reverse, &[100]));
+        assert_eq!(v, Verdict::Tx(0));
+        assert_eq!(geneve_of(&enc).0, 12, "inspected by ids");
+        assert_eq!(geneve_of(&enc).2, cfg.endpoints[0].endpoint_id);
+    }
+    assert_eq!(pipe.counters.rules[rule("web-to-ids")], [3, 3 * 61, 1]);
+    // The backup network bypasses inspection: forwarded, tags kept, never encapsulated.
+    let f = {
+        let mut f = frame(
+            CLIENT_MAC,
+            GW_MAC,
+            Ips::V4([10, 1, 0, 2], [10, 9, 0, 9]),
+            tcp(873, 0x02),
+            b"rsync",
+        );
+        f = vlan_tagged(&f, 0, 100);
+        f
+    };
+    let encapsulated = pipe.counters.encapsulated;
+    for _ in 0..3 {
+        let (v, out) = process(&snap, &mut pipe, &f);
+        assert_eq!(v, Verdict::Tx(0));
+        assert_eq!(&out[0..6], &ROUTER_A[..]);
+        assert_eq!(&out[12..], &f[12..], "tags and packet unchanged");
+    }
+    assert_eq!(
+        pipe.counters.encapsulated, encapsulated,
+        "no appliance saw it"
+    );
+    assert_eq!(pipe.counters.bypassed, 3);
+    assert_eq!(pipe.counters.rules[rule("backup")][0], 3);
+    assert_eq!(
+        pipe.counters.rules[rule("backup")][2],
+        1,
+        "one flow, decided once"
+    );
+    // Telnet is dropped and answered with a RST (back to the client, its tag kept).
+    let (v, rst) = process(&snap, &mut pipe, &user(tcp(23, 0x02), false, &[100]));
+    assert_eq!(v, Verdict::Tx(0));
+    assert_eq!(tags_of(&rst).0, [100]);
+    let t = &ip_of(&rst)[20..];
+    assert_eq!(t[13] & 0x04, 0x04, "RST");
+    assert_eq!(pipe.counters.drops[DropReason::PolicyDrop.index()], 1);
+    assert_eq!(pipe.counters.tcp_resets, 1);
+    // A drop is not stored: the next packet is decided (and dropped) again.
+    let flows = pipe.flows().len();
+    let (v, _) = process(&snap, &mut pipe, &user(tcp(23, 0x02), false, &[100]));
+    assert_eq!(v, Verdict::Tx(0));
+    assert_eq!(pipe.flows().len(), flows);
+    // Tenant b's rule drops its DNS without a reset; tenant a's DNS is inspected by "fw".
+    let dns = L4::Udp {
+        src_port: 5353,
+        dst_port: 53,
+    };
+    let (v, _) = process(&snap, &mut pipe, &user(dns, false, &[200, 7]));
+    assert_eq!(v, Verdict::Drop(DropReason::PolicyDrop));
+    let (v, enc) = process(&snap, &mut pipe, &user(dns, false, &[100]));
+    assert_eq!(v, Verdict::Tx(0));
+    assert_eq!(geneve_of(&enc).0, 11);
+}
+
+#[test]
+fn burst_and_single_packet_paths_agree() {
+    let (_, snap, mut single) = setup();
+    let (_, _, mut burst) = setup();
+    let frames: Vec<Vec<u8>> = [80u16, 23, 873, 5000]
+        .iter()
+        .flat_map(|&port| {
+            [&[100u16][..], &[200, 7][..], &[][..]]
+                .into_iter()
+                .map(move |vlan| user(tcp(port, 0x02), false, vlan))
+        })
+        .collect();
+    let mut bufs: Vec<VecBuf> = frames
+        .iter()
+        .map(|f| VecBuf::with_headroom(f, 256))
+        .collect();
+    let mut verdicts = vec![Verdict::ToHost; bufs.len()];
+    burst.process_burst(&snap, &mut bufs, 0, 1, &mut verdicts);
+    for (i, f) in frames.iter().enumerate() {
+        let (v, out) = process(&snap, &mut single, f);
+        assert_eq!(v, verdicts[i], "frame {i}");
+        assert_eq!(out, bufs[i].data(), "frame {i}");
+    }
+    assert_eq!(single.counters, burst.counters);
+}
