@@ -46,6 +46,8 @@ macro_rules! worker_counter_table {
                 "Appliance returns decapsulated and forwarded.", "DECAP";
             fail_open: pipeline.fail_open, "gwlb_worker_fail_open_packets_total",
                 "Packets forwarded uninspected (fail-open).", "FAIL_OPEN";
+            bypassed: pipeline.bypassed, "gwlb_worker_bypassed_packets_total",
+                "Packets forwarded uninspected by a steering rule (bypass).", "";
             to_host: pipeline.to_host, "gwlb_worker_to_host_packets_total",
                 "Packets handed to the host kernel.", "TO_HOST";
             new_flows: pipeline.new_flows, "gwlb_worker_new_flows_total",
@@ -105,6 +107,8 @@ macro_rules! define_worker_stats {
             /// Per mirror session: its [`crate::mirror::MirrorCounter`]s.
             pub mirror: [[AtomicU64; crate::mirror::MirrorCounter::COUNT];
                 crate::pipeline::MAX_MIRROR_SESSIONS],
+            /// Per steering rule index: packets, bytes, new flows.
+            pub rules: Box<[[AtomicU64; 3]]>,
         }
 
         impl WorkerStats {
@@ -123,6 +127,9 @@ macro_rules! define_worker_stats {
                         .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                         .collect(),
                     mirror: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+                    rules: (0..crate::pipeline::MAX_RULE_SLOTS)
+                        .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                        .collect(),
                 }
             }
 
@@ -176,12 +183,18 @@ impl WorkerStats {
         }
     }
 
-    /// Copies the per-appliance counters of the first `n` slots, and the mirror sessions'.
-    pub fn publish_appliances(&self, c: &Counters, n: usize) {
+    /// Copies the per-appliance counters of the first `n` slots, the first `rules` rules'
+    /// and the mirror sessions'.
+    pub fn publish_appliances(&self, c: &Counters, n: usize, rules: usize) {
         for i in 0..n.min(self.appliance.len()) {
             self.appliance[i][0].store(c.appliance_packets[i], Relaxed);
             self.appliance[i][1].store(c.appliance_bytes[i], Relaxed);
             self.appliance[i][2].store(c.appliance_flows[i], Relaxed);
+        }
+        for (a, v) in self.rules.iter().zip(c.rules.iter()).take(rules) {
+            for (a, v) in a.iter().zip(v) {
+                a.store(*v, Relaxed);
+            }
         }
         for (a, v) in self.mirror.iter().zip(c.mirror.iter()) {
             for (a, v) in a.iter().zip(v) {
@@ -214,7 +227,12 @@ mod tests {
             c.to_host,
         ) = (21, 22, 23, 24, 25);
         (c.new_flows, c.rebalanced_flows, c.tcp_resets, c.table_full) = (26, 27, 28, 29);
-        (c.stateless_returns, c.icmp_too_big, c.restarted_flows) = (30, 31, 32);
+        (
+            c.stateless_returns,
+            c.icmp_too_big,
+            c.restarted_flows,
+            c.bypassed,
+        ) = (30, 31, 32, 33);
         c.drops[DropReason::TxFull.index()] = 100;
         let io = LoopIo {
             rx: 11,
@@ -235,6 +253,7 @@ mod tests {
             ("encapsulated", 22),
             ("decapsulated", 23),
             ("fail_open", 24),
+            ("bypassed", 33),
             ("to_host", 25),
             ("new_flows", 26),
             ("rebalanced_flows", 27),

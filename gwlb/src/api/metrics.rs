@@ -141,6 +141,57 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
             );
         }
     }
+    for (metric, help, get) in [
+        (
+            "gwlb_endpoint_packets_total",
+            "User packets of an endpoint (tenant), whatever its rules decided.",
+            (|r: &crate::control::RuleReport| r.packets) as fn(&crate::control::RuleReport) -> u64,
+        ),
+        (
+            "gwlb_endpoint_bytes_total",
+            "Bytes (IP) of an endpoint's user packets.",
+            |r| r.bytes,
+        ),
+        (
+            "gwlb_endpoint_flows_total",
+            "Flows of an endpoint its rules decided (dropped flows are not stored and not counted).",
+            |r| r.flows,
+        ),
+    ] {
+        e.family(metric, Counter, help);
+        for ep in &stats.endpoints {
+            let n: u64 = ep.rules.iter().map(get).sum();
+            e.sample(metric, &[("endpoint", &ep.name)], n);
+        }
+    }
+    for (metric, help, get) in [
+        (
+            "gwlb_rule_packets_total",
+            "User packets of the flows a steering rule decided (rule \"default\": the endpoint's default action).",
+            (|r: &crate::control::RuleReport| r.packets) as fn(&crate::control::RuleReport) -> u64,
+        ),
+        (
+            "gwlb_rule_bytes_total",
+            "Bytes (IP) of the user packets a steering rule decided.",
+            |r| r.bytes,
+        ),
+        (
+            "gwlb_rule_flows_total",
+            "Flows a steering rule decided.",
+            |r| r.flows,
+        ),
+    ] {
+        e.family(metric, Counter, help);
+        for ep in &stats.endpoints {
+            for r in &ep.rules {
+                e.sample(
+                    metric,
+                    &[("endpoint", ep.name.as_str()), ("rule", r.name.as_str())],
+                    get(r),
+                );
+            }
+        }
+    }
     e.family(
         "gwlb_target_group_failed_over",
         Gauge,

@@ -75,6 +75,11 @@ impl Routes {
                 no_query(req)?;
                 Ok(Reply::json(200, &self.handle.stats()?.mirror_sessions))
             }
+            ["v1", "endpoints"] => {
+                allow(method, &["GET"])?;
+                no_query(req)?;
+                Ok(Reply::json(200, &self.handle.stats()?.endpoints))
+            }
             ["v1", "target-groups", group] => {
                 allow(method, &["GET"])?;
                 no_query(req)?;

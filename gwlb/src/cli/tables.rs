@@ -208,6 +208,10 @@ pub fn stats(s: &StatsReport) -> String {
         out.push('\n');
         out.push_str(&mirror_sessions(&s.mirror_sessions));
     }
+    if !s.endpoints.is_empty() {
+        out.push('\n');
+        out.push_str(&endpoints(&s.endpoints));
+    }
     if let Some(d) = &s.drain {
         out.push('\n');
         out.push_str(&drain(d));
@@ -263,6 +267,41 @@ fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> String {
     t.render()
 }
 
+/// The endpoints of `gwlb stats`: a row per endpoint (its totals), then a row per rule.
+fn endpoints(endpoints: &[crate::control::EndpointReport]) -> String {
+    let mut t = Table::new(&[
+        "ENDPOINT", "RULE", "ACTION", "GROUP", "PACKETS", "BYTES", "FLOWS",
+    ]);
+    for e in endpoints {
+        let vlan: Vec<String> = e.vlan.iter().map(u16::to_string).collect();
+        t.row(&[
+            e.name.clone(),
+            "*".to_owned(),
+            if vlan.is_empty() {
+                "untagged".to_owned()
+            } else {
+                format!("vlan {}", vlan.join("."))
+            },
+            e.endpoint_id.clone(),
+            e.packets.to_string(),
+            e.bytes.to_string(),
+            e.flows.to_string(),
+        ]);
+        for r in &e.rules {
+            t.row(&[
+                e.name.clone(),
+                r.name.clone(),
+                r.action.clone(),
+                r.target_group.clone().unwrap_or_else(|| "-".to_owned()),
+                r.packets.to_string(),
+                r.bytes.to_string(),
+                r.flows.to_string(),
+            ]);
+        }
+    }
+    t.render()
+}
+
 /// The BGP part of `gwlb stats`.
 fn routing(r: &RoutingReport) -> String {
     let mut out = format!(
@@ -309,16 +348,34 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
 
 /// Flows, one row each.
 pub fn flows(flows: &[FlowInfo]) -> String {
-    let mut table = Table::new(&["WORKER", "GROUP", "APPLIANCE", "PROTO", "A", "B", "IDLE"]);
+    let mut table = Table::new(&[
+        "WORKER",
+        "GROUP",
+        "APPLIANCE",
+        "PROTO",
+        "A",
+        "B",
+        "IDLE",
+        "ENDPOINT",
+        "RULE",
+    ]);
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".to_owned());
     for f in flows {
+        let (group, appliance) = if f.bypass {
+            ("-".to_owned(), "bypass".to_owned())
+        } else {
+            (f.group.clone(), f.appliance.to_string())
+        };
         table.row(&[
             f.worker.to_string(),
-            f.group.clone(),
-            f.appliance.to_string(),
+            group,
+            appliance,
             protocol(f.protocol),
             endpoint(f.addr_a, f.port_a),
             endpoint(f.addr_b, f.port_b),
             format!("{}s", f.idle_s),
+            dash(&f.endpoint),
+            dash(&f.rule),
         ]);
     }
     table.render()
@@ -457,6 +514,50 @@ mod tests {
             ]
         );
         assert!(!stats(&StatsReport::default()).contains("MIRROR"));
+    }
+
+    #[test]
+    fn test_stats_show_endpoints_and_rules() {
+        let rule =
+            |name: &str, action: &str, group: Option<&str>, n: u64| crate::control::RuleReport {
+                name: name.into(),
+                action: action.into(),
+                target_group: group.map(Into::into),
+                packets: n,
+                bytes: n * 100,
+                flows: 1,
+            };
+        let s = StatsReport {
+            endpoints: vec![crate::control::EndpointReport {
+                name: "tenant-a".into(),
+                vlan: vec![100, 7],
+                endpoint_id: "0xa".into(),
+                packets: 5,
+                bytes: 500,
+                flows: 2,
+                rules: vec![
+                    rule("backup", "bypass", None, 2),
+                    rule("default", "inspect", Some("fw"), 3),
+                ],
+            }],
+            ..Default::default()
+        };
+        let out = stats(&s);
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .filter(|l| l.starts_with("tenant-a "))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["tenant-a", "*", "vlan", "100.7", "0xa", "5", "500", "2"],
+                vec!["tenant-a", "backup", "bypass", "-", "2", "200", "1"],
+                vec!["tenant-a", "default", "inspect", "fw", "3", "300", "1"],
+            ],
+            "{out}"
+        );
+        assert!(!stats(&StatsReport::default()).contains("ENDPOINT"));
     }
 
     #[test]

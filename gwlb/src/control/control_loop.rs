@@ -1006,7 +1006,57 @@ impl ControlLoop {
             routing: self.speaker.as_ref().map(Speaker::report),
             drain: self.drain_report(),
             mirror_sessions: self.mirror_reports(),
+            endpoints: self.endpoint_reports(),
         }
+    }
+
+    /// Each endpoint with its rules' counters summed over the workers (rule indices as the
+    /// current snapshot has them: see `crate::policy`).
+    fn endpoint_reports(&self) -> Vec<crate::control::EndpointReport> {
+        use crate::policy::Action;
+        let snap = self.snapshot.load();
+        let sum = |i: usize, c: usize| -> u64 {
+            self.stats
+                .iter()
+                .map(|w| w.rules.get(i).map_or(0, |r| r[c].load(Relaxed)))
+                .sum()
+        };
+        snap.endpoints
+            .iter()
+            .map(|ep| {
+                let rules: Vec<crate::control::RuleReport> = (ep.rules.start..ep.rules.end)
+                    .map(usize::from)
+                    .filter_map(|i| Some((i, snap.rules.get(i)?)))
+                    .map(|(i, r)| crate::control::RuleReport {
+                        name: r.name.clone(),
+                        action: match r.action {
+                            Action::Inspect(_) => "inspect",
+                            Action::Bypass => "bypass",
+                            Action::Drop { .. } => "drop",
+                        }
+                        .to_owned(),
+                        target_group: match r.action {
+                            Action::Inspect(g) => {
+                                snap.groups.get(usize::from(g)).map(|g| g.name.clone())
+                            }
+                            _ => None,
+                        },
+                        packets: sum(i, 0),
+                        bytes: sum(i, 1),
+                        flows: sum(i, 2),
+                    })
+                    .collect();
+                crate::control::EndpointReport {
+                    name: ep.name.clone(),
+                    vlan: ep.tags.ids[..usize::from(ep.tags.count.min(2))].to_vec(),
+                    endpoint_id: format!("{:#x}", ep.identity.endpoint_id),
+                    packets: rules.iter().map(|r| r.packets).sum(),
+                    bytes: rules.iter().map(|r| r.bytes).sum(),
+                    flows: rules.iter().map(|r| r.flows).sum(),
+                    rules,
+                }
+            })
+            .collect()
     }
 
     /// Each mirror session with its counters summed over the workers.
@@ -1116,11 +1166,12 @@ impl ControlLoop {
     }
 
     fn flow_info(&self, snap: &Snapshot, worker: usize, r: &FlowRecord) -> FlowInfo {
-        let group = self
-            .cfg
-            .target_groups
-            .get(usize::from(r.entry.group))
-            .map_or_else(String::new, |g| g.name.clone());
+        let bypass = r.key.zone() != 0 && r.entry.is_bypass();
+        let group = match self.cfg.target_groups.get(usize::from(r.entry.group)) {
+            Some(g) if !bypass => g.name.clone(),
+            _ => String::new(),
+        };
+        let endpoint = snap.endpoint(r.key.zone());
         let appliance = snap
             .appliances
             .get(usize::from(r.entry.appliance))
@@ -1135,6 +1186,11 @@ impl ControlLoop {
             addr_b: r.key.hi_addr().to_ip_addr(),
             port_b: r.key.hi_port(),
             idle_s: r.idle,
+            endpoint: endpoint.map(|e| e.name.clone()),
+            rule: endpoint
+                .and_then(|_| snap.rules.get(usize::from(r.entry.rule)))
+                .map(|r| r.name.clone()),
+            bypass,
         }
     }
 

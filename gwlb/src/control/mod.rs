@@ -405,6 +405,45 @@ pub struct StatsReport {
     /// The mirror sessions, in configuration order, with their counters summed over workers.
     #[serde(default)]
     pub mirror_sessions: Vec<MirrorSessionReport>,
+    /// The endpoints, in configuration order, with their rules' counters summed over workers.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointReport>,
+}
+
+/// An endpoint (tenant) and what its traffic did ([`StatsReport::endpoints`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointReport {
+    /// Name.
+    pub name: String,
+    /// Its VLAN ids, outer first (empty: untagged).
+    pub vlan: Vec<u16>,
+    /// AWS option type 1 of its encapsulations, `0x` hexadecimal.
+    pub endpoint_id: String,
+    /// User packets, bytes (IP) and new flows: the sums of its rules'.
+    pub packets: u64,
+    /// See `packets`.
+    pub bytes: u64,
+    /// See `packets`.
+    pub flows: u64,
+    /// Its rules in order, then its default action (`"default"`).
+    pub rules: Vec<RuleReport>,
+}
+
+/// A steering rule and the user traffic it decided ([`EndpointReport::rules`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleReport {
+    /// Name (`"default"`: the endpoint's default action).
+    pub name: String,
+    /// `inspect`, `bypass` or `drop`.
+    pub action: String,
+    /// The inspecting group (`inspect` only).
+    pub target_group: Option<String>,
+    /// User packets of the flows it decided.
+    pub packets: u64,
+    /// Their bytes (IP).
+    pub bytes: u64,
+    /// Flows it decided (dropped flows are not stored: 0 for `drop`).
+    pub flows: u64,
 }
 
 /// A mirror session and what it did ([`StatsReport::mirror_sessions`]).
@@ -501,6 +540,15 @@ pub struct FlowInfo {
     pub port_b: u16,
     /// Seconds since the flow's last packet.
     pub idle_s: u32,
+    /// The endpoint (tenant) the flow belongs to (`None`: a group's own user traffic).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The steering rule that decided it (`None` without an endpoint).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Forwarded uninspected by its rule (`group` and `appliance` then mean nothing).
+    #[serde(default)]
+    pub bypass: bool,
 }
 
 /// A page of flows.

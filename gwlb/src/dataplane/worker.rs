@@ -209,9 +209,9 @@ struct Routing {
 }
 
 /// Publishes everything the control plane reads.
-fn publish_all(stats: &WorkerStats, pipeline: &Pipeline, lc: &LoopIo, appliances: usize) {
+fn publish_all(stats: &WorkerStats, pipeline: &Pipeline, lc: &LoopIo, snap: &Snapshot) {
     stats.publish(pipeline, lc);
-    stats.publish_appliances(&pipeline.counters, appliances);
+    stats.publish_appliances(&pipeline.counters, snap.appliances.len(), snap.rules.len());
 }
 
 /// Runs the worker loop until `stop` is set. Returns the pipeline for final reporting.
@@ -325,7 +325,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
         // Everything else (per-appliance counters, flow-table occupancy) every 100 ms and on
         // a new snapshot, busy or not: a gateway under constant load must still report.
         if published_gen != snap.generation || tsc.wrapping_sub(last_full_publish) > hz / 10 {
-            publish_all(&w.stats, &w.pipeline, &out.lc, snap.appliances.len());
+            publish_all(&w.stats, &w.pipeline, &out.lc, &snap);
             // Proof of life for the control loop (a stalled worker withdraws the BGP
             // announcement): it changes every 100 ms while the loop turns.
             w.stats.heartbeat.store(tsc, Relaxed);
@@ -349,7 +349,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
         }
     }
     out.flush_due(0, true);
-    publish_all(&w.stats, &w.pipeline, &out.lc, snap.appliances.len());
+    publish_all(&w.stats, &w.pipeline, &out.lc, &snap);
     w.pipeline
 }
 

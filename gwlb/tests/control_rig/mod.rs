@@ -222,7 +222,11 @@ impl Gateway {
                 }
                 let publish = |pipe: &Pipeline, io: &LoopIo| {
                     stats.publish(pipe, io);
-                    stats.publish_appliances(&pipe.counters, MAX_APPLIANCES);
+                    stats.publish_appliances(
+                        &pipe.counters,
+                        MAX_APPLIANCES,
+                        pipe.counters.rules.len(),
+                    );
                 };
                 publish(&pipe, &io);
                 let _ = ready.send(());

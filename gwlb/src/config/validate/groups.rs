@@ -301,10 +301,10 @@ pub(super) fn validate_groups(
         });
     }
     for (p, port) in ports.iter().enumerate() {
-        if port.role.faces_users() && !served.contains_key(&p) {
+        if port.role.faces_users() && !served.contains_key(&p) && !endpoint_ports.contains(&p) {
             v.warn(
                 format!("ports[{p}]"),
-                format!("user port {:?} belongs to no target group: traffic arriving on it is not inspected", port.name),
+                format!("user port {:?} belongs to no target group or endpoint: traffic arriving on it is not inspected", port.name),
             );
         }
     }
