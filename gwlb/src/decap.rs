@@ -127,7 +127,7 @@ pub struct VlanTags {
 /// two are an 802.1ad S-tag (0x88a8) then a C-tag. Priority and DEI bits are 0. Returns
 /// `false`, changing nothing, if the buffer does not hold the whole packet or has no room in
 /// front of it for the header.
-#[inline]
+#[inline(always)]
 pub(crate) fn replace_l2_tagged<B: PacketBuf>(
     buf: &mut B,
     ip_offset: usize,
@@ -136,10 +136,23 @@ pub(crate) fn replace_l2_tagged<B: PacketBuf>(
     src: [u8; 6],
     tags: &VlanTags,
 ) -> bool {
-    let count = usize::from(tags.count.min(2));
-    if count == 0 {
+    if tags.count == 0 {
         return replace_l2(buf, ip_offset, ip, dst, src);
     }
+    push_tags(buf, ip_offset, ip, dst, src, tags)
+}
+
+/// The tagged case of [`replace_l2_tagged`], out of line.
+#[inline(never)]
+fn push_tags<B: PacketBuf>(
+    buf: &mut B,
+    ip_offset: usize,
+    ip: &ParsedPacket,
+    dst: [u8; 6],
+    src: [u8; 6],
+    tags: &VlanTags,
+) -> bool {
+    let count = usize::from(tags.count.min(2));
     let l2 = ethernet::HEADER_LEN + count * ethernet::TAG_LEN;
     let ip_len = usize::from(ip.l3_len);
     let len = buf.data().len();

@@ -216,7 +216,7 @@ impl EncapTemplate {
     /// Cost: a fixed-size 82-byte copy (inlined, no `memcpy` call), a 2-word checksum fold
     /// and a handful of stores; every field is written through a wire view over a
     /// fixed-size array, so no store is bounds-checked.
-    #[inline]
+    #[inline(always)]
     pub fn encapsulate<B: PacketBuf>(
         &self,
         buf: &mut B,
@@ -231,7 +231,7 @@ impl EncapTemplate {
     /// [`EncapTemplate::encapsulate`] for the tenant `identity` (`None`: the template's
     /// own, the group's user traffic): its VNI and ids are patched in with the per-packet
     /// fields (three more stores).
-    #[inline]
+    #[inline(always)]
     pub fn encapsulate_as<B: PacketBuf>(
         &self,
         buf: &mut B,
@@ -325,9 +325,16 @@ impl Patch<'_> {
         geneve::Packet::new_unchecked(&mut *gen).set_protocol_type(self.protocol_type);
         geneve::set_aws_flow_cookie(gen, self.flow_cookie);
         if let Some((vni, id)) = self.identity {
-            geneve::set_aws_identity(gen, vni, id.endpoint_id, id.attachment_id);
+            patch_identity(gen, vni, id);
         }
     }
+}
+
+/// A tenant's VNI and ids over a template's ([`Patch::identity`]); out of line, so that a
+/// group's own traffic carries none of it.
+#[inline(never)]
+fn patch_identity(geneve_header: &mut [u8], vni: u32, id: &AwsIdentity) {
+    geneve::set_aws_identity(geneve_header, vni, id.endpoint_id, id.attachment_id);
 }
 
 #[cfg(test)]

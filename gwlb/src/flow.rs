@@ -159,7 +159,7 @@ impl FlowKey {
 
     /// Canonical key for a packet from `(src, src_port)` to `(dst, dst_port)` with exactly
     /// these fields (no stickiness applied), and the packet's direction.
-    #[inline]
+    #[inline(always)]
     pub fn new(
         src: IpAddrBytes,
         src_port: u16,
@@ -197,7 +197,7 @@ impl FlowKey {
     }
 
     /// Canonical key under `stickiness`; `fragmented` zeroes the ports (see module docs).
-    #[inline]
+    #[inline(always)]
     pub fn with_stickiness(
         src: IpAddrBytes,
         src_port: u16,
@@ -218,7 +218,7 @@ impl FlowKey {
     /// Key of a parsed IP packet. ICMP errors with a parsed quote are keyed on the quoted
     /// flow; fragments on the 3-tuple (see module docs). For ARP ([`crate::parse::L3::Arp`])
     /// the key is all zero and meaningless.
-    #[inline]
+    #[inline(always)]
     pub fn from_packet(p: &ParsedPacket, stickiness: Stickiness) -> FlowKey {
         Self::from_packet_directed(p, stickiness).0
     }
@@ -226,7 +226,7 @@ impl FlowKey {
     /// [`FlowKey::from_packet`] plus the packet's direction relative to the key. For an ICMP
     /// error keyed on its quote, the direction is the reverse of the quoted packet's (the
     /// error travels back towards the quoted packet's source).
-    #[inline]
+    #[inline(always)]
     pub fn from_packet_directed(p: &ParsedPacket, stickiness: Stickiness) -> (FlowKey, Direction) {
         if let Some(e) = p.embedded {
             let (k, d) = Self::with_stickiness(
@@ -298,7 +298,7 @@ impl FlowKey {
     /// [`FlowKey::from_packet`] (`parse::tests::measure_parse_and_hash`).
     /// The seed enters both operands of the first multiplies, so no input value can zero them
     /// without knowing it.
-    #[inline]
+    #[inline(always)]
     pub fn hash(&self, seed: u64) -> u64 {
         let lo = u128::from_le_bytes(self.lo_addr.0);
         let hi = u128::from_le_bytes(self.hi_addr.0);

@@ -170,6 +170,9 @@ drop_reasons! {
     ApplianceGone => "appliance_gone",
     /// Dropped by a steering rule (or an endpoint's default action) with action `drop`.
     PolicyDrop => "policy_drop",
+    /// An ICMP error of an endpoint quoting a flow the gateway does not hold (it opens no
+    /// flow: its sender chooses the flow it quotes).
+    IcmpErrorWithoutFlow => "icmp_error_without_flow",
     /// Frame on a port endpoints arrive on that no endpoint claims (its VLAN tags, or its
     /// addresses, are no endpoint's).
     NoEndpoint => "no_endpoint",

@@ -591,13 +591,14 @@ impl Pipeline {
         // The slot, its appliance and the flow's cookie, indexed once.
         let (slot, a, cookie) = match found {
             Some(e) if zone != 0 && e.is_bypass() => {
-                let rule = e.rule;
+                let rule = snap.endpoint(zone).map_or(0, |ep| ep.rule_index(e.rule));
                 count_rule(&mut self.counters.rules, rule, ip_len, false);
                 return self.bypass(snap, buf, p, zone);
             }
             Some(e) => {
                 if zone != 0 {
-                    count_rule(&mut self.counters.rules, e.rule, ip_len, false);
+                    let rule = snap.endpoint(zone).map_or(0, |ep| ep.rule_index(e.rule));
+                    count_rule(&mut self.counters.rules, rule, ip_len, false);
                 }
                 let cookie = e.cookie;
                 let Some(g) = snap.groups.get(usize::from(group_of(e))) else {
@@ -653,10 +654,17 @@ impl Pipeline {
             None => {
                 // A new flow: an endpoint's rules decide it (once: the entry keeps the
                 // decision), a group's own user traffic goes to the group.
-                let (group, rule) = match snap.endpoint(zone) {
-                    None => (user.group, 0),
+                // `rule`: the global index (counters); `position`: within the endpoint
+                // (what the entry keeps).
+                let (group, rule, position) = match snap.endpoint(zone) {
+                    None => (user.group, 0, 0),
+                    // An ICMP error opens no flow of an endpoint: it would be decided on the
+                    // flow it quotes, which its sender chooses.
+                    Some(_) if p.embedded.is_some() => {
+                        return Verdict::Drop(DropReason::IcmpErrorWithoutFlow)
+                    }
                     Some(ep) => match crate::policy::decide(&snap.rules, ep, p) {
-                        (rule, Action::Inspect(g)) => (g, rule),
+                        (rule, Action::Inspect(g)) => (g, rule, rule - ep.rules.start),
                         (rule, Action::Bypass) => {
                             let mut entry = FlowEntry::new(
                                 class_of(p.protocol),
@@ -664,7 +672,7 @@ impl Pipeline {
                                 ep.timeout_group,
                                 table_hash,
                             );
-                            entry.rule = rule;
+                            entry.rule = rule - ep.rules.start;
                             let stored = match restart {
                                 None => self
                                     .flows
@@ -701,7 +709,7 @@ impl Pipeline {
                                 let mut entry =
                                     FlowEntry::new(class_of(p.protocol), s, group, table_hash);
                                 entry.generation = a.generation;
-                                entry.rule = rule;
+                                entry.rule = position;
                                 let stored = self.flows.insert_absent(key, table_hash, entry, now);
                                 (table_hash, stored.is_ok())
                             }
@@ -712,7 +720,7 @@ impl Pipeline {
                                     FlowEntry::new(class_of(p.protocol), s, group, cookie);
                                 entry.generation = a.generation;
                                 entry.set_instance(instance);
-                                entry.rule = rule;
+                                entry.rule = position;
                                 self.counters.restarted_flows += 1;
                                 (
                                     cookie,
@@ -750,9 +758,14 @@ impl Pipeline {
         let Some(t) = a.template.as_ref() else {
             return Verdict::Drop(DropReason::NeighborUnresolved);
         };
-        let identity = snap.endpoint(zone).map(|e| &e.identity);
         let v6 = p.l3 == L3::Ipv6;
-        match t.encapsulate_as(buf, usize::from(p.l2_len), ip_len, v6, cookie, identity) {
+        let l2_len = usize::from(p.l2_len);
+        let identity = if zone == 0 {
+            None
+        } else {
+            snap.endpoint(zone).map(|e| &e.identity)
+        };
+        match t.encapsulate_as(buf, l2_len, ip_len, v6, cookie, identity) {
             Ok(()) => {
                 self.counters.encapsulated += 1;
                 self.counters.appliance_packets[usize::from(slot)] += 1;
@@ -812,7 +825,8 @@ impl Pipeline {
         inner: &ParsedPacket,
         now: u32,
     ) -> Verdict {
-        let (slot, ret, h) = (r.slot, &r.ret, r.hash);
+        let (slot, h) = (r.slot, r.hash);
+        let inner_offset = usize::from(r.inner_offset);
         let table_hash = h as u32;
         // Whether the flow has no entry here, and the cookie an echo must carry: the entry's,
         // or (no entry) the flow's table hash, which is what the encapsulation wrote.
@@ -845,7 +859,7 @@ impl Pipeline {
                 c == cookie
             }
         };
-        if ret.flow_cookie.is_some_and(|c| !cookie_ok(c)) {
+        if r.flow_cookie.is_some_and(|c| !cookie_ok(c)) {
             return Verdict::Drop(DropReason::NoFlowForReturn);
         }
         let hop = match egress(snap, r.zone, &inner.dst) {
@@ -854,10 +868,10 @@ impl Pipeline {
         };
         let out = &snap.ports[usize::from(hop.port)];
         if inner.l3_len > out.mtu {
-            let (offset, mtu) = (ret.inner_offset, out.mtu);
+            let (offset, mtu) = (inner_offset, out.mtu);
             return self.too_big_after_decap(snap, buf, offset, inner, r.zone, mtu, now);
         }
-        if !decap::replace_l2_tagged(buf, ret.inner_offset, inner, hop.mac, out.mac, &hop.tags) {
+        if !decap::replace_l2_tagged(buf, inner_offset, inner, hop.mac, out.mac, &hop.tags) {
             return Verdict::Drop(DropReason::GeneveMalformed);
         }
         self.counters.decapsulated += 1;
@@ -991,17 +1005,12 @@ fn count_rule(rules: &mut [[u64; 3]], rule: u16, ip_len: usize, new_flow: bool) 
 
 /// Where a packet of zone `zone` for `dst` leaves: through its endpoint's routes, with its
 /// tags, when the endpoint has routes; else through the node's routes, untagged.
-#[inline]
+#[inline(always)]
 fn egress(snap: &Snapshot, zone: u16, dst: &IpAddrBytes) -> Result<Egress, DropReason> {
-    if let Some(ep) = snap.endpoint(zone).filter(|e| !e.routes.is_empty()) {
-        return match ep.next_hop(dst) {
-            Some(h) => Ok(Egress {
-                port: h.port,
-                mac: h.mac,
-                tags: ep.tags,
-            }),
-            None => Err(DropReason::NoRoute),
-        };
+    if zone != 0 {
+        if let Some(e) = endpoint_egress(snap, zone, dst) {
+            return e;
+        }
     }
     match snap.next_hop(dst) {
         Ok(h) => Ok(Egress {
@@ -1012,6 +1021,25 @@ fn egress(snap: &Snapshot, zone: u16, dst: &IpAddrBytes) -> Result<Egress, DropR
         Err(NoNextHop::NoRoute) => Err(DropReason::NoRoute),
         Err(NoNextHop::Unresolved) => Err(DropReason::NeighborUnresolved),
     }
+}
+
+/// [`egress`] through the routes of zone `zone`'s endpoint; `None` when it has none (the
+/// node's routes apply).
+#[inline(never)]
+fn endpoint_egress(
+    snap: &Snapshot,
+    zone: u16,
+    dst: &IpAddrBytes,
+) -> Option<Result<Egress, DropReason>> {
+    let ep = snap.endpoint(zone).filter(|e| !e.routes.is_empty())?;
+    Some(match ep.next_hop(dst) {
+        Some(h) => Ok(Egress {
+            port: h.port,
+            mac: h.mac,
+            tags: ep.tags,
+        }),
+        None => Err(DropReason::NoRoute),
+    })
 }
 
 /// A forwarded packet's way out ([`egress`]).
@@ -1044,11 +1072,16 @@ struct User {
     group: u16,
 }
 
-#[inline]
+#[inline(always)]
 fn dispatch(snap: &Snapshot, p: &ParsedPacket, in_port: u16) -> Dispatch {
     let Some(port) = snap.ports.get(usize::from(in_port)) else {
         return Dispatch::NoRoute;
     };
+    // The host (its TAP) and the appliances speak untagged: a tagged frame on a port
+    // endpoints arrive on is an endpoint's (or nobody's), whatever its addresses.
+    if p.vlan_count != 0 && snap.has_endpoints(in_port) {
+        return dispatch_endpoint(snap, p, in_port);
+    }
     if p.l3 == L3::Arp {
         return Dispatch::Host;
     }
@@ -1068,11 +1101,21 @@ fn dispatch(snap: &Snapshot, p: &ParsedPacket, in_port: u16) -> Dispatch {
     }
     match snap.group_for_port(in_port) {
         Some(g) if port.role.faces_users() => Dispatch::User(User { zone: 0, group: g }),
-        None if snap.has_endpoints(in_port) => match snap.zone_of(p, in_port) {
-            Some(zone) => Dispatch::User(User { zone, group: 0 }),
-            None => Dispatch::NoEndpoint,
-        },
+        None if port.role.faces_users() => dispatch_endpoint(snap, p, in_port),
         _ => Dispatch::NoRoute,
+    }
+}
+
+/// [`dispatch`] of user traffic on a port no group takes: an endpoint's, or nobody's. Out of
+/// line: a group's own user traffic pays nothing for endpoints.
+#[inline(never)]
+fn dispatch_endpoint(snap: &Snapshot, p: &ParsedPacket, in_port: u16) -> Dispatch {
+    if !snap.has_endpoints(in_port) {
+        return Dispatch::NoRoute;
+    }
+    match snap.zone_of(p, in_port) {
+        Some(zone) => Dispatch::User(User { zone, group: 0 }),
+        None => Dispatch::NoEndpoint,
     }
 }
 
@@ -1128,11 +1171,12 @@ fn return_flow(
     {
         return Ok(Returned::Probe);
     }
-    let zone = snap
-        .groups
-        .get(usize::from(a.group))
-        .and_then(|g| g.return_zones.zone_of(ret.vni, ret.endpoint_id))
-        .ok_or(DropReason::ReturnEndpointUnknown)?;
+    // Only the appliances of a group that inspects for endpoints look up the zone.
+    let zone = if a.zoned {
+        return_zone(snap, a.group, &ret)?
+    } else {
+        0
+    };
     let (key, hash) = flow_of(
         snap,
         User {
@@ -1146,10 +1190,21 @@ fn return_flow(
         generation: a.generation,
         group: a.group,
         zone,
-        ret,
+        // An mbuf's data is shorter than 64 KiB.
+        inner_offset: u16::try_from(ret.inner_offset).map_err(|_| DropReason::GeneveMalformed)?,
+        flow_cookie: ret.flow_cookie,
         key,
         hash,
     }))
+}
+
+/// The zone a return of group `group` names ([`crate::policy::ReturnZones::zone_of`]).
+#[inline(never)]
+fn return_zone(snap: &Snapshot, group: u16, ret: &decap::GeneveReturn) -> Result<u16, DropReason> {
+    snap.groups
+        .get(usize::from(group))
+        .and_then(|g| g.return_zones.zone_of(ret.vni, ret.endpoint_id))
+        .ok_or(DropReason::ReturnEndpointUnknown)
 }
 
 /// What a trusted Geneve return carries ([`return_flow`]).
@@ -1172,8 +1227,10 @@ struct Return {
     group: u16,
     /// The flow's zone (its endpoint; 0 for the group's own user traffic).
     zone: u16,
-    /// The Geneve facts.
-    ret: decap::GeneveReturn,
+    /// Where the inner packet starts in the frame (a frame is shorter than 64 KiB).
+    inner_offset: u16,
+    /// The echoed flow cookie, if any.
+    flow_cookie: Option<u32>,
     /// The inner packet's flow key and hash.
     key: FlowKey,
     hash: u64,
@@ -1245,11 +1302,15 @@ pub(crate) fn prefetch_data(d: &[u8]) {
 
 /// The flow key of a user packet (under its group's or its endpoint's stickiness, in its
 /// zone), and its hash.
-#[inline]
+#[inline(always)]
 fn flow_of(snap: &Snapshot, user: User, p: &ParsedPacket) -> (FlowKey, u64) {
-    let key = match snap.endpoint(user.zone) {
-        None => FlowKey::from_packet(p, snap.groups[usize::from(user.group)].stickiness),
-        Some(ep) => FlowKey::from_packet(p, ep.stickiness).in_zone(user.zone),
+    let key = if user.zone == 0 {
+        FlowKey::from_packet(p, snap.groups[usize::from(user.group)].stickiness)
+    } else {
+        let stickiness = snap
+            .endpoint(user.zone)
+            .map_or_else(Default::default, |e| e.stickiness);
+        FlowKey::from_packet(p, stickiness).in_zone(user.zone)
     };
     let h = key.hash(snap.seed);
     (key, h)

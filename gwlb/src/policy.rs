@@ -11,6 +11,12 @@
 //! Rule indices: index 0 is the traffic of target groups' `user_ports` (no endpoint); every
 //! endpoint then has its rules, in order, followed by its default action (named
 //! `"default"`). Counters are kept per rule index; an endpoint's are the sum of its rules'.
+//! A flow entry keeps its rule's position within its endpoint (not the global index), so a
+//! reload that changes another endpoint's rules never moves it.
+//!
+//! Zones: a flow's key carries its endpoint's zone, a number the control loop gives each
+//! endpoint name once ([`ZoneMap`]) and never reuses, so that a reload that adds, removes
+//! or reorders endpoints never hands one tenant's flow entries to another.
 
 use std::ops::Range;
 
@@ -147,8 +153,10 @@ impl RuleMatch {
                 p.src_port,
                 p.dst_port,
                 p.protocol,
+                // No fragment is matched on ports: the flow table keys every fragment on
+                // the 3-tuple, so a decision stored for one holds for all of them.
                 p.l4_offset.is_some()
-                    && p.fragment.is_none_or(|f| f.first)
+                    && p.fragment.is_none()
                     && matches!(p.protocol, proto::TCP | proto::UDP),
             ),
         };
@@ -195,7 +203,7 @@ pub struct EndpointRouteView {
 pub struct EndpointView {
     /// Its name.
     pub name: String,
-    /// Its zone: its index + 1 (flow keys carry it).
+    /// Its zone ([`ZoneMap`]; flow keys carry it).
     pub zone: u16,
     /// Bit `p`: arrives on port `p` (ports 0-63).
     ports: u64,
@@ -228,6 +236,14 @@ impl EndpointView {
                 || self.prefixes.holds(&p.dst))
     }
 
+    /// The global rule index of the rule at `position` in the endpoint (what a flow entry
+    /// keeps); a position past the end (the endpoint lost rules in a reload) is its default.
+    #[inline]
+    pub fn rule_index(&self, position: u16) -> u16 {
+        let last = self.rules.end.saturating_sub(1);
+        self.rules.start.saturating_add(position).min(last)
+    }
+
     /// The endpoint's next hop for `dst`: `None` when it has no route for it (or no routes).
     #[inline]
     pub fn next_hop(&self, dst: &IpAddrBytes) -> Option<&EndpointRouteView> {
@@ -249,8 +265,73 @@ pub fn decide(rules: &[RuleView], ep: &EndpointView, p: &ParsedPacket) -> (u16, 
     (i as u16, rules[i].action)
 }
 
-/// The endpoints and rules of `cfg`: (endpoints, rules, per port the zones arriving there).
-pub fn build(cfg: &Config) -> (Vec<EndpointView>, Vec<RuleView>, Vec<Vec<u16>>) {
+/// The zone of every endpoint name, kept by the control loop across reloads: a name keeps
+/// its zone for as long as the process runs, and a zone is never given to another name
+/// (until 65,534 names have been used, when the lowest unused ones are).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ZoneMap {
+    zones: Vec<(String, u16)>,
+    next: u16,
+}
+
+impl ZoneMap {
+    /// Gives every endpoint of `cfg` that has none a zone.
+    pub fn assign(&mut self, cfg: &Config) {
+        for e in &cfg.endpoints {
+            if self.zone(&e.name).is_some() {
+                continue;
+            }
+            let zone = if self.next < u16::MAX - 1 {
+                self.next += 1;
+                self.next
+            } else {
+                // Every number has been used once: forget the names `cfg` no longer has and
+                // take the lowest free zone.
+                self.zones
+                    .retain(|(n, _)| cfg.endpoints.iter().any(|e| &e.name == n));
+                (1..u16::MAX)
+                    .find(|z| self.zones.iter().all(|(_, y)| y != z))
+                    .unwrap_or(u16::MAX)
+            };
+            self.zones.push((e.name.clone(), zone));
+        }
+    }
+
+    /// The zone of endpoint `name`.
+    pub fn zone(&self, name: &str) -> Option<u16> {
+        self.zones.iter().find(|(n, _)| n == name).map(|&(_, z)| z)
+    }
+
+    /// This map with `cfg`'s endpoints assigned.
+    pub fn assigned(&self, cfg: &Config) -> ZoneMap {
+        let mut m = self.clone();
+        m.assign(cfg);
+        m
+    }
+}
+
+/// The groups whose flows group `gi`'s appliances may return: itself, and every group that
+/// fails over to it (their flows are encapsulated to its appliances then).
+fn served_by(cfg: &Config, gi: usize) -> impl Iterator<Item = usize> + '_ {
+    cfg.target_groups
+        .iter()
+        .enumerate()
+        .filter(move |(i, g)| *i == gi || g.failover_group == Some(gi))
+        .map(|(i, _)| i)
+}
+
+/// Whether endpoint `e` may have flows on group `gi`'s appliances.
+pub fn reaches(cfg: &Config, e: &config::Endpoint, gi: usize) -> bool {
+    e.groups().any(|g| served_by(cfg, gi).any(|x| x == g))
+}
+
+/// The endpoints and rules of `cfg` with the zones of `zones` (which must hold every
+/// endpoint's: [`ZoneMap::assigned`]): (endpoints, rules, per port the zones arriving there,
+/// by zone the endpoint's index + 1).
+pub fn build(
+    cfg: &Config,
+    zones: &ZoneMap,
+) -> (Vec<EndpointView>, Vec<RuleView>, Vec<Vec<u16>>, Vec<u16>) {
     let mut rules = vec![RuleView {
         name: "user_ports".to_owned(),
         zone: 0,
@@ -259,8 +340,13 @@ pub fn build(cfg: &Config) -> (Vec<EndpointView>, Vec<RuleView>, Vec<Vec<u16>>) 
     }];
     let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
     let mut port_zones = vec![Vec::new(); cfg.ports.len()];
+    let mut zone_index = Vec::new();
     for (i, e) in cfg.endpoints.iter().enumerate() {
-        let zone = i as u16 + 1;
+        let zone = zones.zone(&e.name).unwrap_or(u16::MAX);
+        if zone_index.len() <= usize::from(zone) {
+            zone_index.resize(usize::from(zone) + 1, 0);
+        }
+        zone_index[usize::from(zone)] = i as u16 + 1;
         let start = rules.len() as u16;
         for r in &e.rules {
             rules.push(RuleView {
@@ -324,39 +410,43 @@ pub fn build(cfg: &Config) -> (Vec<EndpointView>, Vec<RuleView>, Vec<Vec<u16>>) 
             routes,
         });
     }
-    (endpoints, rules, port_zones)
+    (endpoints, rules, port_zones, zone_index)
 }
 
 /// How a group's appliances' returns name their endpoint: (VNI, endpoint id, zone).
 #[derive(Clone, Debug, Default)]
 pub struct ReturnZones {
-    /// The endpoints this group inspects for.
+    /// The endpoints this group inspects for (also as a failover group).
     zones: Vec<(u32, u64, u16)>,
-    /// The group's own user traffic (zone 0): its VNI and endpoint id, if it has user ports.
-    own: Option<(u32, u64)>,
+    /// Groups' own user traffic (zone 0) its appliances carry: their VNI and endpoint id.
+    own: Vec<(u32, u64)>,
 }
 
 impl ReturnZones {
-    /// The return zones of group `gi`.
-    pub fn new(cfg: &Config, gi: usize) -> Self {
-        let g = &cfg.target_groups[gi];
-        let zones = cfg
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.groups().any(|x| x == gi))
-            .map(|(i, e)| {
-                (
-                    e.geneve_vni.unwrap_or(g.geneve_vni),
-                    e.endpoint_id,
-                    i as u16 + 1,
-                )
-            })
-            .collect();
-        ReturnZones {
-            zones,
-            own: (!g.user_ports.is_empty()).then_some((g.geneve_vni, g.endpoint_id)),
+    /// The return zones of group `gi` (zones from `zones`, as [`build`] takes them).
+    pub fn new(cfg: &Config, gi: usize, zones: &ZoneMap) -> Self {
+        let mut out = ReturnZones::default();
+        for s in served_by(cfg, gi) {
+            let g = &cfg.target_groups[s];
+            if !g.user_ports.is_empty() {
+                out.own.push((g.geneve_vni, g.endpoint_id));
+            }
         }
+        for e in cfg.endpoints.iter().filter(|e| reaches(cfg, e, gi)) {
+            // The VNI the encapsulation carried: the endpoint's, or the group it chose (an
+            // endpoint without a VNI of its own on a failed-over flow carries its own
+            // group's VNI: the template is the backup's, so the backup's).
+            let vni = e.geneve_vni.unwrap_or(cfg.target_groups[gi].geneve_vni);
+            let zone = zones.zone(&e.name).unwrap_or(u16::MAX);
+            out.zones.push((vni, e.endpoint_id, zone));
+        }
+        out
+    }
+
+    /// Whether a return of this group can belong to an endpoint (its zone must be looked
+    /// up).
+    pub fn is_zoned(&self) -> bool {
+        !self.zones.is_empty()
     }
 
     /// The zone of a return with this VNI and echoed endpoint id, or `None` when it names no
@@ -370,8 +460,9 @@ impl ReturnZones {
         }
         let own = self
             .own
-            .filter(|&(v, e)| v == vni && endpoint_id.is_none_or(|id| id == e))
-            .map(|_| 0);
+            .iter()
+            .any(|&(v, e)| v == vni && endpoint_id.is_none_or(|id| id == e))
+            .then_some(0);
         let mut found = None;
         for &(v, e, zone) in &self.zones {
             if v == vni && endpoint_id.is_none_or(|id| id == e) {
@@ -426,6 +517,10 @@ name = "a"
 ports = ["p0"]
 vlan = [100]
 target_group = "fw"
+[[endpoints.routes]]
+prefix = "0.0.0.0/0"
+via = "10.9.0.1"
+mac = "02:00:00:00:09:01"
 [[endpoints.rules]]
 name = "web-to-ids"
 protocols = [6]
@@ -450,6 +545,10 @@ name = "b"
 ports = ["p0"]
 vlan = [200, 7]
 default_action = "drop"
+[[endpoints.routes]]
+prefix = "0.0.0.0/0"
+via = "10.9.0.1"
+mac = "02:00:00:00:09:01"
 "#;
 
     /// A TCP SYN with these tags (outer first).
@@ -474,7 +573,8 @@ default_action = "drop"
 
     #[test]
     fn endpoints_claim_by_port_and_tags() {
-        let (eps, _, port_zones) = build(&cfg(TWO_TENANTS));
+        let c = cfg(TWO_TENANTS);
+        let (eps, _, port_zones, _) = build(&c, &ZoneMap::default().assigned(&c));
         assert_eq!(port_zones, [vec![1, 2]]);
         let p = tcp("10.1.0.5", "10.9.0.5", 1000, 80, &[100]);
         assert!(eps[0].claims(&p, 0));
@@ -487,7 +587,8 @@ default_action = "drop"
 
     #[test]
     fn first_match_wins_and_the_default_comes_last() {
-        let (eps, rules, _) = build(&cfg(TWO_TENANTS));
+        let c = cfg(TWO_TENANTS);
+        let (eps, rules, _, _) = build(&c, &ZoneMap::default().assigned(&c));
         let a = &eps[0];
         assert_eq!(a.rules, 1..5);
         let d = |p: &ParsedPacket| {
@@ -529,11 +630,31 @@ default_action = "drop"
     }
 
     #[test]
+    fn zones_stay_with_their_endpoint_names_across_changes() {
+        let c = cfg(TWO_TENANTS);
+        let mut zones = ZoneMap::default();
+        zones.assign(&c);
+        assert_eq!((zones.zone("a"), zones.zone("b")), (Some(1), Some(2)));
+        // Without "a", and with a new endpoint first: "b" keeps 2, the new one gets 3, and
+        // "a"'s zone is not handed out.
+        let without_a = cfg(&TWO_TENANTS[TWO_TENANTS.find("[[endpoints]]\nname = \"b\"").unwrap()..]
+            .replace("name = \"b\"", "name = \"c\"\nports = [\"p0\"]\nvlan = [9]\ndefault_action = \"bypass\"\n[[endpoints.routes]]\nprefix = \"0.0.0.0/0\"\nvia = \"10.9.0.1\"\nmac = \"02:00:00:00:09:01\"\n[[endpoints]]\nname = \"b\""));
+        zones.assign(&without_a);
+        assert_eq!(zones.zone("b"), Some(2));
+        assert_eq!(zones.zone("c"), Some(3));
+        let (eps, _, _, index) = build(&without_a, &zones);
+        assert_eq!((eps[0].zone, eps[1].zone), (3, 2));
+        assert_eq!(index[2], 2, "zone 2 is the second endpoint");
+        assert_eq!(index.get(1), Some(&0), "zone 1 is nobody's");
+    }
+
+    #[test]
     fn returns_name_their_endpoint_by_vni_and_endpoint_id() {
         let c = cfg(&format!(
-            "{TWO_TENANTS}\n[[endpoints]]\nname = \"c\"\nports = [\"p0\"]\nvlan = [300]\ntarget_group = \"fw\"\ngeneve_vni = 9\n"
+            "{TWO_TENANTS}\n[[endpoints]]\nname = \"c\"\nports = [\"p0\"]\nvlan = [300]\ntarget_group = \"fw\"\ngeneve_vni = 9\n[[endpoints.routes]]\nprefix = \"0.0.0.0/0\"\nvia = \"10.9.0.1\"\nmac = \"02:00:00:00:09:01\"\n"
         ));
-        let fw = ReturnZones::new(&c, 0);
+        let zones = ZoneMap::default().assigned(&c);
+        let fw = ReturnZones::new(&c, 0, &zones);
         let (a, cz) = (c.endpoints[0].endpoint_id, c.endpoints[2].endpoint_id);
         assert_eq!(fw.zone_of(0, Some(a)), Some(1));
         assert_eq!(fw.zone_of(9, Some(cz)), Some(3));
@@ -544,7 +665,7 @@ default_action = "drop"
         assert_eq!(fw.zone_of(0, Some(cz)), None);
         assert_eq!(fw.zone_of(5, None), None);
         // "ids" inspects for endpoint a only.
-        let ids = ReturnZones::new(&c, 1);
+        let ids = ReturnZones::new(&c, 1, &zones);
         assert_eq!(ids.zone_of(0, Some(a)), Some(1));
         assert_eq!(ids.zone_of(0, Some(cz)), None);
     }

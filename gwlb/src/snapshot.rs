@@ -141,6 +141,8 @@ pub struct ApplianceView {
     pub mac_key: u64,
     /// Its group's `require_flow_cookie` (kept here so a return needs no group lookup).
     pub require_cookie: bool,
+    /// Its group inspects for endpoints: a return names its zone (VNI, endpoint id).
+    pub zoned: bool,
 }
 
 /// A MAC address as a non-zero 64-bit key (the six bytes, then a marker byte), so that
@@ -323,12 +325,14 @@ pub struct Snapshot {
     pub mirror_before: bool,
     /// Some session copies after inspection.
     pub mirror_after: bool,
-    /// The endpoints (tenants); endpoint `i` is zone `i + 1`.
+    /// The endpoints (tenants), in configuration order.
     pub endpoints: Vec<crate::policy::EndpointView>,
     /// The steering rules of every endpoint (see [`crate::policy`] for the indices).
     pub rules: Vec<crate::policy::RuleView>,
     /// Per port, the zones of the endpoints that arrive there, in configuration order.
     port_zones: Vec<Vec<u16>>,
+    /// By zone, the endpoint's index + 1 (0: no endpoint has the zone).
+    zone_index: Vec<u16>,
 }
 
 fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
@@ -352,6 +356,9 @@ fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
 pub struct LiveState {
     /// Neighbours learned by ARP/ND, added to the static ones.
     pub learned_neighbors: Vec<(IpAddr, [u8; 6])>,
+    /// The zone of each endpoint name (kept across reloads by the control loop; endpoints
+    /// it lacks get the next free zones in the snapshot).
+    pub zones: crate::policy::ZoneMap,
 }
 
 impl Snapshot {
@@ -490,8 +497,11 @@ impl Snapshot {
             endpoints: Vec::new(),
             rules: Vec::new(),
             port_zones: Vec::new(),
+            zone_index: Vec::new(),
         };
-        (snap.endpoints, snap.rules, snap.port_zones) = crate::policy::build(cfg);
+        let zones = live.zones.assigned(cfg);
+        (snap.endpoints, snap.rules, snap.port_zones, snap.zone_index) =
+            crate::policy::build(cfg, &zones);
 
         for (gi, g) in cfg.target_groups.iter().enumerate() {
             for &p in &g.user_ports {
@@ -563,6 +573,11 @@ impl Snapshot {
                 mac,
                 mac_key: mac.map_or(0, mac_key),
                 require_cookie: gi.is_some_and(|g| cfg.target_groups[g].require_flow_cookie),
+                zoned: gi.is_some_and(|g| {
+                    cfg.endpoints
+                        .iter()
+                        .any(|e| crate::policy::reaches(cfg, e, g))
+                }),
                 generation: s.generation,
             });
         }
@@ -628,7 +643,7 @@ impl Snapshot {
                     .data_path
                     .filter(|_| g.health_check.enabled)
                     .map(|d| crate::data_path_probe::Matcher::new(&d)),
-                return_zones: crate::policy::ReturnZones::new(cfg, gi),
+                return_zones: crate::policy::ReturnZones::new(cfg, gi, &zones),
             });
         }
         // One slot per address: a registered one wins over one still draining elsewhere.
@@ -681,7 +696,8 @@ impl Snapshot {
     /// The endpoint of zone `zone` (`None` for zone 0).
     #[inline]
     pub fn endpoint(&self, zone: u16) -> Option<&crate::policy::EndpointView> {
-        self.endpoints.get(usize::from(zone).wrapping_sub(1))
+        let i = *self.zone_index.get(usize::from(zone))?;
+        self.endpoints.get(usize::from(i).wrapping_sub(1))
     }
 
     /// The target group fed by user port `port`.

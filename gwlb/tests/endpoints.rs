@@ -335,3 +335,96 @@ fn burst_and_single_packet_paths_agree() {
     }
     assert_eq!(single.counters, burst.counters);
 }
+
+/// An ICMP error quoting a flow the gateway does not hold opens no endpoint flow: it would
+/// be decided on a flow its sender chooses (a way past a `forward` drop rule).
+#[test]
+fn an_icmp_error_opens_no_endpoint_flow() {
+    use gwlb_tests::frames::eth_ip;
+    use gwlb_tests::headers::{icmp, ipv4, tcp as tcp_seg};
+    let (_, snap, mut pipe) = setup();
+    // Quoted: 10.2.0.2:23 -> 10.1.0.2:40000, as if the other side had opened it.
+    let quoted = ipv4(
+        [10, 2, 0, 2],
+        [10, 1, 0, 2],
+        6,
+        &[],
+        0,
+        &tcp_seg(23, 40000, 0x02, b""),
+    );
+    let err = ipv4(
+        [10, 1, 0, 2],
+        [10, 2, 0, 2],
+        1,
+        &[],
+        0,
+        &icmp(3, 1, &quoted[..28]),
+    );
+    let f = vlan_tagged(&eth_ip(GW_MAC, CLIENT_MAC, &err), 0, 100);
+    let (v, _) = process(&snap, &mut pipe, &f);
+    assert_eq!(v, Verdict::Drop(DropReason::IcmpErrorWithoutFlow));
+    assert_eq!(pipe.flows().len(), 0);
+    // Telnet is still refused.
+    let (_, rst) = process(&snap, &mut pipe, &user(tcp(23, 0x02), false, &[100]));
+    assert_eq!(ip_of(&rst)[20 + 13] & 0x04, 0x04);
+}
+
+/// A tagged frame to the port's own address is a tenant's (it may use the same address),
+/// not the host's, and never a Geneve return.
+#[test]
+fn a_tagged_frame_to_the_port_address_is_the_tenants() {
+    use gwlb_tests::frames::eth_ip;
+    use gwlb_tests::headers::{ipv4, udp as udp_dgram};
+    let (_, snap, mut pipe) = setup();
+    let ip = ipv4(
+        [10, 0, 0, 9],
+        [10, 0, 0, 1],
+        17,
+        &[],
+        0,
+        &udp_dgram(5000, 6081, b"x"),
+    );
+    let untagged = eth_ip(GW_MAC, CLIENT_MAC, &ip);
+    let (v, enc) = process(&snap, &mut pipe, &vlan_tagged(&untagged, 0, 100));
+    assert_eq!(v, Verdict::Tx(0));
+    assert_eq!(geneve_of(&enc).2, 0xa, "encapsulated for tenant a");
+    // Untagged, it is a Geneve return from nobody known (as on any port facing
+    // appliances), and other traffic to the address is the host's.
+    let (v, _) = process(&snap, &mut pipe, &untagged);
+    assert_eq!(v, Verdict::Drop(DropReason::UnknownAppliance));
+    let ip = ipv4(
+        [10, 0, 0, 9],
+        [10, 0, 0, 1],
+        17,
+        &[],
+        0,
+        &udp_dgram(5000, 7, b"x"),
+    );
+    let (v, _) = process(&snap, &mut pipe, &eth_ip(GW_MAC, CLIENT_MAC, &ip));
+    assert_eq!(v, Verdict::ToHost);
+}
+
+/// Fragments are never matched on ports (the table keys them on the 3-tuple): a first
+/// fragment to the backup port is inspected like the rest of its datagram.
+#[test]
+fn fragments_are_not_matched_on_ports() {
+    use gwlb_tests::frames::eth_ip;
+    use gwlb_tests::headers::{ipv4, tcp as tcp_seg};
+    let (_, snap, mut pipe) = setup();
+    // MF set, offset 0: a first fragment to 10.2.0.2:80 (rule "web-to-ids" by port).
+    let ip = ipv4(
+        [10, 1, 0, 2],
+        [10, 2, 0, 2],
+        6,
+        &[],
+        0x2000,
+        &tcp_seg(40000, 80, 0x02, &[0; 32]),
+    );
+    let (v, enc) = process(
+        &snap,
+        &mut pipe,
+        &vlan_tagged(&eth_ip(GW_MAC, CLIENT_MAC, &ip), 0, 100),
+    );
+    assert_eq!(v, Verdict::Tx(0));
+    assert_eq!(geneve_of(&enc).0, 11, "the default group, not ids");
+}

@@ -878,3 +878,106 @@ vni = 4242
     assert_eq!(run.report.get("encapsulated"), input.len() as u64);
     assert_eq!(run.report.get("tx"), 2 * input.len() as u64);
 }
+
+#[test]
+#[ignore = "needs root (DPDK, namespaces): scripts/test.sh runs it as root"]
+fn endpoints_keep_tagged_tenants_apart_on_real_mbufs() {
+    needs_root::require();
+    let router_a = [0x02, 0, 0, 0, 0x0a, 1];
+    let extra = r#"
+[[endpoints]]
+name = "a"
+ports = ["pcap"]
+vlan = [100]
+target_group = "fw"
+endpoint_id = 10
+[[endpoints.routes]]
+prefix = "0.0.0.0/0"
+via = "10.0.0.250"
+mac = "02:00:00:00:0a:01"
+[[endpoints.rules]]
+name = "backup"
+destinations = ["10.9.0.0/16"]
+action = "bypass"
+
+[[endpoints]]
+name = "b"
+ports = ["pcap"]
+vlan = [200, 7]
+target_group = "fw"
+endpoint_id = 11
+geneve_vni = 22
+[[endpoints.routes]]
+prefix = "0.0.0.0/0"
+via = "10.0.0.250"
+mac = "02:00:00:00:0b:01"
+[[endpoints.rules]]
+name = "no-telnet"
+protocols = [6]
+destination_ports = ["23"]
+action = "drop"
+"#;
+    let same = || {
+        user(
+            Ips::V4(v4(10, 1, 0, 1), v4(10, 2, 0, 1)),
+            udp(41000, 53),
+            &[0x5a; 64],
+        )
+    };
+    let tag = |f: Vec<u8>, ids: &[u16]| {
+        ids.iter()
+            .rev()
+            .fold(f, |f, &id| gwlb_tests::frames::vlan_tagged(&f, 0, id))
+    };
+    let backup = tag(
+        user(
+            Ips::V4(v4(10, 1, 0, 1), v4(10, 9, 0, 1)),
+            tcp(40000, 873, 0x02),
+            b"rsync",
+        ),
+        &[100],
+    );
+    let input = vec![
+        tag(same(), &[100]),
+        tag(same(), &[200, 7]),
+        backup.clone(),
+        tag(
+            user(
+                Ips::V4(v4(10, 1, 0, 1), v4(10, 2, 0, 1)),
+                tcp(40000, 23, 0x02),
+                b"",
+            ),
+            &[200, 7],
+        ),
+        same(),
+    ];
+    let run = run_gwlb_with("endpoints", &input, 1500, extra);
+    assert_eq!(
+        run.frames.len(),
+        3,
+        "two encapsulations and a bypass\n{}",
+        run.stdout
+    );
+    // The same packet, once per tenant: each with its tenant's VNI and endpoint id, the inner
+    // packet untagged and unchanged.
+    for (out, (vni, eid)) in run.frames[..2].iter().zip([(VNI, 10u64), (22, 11)]) {
+        let g = geneve::Packet::new_checked(&out[42..]).expect("geneve");
+        assert_eq!(g.vni(), vni);
+        assert_eq!(geneve::AwsOptions::find(g.options()).endpoint_id, Some(eid));
+        assert_eq!(&out[42 + g.header_len()..], &same()[14..]);
+    }
+    // The backup flow: forwarded to tenant a's router, its tag and packet unchanged.
+    let b = &run.frames[2];
+    assert_eq!(b[0..6], router_a);
+    assert_eq!(b[6..12], PORT_MAC);
+    assert_eq!(&b[12..], &backup[12..]);
+    let drops: Vec<(&str, u64)> = run
+        .report
+        .drops
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(drops, [("no_endpoint", 1), ("policy_drop", 1)]);
+    assert_eq!(run.report.get("bypassed"), 1);
+    assert_eq!(run.report.get("new_flows"), 3);
+}

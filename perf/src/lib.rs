@@ -135,6 +135,46 @@ pub fn bench_snapshot_mirrored(
     (cfg, snap)
 }
 
+/// [`bench_config`] with its port taken by one untagged endpoint, "bench-tenant", whose
+/// `rules` steering rules match none of the benchmark's flows (each names a /32 source in
+/// 192.168.0.0/16, both ways, so every rule is evaluated twice before the default action,
+/// inspect by "bench", decides): the cost of the rule count on new and established flows.
+pub fn bench_config_with_rules(
+    appliances: usize,
+    flow_table_capacity: u32,
+    rules: usize,
+) -> String {
+    let mut s = bench_config(appliances, flow_table_capacity);
+    s.push_str(
+        "\n[[endpoints]]\nname = \"bench-tenant\"\nports = [\"p0\"]\ntarget_group = \"bench\"\n",
+    );
+    for k in 0..rules {
+        s.push_str(&format!(
+            "[[endpoints.rules]]\nname = \"r{k}\"\nsources = [\"192.168.{}.{}/32\"]\naction = \"bypass\"\n",
+            k / 256,
+            k % 256
+        ));
+    }
+    s
+}
+
+/// Parses [`bench_config_with_rules`] and builds its snapshot.
+pub fn bench_snapshot_with_rules(
+    appliances: usize,
+    flow_table_capacity: u32,
+    rules: usize,
+) -> (Config, Snapshot) {
+    let cfg = Config::from_toml_str(&bench_config_with_rules(
+        appliances,
+        flow_table_capacity,
+        rules,
+    ))
+    .expect("bench config with rules parses");
+    let snap = Snapshot::build(&cfg, &[PORT_MAC], &LiveState::default(), 1)
+        .expect("bench snapshot with rules builds");
+    (cfg, snap)
+}
+
 /// Parses [`bench_config`] and builds its snapshot.
 pub fn bench_snapshot(appliances: usize, flow_table_capacity: u32) -> (Config, Snapshot) {
     let cfg = Config::from_toml_str(&bench_config(appliances, flow_table_capacity))

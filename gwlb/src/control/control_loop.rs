@@ -219,7 +219,8 @@ impl ControlLoop {
     /// the health checker.
     pub fn start(setup: ControlSetup) -> Result<ControlLoop, ControlStartError> {
         let registry = Registry::new(&setup.cfg, MAX_APPLIANCES)?;
-        let live = LiveState::default();
+        let mut live = LiveState::default();
+        live.zones.assign(&setup.cfg);
         let snap = Snapshot::build_with(&setup.cfg, &setup.macs, &registry, &live, 1)?;
         for a in &snap.appliances {
             if a.template.is_none() {
@@ -568,15 +569,18 @@ impl ControlLoop {
                 s.counter_base = base;
             }
         }
-        let snap =
-            Snapshot::build_with(&new, &self.macs, &registry, &self.live, self.generation + 1)
-                .map_err(|e| ControlError::invalid("target_groups", e.to_string()))?;
+        // Endpoints keep their zones across the change; new ones get new zones.
+        let mut live = self.live.clone();
+        live.zones.assign(&new);
+        let snap = Snapshot::build_with(&new, &self.macs, &registry, &live, self.generation + 1)
+            .map_err(|e| ControlError::invalid("target_groups", e.to_string()))?;
         self.checker
             .update_targets(probe_targets(&new, &registry))
             .map_err(|e| ControlError::Unavailable {
                 message: e.to_string(),
             })?;
         self.cfg = new;
+        self.live = live;
         self.registry = registry;
         self.generation += 1;
         self.snapshot.store(Arc::new(snap));
@@ -1188,7 +1192,7 @@ impl ControlLoop {
             idle_s: r.idle,
             endpoint: endpoint.map(|e| e.name.clone()),
             rule: endpoint
-                .and_then(|_| snap.rules.get(usize::from(r.entry.rule)))
+                .and_then(|e| snap.rules.get(usize::from(e.rule_index(r.entry.rule))))
                 .map(|r| r.name.clone()),
             bypass,
         }

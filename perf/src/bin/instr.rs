@@ -28,8 +28,8 @@ use gwlb::packet_buf::PacketBuf;
 use gwlb::pipeline::{owner_hash, Pipeline, Share, Verdict};
 use gwlb::snapshot::Snapshot;
 use gwlb_perf::{
-    bench_snapshot, bench_snapshot_mirrored, imix_len, print_table, verify_decap, verify_encap,
-    BenchBuf, ImixFrames, ReturnStyle, Returns, Rng, FRAME_LEN,
+    bench_snapshot, bench_snapshot_mirrored, bench_snapshot_with_rules, imix_len, print_table,
+    verify_decap, verify_encap, BenchBuf, ImixFrames, ReturnStyle, Returns, Rng, FRAME_LEN,
 };
 
 #[derive(Parser, Debug)]
@@ -244,11 +244,20 @@ fn child(a: &Args, scenario: &str) {
     let sessions: usize = scenario
         .strip_prefix("mirror-")
         .map_or(0, |n| n.parse().expect("mirror-N"));
+    // `rules-N-encap` / `rules-N-storm`: encap or storm through an endpoint with N
+    // steering rules that match nothing (its default action inspects).
+    let rules: Option<(usize, &str)> = scenario.strip_prefix("rules-").map(|r| {
+        let (n, what) = r.split_once('-').expect("rules-N-encap or rules-N-storm");
+        (n.parse().expect("rules-N"), what)
+    });
     let (_cfg, snap) = if sessions > 0 {
         bench_snapshot_mirrored(16, a.table as u32, sessions)
+    } else if let Some((n, _)) = rules {
+        bench_snapshot_with_rules(16, a.table as u32, n)
     } else {
         bench_snapshot(16, a.table as u32)
     };
+    let scenario = rules.map_or(scenario, |(_, what)| what);
     let imix = ImixFrames::new();
     let rets = Returns::new(&snap);
     let mut pipe = Pipeline::new(a.table, Timeouts::default()).expect("pipeline");

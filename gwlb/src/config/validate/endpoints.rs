@@ -11,6 +11,7 @@ use crate::config::raw::{RawEndpoint, RawRule};
 use crate::config::{
     ConfigError, Endpoint, EndpointRoute, IpNet, MirrorSession, Port, Rule, RuleAction, TargetGroup,
 };
+use crate::flow::Stickiness;
 use crate::parse::proto;
 
 /// Most endpoints (a flow's zone is its endpoint's index + 1, and per-endpoint state is sized
@@ -125,6 +126,12 @@ pub(super) fn validate_endpoints(
         };
         check_stickiness(&e, &endpoint, groups)?;
         let routes = routes(&e, r, &endpoint.ports, ports, port_ref)?;
+        if !endpoint.vlan.is_empty() && routes.is_empty() {
+            return Err(invalid(
+                format!("{e}.routes"),
+                "a tagged endpoint needs routes: without them its packets would leave untagged, through the node's routes",
+            ));
+        }
         check_overlap(&e, &endpoint, &out)?;
         out.push(Endpoint { routes, ..endpoint });
     }
@@ -340,6 +347,24 @@ fn check_stickiness(e: &str, ep: &Endpoint, groups: &[TargetGroup]) -> Result<()
         return Ok(());
     };
     let want = groups[first].stickiness;
+    // A rule decides for every packet its flow key covers: it cannot match fields the key
+    // leaves out.
+    for (k, r) in ep.rules.iter().enumerate() {
+        let ports = !r.source_ports.is_empty() || !r.destination_ports.is_empty();
+        let (field, what) = match want {
+            Stickiness::FiveTuple => continue,
+            Stickiness::ThreeTuple if ports => ("source_ports", "ports"),
+            Stickiness::TwoTuple if ports => ("source_ports", "ports"),
+            Stickiness::TwoTuple if !r.protocols.is_empty() => ("protocols", "protocols"),
+            _ => continue,
+        };
+        return Err(invalid(
+            format!("{e}.rules[{k}].{field}"),
+            format!(
+                "the endpoint's flows are keyed {want} (its groups' stickiness): a rule cannot match {what}, which the key leaves out"
+            ),
+        ));
+    }
     for (k, r) in ep.rules.iter().enumerate() {
         if let Some(g) = r.action.group().filter(|&g| groups[g].stickiness != want) {
             return Err(invalid(
@@ -454,8 +479,19 @@ fn check_identities(endpoints: &[Endpoint], groups: &[TargetGroup]) -> Result<()
                 format!("target group {:?}'s own user traffic", g.name),
             ));
         }
+        // Its appliances also carry the flows of every group that fails over to it.
+        let served = |x: usize| x == gi || groups[x].failover_group == Some(gi);
+        for (x, o) in groups.iter().enumerate() {
+            if x != gi && served(x) && !o.user_ports.is_empty() {
+                seen.push((
+                    o.geneve_vni,
+                    o.endpoint_id,
+                    format!("target group {:?}'s own user traffic", o.name),
+                ));
+            }
+        }
         for (i, ep) in endpoints.iter().enumerate() {
-            if !ep.groups().any(|x| x == gi) {
+            if !ep.groups().any(served) {
                 continue;
             }
             let id = (ep.geneve_vni.unwrap_or(g.geneve_vni), ep.endpoint_id);
@@ -575,18 +611,22 @@ mod tests {
             endpoint("")
         );
         expect_err(&two, "endpoints[1].prefixes", "overlaps endpoints[0]");
-        // Told apart by their tags: accepted, and their default endpoint ids differ.
-        let c = parse(&two.replacen(
-            "target_group = \"fw\"\n",
-            "target_group = \"fw\"\nvlan = [10]\n",
-            1,
-        ));
+        // Told apart by their tags (a tagged endpoint needs routes): accepted, and their
+        // default endpoint ids differ.
+        let untagged = "target_group = \"fw\"\n";
+        let tagged = "target_group = \"fw\"\nvlan = [10]\n[[endpoints.routes]]\nprefix = \"0.0.0.0/0\"\nvia = \"10.9.0.1\"\nmac = \"02:00:00:00:09:01\"\n";
+        expect_err(
+            &two.replacen(untagged, "target_group = \"fw\"\nvlan = [10]\n", 1),
+            "endpoints[0].routes",
+            "a tagged endpoint needs routes",
+        );
+        let c = parse(&two.replacen(untagged, tagged, 1));
         assert_ne!(c.endpoints[0].endpoint_id, c.endpoints[1].endpoint_id);
         // ... but not with the same endpoint id and VNI toward one group.
         expect_err(
             &two.replacen(
-                "target_group = \"fw\"\n",
-                "target_group = \"fw\"\nvlan = [10]\nendpoint_id = 5\n",
+                untagged,
+                &tagged.replace("vlan = [10]\n", "vlan = [10]\nendpoint_id = 5\n"),
                 1,
             )
             .replace(
@@ -595,6 +635,13 @@ mod tests {
             ),
             "endpoints[1].endpoint_id",
             "could not be told apart",
+        );
+        // Ports cannot be matched on flows keyed without them.
+        expect_err(
+            &endpoint("[[endpoints.rules]]\nname = \"r\"\nprotocols = [6]\ndestination_ports = [\"80\"]\naction = \"bypass\"")
+                .replacen("name = \"fw\"", "name = \"fw\"\nstickiness = \"3-tuple\"", 1),
+            &f("rules[0].source_ports"),
+            "keyed 3-tuple",
         );
         // A port that is also a group's user port.
         expect_err(
