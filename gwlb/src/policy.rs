@@ -216,6 +216,8 @@ pub struct EndpointView {
     pub identity: AwsIdentity,
     /// Its rules, then its default action, as indices into the snapshot's rules.
     pub rules: Range<u16>,
+    /// Its rules (not the default) by the address blocks they match.
+    pub index: RuleIndex,
     /// The group whose idle timeouts its bypassed flows get (its first group; 0 if none).
     pub timeout_group: u16,
     /// Its routes, longest prefix first (empty: the node's routes, untagged).
@@ -253,16 +255,139 @@ impl EndpointView {
 }
 
 /// The rule index and action for the new flow whose first packet is `p`, of endpoint `ep`:
-/// its first matching rule, else its default action (the last of its range).
+/// its first matching rule, else its default action (the last of its range). Only the
+/// rules [`RuleIndex`] lists for the packet's addresses are tried.
 #[inline]
 pub fn decide(rules: &[RuleView], ep: &EndpointView, p: &ParsedPacket) -> (u16, Action) {
-    let (start, end) = (usize::from(ep.rules.start), usize::from(ep.rules.end));
-    let default = end - 1;
-    let i = rules[start..default]
-        .iter()
-        .position(|r| r.matcher.matches(p))
-        .map_or(default, |k| start + k);
-    (i as u16, rules[i].action)
+    let default = ep.rules.end - 1;
+    let i = ep.index.first_match(rules, p).unwrap_or(default);
+    (i, rules[usize::from(i)].action)
+}
+
+/// The address blocks rules are indexed by: IPv4 /24 and /16, IPv6 /64 and /32 (lengths in
+/// the 128-bit space, IPv4 mapped).
+const LEVELS_V4: [u32; 2] = [120, 112];
+const LEVELS_V6: [u32; 2] = [64, 32];
+
+fn top(level: u32) -> u128 {
+    u128::MAX << (128 - level)
+}
+
+fn is_v4_mapped(a: u128) -> bool {
+    a >> 32 == 0xffff
+}
+
+/// The index block of a prefix (network, mask): the longest level it covers, or `None` when
+/// it is shorter than them all.
+fn block_of(net: u128, mask: u128) -> Option<(u32, u128)> {
+    let len = mask.count_ones();
+    let levels = if is_v4_mapped(net) && len >= 96 {
+        LEVELS_V4
+    } else {
+        LEVELS_V6
+    };
+    levels
+        .into_iter()
+        .find(|&l| len >= l)
+        .map(|l| (l, net & top(l)))
+}
+
+/// An endpoint's rules by address block, so that a new flow tries only the rules that can
+/// match its addresses, not all of them (10,000 rules: a few binary searches). A rule whose
+/// sources all fall in blocks is listed under them; else one whose destinations do; else it
+/// is tried for every flow (`any`). Sound for both directions: a rule listed by its sources
+/// is looked up with the packet's source and, for rules that match both ways, destination.
+#[derive(Clone, Debug, Default)]
+pub struct RuleIndex {
+    /// (level, block) -> rule indices (ascending), sorted by key.
+    by_source: Vec<((u32, u128), Vec<u16>)>,
+    by_destination: Vec<((u32, u128), Vec<u16>)>,
+    any: Vec<u16>,
+}
+
+impl RuleIndex {
+    fn new(rules: &[RuleView], range: Range<u16>) -> Self {
+        let mut by_source: Vec<((u32, u128), u16)> = Vec::new();
+        let mut by_destination: Vec<((u32, u128), u16)> = Vec::new();
+        let mut any = Vec::new();
+        for i in range {
+            let m = &rules[usize::from(i)].matcher;
+            let blocks = |p: &Prefixes| -> Option<Vec<(u32, u128)>> {
+                if p.0.is_empty() {
+                    return None;
+                }
+                p.0.iter().map(|&(n, k)| block_of(n, k)).collect()
+            };
+            if let Some(b) = blocks(&m.sources) {
+                by_source.extend(b.into_iter().map(|k| (k, i)));
+            } else if let Some(b) = blocks(&m.destinations) {
+                by_destination.extend(b.into_iter().map(|k| (k, i)));
+            } else {
+                any.push(i);
+            }
+        }
+        let group = |mut v: Vec<((u32, u128), u16)>| {
+            v.sort();
+            v.dedup();
+            let mut out: Vec<((u32, u128), Vec<u16>)> = Vec::new();
+            for (k, i) in v {
+                match out.last_mut() {
+                    Some((last, list)) if *last == k => list.push(i),
+                    _ => out.push((k, vec![i])),
+                }
+            }
+            out
+        };
+        RuleIndex {
+            by_source: group(by_source),
+            by_destination: group(by_destination),
+            any,
+        }
+    }
+
+    /// The first rule (lowest index) that matches `p`, among those its addresses may match.
+    pub fn first_match(&self, rules: &[RuleView], p: &ParsedPacket) -> Option<u16> {
+        let (src, dst) = match p.embedded {
+            Some(e) => (e.src, e.dst),
+            None => (p.src, p.dst),
+        };
+        let mut best: Option<u16> = None;
+        let try_list = |list: &[u16], best: &mut Option<u16>| {
+            for &i in list {
+                if best.is_some_and(|b| i >= b) {
+                    return;
+                }
+                if rules[usize::from(i)].matcher.matches(p) {
+                    *best = Some(i);
+                    return;
+                }
+            }
+        };
+        try_list(&self.any, &mut best);
+        for (map, addrs) in [
+            (&self.by_source, [src, dst]),
+            (&self.by_destination, [dst, src]),
+        ] {
+            if map.is_empty() {
+                continue;
+            }
+            for a in addrs {
+                let v = u128::from_be_bytes(a.0);
+                let levels = if is_v4_mapped(v) {
+                    LEVELS_V4
+                } else {
+                    LEVELS_V6
+                };
+                for l in levels {
+                    let key = (l, v & top(l));
+                    if let Ok(k) = map.binary_search_by(|(x, _)| x.cmp(&key)) {
+                        try_list(&map[k].1, &mut best);
+                    }
+                }
+            }
+        }
+        best
+    }
 }
 
 /// The zone of every endpoint name, kept by the control loop across reloads: a name keeps
@@ -405,6 +530,7 @@ pub fn build(
                 endpoint_id: e.endpoint_id,
                 attachment_id: e.attachment_id,
             },
+            index: RuleIndex::new(&rules, start..rules.len() as u16 - 1),
             rules: start..rules.len() as u16,
             timeout_group: first_group.unwrap_or(0) as u16,
             routes,
@@ -627,6 +753,79 @@ mac = "02:00:00:00:09:01"
             (rules[usize::from(i)].name.as_str(), act),
             ("default", Action::Drop { reset: false })
         );
+    }
+
+    /// The index gives what trying every rule in order gives: random rules over a small
+    /// address universe (so that they overlap, at every prefix length, both families).
+    #[test]
+    fn the_rule_index_agrees_with_trying_every_rule() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let v4 = |a: u64, b: u64| format!("10.{a}.{b}.1");
+        let mut text =
+            String::from("[[endpoints]]\nname = \"t\"\nports = [\"p0\"]\ntarget_group = \"fw\"\n");
+        for k in 0..60 {
+            let net = |next: &mut dyn FnMut(u64) -> u64| {
+                let len = [8u64, 16, 24, 30, 32, 32][next(6) as usize];
+                let addr: std::net::Ipv4Addr = v4(next(4), next(4)).parse().unwrap();
+                let network = std::net::Ipv4Addr::from(u32::from(addr) & (u32::MAX << (32 - len)));
+                format!("\"{network}/{len}\"")
+            };
+            let sources = if next(3) == 0 {
+                String::new()
+            } else {
+                format!("sources = [{}]\n", net(&mut next))
+            };
+            let destinations = if next(2) == 0 {
+                String::new()
+            } else {
+                format!("destinations = [{}, {}]\n", net(&mut next), net(&mut next))
+            };
+            let ports = if next(4) == 0 {
+                format!("protocols = [6]\ndestination_ports = [\"{}\"]\n", next(3))
+            } else {
+                String::new()
+            };
+            let direction = if next(2) == 0 { "forward" } else { "both" };
+            text.push_str(&format!("[[endpoints.rules]]\nname = \"r{k}\"\n{sources}{destinations}{ports}direction = \"{direction}\"\naction = \"bypass\"\n"));
+        }
+        let c = cfg(&text);
+        let (eps, rules, _, _) = build(&c, &ZoneMap::default().assigned(&c));
+        let ep = &eps[0];
+        let linear = |p: &ParsedPacket| {
+            (ep.rules.start..ep.rules.end - 1)
+                .find(|&i| rules[usize::from(i)].matcher.matches(p))
+                .unwrap_or(ep.rules.end - 1)
+        };
+        let mut hits = 0;
+        for _ in 0..3000 {
+            let (s, d) = (v4(next(4), next(4)), v4(next(4), next(4)));
+            let p = tcp(&s, &d, next(3) as u16, next(3) as u16, &[]);
+            let want = linear(&p);
+            assert_eq!(decide(&rules, ep, &p).0, want, "{s} -> {d}");
+            hits += usize::from(want != ep.rules.end - 1);
+        }
+        assert!(
+            hits > 300,
+            "the rules match often enough to test something: {hits}"
+        );
+        // Each way a rule is listed, matched the other way round.
+        let c = cfg("[[endpoints]]\nname = \"t\"\nports = [\"p0\"]\ntarget_group = \"fw\"\n[[endpoints.rules]]\nname = \"s\"\nsources = [\"10.1.0.0/16\"]\naction = \"bypass\"\n[[endpoints.rules]]\nname = \"d\"\ndestinations = [\"10.3.3.0/24\"]\naction = \"bypass\"\n");
+        let (eps, rules, _, _) = build(&c, &ZoneMap::default().assigned(&c));
+        let name = |s: &str, d: &str| {
+            let (i, _) = decide(&rules, &eps[0], &tcp(s, d, 1, 2, &[]));
+            rules[usize::from(i)].name.clone()
+        };
+        assert_eq!(name("10.1.0.1", "10.2.0.1"), "s");
+        assert_eq!(name("10.2.0.1", "10.1.0.1"), "s");
+        assert_eq!(name("10.2.0.1", "10.3.3.1"), "d");
+        assert_eq!(name("10.3.3.1", "10.2.0.1"), "d");
+        assert_eq!(name("10.2.0.1", "10.3.4.1"), "default");
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub fn bench_snapshot_mirrored(
 
 /// [`bench_config`] with its port taken by one untagged endpoint, "bench-tenant", whose
 /// `rules` steering rules match none of the benchmark's flows (each names a /32 source in
-/// 192.168.0.0/16, both ways, so every rule is evaluated twice before the default action,
+/// 172.16.0.0/16, both ways, so every rule is evaluated twice before the default action,
 /// inspect by "bench", decides): the cost of the rule count on new and established flows.
 pub fn bench_config_with_rules(
     appliances: usize,
@@ -150,7 +150,7 @@ pub fn bench_config_with_rules(
     );
     for k in 0..rules {
         s.push_str(&format!(
-            "[[endpoints.rules]]\nname = \"r{k}\"\nsources = [\"192.168.{}.{}/32\"]\naction = \"bypass\"\n",
+            "[[endpoints.rules]]\nname = \"r{k}\"\nsources = [\"172.16.{}.{}/32\"]\naction = \"bypass\"\n",
             k / 256,
             k % 256
         ));
