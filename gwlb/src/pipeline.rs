@@ -593,7 +593,7 @@ impl Pipeline {
             Some(e) if zone != 0 && e.is_bypass() => {
                 let rule = snap.endpoint(zone).map_or(0, |ep| ep.rule_index(e.rule));
                 count_rule(&mut self.counters.rules, rule, ip_len, false);
-                return self.bypass(snap, buf, p, zone);
+                return forward(snap, buf, p, zone, &mut self.counters.bypassed);
             }
             Some(e) => {
                 if zone != 0 {
@@ -673,16 +673,10 @@ impl Pipeline {
                                 table_hash,
                             );
                             entry.rule = rule - ep.rules.start;
-                            let stored = match restart {
-                                None => self
-                                    .flows
-                                    .insert_absent(key, table_hash, entry, now)
-                                    .is_ok(),
-                                Some(_) => self.flows.insert(key, table_hash, entry, now).is_ok(),
-                            };
+                            let stored = self.store(key, table_hash, entry, restart.is_some(), now);
                             self.counters.new_flows += u64::from(stored);
                             count_rule(&mut self.counters.rules, rule, ip_len, true);
-                            return self.bypass(snap, buf, p, zone);
+                            return forward(snap, buf, p, zone, &mut self.counters.bypassed);
                         }
                         (rule, Action::Drop { reset }) => {
                             count_rule(&mut self.counters.rules, rule, ip_len, false);
@@ -710,8 +704,7 @@ impl Pipeline {
                                     FlowEntry::new(class_of(p.protocol), s, group, table_hash);
                                 entry.generation = a.generation;
                                 entry.rule = position;
-                                let stored = self.flows.insert_absent(key, table_hash, entry, now);
-                                (table_hash, stored.is_ok())
+                                (table_hash, self.store(key, table_hash, entry, false, now))
                             }
                             Some(instance) => {
                                 // Replaces the closed connection's entry in place.
@@ -722,10 +715,7 @@ impl Pipeline {
                                 entry.set_instance(instance);
                                 entry.rule = position;
                                 self.counters.restarted_flows += 1;
-                                (
-                                    cookie,
-                                    self.flows.insert(key, table_hash, entry, now).is_ok(),
-                                )
+                                (cookie, self.store(key, table_hash, entry, true, now))
                             }
                         };
                         if stored {
@@ -742,7 +732,9 @@ impl Pipeline {
                         }
                         (s, a, cookie)
                     }
-                    None if g.fail_open => return self.forward(snap, buf, p, zone),
+                    None if g.fail_open => {
+                        return forward(snap, buf, p, zone, &mut self.counters.fail_open)
+                    }
                     None => {
                         return self.drop_or_reset(
                             g.tcp_rst,
@@ -782,21 +774,22 @@ impl Pipeline {
         }
     }
 
-    /// A flow a steering rule forwards uninspected: out through its endpoint's routes.
-    fn bypass<B: PacketBuf>(
+    /// Stores a new flow's entry: in place of the closed connection on its tuple when
+    /// `replaces` (a restart), else only if the key is absent. Whether the table took it.
+    #[inline]
+    fn store(
         &mut self,
-        snap: &Snapshot,
-        buf: &mut B,
-        p: &ParsedPacket,
-        zone: u16,
-    ) -> Verdict {
-        let v = self.forward(snap, buf, p, zone);
-        if let Verdict::Tx(_) = v {
-            // `forward` counted it as fail-open: it is a bypass.
-            self.counters.fail_open -= 1;
-            self.counters.bypassed += 1;
+        key: FlowKey,
+        hash: u32,
+        entry: FlowEntry,
+        replaces: bool,
+        now: u32,
+    ) -> bool {
+        if replaces {
+            self.flows.insert(key, hash, entry, now).is_ok()
+        } else {
+            self.flows.insert_absent(key, hash, entry, now).is_ok()
         }
-        v
     }
 
     fn decapsulate<B: PacketBuf>(
@@ -967,29 +960,29 @@ impl Pipeline {
         }
         self.too_big(snap, buf, &p, back.port, mtu, now)
     }
+}
 
-    /// Fail-open (and bypass): forward the original packet of zone `zone` to its next hop
-    /// without inspection.
-    fn forward<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        buf: &mut B,
-        p: &ParsedPacket,
-        zone: u16,
-    ) -> Verdict {
-        let hop = match egress(snap, zone, &p.dst) {
-            Ok(h) => h,
-            Err(r) => return Verdict::Drop(r),
-        };
-        let src = snap.ports[usize::from(hop.port)].mac;
-        // A parsed frame holds its whole IP packet after at least 14 bytes of L2 header: the
-        // rewrite is refused only when tags must be added and there is no headroom for them.
-        if !decap::replace_l2_tagged(buf, usize::from(p.l3_offset), p, hop.mac, src, &hop.tags) {
-            return Verdict::Drop(DropReason::Oversize);
-        }
-        self.counters.fail_open += 1;
-        Verdict::Tx(hop.port)
+/// Forwards the original packet of zone `zone` to its next hop without inspection (fail-open,
+/// or a rule's bypass), counting it in `counted` when it leaves.
+fn forward<B: PacketBuf>(
+    snap: &Snapshot,
+    buf: &mut B,
+    p: &ParsedPacket,
+    zone: u16,
+    counted: &mut u64,
+) -> Verdict {
+    let hop = match egress(snap, zone, &p.dst) {
+        Ok(h) => h,
+        Err(r) => return Verdict::Drop(r),
+    };
+    let src = snap.ports[usize::from(hop.port)].mac;
+    // A parsed frame holds its whole IP packet after at least 14 bytes of L2 header: the
+    // rewrite is refused only when tags must be added and there is no headroom for them.
+    if !decap::replace_l2_tagged(buf, usize::from(p.l3_offset), p, hop.mac, src, &hop.tags) {
+        return Verdict::Drop(DropReason::Oversize);
     }
+    *counted += 1;
+    Verdict::Tx(hop.port)
 }
 
 /// Counts a user packet of `ip_len` bytes (and, with `new_flow`, a flow) under rule `rule`

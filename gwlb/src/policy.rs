@@ -42,6 +42,17 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The file's name of the action (`inspect`, `bypass`, `drop`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Inspect(g) => RuleAction::Inspect(g as usize).as_str(),
+            Action::Bypass => RuleAction::Bypass.as_str(),
+            Action::Drop { reset } => RuleAction::Drop { reset }.as_str(),
+        }
+    }
+}
+
 impl From<RuleAction> for Action {
     fn from(a: RuleAction) -> Self {
         match a {
@@ -435,19 +446,10 @@ impl ZoneMap {
     }
 }
 
-/// The groups whose flows group `gi`'s appliances may return: itself, and every group that
-/// fails over to it (their flows are encapsulated to its appliances then).
-fn served_by(cfg: &Config, gi: usize) -> impl Iterator<Item = usize> + '_ {
-    cfg.target_groups
-        .iter()
-        .enumerate()
-        .filter(move |(i, g)| *i == gi || g.failover_group == Some(gi))
-        .map(|(i, _)| i)
-}
-
 /// Whether endpoint `e` may have flows on group `gi`'s appliances.
-pub fn reaches(cfg: &Config, e: &config::Endpoint, gi: usize) -> bool {
-    e.groups().any(|g| served_by(cfg, gi).any(|x| x == g))
+fn reaches(cfg: &Config, e: &config::Endpoint, gi: usize) -> bool {
+    e.groups()
+        .any(|g| config::groups_carried_by(&cfg.target_groups, gi).any(|x| x == g))
 }
 
 /// The endpoints and rules of `cfg` with the zones of `zones` (which must hold every
@@ -552,7 +554,7 @@ impl ReturnZones {
     /// The return zones of group `gi` (zones from `zones`, as [`build`] takes them).
     pub fn new(cfg: &Config, gi: usize, zones: &ZoneMap) -> Self {
         let mut out = ReturnZones::default();
-        for s in served_by(cfg, gi) {
+        for s in config::groups_carried_by(&cfg.target_groups, gi) {
             let g = &cfg.target_groups[s];
             if !g.user_ports.is_empty() {
                 out.own.push((g.geneve_vni, g.endpoint_id));

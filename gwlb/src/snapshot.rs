@@ -500,6 +500,9 @@ impl Snapshot {
             zone_index: Vec::new(),
         };
         let zones = live.zones.assigned(cfg);
+        let return_zones: Vec<crate::policy::ReturnZones> = (0..cfg.target_groups.len())
+            .map(|gi| crate::policy::ReturnZones::new(cfg, gi, &zones))
+            .collect();
         (snap.endpoints, snap.rules, snap.port_zones, snap.zone_index) =
             crate::policy::build(cfg, &zones);
 
@@ -573,11 +576,7 @@ impl Snapshot {
                 mac,
                 mac_key: mac.map_or(0, mac_key),
                 require_cookie: gi.is_some_and(|g| cfg.target_groups[g].require_flow_cookie),
-                zoned: gi.is_some_and(|g| {
-                    cfg.endpoints
-                        .iter()
-                        .any(|e| crate::policy::reaches(cfg, e, g))
-                }),
+                zoned: gi.is_some_and(|g| return_zones[g].is_zoned()),
                 generation: s.generation,
             });
         }
@@ -643,7 +642,7 @@ impl Snapshot {
                     .data_path
                     .filter(|_| g.health_check.enabled)
                     .map(|d| crate::data_path_probe::Matcher::new(&d)),
-                return_zones: crate::policy::ReturnZones::new(cfg, gi, &zones),
+                return_zones: return_zones[gi].clone(),
             });
         }
         // One slot per address: a registered one wins over one still draining elsewhere.

@@ -124,15 +124,11 @@ pub fn bench_snapshot_mirrored(
     flow_table_capacity: u32,
     sessions: usize,
 ) -> (Config, Snapshot) {
-    let cfg = Config::from_toml_str(&bench_config_mirrored(
+    snapshot_of(&bench_config_mirrored(
         appliances,
         flow_table_capacity,
         sessions,
     ))
-    .expect("mirrored bench config parses");
-    let snap = Snapshot::build(&cfg, &[PORT_MAC], &LiveState::default(), 1)
-        .expect("mirrored bench snapshot builds");
-    (cfg, snap)
 }
 
 /// [`bench_config`] with its port taken by one untagged endpoint, "bench-tenant", whose
@@ -164,27 +160,29 @@ pub fn bench_snapshot_with_rules(
     flow_table_capacity: u32,
     rules: usize,
 ) -> (Config, Snapshot) {
-    let cfg = Config::from_toml_str(&bench_config_with_rules(
+    snapshot_of(&bench_config_with_rules(
         appliances,
         flow_table_capacity,
         rules,
     ))
-    .expect("bench config with rules parses");
-    let snap = Snapshot::build(&cfg, &[PORT_MAC], &LiveState::default(), 1)
-        .expect("bench snapshot with rules builds");
-    (cfg, snap)
 }
 
 /// Parses [`bench_config`] and builds its snapshot.
 pub fn bench_snapshot(appliances: usize, flow_table_capacity: u32) -> (Config, Snapshot) {
-    let cfg = Config::from_toml_str(&bench_config(appliances, flow_table_capacity))
-        .expect("bench config parses");
-    let snap = Snapshot::build(&cfg, &[PORT_MAC], &LiveState::default(), 1)
-        .expect("bench snapshot builds");
+    let (cfg, snap) = snapshot_of(&bench_config(appliances, flow_table_capacity));
     assert!(
         snap.appliances.iter().all(|a| a.template.is_some()),
         "every appliance has an encapsulation template"
     );
+    (cfg, snap)
+}
+
+/// Parses a benchmark configuration and builds its snapshot (the port's MAC, no learned
+/// neighbours).
+fn snapshot_of(text: &str) -> (Config, Snapshot) {
+    let cfg = Config::from_toml_str(text).expect("bench config parses");
+    let snap = Snapshot::build(&cfg, &[PORT_MAC], &LiveState::default(), 1)
+        .expect("bench snapshot builds");
     (cfg, snap)
 }
 

@@ -344,6 +344,16 @@ impl RuleAction {
     }
 }
 
+/// The groups whose flows the appliances of group `gi` carry: `gi` itself, and every group
+/// that fails over to it (its flows are then encapsulated to `gi`'s appliances).
+pub fn groups_carried_by(groups: &[TargetGroup], gi: usize) -> impl Iterator<Item = usize> + '_ {
+    groups
+        .iter()
+        .enumerate()
+        .filter(move |(i, g)| *i == gi || g.failover_group == Some(gi))
+        .map(|(i, _)| i)
+}
+
 impl Endpoint {
     /// Every group the endpoint's flows can be inspected by: the default's, then the rules'
     /// in order (repeats kept).

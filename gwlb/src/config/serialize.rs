@@ -231,13 +231,9 @@ impl From<&Config> for RawConfig {
                     snap_length: m.snap_length.map_or(0, i64::from),
                     copy_point: m.copy_point,
                     user_ports: m.user_ports.iter().map(|&p| port_name(p)).collect(),
-                    prefixes: m.prefixes.iter().map(ToString::to_string).collect(),
+                    prefixes: nets(&m.prefixes),
                     protocols: m.protocols.iter().map(|&p| i64::from(p)).collect(),
-                    l4_ports: m
-                        .l4_ports
-                        .iter()
-                        .map(|r| format!("{}-{}", r.start(), r.end()))
-                        .collect(),
+                    l4_ports: ranges(&m.l4_ports),
                     direction: m.direction,
                 })
                 .collect(),

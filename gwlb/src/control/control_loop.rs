@@ -1033,12 +1033,7 @@ impl ControlLoop {
                     .filter_map(|i| Some((i, snap.rules.get(i)?)))
                     .map(|(i, r)| crate::control::RuleReport {
                         name: r.name.clone(),
-                        action: match r.action {
-                            Action::Inspect(_) => "inspect",
-                            Action::Bypass => "bypass",
-                            Action::Drop { .. } => "drop",
-                        }
-                        .to_owned(),
+                        action: r.action.as_str().to_owned(),
                         target_group: match r.action {
                             Action::Inspect(g) => {
                                 snap.groups.get(usize::from(g)).map(|g| g.name.clone())

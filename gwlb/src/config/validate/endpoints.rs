@@ -9,7 +9,8 @@ use super::mirrors::port_range;
 use super::{check_host_ip, check_name, check_unicast_mac, family, invalid, parse_field, ranged};
 use crate::config::raw::{RawEndpoint, RawRule};
 use crate::config::{
-    ConfigError, Endpoint, EndpointRoute, IpNet, MirrorSession, Port, Rule, RuleAction, TargetGroup,
+    groups_carried_by, ConfigError, Endpoint, EndpointRoute, IpNet, MirrorSession, Port, Rule,
+    RuleAction, TargetGroup,
 };
 use crate::flow::Stickiness;
 use crate::parse::proto;
@@ -480,9 +481,10 @@ fn check_identities(endpoints: &[Endpoint], groups: &[TargetGroup]) -> Result<()
             ));
         }
         // Its appliances also carry the flows of every group that fails over to it.
-        let served = |x: usize| x == gi || groups[x].failover_group == Some(gi);
-        for (x, o) in groups.iter().enumerate() {
-            if x != gi && served(x) && !o.user_ports.is_empty() {
+        let served: Vec<usize> = groups_carried_by(groups, gi).collect();
+        for &x in &served {
+            let o = &groups[x];
+            if x != gi && !o.user_ports.is_empty() {
                 seen.push((
                     o.geneve_vni,
                     o.endpoint_id,
@@ -491,7 +493,7 @@ fn check_identities(endpoints: &[Endpoint], groups: &[TargetGroup]) -> Result<()
             }
         }
         for (i, ep) in endpoints.iter().enumerate() {
-            if !ep.groups().any(served) {
+            if !ep.groups().any(|g| served.contains(&g)) {
                 continue;
             }
             let id = (ep.geneve_vni.unwrap_or(g.geneve_vni), ep.endpoint_id);
