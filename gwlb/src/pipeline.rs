@@ -855,6 +855,12 @@ impl Pipeline {
         if r.flow_cookie.is_some_and(|c| !cookie_ok(c)) {
             return Verdict::Drop(DropReason::NoFlowForReturn);
         }
+        // A FIN or RST the appliance sends back (its own reset of a connection it refuses,
+        // say) ends the connection as one from either user does: the next SYN on the tuple
+        // is a new flow with the next cookie.
+        if !stateless && inner.tcp_flags.0 & (TcpFlags::FIN | TcpFlags::RST) != 0 {
+            self.close_returned(&r.key, table_hash, now);
+        }
         let hop = match egress(snap, r.zone, &inner.dst) {
             Ok(h) => h,
             Err(why) => return Verdict::Drop(why),
@@ -871,6 +877,14 @@ impl Pipeline {
         // Counted only once forwarded (a stateless return can still fail the checks above).
         self.counters.stateless_returns += u64::from(stateless);
         Verdict::Tx(hop.port)
+    }
+
+    /// Marks the flow of a returned FIN or RST closed (out of line: few packets carry one).
+    #[cold]
+    fn close_returned(&mut self, key: &FlowKey, hash: u32, now: u32) {
+        if let Some(e) = self.flows.lookup(key, hash, now) {
+            e.set_closed();
+        }
     }
 
     /// Drops a packet the gateway will not carry (a flow it ends, or a TCP packet of an

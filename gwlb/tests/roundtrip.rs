@@ -1276,6 +1276,56 @@ mac = "02:00:00:00:00:21"
 /// A TCP SYN on the 5-tuple of a connection that has seen FIN or RST (or, with
 /// `tcp_reuse_after_idle_s`, that idled that long) starts a new flow with a new cookie, as
 /// AWS does: an echo of the old connection's cookie is refused, the new one's accepted.
+/// An appliance that refuses a connection answers the client's SYN with an RST of its own,
+/// inside its return: the flow is closed by it, so the client's next SYN is a new flow with
+/// the next cookie (as after an RST from either user).
+#[test]
+fn an_rst_an_appliance_sends_back_closes_the_flow() {
+    let (snap, mut pipe) = setup();
+    let (client, server) = ([10, 1, 0, 2], [10, 2, 0, 2]);
+    let tcp = |src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8| {
+        frame(
+            CLIENT_MAC,
+            GW_MAC,
+            Ips::V4(src, dst),
+            L4::Tcp {
+                src_port: sport,
+                dst_port: dport,
+                flags,
+            },
+            b"",
+        )
+    };
+    let (syn, rst_ack) = (0x02, 0x14);
+    let send_syn = |pipe: &mut Pipeline, now: u32| {
+        let mut b = VecBuf::new(&tcp(client, server, 40009, 443, syn));
+        assert_eq!(pipe.process(&snap, &mut b, 0, now), Verdict::Tx(0));
+        let enc = b.data().to_vec();
+        let cookie = geneve::parse_aws_header(&enc[42..])
+            .unwrap()
+            .options
+            .flow_cookie
+            .unwrap();
+        (cookie, enc)
+    };
+    let (c0, enc) = send_syn(&mut pipe, 1);
+    // The appliance's own RST towards the client, returned Linux-style (no options).
+    let refusal = tcp(server, client, 443, 40009, rst_ack);
+    let mut r = VecBuf::new(&linux_return(&enc, &refusal[14..]));
+    assert_eq!(pipe.process(&snap, &mut r, 0, 2), Verdict::Tx(0));
+    assert_eq!(
+        &r.data()[14..],
+        &refusal[14..],
+        "the RST reaches the client"
+    );
+    // A SYN retransmitted before the RST would have been the same connection; after it,
+    // the next connection.
+    let (c1, _) = send_syn(&mut pipe, 3);
+    assert_ne!(c1, c0, "a new cookie after the appliance's RST");
+    assert_eq!(pipe.counters.restarted_flows, 1);
+    assert!(gwlb::flow_table::is_flow_cookie(c0, c1));
+}
+
 #[test]
 fn a_syn_on_a_closed_or_idle_tuple_starts_a_new_flow_with_a_new_cookie() {
     let text = CONFIG.replace(
