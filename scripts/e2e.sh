@@ -226,22 +226,28 @@ check "gwlb still running and forwarding after bad traffic (ping)" cx ping -c 2 
 tlog "oversize"
 # gwlb's user link (gwu0) takes 2000-byte frames; the appliance port's MTU is $APP_MTU, so an
 # inner packet may have at most $MAX_INNER bytes. Sent from the LAN switch's port toward gwlb.
-ov0=$(gw_drop oversize) enc0=$(gw_count encapsulated)
+ov0=$(gw_drop oversize) enc0=$(gw_count encapsulated) frag0=$(gw_count fragmented)
 big() { ip netns exec "$NS_LAN" "$PY" "$BT" udp-len --iface gw --dst-mac "$GW_USER_MAC" \
             --src "$CLIENT_IP" --dst "$SERVER_IP" --count 3 "$@" >/dev/null; }
-# Without DF: only dropped (with DF gwlb would answer each with ICMP "fragmentation needed",
-# which scripts/e2e-cluster.sh and the pcap data-path test check).
+# With DF, a packet too big gets ICMP "fragmentation needed" (scripts/e2e-cluster.sh and the
+# pcap data-path test check that). Without DF gwlb fragments it, as a router would.
 big --ip-len $((MAX_INNER + 1)) --inner-sport 45001 --no-df || bad "send oversize"
 big --ip-len "$MAX_INNER" --inner-sport 45002 || bad "send largest packet"
 gw_wait_report
 d=$(( $(gw_drop oversize) - ov0 )) e=$(( $(gw_count encapsulated) - enc0 ))
-# 3 too big to encapsulate, and the 3 that fit come back from the appliance larger than the
-# user port's MTU (1500): not sent out of it (egress MTU check), counted as oversize too.
-[ "$d" = 6 ] && ok "3 x inner $((MAX_INNER + 1)) B (+68 B Geneve > MTU $APP_MTU) and the 3 returned $MAX_INNER B packets (> user MTU 1500): dropped, counted as oversize (+$d)" ||
-    bad "oversize counted" "+$d (want 3 + 3)"
-[ "$e" -ge 3 ] && [ -n "$(flows_seen 45002 45002)" ] &&
-    ok "3 x inner $MAX_INNER B (exactly fits): encapsulated (+$e) and seen by appliance $(flows_seen 45002 45002 | awk '{print $1}')" ||
-    bad "largest packet encapsulated and seen by an appliance" "encapsulated +$e; seen: '$(flows_seen 45002 45002)'"
+f=$(( $(gw_count fragmented) - frag0 ))
+# The 3 that fit come back from the appliance larger than the user port's MTU (1500), with
+# DF: not sent out of it (egress MTU check), counted as oversize, answered with ICMP.
+[ "$d" = 3 ] && ok "3 returned $MAX_INNER B packets with DF (> user MTU 1500): dropped, counted as oversize (+$d)" ||
+    bad "oversize counted" "+$d (want 3)"
+# The 3 without DF: each split in 2 and encapsulated (3 + 6), and the appliances' returns,
+# over the user port's MTU again, split for it (at least 3 more splits).
+[ "$e" -ge 9 ] && [ "$f" -ge 6 ] &&
+    ok "3 x inner $((MAX_INNER + 1)) B without DF (+68 B Geneve > MTU $APP_MTU): fragmented and each fragment encapsulated, the returns fragmented for the user port (encapsulated +$e, fragmented +$f)" ||
+    bad "no-DF packets fragmented" "encapsulated +$e (want >= 9), fragmented +$f (want >= 6)"
+[ -n "$(flows_seen 45002 45002)" ] &&
+    ok "3 x inner $MAX_INNER B (exactly fits): encapsulated and seen by appliance $(flows_seen 45002 45002 | awk '{print $1}')" ||
+    bad "largest packet encapsulated and seen by an appliance" "seen: '$(flows_seen 45002 45002)'"
 r=$(cx curl -s -m 5 "http://$SERVER_IP/")
 [ "$r" = "hello from $NS_SERVER" ] && ok "gwlb still forwards after oversize packets (HTTP GET)" || bad "HTTP after oversize" "got '$r'"
 

@@ -14,6 +14,7 @@ pub mod encap;
 pub mod flow;
 pub mod flow_dump;
 pub mod flow_table;
+pub mod fragment;
 pub mod health;
 pub mod huge_array;
 pub mod instance_lock;

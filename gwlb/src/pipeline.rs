@@ -14,6 +14,7 @@ use crate::flow_table::{
     flow_cookie, is_flow_cookie, prefetch_line, FlowEntry, FlowTable, FlowTableError, ProtoClass,
     Timeouts, COOKIE_INSTANCES,
 };
+use crate::fragment::FragmentError;
 use crate::mirror::MirrorCounter;
 use crate::packet_buf::PacketBuf;
 use crate::parse::{self, proto, DropReason, ParsedPacket, TcpFlags, L3};
@@ -38,6 +39,19 @@ pub enum Verdict {
     /// Another worker's flow: hand the packet, unchanged, to worker `0` (its index). Only
     /// [`Pipeline::process_burst_shared`] decides this; the owner processes and counts it.
     Handoff(u16),
+    /// An IPv4 user packet without DF, too large to encapsulate toward its appliance: split
+    /// it with [`Pipeline::fragment`] into fragments of at most `0` bytes (IP) and process
+    /// each like a packet received on the same port (they are fragments, keyed as such).
+    /// The packet itself is unchanged.
+    Fragment(u16),
+    /// A decapsulated IPv4 packet without DF, rewritten for port `port` but larger than its
+    /// MTU `mtu`: split it with [`Pipeline::fragment`] and transmit each fragment on `port`.
+    TxFragments {
+        /// The egress port.
+        port: u16,
+        /// Its MTU: the largest fragment (IP).
+        mtu: u16,
+    },
 }
 
 /// The workers that share a node's flows, as one of them sees it: each flow belongs to the
@@ -87,6 +101,9 @@ pub struct Counters {
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" sent in place of packets too
     /// large to encapsulate (path MTU discovery; [`crate::too_big`]).
     pub icmp_too_big: u64,
+    /// IPv4 packets without DF split into fragments because they were too large for the
+    /// appliance side or, after decapsulation, for their egress port ([`crate::fragment`]).
+    pub fragmented: u64,
     /// Packets of new flows the full flow table could not store: encapsulated toward the
     /// appliance the group's Maglev table picks for the flow (stateless), not counted as
     /// new flows.
@@ -125,6 +142,7 @@ impl Counters {
             restarted_flows: 0,
             tcp_resets: 0,
             icmp_too_big: 0,
+            fragmented: 0,
             table_full: 0,
             stateless_returns: 0,
             drops: [0; DropReason::COUNT],
@@ -330,7 +348,37 @@ impl Pipeline {
         match v {
             Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
             Verdict::ToHost => self.counters.to_host += 1,
-            Verdict::Tx(_) | Verdict::Handoff(_) => {}
+            Verdict::Tx(_)
+            | Verdict::Handoff(_)
+            | Verdict::Fragment(_)
+            | Verdict::TxFragments { .. } => {}
+        }
+    }
+
+    /// Splits the IPv4 packet in `buf` (left unchanged) into fragments of at most
+    /// `max_ip_len` bytes, as a [`Verdict::Fragment`] or [`Verdict::TxFragments`] asked,
+    /// handing each to `sink` (which returns whether it took it). Counted `fragmented`, or,
+    /// when the packet cannot be split (IP options, no buffer; see [`crate::fragment`]),
+    /// dropped as `oversize`; `false` then, and the caller drops the fragments it took.
+    #[cold]
+    pub fn fragment<B: PacketBuf>(
+        &mut self,
+        buf: &B,
+        max_ip_len: u16,
+        sink: &mut impl FnMut(B) -> bool,
+    ) -> bool {
+        let split = parse::parse_frame(buf.data())
+            .map_err(|_| FragmentError::NotFragmentable)
+            .and_then(|p| crate::fragment::split(buf, &p, usize::from(max_ip_len), sink));
+        match split {
+            Ok(_) => {
+                self.counters.fragmented += 1;
+                true
+            }
+            Err(_) => {
+                self.counters.drops[DropReason::Oversize.index()] += 1;
+                false
+            }
         }
     }
 
@@ -766,6 +814,9 @@ impl Pipeline {
             }
             Err(EncapError::Oversize) => {
                 let mtu = u16::try_from(t.max_inner_len()).unwrap_or(u16::MAX);
+                if crate::fragment::fragmentable(buf.data(), p) {
+                    return Verdict::Fragment(mtu);
+                }
                 self.too_big(snap, buf, p, in_port, mtu, now)
             }
             Err(EncapError::NoHeadroom | EncapError::Truncated) => {
@@ -866,7 +917,10 @@ impl Pipeline {
             Err(why) => return Verdict::Drop(why),
         };
         let out = &snap.ports[usize::from(hop.port)];
-        if inner.l3_len > out.mtu {
+        let too_big = inner.l3_len > out.mtu;
+        // (`inner` was parsed from the inner packet, at `inner_offset`.)
+        let inner_packet = buf.data().get(inner_offset..).unwrap_or_default();
+        if too_big && !crate::fragment::fragmentable(inner_packet, inner) {
             let (offset, mtu) = (inner_offset, out.mtu);
             return self.too_big_after_decap(snap, buf, offset, inner, r.zone, mtu, now);
         }
@@ -876,6 +930,14 @@ impl Pipeline {
         self.counters.decapsulated += 1;
         // Counted only once forwarded (a stateless return can still fail the checks above).
         self.counters.stateless_returns += u64::from(stateless);
+        if too_big {
+            // Without DF: its fragments leave instead (the worker splits it).
+            let mtu = out.mtu;
+            return Verdict::TxFragments {
+                port: hop.port,
+                mtu,
+            };
+        }
         Verdict::Tx(hop.port)
     }
 

@@ -60,6 +60,8 @@ macro_rules! worker_counter_table {
                 "TCP resets sent in place of dropped packets of ended flows.", "";
             icmp_too_big: pipeline.icmp_too_big, "gwlb_worker_icmp_too_big_total",
                 "ICMP fragmentation-needed / packet-too-big errors sent for packets too large to encapsulate (path MTU discovery).", "";
+            fragmented: pipeline.fragmented, "gwlb_worker_fragmented_packets_total",
+                "IPv4 packets without DF split into fragments: too large to encapsulate, or for their egress port after decapsulation.", "";
             table_full: pipeline.table_full, "gwlb_worker_flow_table_full_packets_total",
                 "Packets of new flows the full flow table could not store (sent to the flow's Maglev choice without an entry; not in new flows).", "";
             stateless_returns: pipeline.stateless_returns, "gwlb_worker_stateless_returns_total",
@@ -232,7 +234,8 @@ mod tests {
             c.icmp_too_big,
             c.restarted_flows,
             c.bypassed,
-        ) = (30, 31, 32, 33);
+            c.fragmented,
+        ) = (30, 31, 32, 33, 34);
         c.drops[DropReason::TxFull.index()] = 100;
         let io = LoopIo {
             rx: 11,
@@ -260,6 +263,7 @@ mod tests {
             ("restarted_flows", 32),
             ("tcp_resets", 28),
             ("icmp_too_big", 31),
+            ("fragmented", 34),
             ("table_full", 29),
             ("stateless_returns", 30),
             ("flow_table_inserts", 0),

@@ -6,8 +6,7 @@
 //! DF set, and every IPv6 packet (IPv6 routers never fragment), is then answered with an
 //! ICMP error carrying the largest inner packet that fits, so the sender lowers its path
 //! MTU and retransmits smaller (what a router does on a smaller link). IPv4 packets without
-//! DF are dropped (`oversize`): fragmenting them would turn one packet into several, which
-//! the one-verdict-per-packet data path does not do.
+//! DF are fragmented instead ([`crate::fragment`]).
 //!
 //! The error is built in place in the packet's buffer (nothing is allocated) and sent back
 //! out the port the packet came in on, to the MAC it came from, from the gateway's own

@@ -969,9 +969,10 @@ fn packets_too_big_to_encapsulate_get_icmp_errors_within_the_rate() {
         (big_v4(true, 40004), 1),
         (big_v4(true, 40005), 2),
     ];
+    // Without DF the packet is fragmented instead (no error; the worker splits it).
     let want = [
         Verdict::Tx(0),
-        Verdict::Drop(DropReason::Oversize),
+        Verdict::Fragment(1432),
         Verdict::Tx(0),
         Verdict::Tx(0),
         Verdict::Tx(0),
@@ -992,7 +993,7 @@ fn packets_too_big_to_encapsulate_get_icmp_errors_within_the_rate() {
         outs.push(b.data().to_vec());
     }
     assert_eq!(single.counters.icmp_too_big, 4);
-    assert_eq!(single.counters.drops[DropReason::Oversize.index()], 6);
+    assert_eq!(single.counters.drops[DropReason::Oversize.index()], 5);
     assert_eq!(burst.counters.icmp_too_big, 4);
     // The IPv4 error: to the sender's MAC, from the gateway's address, MTU 1432, the quote.
     let e = &outs[0];
@@ -1019,8 +1020,8 @@ fn packets_too_big_to_encapsulate_get_icmp_errors_within_the_rate() {
 
 /// After decapsulation the egress port's MTU holds: an appliance's return whose inner packet
 /// exceeds it (1600 bytes, DF, to a 1500-byte port) is not sent; its source gets ICMP
-/// "fragmentation needed" with MTU 1500, through the route back to it. Without DF it is
-/// dropped. Both counted `oversize`.
+/// "fragmentation needed" with MTU 1500, through the route back to it (counted `oversize`).
+/// Without DF it is decapsulated and left to the worker to fragment for that port.
 #[test]
 fn returned_packets_over_the_egress_mtu_are_answered_not_sent() {
     let (snap, mut pipe) = setup();
@@ -1050,14 +1051,20 @@ fn returned_packets_over_the_egress_mtu_are_answered_not_sent() {
     assert_eq!((e[34], e[35]), (3, 4));
     assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1500);
     assert_eq!(&e[42..62], &inner[..20], "quotes the returned packet");
+    assert_eq!(pipe.counters.decapsulated, 0, "nothing over the MTU left");
     let mut r = VecBuf::new(&linux_return(&enc, &big_inner(false)));
     assert_eq!(
         pipe.process(&snap, &mut r, 0, 3),
-        Verdict::Drop(DropReason::Oversize)
+        Verdict::TxFragments { port: 0, mtu: 1500 }
+    );
+    assert_eq!(
+        &r.data()[14..],
+        &big_inner(false)[..],
+        "unwrapped, unchanged"
     );
     assert_eq!(pipe.counters.icmp_too_big, 1);
-    assert_eq!(pipe.counters.drops[DropReason::Oversize.index()], 2);
-    assert_eq!(pipe.counters.decapsulated, 0, "nothing over the MTU left");
+    assert_eq!(pipe.counters.drops[DropReason::Oversize.index()], 1);
+    assert_eq!(pipe.counters.decapsulated, 1);
 }
 
 /// `tcp_unknown_non_syn`: under "drop" (AWS) and "reset" a TCP packet of an unknown flow that
@@ -1273,9 +1280,128 @@ mac = "02:00:00:00:00:21"
     assert_eq!(pipe.counters.decapsulated, 20);
 }
 
-/// A TCP SYN on the 5-tuple of a connection that has seen FIN or RST (or, with
-/// `tcp_reuse_after_idle_s`, that idled that long) starts a new flow with a new cookie, as
-/// AWS does: an echo of the old connection's cookie is refused, the new one's accepted.
+/// A user frame of `payload` UDP bytes from the client, DF clear.
+fn udp_without_df(sport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = user_frame(
+        Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
+        17,
+        sport,
+        53,
+        payload,
+    );
+    f[20] &= !0x40;
+    set_ipv4_checksum(&mut f[14..34]);
+    f
+}
+
+/// The IP packets in `frames` (after 14 bytes of Ethernet), reassembled: (header fields of
+/// the first, whole payload). Checks each is a well-formed fragment of at most `mtu` bytes.
+fn reassemble(frames: &[Vec<u8>], mtu: usize) -> (Ipv4Header, Vec<u8>) {
+    let mut payload = Vec::new();
+    let mut first = None;
+    for (i, f) in frames.iter().enumerate() {
+        let (h, rest) = Ipv4Header::from_slice(&f[14..]).expect("an IPv4 fragment");
+        assert!(
+            usize::from(h.total_len) <= mtu,
+            "fragment {i}: {} > {mtu}",
+            h.total_len
+        );
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert_eq!(usize::from(h.fragment_offset.value()) * 8, payload.len());
+        assert_eq!(h.more_fragments, i + 1 < frames.len());
+        payload.extend_from_slice(&rest[..usize::from(h.total_len) - 20]);
+        first.get_or_insert(h);
+    }
+    (first.expect("fragments"), payload)
+}
+
+/// An IPv4 packet without DF too large to encapsulate is split into fragments (the worker's
+/// part, `Pipeline::fragment`), and each fragment is inspected like one the sender made: all
+/// to one appliance, within the appliance side's MTU, and back out to the router. A return
+/// larger than its egress port leaves as fragments too.
+#[test]
+fn ipv4_without_df_is_fragmented_and_each_fragment_inspected() {
+    let (snap, mut pipe) = setup();
+    let big = udp_without_df(5001, &[0x5a; 2500]);
+    let mut b = VecBuf::new(&big);
+    // 1500 (port MTU) - 68 (outer headers and options).
+    assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Fragment(1432));
+    assert_eq!(b.data(), &big[..], "left unchanged for the worker");
+    let mut frags = Vec::new();
+    assert!(pipe.fragment(&b, 1432, &mut |f: VecBuf| {
+        frags.push(f);
+        true
+    }));
+    assert_eq!((frags.len(), pipe.counters.fragmented), (2, 1));
+    let mut encapsulated = Vec::new();
+    let mut returned = Vec::new();
+    for mut f in frags {
+        assert_eq!(pipe.process(&snap, &mut f, 0, 1), Verdict::Tx(0));
+        let enc = f.data().to_vec();
+        assert!(enc.len() - 14 <= 1500, "an outer packet within the MTU");
+        let mut r = VecBuf::new(&aws_echo(&enc));
+        assert_eq!(pipe.process(&snap, &mut r, 0, 2), Verdict::Tx(0));
+        assert_eq!(&r.data()[..6], &ROUTER_MAC);
+        returned.push(r.data().to_vec());
+        encapsulated.push(enc);
+    }
+    assert_eq!(
+        encapsulated[0][..6],
+        encapsulated[1][..6],
+        "the fragments reach one appliance"
+    );
+    let (h, payload) = reassemble(&returned, 1432);
+    let (orig, rest) = Ipv4Header::from_slice(&big[14..]).unwrap();
+    assert_eq!(
+        (h.identification, h.source, h.destination),
+        (orig.identification, orig.source, orig.destination)
+    );
+    assert_eq!(
+        payload,
+        rest[..usize::from(orig.total_len) - 20],
+        "reassembles to the original"
+    );
+
+    // With DF the same packet gets an ICMP error, never fragments.
+    let mut df = big.clone();
+    df[20] |= 0x40;
+    set_ipv4_checksum(&mut df[14..34]);
+    assert_eq!(
+        pipe.process(&snap, &mut VecBuf::new(&df), 0, 3),
+        Verdict::Tx(0)
+    );
+    assert_eq!(pipe.counters.icmp_too_big, 1);
+
+    // An appliance that reassembled the fragments returns 2,528 bytes: over the egress MTU,
+    // without DF, so it leaves in fragments of at most 1500.
+    let small = udp_without_df(5002, &[1; 100]);
+    let mut s = VecBuf::new(&small);
+    assert_eq!(pipe.process(&snap, &mut s, 0, 4), Verdict::Tx(0));
+    let whole = udp_without_df(5002, &[0x33; 2500]);
+    let mut r = VecBuf::new(&linux_return(s.data(), &whole[14..]));
+    assert_eq!(
+        pipe.process(&snap, &mut r, 0, 5),
+        Verdict::TxFragments { port: 0, mtu: 1500 }
+    );
+    let mut out = Vec::new();
+    assert!(pipe.fragment(&r, 1500, &mut |f: VecBuf| {
+        out.push(f.data().to_vec());
+        true
+    }));
+    assert_eq!((out.len(), pipe.counters.fragmented), (2, 2));
+    assert!(out
+        .iter()
+        .all(|f| f[..6] == ROUTER_MAC && f[6..12] == GW_MAC));
+    let (_, payload) = reassemble(&out, 1500);
+    assert_eq!(
+        payload,
+        whole[34..],
+        "the returned packet, whole, in its fragments"
+    );
+    // Only the DF packet, answered with ICMP, counts as oversize.
+    assert_eq!(pipe.counters.drops[DropReason::Oversize.index()], 1);
+}
+
 /// An appliance that refuses a connection answers the client's SYN with an RST of its own,
 /// inside its return: the flow is closed by it, so the client's next SYN is a new flow with
 /// the next cookie (as after an RST from either user).
@@ -1326,6 +1452,9 @@ fn an_rst_an_appliance_sends_back_closes_the_flow() {
     assert!(gwlb::flow_table::is_flow_cookie(c0, c1));
 }
 
+/// A TCP SYN on the 5-tuple of a connection that has seen FIN or RST (or, with
+/// `tcp_reuse_after_idle_s`, that idled that long) starts a new flow with a new cookie, as
+/// AWS does: an echo of the old connection's cookie is refused, the new one's accepted.
 #[test]
 fn a_syn_on_a_closed_or_idle_tuple_starts_a_new_flow_with_a_new_cookie() {
     let text = CONFIG.replace(

@@ -561,7 +561,7 @@ gw_stats() {
 import json, sys
 stats, groups = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 keys = ["rx", "tx", "encapsulated", "decapsulated", "fail_open", "to_host", "new_flows",
-        "rebalanced_flows", "tcp_resets", "handed_off", "dropped"]
+        "rebalanced_flows", "tcp_resets", "handed_off", "fragmented", "dropped"]
 for w in stats["workers"]:
     print(f"worker {w['worker']}: " + " ".join(f"{k} {w[k]}" for k in keys))
     for r, n in sorted(w["drops"].items()):

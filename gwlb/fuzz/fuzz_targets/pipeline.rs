@@ -1588,6 +1588,26 @@ impl Harness {
                 }
             }
             Verdict::Handoff(w) => panic!("a lone pipeline handed a packet to worker {w}"),
+            // Too large to encapsulate and without DF: the worker splits it and processes
+            // the fragments; nothing is counted for the packet itself yet.
+            Verdict::Fragment(max) => {
+                assert_eq!(
+                    (enc, dec, open, rst + icmp, host, dropped),
+                    (0, 0, 0, 0, 0, 0)
+                );
+                let ip = ip_of_frame(input).expect("fragmented: the input is IP");
+                assert!(usize::from(max) < ip.len(), "fragmenting a packet that fits");
+                assert_eq!(ip[0] >> 4, 4, "only IPv4 is fragmented");
+                assert_eq!(ip[6] & 0x40, 0, "a packet with DF fragmented");
+            }
+            // Decapsulated, larger than the egress port and without DF: its fragments leave.
+            Verdict::TxFragments { mtu, .. } => {
+                assert_eq!(
+                    (enc, dec, open, rst + icmp, host, dropped),
+                    (0, 1, 0, 0, 0, 0)
+                );
+                assert!(usize::from(mtu) < out.len() - 14, "fragmenting a packet that fits");
+            }
         }
         assert!(d(|c| c.new_flows) + d(|c| c.table_full) <= 1);
 

@@ -21,6 +21,8 @@ use dpdk_bindings::{lcore, Mbuf, MbufBurst, Ring};
 
 use crate::control::Now;
 use crate::flow_dump::{self, FlowDumpRequest};
+use crate::fragment::MAX_FRAGMENTS;
+use crate::parse::DropReason;
 use crate::pipeline::{Pipeline, Share, Verdict};
 use crate::snapshot::Snapshot;
 use crate::stats::{LoopIo, WorkerStats};
@@ -464,24 +466,13 @@ fn process_burst(
     burst.as_mut_slice().reverse();
     let mut handed_off = false;
     for (&v, &port) in verdicts[..n].iter().zip(&ports[..n]) {
-        let Some(mut m) = burst.pop() else { break };
-        match v {
-            Verdict::Tx(p) => out.stage(p, m, flush_at),
-            Verdict::ToHost => match r.host.tap_of.get(usize::from(port)).copied().flatten() {
-                Some(tap) => out.stage(tap, m, flush_at),
-                // No exception path configured: counted (to_host) and freed.
-                None => drop(m),
-            },
-            Verdict::Drop(_) => drop(m),
-            Verdict::Handoff(owner) => {
-                m.set_port(dpdk_bindings::port::PortId(
-                    r.port_id_by_index[usize::from(port)],
-                ));
-                // Cannot fail: at most BURST mbufs came in.
-                let _ = out.handoff[usize::from(owner)].push(m);
-                handed_off = true;
-            }
-        }
+        let Some(m) = burst.pop() else { break };
+        let sent = Sent {
+            port,
+            now,
+            flush_at,
+        };
+        handed_off |= dispatch(pipeline, snap, v, m, sent, r, out, false);
     }
     if handed_off {
         out.flush_handoffs(&r.handoff_out);
@@ -490,6 +481,117 @@ fn process_burst(
     if let Some(held) = copies.as_mut() {
         held.stage_all(out, flush_at);
     }
+}
+
+/// Where and when a packet being dispatched was received.
+#[derive(Clone, Copy)]
+struct Sent {
+    /// Its arrival port (index).
+    port: u16,
+    /// The pipeline's clock (seconds).
+    now: u32,
+    /// The staging deadline (TSC).
+    flush_at: u64,
+}
+
+/// Sends packet `m` where its verdict `v` says: staged for a port, the host, freed, gathered
+/// for its owning worker (then `true`), or split into fragments ([`Verdict::Fragment`],
+/// [`Verdict::TxFragments`]). `fragment`: `m` is itself a fragment gwlb made, which is not
+/// split again (a fragment too large for its own appliance is dropped, `oversize`).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn dispatch(
+    pipeline: &mut Pipeline,
+    snap: &Snapshot,
+    v: Verdict,
+    mut m: Mbuf,
+    at: Sent,
+    r: &Routing,
+    out: &mut TxStage,
+    fragment: bool,
+) -> bool {
+    match v {
+        Verdict::Tx(p) => out.stage(p, m, at.flush_at),
+        Verdict::ToHost => match r.host.tap_of.get(usize::from(at.port)).copied().flatten() {
+            Some(tap) => out.stage(tap, m, at.flush_at),
+            // No exception path configured: counted (to_host) and freed.
+            None => drop(m),
+        },
+        Verdict::Drop(_) => drop(m),
+        Verdict::Handoff(owner) => {
+            m.set_port(dpdk_bindings::port::PortId(
+                r.port_id_by_index[usize::from(at.port)],
+            ));
+            let owner = usize::from(owner);
+            // Full only when fragments add to a burst's handoffs: send those gathered first.
+            if out.handoff[owner].is_full() {
+                out.flush_handoffs(&r.handoff_out);
+            }
+            let _ = out.handoff[owner].push(m);
+            return true;
+        }
+        Verdict::TxFragments { port, mtu } => {
+            pipeline.fragment(&m, mtu, &mut |f| {
+                out.stage(port, f, at.flush_at);
+                true
+            });
+        }
+        Verdict::Fragment(max) if !fragment => {
+            return fragment_and_process(pipeline, snap, m, max, at, r, out);
+        }
+        Verdict::Fragment(_) => {
+            pipeline.counters.drops[DropReason::Oversize.index()] += 1;
+            drop(m);
+        }
+    }
+    false
+}
+
+/// Splits user packet `m` into fragments of at most `max` bytes ([`Verdict::Fragment`]) and
+/// processes them as a burst received on its port, then dispatches each. Whether any was
+/// gathered for another worker.
+#[cold]
+fn fragment_and_process(
+    pipeline: &mut Pipeline,
+    snap: &Snapshot,
+    m: Mbuf,
+    max: u16,
+    at: Sent,
+    r: &Routing,
+    out: &mut TxStage,
+) -> bool {
+    let mut frags: MbufBurst<MAX_FRAGMENTS> = MbufBurst::new();
+    let split = pipeline.fragment(&m, max, &mut |f| frags.push(f).is_ok());
+    drop(m);
+    if !split {
+        // Counted (oversize); the fragments made are freed with `frags`.
+        return false;
+    }
+    let k = frags.len();
+    let mut verdicts = [Verdict::ToHost; MAX_FRAGMENTS];
+    if r.workers > 1 {
+        let share = Share {
+            me: r.me as u16,
+            workers: r.workers as u16,
+        };
+        let v = &mut verdicts[..k];
+        pipeline.process_burst_shared(snap, frags.as_mut_slice(), at.port, at.now, share, v);
+    } else {
+        pipeline.process_burst(
+            snap,
+            frags.as_mut_slice(),
+            at.port,
+            at.now,
+            &mut verdicts[..k],
+        );
+    }
+    frags.as_mut_slice().reverse();
+    let mut handed_off = false;
+    for &v in &verdicts[..k] {
+        let Some(f) = frags.pop() else { break };
+        handed_off |= dispatch(pipeline, snap, v, f, at, r, out, true);
+    }
+    handed_off
 }
 
 /// Most mirrored copies one burst may make (two sessions copying every packet of a full
