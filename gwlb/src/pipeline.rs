@@ -44,14 +44,10 @@ pub enum Verdict {
     /// each like a packet received on the same port (they are fragments, keyed as such).
     /// The packet itself is unchanged.
     Fragment(u16),
-    /// A decapsulated IPv4 packet without DF, rewritten for port `port` but larger than its
-    /// MTU `mtu`: split it with [`Pipeline::fragment`] and transmit each fragment on `port`.
-    TxFragments {
-        /// The egress port.
-        port: u16,
-        /// Its MTU: the largest fragment (IP).
-        mtu: u16,
-    },
+    /// A decapsulated IPv4 packet without DF, rewritten for port `0` but larger than its MTU
+    /// (`Snapshot::ports`): split it with [`Pipeline::fragment`] into fragments of at most
+    /// that MTU and transmit each on the port. (The port alone keeps `Verdict` at 4 bytes.)
+    TxFragments(u16),
 }
 
 /// The workers that share a node's flows, as one of them sees it: each flow belongs to the
@@ -351,7 +347,7 @@ impl Pipeline {
             Verdict::Tx(_)
             | Verdict::Handoff(_)
             | Verdict::Fragment(_)
-            | Verdict::TxFragments { .. } => {}
+            | Verdict::TxFragments(_) => {}
         }
     }
 
@@ -814,9 +810,6 @@ impl Pipeline {
             }
             Err(EncapError::Oversize) => {
                 let mtu = u16::try_from(t.max_inner_len()).unwrap_or(u16::MAX);
-                if crate::fragment::fragmentable(buf.data(), p) {
-                    return Verdict::Fragment(mtu);
-                }
                 self.too_big(snap, buf, p, in_port, mtu, now)
             }
             Err(EncapError::NoHeadroom | EncapError::Truncated) => {
@@ -918,9 +911,7 @@ impl Pipeline {
         };
         let out = &snap.ports[usize::from(hop.port)];
         let too_big = inner.l3_len > out.mtu;
-        // (`inner` was parsed from the inner packet, at `inner_offset`.)
-        let inner_packet = buf.data().get(inner_offset..).unwrap_or_default();
-        if too_big && !crate::fragment::fragmentable(inner_packet, inner) {
+        if too_big && !self.fragmentable_at(buf, inner_offset, inner) {
             let (offset, mtu) = (inner_offset, out.mtu);
             return self.too_big_after_decap(snap, buf, offset, inner, r.zone, mtu, now);
         }
@@ -932,13 +923,18 @@ impl Pipeline {
         self.counters.stateless_returns += u64::from(stateless);
         if too_big {
             // Without DF: its fragments leave instead (the worker splits it).
-            let mtu = out.mtu;
-            return Verdict::TxFragments {
-                port: hop.port,
-                mtu,
-            };
+            return Verdict::TxFragments(hop.port);
         }
         Verdict::Tx(hop.port)
+    }
+
+    /// Whether the packet `p`, parsed from `buf` at `offset` (the inner packet of a return),
+    /// may be fragmented ([`crate::fragment::fragmentable`]). Out of line: only packets over
+    /// their egress MTU ask.
+    #[cold]
+    fn fragmentable_at<B: PacketBuf>(&self, buf: &B, offset: usize, p: &ParsedPacket) -> bool {
+        let packet = buf.data().get(offset..).unwrap_or_default();
+        crate::fragment::fragmentable(packet, p)
     }
 
     /// Marks the flow of a returned FIN or RST closed (out of line: few packets carry one).
@@ -969,9 +965,11 @@ impl Pipeline {
         Verdict::Drop(why)
     }
 
-    /// A packet too large to encapsulate: answered with an ICMP "too big" carrying `mtu`
-    /// where [`too_big::reflect`] allows it and this second's budget
-    /// (`[dataplane] icmp_errors_per_s`) is not spent, else dropped; `oversize` either way.
+    /// A packet too large to encapsulate: an IPv4 packet without DF is left to the worker to
+    /// fragment into pieces of `mtu` ([`Verdict::Fragment`]); any other is answered with an
+    /// ICMP "too big" carrying `mtu` where [`too_big::reflect`] allows it and this second's
+    /// budget (`[dataplane] icmp_errors_per_s`) is not spent, else dropped; `oversize` either
+    /// way.
     #[cold]
     fn too_big<B: PacketBuf>(
         &mut self,
@@ -982,6 +980,9 @@ impl Pipeline {
         mtu: u16,
         now: u32,
     ) -> Verdict {
+        if crate::fragment::fragmentable(buf.data(), p) {
+            return Verdict::Fragment(mtu);
+        }
         if self.icmp_second != now {
             self.icmp_second = now;
             self.icmp_left = snap.icmp_errors_per_s;

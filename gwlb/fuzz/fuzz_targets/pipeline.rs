@@ -1601,11 +1601,12 @@ impl Harness {
                 assert_eq!(ip[6] & 0x40, 0, "a packet with DF fragmented");
             }
             // Decapsulated, larger than the egress port and without DF: its fragments leave.
-            Verdict::TxFragments { mtu, .. } => {
+            Verdict::TxFragments(port) => {
                 assert_eq!(
                     (enc, dec, open, rst + icmp, host, dropped),
                     (0, 1, 0, 0, 0, 0)
                 );
+                let mtu = self.snap.ports[usize::from(port)].mtu;
                 assert!(usize::from(mtu) < out.len() - 14, "fragmenting a packet that fits");
             }
         }

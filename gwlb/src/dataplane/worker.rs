@@ -530,7 +530,8 @@ fn dispatch(
             let _ = out.handoff[owner].push(m);
             return true;
         }
-        Verdict::TxFragments { port, mtu } => {
+        Verdict::TxFragments(port) => {
+            let mtu = snap.ports[usize::from(port)].mtu;
             pipeline.fragment(&m, mtu, &mut |f| {
                 out.stage(port, f, at.flush_at);
                 true
