@@ -1105,6 +1105,42 @@ fn test_one_peer_cannot_take_every_connection() {
     assert_eq!(status(from([127, 0, 0, 1])), 200);
 }
 
+/// AWS's `TCP_ELB_Reset_Count` the real way: a TCP packet without a flow, in a group with
+/// `tcp_unknown_non_syn = "reset"`, is answered with a RST by worker 0's pipeline; the
+/// worker publishes its counters, the control loop sums them, and the metrics endpoint
+/// exports the sum under AWS's name beside gwlb's own per-worker series.
+#[test]
+fn test_tcp_elb_reset_count_comes_from_the_workers_counters() {
+    let config = control_rig::CONFIG.replace(
+        "on_all_unhealthy = \"fail_closed\"\n",
+        "on_all_unhealthy = \"fail_closed\"\ntcp_unknown_non_syn = \"reset\"\n",
+    );
+    assert_ne!(config, control_rig::CONFIG);
+    // An ACK of a connection the gateway has never seen, from a client of the user port.
+    let mut ack = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 0, 0xa1])
+        .ipv4([10, 1, 5, 5], [10, 9, 0, 1], 64)
+        .tcp(12345, 80, 7, 1000)
+        .ack(1)
+        .write(&mut ack, b"data")
+        .unwrap();
+    let gw = Gateway::start_with_frames(&config, vec![ack]);
+    let m = serve_metrics(&localhost(), gw.handle.clone()).unwrap();
+    let samples = parse_exposition(&get(&m, "/metrics").body);
+    assert_eq!(value(&samples, "gwlb_TCP_ELB_Reset_Count_total", &[]), 1.0);
+    assert_eq!(
+        value(&samples, "gwlb_worker_tcp_resets_total", &[("worker", "0")]),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "gwlb_worker_tcp_resets_total", &[("worker", "1")]),
+        0.0
+    );
+    let st = gw.stats();
+    assert_eq!(st.total.tcp_resets, 1);
+    assert_eq!(st.workers[0].tcp_resets, 1);
+}
+
 /// Group failover through the control loop: with `min_healthy_targets = 2`, the rig's start
 /// (10.0.2.12 unhealthy) leaves "firewalls" below its minimum, so it fails over to
 /// "inspection" (the API and the metrics say so); 10.0.2.12 healthy again ends it.
