@@ -45,6 +45,7 @@ mod choice;
 mod edit;
 mod error;
 mod file;
+pub mod mbufs;
 mod model;
 mod net;
 mod raw;
