@@ -133,8 +133,10 @@ drop_reasons! {
     TruncatedIcmpv6 => "truncated_icmpv6",
     /// ICMPv6 carried in IPv4, or ICMPv4 carried in IPv6.
     IcmpWrongIpVersion => "icmp_wrong_ip_version",
-    /// Larger than the gateway handles: a buffer over [`MAX_BUFFER_LEN`] at parse time, or
-    /// an inner packet over the configured maximum (AWS: 8500 bytes) at encapsulation.
+    /// Larger than the gateway handles: a buffer over [`MAX_BUFFER_LEN`] at parse time, a
+    /// received frame cut to the port's MTU or more whose IP length claims more
+    /// ([`received_error`]), or an inner packet over the configured maximum (AWS: 8500
+    /// bytes) at encapsulation.
     Oversize => "oversize",
     /// Geneve header or options malformed (length, version, option TLV overrun).
     GeneveMalformed => "geneve_malformed",
@@ -406,6 +408,50 @@ pub fn parse_ip_into(packet: &[u8], out: &mut ParsedPacket) -> Result<(), DropRe
         Some(ipv4::VERSION) => parse_ipv4(out, packet, 0),
         Some(ipv6::VERSION) => parse_ipv6(out, packet, 0),
         Some(_) => Err(DropReason::BadIpVersion),
+    }
+}
+
+/// What a received frame that failed to parse with `reason` counts as, on a port of L3 MTU
+/// `mtu`: [`DropReason::Oversize`] where the receiver cut it, else `reason`.
+///
+/// A receiver keeps only what fits its buffer (a `net_af_packet` ring frame, an AF_XDP
+/// chunk, an mbuf) of a frame larger than the port carries (a GRO/GSO super-packet handed
+/// to a kernel socket, a sender that ignores the MTU), so the IP length then claims more
+/// than arrived. The rule: the frame is *cut* when its bytes after the Ethernet header and
+/// tags reach at least `mtu` (a frame that large filled what the port carries) and its IP
+/// header claims more ([`DropReason::Ipv4TotalLengthBeyondBuffer`],
+/// [`DropReason::Ipv6PayloadBeyondBuffer`]): too big for gwlb, `oversize`. An IP length
+/// that runs past a frame shorter than the MTU is not explained by a cut (nothing cuts a
+/// frame below the MTU): malformed, and it keeps its parse reason, as every other reason
+/// does.
+///
+/// Only for frames received on a port (an inner packet after decapsulation is a whole
+/// Geneve payload: its length is the appliance's word). Cold: called on the error path.
+#[cold]
+pub fn received_error(frame: &[u8], reason: DropReason, mtu: u16) -> DropReason {
+    if !matches!(
+        reason,
+        DropReason::Ipv4TotalLengthBeyondBuffer | DropReason::Ipv6PayloadBeyondBuffer
+    ) {
+        return reason;
+    }
+    // The parse got past the Ethernet header and its tags (at most two) to the IP header:
+    // walk them again to find where it starts.
+    let eth: Option<&[u8; ethernet::HEADER_LEN]> = arr(frame, 0);
+    let mut et = eth.map(|h| ethernet::Frame::new_unchecked(h).ethertype());
+    let mut off = ethernet::HEADER_LEN;
+    for _ in 0..2 {
+        if !matches!(et, Some(ethertype::VLAN | ethertype::QINQ)) {
+            break;
+        }
+        let tag: Option<&[u8; ethernet::TAG_LEN]> = arr(frame, off);
+        et = tag.map(|t| ethernet::VlanTag::new_unchecked(t).ethertype());
+        off += ethernet::TAG_LEN;
+    }
+    if frame.len().saturating_sub(off) >= usize::from(mtu) {
+        DropReason::Oversize
+    } else {
+        reason
     }
 }
 
@@ -1187,6 +1233,49 @@ mod tests {
             ip_err(&vec![0x45u8; MAX_BUFFER_LEN + 1]),
             DropReason::Oversize
         );
+    }
+
+    /// A frame cut on receipt (its IP bytes reach the MTU, its IP length claims more) is
+    /// `oversize`; the same claim over a shorter frame is malformed; other reasons are
+    /// kept. VLAN tags do not count against the MTU.
+    #[test]
+    fn received_error_tells_a_cut_frame_from_a_malformed_one() {
+        let mtu = 1500;
+        let cut_v4 = |l2: &[u8], received: usize| {
+            // A 4000-byte IPv4 UDP packet of which `received` IP bytes arrived.
+            let mut ip = v4_raw(proto::UDP, &[0u8; 3980]);
+            ip.truncate(received);
+            let mut f = l2.to_vec();
+            f.extend_from_slice(&ip);
+            let r = err(&f);
+            assert_eq!(r, DropReason::Ipv4TotalLengthBeyondBuffer);
+            received_error(&f, r, mtu)
+        };
+        let plain = &eth(ethertype::IPV4, &[])[..];
+        assert_eq!(cut_v4(plain, 1500), DropReason::Oversize);
+        // Cut beyond the MTU (an af_packet ring frame of 2048 bytes holds more).
+        assert_eq!(cut_v4(plain, 2016), DropReason::Oversize);
+        // One byte short of the MTU: nothing cuts there, the length lies.
+        assert_eq!(cut_v4(plain, 1499), DropReason::Ipv4TotalLengthBeyondBuffer);
+        assert_eq!(cut_v4(plain, 60), DropReason::Ipv4TotalLengthBeyondBuffer);
+        // Two tags: the MTU counts from the IP header.
+        let mut qinq = eth(ethertype::QINQ, &[0, 10]).to_vec();
+        qinq.extend_from_slice(&ethertype::VLAN.to_be_bytes());
+        qinq.extend_from_slice(&[0, 20]);
+        qinq.extend_from_slice(&ethertype::IPV4.to_be_bytes());
+        assert_eq!(cut_v4(&qinq, 1500), DropReason::Oversize);
+        assert_eq!(cut_v4(&qinq, 1499), DropReason::Ipv4TotalLengthBeyondBuffer);
+        // IPv6: a 4000-byte payload of which the first 1500 - 40 arrived.
+        let mut ip6 = v6_raw(&[], proto::UDP, &[0u8; 4000]);
+        ip6.truncate(1500);
+        let f = eth(ethertype::IPV6, &ip6);
+        let r = err(&f);
+        assert_eq!(r, DropReason::Ipv6PayloadBeyondBuffer);
+        assert_eq!(received_error(&f, r, mtu), DropReason::Oversize);
+        assert_eq!(received_error(&f, r, 1501), r, "a larger MTU: not cut");
+        // Any other reason stays what it is, however long the frame.
+        let big = eth(0x88cc, &[0; 1600]);
+        assert_eq!(received_error(&big, err(&big), mtu), DropReason::NotIp);
     }
 
     #[test]

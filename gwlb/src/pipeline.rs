@@ -495,7 +495,7 @@ impl Pipeline {
                 parse::parse_frame_into(b.data(), p)
             };
             sc.plan[i] = match parsed {
-                Err(r) => Plan::Done(Verdict::Drop(r)),
+                Err(r) => Plan::Done(Verdict::Drop(received_error(snap, b.data(), in_port, r))),
                 Ok(()) => match dispatch(snap, p, in_port) {
                     Dispatch::Host => Plan::Done(for_host(share)),
                     Dispatch::NoRoute => Plan::Done(Verdict::Drop(DropReason::NoRoute)),
@@ -559,7 +559,7 @@ impl Pipeline {
         }
         let p = match parse::parse_frame(buf.data()) {
             Ok(p) => p,
-            Err(r) => return Verdict::Drop(r),
+            Err(r) => return Verdict::Drop(received_error(snap, buf.data(), in_port, r)),
         };
         match dispatch(snap, &p, in_port) {
             Dispatch::Host => Verdict::ToHost,
@@ -1140,6 +1140,18 @@ enum Dispatch {
 struct User {
     zone: u16,
     group: u16,
+}
+
+/// Why a frame received on `in_port` that failed to parse with `r` is dropped: `oversize`
+/// where the receiver cut it at the port's MTU or beyond, else `r`
+/// ([`parse::received_error`]). Out of line: only parse errors come here.
+#[cold]
+#[inline(never)]
+fn received_error(snap: &Snapshot, frame: &[u8], in_port: u16, r: DropReason) -> DropReason {
+    match snap.ports.get(usize::from(in_port)) {
+        Some(port) => parse::received_error(frame, r, port.mtu),
+        None => r,
+    }
 }
 
 #[inline(always)]

@@ -186,6 +186,9 @@ pub struct GroupView {
     /// Below its health minimum, the group's new flows go to this group's appliances (its
     /// `maglev` and `backends` are that group's); `None`: its own.
     pub failover: Option<u16>,
+    /// Below its health minimum with `on_below_minimum = "fail_open"`: its `maglev` and
+    /// `backends` hold all its registered targets, healthy or not.
+    pub failed_open: bool,
 }
 
 impl GroupView {
@@ -516,6 +519,10 @@ impl Snapshot {
         // Registered targets with weight > 0 per group, whatever their health (the base of
         // `min_healthy_percent`).
         let mut registered = vec![0usize; cfg.target_groups.len()];
+        // Per group, every registered target with weight > 0 whatever its health: the table
+        // of a group that fails open (`on_below_minimum = "fail_open"`).
+        let mut group_all: Vec<(Vec<MaglevBackend>, Vec<u16>)> =
+            vec![(Vec::new(), Vec::new()); cfg.target_groups.len()];
         for (slot, s) in registry.slots().iter().enumerate() {
             let t = &s.target;
             let gi = cfg.target_groups.iter().position(|g| g.name == s.group);
@@ -554,6 +561,10 @@ impl Snapshot {
             if let Some(gi) = gi {
                 if s.state == SlotState::Registered && t.weight > 0 {
                     registered[gi] += 1;
+                    group_all[gi]
+                        .0
+                        .push(MaglevBackend::from_addr(t.address, u32::from(t.weight)));
+                    group_all[gi].1.push(slot as u16);
                 }
                 if state == ApplianceState::Healthy && t.weight > 0 {
                     group_backends[gi]
@@ -591,12 +602,23 @@ impl Snapshot {
                 min_targets: g.min_healthy_targets,
                 min_percent: g.min_healthy_percent,
                 failover: g.failover_group,
+                fail_open: g.on_below_minimum == config::OnBelowMinimum::FailOpen,
             })
             .collect();
         let serving = steering::who_serves(&health);
         let mut tables = Vec::with_capacity(cfg.target_groups.len());
-        for (gi, (g, (backends, slots))) in cfg.target_groups.iter().zip(group_backends).enumerate()
+        for (gi, (g, (healthy, all))) in cfg
+            .target_groups
+            .iter()
+            .zip(group_backends.into_iter().zip(group_all))
+            .enumerate()
         {
+            // A group that fails open picks among all its registered targets.
+            let (backends, slots) = if serving[gi] == steering::Serving::FailOpen {
+                all
+            } else {
+                healthy
+            };
             let maglev =
                 MaglevTable::new(g.maglev_table_size, cfg.dataplane.flow_hash_seed, &backends)
                     .map_err(|source| SnapshotError::Maglev { group: gi, source })?;
@@ -608,7 +630,7 @@ impl Snapshot {
         let failover_tables: Vec<_> = serving
             .iter()
             .map(|s| match *s {
-                steering::Serving::Own => None,
+                steering::Serving::Own | steering::Serving::FailOpen => None,
                 steering::Serving::Failover(b) => Some(tables[b].clone()),
             })
             .collect();
@@ -625,11 +647,15 @@ impl Snapshot {
                 maglev,
                 backends: slots,
                 failover: match serving[gi] {
-                    steering::Serving::Own => None,
+                    steering::Serving::Own | steering::Serving::FailOpen => None,
                     steering::Serving::Failover(b) => Some(b as u16),
                 },
+                failed_open: serving[gi] == steering::Serving::FailOpen,
                 stickiness: g.stickiness,
-                rebalance: g.on_unhealthy == OnUnhealthy::Rebalance,
+                // Failed open, every registered target serves: an unhealthy one's flows have
+                // nowhere better to go, they stay (as under no_rebalance).
+                rebalance: g.on_unhealthy == OnUnhealthy::Rebalance
+                    && serving[gi] != steering::Serving::FailOpen,
                 fail_open: g.on_all_unhealthy == OnAllUnhealthy::FailOpen,
                 tcp_rst: g.tcp_rst_on_drop,
                 non_syn: g.tcp_unknown_non_syn,
@@ -837,6 +863,83 @@ mac = "02:00:00:00:00:12"
             .expect("snapshot");
         assert_eq!(*s.timeouts.for_group(0), Timeouts::default());
         assert_eq!(*s.timeouts.for_group(1), Timeouts::new(3600, 30).unwrap());
+    }
+
+    /// `on_below_minimum = "fail_open"`: below its minimum a group's new flows go to all its
+    /// registered targets, healthy or not (initial and unhealthy ones included, never a
+    /// draining one), and its flows stay with their appliances (no rebalance while every
+    /// target serves); at its minimum, to its healthy ones again.
+    #[test]
+    fn a_fail_open_group_below_its_minimum_sends_to_all_its_targets() {
+        let text = |mode: &str| {
+            format!(
+                r#"{PORT_P0}
+[[target_groups]]
+name = "fw"
+user_ports = ["p0"]
+on_unhealthy = "rebalance"
+min_healthy_targets = 2
+{mode}
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:11"
+[[target_groups.targets]]
+address = "10.0.0.12"
+mac = "02:00:00:00:00:12"
+[[target_groups.targets]]
+address = "10.0.0.13"
+mac = "02:00:00:00:00:13"
+[[target_groups.targets]]
+address = "10.0.0.14"
+mac = "02:00:00:00:00:14"
+"#
+            )
+        };
+        let cfg = Config::from_toml_str(&text("on_below_minimum = \"fail_open\"")).unwrap();
+        let picks = |s: &Snapshot| -> std::collections::BTreeSet<u16> {
+            (0..2000u32)
+                .filter_map(|h| s.groups[0].pick(h.wrapping_mul(0x9e37_79b9)))
+                .collect()
+        };
+        let mut reg = Registry::new(&cfg, 64).unwrap();
+        reg.assume_healthy();
+        let build = |cfg: &Config, reg: &Registry| {
+            Snapshot::build_with(cfg, &[[2, 0, 0, 0, 0, 1]], reg, &LiveState::default(), 1)
+                .expect("snapshot")
+        };
+        let all = build(&cfg, &reg);
+        assert!(!all.groups[0].failed_open && all.groups[0].rebalance);
+        // 2 healthy: at its minimum, its healthy ones.
+        reg.set_health(0, false, "down".into());
+        reg.set_health(1, false, "down".into());
+        let two = build(&cfg, &reg);
+        assert!(!two.groups[0].failed_open);
+        assert_eq!(picks(&two), [2, 3].into());
+        // 1 healthy: below it, all four; no rebalance meanwhile.
+        reg.set_health(2, false, "down".into());
+        let open = build(&cfg, &reg);
+        assert!(open.groups[0].failed_open, "failed open");
+        assert_eq!(open.groups[0].failover, None);
+        assert!(!open.groups[0].rebalance);
+        assert_eq!(picks(&open), [0, 1, 2, 3].into());
+        // None healthy: still all four (on_all_unhealthy is not asked while any is registered).
+        reg.set_health(3, false, "down".into());
+        assert_eq!(picks(&build(&cfg, &reg)), [0, 1, 2, 3].into());
+        // A draining target is not registered: it takes no new flows, failed open or not.
+        reg.slot_mut(3).unwrap().state = SlotState::Draining { until: 2000 };
+        assert_eq!(picks(&build(&cfg, &reg)), [0, 1, 2].into());
+        // Back at its minimum (2 of the 3 registered healthy): its healthy ones.
+        reg.set_health(2, true, "up".into());
+        assert_eq!(
+            picks(&build(&cfg, &reg)),
+            [0, 1, 2].into(),
+            "1 healthy: still open"
+        );
+        reg.set_health(0, true, "up".into());
+        let back = build(&cfg, &reg);
+        assert!(!back.groups[0].failed_open);
+        assert!(back.groups[0].rebalance);
+        assert_eq!(picks(&back), [0, 2].into());
     }
 
     /// A group below its health minimum takes its failover group's Maglev table (and so its

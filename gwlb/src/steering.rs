@@ -82,6 +82,8 @@ pub struct GroupHealth {
     pub min_percent: u8,
     /// `failover_group` (an index of the same list).
     pub failover: Option<usize>,
+    /// `on_below_minimum = "fail_open"`.
+    pub fail_open: bool,
 }
 
 impl GroupHealth {
@@ -100,21 +102,25 @@ pub enum Serving {
     Own,
     /// Those of the group at this index (its failover group).
     Failover(usize),
+    /// All its registered targets, healthy or not (`on_below_minimum = "fail_open"`).
+    FailOpen,
 }
 
-/// The group health threshold policy (GCP's failover policy): a group below its minimum
-/// fails over to its failover group while that group meets its own minimum; otherwise (no
-/// failover group, or one below its minimum too) its own remaining healthy targets serve, and
-/// with none left `on_all_unhealthy` decides. A threshold never drops a flow that some
-/// appliance could inspect, and failover is one level deep (a failover group's own failover
-/// group is not followed).
+/// The group health threshold policy (`on_below_minimum`). A group below its minimum fails
+/// over to its failover group while that group meets its own minimum (GCP's failover
+/// policy); a fail-open one sends its new flows to all its registered targets, healthy or
+/// not (AWS's and GCP's fail-open), as long as it has any; otherwise (no failover group, or
+/// one below its minimum too) its own remaining healthy targets serve, and with none left
+/// `on_all_unhealthy` decides. A threshold never drops a flow that some appliance could
+/// inspect, and failover is one level deep (a failover group's own failover group is not
+/// followed).
 pub fn who_serves(groups: &[GroupHealth]) -> Vec<Serving> {
     groups
         .iter()
         .map(|g| match g.failover {
-            Some(b) if !g.meets_minimum() && groups.get(b).is_some_and(|b| b.meets_minimum()) => {
-                Serving::Failover(b)
-            }
+            _ if g.meets_minimum() => Serving::Own,
+            Some(b) if groups.get(b).is_some_and(|b| b.meets_minimum()) => Serving::Failover(b),
+            None if g.fail_open && g.registered > 0 => Serving::FailOpen,
             _ => Serving::Own,
         })
         .collect()
@@ -176,6 +182,7 @@ mod tests {
             min_targets,
             min_percent,
             failover,
+            fail_open: false,
         };
         // (primary, backup) -> who serves the primary.
         let cases = [
@@ -249,5 +256,47 @@ mod tests {
                 "flags {flags:#x} closed {closed} idle {idle} reuse {reuse}"
             );
         }
+    }
+
+    /// `on_below_minimum = "fail_open"`: below its minimum (count or share; none healthy
+    /// included) a group sends to all its registered targets; at its minimum, to its healthy
+    /// ones; with no registered target at all, there is nothing to open to
+    /// (`on_all_unhealthy` decides).
+    #[test]
+    fn test_who_serves_fail_open() {
+        let g = |healthy, registered, min_targets, min_percent| GroupHealth {
+            healthy,
+            registered,
+            min_targets,
+            min_percent,
+            failover: None,
+            fail_open: true,
+        };
+        let cases = [
+            (g(2, 4, 2, 50), Serving::Own),
+            (g(1, 4, 2, 0), Serving::FailOpen),
+            (g(1, 4, 1, 30), Serving::FailOpen),
+            (g(0, 3, 1, 0), Serving::FailOpen),
+            (g(0, 0, 1, 0), Serving::Own),
+        ];
+        for (i, (group, want)) in cases.into_iter().enumerate() {
+            assert_eq!(who_serves(&[group]), [want], "case {i}: {group:?}");
+            // The same health without fail_open: its remaining targets.
+            let plain = GroupHealth {
+                fail_open: false,
+                ..group
+            };
+            assert_eq!(who_serves(&[plain]), [Serving::Own], "case {i}");
+        }
+        // A failover group that failed open is below its minimum: nobody fails over to it.
+        let primary = GroupHealth {
+            failover: Some(1),
+            fail_open: false,
+            ..g(0, 2, 1, 0)
+        };
+        assert_eq!(
+            who_serves(&[primary, g(1, 4, 2, 0)]),
+            [Serving::Own, Serving::FailOpen]
+        );
     }
 }

@@ -1105,6 +1105,98 @@ fn test_one_peer_cannot_take_every_connection() {
     assert_eq!(status(from([127, 0, 0, 1])), 200);
 }
 
+/// Fail-open below the health minimum through the control loop: with
+/// `on_below_minimum = "fail_open"` and `min_healthy_targets = 2`, the rig's start (10.0.2.12
+/// unhealthy) leaves "firewalls" below its minimum, so it fails open (the API and the
+/// metrics say so, and both its targets take new flows); 10.0.2.12 healthy again ends it.
+#[test]
+fn test_group_fail_open_shows_in_the_api_and_the_metrics() {
+    let config = control_rig::CONFIG.replace(
+        "on_all_unhealthy = \"fail_closed\"\n",
+        "on_all_unhealthy = \"fail_closed\"\non_below_minimum = \"fail_open\"\nmin_healthy_targets = 2\n",
+    );
+    assert_ne!(config, control_rig::CONFIG);
+    let gw = Gateway::start_with(&config);
+    let api = serve(&localhost(), None, gw.handle.clone()).unwrap();
+    let m = serve_metrics(&localhost(), gw.handle.clone()).unwrap();
+    let failed_open =
+        |s: &ApiServer| get(s, "/v1/target-groups/firewalls").json()["failed_open"].clone();
+    let metric = |m: &ApiServer| {
+        value(
+            &parse_exposition(&get(m, "/metrics").body),
+            "gwlb_target_group_failed_open",
+            &[("target_group", "firewalls")],
+        )
+    };
+    let g = get(&api, "/v1/target-groups/firewalls").json();
+    assert_eq!(
+        (
+            &g["on_below_minimum"],
+            &g["min_healthy_targets"],
+            &g["failed_open"],
+            &g["failed_over"],
+            &g["healthy_count"],
+        ),
+        (
+            &json!("fail_open"),
+            &json!(2),
+            &json!(true),
+            &json!(false),
+            &json!(1)
+        ),
+        "{g}"
+    );
+    assert_eq!(metric(&m), 1.0);
+    let other = get(&api, "/v1/target-groups/inspection").json();
+    assert_eq!(
+        (&other["on_below_minimum"], &other["failed_open"]),
+        (&json!("serve_remaining"), &json!(false))
+    );
+    gw.report_health("firewalls", 1, "10.0.2.12".parse().unwrap(), true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while failed_open(&api) != json!(false) {
+        assert!(std::time::Instant::now() < deadline, "still failed open");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(metric(&m), 0.0);
+}
+
+/// AWS's `TCP_ELB_Reset_Count` the real way: a TCP packet without a flow, in a group with
+/// `tcp_unknown_non_syn = "reset"`, is answered with a RST by worker 0's pipeline; the
+/// worker publishes its counters, the control loop sums them, and the metrics endpoint
+/// exports the sum under AWS's name beside gwlb's own per-worker series.
+#[test]
+fn test_tcp_elb_reset_count_comes_from_the_workers_counters() {
+    let config = control_rig::CONFIG.replace(
+        "on_all_unhealthy = \"fail_closed\"\n",
+        "on_all_unhealthy = \"fail_closed\"\ntcp_unknown_non_syn = \"reset\"\n",
+    );
+    assert_ne!(config, control_rig::CONFIG);
+    // An ACK of a connection the gateway has never seen, from a client of the user port.
+    let mut ack = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 0, 0xa1])
+        .ipv4([10, 1, 5, 5], [10, 9, 0, 1], 64)
+        .tcp(12345, 80, 7, 1000)
+        .ack(1)
+        .write(&mut ack, b"data")
+        .unwrap();
+    let gw = Gateway::start_with_frames(&config, vec![ack]);
+    let m = serve_metrics(&localhost(), gw.handle.clone()).unwrap();
+    let samples = parse_exposition(&get(&m, "/metrics").body);
+    assert_eq!(value(&samples, "gwlb_TCP_ELB_Reset_Count_total", &[]), 1.0);
+    assert_eq!(
+        value(&samples, "gwlb_worker_tcp_resets_total", &[("worker", "0")]),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "gwlb_worker_tcp_resets_total", &[("worker", "1")]),
+        0.0
+    );
+    let st = gw.stats();
+    assert_eq!(st.total.tcp_resets, 1);
+    assert_eq!(st.workers[0].tcp_resets, 1);
+}
+
 /// Group failover through the control loop: with `min_healthy_targets = 2`, the rig's start
 /// (10.0.2.12 unhealthy) leaves "firewalls" below its minimum, so it fails over to
 /// "inspection" (the API and the metrics say so); 10.0.2.12 healthy again ends it.

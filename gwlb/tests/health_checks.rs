@@ -624,6 +624,104 @@ fn a_target_down_at_start_goes_from_initial_to_unhealthy() {
     assert!(ev.healthy, "{ev:?}");
 }
 
+/// Flap damping with the real checker: one TCP listener on 127.0.0.1, stopped and started
+/// again and again, probed for two targets, one with `flap_damping_half_life_s` and one
+/// without. Both fall at every stop; the undamped one comes back at every start, the damped
+/// one is held down once its falls have added up (three falls within about half a
+/// half-life): its probes pass and it stays unhealthy while its twin is healthy, until the
+/// penalty has decayed, when it comes back "released by flap damping". (The state machine
+/// alone, with its own clock, is `health::tests::test_flap_damping_holds_a_flapping_target_down`.)
+#[test]
+fn flap_damping_holds_a_flapping_listener_down_with_the_real_checker() {
+    const DAMPED: u16 = 1;
+    const PLAIN: u16 = 2;
+    let mut server = Some(Server::start(TCP));
+    let addr = server.as_ref().unwrap().addr;
+    let fast = check(Probe::Tcp, addr.port(), 20, 50);
+    let mut damped = fast.clone();
+    // Long enough that falls a few hundred milliseconds apart add up (the hold needs three
+    // within about half a half-life), short enough that the release comes within seconds.
+    damped.flap_half_life = Some(Duration::from_secs(3));
+    let (checker, events) = spawn(vec![
+        target(DAMPED, "damped", LOCALHOST, damped),
+        target(PLAIN, "plain", LOCALHOST, fast),
+    ]);
+    // Events of both targets arrive on one channel: kept until asked for.
+    let mut pending: Vec<HealthEvent> = Vec::new();
+    let next_of = |slot: u16, pending: &mut Vec<HealthEvent>| -> HealthEvent {
+        loop {
+            if let Some(i) = pending.iter().position(|e| e.slot == slot) {
+                return pending.remove(i);
+            }
+            pending.push(next_event(&events, Duration::from_secs(30)));
+        }
+    };
+    for slot in [DAMPED, PLAIN] {
+        let ev = next_of(slot, &mut pending);
+        assert!(ev.healthy, "initial -> healthy first: {ev:?}");
+    }
+    let state = |slot: u16| checker.snapshot().into_iter().find(|t| t.slot == slot);
+    let held = |t: &TargetHealth| {
+        t.last_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("held down by flap damping"))
+    };
+    let mut falls = 0;
+    let held_down = loop {
+        assert!(falls < 8, "not held down after {falls} falls");
+        drop(server.take());
+        for slot in [DAMPED, PLAIN] {
+            let ev = next_of(slot, &mut pending);
+            assert!(!ev.healthy, "the closed port fails both: {ev:?}");
+        }
+        falls += 1;
+        server = Some(Server::start_on(addr, TCP).unwrap());
+        let ev = next_of(PLAIN, &mut pending);
+        assert!(ev.healthy, "the undamped target is back at once: {ev:?}");
+        assert!(!ev.reason.contains("flap"), "{ev:?}");
+        // The damped one either comes back too (its penalty is still low), or its passing
+        // probes are counted and it is held: whichever happens first.
+        let outcome = loop {
+            if let Some(i) = pending.iter().position(|e| e.slot == DAMPED) {
+                break Err(pending.remove(i));
+            }
+            if let Some(t) = state(DAMPED).filter(|t| held(t)) {
+                break Ok(t);
+            }
+            match events.recv_timeout(10 * MS) {
+                Ok(ev) => pending.push(ev),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(e) => panic!("{e}"),
+            }
+        };
+        match outcome {
+            Ok(t) => break t,
+            Err(ev) => assert!(ev.healthy, "{ev:?}"),
+        }
+    };
+    assert!(falls >= 3, "held down after {falls} falls: {held_down:?}");
+    // Held down: its probes pass, it stays unhealthy; its twin, probed on the same port, is
+    // healthy.
+    assert_eq!(held_down.state, HealthState::Unhealthy, "{held_down:?}");
+    assert!(held_down.consecutive_ok >= 2, "{held_down:?}");
+    assert_eq!(state(PLAIN).unwrap().state, HealthState::Healthy);
+    let later = wait_until(&checker, DAMPED, Duration::from_secs(30), |t| {
+        t.consecutive_ok >= held_down.consecutive_ok + 5 || t.state == HealthState::Healthy
+    });
+    if later.state == HealthState::Unhealthy {
+        assert!(held(&later), "still held, and says so: {later:?}");
+    }
+    // Released once the penalty has decayed (at most three half-lives after its last fall).
+    let ev = next_of(DAMPED, &mut pending);
+    assert!(ev.healthy, "{ev:?}");
+    assert!(ev.reason.ends_with("(released by flap damping)"), "{ev:?}");
+    assert_eq!(state(DAMPED).unwrap().state, HealthState::Healthy);
+    assert!(
+        pending.iter().all(|e| e.slot != PLAIN),
+        "the undamped target never fell while the listener was up: {pending:?}"
+    );
+}
+
 /// `initial_state = "healthy"`: healthy at once (gwlb before issue 18); a dead target is
 /// healthy until `unhealthy_threshold` probes have failed.
 #[test]

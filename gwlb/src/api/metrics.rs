@@ -205,6 +205,18 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
         );
     }
     e.family(
+        "gwlb_target_group_failed_open",
+        Gauge,
+        "1 while the target group is below its health minimum and, with on_below_minimum = fail_open, sends its new flows to all its registered targets, healthy or not, else 0.",
+    );
+    for g in groups {
+        e.sample(
+            "gwlb_target_group_failed_open",
+            &[("target_group", &g.name)],
+            u64::from(g.failed_open),
+        );
+    }
+    e.family(
         "gwlb_ProcessedBytes_total",
         Counter,
         "Inner IP bytes sent to the target group's appliances (its targets' sum, draining ones included).",

@@ -22,6 +22,11 @@ impl Config {
             out.push((f("stickiness"), g.stickiness.to_string()));
             out.push((f("on_unhealthy"), format!("{:?}", g.on_unhealthy)));
             out.push((f("on_all_unhealthy"), format!("{:?}", g.on_all_unhealthy)));
+            // Only where it changes the choice of before it existed (fail-open tables hold
+            // every target): the digests of other configurations stay what they were.
+            if g.on_below_minimum == super::OnBelowMinimum::FailOpen {
+                out.push((f("on_below_minimum"), "fail_open".to_owned()));
+            }
             out.push((f("maglev_table_size"), g.maglev_table_size.to_string()));
             out.push((f("targets"), g.targets.len().to_string()));
             for (j, t) in g.targets.iter().enumerate() {

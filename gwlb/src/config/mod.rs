@@ -45,6 +45,7 @@ mod choice;
 mod edit;
 mod error;
 mod file;
+pub mod mbufs;
 mod model;
 mod net;
 mod raw;
@@ -65,9 +66,9 @@ pub use file::MAX_CONFIG_BYTES;
 pub use model::{
     groups_carried_by, Bgp, BgpNeighbor, CheckProtocol, Config, Control, CopyPoint, DataPathProbe,
     Dataplane, Endpoint, EndpointRoute, HealthCheck, Hugepages, InitialState, LogFormat,
-    MirrorDirection, MirrorFormat, MirrorSession, Neighbor, OnAllUnhealthy, OnUnhealthy, Port,
-    PortRole, Probe, Route, Rule, RuleAction, RuleDirection, Target, TargetGroup, TlsCheck,
-    UnknownNonSyn,
+    MirrorDirection, MirrorFormat, MirrorSession, Neighbor, OnAllUnhealthy, OnBelowMinimum,
+    OnUnhealthy, Port, PortRole, Probe, Route, Rule, RuleAction, RuleDirection, Target,
+    TargetGroup, TlsCheck, UnknownNonSyn,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
 pub use validate::endpoints::{MAX_ENDPOINTS, MAX_RULES};

@@ -88,6 +88,33 @@ pub enum OnAllUnhealthy {
     FailOpen,
 }
 
+/// What a group's new flows do while it is below its health minimum (`min_healthy_targets`,
+/// `min_healthy_percent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBelowMinimum {
+    /// To the `failover_group`'s healthy targets while that group meets its own minimum,
+    /// else to this group's remaining healthy ones (the default with a `failover_group`).
+    Failover,
+    /// To all of this group's registered targets, healthy or not (AWS's and GCP's fail-open:
+    /// a group too degraded to trust its checks keeps every target in use).
+    FailOpen,
+    /// To its remaining healthy targets: the minimum changes nothing (the default without a
+    /// `failover_group`).
+    ServeRemaining,
+}
+
+impl OnBelowMinimum {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnBelowMinimum::Failover => "failover",
+            OnBelowMinimum::FailOpen => "fail_open",
+            OnBelowMinimum::ServeRemaining => "serve_remaining",
+        }
+    }
+}
+
 /// Health-check probe kind as written in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -584,6 +611,9 @@ pub struct TargetGroup {
     /// new flows while it is below its minimum (`min_healthy_targets`,
     /// `min_healthy_percent`) and that group is not below its own.
     pub failover_group: Option<usize>,
+    /// What its new flows do while it is below its minimum: [`OnBelowMinimum::Failover`]
+    /// exactly when `failover_group` is set.
+    pub on_below_minimum: OnBelowMinimum,
     /// The group is below its minimum with fewer healthy targets than this (at least 1).
     pub min_healthy_targets: u16,
     /// The group is below its minimum with a smaller share of its registered targets

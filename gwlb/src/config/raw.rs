@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CheckProtocol, CopyPoint, Hugepages, InitialState, LogFormat, MirrorDirection, MirrorFormat,
-    OnAllUnhealthy, OnUnhealthy, PortRole, RuleDirection, UnknownNonSyn, DEFAULT_API_LISTEN,
-    DEFAULT_METRICS_LISTEN,
+    OnAllUnhealthy, OnBelowMinimum, OnUnhealthy, PortRole, RuleDirection, UnknownNonSyn,
+    DEFAULT_API_LISTEN, DEFAULT_METRICS_LISTEN,
 };
 use crate::flow::Stickiness;
 
@@ -389,6 +389,8 @@ pub(super) struct RawTargetGroup {
     pub(super) on_all_unhealthy: OnAllUnhealthy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) failover_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) on_below_minimum: Option<OnBelowMinimum>,
     #[serde(default = "default_min_healthy")]
     pub(super) min_healthy_targets: i64,
     #[serde(default)]

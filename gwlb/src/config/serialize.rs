@@ -8,7 +8,7 @@ use super::raw::{
     RawEndpointRoute, RawHealthCheck, RawMirrorSession, RawNeighbor, RawPort, RawRoute, RawRule,
     RawTarget, RawTargetGroup, U64Value,
 };
-use super::{CheckProtocol, Config, Endpoint, Probe, RuleAction};
+use super::{CheckProtocol, Config, Endpoint, OnBelowMinimum, Probe, RuleAction};
 
 impl Config {
     /// The configuration as TOML with every field explicit (defaults filled in).
@@ -130,6 +130,9 @@ impl From<&Config> for RawConfig {
                         on_unhealthy: g.on_unhealthy,
                         on_all_unhealthy: g.on_all_unhealthy,
                         failover_group: g.failover_group.map(|b| c.target_groups[b].name.clone()),
+                        // Written only where it is not what failover_group implies.
+                        on_below_minimum: Some(g.on_below_minimum)
+                            .filter(|&m| m == OnBelowMinimum::FailOpen),
                         min_healthy_targets: i64::from(g.min_healthy_targets),
                         min_healthy_percent: i64::from(g.min_healthy_percent),
                         deregistration_delay_s: secs(g.deregistration_delay),

@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{
-    Config, ConfigEdit, ConfigError, OnAllUnhealthy, OnUnhealthy, Probe, TargetText,
+    Config, ConfigEdit, ConfigError, OnAllUnhealthy, OnBelowMinimum, OnUnhealthy, Probe, TargetText,
 };
 use crate::control::config_reader::{ConfigReader, ReadResult, ReaderGone, Reloads};
 use crate::control::registry::{Changes, Registry, SlotState};
@@ -511,10 +511,27 @@ impl ControlLoop {
         }
     }
 
-    /// Logs each group that starts or stops failing over to its failover group with `new`.
+    /// Logs each group that starts or stops failing over to its failover group, or failing
+    /// open, with `new`.
     fn log_failovers(&self, new: &Snapshot) {
         let old = self.snapshot.load();
         for (gi, g) in new.groups.iter().enumerate() {
+            let was_open = old
+                .groups
+                .get(gi)
+                .is_some_and(|o| o.name == g.name && o.failed_open);
+            match (was_open, g.failed_open) {
+                (false, true) => tracing::warn!(
+                    group = %g.name,
+                    targets = g.backends.len(),
+                    "group below its health minimum: FAIL-OPEN, new flows go to all its registered targets, healthy or not"
+                ),
+                (true, false) => tracing::info!(
+                    group = %g.name,
+                    "group back at its health minimum (or without registered targets): new flows go to its healthy targets"
+                ),
+                _ => {}
+            }
             let before = old
                 .groups
                 .get(gi)
@@ -982,6 +999,11 @@ impl ControlLoop {
                     .groups
                     .get(gi)
                     .is_some_and(|v| v.name == g.name && v.failover.is_some()),
+                on_below_minimum: g.on_below_minimum.as_str().into(),
+                failed_open: snap
+                    .groups
+                    .get(gi)
+                    .is_some_and(|v| v.name == g.name && v.failed_open),
                 targets,
             });
         }
@@ -1211,6 +1233,12 @@ impl ControlLoop {
                 .filter(|(_, s)| s.health == HealthState::Initial)
                 .count();
             if healthy == 0 && !registered.is_empty() {
+                if g.on_below_minimum == OnBelowMinimum::FailOpen
+                    && registered.iter().any(|(_, s)| s.target.weight > 0)
+                {
+                    // Below any minimum: its targets all serve (log_failovers says so).
+                    continue;
+                }
                 match (g.on_all_unhealthy, initial) {
                     (OnAllUnhealthy::FailOpen, 0) => {
                         tracing::error!(group = %g.name, "no healthy appliance: FAIL-OPEN, new flows are forwarded uninspected")

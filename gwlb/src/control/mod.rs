@@ -263,6 +263,13 @@ pub struct TargetGroupInfo {
     /// Below its minimum now: its new flows go to `failover_group`'s targets.
     #[serde(default)]
     pub failed_over: bool,
+    /// `failover`, `fail_open` or `serve_remaining`: what its new flows do below its minimum.
+    #[serde(default = "serve_remaining")]
+    pub on_below_minimum: String,
+    /// Below its minimum now with `on_below_minimum = "fail_open"`: its new flows go to all
+    /// its registered targets, healthy or not.
+    #[serde(default)]
+    pub failed_open: bool,
     /// Its targets, registered ones first (in config order), then draining ones.
     pub targets: Vec<TargetInfo>,
 }
@@ -280,6 +287,10 @@ pub struct TlsInfo {
 
 fn one() -> u16 {
     1
+}
+
+fn serve_remaining() -> String {
+    "serve_remaining".into()
 }
 
 /// A target to register.

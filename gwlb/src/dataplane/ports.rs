@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use dpdk_bindings::port::{Port, PortConfig, QueueMemory};
-use dpdk_bindings::{Mempool, DEFAULT_DATA_ROOM, HEADROOM, SOCKET_ID_ANY};
+use dpdk_bindings::{Mempool, SOCKET_ID_ANY};
 
+use crate::config::mbufs::{self, af_packet_framesz};
 use crate::config::{Config, Device, Hugepages};
 use crate::numa::{SocketId, SocketPlan};
 
@@ -131,64 +132,10 @@ pub fn use_hugepages_auto() -> bool {
     free_hugepages() >= 64 && Path::new("/dev/hugepages").exists()
 }
 
-/// The largest Ethernet frame a port of L3 MTU `mtu` carries: the MTU plus the Ethernet header
-/// and two VLAN tags (QinQ).
-pub fn max_frame(mtu: u16) -> u32 {
-    u32::from(mtu) + 14 + 8
-}
-
-/// Data room of gwlb's mbufs: DPDK's headroom plus the largest frame of any port (so a
-/// 9000-byte MTU fits one segment), or more where a `net_af_packet` port's ring frames are
-/// larger (the PMD refuses ring frames that do not fit one mbuf), at least DPDK's default
-/// (2,176 bytes), rounded up to a cache line. A frame longer than that arrives as a chain of
-/// segments, which the pipeline drops as `oversize`.
+/// Data room of gwlb's mbufs ([`crate::config::mbufs::data_room`]: the most any port needs,
+/// the XDP headroom of `net_af_xdp` ports and `net_af_packet` ring frames included).
 pub fn mbuf_data_room(cfg: &Config) -> u16 {
-    let frame = cfg
-        .ports
-        .iter()
-        .map(|p| {
-            let ring = match &p.device {
-                Device::Vdev(spec) => af_packet_framesz(spec, p.mtu).map(|(f, _)| f),
-                Device::Pci { .. } => None,
-            };
-            let ring_data = ring.map_or(0, |f| f.saturating_sub(TPACKET_OVERHEAD));
-            max_frame(p.mtu).max(ring_data)
-        })
-        .max()
-        .unwrap_or(0);
-    let room = (u32::from(HEADROOM) + frame)
-        .next_multiple_of(64)
-        .max(u32::from(DEFAULT_DATA_ROOM));
-    u16::try_from(room).unwrap_or(u16::MAX)
-}
-
-/// What a `net_af_packet` ring frame holds beyond the packet, as the PMD counts it
-/// (`TPACKET2_HDRLEN` less the `sockaddr_ll` it overlaps).
-const TPACKET_OVERHEAD: u32 = 32;
-
-/// The ring frame size of a `net_af_packet` vdev (`None` for other devices) and whether gwlb
-/// chooses it. The PMD's default is 2,048 bytes with the tpacket header, too small above an
-/// MTU of about 1,990; for a larger MTU gwlb uses whole pages that hold a frame (12 KiB at
-/// 9000), unless the spec sets `framesz` or `blocksz`. The PMD lays ring frames out every
-/// `framesz` bytes, so `blocksz` must be a multiple of it: gwlb sets both equal.
-fn af_packet_framesz(spec: &str, mtu: u16) -> Option<(u32, bool)> {
-    const DEFAULT_FRAMESZ: u32 = 2048;
-    if !spec.starts_with("net_af_packet") {
-        return None;
-    }
-    let arg = |k: &str| {
-        spec.split(',')
-            .find_map(|kv| kv.strip_prefix(k))
-            .map(|v| v.parse::<u32>().unwrap_or(DEFAULT_FRAMESZ))
-    };
-    if let Some(f) = arg("framesz=") {
-        return Some((f, false));
-    }
-    let need = max_frame(mtu) + TPACKET_OVERHEAD;
-    if arg("blocksz=").is_some() || need <= DEFAULT_FRAMESZ {
-        return Some((DEFAULT_FRAMESZ, false));
-    }
-    Some((need.next_multiple_of(4096), true))
+    mbufs::data_room(&cfg.ports)
 }
 
 /// A vdev spec with what gwlb adds: `net_af_packet` ring sizes for a large MTU
@@ -432,6 +379,22 @@ pub fn open_ports(cfg: &Config, mem: &WorkerMemory<'_>) -> Result<Vec<Port>, Sta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dpdk_bindings::{DEFAULT_DATA_ROOM, HEADROOM};
+
+    /// `config::mbufs` sizes mbufs without DPDK, with DPDK's constants written out.
+    #[test]
+    fn mbuf_sizing_uses_dpdks_constants() {
+        assert_eq!(mbufs::MBUF_HEADROOM, u32::from(HEADROOM));
+        assert_eq!(mbufs::DEFAULT_DATA_ROOM, u32::from(DEFAULT_DATA_ROOM));
+        let mbuf = std::mem::size_of::<dpdk_bindings::sys::rte_mbuf>();
+        assert_eq!(mbufs::af_xdp::MBUF_STRUCT as usize, mbuf);
+        // The object header, padded to a cache line as the pools are created.
+        let header = std::mem::size_of::<dpdk_bindings::sys::rte_mempool_objhdr>();
+        assert_eq!(
+            mbufs::af_xdp::OBJECT_HEADER as usize,
+            header.next_multiple_of(64)
+        );
+    }
 
     #[test]
     fn af_packet_rings_grow_with_the_mtu_unless_set() {

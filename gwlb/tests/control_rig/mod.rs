@@ -153,6 +153,13 @@ impl Gateway {
     /// [`Gateway::start`] with another configuration (the traffic arrives on port 0 and
     /// needs a group for it).
     pub fn start_with(config: &str) -> Gateway {
+        Self::start_with_frames(config, Vec::new())
+    }
+
+    /// [`Gateway::start_with`], worker 0 also processing `frames` (arriving on port 0)
+    /// before the flows, so that their counters go the real way: the pipeline, the worker's
+    /// published stats, the control loop's report.
+    pub fn start_with_frames(config: &str, frames: Vec<Vec<u8>>) -> Gateway {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "gwlb-control-rig-{}-{}",
@@ -198,6 +205,7 @@ impl Gateway {
             let stop = Arc::clone(&stop);
             let clock = clock.clone();
             let ready = ready_tx.clone();
+            let frames = if w == 0 { frames.clone() } else { Vec::new() };
             threads.push(std::thread::spawn(move || {
                 let mut pipe = Pipeline::new(4096, Default::default()).expect("pipeline");
                 let mut io = LoopIo::default();
@@ -209,6 +217,13 @@ impl Gateway {
                         let cut = &flow_packet(0)[..14 + 12];
                         let v = pipe.process(&snap, &mut VecBuf::new(cut), 0, clock.now());
                         assert!(matches!(v, gwlb::pipeline::Verdict::Drop(_)), "{v:?}");
+                    }
+                    for f in &frames {
+                        io.rx += 1;
+                        let v = pipe.process(&snap, &mut VecBuf::new(f), 0, clock.now());
+                        if let gwlb::pipeline::Verdict::Tx(_) = v {
+                            io.tx += 1;
+                        }
                     }
                     for i in (w..FLOW_COUNT).step_by(WORKERS) {
                         io.rx += 1;

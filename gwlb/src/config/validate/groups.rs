@@ -8,7 +8,7 @@ use super::health_check::validate_health_check;
 use super::targets::validate_targets;
 use super::{check_name, invalid, ranged, Validator};
 use crate::config::raw::RawTargetGroup;
-use crate::config::{ConfigError, Port, TargetGroup};
+use crate::config::{ConfigError, OnBelowMinimum, Port, TargetGroup};
 use crate::maglev::is_prime;
 
 /// Largest Maglev table (2^24): its build time and memory grow linearly with M.
@@ -25,28 +25,55 @@ pub(super) fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// `failover_group` of group `gi`: another group of the same stickiness (so that a flow's
-/// key is the same whichever group's appliance returns it). `min_healthy_targets` and
-/// `min_healthy_percent` only decide when to fail over: without a failover group they are
-/// refused.
+/// key is the same whichever group's appliance returns it), and `on_below_minimum`: what the
+/// group's new flows do below its minimum (`min_healthy_targets`, `min_healthy_percent`).
+/// `"failover"` (the default with a failover group) needs one; `"fail_open"` and
+/// `"serve_remaining"` (the default without) refuse one, which they would never use; with
+/// `"serve_remaining"` the minimums would change nothing, so they are refused too.
 fn failover_group(
     raw: &[RawTargetGroup],
     gi: usize,
     rg: &RawTargetGroup,
     g: &str,
-) -> Result<Option<usize>, ConfigError> {
+) -> Result<(Option<usize>, OnBelowMinimum), ConfigError> {
+    let mode = rg.on_below_minimum.unwrap_or(match rg.failover_group {
+        Some(_) => OnBelowMinimum::Failover,
+        None => OnBelowMinimum::ServeRemaining,
+    });
+    let field = format!("{g}.on_below_minimum");
+    match (mode, rg.failover_group.is_some()) {
+        (OnBelowMinimum::Failover, false) => {
+            return Err(invalid(
+                field,
+                "\"failover\" needs failover_group (the group that takes new flows below the minimum)",
+            ))
+        }
+        (OnBelowMinimum::FailOpen | OnBelowMinimum::ServeRemaining, true) => {
+            return Err(invalid(
+                field,
+                format!(
+                    "{:?} never uses failover_group: remove one of them (with failover_group, below the minimum new flows go to that group)",
+                    mode.as_str()
+                ),
+            ))
+        }
+        _ => {}
+    }
     let Some(name) = &rg.failover_group else {
-        for (field, set) in [
-            ("min_healthy_targets", rg.min_healthy_targets != 1),
-            ("min_healthy_percent", rg.min_healthy_percent != 0),
-        ] {
-            if set {
-                return Err(invalid(
-                    format!("{g}.{field}"),
-                    "only valid with failover_group (below the minimum, new flows go to that group)",
-                ));
+        if mode == OnBelowMinimum::ServeRemaining {
+            for (field, set) in [
+                ("min_healthy_targets", rg.min_healthy_targets != 1),
+                ("min_healthy_percent", rg.min_healthy_percent != 0),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("{g}.{field}"),
+                        "only valid with failover_group or on_below_minimum = \"fail_open\" (below the minimum, new flows go to that group, or to all targets)",
+                    ));
+                }
             }
         }
-        return Ok(None);
+        return Ok((None, mode));
     };
     let field = format!("{g}.failover_group");
     let Some(b) = raw.iter().position(|o| &o.name == name) else {
@@ -71,7 +98,7 @@ fn failover_group(
             ),
         ));
     }
-    Ok(Some(b))
+    Ok((Some(b), mode))
 }
 
 pub(super) fn validate_groups(
@@ -248,13 +275,15 @@ pub(super) fn validate_groups(
             );
         }
 
+        let (failover_group, on_below_minimum) = failover_group(raw, gi, rg, &g)?;
         groups.push(TargetGroup {
             name: rg.name.clone(),
             user_ports,
             stickiness: rg.stickiness,
             on_unhealthy: rg.on_unhealthy,
             on_all_unhealthy: rg.on_all_unhealthy,
-            failover_group: failover_group(raw, gi, rg, &g)?,
+            failover_group,
+            on_below_minimum,
             min_healthy_targets: ranged(
                 &format!("{g}.min_healthy_targets"),
                 rg.min_healthy_targets,
@@ -315,7 +344,7 @@ pub(super) fn validate_groups(
 mod tests {
     use super::*;
     use crate::config::test_support::*;
-    use crate::config::Stickiness;
+    use crate::config::{Config, Stickiness};
 
     #[test]
     fn test_group_ranges() {
@@ -373,6 +402,78 @@ mod tests {
             (16_777_215, 5, 16)
         );
         assert_eq!(g.stickiness, Stickiness::ThreeTuple);
+    }
+
+    /// `on_below_minimum`: "failover" needs a failover_group (and is its default), the two
+    /// others refuse one; "serve_remaining" (the default without) refuses the minimums it
+    /// would ignore; "fail_open" takes them.
+    #[test]
+    fn test_on_below_minimum_rules() {
+        let two = |first: &str| {
+            format!(
+                "{}\n[[target_groups]]\nname = \"backup\"\nuser_ports = []\n",
+                group_with(first)
+            )
+        };
+        let field = "target_groups[0].on_below_minimum";
+        expect_err(
+            &two("on_below_minimum = \"failover\""),
+            field,
+            "\"failover\" needs failover_group",
+        );
+        expect_err(
+            &two("on_below_minimum = \"fail_open\"\nfailover_group = \"backup\""),
+            field,
+            "\"fail_open\" never uses failover_group",
+        );
+        expect_err(
+            &two("on_below_minimum = \"serve_remaining\"\nfailover_group = \"backup\""),
+            field,
+            "\"serve_remaining\" never uses failover_group",
+        );
+        expect_err(
+            &two("on_below_minimum = \"open\""),
+            field,
+            "unknown variant",
+        );
+        expect_err(
+            &two("on_below_minimum = \"serve_remaining\"\nmin_healthy_targets = 2"),
+            "target_groups[0].min_healthy_targets",
+            "only valid with failover_group or on_below_minimum = \"fail_open\"",
+        );
+        let mode = |extra: &str| parse(&two(extra)).target_groups[0].on_below_minimum;
+        assert_eq!(mode(""), OnBelowMinimum::ServeRemaining);
+        assert_eq!(
+            mode("failover_group = \"backup\""),
+            OnBelowMinimum::Failover
+        );
+        let c = parse(&two(
+            "on_below_minimum = \"fail_open\"\nmin_healthy_targets = 3\nmin_healthy_percent = 40",
+        ));
+        let g = &c.target_groups[0];
+        assert_eq!(
+            (
+                g.on_below_minimum,
+                g.failover_group,
+                g.min_healthy_targets,
+                g.min_healthy_percent
+            ),
+            (OnBelowMinimum::FailOpen, None, 3, 40)
+        );
+        // Written back only where it is not implied, and read back the same.
+        let text = c.to_toml_string();
+        assert_eq!(text.matches("on_below_minimum").count(), 1, "{text}");
+        assert_eq!(Config::from_toml_str(&text).unwrap(), c);
+        // Part of the choice digest only where it changes the choice.
+        assert!(c.choice_inputs().contains(&(
+            "target_groups[0].on_below_minimum".into(),
+            "fail_open".into()
+        )));
+        let plain = parse(&two(""));
+        assert!(!plain
+            .choice_inputs()
+            .iter()
+            .any(|(k, _)| k.contains("on_below_minimum")));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::{
     check_host_ip, check_name, check_unicast_mac, family, invalid, parse_field, ranged, Validator,
 };
+use crate::config::mbufs::{self, af_xdp};
 use crate::config::net::subnet_special;
 use crate::config::raw::RawPort;
 use crate::config::{ConfigError, Dataplane, Device, IpNet, Ipv4Net, Ipv6Net, Port, PortRole};
@@ -220,6 +221,8 @@ pub(super) fn validate_ports(
         });
     }
 
+    af_xdp_limits(&ports)?;
+
     let roles: Vec<PortRole> = ports.iter().map(|p| p.role).collect();
     match roles.as_slice() {
         [PortRole::Both]
@@ -258,6 +261,54 @@ pub(super) fn validate_ports(
         }
     }
     Ok(ports)
+}
+
+/// `net_af_xdp` ports (`config::mbufs::af_xdp`): a frame must fit one UMEM chunk of a page
+/// after the mempool header, the mbuf and both headrooms, so such a port's `mtu` is at most
+/// [`af_xdp::MAX_MTU`]; and its chunks are the mbufs of the pool every port shares, so no
+/// other port may need a larger data room either (an MTU above 3,754 bytes, or
+/// `net_af_packet` ring frames of 4 KiB, which gwlb chooses above an MTU of 1,994).
+fn af_xdp_limits(ports: &[Port]) -> Result<(), ConfigError> {
+    let Some(x) = ports.iter().position(|p| p.device.is_af_xdp()) else {
+        return Ok(());
+    };
+    for (i, p) in ports.iter().enumerate() {
+        if p.device.is_af_xdp() && p.mtu > af_xdp::MAX_MTU {
+            return Err(invalid(
+                format!("ports[{i}].mtu"),
+                format!(
+                    "{} is above what a net_af_xdp port carries with gwlb's mbufs: at most {} (a frame, mtu + 22 bytes of Ethernet and VLAN tags, must fit one {}-byte UMEM chunk after the mempool header, the mbuf, and DPDK's {} and XDP's {} bytes of headroom); use net_af_packet or a PCI device for larger frames",
+                    p.mtu,
+                    af_xdp::MAX_MTU,
+                    af_xdp::CHUNK_MAX,
+                    mbufs::MBUF_HEADROOM,
+                    af_xdp::XDP_HEADROOM
+                ),
+            ));
+        }
+    }
+    for (i, p) in ports.iter().enumerate() {
+        let need = mbufs::port_data_room(p).next_multiple_of(64);
+        if need <= af_xdp::MAX_DATA_ROOM {
+            continue;
+        }
+        // Its MTU alone fits: its net_af_packet ring frames are what is too large.
+        let by_ring = mbufs::MBUF_HEADROOM + mbufs::max_frame(p.mtu) <= af_xdp::MAX_DATA_ROOM;
+        let field = if by_ring { "device" } else { "mtu" };
+        return Err(invalid(
+            format!("ports[{i}].{field}"),
+            format!(
+                "needs mbufs with {need} bytes of data room (mtu {}{}), but ports[{x}] is net_af_xdp, whose UMEM chunks are the same mbufs and hold at most {} (one {}-byte page): with an af_xdp port, keep every port's mtu at most {} (net_af_packet: at most 1994, or framesz at most {})",
+                p.mtu,
+                if by_ring { ", net_af_packet ring frames" } else { "" },
+                af_xdp::MAX_DATA_ROOM,
+                af_xdp::CHUNK_MAX,
+                af_xdp::MAX_DATA_ROOM - mbufs::MBUF_HEADROOM - mbufs::L2_MAX,
+                af_xdp::MAX_DATA_ROOM - mbufs::MBUF_HEADROOM + mbufs::TPACKET_OVERHEAD,
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -423,6 +474,64 @@ mod tests {
         );
         let c = parse(&four(&port_with("tx_queues = 0")));
         assert_eq!((c.ports[0].rx_queues, c.ports[0].tx_queues), (4, 4));
+    }
+
+    /// `net_af_xdp`: its own MTU at most 3,498 (a frame in one page-sized UMEM chunk); and,
+    /// the chunks being the shared mbufs, no other port needing more room.
+    #[test]
+    fn test_af_xdp_mtu_limits() {
+        let xdp = |user: &str, app: &str| {
+            TWO_ARM
+                .replacen(
+                    "device = \"0000:03:00.0\"\nrole = \"user\"\naddress = \"10.0.1.1/24\"\nmtu = 1500",
+                    user,
+                    1,
+                )
+                .replacen(
+                    "device = \"0000:03:00.1\"\nrole = \"appliance\"\naddress = \"10.0.2.1/24\"\nmtu = 9000",
+                    app,
+                    1,
+                )
+        };
+        let port = |dev: &str, role: &str, net: u8, mtu: u16| {
+            format!(
+                "device = \"{dev}\"\nrole = \"{role}\"\naddress = \"10.0.{net}.1/24\"\nmtu = {mtu}"
+            )
+        };
+        let user = |dev: &str, mtu| port(dev, "user", 1, mtu);
+        let app = |dev: &str, mtu| port(dev, "appliance", 2, mtu);
+        let (x0, x1) = ("net_af_xdp0,iface=u", "net_af_xdp1,iface=a");
+        let text = xdp(&user(x0, 1500), &app(x1, 3498));
+        assert_ne!(text, TWO_ARM);
+        let c = parse(&text);
+        assert!(c.ports.iter().all(|p| p.device.is_af_xdp()));
+        expect_err(
+            &xdp(&user(x0, 1500), &app(x1, 3499)),
+            "ports[1].mtu",
+            "3499 is above what a net_af_xdp port carries with gwlb's mbufs: at most 3498",
+        );
+        // Another port's frames must fit the same mbufs: a PCI appliance side at 9000...
+        expect_err(
+            &xdp(&user(x0, 1500), &app("0000:03:00.1", 9000)),
+            "ports[1].mtu",
+            "but ports[0] is net_af_xdp",
+        );
+        parse(&xdp(&user(x0, 1500), &app("0000:03:00.1", 3754)));
+        expect_err(
+            &xdp(&user(x0, 1500), &app("0000:03:00.1", 3755)),
+            "ports[1].mtu",
+            "keep every port's mtu at most 3754",
+        );
+        // ...and net_af_packet ring frames, 4 KiB above an MTU of 1994.
+        let afp = "net_af_packet0,iface=a";
+        parse(&xdp(&user(x0, 1500), &app(afp, 1994)));
+        expect_err(
+            &xdp(&user(x0, 1500), &app(afp, 1995)),
+            "ports[1].device",
+            "net_af_packet ring frames",
+        );
+        // Without an af_xdp port, nothing of this applies.
+        parse(&xdp(&user(afp, 1500), &app("0000:03:00.1", 9000)));
     }
 
     #[test]
