@@ -1151,3 +1151,261 @@ fn test_group_failover_shows_in_the_api_and_the_metrics() {
     }
     assert_eq!(metric(&m), 0.0);
 }
+
+/// The mirror session `name` of `GET /v1/mirror-sessions`.
+fn mirror(s: &ApiServer, name: &str) -> Value {
+    let r = get(s, "/v1/mirror-sessions");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Frames of flows `from..` (even: to port 80, odd: to port 443): `web` to port 80, `tls` to
+/// port 443.
+fn web_and_tls(from: usize, web: usize, tls: usize) -> Vec<Vec<u8>> {
+    let even = (from..).filter(|i| i % 2 == 0).take(web);
+    let odd = (from..).filter(|i| i % 2 == 1).take(tls);
+    even.chain(odd).map(control_rig::flow_packet).collect()
+}
+
+#[test]
+fn test_mirror_sessions_change_live_and_keep_their_counters() {
+    let (gw, s) = start();
+    let m = serve_metrics(&localhost(), gw.handle.clone()).unwrap();
+    // An IPv4 sensor in the pool without user ports.
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/target-groups/inspection/targets",
+        r#"{"address": "10.0.2.31", "mac": "02:00:00:00:02:31"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    // The IPv6 one gets no copies (it would count them as no_sensor): out of the pool.
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/target-groups/inspection/targets/fd00:2::21",
+        r#"{"weight": 0}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/mirror-sessions",
+        r#"{"name": "web", "target_group": "inspection", "vni": 100, "l4_ports": ["80"]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let web = r.json();
+    assert_eq!(web["vni"], 100);
+    assert_eq!(
+        web["settings"]["sample_one_in"], 1,
+        "defaults filled in: {web}"
+    );
+    assert_eq!(web["settings"]["l4_ports"], json!(["80-80"]));
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/mirror-sessions",
+        r#"{"name": "tls", "target_group": "inspection", "l4_ports": ["443"]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/mirror-sessions",
+        r#"{"name": "web", "target_group": "inspection"}"#,
+    );
+    assert_eq!((r.status, r.kind()), (409, "conflict".into()), "{}", r.body);
+
+    // Refused, naming the request's own field; nothing changes.
+    let before = (gw.stats(), get(&s, "/v1/mirror-sessions").body);
+    for (body, field) in [
+        (
+            r#"{"name": "x", "target_group": "inspection", "sample_one_in": 0}"#,
+            "sample_one_in",
+        ),
+        (
+            r#"{"name": "x", "target_group": "inspection", "sampel": 1}"#,
+            "sampel",
+        ),
+        (
+            r#"{"name": "x", "target_group": "firewalls"}"#,
+            "target_group",
+        ),
+        (
+            r#"{"name": "x", "target_group": "inspection", "l4_ports": ["99999"]}"#,
+            "l4_ports[0]",
+        ),
+        (r#"{"target_group": "inspection"}"#, "name"),
+    ] {
+        let r = with_body(&s, "POST", "/v1/mirror-sessions", body);
+        assert_eq!(
+            (r.status, r.field()),
+            (400, field.into()),
+            "{body}: {}",
+            r.body
+        );
+    }
+    assert_eq!((gw.stats(), get(&s, "/v1/mirror-sessions").body), before);
+
+    // Copies are counted per session.
+    gw.send(0, web_and_tls(400, 10, 6));
+    assert_eq!(mirror(&s, "web")["packets"], 10);
+    assert_eq!(mirror(&s, "tls")["packets"], 6);
+    let r = get(&s, "/v1/mirror-sessions/tls");
+    assert_eq!(
+        (r.status, r.json()["packets"].clone()),
+        (200, json!(6)),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(&s, "/v1/mirror-sessions/nope").status, 404);
+
+    // A change keeps the session's counters; a bad one changes nothing (not even the
+    // snapshot's generation).
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/mirror-sessions/tls",
+        r#"{"sample_one_in": 2}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.json()["sample_one_in"].clone(),
+            r.json()["packets"].clone()
+        ),
+        (json!(2), json!(6))
+    );
+    let before = (gw.stats(), get(&s, "/v1/mirror-sessions").body);
+    for (method, body, status, field) in [
+        ("PATCH", r#"{"sample_one_in": 0}"#, 400, "sample_one_in"),
+        ("PATCH", r#"{"sample_one_in": "two"}"#, 400, "sample_one_in"),
+        ("PATCH", r#"{"snap_length": 10}"#, 400, "snap_length"),
+        ("PATCH", r#"{"name": "web2"}"#, 400, "name"),
+        ("PATCH", r#"{}"#, 400, "body"),
+        (
+            "PUT",
+            r#"{"name": "tls", "target_group": "nope"}"#,
+            400,
+            "target_group",
+        ),
+        ("PUT", r#"{"name": "tls"}"#, 400, "target_group"),
+    ] {
+        let r = with_body(&s, method, "/v1/mirror-sessions/tls", body);
+        assert_eq!(
+            (r.status, r.field()),
+            (status, field.into()),
+            "{method} {body}: {}",
+            r.body
+        );
+    }
+    let r = with_body(&s, "PATCH", "/v1/mirror-sessions/nope", r#"{"vni": 1}"#);
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!((gw.stats(), get(&s, "/v1/mirror-sessions").body), before);
+    assert_eq!(mirror(&s, "tls")["settings"]["sample_one_in"], 2);
+
+    // Deleting the first session leaves the second's counters with it (not the first's
+    // under the second's name).
+    let r = request(
+        s.local_addr(),
+        "DELETE",
+        "/v1/mirror-sessions/web",
+        None,
+        "",
+    );
+    assert_eq!(
+        (r.status, r.json()["packets"].clone()),
+        (200, json!(10)),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(&s, "/v1/mirror-sessions/web").status, 404);
+    gw.send(0, web_and_tls(500, 4, 4));
+    let tls = mirror(&s, "tls");
+    assert_eq!(tls["packets"], 6 + 2, "1 in 2 of 4 more: {tls}");
+    assert_eq!(
+        get(&s, "/v1/mirror-sessions")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A session created again starts from zero.
+    let r = with_body(
+        &s,
+        "PUT",
+        "/v1/mirror-sessions/tls",
+        r#"{"name": "tls", "target_group": "inspection", "l4_ports": ["443"]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.json()["sample_one_in"].clone(),
+            r.json()["packets"].clone()
+        ),
+        (json!(1), json!(8))
+    );
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/mirror-sessions",
+        r#"{"name": "web", "target_group": "inspection", "l4_ports": ["80"]}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["packets"].clone()),
+        (201, json!(0)),
+        "{}",
+        r.body
+    );
+    gw.send(0, web_and_tls(600, 3, 0));
+    assert_eq!(mirror(&s, "web")["packets"], 3);
+    assert_eq!(mirror(&s, "tls")["packets"], 8);
+
+    // Prometheus: per-session counters and the sampling gauge.
+    let samples = parse_exposition(&get(&m, "/metrics").body);
+    assert_eq!(
+        value(&samples, "gwlb_mirror_packets_total", &[("session", "tls")]),
+        8.0
+    );
+    assert_eq!(
+        value(&samples, "gwlb_mirror_packets_total", &[("session", "web")]),
+        3.0
+    );
+    assert_eq!(
+        value(&samples, "gwlb_mirror_sample_one_in", &[("session", "tls")]),
+        1.0
+    );
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/mirror-sessions/web",
+        r#"{"sample_one_in": 8}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let samples = parse_exposition(&get(&m, "/metrics").body);
+    assert_eq!(
+        value(&samples, "gwlb_mirror_sample_one_in", &[("session", "web")]),
+        8.0
+    );
+
+    // A reload puts back the file's sessions (none): the file wins, as for targets.
+    let r = request(s.local_addr(), "POST", "/v1/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.json()["changed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("mirror_sessions")),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(&s, "/v1/mirror-sessions").json(), json!([]));
+}

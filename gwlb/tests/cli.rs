@@ -299,3 +299,77 @@ fn test_check_config_compare() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn test_mirror_add_list_set_delete() {
+    let (gw, s) = start(None);
+    let a = s.local_addr();
+    let out = stdout(&gwlb(
+        a,
+        &[
+            "mirror",
+            "add",
+            r#"{"name": "ids", "target_group": "inspection", "vni": 100}"#,
+        ],
+    ));
+    assert!(out.starts_with("MIRROR") && out.contains("ids "), "{out}");
+    let file = gw.config_path.with_file_name("tls.json");
+    std::fs::write(&file, r#"{"name": "tls", "target_group": "inspection"}"#).unwrap();
+    stdout(&gwlb(
+        a,
+        &["mirror", "add", &format!("@{}", file.display())],
+    ));
+    let names: Vec<String> = gw
+        .stats()
+        .mirror_sessions
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(names, ["ids", "tls"]);
+
+    let err = failure(&gwlb(
+        a,
+        &[
+            "mirror",
+            "add",
+            r#"{"name": "ids", "target_group": "inspection"}"#,
+        ],
+    ));
+    assert!(err.contains("exists") && err.contains("409"), "{err}");
+    let err = failure(&gwlb(
+        a,
+        &["mirror", "set", "ids", r#"{"sample_one_in": 0}"#],
+    ));
+    assert!(
+        err.starts_with("gwlb: sample_one_in: ") && err.contains("400"),
+        "{err}"
+    );
+    let err = failure(&gwlb(a, &["mirror", "set", "ids", "sample_one_in=4"]));
+    assert!(err.starts_with("gwlb: body: not JSON"), "{err}");
+    assert_eq!(gw.stats().mirror_sessions[0].sample_one_in, 1);
+
+    let out = stdout(&gwlb(
+        a,
+        &["mirror", "set", "ids", r#"{"sample_one_in": 4}"#, "--json"],
+    ));
+    let m: gwlb::control::MirrorSessionReport = serde_json::from_str(&out).unwrap();
+    assert_eq!((m.sample_one_in, m.vni), (4, 100));
+    let out = stdout(&gwlb(
+        a,
+        &[
+            "mirror",
+            "set",
+            "ids",
+            "--replace",
+            r#"{"name": "ids", "target_group": "inspection"}"#,
+        ],
+    ));
+    assert!(out.contains("1/1"), "replaced: defaults again: {out}");
+    let out = stdout(&gwlb(a, &["mirror", "list"]));
+    assert_eq!(out.lines().count(), 1 + 2, "{out}");
+    stdout(&gwlb(a, &["mirror", "delete", "ids"]));
+    let err = failure(&gwlb(a, &["mirror", "show", "ids"]));
+    assert!(err.contains("not found") && err.contains("404"), "{err}");
+    let out = stdout(&gwlb(a, &["mirror", "show", "tls", "--json"]));
+    assert!(out.contains("\"settings\""), "{out}");
+}

@@ -9,6 +9,8 @@
 //! | GET, POST | `/v1/target-groups/{name}/targets` | its targets; register one |
 //! | GET, PATCH, DELETE | `/v1/target-groups/{name}/targets/{address}` | one target; re-weight; deregister |
 //! | GET, PATCH | `/v1/target-groups/{name}/health-check` | the health check; change it |
+//! | GET, POST | `/v1/mirror-sessions` | every mirror session; create one |
+//! | GET, PUT, PATCH, DELETE | `/v1/mirror-sessions/{name}` | one session; replace it; change some of its settings; remove it |
 //! | GET | `/v1/stats` | counters |
 //! | GET | `/v1/flows` | a page of flows |
 //! | POST | `/v1/reload` | reload the configuration file |
@@ -23,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::http_error::HttpError;
 use super::server::{ApiRequest, Reply};
 use crate::control::{
-    ControlHandle, DrainAction, FlowQuery, HealthCheckPatch, TargetGroupInfo, TargetSpec,
-    MAX_FLOW_PAGE,
+    Change, ControlHandle, DrainAction, FlowQuery, HealthCheckPatch, MirrorSessionSpec,
+    TargetGroupInfo, TargetSpec, MAX_FLOW_PAGE,
 };
 
 /// Body of `PATCH /v1/target-groups/{name}/targets/{address}`.
@@ -71,9 +73,45 @@ impl Routes {
                 Ok(Reply::json(200, &self.handle.list_groups()?))
             }
             ["v1", "mirror-sessions"] => {
-                allow(method, &["GET"])?;
+                allow(method, &["GET", "POST"])?;
                 no_query(req)?;
-                Ok(Reply::json(200, &self.handle.stats()?.mirror_sessions))
+                if method == "GET" {
+                    return Ok(Reply::json(200, &self.handle.stats()?.mirror_sessions));
+                }
+                let spec: MirrorSessionSpec = decode_body(&req.body)?;
+                let session = self.handle.create_mirror(spec)?;
+                tracing::info!(
+                    session = %session.name, peer = %req.peer,
+                    "mirror session created through the API"
+                );
+                Ok(Reply::json(201, &session))
+            }
+            ["v1", "mirror-sessions", name] => {
+                allow(method, &["GET", "PUT", "PATCH", "DELETE"])?;
+                no_query(req)?;
+                let session = match method {
+                    "GET" => self
+                        .handle
+                        .stats()?
+                        .mirror_sessions
+                        .into_iter()
+                        .find(|m| m.name == *name)
+                        .ok_or_else(|| {
+                            HttpError::not_found(format!("mirror session {name:?} not found"))
+                        })?,
+                    "DELETE" => self.handle.delete_mirror(name)?,
+                    _ => {
+                        let change = change_body(method, &req.body)?;
+                        self.handle.change_mirror(name, change)?
+                    }
+                };
+                if method != "GET" {
+                    tracing::info!(
+                        session = %name, method, peer = %req.peer,
+                        "mirror session changed through the API"
+                    );
+                }
+                Ok(Reply::json(200, &session))
             }
             ["v1", "endpoints"] => {
                 allow(method, &["GET"])?;
@@ -295,6 +333,19 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
     de.end()
         .map_err(|e| HttpError::invalid("body", format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// The body of a `PUT` (the whole value, in the file's shape) or a `PATCH` (a JSON object of
+/// the fields to set; at least one).
+fn change_body<T: DeserializeOwned>(method: &str, body: &[u8]) -> Result<Change<T>, HttpError> {
+    if method == "PUT" {
+        return Ok(Change::Replace(decode_body(body)?));
+    }
+    let fields: serde_json::Map<String, serde_json::Value> = decode_body(body)?;
+    if fields.is_empty() {
+        return Err(HttpError::invalid("body", "no setting to change"));
+    }
+    Ok(Change::Patch(fields))
 }
 
 fn missing_field(message: &str) -> Option<String> {

@@ -217,6 +217,11 @@ pub enum ClientCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Mirror sessions: list, show, add, set, delete (live; a reload puts back the file's).
+    Mirror {
+        #[command(subcommand)]
+        action: MirrorAction,
+    },
     /// Drain this node: withdraw its BGP announcement and keep forwarding the flows that
     /// still arrive; prints the drain's state (`drained` once no flow is left or the longest
     /// deregistration delay passed).
@@ -230,6 +235,113 @@ pub enum ClientCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+}
+
+/// `gwlb mirror ...`: the mirror sessions of the running gateway.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MirrorAction {
+    /// List the sessions with their counters (the MIRROR table of `gwlb stats`).
+    List {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Show one session (with --json: also its settings in the file's shape).
+    Show {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The session's name.
+        name: String,
+    },
+    /// Create a session from BODY, a `[[mirror_sessions]]` entry as a JSON object
+    /// (`{"name": "ids", "target_group": "sensors", "vni": 100}`), `@FILE` or `-` (stdin).
+    Add {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The session, in the file's shape.
+        body: String,
+    },
+    /// Change the settings BODY names (`{"sample_one_in": 4}`, `@FILE` or `-`); the others
+    /// keep their value. With --replace, BODY is the whole session (defaults for what it
+    /// leaves out).
+    Set {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The session's name.
+        name: String,
+        /// The settings, in the file's shape.
+        body: String,
+        /// BODY is the whole session (`PUT`), not a change of some settings (`PATCH`).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove a session; prints its last counters.
+    Delete {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The session's name.
+        name: String,
+    },
+}
+
+/// A JSON body given on the command line: the object itself, `@FILE` or `-` (stdin).
+fn json_body(arg: &str) -> Result<serde_json::Value, CliError> {
+    let text = match arg {
+        "-" => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| CliError::Body(format!("reading stdin: {e}")))?,
+        _ => match arg.strip_prefix('@') {
+            Some(file) => {
+                std::fs::read_to_string(file).map_err(|e| CliError::Body(format!("{file}: {e}")))?
+            }
+            None => arg.to_owned(),
+        },
+    };
+    match serde_json::from_str(&text) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err(CliError::Body("expected a JSON object".into())),
+        Err(e) => Err(CliError::Body(format!("not JSON: {e}"))),
+    }
+}
+
+impl MirrorAction {
+    fn execute(self, out: &mut dyn Write) -> Result<(), CliError> {
+        match self {
+            MirrorAction::List { opts } => {
+                let m = opts.client()?.mirror_sessions()?;
+                print(out, opts.json, &m, || tables::mirror_sessions(&m))
+            }
+            MirrorAction::Show { opts, name } => {
+                let m = opts.client()?.mirror_session(&name)?;
+                print(out, opts.json, &m, || {
+                    tables::mirror_sessions(std::slice::from_ref(&m))
+                })
+            }
+            MirrorAction::Add { opts, body } => {
+                let body = json_body(&body)?;
+                let m = opts.client()?.create_mirror(&body)?;
+                print(out, opts.json, &m, || {
+                    tables::mirror_sessions(std::slice::from_ref(&m))
+                })
+            }
+            MirrorAction::Set {
+                opts,
+                name,
+                body,
+                replace,
+            } => {
+                let body = json_body(&body)?;
+                let m = opts.client()?.change_mirror(&name, &body, replace)?;
+                print(out, opts.json, &m, || {
+                    tables::mirror_sessions(std::slice::from_ref(&m))
+                })
+            }
+            MirrorAction::Delete { opts, name } => {
+                let m = opts.client()?.delete_mirror(&name)?;
+                print(out, opts.json, &m, || {
+                    tables::mirror_sessions(std::slice::from_ref(&m))
+                })
+            }
+        }
+    }
 }
 
 /// Why a client command failed.
@@ -247,6 +359,9 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
+    /// A request body given on the command line is not a JSON object.
+    #[error("body: {0}")]
+    Body(String),
 }
 
 impl ClientOpts {
@@ -406,6 +521,7 @@ impl ClientCommand {
                 let r = opts.client()?.drain(action)?;
                 print(out, opts.json, &r, || tables::drain(&r))
             }
+            ClientCommand::Mirror { action } => action.execute(out),
         }
     }
 }

@@ -233,8 +233,8 @@ pub fn drain(d: &DrainReport) -> String {
     )
 }
 
-/// The mirror sessions of `gwlb stats`, one row each.
-fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> String {
+/// The mirror sessions of `gwlb stats` and `gwlb mirror list`, one row each.
+pub fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> String {
     let mut t = Table::new(&[
         "MIRROR",
         "POOL",
@@ -488,6 +488,7 @@ mod tests {
                 bytes: 3000,
                 no_sensor: 2,
                 no_buffer: 0,
+                settings: None,
             }],
             ..Default::default()
         };

@@ -3,10 +3,11 @@
 //! so every error names its field by its file path (`target_groups[0].targets[2].weight`).
 //! The control loop makes every API change through it; nothing goes through TOML text.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::invalid;
-use super::raw::{default_weight, RawConfig, RawTarget};
+use super::raw::{default_weight, RawConfig, RawMirrorSession, RawTarget};
 use super::{CheckProtocol, Config, ConfigError, InitialState};
 
 /// A change to a target group's health check: the fields to set (`None`: unchanged).
@@ -199,10 +200,78 @@ impl ConfigEdit {
         Ok(self)
     }
 
+    /// Appends mirror session `s` (validated by [`ConfigEdit::finish`], as
+    /// `mirror_sessions[N]`).
+    pub fn add_mirror_session(&mut self, s: RawMirrorSession) -> &mut Self {
+        self.raw.mirror_sessions.push(s);
+        self
+    }
+
+    /// Replaces mirror session `index` with `s`, in its place (out of range: no change).
+    pub fn set_mirror_session(&mut self, index: usize, s: RawMirrorSession) -> &mut Self {
+        if let Some(m) = self.raw.mirror_sessions.get_mut(index) {
+            *m = s;
+        }
+        self
+    }
+
+    /// Sets the fields of mirror session `index` that `patch` (a JSON object in the file's
+    /// shape) names; the others keep their value. A field of the wrong type, or unknown, is
+    /// refused here, naming `mirror_sessions[index].FIELD`.
+    pub fn patch_mirror_session(
+        &mut self,
+        index: usize,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<&mut Self, ConfigError> {
+        if let Some(m) = self.raw.mirror_sessions.get_mut(index) {
+            *m = merged(m, patch, &format!("mirror_sessions[{index}]"))?;
+        }
+        Ok(self)
+    }
+
+    /// Removes mirror session `index` (out of range: no change).
+    pub fn remove_mirror_session(&mut self, index: usize) -> &mut Self {
+        if index < self.raw.mirror_sessions.len() {
+            self.raw.mirror_sessions.remove(index);
+        }
+        self
+    }
+
     /// Validates the changed configuration exactly like a file.
     pub fn finish(&self) -> Result<Config, ConfigError> {
         self.raw.clone().validate()
     }
+}
+
+/// `current` with the top-level fields of `patch` replaced (a JSON merge of one level: a list
+/// given replaces the whole list), read back through the file's serde mirror so that types
+/// and unknown fields are checked as a file's are; errors name `{at}.FIELD`.
+fn merged<T: Serialize + DeserializeOwned>(
+    current: &T,
+    patch: &serde_json::Map<String, serde_json::Value>,
+    at: &str,
+) -> Result<T, ConfigError> {
+    let mut value = serde_json::to_value(current)
+        .map_err(|e| invalid(at.to_owned(), format!("cannot be written as JSON: {e}")))?;
+    if let serde_json::Value::Object(fields) = &mut value {
+        for (k, v) in patch {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let field = if path == "." {
+            // An unknown or missing field is reported at its parent: name it from the message.
+            message
+                .split('`')
+                .nth(1)
+                .map_or_else(|| at.to_owned(), |f| format!("{at}.{f}"))
+        } else {
+            format!("{at}.{path}")
+        };
+        invalid(field, message)
+    })
 }
 
 #[cfg(test)]
@@ -369,5 +438,123 @@ mac = "02:00:00:00:00:0b"
             field(e.finish()),
             "target_groups[0].health_check.interval_ms"
         );
+    }
+
+    const MIRRORS: &str = r#"
+[dataplane]
+worker_cpus = [1]
+main_cpu = 0
+[[ports]]
+name = "p"
+device = "net_null0"
+role = "both"
+address = "10.0.0.1/24"
+[[target_groups]]
+name = "fw"
+user_ports = ["p"]
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:0b"
+[[target_groups]]
+name = "sensors"
+user_ports = []
+[[target_groups.targets]]
+address = "10.0.0.50"
+mac = "02:00:00:00:00:32"
+[[mirror_sessions]]
+name = "a"
+target_group = "sensors"
+l4_ports = ["80"]
+[[mirror_sessions]]
+name = "b"
+target_group = "sensors"
+sample_one_in = 4
+"#;
+
+    fn object(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn mirror_session_edits_take_the_file_shape() {
+        let cfg = Config::from_toml_str(MIRRORS).unwrap();
+        let spec = cfg.mirror_session_spec(1).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["sample_one_in"], 4);
+        assert_eq!(json["format"], "vxlan", "defaults filled in: {json}");
+        assert_eq!(cfg.mirror_session_spec(2), None);
+
+        // A patch changes only what it names.
+        let mut e = cfg.edit();
+        e.patch_mirror_session(
+            1,
+            &object(serde_json::json!({"sample_one_in": 2, "vni": 7})),
+        )
+        .unwrap();
+        let c = e.finish().unwrap();
+        assert_eq!(
+            (c.mirror_sessions[1].sample_one_in, c.mirror_sessions[1].vni),
+            (2, 7)
+        );
+        assert_eq!(c.mirror_sessions[1].name, "b");
+        assert_eq!(c.mirror_sessions[0], cfg.mirror_sessions[0]);
+
+        // Errors name the session's own field, wherever they are found.
+        let patched = |patch: serde_json::Value| {
+            let mut e = cfg.edit();
+            match e.patch_mirror_session(1, &object(patch)) {
+                Err(err) => err.field().unwrap_or_default().to_owned(),
+                Ok(_) => e
+                    .finish()
+                    .unwrap_err()
+                    .field()
+                    .unwrap_or_default()
+                    .to_owned(),
+            }
+        };
+        assert_eq!(
+            patched(serde_json::json!({"sample_one_in": 0})),
+            "mirror_sessions[1].sample_one_in"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"sample_one_in": "x"})),
+            "mirror_sessions[1].sample_one_in"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"sampel": 1})),
+            "mirror_sessions[1].sampel"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"format": "gre"})),
+            "mirror_sessions[1].format"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"target_group": "fw"})),
+            "mirror_sessions[1].target_group"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"name": "a"})),
+            "mirror_sessions[1].name"
+        );
+
+        let mut e = cfg.edit();
+        e.add_mirror_session(spec.clone());
+        assert_eq!(
+            field(e.finish()),
+            "mirror_sessions[2].name",
+            "a second \"b\""
+        );
+        let mut e = cfg.edit();
+        e.remove_mirror_session(0)
+            .add_mirror_session(cfg.mirror_session_spec(0).unwrap());
+        let c = e.finish().unwrap();
+        let names: Vec<&str> = c.mirror_sessions.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        let mut e = cfg.edit();
+        e.set_mirror_session(0, spec);
+        assert_eq!(field(e.finish()), "mirror_sessions[1].name");
     }
 }

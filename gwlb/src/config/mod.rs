@@ -70,6 +70,8 @@ pub use model::{
     UnknownNonSyn,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
+/// A mirror session in the file's shape: the body of the API's mirror-session changes.
+pub use raw::RawMirrorSession as MirrorSessionSpec;
 pub use validate::endpoints::{MAX_ENDPOINTS, MAX_RULES};
 pub use validate::mirrors::MAX_MIRROR_SESSIONS;
 pub use values::{

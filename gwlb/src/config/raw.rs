@@ -186,9 +186,11 @@ pub(super) struct RawRule {
     pub(super) tcp_reset: Option<bool>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A mirror session as the file writes it (`[[mirror_sessions]]`), and as the API takes it
+/// (`POST /v1/mirror-sessions`, `PUT /v1/mirror-sessions/{name}`): one schema for both.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawMirrorSession {
+pub struct RawMirrorSession {
     pub(super) name: String,
     pub(super) target_group: String,
     #[serde(default)]
@@ -211,6 +213,13 @@ pub(super) struct RawMirrorSession {
     pub(super) l4_ports: Vec<String>,
     #[serde(default)]
     pub(super) direction: MirrorDirection,
+}
+
+impl RawMirrorSession {
+    /// The session's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 fn default_one() -> i64 {

@@ -229,6 +229,20 @@ pub struct HealthCheckInfo {
 /// A change to a target group's health check (defined with the typed configuration edits).
 pub use crate::config::HealthCheckPatch;
 
+/// A mirror session in the file's shape (`[[mirror_sessions]]`): the body of the API's
+/// mirror-session changes.
+pub use crate::config::MirrorSessionSpec;
+
+/// A change to a named part of the configuration (a mirror session, an endpoint).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change<T> {
+    /// Its whole new value (`PUT`): fields left out take the file's defaults.
+    Replace(T),
+    /// The fields to set (`PATCH`), a JSON object in the file's shape; the others keep their
+    /// value.
+    Patch(serde_json::Map<String, serde_json::Value>),
+}
+
 /// One target group with its targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetGroupInfo {
@@ -471,6 +485,10 @@ pub struct MirrorSessionReport {
     pub no_sensor: u64,
     /// Copies not sent: no buffer.
     pub no_buffer: u64,
+    /// The session as the file writes it, every default filled in: what `PUT
+    /// /v1/mirror-sessions/{name}` takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<MirrorSessionSpec>,
 }
 
 /// What `gwlb drain` asks.
@@ -628,6 +646,29 @@ pub enum Command {
     Reload(Reply<ReloadReport>),
     /// Starts, stops or reports a drain of this node.
     Drain(DrainAction, Reply<DrainReport>),
+    /// Adds a mirror session (after the others).
+    CreateMirror {
+        /// The session.
+        spec: MirrorSessionSpec,
+        /// Reply: the session as created.
+        reply: Reply<MirrorSessionReport>,
+    },
+    /// Changes a mirror session in place (its counters go on).
+    ChangeMirror {
+        /// Its name (a session keeps it).
+        name: String,
+        /// The change.
+        change: Change<MirrorSessionSpec>,
+        /// Reply: the session as changed.
+        reply: Reply<MirrorSessionReport>,
+    },
+    /// Removes a mirror session.
+    DeleteMirror {
+        /// Its name.
+        name: String,
+        /// Reply: the session as it was, with its last counters.
+        reply: Reply<MirrorSessionReport>,
+    },
 }
 
 /// The sending side of the control loop's command channel. Cheap to clone.
@@ -720,6 +761,32 @@ impl ControlHandle {
     /// See [`Command::Reload`].
     pub fn reload(&self) -> ControlResult<ReloadReport> {
         self.request(Command::Reload)
+    }
+
+    /// See [`Command::CreateMirror`].
+    pub fn create_mirror(&self, spec: MirrorSessionSpec) -> ControlResult<MirrorSessionReport> {
+        self.request(|reply| Command::CreateMirror { spec, reply })
+    }
+
+    /// See [`Command::ChangeMirror`].
+    pub fn change_mirror(
+        &self,
+        name: &str,
+        change: Change<MirrorSessionSpec>,
+    ) -> ControlResult<MirrorSessionReport> {
+        self.request(|reply| Command::ChangeMirror {
+            name: name.to_owned(),
+            change,
+            reply,
+        })
+    }
+
+    /// See [`Command::DeleteMirror`].
+    pub fn delete_mirror(&self, name: &str) -> ControlResult<MirrorSessionReport> {
+        self.request(|reply| Command::DeleteMirror {
+            name: name.to_owned(),
+            reply,
+        })
     }
 
     /// See [`Command::Drain`].
