@@ -1409,3 +1409,258 @@ fn test_mirror_sessions_change_live_and_keep_their_counters() {
     );
     assert_eq!(get(&s, "/v1/mirror-sessions").json(), json!([]));
 }
+
+/// The rig's configuration with its user port given to endpoint `a` (untagged: every frame
+/// there), whose rule `web` sends port 80 to `firewalls`, as its default does the rest.
+fn endpoint_config() -> String {
+    control_rig::CONFIG.replacen("user_ports = [\"user\"]", "user_ports = []", 1)
+        + r#"
+[[endpoints]]
+name = "a"
+ports = ["user"]
+target_group = "firewalls"
+[[endpoints.rules]]
+name = "web"
+protocols = [6]
+destination_ports = ["80"]
+action = "inspect"
+target_group = "firewalls"
+"#
+}
+
+/// (name, packets, flows) of each rule of an endpoint, and the endpoint's (packets, flows).
+type RuleCounts = (Vec<(String, u64, u64)>, (u64, u64));
+
+/// The [`RuleCounts`] of endpoint `name`.
+fn rules_of(s: &ApiServer, name: &str) -> RuleCounts {
+    let r = get(s, &format!("/v1/endpoints/{name}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let e = r.json();
+    let rules = e["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["packets"].as_u64().unwrap(),
+                r["flows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (
+        rules,
+        (e["packets"].as_u64().unwrap(), e["flows"].as_u64().unwrap()),
+    )
+}
+
+#[test]
+fn test_endpoints_and_rules_change_live_and_keep_their_counters() {
+    let gw = Gateway::start_with(&endpoint_config());
+    let s = serve(&localhost(), None, gw.handle.clone()).unwrap();
+    let half = (FLOW_COUNT / 2) as u64;
+    let web_ssh = |r: &RuleCounts| r.0.clone();
+    let start = rules_of(&s, "a");
+    assert_eq!(
+        web_ssh(&start),
+        [("web".into(), half, half), ("default".into(), half, half)],
+        "the rig's flows: half to port 80"
+    );
+
+    // A rule put before `web`: `web` keeps its counters (it moved to another index).
+    let r = with_body(
+        &s,
+        "PUT",
+        "/v1/endpoints/a/rules",
+        r#"[{"name": "ssh", "protocols": [6], "destination_ports": ["22"], "action": "drop"},
+            {"name": "web", "protocols": [6], "destination_ports": ["80"], "action": "inspect", "target_group": "firewalls"}]"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let after = rules_of(&s, "a");
+    assert_eq!(
+        web_ssh(&after),
+        [
+            ("ssh".into(), 0, 0),
+            ("web".into(), half, half),
+            ("default".into(), half, half)
+        ]
+    );
+    assert_eq!(after.1, start.1, "the endpoint's totals");
+    // New flows follow the new rules and count under them.
+    gw.send(0, (2000..2006).map(control_rig::flow_packet).collect());
+    let (rules, _) = rules_of(&s, "a");
+    assert_eq!(rules[1], ("web".into(), half + 3, half + 3), "{rules:?}");
+    assert_eq!(
+        rules[2],
+        ("default".into(), half + 3, half + 3),
+        "{rules:?}"
+    );
+
+    // Refused changes name the request's own field and change nothing.
+    let before = (gw.stats(), get(&s, "/v1/endpoints").body);
+    for (method, path, body, status, field) in [
+        (
+            "PATCH",
+            "/v1/endpoints/a",
+            r#"{"default_action": "jump"}"#,
+            400,
+            "default_action",
+        ),
+        (
+            "PATCH",
+            "/v1/endpoints/a",
+            r#"{"vlan": [5000]}"#,
+            400,
+            "vlan[0]",
+        ),
+        (
+            "PATCH",
+            "/v1/endpoints/a",
+            r#"{"ports": ["appliance"]}"#,
+            400,
+            "ports[0]",
+        ),
+        ("PATCH", "/v1/endpoints/a", r#"{"name": "b"}"#, 400, "name"),
+        (
+            "PATCH",
+            "/v1/endpoints/a",
+            r#"{"colour": 1}"#,
+            400,
+            "colour",
+        ),
+        (
+            "PUT",
+            "/v1/endpoints/a/rules",
+            r#"[{"name": "x", "action": "inspect"}]"#,
+            400,
+            "rules[0].target_group",
+        ),
+        (
+            "PUT",
+            "/v1/endpoints/a/rules",
+            r#"[{"name": "x", "action": 3}]"#,
+            400,
+            "rules[0].action",
+        ),
+        (
+            "PUT",
+            "/v1/endpoints/a/rules",
+            r#"{"name": "x"}"#,
+            400,
+            "body",
+        ),
+        (
+            "POST",
+            "/v1/endpoints/a/rules",
+            r#"{"name": "x", "action": "drop", "tcp_reset": 1}"#,
+            400,
+            "tcp_reset",
+        ),
+        (
+            "POST",
+            "/v1/endpoints/a/rules",
+            r#"{"name": "x", "action": "drop", "destination_ports": ["1-2-3"]}"#,
+            400,
+            "destination_ports[0]",
+        ),
+    ] {
+        let r = with_body(&s, method, path, body);
+        assert_eq!(
+            (r.status, r.field()),
+            (status, field.into()),
+            "{method} {path} {body}: {}",
+            r.body
+        );
+    }
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/endpoints/a/rules",
+        r#"{"name": "web", "action": "bypass"}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/endpoints",
+        r#"{"name": "a", "ports": ["user"], "target_group": "firewalls"}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(get(&s, "/v1/endpoints/nope").status, 404);
+    let r = request(
+        s.local_addr(),
+        "DELETE",
+        "/v1/endpoints/a/rules/nope",
+        None,
+        "",
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    // Two untagged endpoints on one port without disjoint prefixes: refused.
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/endpoints",
+        r#"{"name": "b", "ports": ["user"], "target_group": "firewalls"}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!((gw.stats(), get(&s, "/v1/endpoints").body), before);
+
+    // A second endpoint before... after `a`, then `a` removed: `b`'s counters are its own
+    // (they were at higher indices; none of `a`'s show up under `b`).
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/endpoints",
+        r#"{"name": "b", "ports": ["user"], "vlan": [100], "target_group": "inspection",
+            "routes": [{"prefix": "0.0.0.0/0", "via": "10.1.0.254", "mac": "02:00:00:00:01:fe"}],
+            "rules": [{"name": "all", "action": "bypass"}]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["settings"]["vlan"], json!([100]), "{}", r.body);
+    let r = request(
+        s.local_addr(),
+        "DELETE",
+        "/v1/endpoints/a/rules/ssh",
+        None,
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        web_ssh(&rules_of(&s, "a"))[0],
+        ("web".into(), half + 3, half + 3)
+    );
+    let r = request(s.local_addr(), "DELETE", "/v1/endpoints/a", None, "");
+    assert_eq!(
+        (r.status, r.json()["flows"].clone()),
+        (200, json!(2 * half + 6)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        web_ssh(&rules_of(&s, "b")),
+        [("all".into(), 0, 0), ("default".into(), 0, 0)]
+    );
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/endpoints/b",
+        r#"{"default_action": "drop", "target_group": null}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["rules"][1]["action"].clone()),
+        (200, json!("drop")),
+        "{}",
+        r.body
+    );
+
+    // A reload puts back the file's endpoints: `a` again, `b` gone.
+    let r = request(s.local_addr(), "POST", "/v1/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let names: Vec<String> = gw
+        .stats()
+        .endpoints
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(names, ["a"]);
+}

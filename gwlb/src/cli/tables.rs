@@ -267,8 +267,9 @@ pub fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> Stri
     t.render()
 }
 
-/// The endpoints of `gwlb stats`: a row per endpoint (its totals), then a row per rule.
-fn endpoints(endpoints: &[crate::control::EndpointReport]) -> String {
+/// The endpoints of `gwlb stats` and `gwlb endpoints list`: a row per endpoint (its
+/// totals), then a row per rule.
+pub fn endpoints(endpoints: &[crate::control::EndpointReport]) -> String {
     let mut t = Table::new(&[
         "ENDPOINT", "RULE", "ACTION", "GROUP", "PACKETS", "BYTES", "FLOWS",
     ]);
@@ -540,6 +541,7 @@ mod tests {
                     rule("backup", "bypass", None, 2),
                     rule("default", "inspect", Some("fw"), 3),
                 ],
+                settings: None,
             }],
             ..Default::default()
         };

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::invalid;
-use super::raw::{default_weight, RawConfig, RawMirrorSession, RawTarget};
+use super::raw::{default_weight, RawConfig, RawEndpoint, RawMirrorSession, RawRule, RawTarget};
 use super::{CheckProtocol, Config, ConfigError, InitialState};
 
 /// A change to a target group's health check: the fields to set (`None`: unchanged).
@@ -233,6 +233,67 @@ impl ConfigEdit {
     pub fn remove_mirror_session(&mut self, index: usize) -> &mut Self {
         if index < self.raw.mirror_sessions.len() {
             self.raw.mirror_sessions.remove(index);
+        }
+        self
+    }
+
+    /// Appends endpoint `e` (validated by [`ConfigEdit::finish`], as `endpoints[N]`).
+    pub fn add_endpoint(&mut self, e: RawEndpoint) -> &mut Self {
+        self.raw.endpoints.push(e);
+        self
+    }
+
+    /// Replaces endpoint `index` with `e`, in its place (out of range: no change).
+    pub fn set_endpoint(&mut self, index: usize, e: RawEndpoint) -> &mut Self {
+        if let Some(x) = self.raw.endpoints.get_mut(index) {
+            *x = e;
+        }
+        self
+    }
+
+    /// Sets the fields of endpoint `index` that `patch` names (as
+    /// [`ConfigEdit::patch_mirror_session`]; `rules` and `routes` given replace the lists).
+    pub fn patch_endpoint(
+        &mut self,
+        index: usize,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<&mut Self, ConfigError> {
+        if let Some(e) = self.raw.endpoints.get_mut(index) {
+            *e = merged(e, patch, &format!("endpoints[{index}]"))?;
+        }
+        Ok(self)
+    }
+
+    /// Removes endpoint `index` (out of range: no change).
+    pub fn remove_endpoint(&mut self, index: usize) -> &mut Self {
+        if index < self.raw.endpoints.len() {
+            self.raw.endpoints.remove(index);
+        }
+        self
+    }
+
+    /// Replaces the rules of endpoint `index` (out of range: no change).
+    pub fn set_rules(&mut self, index: usize, rules: Vec<RawRule>) -> &mut Self {
+        if let Some(e) = self.raw.endpoints.get_mut(index) {
+            e.rules = rules;
+        }
+        self
+    }
+
+    /// Appends `rule` to the rules of endpoint `index` (out of range: no change).
+    pub fn add_rule(&mut self, index: usize, rule: RawRule) -> &mut Self {
+        if let Some(e) = self.raw.endpoints.get_mut(index) {
+            e.rules.push(rule);
+        }
+        self
+    }
+
+    /// Removes rule `rule` of endpoint `index` (out of range: no change).
+    pub fn remove_rule(&mut self, index: usize, rule: usize) -> &mut Self {
+        if let Some(e) = self.raw.endpoints.get_mut(index) {
+            if rule < e.rules.len() {
+                e.rules.remove(rule);
+            }
         }
         self
     }
@@ -556,5 +617,69 @@ sample_one_in = 4
         let mut e = cfg.edit();
         e.set_mirror_session(0, spec);
         assert_eq!(field(e.finish()), "mirror_sessions[1].name");
+    }
+
+    #[test]
+    fn endpoint_and_rule_edits_take_the_file_shape() {
+        let text = MIRRORS.replace("user_ports = [\"p\"]", "user_ports = []")
+            + r#"
+[[endpoints]]
+name = "t"
+ports = ["p"]
+target_group = "fw"
+[[endpoints.rules]]
+name = "web"
+protocols = [6]
+destination_ports = ["80"]
+action = "bypass"
+"#;
+        let cfg = Config::from_toml_str(&text).unwrap();
+        let spec = cfg.endpoint_spec(0).unwrap();
+        assert_eq!(cfg.endpoint_spec(1), None);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["rules"][0]["name"], "web");
+        let rule: RawRule = serde_json::from_value(json["rules"][0].clone()).unwrap();
+
+        let mut e = cfg.edit();
+        e.add_rule(0, rule.clone());
+        let err = e.finish().unwrap_err();
+        assert_eq!(err.field(), Some("endpoints[0].rules[1].name"), "{err}");
+        let mut e = cfg.edit();
+        e.set_rules(0, vec![]);
+        assert!(e.finish().unwrap().endpoints[0].rules.is_empty());
+        let mut e = cfg.edit();
+        e.remove_rule(0, 0).add_rule(0, rule);
+        assert_eq!(e.finish().unwrap(), cfg, "removed and added back: the same");
+
+        let mut e = cfg.edit();
+        e.patch_endpoint(0, &object(serde_json::json!({"vlan": [5]})))
+            .unwrap();
+        let err = e.finish().unwrap_err();
+        assert_eq!(
+            err.field(),
+            Some("endpoints[0].routes"),
+            "tagged needs routes: {err}"
+        );
+        let mut e = cfg.edit();
+        let err = e
+            .patch_endpoint(0, &object(serde_json::json!({"vlan": "5"})))
+            .unwrap_err();
+        assert_eq!(err.field(), Some("endpoints[0].vlan"), "{err}");
+        let mut e = cfg.edit();
+        e.patch_endpoint(
+            0,
+            &object(serde_json::json!({"default_action": "bypass", "target_group": null})),
+        )
+        .unwrap();
+        assert_eq!(
+            e.finish().unwrap().endpoints[0].default_action,
+            crate::config::RuleAction::Bypass
+        );
+        let mut e = cfg.edit();
+        e.remove_endpoint(0).add_endpoint(spec.clone());
+        assert_eq!(e.finish().unwrap(), cfg);
+        let mut e = cfg.edit();
+        e.add_endpoint(spec);
+        assert_eq!(field(e.finish()), "endpoints[1].name");
     }
 }

@@ -122,9 +122,11 @@ pub(super) struct RawConfig {
     pub(super) endpoints: Vec<RawEndpoint>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// An endpoint as the file writes it (`[[endpoints]]`), and as the API takes it
+/// (`POST /v1/endpoints`, `PUT /v1/endpoints/{name}`): one schema for both.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawEndpoint {
+pub struct RawEndpoint {
     pub(super) name: String,
     pub(super) ports: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -149,11 +151,25 @@ pub(super) struct RawEndpoint {
     pub(super) rules: Vec<RawRule>,
 }
 
+impl RawEndpoint {
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl RawRule {
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 fn default_inspect() -> String {
     "inspect".to_owned()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEndpointRoute {
     pub(super) prefix: String,
@@ -163,9 +179,11 @@ pub(super) struct RawEndpointRoute {
     pub(super) port: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A steering rule as the file writes it (`[[endpoints.rules]]`), and as the API takes it
+/// (`PUT` and `POST /v1/endpoints/{name}/rules`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawRule {
+pub struct RawRule {
     pub(super) name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) sources: Vec<String>,

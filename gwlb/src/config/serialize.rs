@@ -253,6 +253,12 @@ impl Config {
     pub fn mirror_session_spec(&self, index: usize) -> Option<RawMirrorSession> {
         Some(raw_mirror_session(self, self.mirror_sessions.get(index)?))
     }
+
+    /// Endpoint `index` (with its routes and rules) as the file and the API's bodies write
+    /// it, every default filled in (`None`: no such endpoint).
+    pub fn endpoint_spec(&self, index: usize) -> Option<RawEndpoint> {
+        Some(raw_endpoint(self, self.endpoints.get(index)?))
+    }
 }
 
 fn ranges(r: &[std::ops::RangeInclusive<u16>]) -> Vec<String> {

@@ -26,9 +26,10 @@ use crate::config::{
 use crate::control::config_reader::{ConfigReader, ReadResult, ReaderGone, Reloads};
 use crate::control::registry::{Changes, Registry, SlotState};
 use crate::control::{
-    Change, Command, ControlError, ControlResult, DrainAction, DrainReport, FlowInfo, FlowPage,
-    FlowQuery, HealthCheckInfo, HealthCheckPatch, MirrorSessionReport, MirrorSessionSpec, Now,
-    ReloadReport, StatsReport, TargetGroupInfo, TargetInfo, TargetSpec, TargetState, WorkerReport,
+    Change, Command, ControlError, ControlResult, DrainAction, DrainReport, EndpointReport,
+    EndpointSpec, FlowInfo, FlowPage, FlowQuery, HealthCheckInfo, HealthCheckPatch,
+    MirrorSessionReport, MirrorSessionSpec, Now, ReloadReport, RulesChange, StatsReport,
+    TargetGroupInfo, TargetInfo, TargetSpec, TargetState, WorkerReport,
 };
 use crate::flow_dump::{FlowDumpReply, FlowDumpRequest, FlowFilter, FlowRecord};
 use crate::flow_table::DumpCursor;
@@ -106,6 +107,12 @@ pub struct ControlLoop {
     /// Per mirror counter slot, what its counters held when it was given to its session
     /// (reported: the counters less this).
     mirror_base: [[u64; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
+    /// Per rule index of the published snapshot, what its counters held when the rule now
+    /// there got it, and what that rule (by endpoint and rule name) had counted before: a
+    /// rule's counters follow its name when a change moves it to another index.
+    rule_base: Vec<[u64; 3]>,
+    /// See `rule_base`.
+    rule_carry: Vec<[u64; 3]>,
 }
 
 /// Why the control loop could not start.
@@ -268,6 +275,8 @@ impl ControlLoop {
             settling: true,
             draining_since: None,
             mirror_base: [[0; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
+            rule_base: Vec::new(),
+            rule_carry: Vec::new(),
         };
         ctl.log_groups_without_healthy();
         Ok(ctl)
@@ -588,6 +597,7 @@ impl ControlLoop {
             .collect();
         let snap = Snapshot::build_with(&new, &self.macs, &registry, &live, self.generation + 1)
             .map_err(|e| ControlError::invalid("target_groups", e.to_string()))?;
+        let (rule_base, rule_carry) = self.rule_counters_for(&snap);
         self.checker
             .update_targets(probe_targets(&new, &registry))
             .map_err(|e| ControlError::Unavailable {
@@ -595,6 +605,8 @@ impl ControlLoop {
             })?;
         self.cfg = new;
         self.live = live;
+        self.rule_base = rule_base;
+        self.rule_carry = rule_carry;
         for (slot, base) in mirror_bases {
             if let Some(b) = self.mirror_base.get_mut(slot) {
                 *b = base;
@@ -761,6 +773,26 @@ impl ControlLoop {
             }
             Command::DeleteMirror { name, reply } => {
                 let _ = reply.send(self.delete_mirror(&name));
+            }
+            Command::CreateEndpoint { spec, reply } => {
+                let _ = reply.send(self.create_endpoint(spec));
+            }
+            Command::ChangeEndpoint {
+                name,
+                change,
+                reply,
+            } => {
+                let _ = reply.send(self.change_endpoint(&name, change));
+            }
+            Command::ChangeRules {
+                name,
+                change,
+                reply,
+            } => {
+                let _ = reply.send(self.change_rules(&name, change));
+            }
+            Command::DeleteEndpoint { name, reply } => {
+                let _ = reply.send(self.delete_endpoint(&name));
             }
         }
     }
@@ -1047,16 +1079,12 @@ impl ControlLoop {
     }
 
     /// Each endpoint with its rules' counters summed over the workers (rule indices as the
-    /// current snapshot has them: see `crate::policy`).
+    /// current snapshot has them, see `crate::policy`; each rule's carried across changes by
+    /// its name, see [`ControlLoop::rule_counters_for`]).
     fn endpoint_reports(&self) -> Vec<crate::control::EndpointReport> {
         use crate::policy::Action;
         let snap = self.snapshot.load();
-        let sum = |i: usize, c: usize| -> u64 {
-            self.stats
-                .iter()
-                .map(|w| w.rules.get(i).map_or(0, |r| r[c].load(Relaxed)))
-                .sum()
-        };
+        let sum = |i: usize, c: usize| -> u64 { self.rule_value(i)[c] };
         snap.endpoints
             .iter()
             .map(|ep| {
@@ -1085,9 +1113,175 @@ impl ControlLoop {
                     bytes: rules.iter().map(|r| r.bytes).sum(),
                     flows: rules.iter().map(|r| r.flows).sum(),
                     rules,
+                    settings: self
+                        .cfg
+                        .endpoints
+                        .iter()
+                        .position(|e| e.name == ep.name)
+                        .and_then(|i| self.cfg.endpoint_spec(i)),
                 }
             })
             .collect()
+    }
+
+    /// Rule index `i`'s counters (packets, bytes, flows), summed over the workers since start.
+    fn rule_sums(&self, i: usize) -> [u64; 3] {
+        std::array::from_fn(|c| {
+            self.stats
+                .iter()
+                .map(|w| w.rules.get(i).map_or(0, |r| r[c].load(Relaxed)))
+                .sum()
+        })
+    }
+
+    /// What the rule at index `i` of the published snapshot has counted, by its name.
+    fn rule_value(&self, i: usize) -> [u64; 3] {
+        let now = self.rule_sums(i);
+        let base = self.rule_base.get(i).copied().unwrap_or_default();
+        let carry = self.rule_carry.get(i).copied().unwrap_or_default();
+        std::array::from_fn(|c| carry[c] + now[c].saturating_sub(base[c]))
+    }
+
+    /// The bases and carries of `new`'s rule indices (see `rule_base`): each rule of `new`
+    /// carries what the rule of the same endpoint and name has counted so far (0 for a new
+    /// one) and counts on from what its index holds now.
+    fn rule_counters_for(&self, new: &Snapshot) -> (Vec<[u64; 3]>, Vec<[u64; 3]>) {
+        let old = self.snapshot.load();
+        let mut by_name: std::collections::HashMap<(&str, &str), [u64; 3]> =
+            std::collections::HashMap::new();
+        for ep in &old.endpoints {
+            for i in ep.rules.clone().map(usize::from) {
+                if let Some(r) = old.rules.get(i) {
+                    by_name.insert((ep.name.as_str(), r.name.as_str()), self.rule_value(i));
+                }
+            }
+        }
+        let base: Vec<[u64; 3]> = (0..new.rules.len()).map(|i| self.rule_sums(i)).collect();
+        let mut carry = vec![[0; 3]; new.rules.len()];
+        for ep in &new.endpoints {
+            for i in ep.rules.clone().map(usize::from) {
+                if let (Some(r), Some(c)) = (new.rules.get(i), carry.get_mut(i)) {
+                    *c = by_name
+                        .get(&(ep.name.as_str(), r.name.as_str()))
+                        .copied()
+                        .unwrap_or_default();
+                }
+            }
+        }
+        (base, carry)
+    }
+
+    fn endpoint_index(&self, name: &str) -> ControlResult<usize> {
+        self.cfg
+            .endpoints
+            .iter()
+            .position(|e| e.name == name)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("endpoint {name:?}"),
+            })
+    }
+
+    fn endpoint_report(&self, name: &str) -> ControlResult<EndpointReport> {
+        self.endpoint_reports()
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("endpoint {name:?}"),
+            })
+    }
+
+    fn create_endpoint(&mut self, spec: EndpointSpec) -> ControlResult<EndpointReport> {
+        let name = spec.name().to_owned();
+        if self.endpoint_index(&name).is_ok() {
+            return Err(ControlError::Conflict {
+                message: format!("endpoint {name:?} exists"),
+            });
+        }
+        let i = self.cfg.endpoints.len();
+        let new = self.edited(&format!("endpoints[{i}]."), |e| {
+            e.add_endpoint(spec);
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(endpoint = %name, "endpoint created");
+        self.endpoint_report(&name)
+    }
+
+    fn change_endpoint(
+        &mut self,
+        name: &str,
+        change: Change<EndpointSpec>,
+    ) -> ControlResult<EndpointReport> {
+        let i = self.endpoint_index(name)?;
+        let renamed = match &change {
+            Change::Replace(spec) => spec.name() != name,
+            Change::Patch(p) => p.get("name").is_some_and(|n| n.as_str() != Some(name)),
+        };
+        if renamed {
+            return Err(ControlError::invalid(
+                "name",
+                format!("the endpoint is {name:?}: an endpoint keeps its name (its zone and flows go with it)"),
+            ));
+        }
+        let new = self.edited(&format!("endpoints[{i}]."), |e| match change {
+            Change::Replace(spec) => {
+                e.set_endpoint(i, spec);
+                Ok(())
+            }
+            Change::Patch(p) => e.patch_endpoint(i, &p).map(|_| ()),
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(endpoint = %name, "endpoint changed");
+        self.endpoint_report(name)
+    }
+
+    fn change_rules(&mut self, name: &str, change: RulesChange) -> ControlResult<EndpointReport> {
+        let i = self.endpoint_index(name)?;
+        let rules = &self.cfg.endpoints[i].rules;
+        let new = match change {
+            RulesChange::Replace(list) => self.edited(&format!("endpoints[{i}]."), |e| {
+                e.set_rules(i, list);
+                Ok(())
+            })?,
+            RulesChange::Append(rule) => {
+                if rules.iter().any(|r| r.name == rule.name()) {
+                    return Err(ControlError::Conflict {
+                        message: format!("endpoint {name:?} has a rule {:?}", rule.name()),
+                    });
+                }
+                let j = rules.len();
+                self.edited(&format!("endpoints[{i}].rules[{j}]."), |e| {
+                    e.add_rule(i, rule);
+                    Ok(())
+                })?
+            }
+            RulesChange::Remove(rule) => {
+                let j = rules.iter().position(|r| r.name == rule).ok_or_else(|| {
+                    ControlError::NotFound {
+                        what: format!("rule {rule:?} of endpoint {name:?}"),
+                    }
+                })?;
+                self.edited(&format!("endpoints[{i}]."), |e| {
+                    e.remove_rule(i, j);
+                    Ok(())
+                })?
+            }
+        };
+        self.apply(new, "api")?;
+        tracing::info!(endpoint = %name, "steering rules changed");
+        self.endpoint_report(name)
+    }
+
+    fn delete_endpoint(&mut self, name: &str) -> ControlResult<EndpointReport> {
+        let i = self.endpoint_index(name)?;
+        let last = self.endpoint_report(name)?;
+        let new = self.edited("", |e| {
+            e.remove_endpoint(i);
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(endpoint = %name, "endpoint removed");
+        Ok(last)
     }
 
     /// Mirror counter slot `slot`'s counters, summed over the workers (since start).

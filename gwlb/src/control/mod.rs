@@ -233,6 +233,21 @@ pub use crate::config::HealthCheckPatch;
 /// mirror-session changes.
 pub use crate::config::MirrorSessionSpec;
 
+/// An endpoint in the file's shape (`[[endpoints]]`, with its routes and rules), and one of
+/// its rules (`[[endpoints.rules]]`): the bodies of the API's endpoint changes.
+pub use crate::config::{EndpointSpec, RuleSpec};
+
+/// A change to an endpoint's rules.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RulesChange {
+    /// The new ordered list.
+    Replace(Vec<RuleSpec>),
+    /// One more rule, after the others.
+    Append(RuleSpec),
+    /// Removes the rule with this name.
+    Remove(String),
+}
+
 /// A change to a named part of the configuration (a mirror session, an endpoint).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change<T> {
@@ -441,6 +456,10 @@ pub struct EndpointReport {
     pub flows: u64,
     /// Its rules in order, then its default action (`"default"`).
     pub rules: Vec<RuleReport>,
+    /// The endpoint as the file writes it, every default filled in: what `PUT
+    /// /v1/endpoints/{name}` takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<EndpointSpec>,
 }
 
 /// A steering rule and the user traffic it decided ([`EndpointReport::rules`]).
@@ -662,6 +681,38 @@ pub enum Command {
         /// Reply: the session as changed.
         reply: Reply<MirrorSessionReport>,
     },
+    /// Adds an endpoint (after the others).
+    CreateEndpoint {
+        /// The endpoint.
+        spec: EndpointSpec,
+        /// Reply: the endpoint as created.
+        reply: Reply<EndpointReport>,
+    },
+    /// Changes an endpoint in place (its zone, flows and counters go on).
+    ChangeEndpoint {
+        /// Its name (an endpoint keeps it).
+        name: String,
+        /// The change.
+        change: Change<EndpointSpec>,
+        /// Reply: the endpoint as changed.
+        reply: Reply<EndpointReport>,
+    },
+    /// Changes an endpoint's rules.
+    ChangeRules {
+        /// The endpoint's name.
+        name: String,
+        /// The change.
+        change: RulesChange,
+        /// Reply: the endpoint as changed.
+        reply: Reply<EndpointReport>,
+    },
+    /// Removes an endpoint.
+    DeleteEndpoint {
+        /// Its name.
+        name: String,
+        /// Reply: the endpoint as it was, with its last counters.
+        reply: Reply<EndpointReport>,
+    },
     /// Removes a mirror session.
     DeleteMirror {
         /// Its name.
@@ -784,6 +835,41 @@ impl ControlHandle {
     /// See [`Command::DeleteMirror`].
     pub fn delete_mirror(&self, name: &str) -> ControlResult<MirrorSessionReport> {
         self.request(|reply| Command::DeleteMirror {
+            name: name.to_owned(),
+            reply,
+        })
+    }
+
+    /// See [`Command::CreateEndpoint`].
+    pub fn create_endpoint(&self, spec: EndpointSpec) -> ControlResult<EndpointReport> {
+        self.request(|reply| Command::CreateEndpoint { spec, reply })
+    }
+
+    /// See [`Command::ChangeEndpoint`].
+    pub fn change_endpoint(
+        &self,
+        name: &str,
+        change: Change<EndpointSpec>,
+    ) -> ControlResult<EndpointReport> {
+        self.request(|reply| Command::ChangeEndpoint {
+            name: name.to_owned(),
+            change,
+            reply,
+        })
+    }
+
+    /// See [`Command::ChangeRules`].
+    pub fn change_rules(&self, name: &str, change: RulesChange) -> ControlResult<EndpointReport> {
+        self.request(|reply| Command::ChangeRules {
+            name: name.to_owned(),
+            change,
+            reply,
+        })
+    }
+
+    /// See [`Command::DeleteEndpoint`].
+    pub fn delete_endpoint(&self, name: &str) -> ControlResult<EndpointReport> {
+        self.request(|reply| Command::DeleteEndpoint {
             name: name.to_owned(),
             reply,
         })
