@@ -57,6 +57,59 @@ pub enum MirrorCounter {
     NoBuffer = 3,
 }
 
+/// Which per-worker counter slot (`0..MAX_MIRROR_SESSIONS`, the index of
+/// [`crate::pipeline::Counters::mirror`]) each mirror session counts in, by name. Kept by the
+/// control loop across live changes and reloads, so that a session counts where it always
+/// did whatever is added, removed or reordered around it: the counters stay with the name.
+/// A removed session's slot is free again; a slot given to a session is counted from what
+/// it holds then (the caller keeps a base: workers' counters only grow), so a created
+/// session starts from zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionSlots {
+    names: [Option<String>; crate::pipeline::MAX_MIRROR_SESSIONS],
+}
+
+impl SessionSlots {
+    /// Frees the slots of names `sessions` lacks and gives every session that has none the
+    /// lowest free slot. Returns the slots given. With at most `MAX_MIRROR_SESSIONS`
+    /// sessions (validation's limit) every session gets one.
+    pub fn assign(&mut self, sessions: &[MirrorSession]) -> Vec<u8> {
+        for n in &mut self.names {
+            if n.as_ref()
+                .is_some_and(|n| !sessions.iter().any(|m| &m.name == n))
+            {
+                *n = None;
+            }
+        }
+        let mut fresh = Vec::new();
+        for m in sessions {
+            if self.slot(&m.name).is_some() {
+                continue;
+            }
+            if let Some(i) = self.names.iter().position(Option::is_none) {
+                self.names[i] = Some(m.name.clone());
+                fresh.push(i as u8);
+            }
+        }
+        fresh
+    }
+
+    /// The slot of session `name`.
+    pub fn slot(&self, name: &str) -> Option<u8> {
+        self.names
+            .iter()
+            .position(|n| n.as_deref() == Some(name))
+            .map(|i| i as u8)
+    }
+
+    /// These slots with `sessions` assigned.
+    pub fn assigned(&self, sessions: &[MirrorSession]) -> SessionSlots {
+        let mut s = self.clone();
+        s.assign(sessions);
+        s
+    }
+}
+
 impl MirrorCounter {
     /// How many counters a session has.
     pub const COUNT: usize = 4;
@@ -455,5 +508,57 @@ direction = "to_prefixes"
         assert!(any.selects(&pkt([1, 1, 1, 1], [2, 2, 2, 2], 50, 0, 0), 0));
         all.user_ports = vec![1];
         assert!(!Selector::new(&all).selects(&pkt([1, 1, 1, 1], [2, 2, 2, 2], 50, 0, 0), 0));
+    }
+
+    #[test]
+    fn session_slots_stay_with_their_names() {
+        let cfg = Config::from_toml_str(
+            r#"
+[[ports]]
+name = "eth0"
+device = "net_af_packet0,iface=veth0"
+role = "both"
+address = "10.0.0.1/24"
+[[target_groups]]
+name = "fw"
+[[target_groups]]
+name = "s"
+user_ports = []
+[[mirror_sessions]]
+name = "m"
+target_group = "s"
+"#,
+        )
+        .unwrap();
+        let named = |names: &[String]| -> Vec<MirrorSession> {
+            names
+                .iter()
+                .map(|n| MirrorSession {
+                    name: n.clone(),
+                    ..cfg.mirror_sessions[0].clone()
+                })
+                .collect()
+        };
+        let n = |s: &str| s.to_owned();
+        let mut slots = SessionSlots::default();
+        assert_eq!(slots.assign(&named(&[n("a"), n("b"), n("c")])), [0, 1, 2]);
+        // Deleting "a" leaves "b" and "c" where they count; "d" takes the free slot (to be
+        // counted from there by the caller).
+        assert_eq!(slots.assign(&named(&[n("b"), n("c")])), Vec::<u8>::new());
+        assert_eq!((slots.slot("a"), slots.slot("b")), (None, Some(1)));
+        assert_eq!(slots.assign(&named(&[n("c"), n("d"), n("b")])), [0]);
+        assert_eq!(
+            (slots.slot("b"), slots.slot("c"), slots.slot("d")),
+            (Some(1), Some(2), Some(0))
+        );
+        // As many sessions as slots: one each.
+        let many: Vec<String> = (0..crate::pipeline::MAX_MIRROR_SESSIONS)
+            .map(|i| format!("s{i}"))
+            .collect();
+        assert_eq!(slots.assign(&named(&many)).len(), many.len());
+        let mut used: Vec<u8> = many.iter().map(|m| slots.slot(m).unwrap()).collect();
+        used.sort_unstable();
+        used.dedup();
+        assert_eq!(used.len(), many.len());
     }
 }

@@ -116,7 +116,8 @@ pub struct Counters {
     pub appliance_bytes: Box<[u64]>,
     /// New flows given to each appliance slot.
     pub appliance_flows: Box<[u64]>,
-    /// Per mirror session (by index), its [`MirrorCounter`]s.
+    /// Per mirror session (by its slot, [`crate::snapshot::MirrorView::counter`]), its
+    /// [`MirrorCounter`]s.
     pub mirror: [[u64; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
     /// Per steering rule (by index, see [`crate::policy`]): packets, bytes (IP) and new
     /// flows of the user traffic it decided.
@@ -260,10 +261,12 @@ impl Pipeline {
         point: CopyPoint,
         emit: &mut impl FnMut(B, u16) -> bool,
     ) {
-        for (s, m) in snap.mirrors.iter().enumerate().take(MAX_MIRROR_SESSIONS) {
+        for m in snap.mirrors.iter().take(MAX_MIRROR_SESSIONS) {
             if m.copy_point != point || !m.selector.selects(p, port) {
                 continue;
             }
+            // The session's own slot (kept by name across changes), always in range.
+            let s = usize::from(m.counter) % MAX_MIRROR_SESSIONS;
             let seen = &mut self.mirror_seen[s];
             *seen += 1;
             if *seen < m.sample_one_in {

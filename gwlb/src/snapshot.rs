@@ -217,13 +217,22 @@ pub struct MirrorView {
     pub copy_point: config::CopyPoint,
     /// The sensor pool (a target group index): its Maglev table picks the sensor.
     pub group: u16,
+    /// Its counters' and sampling's slot in every worker ([`crate::mirror::SessionSlots`]:
+    /// kept by name across changes).
+    pub counter: u8,
     /// The copies' outer headers, by appliance slot (`None`: not one of this session's
     /// sensors, or not reachable yet).
     pub templates: Vec<Option<crate::mirror::MirrorTemplate>>,
 }
 
 impl MirrorView {
-    fn new(snap: &Snapshot, cfg: &Config, index: usize, m: &config::MirrorSession) -> Self {
+    fn new(
+        snap: &Snapshot,
+        cfg: &Config,
+        index: usize,
+        m: &config::MirrorSession,
+        counter: u8,
+    ) -> Self {
         let g = &cfg.target_groups[m.target_group];
         let templates = snap
             .appliances
@@ -261,6 +270,7 @@ impl MirrorView {
             snap: m.snap_length,
             copy_point: m.copy_point,
             group: m.target_group as u16,
+            counter,
             templates,
         }
     }
@@ -322,7 +332,8 @@ pub struct Snapshot {
     /// ICMP "too big" errors each worker may send per second (`[dataplane]
     /// icmp_errors_per_s`).
     pub icmp_errors_per_s: u32,
-    /// The mirror sessions, in configuration order (their index is their counters' index).
+    /// The mirror sessions, in configuration order (each counts in its own slot,
+    /// [`MirrorView::counter`]).
     pub mirrors: Vec<MirrorView>,
     /// Some session copies before inspection (the workers test this once per burst).
     pub mirror_before: bool,
@@ -362,6 +373,8 @@ pub struct LiveState {
     /// The zone of each endpoint name (kept across reloads by the control loop; endpoints
     /// it lacks get the next free zones in the snapshot).
     pub zones: crate::policy::ZoneMap,
+    /// The counter slot of each mirror session name (kept across changes likewise).
+    pub mirror_slots: crate::mirror::SessionSlots,
 }
 
 impl Snapshot {
@@ -688,11 +701,15 @@ impl Snapshot {
             .unwrap_or_default();
             snap.timeouts.set(i, t);
         }
+        let slots = live.mirror_slots.assigned(&cfg.mirror_sessions);
         snap.mirrors = cfg
             .mirror_sessions
             .iter()
             .enumerate()
-            .map(|(i, m)| MirrorView::new(&snap, cfg, i, m))
+            .map(|(i, m)| {
+                let counter = slots.slot(&m.name).unwrap_or(i as u8);
+                MirrorView::new(&snap, cfg, i, m, counter)
+            })
             .collect();
         let at = |point| snap.mirrors.iter().any(|m| m.copy_point == point);
         snap.mirror_before = at(config::CopyPoint::BeforeInspection);

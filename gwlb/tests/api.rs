@@ -1243,3 +1243,516 @@ fn test_group_failover_shows_in_the_api_and_the_metrics() {
     }
     assert_eq!(metric(&m), 0.0);
 }
+
+/// The mirror session `name` of `GET /v1/mirror-sessions`.
+fn mirror(s: &ApiServer, name: &str) -> Value {
+    let r = get(s, "/v1/mirror-sessions");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Frames of flows `from..` (even: to port 80, odd: to port 443): `web` to port 80, `tls` to
+/// port 443.
+fn web_and_tls(from: usize, web: usize, tls: usize) -> Vec<Vec<u8>> {
+    let even = (from..).filter(|i| i % 2 == 0).take(web);
+    let odd = (from..).filter(|i| i % 2 == 1).take(tls);
+    even.chain(odd).map(control_rig::flow_packet).collect()
+}
+
+#[test]
+fn test_mirror_sessions_change_live_and_keep_their_counters() {
+    let (gw, s) = start();
+    let m = serve_metrics(&localhost(), gw.handle.clone()).unwrap();
+    // An IPv4 sensor in the pool without user ports.
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/target-groups/inspection/targets",
+        r#"{"address": "10.0.2.31", "mac": "02:00:00:00:02:31"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    // The IPv6 one gets no copies (it would count them as no_sensor): out of the pool.
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/target-groups/inspection/targets/fd00:2::21",
+        r#"{"weight": 0}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/mirror-sessions",
+        r#"{"name": "web", "target_group": "inspection", "vni": 100, "l4_ports": ["80"]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let web = r.json();
+    assert_eq!(web["vni"], 100);
+    assert_eq!(
+        web["settings"]["sample_one_in"], 1,
+        "defaults filled in: {web}"
+    );
+    assert_eq!(web["settings"]["l4_ports"], json!(["80-80"]));
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/mirror-sessions",
+        r#"{"name": "tls", "target_group": "inspection", "l4_ports": ["443"]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/mirror-sessions",
+        r#"{"name": "web", "target_group": "inspection"}"#,
+    );
+    assert_eq!((r.status, r.kind()), (409, "conflict".into()), "{}", r.body);
+
+    // Refused, naming the request's own field; nothing changes.
+    let before = (gw.stats(), get(&s, "/v1/mirror-sessions").body);
+    for (body, field) in [
+        (
+            r#"{"name": "x", "target_group": "inspection", "sample_one_in": 0}"#,
+            "sample_one_in",
+        ),
+        (
+            r#"{"name": "x", "target_group": "inspection", "sampel": 1}"#,
+            "sampel",
+        ),
+        (
+            r#"{"name": "x", "target_group": "firewalls"}"#,
+            "target_group",
+        ),
+        (
+            r#"{"name": "x", "target_group": "inspection", "l4_ports": ["99999"]}"#,
+            "l4_ports[0]",
+        ),
+        (r#"{"target_group": "inspection"}"#, "name"),
+    ] {
+        let r = with_body(&s, "POST", "/v1/mirror-sessions", body);
+        assert_eq!(
+            (r.status, r.field()),
+            (400, field.into()),
+            "{body}: {}",
+            r.body
+        );
+    }
+    assert_eq!((gw.stats(), get(&s, "/v1/mirror-sessions").body), before);
+
+    // Copies are counted per session.
+    gw.send(0, web_and_tls(400, 10, 6));
+    assert_eq!(mirror(&s, "web")["packets"], 10);
+    assert_eq!(mirror(&s, "tls")["packets"], 6);
+    let r = get(&s, "/v1/mirror-sessions/tls");
+    assert_eq!(
+        (r.status, r.json()["packets"].clone()),
+        (200, json!(6)),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(&s, "/v1/mirror-sessions/nope").status, 404);
+
+    // A change keeps the session's counters; a bad one changes nothing (not even the
+    // snapshot's generation).
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/mirror-sessions/tls",
+        r#"{"sample_one_in": 2}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.json()["sample_one_in"].clone(),
+            r.json()["packets"].clone()
+        ),
+        (json!(2), json!(6))
+    );
+    let before = (gw.stats(), get(&s, "/v1/mirror-sessions").body);
+    for (method, body, status, field) in [
+        ("PATCH", r#"{"sample_one_in": 0}"#, 400, "sample_one_in"),
+        ("PATCH", r#"{"sample_one_in": "two"}"#, 400, "sample_one_in"),
+        ("PATCH", r#"{"snap_length": 10}"#, 400, "snap_length"),
+        ("PATCH", r#"{"name": "web2"}"#, 400, "name"),
+        ("PATCH", r#"{}"#, 400, "body"),
+        (
+            "PUT",
+            r#"{"name": "tls", "target_group": "nope"}"#,
+            400,
+            "target_group",
+        ),
+        ("PUT", r#"{"name": "tls"}"#, 400, "target_group"),
+    ] {
+        let r = with_body(&s, method, "/v1/mirror-sessions/tls", body);
+        assert_eq!(
+            (r.status, r.field()),
+            (status, field.into()),
+            "{method} {body}: {}",
+            r.body
+        );
+    }
+    let r = with_body(&s, "PATCH", "/v1/mirror-sessions/nope", r#"{"vni": 1}"#);
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!((gw.stats(), get(&s, "/v1/mirror-sessions").body), before);
+    assert_eq!(mirror(&s, "tls")["settings"]["sample_one_in"], 2);
+
+    // Deleting the first session leaves the second's counters with it (not the first's
+    // under the second's name).
+    let r = request(
+        s.local_addr(),
+        "DELETE",
+        "/v1/mirror-sessions/web",
+        None,
+        "",
+    );
+    assert_eq!(
+        (r.status, r.json()["packets"].clone()),
+        (200, json!(10)),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(&s, "/v1/mirror-sessions/web").status, 404);
+    gw.send(0, web_and_tls(500, 4, 4));
+    let tls = mirror(&s, "tls");
+    assert_eq!(tls["packets"], 6 + 2, "1 in 2 of 4 more: {tls}");
+    assert_eq!(
+        get(&s, "/v1/mirror-sessions")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A session created again starts from zero.
+    let r = with_body(
+        &s,
+        "PUT",
+        "/v1/mirror-sessions/tls",
+        r#"{"name": "tls", "target_group": "inspection", "l4_ports": ["443"]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.json()["sample_one_in"].clone(),
+            r.json()["packets"].clone()
+        ),
+        (json!(1), json!(8))
+    );
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/mirror-sessions",
+        r#"{"name": "web", "target_group": "inspection", "l4_ports": ["80"]}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["packets"].clone()),
+        (201, json!(0)),
+        "{}",
+        r.body
+    );
+    gw.send(0, web_and_tls(600, 3, 0));
+    assert_eq!(mirror(&s, "web")["packets"], 3);
+    assert_eq!(mirror(&s, "tls")["packets"], 8);
+
+    // Prometheus: per-session counters and the sampling gauge.
+    let samples = parse_exposition(&get(&m, "/metrics").body);
+    assert_eq!(
+        value(&samples, "gwlb_mirror_packets_total", &[("session", "tls")]),
+        8.0
+    );
+    assert_eq!(
+        value(&samples, "gwlb_mirror_packets_total", &[("session", "web")]),
+        3.0
+    );
+    assert_eq!(
+        value(&samples, "gwlb_mirror_sample_one_in", &[("session", "tls")]),
+        1.0
+    );
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/mirror-sessions/web",
+        r#"{"sample_one_in": 8}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let samples = parse_exposition(&get(&m, "/metrics").body);
+    assert_eq!(
+        value(&samples, "gwlb_mirror_sample_one_in", &[("session", "web")]),
+        8.0
+    );
+
+    // A reload puts back the file's sessions (none): the file wins, as for targets.
+    let r = request(s.local_addr(), "POST", "/v1/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.json()["changed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("mirror_sessions")),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(&s, "/v1/mirror-sessions").json(), json!([]));
+}
+
+/// The rig's configuration with its user port given to endpoint `a` (untagged: every frame
+/// there), whose rule `web` sends port 80 to `firewalls`, as its default does the rest.
+fn endpoint_config() -> String {
+    control_rig::CONFIG.replacen("user_ports = [\"user\"]", "user_ports = []", 1)
+        + r#"
+[[endpoints]]
+name = "a"
+ports = ["user"]
+target_group = "firewalls"
+[[endpoints.rules]]
+name = "web"
+protocols = [6]
+destination_ports = ["80"]
+action = "inspect"
+target_group = "firewalls"
+"#
+}
+
+/// (name, packets, flows) of each rule of an endpoint, and the endpoint's (packets, flows).
+type RuleCounts = (Vec<(String, u64, u64)>, (u64, u64));
+
+/// The [`RuleCounts`] of endpoint `name`.
+fn rules_of(s: &ApiServer, name: &str) -> RuleCounts {
+    let r = get(s, &format!("/v1/endpoints/{name}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let e = r.json();
+    let rules = e["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["packets"].as_u64().unwrap(),
+                r["flows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (
+        rules,
+        (e["packets"].as_u64().unwrap(), e["flows"].as_u64().unwrap()),
+    )
+}
+
+#[test]
+fn test_endpoints_and_rules_change_live_and_keep_their_counters() {
+    let gw = Gateway::start_with(&endpoint_config());
+    let s = serve(&localhost(), None, gw.handle.clone()).unwrap();
+    let half = (FLOW_COUNT / 2) as u64;
+    let web_ssh = |r: &RuleCounts| r.0.clone();
+    let start = rules_of(&s, "a");
+    assert_eq!(
+        web_ssh(&start),
+        [("web".into(), half, half), ("default".into(), half, half)],
+        "the rig's flows: half to port 80"
+    );
+
+    // A rule put before `web`: `web` keeps its counters (it moved to another index).
+    let r = with_body(
+        &s,
+        "PUT",
+        "/v1/endpoints/a/rules",
+        r#"[{"name": "ssh", "protocols": [6], "destination_ports": ["22"], "action": "drop"},
+            {"name": "web", "protocols": [6], "destination_ports": ["80"], "action": "inspect", "target_group": "firewalls"}]"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let after = rules_of(&s, "a");
+    assert_eq!(
+        web_ssh(&after),
+        [
+            ("ssh".into(), 0, 0),
+            ("web".into(), half, half),
+            ("default".into(), half, half)
+        ]
+    );
+    assert_eq!(after.1, start.1, "the endpoint's totals");
+    // New flows follow the new rules and count under them.
+    gw.send(0, (2000..2006).map(control_rig::flow_packet).collect());
+    let (rules, _) = rules_of(&s, "a");
+    assert_eq!(rules[1], ("web".into(), half + 3, half + 3), "{rules:?}");
+    assert_eq!(
+        rules[2],
+        ("default".into(), half + 3, half + 3),
+        "{rules:?}"
+    );
+
+    // Refused changes name the request's own field and change nothing.
+    let before = (gw.stats(), get(&s, "/v1/endpoints").body);
+    for (method, path, body, status, field) in [
+        (
+            "PATCH",
+            "/v1/endpoints/a",
+            r#"{"default_action": "jump"}"#,
+            400,
+            "default_action",
+        ),
+        (
+            "PATCH",
+            "/v1/endpoints/a",
+            r#"{"vlan": [5000]}"#,
+            400,
+            "vlan[0]",
+        ),
+        (
+            "PATCH",
+            "/v1/endpoints/a",
+            r#"{"ports": ["appliance"]}"#,
+            400,
+            "ports[0]",
+        ),
+        ("PATCH", "/v1/endpoints/a", r#"{"name": "b"}"#, 400, "name"),
+        (
+            "PATCH",
+            "/v1/endpoints/a",
+            r#"{"colour": 1}"#,
+            400,
+            "colour",
+        ),
+        (
+            "PUT",
+            "/v1/endpoints/a/rules",
+            r#"[{"name": "x", "action": "inspect"}]"#,
+            400,
+            "rules[0].target_group",
+        ),
+        (
+            "PUT",
+            "/v1/endpoints/a/rules",
+            r#"[{"name": "x", "action": 3}]"#,
+            400,
+            "rules[0].action",
+        ),
+        (
+            "PUT",
+            "/v1/endpoints/a/rules",
+            r#"{"name": "x"}"#,
+            400,
+            "body",
+        ),
+        (
+            "POST",
+            "/v1/endpoints/a/rules",
+            r#"{"name": "x", "action": "drop", "tcp_reset": 1}"#,
+            400,
+            "tcp_reset",
+        ),
+        (
+            "POST",
+            "/v1/endpoints/a/rules",
+            r#"{"name": "x", "action": "drop", "destination_ports": ["1-2-3"]}"#,
+            400,
+            "destination_ports[0]",
+        ),
+    ] {
+        let r = with_body(&s, method, path, body);
+        assert_eq!(
+            (r.status, r.field()),
+            (status, field.into()),
+            "{method} {path} {body}: {}",
+            r.body
+        );
+    }
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/endpoints/a/rules",
+        r#"{"name": "web", "action": "bypass"}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/endpoints",
+        r#"{"name": "a", "ports": ["user"], "target_group": "firewalls"}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(get(&s, "/v1/endpoints/nope").status, 404);
+    let r = request(
+        s.local_addr(),
+        "DELETE",
+        "/v1/endpoints/a/rules/nope",
+        None,
+        "",
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    // Two untagged endpoints on one port without disjoint prefixes: refused.
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/endpoints",
+        r#"{"name": "b", "ports": ["user"], "target_group": "firewalls"}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!((gw.stats(), get(&s, "/v1/endpoints").body), before);
+
+    // A second endpoint before... after `a`, then `a` removed: `b`'s counters are its own
+    // (they were at higher indices; none of `a`'s show up under `b`).
+    let r = with_body(
+        &s,
+        "POST",
+        "/v1/endpoints",
+        r#"{"name": "b", "ports": ["user"], "vlan": [100], "target_group": "inspection",
+            "routes": [{"prefix": "0.0.0.0/0", "via": "10.1.0.254", "mac": "02:00:00:00:01:fe"}],
+            "rules": [{"name": "all", "action": "bypass"}]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["settings"]["vlan"], json!([100]), "{}", r.body);
+    let r = request(
+        s.local_addr(),
+        "DELETE",
+        "/v1/endpoints/a/rules/ssh",
+        None,
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        web_ssh(&rules_of(&s, "a"))[0],
+        ("web".into(), half + 3, half + 3)
+    );
+    let r = request(s.local_addr(), "DELETE", "/v1/endpoints/a", None, "");
+    assert_eq!(
+        (r.status, r.json()["flows"].clone()),
+        (200, json!(2 * half + 6)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        web_ssh(&rules_of(&s, "b")),
+        [("all".into(), 0, 0), ("default".into(), 0, 0)]
+    );
+    let r = with_body(
+        &s,
+        "PATCH",
+        "/v1/endpoints/b",
+        r#"{"default_action": "drop", "target_group": null}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["rules"][1]["action"].clone()),
+        (200, json!("drop")),
+        "{}",
+        r.body
+    );
+
+    // A reload puts back the file's endpoints: `a` again, `b` gone.
+    let r = request(s.local_addr(), "POST", "/v1/reload", None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let names: Vec<String> = gw
+        .stats()
+        .endpoints
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(names, ["a"]);
+}

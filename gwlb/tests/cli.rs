@@ -299,3 +299,179 @@ fn test_check_config_compare() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn test_mirror_add_list_set_delete() {
+    let (gw, s) = start(None);
+    let a = s.local_addr();
+    let out = stdout(&gwlb(
+        a,
+        &[
+            "mirror",
+            "add",
+            r#"{"name": "ids", "target_group": "inspection", "vni": 100}"#,
+        ],
+    ));
+    assert!(out.starts_with("MIRROR") && out.contains("ids "), "{out}");
+    let file = gw.config_path.with_file_name("tls.json");
+    std::fs::write(&file, r#"{"name": "tls", "target_group": "inspection"}"#).unwrap();
+    stdout(&gwlb(
+        a,
+        &["mirror", "add", &format!("@{}", file.display())],
+    ));
+    let names: Vec<String> = gw
+        .stats()
+        .mirror_sessions
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(names, ["ids", "tls"]);
+
+    let err = failure(&gwlb(
+        a,
+        &[
+            "mirror",
+            "add",
+            r#"{"name": "ids", "target_group": "inspection"}"#,
+        ],
+    ));
+    assert!(err.contains("exists") && err.contains("409"), "{err}");
+    let err = failure(&gwlb(
+        a,
+        &["mirror", "set", "ids", r#"{"sample_one_in": 0}"#],
+    ));
+    assert!(
+        err.starts_with("gwlb: sample_one_in: ") && err.contains("400"),
+        "{err}"
+    );
+    let err = failure(&gwlb(a, &["mirror", "set", "ids", "sample_one_in=4"]));
+    assert!(err.starts_with("gwlb: body: not JSON"), "{err}");
+    assert_eq!(gw.stats().mirror_sessions[0].sample_one_in, 1);
+
+    let out = stdout(&gwlb(
+        a,
+        &["mirror", "set", "ids", r#"{"sample_one_in": 4}"#, "--json"],
+    ));
+    let m: gwlb::control::MirrorSessionReport = serde_json::from_str(&out).unwrap();
+    assert_eq!((m.sample_one_in, m.vni), (4, 100));
+    let out = stdout(&gwlb(
+        a,
+        &[
+            "mirror",
+            "set",
+            "ids",
+            "--replace",
+            r#"{"name": "ids", "target_group": "inspection"}"#,
+        ],
+    ));
+    assert!(out.contains("1/1"), "replaced: defaults again: {out}");
+    let out = stdout(&gwlb(a, &["mirror", "list"]));
+    assert_eq!(out.lines().count(), 1 + 2, "{out}");
+    stdout(&gwlb(a, &["mirror", "delete", "ids"]));
+    let err = failure(&gwlb(a, &["mirror", "show", "ids"]));
+    assert!(err.contains("not found") && err.contains("404"), "{err}");
+    let out = stdout(&gwlb(a, &["mirror", "show", "tls", "--json"]));
+    assert!(out.contains("\"settings\""), "{out}");
+}
+
+#[test]
+fn test_endpoints_add_set_rules_delete() {
+    let gw = Gateway::start_with(
+        &(control_rig::CONFIG.replacen("user_ports = [\"user\"]", "user_ports = []", 1)
+            + "\n[[endpoints]]\nname = \"a\"\nports = [\"user\"]\ntarget_group = \"firewalls\"\n"),
+    );
+    let s = serve(
+        &Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        None,
+        gw.handle.clone(),
+    )
+    .unwrap();
+    let a = s.local_addr();
+    let out = stdout(&gwlb(a, &["endpoints", "list"]));
+    assert!(out.starts_with("ENDPOINT") && out.contains("a "), "{out}");
+    stdout(&gwlb(
+        a,
+        &[
+            "endpoints",
+            "add",
+            r#"{"name": "b", "ports": ["user"], "vlan": [7], "target_group": "firewalls",
+                "routes": [{"prefix": "0.0.0.0/0", "via": "10.1.0.254", "mac": "02:00:00:00:01:fe"}]}"#,
+        ],
+    ));
+    let out = stdout(&gwlb(
+        a,
+        &[
+            "endpoints",
+            "rules",
+            "b",
+            r#"[{"name": "web", "destination_ports": ["80"], "protocols": [6], "action": "bypass"}]"#,
+        ],
+    ));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("b ") && l.contains(" web ") && l.contains("bypass")),
+        "{out}"
+    );
+    stdout(&gwlb(
+        a,
+        &[
+            "endpoints",
+            "rules",
+            "b",
+            "--append",
+            r#"{"name": "dns", "protocols": [17], "action": "drop"}"#,
+        ],
+    ));
+    let err = failure(&gwlb(
+        a,
+        &[
+            "endpoints",
+            "rules",
+            "b",
+            "--append",
+            r#"{"name": "x", "action": "inspect"}"#,
+        ],
+    ));
+    assert!(
+        err.starts_with("gwlb: target_group: ") && err.contains("400"),
+        "{err}"
+    );
+    let err = failure(&gwlb(a, &["endpoints", "rules", "b", r#"{"name": "x"}"#]));
+    assert!(
+        err.starts_with("gwlb: body: expected a JSON array"),
+        "{err}"
+    );
+    let out = stdout(&gwlb(
+        a,
+        &[
+            "endpoints",
+            "set",
+            "b",
+            r#"{"default_action": "bypass", "target_group": null}"#,
+            "--json",
+        ],
+    ));
+    let e: gwlb::control::EndpointReport = serde_json::from_str(&out).unwrap();
+    let rules: Vec<(&str, &str)> = e
+        .rules
+        .iter()
+        .map(|r| (r.name.as_str(), r.action.as_str()))
+        .collect();
+    assert_eq!(
+        rules,
+        [("web", "bypass"), ("dns", "drop"), ("default", "bypass")]
+    );
+    stdout(&gwlb(a, &["endpoints", "delete-rule", "b", "web"]));
+    let err = failure(&gwlb(a, &["endpoints", "delete-rule", "b", "web"]));
+    assert!(err.contains("not found") && err.contains("404"), "{err}");
+    stdout(&gwlb(a, &["endpoints", "delete", "b"]));
+    let names: Vec<String> = gw
+        .stats()
+        .endpoints
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(names, ["a"]);
+    let out = stdout(&gwlb(a, &["endpoints", "show", "a", "--json"]));
+    assert!(out.contains("\"settings\""), "{out}");
+}

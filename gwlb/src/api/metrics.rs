@@ -141,6 +141,18 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
             );
         }
     }
+    e.family(
+        "gwlb_mirror_sample_one_in",
+        Gauge,
+        "A mirror session copies one of every this many packets it selects (per worker).",
+    );
+    for m in &stats.mirror_sessions {
+        e.sample(
+            "gwlb_mirror_sample_one_in",
+            &[("session", &m.name)],
+            u64::from(m.sample_one_in),
+        );
+    }
     for (metric, help, get) in [
         (
             "gwlb_endpoint_packets_total",

@@ -9,6 +9,12 @@
 //! | GET, POST | `/v1/target-groups/{name}/targets` | its targets; register one |
 //! | GET, PATCH, DELETE | `/v1/target-groups/{name}/targets/{address}` | one target; re-weight; deregister |
 //! | GET, PATCH | `/v1/target-groups/{name}/health-check` | the health check; change it |
+//! | GET, POST | `/v1/mirror-sessions` | every mirror session; create one |
+//! | GET, PUT, PATCH, DELETE | `/v1/mirror-sessions/{name}` | one session; replace it; change some of its settings; remove it |
+//! | GET, POST | `/v1/endpoints` | every endpoint; create one |
+//! | GET, PUT, PATCH, DELETE | `/v1/endpoints/{name}` | one endpoint; replace it; change some of its settings; remove it |
+//! | GET, PUT, POST | `/v1/endpoints/{name}/rules` | its rules; replace the ordered list; append one |
+//! | DELETE | `/v1/endpoints/{name}/rules/{rule}` | remove one rule |
 //! | GET | `/v1/stats` | counters |
 //! | GET | `/v1/flows` | a page of flows |
 //! | POST | `/v1/reload` | reload the configuration file |
@@ -23,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use super::http_error::HttpError;
 use super::server::{ApiRequest, Reply};
 use crate::control::{
-    ControlHandle, DrainAction, FlowQuery, HealthCheckPatch, TargetGroupInfo, TargetSpec,
-    MAX_FLOW_PAGE,
+    Change, ControlHandle, DrainAction, EndpointSpec, FlowQuery, HealthCheckPatch,
+    MirrorSessionSpec, RuleSpec, RulesChange, TargetGroupInfo, TargetSpec, MAX_FLOW_PAGE,
 };
 
 /// Body of `PATCH /v1/target-groups/{name}/targets/{address}`.
@@ -71,14 +77,99 @@ impl Routes {
                 Ok(Reply::json(200, &self.handle.list_groups()?))
             }
             ["v1", "mirror-sessions"] => {
-                allow(method, &["GET"])?;
+                allow(method, &["GET", "POST"])?;
                 no_query(req)?;
-                Ok(Reply::json(200, &self.handle.stats()?.mirror_sessions))
+                if method == "GET" {
+                    return Ok(Reply::json(200, &self.handle.stats()?.mirror_sessions));
+                }
+                let spec: MirrorSessionSpec = decode_body(&req.body)?;
+                let session = self.handle.create_mirror(spec)?;
+                tracing::info!(
+                    session = %session.name, peer = %req.peer,
+                    "mirror session created through the API"
+                );
+                Ok(Reply::json(201, &session))
+            }
+            ["v1", "mirror-sessions", name] => {
+                allow(method, &["GET", "PUT", "PATCH", "DELETE"])?;
+                no_query(req)?;
+                let session = match method {
+                    "GET" => self
+                        .handle
+                        .stats()?
+                        .mirror_sessions
+                        .into_iter()
+                        .find(|m| m.name == *name)
+                        .ok_or_else(|| {
+                            HttpError::not_found(format!("mirror session {name:?} not found"))
+                        })?,
+                    "DELETE" => self.handle.delete_mirror(name)?,
+                    _ => {
+                        let change = change_body(method, &req.body)?;
+                        self.handle.change_mirror(name, change)?
+                    }
+                };
+                if method != "GET" {
+                    tracing::info!(
+                        session = %name, method, peer = %req.peer,
+                        "mirror session changed through the API"
+                    );
+                }
+                Ok(Reply::json(200, &session))
             }
             ["v1", "endpoints"] => {
-                allow(method, &["GET"])?;
+                allow(method, &["GET", "POST"])?;
                 no_query(req)?;
-                Ok(Reply::json(200, &self.handle.stats()?.endpoints))
+                if method == "GET" {
+                    return Ok(Reply::json(200, &self.handle.stats()?.endpoints));
+                }
+                let spec: EndpointSpec = decode_body(&req.body)?;
+                let ep = self.handle.create_endpoint(spec)?;
+                tracing::info!(endpoint = %ep.name, peer = %req.peer, "endpoint created through the API");
+                Ok(Reply::json(201, &ep))
+            }
+            ["v1", "endpoints", name] => {
+                allow(method, &["GET", "PUT", "PATCH", "DELETE"])?;
+                no_query(req)?;
+                let ep = match method {
+                    "GET" => self.endpoint(name)?,
+                    "DELETE" => self.handle.delete_endpoint(name)?,
+                    _ => {
+                        let change = change_body(method, &req.body)?;
+                        self.handle.change_endpoint(name, change)?
+                    }
+                };
+                if method != "GET" {
+                    tracing::info!(endpoint = %name, method, peer = %req.peer, "endpoint changed through the API");
+                }
+                Ok(Reply::json(200, &ep))
+            }
+            ["v1", "endpoints", name, "rules"] => {
+                allow(method, &["GET", "PUT", "POST"])?;
+                no_query(req)?;
+                let ep = match method {
+                    "GET" => return Ok(Reply::json(200, &self.endpoint(name)?.rules)),
+                    "PUT" => {
+                        let rules: Vec<RuleSpec> = decode_list("rules", &req.body)?;
+                        self.handle
+                            .change_rules(name, RulesChange::Replace(rules))?
+                    }
+                    _ => {
+                        let rule: RuleSpec = decode_body(&req.body)?;
+                        self.handle.change_rules(name, RulesChange::Append(rule))?
+                    }
+                };
+                tracing::info!(endpoint = %name, method, peer = %req.peer, "steering rules changed through the API");
+                Ok(Reply::json(if method == "POST" { 201 } else { 200 }, &ep))
+            }
+            ["v1", "endpoints", name, "rules", rule] => {
+                allow(method, &["DELETE"])?;
+                no_query(req)?;
+                let ep = self
+                    .handle
+                    .change_rules(name, RulesChange::Remove((*rule).to_owned()))?;
+                tracing::info!(endpoint = %name, rule = %rule, peer = %req.peer, "steering rule removed through the API");
+                Ok(Reply::json(200, &ep))
             }
             ["v1", "target-groups", group] => {
                 allow(method, &["GET"])?;
@@ -202,6 +293,15 @@ impl Routes {
         }
     }
 
+    fn endpoint(&self, name: &str) -> Result<crate::control::EndpointReport, HttpError> {
+        self.handle
+            .stats()?
+            .endpoints
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| HttpError::not_found(format!("endpoint {name:?} not found")))
+    }
+
     fn group(&self, name: &str) -> Result<TargetGroupInfo, HttpError> {
         self.handle
             .list_groups()?
@@ -295,6 +395,44 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
     de.end()
         .map_err(|e| HttpError::invalid("body", format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// A JSON array body of `T`s (`PUT /v1/endpoints/{name}/rules`), naming the field at fault
+/// as `{list}[2].action`, as the validation of the changed configuration does.
+fn decode_list<T: DeserializeOwned>(list: &str, body: &[u8]) -> Result<Vec<T>, HttpError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => {}
+        _ => return Err(HttpError::invalid("body", "expected a JSON array")),
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return HttpError::invalid("body", format!("malformed JSON: {inner}"));
+        }
+        let path = e.path().to_string();
+        let field = match path.as_str() {
+            "." => list.to_owned(),
+            p => format!("{list}{p}"),
+        };
+        HttpError::invalid(field, inner.to_string())
+    })?;
+    de.end()
+        .map_err(|e| HttpError::invalid("body", format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+/// The body of a `PUT` (the whole value, in the file's shape) or a `PATCH` (a JSON object of
+/// the fields to set; at least one).
+fn change_body<T: DeserializeOwned>(method: &str, body: &[u8]) -> Result<Change<T>, HttpError> {
+    if method == "PUT" {
+        return Ok(Change::Replace(decode_body(body)?));
+    }
+    let fields: serde_json::Map<String, serde_json::Value> = decode_body(body)?;
+    if fields.is_empty() {
+        return Err(HttpError::invalid("body", "no setting to change"));
+    }
+    Ok(Change::Patch(fields))
 }
 
 fn missing_field(message: &str) -> Option<String> {

@@ -14,8 +14,9 @@ use crate::api::http_error::{ErrorBody, ErrorDetail};
 use crate::api::routes::WeightChange;
 use crate::config::Listen;
 use crate::control::{
-    DrainAction, DrainReport, FlowPage, FlowQuery, HealthCheckPatch, ReloadReport, StatsReport,
-    TargetGroupInfo, TargetInfo, TargetSpec, REQUEST_TIMEOUT,
+    DrainAction, DrainReport, EndpointReport, FlowPage, FlowQuery, HealthCheckPatch,
+    MirrorSessionReport, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo, TargetSpec,
+    REQUEST_TIMEOUT,
 };
 
 /// How long connecting may take.
@@ -193,6 +194,94 @@ impl ApiClient {
             format!("/v1/flows?{q}")
         };
         self.call("GET", &path, None::<&()>)
+    }
+
+    /// `GET /v1/mirror-sessions`.
+    pub fn mirror_sessions(&self) -> Result<Vec<MirrorSessionReport>, ClientError> {
+        self.call("GET", "/v1/mirror-sessions", None::<&()>)
+    }
+
+    /// `GET /v1/mirror-sessions/{name}`.
+    pub fn mirror_session(&self, name: &str) -> Result<MirrorSessionReport, ClientError> {
+        self.call("GET", &mirror_path(name), None::<&()>)
+    }
+
+    /// `POST /v1/mirror-sessions`: `body` is the session in the file's shape.
+    pub fn create_mirror(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<MirrorSessionReport, ClientError> {
+        self.call("POST", "/v1/mirror-sessions", Some(body))
+    }
+
+    /// `PATCH /v1/mirror-sessions/{name}` (the fields of `body`), or `PUT` with `replace`
+    /// (the whole session).
+    pub fn change_mirror(
+        &self,
+        name: &str,
+        body: &serde_json::Value,
+        replace: bool,
+    ) -> Result<MirrorSessionReport, ClientError> {
+        let method = if replace { "PUT" } else { "PATCH" };
+        self.call(method, &mirror_path(name), Some(body))
+    }
+
+    /// `DELETE /v1/mirror-sessions/{name}`.
+    pub fn delete_mirror(&self, name: &str) -> Result<MirrorSessionReport, ClientError> {
+        self.call("DELETE", &mirror_path(name), None::<&()>)
+    }
+
+    /// `GET /v1/endpoints`.
+    pub fn endpoints(&self) -> Result<Vec<EndpointReport>, ClientError> {
+        self.call("GET", "/v1/endpoints", None::<&()>)
+    }
+
+    /// `GET /v1/endpoints/{name}`.
+    pub fn get_endpoint(&self, name: &str) -> Result<EndpointReport, ClientError> {
+        self.call("GET", &endpoint_path(name), None::<&()>)
+    }
+
+    /// `POST /v1/endpoints`: `body` is the endpoint in the file's shape.
+    pub fn create_endpoint(&self, body: &serde_json::Value) -> Result<EndpointReport, ClientError> {
+        self.call("POST", "/v1/endpoints", Some(body))
+    }
+
+    /// `PATCH /v1/endpoints/{name}` (the fields of `body`), or `PUT` with `replace`.
+    pub fn change_endpoint(
+        &self,
+        name: &str,
+        body: &serde_json::Value,
+        replace: bool,
+    ) -> Result<EndpointReport, ClientError> {
+        let method = if replace { "PUT" } else { "PATCH" };
+        self.call(method, &endpoint_path(name), Some(body))
+    }
+
+    /// `DELETE /v1/endpoints/{name}`.
+    pub fn delete_endpoint(&self, name: &str) -> Result<EndpointReport, ClientError> {
+        self.call("DELETE", &endpoint_path(name), None::<&()>)
+    }
+
+    /// `PUT /v1/endpoints/{name}/rules` (`body`: the ordered list), or `POST` with `append`
+    /// (`body`: one rule).
+    pub fn change_rules(
+        &self,
+        name: &str,
+        body: &serde_json::Value,
+        append: bool,
+    ) -> Result<EndpointReport, ClientError> {
+        let method = if append { "POST" } else { "PUT" };
+        self.call(
+            method,
+            &format!("{}/rules", endpoint_path(name)),
+            Some(body),
+        )
+    }
+
+    /// `DELETE /v1/endpoints/{name}/rules/{rule}`.
+    pub fn delete_rule(&self, name: &str, rule: &str) -> Result<EndpointReport, ClientError> {
+        let path = format!("{}/rules/{}", endpoint_path(name), segment(rule));
+        self.call("DELETE", &path, None::<&()>)
     }
 
     /// `POST /v1/reload`.
@@ -374,6 +463,14 @@ impl ApiClient {
 
 fn segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+fn endpoint_path(name: &str) -> String {
+    format!("/v1/endpoints/{}", segment(name))
+}
+
+fn mirror_path(name: &str) -> String {
+    format!("/v1/mirror-sessions/{}", segment(name))
 }
 
 fn target_path(group: &str, address: IpAddr) -> String {

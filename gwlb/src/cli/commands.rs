@@ -217,6 +217,17 @@ pub enum ClientCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Endpoints and their steering rules: list, show, add, set, delete, rules, delete-rule
+    /// (live; a reload puts back the file's).
+    Endpoints {
+        #[command(subcommand)]
+        action: EndpointAction,
+    },
+    /// Mirror sessions: list, show, add, set, delete (live; a reload puts back the file's).
+    Mirror {
+        #[command(subcommand)]
+        action: MirrorAction,
+    },
     /// Drain this node: withdraw its BGP announcement and keep forwarding the flows that
     /// still arrive; prints the drain's state (`drained` once no flow is left or the longest
     /// deregistration delay passed).
@@ -230,6 +241,247 @@ pub enum ClientCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+}
+
+/// `gwlb mirror ...`: the mirror sessions of the running gateway.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MirrorAction {
+    /// List the sessions with their counters (the MIRROR table of `gwlb stats`).
+    List {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Show one session (with --json: also its settings in the file's shape).
+    Show {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The session's name.
+        name: String,
+    },
+    /// Create a session from BODY, a `[[mirror_sessions]]` entry as a JSON object
+    /// (`{"name": "ids", "target_group": "sensors", "vni": 100}`), `@FILE` or `-` (stdin).
+    Add {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The session, in the file's shape.
+        body: String,
+    },
+    /// Change the settings BODY names (`{"sample_one_in": 4}`, `@FILE` or `-`); the others
+    /// keep their value. With --replace, BODY is the whole session (defaults for what it
+    /// leaves out).
+    Set {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The session's name.
+        name: String,
+        /// The settings, in the file's shape.
+        body: String,
+        /// BODY is the whole session (`PUT`), not a change of some settings (`PATCH`).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove a session; prints its last counters.
+    Delete {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The session's name.
+        name: String,
+    },
+}
+
+/// `gwlb endpoints ...`: the endpoints (tenants) and their steering rules.
+#[derive(Debug, Clone, Subcommand)]
+pub enum EndpointAction {
+    /// List the endpoints with their rules and counters (the ENDPOINT table of `gwlb stats`).
+    List {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Show one endpoint (with --json: also its settings in the file's shape).
+    Show {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The endpoint's name.
+        name: String,
+    },
+    /// Create an endpoint from BODY, an `[[endpoints]]` entry (with its `routes` and `rules`)
+    /// as a JSON object, `@FILE` or `-` (stdin).
+    Add {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The endpoint, in the file's shape.
+        body: String,
+    },
+    /// Change the settings BODY names (`{"default_action": "bypass", "target_group": null}`);
+    /// the others keep their value. With --replace, BODY is the whole endpoint.
+    Set {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The endpoint's name.
+        name: String,
+        /// The settings, in the file's shape.
+        body: String,
+        /// BODY is the whole endpoint (`PUT`), not a change of some settings (`PATCH`).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove an endpoint; prints its last counters.
+    Delete {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The endpoint's name.
+        name: String,
+    },
+    /// Replace the endpoint's rules with BODY, a JSON array of `[[endpoints.rules]]` entries
+    /// in order (`[]`: none); with --append, BODY is one rule, added after the others.
+    Rules {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The endpoint's name.
+        name: String,
+        /// The rules (or, with --append, the rule), in the file's shape.
+        body: String,
+        /// Add BODY, one rule, after the others.
+        #[arg(long)]
+        append: bool,
+    },
+    /// Remove one rule of the endpoint.
+    DeleteRule {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The endpoint's name.
+        name: String,
+        /// The rule's name.
+        rule: String,
+    },
+}
+
+impl EndpointAction {
+    fn execute(self, out: &mut dyn Write) -> Result<(), CliError> {
+        let (opts, e) = match self {
+            EndpointAction::List { opts } => {
+                let e = opts.client()?.endpoints()?;
+                return print(out, opts.json, &e, || tables::endpoints(&e));
+            }
+            EndpointAction::Show { opts, name } => {
+                let e = opts.client()?.get_endpoint(&name)?;
+                (opts, e)
+            }
+            EndpointAction::Add { opts, body } => {
+                let body = json_body(&body)?;
+                let e = opts.client()?.create_endpoint(&body)?;
+                (opts, e)
+            }
+            EndpointAction::Set {
+                opts,
+                name,
+                body,
+                replace,
+            } => {
+                let body = json_body(&body)?;
+                let e = opts.client()?.change_endpoint(&name, &body, replace)?;
+                (opts, e)
+            }
+            EndpointAction::Delete { opts, name } => {
+                let e = opts.client()?.delete_endpoint(&name)?;
+                (opts, e)
+            }
+            EndpointAction::Rules {
+                opts,
+                name,
+                body,
+                append,
+            } => {
+                let body = if append {
+                    json_body(&body)?
+                } else {
+                    json_list(&body)?
+                };
+                let e = opts.client()?.change_rules(&name, &body, append)?;
+                (opts, e)
+            }
+            EndpointAction::DeleteRule { opts, name, rule } => {
+                let e = opts.client()?.delete_rule(&name, &rule)?;
+                (opts, e)
+            }
+        };
+        print(out, opts.json, &e, || {
+            tables::endpoints(std::slice::from_ref(&e))
+        })
+    }
+}
+
+/// A JSON array given on the command line: the array itself, `@FILE` or `-` (stdin).
+fn json_list(arg: &str) -> Result<serde_json::Value, CliError> {
+    match json_value(arg)? {
+        v @ serde_json::Value::Array(_) => Ok(v),
+        _ => Err(CliError::Body("expected a JSON array".into())),
+    }
+}
+
+/// A JSON body given on the command line: the object itself, `@FILE` or `-` (stdin).
+fn json_body(arg: &str) -> Result<serde_json::Value, CliError> {
+    match json_value(arg)? {
+        v @ serde_json::Value::Object(_) => Ok(v),
+        _ => Err(CliError::Body("expected a JSON object".into())),
+    }
+}
+
+/// JSON given on the command line: itself, `@FILE` or `-` (stdin).
+fn json_value(arg: &str) -> Result<serde_json::Value, CliError> {
+    let text = match arg {
+        "-" => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| CliError::Body(format!("reading stdin: {e}")))?,
+        _ => match arg.strip_prefix('@') {
+            Some(file) => {
+                std::fs::read_to_string(file).map_err(|e| CliError::Body(format!("{file}: {e}")))?
+            }
+            None => arg.to_owned(),
+        },
+    };
+    serde_json::from_str(&text).map_err(|e| CliError::Body(format!("not JSON: {e}")))
+}
+
+impl MirrorAction {
+    fn execute(self, out: &mut dyn Write) -> Result<(), CliError> {
+        match self {
+            MirrorAction::List { opts } => {
+                let m = opts.client()?.mirror_sessions()?;
+                print(out, opts.json, &m, || tables::mirror_sessions(&m))
+            }
+            MirrorAction::Show { opts, name } => {
+                let m = opts.client()?.mirror_session(&name)?;
+                print(out, opts.json, &m, || {
+                    tables::mirror_sessions(std::slice::from_ref(&m))
+                })
+            }
+            MirrorAction::Add { opts, body } => {
+                let body = json_body(&body)?;
+                let m = opts.client()?.create_mirror(&body)?;
+                print(out, opts.json, &m, || {
+                    tables::mirror_sessions(std::slice::from_ref(&m))
+                })
+            }
+            MirrorAction::Set {
+                opts,
+                name,
+                body,
+                replace,
+            } => {
+                let body = json_body(&body)?;
+                let m = opts.client()?.change_mirror(&name, &body, replace)?;
+                print(out, opts.json, &m, || {
+                    tables::mirror_sessions(std::slice::from_ref(&m))
+                })
+            }
+            MirrorAction::Delete { opts, name } => {
+                let m = opts.client()?.delete_mirror(&name)?;
+                print(out, opts.json, &m, || {
+                    tables::mirror_sessions(std::slice::from_ref(&m))
+                })
+            }
+        }
+    }
 }
 
 /// Why a client command failed.
@@ -247,6 +499,9 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
+    /// A request body given on the command line is not a JSON object.
+    #[error("body: {0}")]
+    Body(String),
 }
 
 impl ClientOpts {
@@ -406,6 +661,8 @@ impl ClientCommand {
                 let r = opts.client()?.drain(action)?;
                 print(out, opts.json, &r, || tables::drain(&r))
             }
+            ClientCommand::Mirror { action } => action.execute(out),
+            ClientCommand::Endpoints { action } => action.execute(out),
         }
     }
 }

@@ -233,8 +233,8 @@ pub fn drain(d: &DrainReport) -> String {
     )
 }
 
-/// The mirror sessions of `gwlb stats`, one row each.
-fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> String {
+/// The mirror sessions of `gwlb stats` and `gwlb mirror list`, one row each.
+pub fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> String {
     let mut t = Table::new(&[
         "MIRROR",
         "POOL",
@@ -267,8 +267,9 @@ fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> String {
     t.render()
 }
 
-/// The endpoints of `gwlb stats`: a row per endpoint (its totals), then a row per rule.
-fn endpoints(endpoints: &[crate::control::EndpointReport]) -> String {
+/// The endpoints of `gwlb stats` and `gwlb endpoints list`: a row per endpoint (its
+/// totals), then a row per rule.
+pub fn endpoints(endpoints: &[crate::control::EndpointReport]) -> String {
     let mut t = Table::new(&[
         "ENDPOINT", "RULE", "ACTION", "GROUP", "PACKETS", "BYTES", "FLOWS",
     ]);
@@ -488,6 +489,7 @@ mod tests {
                 bytes: 3000,
                 no_sensor: 2,
                 no_buffer: 0,
+                settings: None,
             }],
             ..Default::default()
         };
@@ -539,6 +541,7 @@ mod tests {
                     rule("backup", "bypass", None, 2),
                     rule("default", "inspect", Some("fw"), 3),
                 ],
+                settings: None,
             }],
             ..Default::default()
         };

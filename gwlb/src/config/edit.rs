@@ -3,10 +3,11 @@
 //! so every error names its field by its file path (`target_groups[0].targets[2].weight`).
 //! The control loop makes every API change through it; nothing goes through TOML text.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::invalid;
-use super::raw::{default_weight, RawConfig, RawTarget};
+use super::raw::{default_weight, RawConfig, RawEndpoint, RawMirrorSession, RawRule, RawTarget};
 use super::{CheckProtocol, Config, ConfigError, InitialState};
 
 /// A change to a target group's health check: the fields to set (`None`: unchanged).
@@ -199,10 +200,139 @@ impl ConfigEdit {
         Ok(self)
     }
 
+    /// Appends mirror session `s` (validated by [`ConfigEdit::finish`], as
+    /// `mirror_sessions[N]`).
+    pub fn add_mirror_session(&mut self, s: RawMirrorSession) -> &mut Self {
+        self.raw.mirror_sessions.push(s);
+        self
+    }
+
+    /// Replaces mirror session `index` with `s`, in its place (out of range: no change).
+    pub fn set_mirror_session(&mut self, index: usize, s: RawMirrorSession) -> &mut Self {
+        if let Some(m) = self.raw.mirror_sessions.get_mut(index) {
+            *m = s;
+        }
+        self
+    }
+
+    /// Sets the fields of mirror session `index` that `patch` (a JSON object in the file's
+    /// shape) names; the others keep their value. A field of the wrong type, or unknown, is
+    /// refused here, naming `mirror_sessions[index].FIELD`.
+    pub fn patch_mirror_session(
+        &mut self,
+        index: usize,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<&mut Self, ConfigError> {
+        if let Some(m) = self.raw.mirror_sessions.get_mut(index) {
+            *m = merged(m, patch, &format!("mirror_sessions[{index}]"))?;
+        }
+        Ok(self)
+    }
+
+    /// Removes mirror session `index` (out of range: no change).
+    pub fn remove_mirror_session(&mut self, index: usize) -> &mut Self {
+        if index < self.raw.mirror_sessions.len() {
+            self.raw.mirror_sessions.remove(index);
+        }
+        self
+    }
+
+    /// Appends endpoint `e` (validated by [`ConfigEdit::finish`], as `endpoints[N]`).
+    pub fn add_endpoint(&mut self, e: RawEndpoint) -> &mut Self {
+        self.raw.endpoints.push(e);
+        self
+    }
+
+    /// Replaces endpoint `index` with `e`, in its place (out of range: no change).
+    pub fn set_endpoint(&mut self, index: usize, e: RawEndpoint) -> &mut Self {
+        if let Some(x) = self.raw.endpoints.get_mut(index) {
+            *x = e;
+        }
+        self
+    }
+
+    /// Sets the fields of endpoint `index` that `patch` names (as
+    /// [`ConfigEdit::patch_mirror_session`]; `rules` and `routes` given replace the lists).
+    pub fn patch_endpoint(
+        &mut self,
+        index: usize,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<&mut Self, ConfigError> {
+        if let Some(e) = self.raw.endpoints.get_mut(index) {
+            *e = merged(e, patch, &format!("endpoints[{index}]"))?;
+        }
+        Ok(self)
+    }
+
+    /// Removes endpoint `index` (out of range: no change).
+    pub fn remove_endpoint(&mut self, index: usize) -> &mut Self {
+        if index < self.raw.endpoints.len() {
+            self.raw.endpoints.remove(index);
+        }
+        self
+    }
+
+    /// Replaces the rules of endpoint `index` (out of range: no change).
+    pub fn set_rules(&mut self, index: usize, rules: Vec<RawRule>) -> &mut Self {
+        if let Some(e) = self.raw.endpoints.get_mut(index) {
+            e.rules = rules;
+        }
+        self
+    }
+
+    /// Appends `rule` to the rules of endpoint `index` (out of range: no change).
+    pub fn add_rule(&mut self, index: usize, rule: RawRule) -> &mut Self {
+        if let Some(e) = self.raw.endpoints.get_mut(index) {
+            e.rules.push(rule);
+        }
+        self
+    }
+
+    /// Removes rule `rule` of endpoint `index` (out of range: no change).
+    pub fn remove_rule(&mut self, index: usize, rule: usize) -> &mut Self {
+        if let Some(e) = self.raw.endpoints.get_mut(index) {
+            if rule < e.rules.len() {
+                e.rules.remove(rule);
+            }
+        }
+        self
+    }
+
     /// Validates the changed configuration exactly like a file.
     pub fn finish(&self) -> Result<Config, ConfigError> {
         self.raw.clone().validate()
     }
+}
+
+/// `current` with the top-level fields of `patch` replaced (a JSON merge of one level: a list
+/// given replaces the whole list), read back through the file's serde mirror so that types
+/// and unknown fields are checked as a file's are; errors name `{at}.FIELD`.
+fn merged<T: Serialize + DeserializeOwned>(
+    current: &T,
+    patch: &serde_json::Map<String, serde_json::Value>,
+    at: &str,
+) -> Result<T, ConfigError> {
+    let mut value = serde_json::to_value(current)
+        .map_err(|e| invalid(at.to_owned(), format!("cannot be written as JSON: {e}")))?;
+    if let serde_json::Value::Object(fields) = &mut value {
+        for (k, v) in patch {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let field = if path == "." {
+            // An unknown or missing field is reported at its parent: name it from the message.
+            message
+                .split('`')
+                .nth(1)
+                .map_or_else(|| at.to_owned(), |f| format!("{at}.{f}"))
+        } else {
+            format!("{at}.{path}")
+        };
+        invalid(field, message)
+    })
 }
 
 #[cfg(test)]
@@ -369,5 +499,187 @@ mac = "02:00:00:00:00:0b"
             field(e.finish()),
             "target_groups[0].health_check.interval_ms"
         );
+    }
+
+    const MIRRORS: &str = r#"
+[dataplane]
+worker_cpus = [1]
+main_cpu = 0
+[[ports]]
+name = "p"
+device = "net_null0"
+role = "both"
+address = "10.0.0.1/24"
+[[target_groups]]
+name = "fw"
+user_ports = ["p"]
+[[target_groups.targets]]
+address = "10.0.0.11"
+mac = "02:00:00:00:00:0b"
+[[target_groups]]
+name = "sensors"
+user_ports = []
+[[target_groups.targets]]
+address = "10.0.0.50"
+mac = "02:00:00:00:00:32"
+[[mirror_sessions]]
+name = "a"
+target_group = "sensors"
+l4_ports = ["80"]
+[[mirror_sessions]]
+name = "b"
+target_group = "sensors"
+sample_one_in = 4
+"#;
+
+    fn object(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn mirror_session_edits_take_the_file_shape() {
+        let cfg = Config::from_toml_str(MIRRORS).unwrap();
+        let spec = cfg.mirror_session_spec(1).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["sample_one_in"], 4);
+        assert_eq!(json["format"], "vxlan", "defaults filled in: {json}");
+        assert_eq!(cfg.mirror_session_spec(2), None);
+
+        // A patch changes only what it names.
+        let mut e = cfg.edit();
+        e.patch_mirror_session(
+            1,
+            &object(serde_json::json!({"sample_one_in": 2, "vni": 7})),
+        )
+        .unwrap();
+        let c = e.finish().unwrap();
+        assert_eq!(
+            (c.mirror_sessions[1].sample_one_in, c.mirror_sessions[1].vni),
+            (2, 7)
+        );
+        assert_eq!(c.mirror_sessions[1].name, "b");
+        assert_eq!(c.mirror_sessions[0], cfg.mirror_sessions[0]);
+
+        // Errors name the session's own field, wherever they are found.
+        let patched = |patch: serde_json::Value| {
+            let mut e = cfg.edit();
+            match e.patch_mirror_session(1, &object(patch)) {
+                Err(err) => err.field().unwrap_or_default().to_owned(),
+                Ok(_) => e
+                    .finish()
+                    .unwrap_err()
+                    .field()
+                    .unwrap_or_default()
+                    .to_owned(),
+            }
+        };
+        assert_eq!(
+            patched(serde_json::json!({"sample_one_in": 0})),
+            "mirror_sessions[1].sample_one_in"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"sample_one_in": "x"})),
+            "mirror_sessions[1].sample_one_in"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"sampel": 1})),
+            "mirror_sessions[1].sampel"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"format": "gre"})),
+            "mirror_sessions[1].format"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"target_group": "fw"})),
+            "mirror_sessions[1].target_group"
+        );
+        assert_eq!(
+            patched(serde_json::json!({"name": "a"})),
+            "mirror_sessions[1].name"
+        );
+
+        let mut e = cfg.edit();
+        e.add_mirror_session(spec.clone());
+        assert_eq!(
+            field(e.finish()),
+            "mirror_sessions[2].name",
+            "a second \"b\""
+        );
+        let mut e = cfg.edit();
+        e.remove_mirror_session(0)
+            .add_mirror_session(cfg.mirror_session_spec(0).unwrap());
+        let c = e.finish().unwrap();
+        let names: Vec<&str> = c.mirror_sessions.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        let mut e = cfg.edit();
+        e.set_mirror_session(0, spec);
+        assert_eq!(field(e.finish()), "mirror_sessions[1].name");
+    }
+
+    #[test]
+    fn endpoint_and_rule_edits_take_the_file_shape() {
+        let text = MIRRORS.replace("user_ports = [\"p\"]", "user_ports = []")
+            + r#"
+[[endpoints]]
+name = "t"
+ports = ["p"]
+target_group = "fw"
+[[endpoints.rules]]
+name = "web"
+protocols = [6]
+destination_ports = ["80"]
+action = "bypass"
+"#;
+        let cfg = Config::from_toml_str(&text).unwrap();
+        let spec = cfg.endpoint_spec(0).unwrap();
+        assert_eq!(cfg.endpoint_spec(1), None);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["rules"][0]["name"], "web");
+        let rule: RawRule = serde_json::from_value(json["rules"][0].clone()).unwrap();
+
+        let mut e = cfg.edit();
+        e.add_rule(0, rule.clone());
+        let err = e.finish().unwrap_err();
+        assert_eq!(err.field(), Some("endpoints[0].rules[1].name"), "{err}");
+        let mut e = cfg.edit();
+        e.set_rules(0, vec![]);
+        assert!(e.finish().unwrap().endpoints[0].rules.is_empty());
+        let mut e = cfg.edit();
+        e.remove_rule(0, 0).add_rule(0, rule);
+        assert_eq!(e.finish().unwrap(), cfg, "removed and added back: the same");
+
+        let mut e = cfg.edit();
+        e.patch_endpoint(0, &object(serde_json::json!({"vlan": [5]})))
+            .unwrap();
+        let err = e.finish().unwrap_err();
+        assert_eq!(
+            err.field(),
+            Some("endpoints[0].routes"),
+            "tagged needs routes: {err}"
+        );
+        let mut e = cfg.edit();
+        let err = e
+            .patch_endpoint(0, &object(serde_json::json!({"vlan": "5"})))
+            .unwrap_err();
+        assert_eq!(err.field(), Some("endpoints[0].vlan"), "{err}");
+        let mut e = cfg.edit();
+        e.patch_endpoint(
+            0,
+            &object(serde_json::json!({"default_action": "bypass", "target_group": null})),
+        )
+        .unwrap();
+        assert_eq!(
+            e.finish().unwrap().endpoints[0].default_action,
+            crate::config::RuleAction::Bypass
+        );
+        let mut e = cfg.edit();
+        e.remove_endpoint(0).add_endpoint(spec.clone());
+        assert_eq!(e.finish().unwrap(), cfg);
+        let mut e = cfg.edit();
+        e.add_endpoint(spec);
+        assert_eq!(field(e.finish()), "endpoints[1].name");
     }
 }

@@ -71,6 +71,12 @@ pub use model::{
     TargetGroup, TlsCheck, UnknownNonSyn,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
+/// An endpoint in the file's shape: the body of the API's endpoint changes.
+pub use raw::RawEndpoint as EndpointSpec;
+/// A mirror session in the file's shape: the body of the API's mirror-session changes.
+pub use raw::RawMirrorSession as MirrorSessionSpec;
+/// A steering rule in the file's shape: the body of the API's rule changes.
+pub use raw::RawRule as RuleSpec;
 pub use validate::endpoints::{MAX_ENDPOINTS, MAX_RULES};
 pub use validate::mirrors::MAX_MIRROR_SESSIONS;
 pub use values::{

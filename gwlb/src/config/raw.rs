@@ -122,9 +122,11 @@ pub(super) struct RawConfig {
     pub(super) endpoints: Vec<RawEndpoint>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// An endpoint as the file writes it (`[[endpoints]]`), and as the API takes it
+/// (`POST /v1/endpoints`, `PUT /v1/endpoints/{name}`): one schema for both.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawEndpoint {
+pub struct RawEndpoint {
     pub(super) name: String,
     pub(super) ports: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -149,11 +151,25 @@ pub(super) struct RawEndpoint {
     pub(super) rules: Vec<RawRule>,
 }
 
+impl RawEndpoint {
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl RawRule {
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 fn default_inspect() -> String {
     "inspect".to_owned()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEndpointRoute {
     pub(super) prefix: String,
@@ -163,9 +179,11 @@ pub(super) struct RawEndpointRoute {
     pub(super) port: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A steering rule as the file writes it (`[[endpoints.rules]]`), and as the API takes it
+/// (`PUT` and `POST /v1/endpoints/{name}/rules`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawRule {
+pub struct RawRule {
     pub(super) name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) sources: Vec<String>,
@@ -186,9 +204,11 @@ pub(super) struct RawRule {
     pub(super) tcp_reset: Option<bool>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A mirror session as the file writes it (`[[mirror_sessions]]`), and as the API takes it
+/// (`POST /v1/mirror-sessions`, `PUT /v1/mirror-sessions/{name}`): one schema for both.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawMirrorSession {
+pub struct RawMirrorSession {
     pub(super) name: String,
     pub(super) target_group: String,
     #[serde(default)]
@@ -211,6 +231,13 @@ pub(super) struct RawMirrorSession {
     pub(super) l4_ports: Vec<String>,
     #[serde(default)]
     pub(super) direction: MirrorDirection,
+}
+
+impl RawMirrorSession {
+    /// The session's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 fn default_one() -> i64 {

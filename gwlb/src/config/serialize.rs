@@ -8,7 +8,7 @@ use super::raw::{
     RawEndpointRoute, RawHealthCheck, RawMirrorSession, RawNeighbor, RawPort, RawRoute, RawRule,
     RawTarget, RawTargetGroup, U64Value,
 };
-use super::{CheckProtocol, Config, Endpoint, OnBelowMinimum, Probe, RuleAction};
+use super::{CheckProtocol, Config, Endpoint, MirrorSession, OnBelowMinimum, Probe, RuleAction};
 
 impl Config {
     /// The configuration as TOML with every field explicit (defaults filled in).
@@ -225,23 +225,42 @@ impl From<&Config> for RawConfig {
             mirror_sessions: c
                 .mirror_sessions
                 .iter()
-                .map(|m| RawMirrorSession {
-                    name: m.name.clone(),
-                    target_group: c.target_groups[m.target_group].name.clone(),
-                    format: m.format,
-                    vni: i64::from(m.vni),
-                    sample_one_in: i64::from(m.sample_one_in),
-                    snap_length: m.snap_length.map_or(0, i64::from),
-                    copy_point: m.copy_point,
-                    user_ports: m.user_ports.iter().map(|&p| port_name(p)).collect(),
-                    prefixes: nets(&m.prefixes),
-                    protocols: m.protocols.iter().map(|&p| i64::from(p)).collect(),
-                    l4_ports: ranges(&m.l4_ports),
-                    direction: m.direction,
-                })
+                .map(|m| raw_mirror_session(c, m))
                 .collect(),
             endpoints: c.endpoints.iter().map(|e| raw_endpoint(c, e)).collect(),
         }
+    }
+}
+
+fn raw_mirror_session(c: &Config, m: &MirrorSession) -> RawMirrorSession {
+    let port_name = |i: usize| c.ports[i].name.clone();
+    RawMirrorSession {
+        name: m.name.clone(),
+        target_group: c.target_groups[m.target_group].name.clone(),
+        format: m.format,
+        vni: i64::from(m.vni),
+        sample_one_in: i64::from(m.sample_one_in),
+        snap_length: m.snap_length.map_or(0, i64::from),
+        copy_point: m.copy_point,
+        user_ports: m.user_ports.iter().map(|&p| port_name(p)).collect(),
+        prefixes: nets(&m.prefixes),
+        protocols: m.protocols.iter().map(|&p| i64::from(p)).collect(),
+        l4_ports: ranges(&m.l4_ports),
+        direction: m.direction,
+    }
+}
+
+impl Config {
+    /// Mirror session `index` as the file (and the API's bodies) write it, every default
+    /// filled in (`None`: no such session).
+    pub fn mirror_session_spec(&self, index: usize) -> Option<RawMirrorSession> {
+        Some(raw_mirror_session(self, self.mirror_sessions.get(index)?))
+    }
+
+    /// Endpoint `index` (with its routes and rules) as the file and the API's bodies write
+    /// it, every default filled in (`None`: no such endpoint).
+    pub fn endpoint_spec(&self, index: usize) -> Option<RawEndpoint> {
+        Some(raw_endpoint(self, self.endpoints.get(index)?))
     }
 }
 

@@ -26,15 +26,17 @@ use crate::config::{
 use crate::control::config_reader::{ConfigReader, ReadResult, ReaderGone, Reloads};
 use crate::control::registry::{Changes, Registry, SlotState};
 use crate::control::{
-    Command, ControlError, ControlResult, DrainAction, DrainReport, FlowInfo, FlowPage, FlowQuery,
-    HealthCheckInfo, HealthCheckPatch, Now, ReloadReport, StatsReport, TargetGroupInfo, TargetInfo,
-    TargetSpec, TargetState, WorkerReport,
+    Change, Command, ControlError, ControlResult, DrainAction, DrainReport, EndpointReport,
+    EndpointSpec, FlowInfo, FlowPage, FlowQuery, HealthCheckInfo, HealthCheckPatch,
+    MirrorSessionReport, MirrorSessionSpec, Now, ReloadReport, RulesChange, StatsReport,
+    TargetGroupInfo, TargetInfo, TargetSpec, TargetState, WorkerReport,
 };
 use crate::flow_dump::{FlowDumpReply, FlowDumpRequest, FlowFilter, FlowRecord};
 use crate::flow_table::DumpCursor;
 use crate::health::{HealthChecker, HealthEvent, HealthState, ProbeTarget, TargetHealth};
+use crate::mirror::MirrorCounter;
 use crate::parse::IpAddrBytes;
-use crate::pipeline::MAX_APPLIANCES;
+use crate::pipeline::{MAX_APPLIANCES, MAX_MIRROR_SESSIONS};
 use crate::routing::speaker::{Speaker, SpeakerError};
 use crate::routing::{self, ServeState, Withdrawn};
 use crate::snapshot::{LiveState, Snapshot};
@@ -102,6 +104,15 @@ pub struct ControlLoop {
     settling: bool,
     /// When `gwlb drain` started (`None`: not draining).
     draining_since: Option<Instant>,
+    /// Per mirror counter slot, what its counters held when it was given to its session
+    /// (reported: the counters less this).
+    mirror_base: [[u64; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
+    /// Per rule index of the published snapshot, what its counters held when the rule now
+    /// there got it, and what that rule (by endpoint and rule name) had counted before: a
+    /// rule's counters follow its name when a change moves it to another index.
+    rule_base: Vec<[u64; 3]>,
+    /// See `rule_base`.
+    rule_carry: Vec<[u64; 3]>,
 }
 
 /// Why the control loop could not start.
@@ -221,6 +232,7 @@ impl ControlLoop {
         let registry = Registry::new(&setup.cfg, MAX_APPLIANCES)?;
         let mut live = LiveState::default();
         live.zones.assign(&setup.cfg);
+        live.mirror_slots.assign(&setup.cfg.mirror_sessions);
         let snap = Snapshot::build_with(&setup.cfg, &setup.macs, &registry, &live, 1)?;
         for a in &snap.appliances {
             if a.template.is_none() {
@@ -262,6 +274,9 @@ impl ControlLoop {
             beats: vec![(0, Instant::now()); setup_workers],
             settling: true,
             draining_since: None,
+            mirror_base: [[0; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
+            rule_base: Vec::new(),
+            rule_carry: Vec::new(),
         };
         ctl.log_groups_without_healthy();
         Ok(ctl)
@@ -589,8 +604,17 @@ impl ControlLoop {
         // Endpoints keep their zones across the change; new ones get new zones.
         let mut live = self.live.clone();
         live.zones.assign(&new);
+        // Mirror sessions keep their counter slots; a slot given to a new name counts from
+        // what it holds now.
+        let mirror_bases: Vec<(usize, [u64; MirrorCounter::COUNT])> = live
+            .mirror_slots
+            .assign(&new.mirror_sessions)
+            .into_iter()
+            .map(|s| (usize::from(s), self.mirror_sums(usize::from(s))))
+            .collect();
         let snap = Snapshot::build_with(&new, &self.macs, &registry, &live, self.generation + 1)
             .map_err(|e| ControlError::invalid("target_groups", e.to_string()))?;
+        let (rule_base, rule_carry) = self.rule_counters_for(&snap);
         self.checker
             .update_targets(probe_targets(&new, &registry))
             .map_err(|e| ControlError::Unavailable {
@@ -598,6 +622,13 @@ impl ControlLoop {
             })?;
         self.cfg = new;
         self.live = live;
+        self.rule_base = rule_base;
+        self.rule_carry = rule_carry;
+        for (slot, base) in mirror_bases {
+            if let Some(b) = self.mirror_base.get_mut(slot) {
+                *b = base;
+            }
+        }
         self.registry = registry;
         self.generation += 1;
         self.snapshot.store(Arc::new(snap));
@@ -746,6 +777,39 @@ impl ControlLoop {
             Command::Reload(reply) => self.request_reload(Some(reply)),
             Command::Drain(action, reply) => {
                 let _ = reply.send(Ok(self.drain(action)));
+            }
+            Command::CreateMirror { spec, reply } => {
+                let _ = reply.send(self.create_mirror(spec));
+            }
+            Command::ChangeMirror {
+                name,
+                change,
+                reply,
+            } => {
+                let _ = reply.send(self.change_mirror(&name, change));
+            }
+            Command::DeleteMirror { name, reply } => {
+                let _ = reply.send(self.delete_mirror(&name));
+            }
+            Command::CreateEndpoint { spec, reply } => {
+                let _ = reply.send(self.create_endpoint(spec));
+            }
+            Command::ChangeEndpoint {
+                name,
+                change,
+                reply,
+            } => {
+                let _ = reply.send(self.change_endpoint(&name, change));
+            }
+            Command::ChangeRules {
+                name,
+                change,
+                reply,
+            } => {
+                let _ = reply.send(self.change_rules(&name, change));
+            }
+            Command::DeleteEndpoint { name, reply } => {
+                let _ = reply.send(self.delete_endpoint(&name));
             }
         }
     }
@@ -1037,16 +1101,12 @@ impl ControlLoop {
     }
 
     /// Each endpoint with its rules' counters summed over the workers (rule indices as the
-    /// current snapshot has them: see `crate::policy`).
+    /// current snapshot has them, see `crate::policy`; each rule's carried across changes by
+    /// its name, see [`ControlLoop::rule_counters_for`]).
     fn endpoint_reports(&self) -> Vec<crate::control::EndpointReport> {
         use crate::policy::Action;
         let snap = self.snapshot.load();
-        let sum = |i: usize, c: usize| -> u64 {
-            self.stats
-                .iter()
-                .map(|w| w.rules.get(i).map_or(0, |r| r[c].load(Relaxed)))
-                .sum()
-        };
+        let sum = |i: usize, c: usize| -> u64 { self.rule_value(i)[c] };
         snap.endpoints
             .iter()
             .map(|ep| {
@@ -1075,44 +1135,296 @@ impl ControlLoop {
                     bytes: rules.iter().map(|r| r.bytes).sum(),
                     flows: rules.iter().map(|r| r.flows).sum(),
                     rules,
+                    settings: self
+                        .cfg
+                        .endpoints
+                        .iter()
+                        .position(|e| e.name == ep.name)
+                        .and_then(|i| self.cfg.endpoint_spec(i)),
                 }
             })
             .collect()
     }
 
-    /// Each mirror session with its counters summed over the workers.
-    fn mirror_reports(&self) -> Vec<crate::control::MirrorSessionReport> {
+    /// Rule index `i`'s counters (packets, bytes, flows), summed over the workers since start.
+    fn rule_sums(&self, i: usize) -> [u64; 3] {
+        std::array::from_fn(|c| {
+            self.stats
+                .iter()
+                .map(|w| w.rules.get(i).map_or(0, |r| r[c].load(Relaxed)))
+                .sum()
+        })
+    }
+
+    /// What the rule at index `i` of the published snapshot has counted, by its name.
+    fn rule_value(&self, i: usize) -> [u64; 3] {
+        let now = self.rule_sums(i);
+        let base = self.rule_base.get(i).copied().unwrap_or_default();
+        let carry = self.rule_carry.get(i).copied().unwrap_or_default();
+        std::array::from_fn(|c| carry[c] + now[c].saturating_sub(base[c]))
+    }
+
+    /// The bases and carries of `new`'s rule indices (see `rule_base`): each rule of `new`
+    /// carries what the rule of the same endpoint and name has counted so far (0 for a new
+    /// one) and counts on from what its index holds now.
+    fn rule_counters_for(&self, new: &Snapshot) -> (Vec<[u64; 3]>, Vec<[u64; 3]>) {
+        let old = self.snapshot.load();
+        let mut by_name: std::collections::HashMap<(&str, &str), [u64; 3]> =
+            std::collections::HashMap::new();
+        for ep in &old.endpoints {
+            for i in ep.rules.clone().map(usize::from) {
+                if let Some(r) = old.rules.get(i) {
+                    by_name.insert((ep.name.as_str(), r.name.as_str()), self.rule_value(i));
+                }
+            }
+        }
+        let base: Vec<[u64; 3]> = (0..new.rules.len()).map(|i| self.rule_sums(i)).collect();
+        let mut carry = vec![[0; 3]; new.rules.len()];
+        for ep in &new.endpoints {
+            for i in ep.rules.clone().map(usize::from) {
+                if let (Some(r), Some(c)) = (new.rules.get(i), carry.get_mut(i)) {
+                    *c = by_name
+                        .get(&(ep.name.as_str(), r.name.as_str()))
+                        .copied()
+                        .unwrap_or_default();
+                }
+            }
+        }
+        (base, carry)
+    }
+
+    fn endpoint_index(&self, name: &str) -> ControlResult<usize> {
+        self.cfg
+            .endpoints
+            .iter()
+            .position(|e| e.name == name)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("endpoint {name:?}"),
+            })
+    }
+
+    fn endpoint_report(&self, name: &str) -> ControlResult<EndpointReport> {
+        self.endpoint_reports()
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("endpoint {name:?}"),
+            })
+    }
+
+    fn create_endpoint(&mut self, spec: EndpointSpec) -> ControlResult<EndpointReport> {
+        let name = spec.name().to_owned();
+        if self.endpoint_index(&name).is_ok() {
+            return Err(ControlError::Conflict {
+                message: format!("endpoint {name:?} exists"),
+            });
+        }
+        let i = self.cfg.endpoints.len();
+        let new = self.edited(&format!("endpoints[{i}]."), |e| {
+            e.add_endpoint(spec);
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(endpoint = %name, "endpoint created");
+        self.endpoint_report(&name)
+    }
+
+    fn change_endpoint(
+        &mut self,
+        name: &str,
+        change: Change<EndpointSpec>,
+    ) -> ControlResult<EndpointReport> {
+        let i = self.endpoint_index(name)?;
+        let renamed = match &change {
+            Change::Replace(spec) => spec.name() != name,
+            Change::Patch(p) => p.get("name").is_some_and(|n| n.as_str() != Some(name)),
+        };
+        if renamed {
+            return Err(ControlError::invalid(
+                "name",
+                format!("the endpoint is {name:?}: an endpoint keeps its name (its zone and flows go with it)"),
+            ));
+        }
+        let new = self.edited(&format!("endpoints[{i}]."), |e| match change {
+            Change::Replace(spec) => {
+                e.set_endpoint(i, spec);
+                Ok(())
+            }
+            Change::Patch(p) => e.patch_endpoint(i, &p).map(|_| ()),
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(endpoint = %name, "endpoint changed");
+        self.endpoint_report(name)
+    }
+
+    fn change_rules(&mut self, name: &str, change: RulesChange) -> ControlResult<EndpointReport> {
+        let i = self.endpoint_index(name)?;
+        let rules = &self.cfg.endpoints[i].rules;
+        let new = match change {
+            RulesChange::Replace(list) => self.edited(&format!("endpoints[{i}]."), |e| {
+                e.set_rules(i, list);
+                Ok(())
+            })?,
+            RulesChange::Append(rule) => {
+                if rules.iter().any(|r| r.name == rule.name()) {
+                    return Err(ControlError::Conflict {
+                        message: format!("endpoint {name:?} has a rule {:?}", rule.name()),
+                    });
+                }
+                let j = rules.len();
+                self.edited(&format!("endpoints[{i}].rules[{j}]."), |e| {
+                    e.add_rule(i, rule);
+                    Ok(())
+                })?
+            }
+            RulesChange::Remove(rule) => {
+                let j = rules.iter().position(|r| r.name == rule).ok_or_else(|| {
+                    ControlError::NotFound {
+                        what: format!("rule {rule:?} of endpoint {name:?}"),
+                    }
+                })?;
+                self.edited(&format!("endpoints[{i}]."), |e| {
+                    e.remove_rule(i, j);
+                    Ok(())
+                })?
+            }
+        };
+        self.apply(new, "api")?;
+        tracing::info!(endpoint = %name, "steering rules changed");
+        self.endpoint_report(name)
+    }
+
+    fn delete_endpoint(&mut self, name: &str) -> ControlResult<EndpointReport> {
+        let i = self.endpoint_index(name)?;
+        let last = self.endpoint_report(name)?;
+        let new = self.edited("", |e| {
+            e.remove_endpoint(i);
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(endpoint = %name, "endpoint removed");
+        Ok(last)
+    }
+
+    /// Mirror counter slot `slot`'s counters, summed over the workers (since start).
+    fn mirror_sums(&self, slot: usize) -> [u64; MirrorCounter::COUNT] {
+        std::array::from_fn(|c| {
+            self.stats
+                .iter()
+                .map(|w| w.mirror.get(slot).map_or(0, |s| s[c].load(Relaxed)))
+                .sum()
+        })
+    }
+
+    /// Each mirror session with its counters summed over the workers (from its own slot, less
+    /// what the slot held when the session got it).
+    fn mirror_reports(&self) -> Vec<MirrorSessionReport> {
+        (0..self.cfg.mirror_sessions.len())
+            .filter_map(|i| self.mirror_report(i))
+            .collect()
+    }
+
+    fn mirror_report(&self, i: usize) -> Option<MirrorSessionReport> {
         use crate::mirror::MirrorCounter as C;
+        let m = self.cfg.mirror_sessions.get(i)?;
+        let slot = self.live.mirror_slots.slot(&m.name).map_or(i, usize::from);
+        let now = self.mirror_sums(slot);
+        let base = self.mirror_base.get(slot).copied().unwrap_or_default();
+        let sum = |c: C| now[c as usize].saturating_sub(base[c as usize]);
+        Some(MirrorSessionReport {
+            name: m.name.clone(),
+            target_group: self
+                .cfg
+                .target_groups
+                .get(m.target_group)
+                .map_or_else(String::new, |g| g.name.clone()),
+            format: m.format.as_str().into(),
+            vni: m.vni,
+            copy_point: m.copy_point.as_str().into(),
+            sample_one_in: m.sample_one_in,
+            snap_length: m.snap_length,
+            packets: sum(C::Packets),
+            bytes: sum(C::Bytes),
+            no_sensor: sum(C::NoSensor),
+            no_buffer: sum(C::NoBuffer),
+            settings: self.cfg.mirror_session_spec(i),
+        })
+    }
+
+    fn mirror_index(&self, name: &str) -> ControlResult<usize> {
         self.cfg
             .mirror_sessions
             .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let sum = |c: C| -> u64 {
-                    self.stats
-                        .iter()
-                        .map(|w| w.mirror.get(i).map_or(0, |s| s[c as usize].load(Relaxed)))
-                        .sum()
-                };
-                crate::control::MirrorSessionReport {
-                    name: m.name.clone(),
-                    target_group: self
-                        .cfg
-                        .target_groups
-                        .get(m.target_group)
-                        .map_or_else(String::new, |g| g.name.clone()),
-                    format: m.format.as_str().into(),
-                    vni: m.vni,
-                    copy_point: m.copy_point.as_str().into(),
-                    sample_one_in: m.sample_one_in,
-                    snap_length: m.snap_length,
-                    packets: sum(C::Packets),
-                    bytes: sum(C::Bytes),
-                    no_sensor: sum(C::NoSensor),
-                    no_buffer: sum(C::NoBuffer),
-                }
+            .position(|m| m.name == name)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("mirror session {name:?}"),
             })
-            .collect()
+    }
+
+    fn create_mirror(&mut self, spec: MirrorSessionSpec) -> ControlResult<MirrorSessionReport> {
+        let name = spec.name().to_owned();
+        if self.mirror_index(&name).is_ok() {
+            return Err(ControlError::Conflict {
+                message: format!("mirror session {name:?} exists"),
+            });
+        }
+        let i = self.cfg.mirror_sessions.len();
+        let new = self.edited(&format!("mirror_sessions[{i}]."), |e| {
+            e.add_mirror_session(spec);
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(session = %name, "mirror session created");
+        self.mirror_index(&name)
+            .ok()
+            .and_then(|i| self.mirror_report(i))
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("mirror session {name:?}"),
+            })
+    }
+
+    fn change_mirror(
+        &mut self,
+        name: &str,
+        change: Change<MirrorSessionSpec>,
+    ) -> ControlResult<MirrorSessionReport> {
+        let i = self.mirror_index(name)?;
+        let renamed = match &change {
+            Change::Replace(spec) => spec.name() != name,
+            Change::Patch(p) => p.get("name").is_some_and(|n| n.as_str() != Some(name)),
+        };
+        if renamed {
+            return Err(ControlError::invalid(
+                "name",
+                format!("the session is {name:?}: a session keeps its name (delete it and create the new one)"),
+            ));
+        }
+        let new = self.edited(&format!("mirror_sessions[{i}]."), |e| match change {
+            Change::Replace(spec) => {
+                e.set_mirror_session(i, spec);
+                Ok(())
+            }
+            Change::Patch(p) => e.patch_mirror_session(i, &p).map(|_| ()),
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(session = %name, "mirror session changed");
+        self.mirror_report(i).ok_or_else(|| ControlError::NotFound {
+            what: format!("mirror session {name:?}"),
+        })
+    }
+
+    fn delete_mirror(&mut self, name: &str) -> ControlResult<MirrorSessionReport> {
+        let i = self.mirror_index(name)?;
+        let last = self.mirror_report(i);
+        let new = self.edited("", |e| {
+            e.remove_mirror_session(i);
+            Ok(())
+        })?;
+        self.apply(new, "api")?;
+        tracing::info!(session = %name, "mirror session removed");
+        last.ok_or_else(|| ControlError::NotFound {
+            what: format!("mirror session {name:?}"),
+        })
     }
 
     /// A page of flows, worker by worker. Cursor: `WORKER.SLOT`.
@@ -1324,6 +1636,12 @@ fn changed_settings(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.dataplane.stats_interval != new.dataplane.stats_interval {
         out.push("dataplane.stats_interval".into());
+    }
+    if old.mirror_sessions != new.mirror_sessions {
+        out.push("mirror_sessions".into());
+    }
+    if old.endpoints != new.endpoints {
+        out.push("endpoints".into());
     }
     for (i, (g, h)) in old.target_groups.iter().zip(&new.target_groups).enumerate() {
         let mut a = g.clone();

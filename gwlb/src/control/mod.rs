@@ -229,6 +229,35 @@ pub struct HealthCheckInfo {
 /// A change to a target group's health check (defined with the typed configuration edits).
 pub use crate::config::HealthCheckPatch;
 
+/// A mirror session in the file's shape (`[[mirror_sessions]]`): the body of the API's
+/// mirror-session changes.
+pub use crate::config::MirrorSessionSpec;
+
+/// An endpoint in the file's shape (`[[endpoints]]`, with its routes and rules), and one of
+/// its rules (`[[endpoints.rules]]`): the bodies of the API's endpoint changes.
+pub use crate::config::{EndpointSpec, RuleSpec};
+
+/// A change to an endpoint's rules.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RulesChange {
+    /// The new ordered list.
+    Replace(Vec<RuleSpec>),
+    /// One more rule, after the others.
+    Append(RuleSpec),
+    /// Removes the rule with this name.
+    Remove(String),
+}
+
+/// A change to a named part of the configuration (a mirror session, an endpoint).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change<T> {
+    /// Its whole new value (`PUT`): fields left out take the file's defaults.
+    Replace(T),
+    /// The fields to set (`PATCH`), a JSON object in the file's shape; the others keep their
+    /// value.
+    Patch(serde_json::Map<String, serde_json::Value>),
+}
+
 /// One target group with its targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetGroupInfo {
@@ -438,6 +467,10 @@ pub struct EndpointReport {
     pub flows: u64,
     /// Its rules in order, then its default action (`"default"`).
     pub rules: Vec<RuleReport>,
+    /// The endpoint as the file writes it, every default filled in: what `PUT
+    /// /v1/endpoints/{name}` takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<EndpointSpec>,
 }
 
 /// A steering rule and the user traffic it decided ([`EndpointReport::rules`]).
@@ -482,6 +515,10 @@ pub struct MirrorSessionReport {
     pub no_sensor: u64,
     /// Copies not sent: no buffer.
     pub no_buffer: u64,
+    /// The session as the file writes it, every default filled in: what `PUT
+    /// /v1/mirror-sessions/{name}` takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<MirrorSessionSpec>,
 }
 
 /// What `gwlb drain` asks.
@@ -639,6 +676,61 @@ pub enum Command {
     Reload(Reply<ReloadReport>),
     /// Starts, stops or reports a drain of this node.
     Drain(DrainAction, Reply<DrainReport>),
+    /// Adds a mirror session (after the others).
+    CreateMirror {
+        /// The session.
+        spec: MirrorSessionSpec,
+        /// Reply: the session as created.
+        reply: Reply<MirrorSessionReport>,
+    },
+    /// Changes a mirror session in place (its counters go on).
+    ChangeMirror {
+        /// Its name (a session keeps it).
+        name: String,
+        /// The change.
+        change: Change<MirrorSessionSpec>,
+        /// Reply: the session as changed.
+        reply: Reply<MirrorSessionReport>,
+    },
+    /// Adds an endpoint (after the others).
+    CreateEndpoint {
+        /// The endpoint.
+        spec: EndpointSpec,
+        /// Reply: the endpoint as created.
+        reply: Reply<EndpointReport>,
+    },
+    /// Changes an endpoint in place (its zone, flows and counters go on).
+    ChangeEndpoint {
+        /// Its name (an endpoint keeps it).
+        name: String,
+        /// The change.
+        change: Change<EndpointSpec>,
+        /// Reply: the endpoint as changed.
+        reply: Reply<EndpointReport>,
+    },
+    /// Changes an endpoint's rules.
+    ChangeRules {
+        /// The endpoint's name.
+        name: String,
+        /// The change.
+        change: RulesChange,
+        /// Reply: the endpoint as changed.
+        reply: Reply<EndpointReport>,
+    },
+    /// Removes an endpoint.
+    DeleteEndpoint {
+        /// Its name.
+        name: String,
+        /// Reply: the endpoint as it was, with its last counters.
+        reply: Reply<EndpointReport>,
+    },
+    /// Removes a mirror session.
+    DeleteMirror {
+        /// Its name.
+        name: String,
+        /// Reply: the session as it was, with its last counters.
+        reply: Reply<MirrorSessionReport>,
+    },
 }
 
 /// The sending side of the control loop's command channel. Cheap to clone.
@@ -731,6 +823,67 @@ impl ControlHandle {
     /// See [`Command::Reload`].
     pub fn reload(&self) -> ControlResult<ReloadReport> {
         self.request(Command::Reload)
+    }
+
+    /// See [`Command::CreateMirror`].
+    pub fn create_mirror(&self, spec: MirrorSessionSpec) -> ControlResult<MirrorSessionReport> {
+        self.request(|reply| Command::CreateMirror { spec, reply })
+    }
+
+    /// See [`Command::ChangeMirror`].
+    pub fn change_mirror(
+        &self,
+        name: &str,
+        change: Change<MirrorSessionSpec>,
+    ) -> ControlResult<MirrorSessionReport> {
+        self.request(|reply| Command::ChangeMirror {
+            name: name.to_owned(),
+            change,
+            reply,
+        })
+    }
+
+    /// See [`Command::DeleteMirror`].
+    pub fn delete_mirror(&self, name: &str) -> ControlResult<MirrorSessionReport> {
+        self.request(|reply| Command::DeleteMirror {
+            name: name.to_owned(),
+            reply,
+        })
+    }
+
+    /// See [`Command::CreateEndpoint`].
+    pub fn create_endpoint(&self, spec: EndpointSpec) -> ControlResult<EndpointReport> {
+        self.request(|reply| Command::CreateEndpoint { spec, reply })
+    }
+
+    /// See [`Command::ChangeEndpoint`].
+    pub fn change_endpoint(
+        &self,
+        name: &str,
+        change: Change<EndpointSpec>,
+    ) -> ControlResult<EndpointReport> {
+        self.request(|reply| Command::ChangeEndpoint {
+            name: name.to_owned(),
+            change,
+            reply,
+        })
+    }
+
+    /// See [`Command::ChangeRules`].
+    pub fn change_rules(&self, name: &str, change: RulesChange) -> ControlResult<EndpointReport> {
+        self.request(|reply| Command::ChangeRules {
+            name: name.to_owned(),
+            change,
+            reply,
+        })
+    }
+
+    /// See [`Command::DeleteEndpoint`].
+    pub fn delete_endpoint(&self, name: &str) -> ControlResult<EndpointReport> {
+        self.request(|reply| Command::DeleteEndpoint {
+            name: name.to_owned(),
+            reply,
+        })
     }
 
     /// See [`Command::Drain`].

@@ -99,6 +99,13 @@ mac = "02:00:00:00:02:21"
 
 const PORT_MACS: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 0xa1], [2, 0, 0, 0, 0, 0x01]];
 
+/// Frames for a worker to process now (mirror copies before inspection taken, as the data
+/// path takes them), answered once its counters are published.
+struct Traffic {
+    frames: Vec<Vec<u8>>,
+    done: Sender<()>,
+}
+
 /// What the rig's control-loop thread can be asked besides [`gwlb::control::Command`]s.
 enum RigOp {
     /// A health result, as the checker (or a data-path probe) reports one.
@@ -114,6 +121,7 @@ pub struct Gateway {
     /// The loop's clock.
     pub clock: ManualClock,
     ops: Sender<RigOp>,
+    traffic: Vec<Sender<Traffic>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     dir: PathBuf,
@@ -121,7 +129,7 @@ pub struct Gateway {
 
 /// The SYN that opens flow `i`: TCP to port 80 or 443, from 10.1.x.y or (every fifth)
 /// from fd00:1::i to fd00:9::1.
-fn flow_packet(i: usize) -> Vec<u8> {
+pub fn flow_packet(i: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let dport = if i.is_multiple_of(2) { 80 } else { 443 };
     let b = PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], PORT_MACS[0]);
@@ -200,7 +208,11 @@ impl Gateway {
         let mut threads = Vec::new();
         // Workers: flow i goes to worker i % WORKERS.
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(WORKERS);
-        for (w, (dumps, stats)) in dump_rx.into_iter().zip(stats).enumerate() {
+        let (traffic, traffic_rx): (Vec<Sender<Traffic>>, Vec<Receiver<Traffic>>) =
+            (0..WORKERS).map(|_| crossbeam_channel::unbounded()).unzip();
+        for (w, ((dumps, stats), traffic_rx)) in
+            dump_rx.into_iter().zip(stats).zip(traffic_rx).enumerate()
+        {
             let snapshot = Arc::clone(&snapshot);
             let stop = Arc::clone(&stop);
             let clock = clock.clone();
@@ -246,8 +258,29 @@ impl Gateway {
                 publish(&pipe, &io);
                 let _ = ready.send(());
                 while !stop.load(Relaxed) {
-                    if let Ok(req) = dumps.recv_timeout(Duration::from_millis(20)) {
-                        flow_dump::serve(&pipe, req, clock.now());
+                    crossbeam_channel::select! {
+                        recv(dumps) -> req => if let Ok(req) = req {
+                            flow_dump::serve(&pipe, req, clock.now());
+                        },
+                        recv(traffic_rx) -> t => if let Ok(t) = t {
+                            let snap = snapshot.load();
+                            let mut bufs: Vec<VecBuf> =
+                                t.frames.iter().map(|f| VecBuf::new(f)).collect();
+                            if snap.mirror_before {
+                                pipe.mirror_before(&snap, &bufs, 0, &mut |_, _| true);
+                            }
+                            for b in &mut bufs {
+                                io.rx += 1;
+                                if let gwlb::pipeline::Verdict::Tx(_) =
+                                    pipe.process(&snap, b, 0, clock.now())
+                                {
+                                    io.tx += 1;
+                                }
+                            }
+                            publish(&pipe, &io);
+                            let _ = t.done.send(());
+                        },
+                        default(Duration::from_millis(20)) => {}
                     }
                 }
             }));
@@ -278,10 +311,23 @@ impl Gateway {
             config_path,
             clock,
             ops,
+            traffic,
             stop,
             threads,
             dir,
         }
+    }
+
+    /// Has worker `worker` process `frames` now, on the published snapshot (copying for the
+    /// mirror sessions first, as the data path does), and waits until it has published its
+    /// counters.
+    pub fn send(&self, worker: usize, frames: Vec<Vec<u8>>) {
+        let (done, rx) = crossbeam_channel::bounded(1);
+        self.traffic[worker]
+            .send(Traffic { frames, done })
+            .expect("rig worker gone");
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("rig worker did not process the frames");
     }
 
     /// Reports a health result for `addr` (slot `slot`) of `group` to the control loop.
