@@ -653,6 +653,7 @@ impl Pipeline {
                     key,
                     hash: h,
                     zone,
+                    rule: position,
                     cookie,
                     class,
                 };
@@ -1051,6 +1052,7 @@ impl Pipeline {
             key: r.key,
             hash: r.hash,
             zone: r.zone,
+            rule: base.rule,
             cookie: base.cookie,
             class: base.class,
         };
@@ -1130,6 +1132,7 @@ impl Pipeline {
             .pick((at.hash >> 32) as u32)?;
         let mut entry = FlowEntry::new(at.class, s, group, at.cookie);
         entry.generation = snap.appliances[usize::from(s)].generation;
+        entry.rule = at.rule;
         if self.flows.insert(key, hash, entry, now).is_ok() {
             self.counters.appliance_flows[usize::from(s)] += 1;
         }
@@ -1659,6 +1662,9 @@ struct ChainAt {
     key: FlowKey,
     hash: u64,
     zone: u16,
+    /// The chain rule's position in its endpoint (stage entries keep it too, for `gwlb
+    /// flows`).
+    rule: u16,
     cookie: u32,
     class: ProtoClass,
 }
