@@ -51,5 +51,8 @@ APP_MTU=1600 scripts/e2e.sh
 step "end-to-end suite, two nodes behind an ECMP router (BGP, BFD)"
 scripts/e2e-cluster.sh
 
+step "end-to-end suite, two tenants with the same addresses on VLANs, steering rules (issue 16)"
+scripts/e2e-tenants.sh
+
 step "Debian package: build, install, the unit's commands, remove, purge"
 scripts/e2e-package.sh

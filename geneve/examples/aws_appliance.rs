@@ -58,12 +58,12 @@
 //!
 //! With `--flow-log PATH` the flow table is written to PATH every second, at once on SIGUSR1,
 //! and on exit (to `PATH.tmp`, then renamed, so a reader never sees half a file). One line per
-//! inner flow, sorted, fields separated by one space:
+//! inner flow of an endpoint, sorted, fields separated by one space:
 //!
 //! ```text
-//! proto src:port dst:port packets_in packets_returned blocked
-//! tcp 192.168.1.10:40001 172.16.0.20:80 2 2 0
-//! udp [2001:db8::1]:5353 [2001:db8::2]:53 1 1 0
+//! proto src:port dst:port packets_in packets_returned blocked endpoint_id
+//! tcp 192.168.1.10:40001 172.16.0.20:80 2 2 0 0x0badc0ffee000001
+//! udp [2001:db8::1]:5353 [2001:db8::2]:53 1 1 0 0x0badc0ffee000001
 //! ```
 //!
 //! * `proto`: `tcp`, `udp`, `icmp`, `icmpv6`, `sctp`, or the decimal IP protocol number;
@@ -72,7 +72,11 @@
 //!   non-first fragments;
 //! * `packets_in`: valid Geneve packets received for the flow; `packets_returned`: sent back;
 //!   `blocked`: dropped by a `--block-tcp-port` rule. `packets_in - packets_returned - blocked`
-//!   is the number of replies the raw socket refused.
+//!   is the number of replies the raw socket refused;
+//! * `endpoint_id`: the AWS endpoint id (option type 1) of the flow's packets, in hexadecimal.
+//!   Flows are kept per endpoint, as `gwlbtun` keeps one tunnel interface per endpoint: two
+//!   consumers of the service may use the same addresses, and the same 5-tuple of two
+//!   endpoints is two flows.
 //!
 //! The table never expires entries: this is a test tool. A real appliance ages flows out (AWS
 //! uses 350 s for TCP and 120 s for other protocols).
@@ -294,6 +298,8 @@ impl Tuple {
 /// One entry of the flow table.
 #[derive(Debug)]
 struct Flow {
+    /// The AWS endpoint id (option type 1) of the flow's packets.
+    endpoint_id: u64,
     /// The direction the flow was first seen in (what the flow log prints).
     first: Tuple,
     packets_in: u64,
@@ -311,7 +317,8 @@ struct Appliance {
     ttl: u8,
     blocked_ports: Vec<u16>,
     tx: Socket,
-    flows: HashMap<(u8, SocketAddr, SocketAddr), Flow>,
+    /// Keyed by endpoint id and the symmetric 5-tuple.
+    flows: HashMap<(u64, (u8, SocketAddr, SocketAddr)), Flow>,
     counters: Counters,
     /// IPv4 identification of returned packets (DF is clear, so make it vary).
     next_ident: u16,
@@ -324,7 +331,7 @@ impl Appliance {
     fn handle(&mut self, datagram: &[u8], lb: SocketAddrV4) {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += datagram.len() as u64;
-        let (header_len, tuple) = match classify(datagram) {
+        let (header_len, endpoint_id, tuple) = match classify(datagram) {
             Ok(found) => found,
             Err(reason) => return self.counters.count_drop(reason),
         };
@@ -336,8 +343,9 @@ impl Appliance {
 
         let flow = self
             .flows
-            .entry(tuple.symmetric_key())
+            .entry((endpoint_id, tuple.symmetric_key()))
             .or_insert_with(|| Flow {
+                endpoint_id,
                 first: tuple,
                 packets_in: 0,
                 packets_returned: 0,
@@ -382,20 +390,21 @@ impl Appliance {
     /// The flow log text (format in the module documentation).
     fn flow_log(&self) -> String {
         let mut flows: Vec<&Flow> = self.flows.values().collect();
-        flows.sort_by_key(|f| (f.first.proto, f.first.src, f.first.dst));
+        flows.sort_by_key(|f| (f.first.proto, f.first.src, f.first.dst, f.endpoint_id));
         let mut text = String::new();
         for f in flows {
             let t = &f.first;
             // Writing to a String cannot fail.
             let _ = writeln!(
                 text,
-                "{} {} {} {} {} {}",
+                "{} {} {} {} {} {} {:#018x}",
                 proto_name(t.proto),
                 t.src,
                 t.dst,
                 f.packets_in,
                 f.packets_returned,
-                f.blocked
+                f.blocked,
+                f.endpoint_id
             );
         }
         text
@@ -404,8 +413,8 @@ impl Appliance {
 
 /// Validates a received datagram as AWS Geneve and finds its inner flow.
 ///
-/// Returns the Geneve header length (with options) and the inner 5-tuple.
-fn classify(datagram: &[u8]) -> Result<(usize, Tuple), DropReason> {
+/// Returns the Geneve header length (with options), the endpoint id and the inner 5-tuple.
+fn classify(datagram: &[u8]) -> Result<(usize, u64, Tuple), DropReason> {
     let header = parse_aws_header(datagram).map_err(|e| match e {
         GeneveError::BadVersion => DropReason::BadVersion,
         _ => DropReason::Malformed,
@@ -415,9 +424,9 @@ fn classify(datagram: &[u8]) -> Result<(usize, Tuple), DropReason> {
     }
     // `complete` requires class 0x0108 with types 1, 2, 3 (whole type byte, so a critical-bit
     // type does not count) and data lengths 8, 8, 4, in any order.
-    if header.options.complete().is_none() {
+    let Some(aws) = header.options.complete() else {
         return Err(DropReason::MissingOptions);
-    }
+    };
     if header.options.unknown_critical {
         return Err(DropReason::UnknownCritical);
     }
@@ -429,7 +438,11 @@ fn classify(datagram: &[u8]) -> Result<(usize, Tuple), DropReason> {
     } else {
         inner_ipv6(inner)
     };
-    Ok((header.header_len, tuple.ok_or(DropReason::InnerMalformed)?))
+    Ok((
+        header.header_len,
+        aws.endpoint_id,
+        tuple.ok_or(DropReason::InnerMalformed)?,
+    ))
 }
 
 fn be16(b: &[u8], r: core::ops::Range<usize>) -> Option<u16> {

@@ -221,10 +221,10 @@ EOF
 # Flow log: ask for it now (SIGUSR1) and compare.
 kill -USR1 "$APP_PID"
 sleep 0.5
-expected="tcp 192.168.1.10:40001 172.16.0.20:80 2 2 0
-tcp 192.168.1.10:40002 172.16.0.20:443 1 1 0
-tcp 192.168.1.10:40003 172.16.0.20:$BLOCKED 2 0 2
-udp [2001:db8::1]:5353 [2001:db8::2]:53 1 1 0"
+expected="tcp 192.168.1.10:40001 172.16.0.20:80 2 2 0 0x0badc0ffee000001
+tcp 192.168.1.10:40002 172.16.0.20:443 1 1 0 0x0badc0ffee000001
+tcp 192.168.1.10:40003 172.16.0.20:$BLOCKED 2 0 2 0x0badc0ffee000001
+udp [2001:db8::1]:5353 [2001:db8::2]:53 1 1 0 0x0badc0ffee000001"
 if [[ "$(cat "$WORK/flows.log")" != "$expected" ]]; then
     echo "flow log:"; cat "$WORK/flows.log"; echo "expected:"; echo "$expected"
     fail "flow log"
