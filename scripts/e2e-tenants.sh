@@ -17,7 +17,9 @@
 # at the same time), through its own group's appliance, which saw only its tenant's endpoint
 # id (the aws_appliance flow log); per-endpoint counters apart; a bypass rule (tenant A, TCP
 # 8000) reaches the server and no appliance sees it; drop rules (tenant A TCP 23 silently,
-# tenant B TCP 23 with a RST) never reach the server, counted under the rule.
+# tenant B TCP 23 with a RST) never reach the server, counted under the rule; a chain
+# (tenant A, TCP 8081: fw-a then fw-b, the reply fw-b then fw-a) reaches the server, and both
+# appliances' flow logs show every packet of the connection, under tenant A's endpoint id.
 #
 #   sudo scripts/e2e-tenants.sh   (root; builds target/release/gwlb and aws_appliance unless
 #                                  GWLB_BIN/AWS_BIN name binaries; about 15 s)
@@ -50,7 +52,7 @@ GW_USER_IP=192.0.2.1 GW_USER_MAC=02:00:c0:00:02:01
 GW_APP_IP=10.97.0.1 GW_APP_MAC=02:00:0a:61:00:01 GW_APP_KIF=gwtak
 APP1_IP=10.97.0.11 APP1_MAC=02:00:0a:61:00:0b
 APP2_IP=10.97.0.12 APP2_MAC=02:00:0a:61:00:0c
-HC_PORT=8080 BYPASS_PORT=8000 DROP_PORT=23 UDP_PORT=5353
+HC_PORT=8080 BYPASS_PORT=8000 DROP_PORT=23 UDP_PORT=5353 CHAIN_PORT=8081
 
 cleanup_all() {
     local pids ns f
@@ -198,6 +200,12 @@ target_group = "fw-a"
 endpoint_id = $EID_A
 $(endpoint_routes)
 [[endpoints.rules]]
+name = "fw-then-ids"
+protocols = [6]
+destination_ports = ["$CHAIN_PORT"]
+action = "chain"
+chain = ["fw-a", "fw-b"]
+[[endpoints.rules]]
 name = "backup"
 protocols = [6]
 destination_ports = ["$BYPASS_PORT"]
@@ -253,7 +261,7 @@ for ns in "$NS_ASRV" "$NS_BSRV"; do
     ip netns exec "$ns" "$PY" "$ROOT/scripts/lib/httpd.py" "$SRV_IP" 80 "$WORK/www-$ns" 2>"$WORK/httpd-$ns.log" &
     ip netns exec "$ns" socat "UDP-LISTEN:$UDP_PORT,bind=$SRV_IP,reuseaddr,fork" \
         SYSTEM:"read l; echo \"\$l at $ns\"" >/dev/null 2>&1 &
-    for p in "$BYPASS_PORT" "$DROP_PORT"; do
+    for p in "$BYPASS_PORT" "$DROP_PORT" "$CHAIN_PORT"; do
         ip netns exec "$ns" socat "TCP-LISTEN:$p,bind=$SRV_IP,reuseaddr,fork" SYSTEM:"echo banner $p from $ns" >/dev/null 2>&1 &
     done
     ip netns exec "$ns" iptables -w -A INPUT -i eth0 -p tcp --dport "$DROP_PORT"
@@ -262,7 +270,8 @@ for ns in "$NS_ASRV" "$NS_BSRV"; do
     for _ in $(seq 50); do
         l=$(ip netns exec "$ns" ss -Hltun)
         grep -q "$SRV_IP:80 " <<<"$l" && grep -q "$SRV_IP:$UDP_PORT " <<<"$l" &&
-            grep -q "$SRV_IP:$BYPASS_PORT " <<<"$l" && grep -q "$SRV_IP:$DROP_PORT " <<<"$l" && break
+            grep -q "$SRV_IP:$BYPASS_PORT " <<<"$l" && grep -q "$SRV_IP:$DROP_PORT " <<<"$l" &&
+            grep -q "$SRV_IP:$CHAIN_PORT " <<<"$l" && break
         sleep 0.1
     done
 done
@@ -368,6 +377,28 @@ pd1=$(wdrop policy_drop) rs1=$(wstat tcp_resets)
 P1b=$(apppackets 1) P2b=$(apppackets 2)
 [ "$P1b" = "$P1" ] && [ "$P2b" = "$P2" ] && ok "drop: the appliances never saw the dropped packets" ||
     bad "drop: no appliance sees them" "fw-a $P1 -> $P1b, fw-b $P2 -> $P2b"
+
+# --- chain -------------------------------------------------------------------------------------------
+tlog "chain rule (tenant A, TCP/$CHAIN_PORT: fw-a, then fw-b)"
+r=$(ax timeout 5 socat -T3 - "TCP:$SRV_IP:$CHAIN_PORT,connect-timeout=3,sourceport=40003" </dev/null 2>&1)
+[ "$r" = "banner $CHAIN_PORT from $NS_ASRV" ] && ok "chain: tenant A's TCP/$CHAIN_PORT reaches its server through both groups ('$r')" ||
+    bad "chain: TCP/$CHAIN_PORT reaches the server" "got '$r'"
+sleep 0.3
+k_chain="tcp $CLI_IP:40003 $SRV_IP:$CHAIN_PORT"
+l1=$(appflows 1 | awk -v k="$k_chain" 'index($0, k " ") == 1') l2=$(appflows 2 | awk -v k="$k_chain" 'index($0, k " ") == 1')
+read -r _ _ _ in1 ret1 _ id1 <<<"$l1"
+read -r _ _ _ in2 ret2 _ id2 <<<"$l2"
+# The connection's packets both ways (SYN, SYN-ACK, ACKs, the banner, FINs): every one through
+# both appliances, so each saw as many as the other, and returned them all.
+[ -n "$l1" ] && [ -n "$l2" ] && [ "${in1:-0}" -ge 6 ] && [ "$in1" = "$in2" ] && [ "$ret1" = "$in1" ] && [ "$ret2" = "$in2" ] &&
+    ok "chain: both appliances saw every packet of the connection, both directions (fw-a $in1 in / $ret1 returned, fw-b $in2 / $ret2)" ||
+    bad "chain: both appliances saw the whole connection" "fw-a: '$l1'; fw-b: '$l2'"
+[ "${id1:-}" = "$(hexid "$EID_A")" ] && [ "${id2:-}" = "$(hexid "$EID_A")" ] &&
+    ok "chain: both saw it under tenant A's endpoint id $id1 (fw-b serves tenant B otherwise)" ||
+    bad "chain: tenant A's endpoint id at both stages" "fw-a '$id1', fw-b '$id2'"
+rc=$(rule tenant-a fw-then-ids flows) ch=$(ep tenant-a '.rules[] | select(.name == "fw-then-ids") | .chain | join(">")')
+[ "$rc" = 1 ] && [ "$ch" = "fw-a>fw-b" ] && ok "chain: counted under its rule (1 flow; GET /v1/endpoints shows chain $ch)" ||
+    bad "chain: counted under its rule" "flows '$rc', chain '$ch'"
 
 # --- end ---------------------------------------------------------------------------------------------
 ra=$(ax curl -s -m 5 "http://$SRV_IP/") rb=$(bx curl -s -m 5 "http://$SRV_IP/")
