@@ -428,3 +428,158 @@ fn fragments_are_not_matched_on_ports() {
     assert_eq!(v, Verdict::Tx(0));
     assert_eq!(geneve_of(&enc).0, 11, "the default group, not ids");
 }
+
+/// Tenant "c" (VLAN 400) whose web traffic a chain sends through "fw" then "ids".
+const CHAIN: &str = r#"
+[[endpoints]]
+name = "c"
+ports = ["p"]
+vlan = [400]
+target_group = "fw"
+endpoint_id = 0xc
+[[endpoints.routes]]
+prefix = "0.0.0.0/0"
+via = "10.1.255.1"
+mac = "02:00:00:00:0c:01"
+[[endpoints.rules]]
+name = "fw-then-ids"
+protocols = [6]
+destination_ports = ["80"]
+action = "chain"
+chain = ["fw", "ids"]
+"#;
+
+/// A chain: the flow's first packet, and everything in its direction, visits "fw" then
+/// "ids" (each appliance returns it to gwlb, which sends it to the next group), then goes
+/// on to its destination unchanged; the reply visits "ids" then "fw". Each stage keeps its
+/// appliance, the flow its cookie, and the tenant its ids.
+#[test]
+fn a_chain_sends_a_flow_through_each_group_in_turn_and_the_reply_back_through_them() {
+    let text = format!("{CONFIG}{CHAIN}");
+    let cfg = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    let mut pipe = Pipeline::new(4096, Default::default()).unwrap();
+    let cookie_of = |d: &[u8]| {
+        let g = geneve::Packet::new_checked(&d[42..]).unwrap();
+        geneve::AwsOptions::find(g.options()).flow_cookie.unwrap()
+    };
+    let router_c = [2, 0, 0, 0, 0xc, 1];
+    let mut cookies = Vec::new();
+    for (reverse, order) in [(false, [11u8, 12]), (true, [12, 11])] {
+        let f = user(
+            tcp(80, 0x02 | if reverse { 0x10 } else { 0 }),
+            reverse,
+            &[400],
+        );
+        let (v, mut d) = process(&snap, &mut pipe, &f);
+        for (i, want) in order.into_iter().enumerate() {
+            assert_eq!(v, Verdict::Tx(0), "reverse {reverse}, stage {i}");
+            let (appliance, _, eid, _) = geneve_of(&d);
+            assert_eq!(
+                (appliance, eid),
+                (want, 0xc),
+                "reverse {reverse}, stage {i}"
+            );
+            assert_eq!(&d[82..], ip_of(&f), "the inner packet, untouched");
+            cookies.push(cookie_of(&d));
+            // The appliance returns it (AWS style, echoing the options).
+            let (v2, next) = process(&snap, &mut pipe, &aws_echo(&d));
+            assert_eq!(v2, Verdict::Tx(0), "return of stage {i}");
+            d = next;
+        }
+        // After the last stage: to the tenant's router with its tag, unchanged.
+        assert_eq!(&d[0..6], &router_c[..], "reverse {reverse}");
+        assert_eq!(tags_of(&d).0, vec![400]);
+        assert_eq!(ip_of(&d), ip_of(&f));
+    }
+    assert!(
+        cookies.windows(2).all(|w| w[0] == w[1]),
+        "one cookie: {cookies:x?}"
+    );
+    assert_eq!(
+        pipe.counters.new_flows, 1,
+        "one flow (its later stage has an entry of its own)"
+    );
+    assert_eq!(pipe.counters.encapsulated, 4);
+    assert_eq!(pipe.counters.decapsulated, 2);
+    let (rule, _) = (0..snap.rules.len())
+        .map(|i| (i, &snap.rules[i]))
+        .find(|(_, r)| r.name == "fw-then-ids")
+        .expect("the chain rule");
+    assert_eq!(
+        pipe.counters.rules[rule][0], 2,
+        "both user packets counted under it"
+    );
+
+    // A return from the second stage's appliance ("ids") of a flow that has not reached
+    // that stage (no entry for it yet) is refused.
+    let lone = user(
+        L4::Tcp {
+            src_port: 40001,
+            dst_port: 80,
+            flags: 0x02,
+        },
+        false,
+        &[400],
+    );
+    let (_, to_fw) = process(&snap, &mut pipe, &lone);
+    assert_eq!(geneve_of(&to_fw).0, 11);
+    let mut from_ids = aws_echo(&to_fw);
+    from_ids[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x0c]);
+    from_ids[26..30].copy_from_slice(&[10, 0, 0, 12]);
+    gwlb_tests::checksum::set_ipv4_checksum(&mut from_ids[14..34]);
+    let (v, _) = process(&snap, &mut pipe, &from_ids);
+    assert_eq!(v, Verdict::Drop(DropReason::NoFlowForReturn));
+}
+
+/// A chain names 2 to 4 known groups, none twice, only as a rule's action.
+#[test]
+fn chains_are_validated_naming_the_field() {
+    let rule = |extra: &str| {
+        format!(
+            "{CONFIG}{}",
+            CHAIN.replace("chain = [\"fw\", \"ids\"]\n", extra)
+        )
+    };
+    let cases = [
+        (
+            "chain = [\"fw\", \"fw\"]\n",
+            "endpoints[2].rules[0].chain[1]",
+            "named twice",
+        ),
+        (
+            "chain = [\"fw\"]\n",
+            "endpoints[2].rules[0].chain",
+            "2 to 4",
+        ),
+        (
+            "chain = [\"fw\", \"nope\"]\n",
+            "endpoints[2].rules[0].chain[1]",
+            "nope",
+        ),
+        ("", "endpoints[2].rules[0].chain", "2 to 4"),
+    ];
+    for (extra, field, says) in cases {
+        let err = Config::from_toml_str(&rule(extra)).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{extra}: {err}");
+        assert!(err.to_string().contains(says), "{extra}: {err}");
+    }
+    let inspect_with_chain = format!(
+        "{CONFIG}{}",
+        CHAIN.replace(
+            "action = \"chain\"",
+            "action = \"inspect\"\ntarget_group = \"ids\""
+        )
+    );
+    let err = Config::from_toml_str(&inspect_with_chain).unwrap_err();
+    assert_eq!(err.field(), Some("endpoints[2].rules[0].chain"), "{err}");
+    let default_chain = format!(
+        "{CONFIG}{}",
+        CHAIN.replace(
+            "target_group = \"fw\"\nendpoint_id = 0xc",
+            "default_action = \"chain\"\nendpoint_id = 0xc"
+        )
+    );
+    let err = Config::from_toml_str(&default_chain).unwrap_err();
+    assert_eq!(err.field(), Some("endpoints[2].default_action"), "{err}");
+}

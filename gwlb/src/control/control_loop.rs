@@ -1122,6 +1122,15 @@ impl ControlLoop {
                             }
                             _ => None,
                         },
+                        chain: match r.action {
+                            Action::Chain(c) => c
+                                .groups()
+                                .iter()
+                                .filter_map(|&g| snap.groups.get(usize::from(g)))
+                                .map(|g| g.name.clone())
+                                .collect(),
+                            _ => Vec::new(),
+                        },
                         packets: sum(i, 0),
                         bytes: sum(i, 1),
                         flows: sum(i, 2),

@@ -478,10 +478,13 @@ pub struct EndpointReport {
 pub struct RuleReport {
     /// Name (`"default"`: the endpoint's default action).
     pub name: String,
-    /// `inspect`, `bypass` or `drop`.
+    /// `inspect`, `chain`, `bypass` or `drop`.
     pub action: String,
     /// The inspecting group (`inspect` only).
     pub target_group: Option<String>,
+    /// The groups of a `chain`, in order (empty for other actions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
     /// User packets of the flows it decided.
     pub packets: u64,
     /// Their bytes (IP).
