@@ -135,9 +135,6 @@ pub struct FlowKey {
     lo_port: u16,
     hi_port: u16,
     protocol: u8,
-    /// A service chain's stage (0: the flow itself, or a chain's first stage): each later
-    /// stage of a chained flow has its own entry under the flow's key with its stage set.
-    stage: u8,
     zone: u16,
 }
 
@@ -180,7 +177,6 @@ impl FlowKey {
                     lo_port: src_port,
                     hi_port: dst_port,
                     protocol,
-                    stage: 0,
                     zone: 0,
                 },
                 Direction::Forward,
@@ -193,7 +189,6 @@ impl FlowKey {
                     lo_port: dst_port,
                     hi_port: src_port,
                     protocol,
-                    stage: 0,
                     zone: 0,
                 },
                 Direction::Reverse,
@@ -286,14 +281,6 @@ impl FlowKey {
     pub fn zone(&self) -> u16 {
         self.zone
     }
-    /// The key of stage `stage` of a chained flow (see [`FlowKey`]'s `stage`).
-    #[inline]
-    #[must_use]
-    pub fn at_stage(mut self, stage: u8) -> FlowKey {
-        self.stage = stage;
-        self
-    }
-
     /// The key in zone `zone`.
     #[inline]
     #[must_use]
@@ -318,8 +305,7 @@ impl FlowKey {
         let tail = u64::from(self.lo_port)
             | (u64::from(self.hi_port) << 16)
             | (u64::from(self.protocol) << 32)
-            | (u64::from(self.zone) << 40)
-            | (u64::from(self.stage) << 56);
+            | (u64::from(self.zone) << 40);
         let sr = seed.rotate_left(32);
         let a = fold(lo as u64 ^ seed ^ K0, (lo >> 64) as u64 ^ sr ^ K1);
         let b = fold(hi as u64 ^ seed ^ K2, (hi >> 64) as u64 ^ sr ^ K3);

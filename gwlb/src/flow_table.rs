@@ -209,9 +209,7 @@ pub struct FlowEntry {
     /// that reuses the tuple of a closed (or long idle) connection starts the next one, with
     /// the next cookie ([`flow_cookie`]), modulo [`COOKIE_INSTANCES`]. Bit 6: the protocol
     /// class is [`ProtoClass::Other`]. Bit 7: a TCP FIN or RST has been seen on the flow (a
-    /// following SYN starts a new connection). Bit 4: a steering rule's chain decided the
-    /// flow (its packets visit the chain's groups in turn). Bit 5: the flow's first packet
-    /// went from the key's `hi` end to its `lo` end ([`crate::flow::Direction::Reverse`]).
+    /// following SYN starts a new connection).
     conn: u8,
     /// The steering rule that decided the flow (an index into the snapshot's rules; 0 for a
     /// flow of a target group's `user_ports`): its packets are counted under it.
@@ -222,8 +220,6 @@ impl FlowEntry {
     /// The `appliance` of a flow a steering rule forwards uninspected (`bypass`): no
     /// appliance slot has this index.
     pub const BYPASS: u16 = u16::MAX;
-    const CHAINED: u8 = 1 << 4;
-    const OPENED_REVERSE: u8 = 1 << 5;
     const CLASS_OTHER: u8 = 1 << 6;
     const CLOSED: u8 = 1 << 7;
     const INSTANCE: u8 = 0x0f;
@@ -266,31 +262,6 @@ impl FlowEntry {
     #[inline]
     pub fn is_bypass(&self) -> bool {
         self.appliance == Self::BYPASS
-    }
-
-    /// Whether a chain decided the flow (its rule's action is a chain).
-    #[inline]
-    pub fn is_chained(&self) -> bool {
-        self.conn & Self::CHAINED != 0
-    }
-
-    /// Marks the flow chained, opened in direction `opened` (its first packet's).
-    #[inline]
-    pub fn set_chained(&mut self, opened: crate::flow::Direction) {
-        self.conn |= Self::CHAINED;
-        if opened == crate::flow::Direction::Reverse {
-            self.conn |= Self::OPENED_REVERSE;
-        }
-    }
-
-    /// The direction of a chained flow's first packet.
-    #[inline]
-    pub fn opened(&self) -> crate::flow::Direction {
-        if self.conn & Self::OPENED_REVERSE != 0 {
-            crate::flow::Direction::Reverse
-        } else {
-            crate::flow::Direction::Forward
-        }
     }
 }
 

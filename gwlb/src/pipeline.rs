@@ -9,7 +9,7 @@ use crate::config::{CopyPoint, UnknownNonSyn};
 use crate::decap;
 use crate::decap::VlanTags;
 use crate::encap::EncapError;
-use crate::flow::{Direction, FlowKey};
+use crate::flow::FlowKey;
 use crate::flow_table::{
     flow_cookie, is_flow_cookie, prefetch_line, FlowEntry, FlowTable, FlowTableError, ProtoClass,
     Timeouts, COOKIE_INSTANCES,
@@ -208,7 +208,8 @@ impl Pipeline {
 
     /// The copy point "before inspection": copies, for every mirror session that selects
     /// them, the user packets of `bufs` (received on `in_port`, not yet processed) to the
-    /// session's sensor, through `emit(copy, port)`, which returns whether it took the copy
+    /// session's sensor, through `emit(copy, port, slot)` (`slot`: the session's counter slot,
+    /// [`crate::snapshot::MirrorView::counter`]), which returns whether it took the copy
     /// (a copy it refuses is counted `no_buffer`). Call before [`Pipeline::process_burst`];
     /// the originals are only read.
     pub fn mirror_before<B: PacketBuf>(
@@ -216,7 +217,7 @@ impl Pipeline {
         snap: &Snapshot,
         bufs: &[B],
         in_port: u16,
-        emit: &mut impl FnMut(B, u16) -> bool,
+        emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for b in bufs {
             let Ok(p) = parse::parse_frame(b.data()) else {
@@ -237,7 +238,7 @@ impl Pipeline {
         bufs: &[B],
         verdicts: &[Verdict],
         decapsulated: u64,
-        emit: &mut impl FnMut(B, u16) -> bool,
+        emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for (i, (b, v)) in bufs.iter().zip(verdicts).enumerate().take(64) {
             let Verdict::Tx(out) = *v else { continue };
@@ -259,7 +260,7 @@ impl Pipeline {
         p: &ParsedPacket,
         port: u16,
         point: CopyPoint,
-        emit: &mut impl FnMut(B, u16) -> bool,
+        emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for m in snap.mirrors.iter().take(MAX_MIRROR_SESSIONS) {
             if m.copy_point != point || !m.selector.selects(p, port) {
@@ -307,7 +308,7 @@ impl Pipeline {
                 0
             };
             t.write(c.data_mut(), frame, copied, h as u32, direction);
-            if emit(c, out) {
+            if emit(c, out, s as u8) {
                 counters[MirrorCounter::Packets as usize] += 1;
                 counters[MirrorCounter::Bytes as usize] += copied as u64;
             } else {
@@ -637,30 +638,6 @@ impl Pipeline {
         let ip_len = usize::from(p.l3_len);
         // The slot, its appliance and the flow's cookie, indexed once.
         let (slot, a, cookie) = match found {
-            // A chained flow's reply visits the chain from its last stage.
-            Some(e) if e.is_chained() && direction_of(snap, e.group, p) != e.opened() => {
-                let (position, cookie, class) = (e.rule, e.cookie, e.class());
-                let Some(ep) = snap.endpoint(zone) else {
-                    return Verdict::Drop(DropReason::ApplianceGone);
-                };
-                let rule = ep.rule_index(position);
-                count_rule(&mut self.counters.rules, rule, ip_len, false);
-                let Some(Action::Chain(c)) = snap.rules.get(usize::from(rule)).map(|r| r.action)
-                else {
-                    return Verdict::Drop(DropReason::ApplianceGone);
-                };
-                let at = ChainAt {
-                    key,
-                    hash: h,
-                    zone,
-                    rule: position,
-                    cookie,
-                    class,
-                };
-                let last = c.groups().len() - 1;
-                let (l2_len, v6) = (usize::from(p.l2_len), p.l3 == L3::Ipv6);
-                return self.send_to_stage(snap, buf, l2_len, ip_len, v6, &at, &c, last, now);
-            }
             Some(e) if zone != 0 && e.is_bypass() => {
                 let rule = snap.endpoint(zone).map_or(0, |ep| ep.rule_index(e.rule));
                 count_rule(&mut self.counters.rules, rule, ip_len, false);
@@ -727,19 +704,15 @@ impl Pipeline {
                 // decision), a group's own user traffic goes to the group.
                 // `rule`: the global index (counters); `position`: within the endpoint
                 // (what the entry keeps).
-                let (group, rule, position, chained) = match snap.endpoint(zone) {
-                    None => (user.group, 0, 0, false),
+                let (group, rule, position) = match snap.endpoint(zone) {
+                    None => (user.group, 0, 0),
                     // An ICMP error opens no flow of an endpoint: it would be decided on the
                     // flow it quotes, which its sender chooses.
                     Some(_) if p.embedded.is_some() => {
                         return Verdict::Drop(DropReason::IcmpErrorWithoutFlow)
                     }
                     Some(ep) => match crate::policy::decide(&snap.rules, ep, p) {
-                        (rule, Action::Inspect(g)) => (g, rule, rule - ep.rules.start, false),
-                        // A chain's first stage; the entry remembers the chain (its rule).
-                        (rule, Action::Chain(c)) => {
-                            (c.groups()[0], rule, rule - ep.rules.start, true)
-                        }
+                        (rule, Action::Inspect(g)) => (g, rule, rule - ep.rules.start),
                         (rule, Action::Bypass) => {
                             let mut entry = FlowEntry::new(
                                 class_of(p.protocol),
@@ -779,9 +752,6 @@ impl Pipeline {
                                     FlowEntry::new(class_of(p.protocol), s, group, table_hash);
                                 entry.generation = a.generation;
                                 entry.rule = position;
-                                if chained {
-                                    entry.set_chained(direction_of(snap, group, p));
-                                }
                                 (table_hash, self.store(key, table_hash, entry, false, now))
                             }
                             Some(instance) => {
@@ -792,9 +762,6 @@ impl Pipeline {
                                 entry.generation = a.generation;
                                 entry.set_instance(instance);
                                 entry.rule = position;
-                                if chained {
-                                    entry.set_chained(direction_of(snap, group, p));
-                                }
                                 self.counters.restarted_flows += 1;
                                 (cookie, self.store(key, table_hash, entry, true, now))
                             }
@@ -900,21 +867,11 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let (slot, h) = (r.slot, r.hash);
+        let inner_offset = usize::from(r.inner_offset);
         let table_hash = h as u32;
         // Whether the flow has no entry here, and the cookie an echo must carry: the entry's,
         // or (no entry) the flow's table hash, which is what the encapsulation wrote.
         let (stateless, cookie) = match self.flows.lookup(&r.key, table_hash, now) {
-            Some(e) if e.is_chained() => {
-                let base = ChainBase {
-                    appliance: e.appliance,
-                    generation: e.generation,
-                    rule: e.rule,
-                    cookie: e.cookie,
-                    class: e.class(),
-                    opened: e.opened(),
-                };
-                return self.chain_return(snap, buf, r, inner, base, now);
-            }
             Some(e) if e.appliance == slot && e.generation == r.generation => (false, e.cookie),
             Some(_) => return Verdict::Drop(DropReason::ReturnFromOtherAppliance),
             None => {
@@ -952,22 +909,6 @@ impl Pipeline {
         if !stateless && inner.tcp_flags.0 & (TcpFlags::FIN | TcpFlags::RST) != 0 {
             self.close_returned(&r.key, table_hash, now);
         }
-        self.forward_return(snap, buf, r, inner, stateless, now)
-    }
-
-    /// Forwards a validated return `r` (inner packet `inner`) to its destination: rewritten
-    /// for its next hop, counted decapsulated (and `stateless_returns` when `stateless`).
-    #[inline(always)]
-    fn forward_return<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        buf: &mut B,
-        r: &Return,
-        inner: &ParsedPacket,
-        stateless: bool,
-        now: u32,
-    ) -> Verdict {
-        let inner_offset = usize::from(r.inner_offset);
         let hop = match egress(snap, r.zone, &inner.dst) {
             Ok(h) => h,
             Err(why) => return Verdict::Drop(why),
@@ -989,154 +930,6 @@ impl Pipeline {
             return Verdict::TxFragments(hop.port);
         }
         Verdict::Tx(hop.port)
-    }
-
-    /// A return of a chained flow (`base`: its entry, of the chain's first stage): accepted
-    /// only from the appliance the flow's stage went to (the stage is the returning
-    /// appliance's group's place in the chain), then sent on to the next stage in the
-    /// packet's direction (first to last for the direction the flow opened in, last to
-    /// first for the reply), or, after the last, forwarded to its destination.
-    #[cold]
-    fn chain_return<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        buf: &mut B,
-        r: &Return,
-        inner: &ParsedPacket,
-        base: ChainBase,
-        now: u32,
-    ) -> Verdict {
-        let chain = snap.endpoint(r.zone).and_then(|ep| {
-            match snap
-                .rules
-                .get(usize::from(ep.rule_index(base.rule)))?
-                .action
-            {
-                Action::Chain(c) => Some(c),
-                _ => None,
-            }
-        });
-        let Some(c) = chain else {
-            return Verdict::Drop(DropReason::NoFlowForReturn);
-        };
-        let Some(stage) = c.stage_of(r.group) else {
-            return Verdict::Drop(DropReason::ReturnFromOtherAppliance);
-        };
-        let (appliance, generation) = if stage == 0 {
-            (base.appliance, base.generation)
-        } else {
-            let key = r.key.at_stage(stage as u8);
-            match self.flows.lookup(&key, key.hash(snap.seed) as u32, now) {
-                Some(e) => (e.appliance, e.generation),
-                None => return Verdict::Drop(DropReason::NoFlowForReturn),
-            }
-        };
-        if appliance != r.slot || generation != r.generation {
-            return Verdict::Drop(DropReason::ReturnFromOtherAppliance);
-        }
-        if r.flow_cookie.is_some_and(|c| c != base.cookie) {
-            return Verdict::Drop(DropReason::NoFlowForReturn);
-        }
-        if inner.tcp_flags.0 & (TcpFlags::FIN | TcpFlags::RST) != 0 {
-            self.close_returned(&r.key, r.hash as u32, now);
-        }
-        let next = if direction_of(snap, r.group, inner) == base.opened {
-            stage + 1
-        } else {
-            stage.wrapping_sub(1)
-        };
-        if next >= c.groups().len() {
-            return self.forward_return(snap, buf, r, inner, false, now);
-        }
-        let at = ChainAt {
-            key: r.key,
-            hash: r.hash,
-            zone: r.zone,
-            rule: base.rule,
-            cookie: base.cookie,
-            class: base.class,
-        };
-        let (offset, ip_len) = (usize::from(r.inner_offset), usize::from(inner.l3_len));
-        let v6 = inner.l3 == L3::Ipv6;
-        self.send_to_stage(snap, buf, offset, ip_len, v6, &at, &c, next, now)
-    }
-
-    /// Encapsulates the IP packet of `ip_len` bytes behind `l2_len` bytes of headers in `buf`
-    /// (a user frame, or a return's outer headers) toward stage `stage` of chain `c` for the
-    /// flow `at`: to the appliance its stage entry names, or, for a stage not seen yet, the
-    /// one the stage's group's Maglev table picks for the flow (then stored).
-    #[allow(clippy::too_many_arguments)]
-    fn send_to_stage<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        buf: &mut B,
-        l2_len: usize,
-        ip_len: usize,
-        v6: bool,
-        at: &ChainAt,
-        c: &crate::config::Chain,
-        stage: usize,
-        now: u32,
-    ) -> Verdict {
-        let group = c.groups()[stage];
-        let Some(slot) = self.stage_appliance(snap, at, stage, group, now) else {
-            return Verdict::Drop(DropReason::NoHealthyAppliance);
-        };
-        let a = &snap.appliances[usize::from(slot)];
-        let Some(t) = a.template.as_ref() else {
-            return Verdict::Drop(DropReason::NeighborUnresolved);
-        };
-        let identity = snap.endpoint(at.zone).map(|e| &e.identity);
-        match t.encapsulate_as(buf, l2_len, ip_len, v6, at.cookie, identity) {
-            Ok(()) => {
-                self.counters.encapsulated += 1;
-                self.counters.appliance_packets[usize::from(slot)] += 1;
-                self.counters.appliance_bytes[usize::from(slot)] += ip_len as u64;
-                Verdict::Tx(a.port)
-            }
-            Err(_) => Verdict::Drop(DropReason::Oversize),
-        }
-    }
-
-    /// The appliance of stage `stage` (group `group`) of the chained flow `at`: stage 0's is
-    /// the flow's own entry's; a later stage's is its entry under the flow's key at that
-    /// stage, made on first use from the group's Maglev choice (again when its appliance's
-    /// slot has been reused).
-    fn stage_appliance(
-        &mut self,
-        snap: &Snapshot,
-        at: &ChainAt,
-        stage: usize,
-        group: u16,
-        now: u32,
-    ) -> Option<u16> {
-        let live = |e: &FlowEntry| {
-            snap.appliances
-                .get(usize::from(e.appliance))
-                .is_some_and(|a| a.generation == e.generation)
-        };
-        if stage == 0 {
-            let e = self.flows.lookup(&at.key, at.hash as u32, now)?;
-            return live(e).then_some(e.appliance);
-        }
-        let key = at.key.at_stage(stage as u8);
-        let hash = key.hash(snap.seed) as u32;
-        if let Some(e) = self.flows.lookup(&key, hash, now) {
-            if live(e) {
-                return Some(e.appliance);
-            }
-        }
-        let s = snap
-            .groups
-            .get(usize::from(group))?
-            .pick((at.hash >> 32) as u32)?;
-        let mut entry = FlowEntry::new(at.class, s, group, at.cookie);
-        entry.generation = snap.appliances[usize::from(s)].generation;
-        entry.rule = at.rule;
-        if self.flows.insert(key, hash, entry, now).is_ok() {
-            self.counters.appliance_flows[usize::from(s)] += 1;
-        }
-        Some(s)
     }
 
     /// Whether the packet `p`, parsed from `buf` at `offset` (the inner packet of a return),
@@ -1642,42 +1435,6 @@ fn opens_connection(p: &ParsedPacket) -> bool {
     p.protocol != proto::TCP
         || p.fragment.is_some_and(|f| !f.first)
         || (f & TcpFlags::SYN != 0 && f & TcpFlags::ACK == 0)
-}
-
-/// What a chained flow's entry says, copied out of the table.
-#[derive(Clone, Copy)]
-struct ChainBase {
-    appliance: u16,
-    generation: u8,
-    /// The rule's position in its endpoint.
-    rule: u16,
-    cookie: u32,
-    class: ProtoClass,
-    opened: Direction,
-}
-
-/// A chained flow being sent to one of its stages.
-struct ChainAt {
-    /// The flow's key (stage 0) and its hash.
-    key: FlowKey,
-    hash: u64,
-    zone: u16,
-    /// The chain rule's position in its endpoint (stage entries keep it too, for `gwlb
-    /// flows`).
-    rule: u16,
-    cookie: u32,
-    class: ProtoClass,
-}
-
-/// The direction of packet `p` in its flow's key, under group `group`'s stickiness (every
-/// group of a chain has the endpoint's).
-#[inline]
-fn direction_of(snap: &Snapshot, group: u16, p: &ParsedPacket) -> Direction {
-    let stickiness = snap
-        .groups
-        .get(usize::from(group))
-        .map_or(crate::flow::Stickiness::FiveTuple, |g| g.stickiness);
-    FlowKey::from_packet_directed(p, stickiness).1
 }
 
 /// Timeout class of a protocol.

@@ -33,8 +33,6 @@ use crate::wire::IpAddrBytes;
 pub enum Action {
     /// Encapsulate toward this target group.
     Inspect(u16),
-    /// Encapsulate toward each of these groups in turn ([`config::Chain`]).
-    Chain(config::Chain),
     /// Forward uninspected through the endpoint's routes.
     Bypass,
     /// Drop (answer TCP with a RST when `reset`).
@@ -49,7 +47,6 @@ impl Action {
     pub const fn as_str(self) -> &'static str {
         match self {
             Action::Inspect(g) => RuleAction::Inspect(g as usize).as_str(),
-            Action::Chain(c) => RuleAction::Chain(c).as_str(),
             Action::Bypass => RuleAction::Bypass.as_str(),
             Action::Drop { reset } => RuleAction::Drop { reset }.as_str(),
         }
@@ -60,7 +57,6 @@ impl From<RuleAction> for Action {
     fn from(a: RuleAction) -> Self {
         match a {
             RuleAction::Inspect(g) => Action::Inspect(g as u16),
-            RuleAction::Chain(c) => Action::Chain(c),
             RuleAction::Bypass => Action::Bypass,
             RuleAction::Drop { reset } => Action::Drop { reset },
         }

@@ -247,6 +247,7 @@ pub fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> Stri
         "BYTES",
         "NO_SENSOR",
         "NO_BUFFER",
+        "TX_FULL",
     ]);
     for m in sessions {
         t.row(&[
@@ -262,6 +263,7 @@ pub fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> Stri
             m.bytes.to_string(),
             m.no_sensor.to_string(),
             m.no_buffer.to_string(),
+            m.tx_full.to_string(),
         ]);
     }
     t.render()
@@ -293,11 +295,7 @@ pub fn endpoints(endpoints: &[crate::control::EndpointReport]) -> String {
                 e.name.clone(),
                 r.name.clone(),
                 r.action.clone(),
-                match (&r.target_group, r.chain.is_empty()) {
-                    (Some(g), _) => g.clone(),
-                    (None, false) => r.chain.join(">"),
-                    (None, true) => "-".to_owned(),
-                },
+                r.target_group.clone().unwrap_or_else(|| "-".to_owned()),
                 r.packets.to_string(),
                 r.bytes.to_string(),
                 r.flows.to_string(),
@@ -493,6 +491,7 @@ mod tests {
                 bytes: 3000,
                 no_sensor: 2,
                 no_buffer: 0,
+                tx_full: 0,
                 settings: None,
             }],
             ..Default::default()
@@ -529,7 +528,6 @@ mod tests {
                 name: name.into(),
                 action: action.into(),
                 target_group: group.map(Into::into),
-                chain: Vec::new(),
                 packets: n,
                 bytes: n * 100,
                 flows: 1,

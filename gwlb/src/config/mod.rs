@@ -64,11 +64,11 @@ pub use edit::{ConfigEdit, HealthCheckPatch, TargetText};
 pub use error::{truncate_text, ConfigError, ConfigWarning, MAX_MESSAGE_LEN};
 pub use file::MAX_CONFIG_BYTES;
 pub use model::{
-    groups_carried_by, Bgp, BgpNeighbor, Chain, CheckProtocol, Config, Control, CopyPoint,
-    DataPathProbe, Dataplane, Endpoint, EndpointRoute, HealthCheck, Hugepages, InitialState,
-    LogFormat, MirrorDirection, MirrorFormat, MirrorSession, Neighbor, OnAllUnhealthy,
-    OnBelowMinimum, OnUnhealthy, Port, PortRole, Probe, Route, Rule, RuleAction, RuleDirection,
-    Target, TargetGroup, TlsCheck, UnknownNonSyn, MAX_CHAIN,
+    groups_carried_by, Bgp, BgpNeighbor, CheckProtocol, Config, Control, CopyPoint, DataPathProbe,
+    Dataplane, Endpoint, EndpointRoute, HealthCheck, Hugepages, InitialState, LogFormat,
+    MirrorDirection, MirrorFormat, MirrorSession, Neighbor, OnAllUnhealthy, OnBelowMinimum,
+    OnUnhealthy, Port, PortRole, Probe, Route, Rule, RuleAction, RuleDirection, Target,
+    TargetGroup, TlsCheck, UnknownNonSyn,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
 /// An endpoint in the file's shape: the body of the API's endpoint changes.

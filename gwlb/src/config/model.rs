@@ -338,53 +338,11 @@ impl RuleDirection {
     }
 }
 
-/// Most target groups one chain names.
-pub const MAX_CHAIN: usize = 4;
-
-/// The target groups a `chain` rule sends a flow through, in order (2 to [`MAX_CHAIN`],
-/// none twice): the flow's first packet and everything in its direction visit them first to
-/// last, the reply last to first (see docs/architecture.md, "Chains").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Chain {
-    groups: [u16; MAX_CHAIN],
-    len: u8,
-}
-
-impl Chain {
-    /// The chain of `groups` (indices into [`Config::target_groups`]), if there are 2 to
-    /// [`MAX_CHAIN`] of them, each below `u16::MAX`.
-    pub fn new(groups: &[usize]) -> Option<Chain> {
-        if !(2..=MAX_CHAIN).contains(&groups.len()) {
-            return None;
-        }
-        let mut c = Chain {
-            groups: [0; MAX_CHAIN],
-            len: groups.len() as u8,
-        };
-        for (slot, &g) in c.groups.iter_mut().zip(groups) {
-            *slot = u16::try_from(g).ok().filter(|&g| g < u16::MAX)?;
-        }
-        Some(c)
-    }
-
-    /// The groups, first stage first.
-    pub fn groups(&self) -> &[u16] {
-        &self.groups[..usize::from(self.len)]
-    }
-
-    /// The stage (position) of group `g` in the chain.
-    pub fn stage_of(&self, g: u16) -> Option<usize> {
-        self.groups().iter().position(|&x| x == g)
-    }
-}
-
 /// What a steering rule does with a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RuleAction {
     /// Inspect by this target group (index into [`Config::target_groups`]).
     Inspect(usize),
-    /// Inspect by each of these groups in turn (a service chain).
-    Chain(Chain),
     /// Forward uninspected (counted).
     Bypass,
     /// Drop; with `reset`, TCP is answered with a RST.
@@ -399,28 +357,17 @@ impl RuleAction {
     pub const fn as_str(self) -> &'static str {
         match self {
             RuleAction::Inspect(_) => "inspect",
-            RuleAction::Chain(_) => "chain",
             RuleAction::Bypass => "bypass",
             RuleAction::Drop { .. } => "drop",
         }
     }
 
-    /// The inspecting group of `inspect`, if that is the action.
+    /// The inspecting group, if any.
     pub const fn group(self) -> Option<usize> {
         match self {
             RuleAction::Inspect(g) => Some(g),
             _ => None,
         }
-    }
-
-    /// Every group the action sends flows to: `inspect`'s, or a chain's in order.
-    pub fn groups(self) -> impl Iterator<Item = usize> {
-        let (groups, len) = match self {
-            RuleAction::Inspect(g) => ([g as u16; MAX_CHAIN], 1),
-            RuleAction::Chain(c) => (c.groups, usize::from(c.len)),
-            _ => ([0; MAX_CHAIN], 0),
-        };
-        groups.into_iter().take(len).map(usize::from)
     }
 }
 
@@ -440,7 +387,7 @@ impl Endpoint {
     pub fn groups(&self) -> impl Iterator<Item = usize> + '_ {
         std::iter::once(self.default_action)
             .chain(self.rules.iter().map(|r| r.action))
-            .flat_map(RuleAction::groups)
+            .filter_map(RuleAction::group)
     }
 }
 

@@ -200,9 +200,6 @@ pub struct RawRule {
     pub(super) action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) target_group: Option<String>,
-    /// The groups of a `chain`, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(super) chain: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) tcp_reset: Option<bool>,
 }

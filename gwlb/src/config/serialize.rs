@@ -313,14 +313,6 @@ fn raw_endpoint(c: &Config, e: &Endpoint) -> RawEndpoint {
             .iter()
             .map(|r| {
                 let (action, target_group, tcp_reset) = raw_action(c, r.action);
-                let chain = match r.action {
-                    RuleAction::Chain(ch) => ch
-                        .groups()
-                        .iter()
-                        .map(|&g| c.target_groups[usize::from(g)].name.clone())
-                        .collect(),
-                    _ => Vec::new(),
-                };
                 RawRule {
                     name: r.name.clone(),
                     sources: nets(&r.sources),
@@ -331,7 +323,6 @@ fn raw_endpoint(c: &Config, e: &Endpoint) -> RawEndpoint {
                     direction: r.direction,
                     action,
                     target_group,
-                    chain,
                     tcp_reset,
                 }
             })

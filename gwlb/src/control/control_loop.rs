@@ -1122,15 +1122,6 @@ impl ControlLoop {
                             }
                             _ => None,
                         },
-                        chain: match r.action {
-                            Action::Chain(c) => c
-                                .groups()
-                                .iter()
-                                .filter_map(|&g| snap.groups.get(usize::from(g)))
-                                .map(|g| g.name.clone())
-                                .collect(),
-                            _ => Vec::new(),
-                        },
                         packets: sum(i, 0),
                         bytes: sum(i, 1),
                         flows: sum(i, 2),
@@ -1356,6 +1347,7 @@ impl ControlLoop {
             bytes: sum(C::Bytes),
             no_sensor: sum(C::NoSensor),
             no_buffer: sum(C::NoBuffer),
+            tx_full: sum(C::TxFull),
             settings: self.cfg.mirror_session_spec(i),
         })
     }

@@ -478,13 +478,10 @@ pub struct EndpointReport {
 pub struct RuleReport {
     /// Name (`"default"`: the endpoint's default action).
     pub name: String,
-    /// `inspect`, `chain`, `bypass` or `drop`.
+    /// `inspect`, `bypass` or `drop`.
     pub action: String,
     /// The inspecting group (`inspect` only).
     pub target_group: Option<String>,
-    /// The groups of a `chain`, in order (empty for other actions).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub chain: Vec<String>,
     /// User packets of the flows it decided.
     pub packets: u64,
     /// Their bytes (IP).
@@ -518,6 +515,9 @@ pub struct MirrorSessionReport {
     pub no_sensor: u64,
     /// Copies not sent: no buffer.
     pub no_buffer: u64,
+    /// Copies made (in `packets`) that the sensor port's transmit queue refused.
+    #[serde(default)]
+    pub tx_full: u64,
     /// The session as the file writes it, every default filled in: what `PUT
     /// /v1/mirror-sessions/{name}` takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

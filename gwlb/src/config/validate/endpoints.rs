@@ -9,8 +9,8 @@ use super::mirrors::port_range;
 use super::{check_host_ip, check_name, check_unicast_mac, family, invalid, parse_field, ranged};
 use crate::config::raw::{RawEndpoint, RawRule};
 use crate::config::{
-    groups_carried_by, Chain, ConfigError, Endpoint, EndpointRoute, IpNet, MirrorSession, Port,
-    Rule, RuleAction, TargetGroup, MAX_CHAIN,
+    groups_carried_by, ConfigError, Endpoint, EndpointRoute, IpNet, MirrorSession, Port, Rule,
+    RuleAction, TargetGroup,
 };
 use crate::flow::Stickiness;
 use crate::parse::proto;
@@ -80,7 +80,6 @@ pub(super) fn validate_endpoints(
             &e,
             &r.default_action,
             r.target_group.as_deref(),
-            None,
             r.tcp_reset,
             &group_ref,
         )?;
@@ -215,14 +214,12 @@ fn prefixes(field: &str, raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
         .collect()
 }
 
-/// An action and its arguments (`target_group` for inspect, `chain` for chain, `tcp_reset`
-/// for drop). `chain`: `None` where the owner has no `chain` field (an endpoint's default).
+/// An action and its arguments (`target_group` for inspect, `tcp_reset` for drop).
 fn action(
     field: &str,
     owner: &str,
     name: &str,
     target_group: Option<&str>,
-    chain: Option<&[String]>,
     tcp_reset: Option<bool>,
     group_ref: &dyn Fn(&str, &str) -> Result<usize, ConfigError>,
 ) -> Result<RuleAction, ConfigError> {
@@ -236,15 +233,6 @@ fn action(
             };
             RuleAction::Inspect(group_ref(&format!("{owner}.target_group"), g)?)
         }
-        "chain" => {
-            let Some(names) = chain else {
-                return Err(invalid(
-                    field,
-                    "a chain is a steering rule's action (add a rule that matches every flow)",
-                ));
-            };
-            chain_of(&format!("{owner}.chain"), names, group_ref)?
-        }
         "bypass" => RuleAction::Bypass,
         "drop" => RuleAction::Drop {
             reset: tcp_reset.unwrap_or(false),
@@ -252,16 +240,10 @@ fn action(
         other => {
             return Err(invalid(
                 field,
-                format!("unknown action {other:?} (expected inspect, chain, bypass or drop)"),
+                format!("unknown action {other:?} (expected inspect, bypass or drop)"),
             ))
         }
     };
-    if chain.is_some_and(|c| !c.is_empty()) && !matches!(a, RuleAction::Chain(_)) {
-        return Err(invalid(
-            format!("{owner}.chain"),
-            format!("only the action \"chain\" names a chain, not {name:?}"),
-        ));
-    }
     if target_group.is_some() && a.group().is_none() {
         return Err(invalid(
             format!("{owner}.target_group"),
@@ -275,39 +257,6 @@ fn action(
         ));
     }
     Ok(a)
-}
-
-/// The `chain` of a rule: 2 to [`MAX_CHAIN`] known groups, none twice (a flow's stage is
-/// found from the group of the appliance that returns it).
-fn chain_of(
-    field: &str,
-    names: &[String],
-    group_ref: &dyn Fn(&str, &str) -> Result<usize, ConfigError>,
-) -> Result<RuleAction, ConfigError> {
-    if !(2..=MAX_CHAIN).contains(&names.len()) {
-        return Err(invalid(
-            field,
-            format!(
-                "{} groups: a chain names 2 to {MAX_CHAIN} target groups (one group is \"inspect\")",
-                names.len()
-            ),
-        ));
-    }
-    let mut groups = Vec::with_capacity(names.len());
-    for (k, n) in names.iter().enumerate() {
-        let f = format!("{field}[{k}]");
-        let g = group_ref(&f, n)?;
-        if groups.contains(&g) {
-            return Err(invalid(
-                f,
-                format!("{n:?} is named twice: a chain visits each group once"),
-            ));
-        }
-        groups.push(g);
-    }
-    Chain::new(&groups)
-        .map(RuleAction::Chain)
-        .ok_or_else(|| invalid(field, "too many target groups for a chain"))
 }
 
 fn rule(
@@ -369,7 +318,6 @@ fn rule(
         f,
         &rr.action,
         rr.target_group.as_deref(),
-        Some(&rr.chain),
         rr.tcp_reset,
         group_ref,
     )?;
@@ -419,14 +367,9 @@ fn check_stickiness(e: &str, ep: &Endpoint, groups: &[TargetGroup]) -> Result<()
         ));
     }
     for (k, r) in ep.rules.iter().enumerate() {
-        if let Some(g) = r.action.groups().find(|&g| groups[g].stickiness != want) {
-            let field = if matches!(r.action, RuleAction::Chain(_)) {
-                "chain"
-            } else {
-                "target_group"
-            };
+        if let Some(g) = r.action.group().filter(|&g| groups[g].stickiness != want) {
             return Err(invalid(
-                format!("{e}.rules[{k}].{field}"),
+                format!("{e}.rules[{k}].target_group"),
                 format!(
                     "{:?} has stickiness {}, the endpoint's other groups {want}: an endpoint's groups must share it",
                     groups[g].name, groups[g].stickiness

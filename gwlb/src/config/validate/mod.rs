@@ -248,11 +248,10 @@ pub(super) fn check_port_indices(c: &Config) -> Result<(), ConfigError> {
         }
     }
     let groups = c.target_groups.len();
-    let check_group =
-        |field: String, a: crate::config::RuleAction| match a.groups().find(|&g| g >= groups) {
-            Some(g) => Err(invalid(field, format!("group index {g} is out of range"))),
-            None => Ok(()),
-        };
+    let check_group = |field: String, a: crate::config::RuleAction| match a.group() {
+        Some(g) if g >= groups => Err(invalid(field, format!("group index {g} is out of range"))),
+        _ => Ok(()),
+    };
     for (ei, e) in c.endpoints.iter().enumerate() {
         for (k, &p) in e.ports.iter().enumerate() {
             check(format!("endpoints[{ei}].ports[{k}]"), p)?;
