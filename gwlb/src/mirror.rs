@@ -16,7 +16,10 @@
 //!   copy point (0 before inspection, 1 after),
 //!   direction relative to the session's prefixes (bit 0: the destination is in them, bit 1:
 //!   the source is; 0 for a session without prefixes),
-//!   session index (16 bits, big-endian)
+//!   session id (16 bits, big-endian): the session's counter slot
+//!   ([`SessionSlots`]), kept by its name for as long as the session exists, whatever is
+//!   added, removed or reordered around it (not its position in the list, which shifts);
+//!   freed when the session is removed and given to the next session created
 //! ```
 
 use std::net::Ipv4Addr;
@@ -55,6 +58,9 @@ pub enum MirrorCounter {
     /// Selected and sampled, but no buffer for the copy (the pool is empty, or the worker's
     /// room for one burst's copies is full): not copied.
     NoBuffer = 3,
+    /// Of the copies made (in `Packets`), those the sensor port's transmit queue refused
+    /// (also in the port-wide `tx_full`). Counted on the refusal path only.
+    TxFull = 4,
 }
 
 /// Which per-worker counter slot (`0..MAX_MIRROR_SESSIONS`, the index of
@@ -112,9 +118,10 @@ impl SessionSlots {
 
 impl MirrorCounter {
     /// How many counters a session has.
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
     /// Their names, as the API and the metrics show them.
-    pub const NAMES: [&'static str; Self::COUNT] = ["packets", "bytes", "no_sensor", "no_buffer"];
+    pub const NAMES: [&'static str; Self::COUNT] =
+        ["packets", "bytes", "no_sensor", "no_buffer", "tx_full"];
 }
 
 /// What a session selects (module docs); built from the configuration once per snapshot.
@@ -235,7 +242,7 @@ pub struct MirrorParams {
     pub format: MirrorFormat,
     /// The VNI.
     pub vni: u32,
-    /// The session's index (in the Geneve option).
+    /// The session's id in the Geneve option: its stable counter slot ([`SessionSlots`]).
     pub session: u16,
     /// The session's copy point (in the Geneve option).
     pub copy_point: CopyPoint,

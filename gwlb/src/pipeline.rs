@@ -208,7 +208,8 @@ impl Pipeline {
 
     /// The copy point "before inspection": copies, for every mirror session that selects
     /// them, the user packets of `bufs` (received on `in_port`, not yet processed) to the
-    /// session's sensor, through `emit(copy, port)`, which returns whether it took the copy
+    /// session's sensor, through `emit(copy, port, slot)` (`slot`: the session's counter slot,
+    /// [`crate::snapshot::MirrorView::counter`]), which returns whether it took the copy
     /// (a copy it refuses is counted `no_buffer`). Call before [`Pipeline::process_burst`];
     /// the originals are only read.
     pub fn mirror_before<B: PacketBuf>(
@@ -216,7 +217,7 @@ impl Pipeline {
         snap: &Snapshot,
         bufs: &[B],
         in_port: u16,
-        emit: &mut impl FnMut(B, u16) -> bool,
+        emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for b in bufs {
             let Ok(p) = parse::parse_frame(b.data()) else {
@@ -237,7 +238,7 @@ impl Pipeline {
         bufs: &[B],
         verdicts: &[Verdict],
         decapsulated: u64,
-        emit: &mut impl FnMut(B, u16) -> bool,
+        emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for (i, (b, v)) in bufs.iter().zip(verdicts).enumerate().take(64) {
             let Verdict::Tx(out) = *v else { continue };
@@ -259,7 +260,7 @@ impl Pipeline {
         p: &ParsedPacket,
         port: u16,
         point: CopyPoint,
-        emit: &mut impl FnMut(B, u16) -> bool,
+        emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for m in snap.mirrors.iter().take(MAX_MIRROR_SESSIONS) {
             if m.copy_point != point || !m.selector.selects(p, port) {
@@ -307,7 +308,7 @@ impl Pipeline {
                 0
             };
             t.write(c.data_mut(), frame, copied, h as u32, direction);
-            if emit(c, out) {
+            if emit(c, out, s as u8) {
                 counters[MirrorCounter::Packets as usize] += 1;
                 counters[MirrorCounter::Bytes as usize] += copied as u64;
             } else {

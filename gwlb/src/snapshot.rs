@@ -226,13 +226,7 @@ pub struct MirrorView {
 }
 
 impl MirrorView {
-    fn new(
-        snap: &Snapshot,
-        cfg: &Config,
-        index: usize,
-        m: &config::MirrorSession,
-        counter: u8,
-    ) -> Self {
+    fn new(snap: &Snapshot, cfg: &Config, m: &config::MirrorSession, counter: u8) -> Self {
         let g = &cfg.target_groups[m.target_group];
         let templates = snap
             .appliances
@@ -257,7 +251,9 @@ impl MirrorView {
                     ttl: g.outer_ttl,
                     format: m.format,
                     vni: m.vni,
-                    session: index as u16,
+                    // The stable slot, not the position in the list (which shifts when an
+                    // earlier session is removed): a sensor keys copies on it.
+                    session: u16::from(counter),
                     copy_point: m.copy_point,
                     mtu: port.mtu,
                 })
@@ -708,7 +704,7 @@ impl Snapshot {
             .enumerate()
             .map(|(i, m)| {
                 let counter = slots.slot(&m.name).unwrap_or(i as u8);
-                MirrorView::new(&snap, cfg, i, m, counter)
+                MirrorView::new(&snap, cfg, m, counter)
             })
             .collect();
         let at = |point| snap.mirrors.iter().any(|m| m.copy_point == point);

@@ -82,7 +82,7 @@ fn udp(sport: u16, reverse: bool) -> Vec<u8> {
 fn send(snap: &Snapshot, pipe: &mut Pipeline, f: &[u8]) -> (Vec<(VecBuf, u16)>, Verdict, Vec<u8>) {
     let mut copies = Vec::new();
     let mut bufs = [VecBuf::new(f)];
-    pipe.mirror_before(snap, &bufs, 0, &mut |c, port| {
+    pipe.mirror_before(snap, &bufs, 0, &mut |c, port, _| {
         copies.push((c, port));
         true
     });
@@ -154,7 +154,7 @@ fn sampling_snap_length_and_selection() {
                 assert_eq!(&d[42 + 8..42 + 10], &GENEVE_MIRROR_CLASS.to_be_bytes());
                 assert_eq!(d[42 + 12], 0, "copy point: before inspection");
                 assert_eq!(d[42 + 13], 1, "direction: toward the session's prefixes");
-                assert_eq!(&d[42 + 14..42 + 16], &[0, 2], "session index 2");
+                assert_eq!(&d[42 + 14..42 + 16], &[0, 2], "session id: slot 2");
                 n[2] += 1;
             }
         }
@@ -183,10 +183,16 @@ fn after_inspection_copies_what_comes_back_and_no_sensor_costs_nothing() {
     assert_eq!(vs[0], Verdict::Tx(0));
     assert_eq!(pipe.decapsulated_mask(), 1);
     let mut copies = Vec::new();
-    pipe.mirror_after(&snap, &bufs, &vs, pipe.decapsulated_mask(), &mut |c, p| {
-        copies.push((c, p));
-        true
-    });
+    pipe.mirror_after(
+        &snap,
+        &bufs,
+        &vs,
+        pipe.decapsulated_mask(),
+        &mut |c, p, _| {
+            copies.push((c, p));
+            true
+        },
+    );
     assert_eq!(copies.len(), 1);
     let d = copies[0].0.data();
     let g = geneve::Packet::new_checked(&d[42..]).unwrap();
@@ -204,11 +210,53 @@ fn after_inspection_copies_what_comes_back_and_no_sensor_costs_nothing() {
     let mut bufs = [VecBuf::new(&aws_echo(&enc))];
     pipe.process_burst(&down, &mut bufs, 0, 3, &mut vs);
     assert_eq!(vs[0], Verdict::Tx(0));
-    pipe.mirror_after(&down, &bufs, &vs, pipe.decapsulated_mask(), &mut |c, p| {
-        copies.push((c, p));
-        true
-    });
+    pipe.mirror_after(
+        &down,
+        &bufs,
+        &vs,
+        pipe.decapsulated_mask(),
+        &mut |c, p, _| {
+            copies.push((c, p));
+            true
+        },
+    );
     assert!(copies.is_empty());
     assert_eq!(pipe.counters.mirror[0][MirrorCounter::NoSensor as usize], 1);
     assert_eq!(pipe.counters.mirror[0][MirrorCounter::Packets as usize], 1);
+}
+
+/// The Geneve mirror option carries the session's stable slot, not its position in the
+/// list: removing an earlier session (as `DELETE /v1/mirror-sessions/{name}` does, the
+/// control loop keeping `LiveState::mirror_slots`) leaves a sensor's view of the remaining
+/// session unchanged, and a session created afterwards takes the freed id.
+#[test]
+fn geneve_session_id_is_the_stable_slot_across_removals() {
+    let session = |name: &str| {
+        format!("[[mirror_sessions]]\nname = \"{name}\"\ntarget_group = \"sensors\"\nformat = \"geneve\"\n")
+    };
+    // The session id in each copy, by VNI-less Geneve option bytes.
+    let ids = |snap: &Snapshot| -> Vec<u16> {
+        let mut pipe = Pipeline::new(4096, Default::default()).unwrap();
+        let (copies, _, _) = send(snap, &mut pipe, &udp(32000, false));
+        copies
+            .iter()
+            .map(|(c, _)| {
+                let d = c.data();
+                assert_eq!(&d[42 + 8..42 + 10], &GENEVE_MIRROR_CLASS.to_be_bytes());
+                u16::from_be_bytes([d[42 + 14], d[42 + 15]])
+            })
+            .collect()
+    };
+    let build = |sessions: &[&str], live: &mut LiveState| {
+        let toml: String = sessions.iter().map(|s| session(s)).collect();
+        let cfg = Config::from_toml_str(&format!("{CONFIG}{toml}")).expect("config");
+        live.mirror_slots.assign(&cfg.mirror_sessions);
+        Snapshot::build(&cfg, &[GW_MAC], live, 1).expect("snapshot")
+    };
+    let mut live = LiveState::default();
+    assert_eq!(ids(&build(&["a", "b"], &mut live)), [0, 1]);
+    // "a" removed: "b" is first in the list but keeps id 1.
+    assert_eq!(ids(&build(&["b"], &mut live)), [1]);
+    // "c" created: the freed id 0, listed after "b".
+    assert_eq!(ids(&build(&["b", "c"], &mut live)), [1, 0]);
 }

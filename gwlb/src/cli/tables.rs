@@ -247,6 +247,7 @@ pub fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> Stri
         "BYTES",
         "NO_SENSOR",
         "NO_BUFFER",
+        "TX_FULL",
     ]);
     for m in sessions {
         t.row(&[
@@ -262,6 +263,7 @@ pub fn mirror_sessions(sessions: &[crate::control::MirrorSessionReport]) -> Stri
             m.bytes.to_string(),
             m.no_sensor.to_string(),
             m.no_buffer.to_string(),
+            m.tx_full.to_string(),
         ]);
     }
     t.render()
@@ -493,6 +495,7 @@ mod tests {
                 bytes: 3000,
                 no_sensor: 2,
                 no_buffer: 0,
+                tx_full: 0,
                 settings: None,
             }],
             ..Default::default()

@@ -1356,6 +1356,7 @@ impl ControlLoop {
             bytes: sum(C::Bytes),
             no_sensor: sum(C::NoSensor),
             no_buffer: sum(C::NoBuffer),
+            tx_full: sum(C::TxFull),
             settings: self.cfg.mirror_session_spec(i),
         })
     }

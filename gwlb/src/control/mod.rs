@@ -518,6 +518,9 @@ pub struct MirrorSessionReport {
     pub no_sensor: u64,
     /// Copies not sent: no buffer.
     pub no_buffer: u64,
+    /// Copies made (in `packets`) that the sensor port's transmit queue refused.
+    #[serde(default)]
+    pub tx_full: u64,
     /// The session as the file writes it, every default filled in: what `PUT
     /// /v1/mirror-sessions/{name}` takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,8 +22,9 @@ use dpdk_bindings::{lcore, Mbuf, MbufBurst, Ring};
 use crate::control::Now;
 use crate::flow_dump::{self, FlowDumpRequest};
 use crate::fragment::MAX_FRAGMENTS;
+use crate::mirror::MirrorCounter;
 use crate::parse::DropReason;
-use crate::pipeline::{Pipeline, Share, Verdict};
+use crate::pipeline::{Pipeline, Share, Verdict, MAX_MIRROR_SESSIONS};
 use crate::snapshot::Snapshot;
 use crate::stats::{LoopIo, WorkerStats};
 
@@ -129,6 +130,14 @@ struct TxStage {
     /// handoff ring together (one ring operation per owner and burst, not per packet).
     handoff: Vec<MbufBurst<BURST>>,
     lc: LoopIo,
+    /// Per port, bit `k`: staged packet `k` is a mirrored copy, of the session whose counter
+    /// slot is `copy_slot[port][k]` (set only when a copy is staged; originals cost nothing).
+    copy_mask: Vec<u32>,
+    copy_slot: Vec<[u8; BURST]>,
+    /// Copies a transmit queue refused, per session slot, not yet moved into the pipeline's
+    /// counters ([`TxStage::take_refused_copies`]); `refused_any`: some are.
+    refused: [u64; MAX_MIRROR_SESSIONS],
+    refused_any: bool,
 }
 
 impl TxStage {
@@ -136,10 +145,14 @@ impl TxStage {
         Self {
             staged: (0..tx.len()).map(|_| MbufBurst::new()).collect(),
             deadline: vec![u64::MAX; tx.len()],
-            tx,
             first_tap,
             handoff: (0..workers).map(|_| MbufBurst::new()).collect(),
             lc: LoopIo::default(),
+            copy_mask: vec![0; tx.len()],
+            copy_slot: vec![[0; BURST]; tx.len()],
+            refused: [0; MAX_MIRROR_SESSIONS],
+            refused_any: false,
+            tx,
         }
     }
 
@@ -171,19 +184,64 @@ impl TxStage {
         }
     }
 
+    /// Stages mirrored copy `m` of the session in counter slot `slot` for port `p`, marked
+    /// so that a refusal by the transmit queue is counted in that session.
+    #[inline]
+    fn stage_copy(&mut self, p: u16, m: Mbuf, slot: u8, flush_at: u64) {
+        let (i, k) = (usize::from(p), self.staged[usize::from(p)].len());
+        if k < BURST {
+            self.copy_mask[i] |= 1 << k;
+            self.copy_slot[i][k] = slot;
+        }
+        self.stage(p, m, flush_at);
+    }
+
     /// Transmits port `p`'s staging burst.
     #[inline]
     fn flush(&mut self, p: usize) {
         let b = &mut self.staged[p];
         let n = self.tx[p].tx_burst(b);
         self.lc.tx += n as u64;
+        let refused = b.len();
         if p >= self.first_tap {
-            self.lc.host_queue_full += b.len() as u64;
+            self.lc.host_queue_full += refused as u64;
         } else {
-            self.lc.tx_full += b.len() as u64;
+            self.lc.tx_full += refused as u64;
         }
         b.clear();
         self.deadline[p] = u64::MAX;
+        if self.copy_mask[p] != 0 {
+            if refused > 0 {
+                self.count_refused_copies(p, n, refused);
+            }
+            self.copy_mask[p] = 0;
+        }
+    }
+
+    /// Counts, per session, the copies among staged packets `sent..sent + refused` of port
+    /// `p` (those its transmit queue refused).
+    #[cold]
+    fn count_refused_copies(&mut self, p: usize, sent: usize, refused: usize) {
+        for k in sent..(sent + refused).min(BURST) {
+            if self.copy_mask[p] & (1 << k) != 0 {
+                let s = usize::from(self.copy_slot[p][k]) % MAX_MIRROR_SESSIONS;
+                self.refused[s] += 1;
+                self.refused_any = true;
+            }
+        }
+    }
+
+    /// Moves the refused copies counted since the last call into `counters` (each session's
+    /// `tx_full`), before they are published.
+    #[inline]
+    fn take_refused_copies(&mut self, counters: &mut crate::pipeline::Counters) {
+        if !self.refused_any {
+            return;
+        }
+        for (m, r) in counters.mirror.iter_mut().zip(&mut self.refused) {
+            m[MirrorCounter::TxFull as usize] += std::mem::take(r);
+        }
+        self.refused_any = false;
     }
 
     /// Flushes every non-empty burst whose deadline passed, or all of them when `all`.
@@ -211,7 +269,9 @@ struct Routing {
 }
 
 /// Publishes everything the control plane reads.
-fn publish_all(stats: &WorkerStats, pipeline: &Pipeline, lc: &LoopIo, snap: &Snapshot) {
+fn publish_all(stats: &WorkerStats, pipeline: &mut Pipeline, out: &mut TxStage, snap: &Snapshot) {
+    out.take_refused_copies(&mut pipeline.counters);
+    let lc = &out.lc;
     stats.publish(pipeline, lc);
     stats.publish_appliances(&pipeline.counters, snap.appliances.len(), snap.rules.len());
 }
@@ -327,7 +387,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
         // Everything else (per-appliance counters, flow-table occupancy) every 100 ms and on
         // a new snapshot, busy or not: a gateway under constant load must still report.
         if published_gen != snap.generation || tsc.wrapping_sub(last_full_publish) > hz / 10 {
-            publish_all(&w.stats, &w.pipeline, &out.lc, &snap);
+            publish_all(&w.stats, &mut w.pipeline, &mut out, &snap);
             // Proof of life for the control loop (a stalled worker withdraws the BGP
             // announcement): it changes every 100 ms while the loop turns.
             w.stats.heartbeat.store(tsc, Relaxed);
@@ -351,7 +411,7 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
         }
     }
     out.flush_due(0, true);
-    publish_all(&w.stats, &w.pipeline, &out.lc, &snap);
+    publish_all(&w.stats, &mut w.pipeline, &mut out, &snap);
     w.pipeline
 }
 
@@ -397,7 +457,9 @@ fn process_burst(
                 // Copies of what arrives, before the pipeline rewrites it; held until the
                 // originals are staged, so that a full port refuses copies first.
                 let held = copies.get_or_insert_with(HeldCopies::new);
-                pipeline.mirror_before(snap, burst.as_slice(), port, &mut |m, p| held.hold(m, p));
+                pipeline.mirror_before(snap, burst.as_slice(), port, &mut |m, p, s| {
+                    held.hold(m, p, s)
+                });
             }
             if r.workers > 1 {
                 // The pipeline's first pass reads each mbuf header for the data address:
@@ -459,7 +521,7 @@ fn process_burst(
             burst.as_slice(),
             &verdicts[..n],
             decapsulated,
-            &mut |m, p| held.hold(m, p),
+            &mut |m, p, s| held.hold(m, p, s),
         );
     }
     // Pop from the back after reversing = arrival order, so packets leave in that order.
@@ -603,6 +665,8 @@ const MAX_HELD_COPIES: usize = 2 * BURST;
 struct HeldCopies {
     copies: MbufBurst<MAX_HELD_COPIES>,
     ports: [u16; MAX_HELD_COPIES],
+    /// Each copy's session counter slot.
+    slots: [u8; MAX_HELD_COPIES],
 }
 
 impl HeldCopies {
@@ -610,15 +674,18 @@ impl HeldCopies {
         HeldCopies {
             copies: MbufBurst::new(),
             ports: [0; MAX_HELD_COPIES],
+            slots: [0; MAX_HELD_COPIES],
         }
     }
 
-    /// Holds copy `m` for port `port`; `false` (and `m` freed) when full.
-    fn hold(&mut self, m: Mbuf, port: u16) -> bool {
+    /// Holds copy `m` of the session in counter slot `slot` for port `port`; `false` (and
+    /// `m` freed) when full.
+    fn hold(&mut self, m: Mbuf, port: u16, slot: u8) -> bool {
         let k = self.copies.len();
         match self.copies.push(m) {
             Ok(()) => {
                 self.ports[k] = port;
+                self.slots[k] = slot;
                 true
             }
             Err(m) => {
@@ -634,7 +701,7 @@ impl HeldCopies {
         self.copies.as_mut_slice().reverse();
         for i in 0..n {
             if let Some(m) = self.copies.pop() {
-                out.stage(self.ports[i], m, flush_at);
+                out.stage_copy(self.ports[i], m, self.slots[i], flush_at);
             }
         }
     }

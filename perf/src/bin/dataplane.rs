@@ -46,15 +46,16 @@ use dpdk_bindings::{
 };
 use gwlb::dataplane::worker::{self, HostPath, WorkerSetup};
 use gwlb::flow_table::Timeouts;
+use gwlb::mirror::MirrorCounter;
 use gwlb::packet_buf::VecBuf;
 use gwlb::parse::DropReason;
 use gwlb::pipeline::{self, Counters, Pipeline, Verdict, MAX_APPLIANCES};
 use gwlb::snapshot::Snapshot;
 use gwlb::stats::WorkerStats;
 use gwlb_perf::{
-    bench_snapshot, cpu_model, geneve_inner, imix_len, ip_src, print_table, stamp_offset,
-    verify_decap, verify_encap, FlowGen, Frame, ImixFrames, ReturnStyle, Returns, Rng, Summary,
-    FRAME_LEN, STAMP_IN_IP,
+    bench_snapshot, bench_snapshot_mirrored, cpu_model, geneve_inner, imix_len, ip_src,
+    print_table, stamp_offset, verify_decap, verify_encap, FlowGen, Frame, ImixFrames, ReturnStyle,
+    Returns, Rng, Summary, FRAME_LEN, STAMP_IN_IP,
 };
 use hdrhistogram::Histogram;
 
@@ -120,6 +121,17 @@ struct Args {
     /// `--only decap,storm`); the io-forward baseline always runs. For quick A/B runs.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Session counts of the mirroring table (each session copies every packet, before
+    /// inspection, in VXLAN, to a pool of two sensors on the same port); 0 is the unmirrored
+    /// snapshot, measured in the same repetitions.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    mirror_sessions: Vec<usize>,
+    /// Established flows of the mirroring table (default: `--flows`).
+    #[arg(long)]
+    mirror_flows: Option<usize>,
+    /// Skip the mirroring table.
+    #[arg(long)]
+    no_mirror: bool,
 }
 
 /// IN ring size (like a NIC's 1024 RX descriptors).
@@ -144,6 +156,10 @@ enum Kind {
     /// gwlb worker, both directions: 1 packet in 64 a new flow, the others half forward,
     /// half AWS-style returns of established flows.
     Mixed { flows: usize },
+    /// gwlb worker, established flows as `Established`, with `sessions` mirror sessions
+    /// copying every packet (VXLAN, VNI 100 + session index, sensors 10.0.0.200-201 on the
+    /// one port): the snapshot is swapped by the mirroring table.
+    Mirrored { flows: usize, sessions: usize },
 }
 
 impl Kind {
@@ -153,7 +169,8 @@ impl Kind {
             Kind::Established { flows }
             | Kind::Imix { flows }
             | Kind::Decap { flows, .. }
-            | Kind::Mixed { flows } => Some(flows),
+            | Kind::Mixed { flows }
+            | Kind::Mirrored { flows, .. } => Some(flows),
             Kind::IoFwd | Kind::Storm => None,
         }
     }
@@ -217,6 +234,12 @@ struct RepResult {
     late: f64,
     /// Paced runs: outputs in the window without a plausible stamp.
     bad_stamps: u64,
+    /// Mirrored copies the workers made (sessions' `packets`), whole repetition.
+    copies: u64,
+    /// Copies the sampled checks verified (VXLAN around exactly the input frame).
+    copies_verified: u64,
+    /// Packets the workers processed, whole repetition (prefill included).
+    processed_all: u64,
 }
 
 struct Bench {
@@ -456,6 +479,12 @@ impl Bench {
         };
         let mut feeder = Feeder::new(self, rx_refs, tx_refs, kind, &targets, &steer);
         feeder.ring_cap = in_size as usize - 1;
+        if let Kind::Mirrored { .. } = kind {
+            // Originals and copies leave in blocks of a burst (1 of originals, then 1 or 2 of
+            // copies): a prime period checks both
+            // (every burst in smoke mode, which must see copies).
+            feeder.check_every = if smoke { 1 } else { 257 };
+        }
         if opts.preload.is_some() {
             feeder.pool = self.preload_pool.as_ref().expect("preload pool");
         }
@@ -546,6 +575,7 @@ impl Bench {
             eprintln!("  (storm window ended early at 85% table load)");
         }
         let mut tx_drops = 0;
+        let (mut copies, mut not_copied, mut processed_all) = (0, 0, 0);
         for d in &done {
             if let Done::Gwlb(p) = d {
                 let c = &p.counters;
@@ -555,12 +585,41 @@ impl Bench {
                     c.processed,
                     "every packet encapsulated or decapsulated"
                 );
+                processed_all += c.processed;
+                for m in &c.mirror {
+                    copies += m[MirrorCounter::Packets as usize];
+                    not_copied +=
+                        m[MirrorCounter::NoSensor as usize] + m[MirrorCounter::NoBuffer as usize];
+                }
             }
         }
         let mut handoff_drops = 0;
         if kind != Kind::IoFwd {
             tx_drops = sum(|s| s.drops[DropReason::TxFull.index()].load(Relaxed));
             handoff_drops = sum(|s| s.drops[DropReason::HandoffRingFull.index()].load(Relaxed));
+        }
+        match kind {
+            Kind::Mirrored { sessions, .. } => {
+                // Every processed packet selected by every session: each one copied or
+                // counted not copied, and every copy made left through OUT (drained) unless
+                // the port's TX refused it (in `tx_full` with the originals it refused).
+                assert_eq!(
+                    copies + not_copied,
+                    processed_all * sessions as u64,
+                    "every packet copied once per session or counted not copied"
+                );
+                assert!(sessions == 0 || copies > 0, "no copy made");
+                assert_eq!(
+                    feeder.drained + tx_drops,
+                    processed_all + copies,
+                    "every original and every copy drained from OUT or counted tx_full"
+                );
+                assert!(
+                    sessions == 0 || feeder.copies_verified > 0,
+                    "no copy verified"
+                );
+            }
+            _ => assert_eq!(copies, 0, "copies without a mirror session"),
         }
         let handed_off = sum(|s| s.handed_off.load(Relaxed)) as f64
             / sum(|s| s.processed.load(Relaxed)).max(1) as f64;
@@ -579,6 +638,9 @@ impl Bench {
             offered_mpps,
             late,
             bad_stamps,
+            copies,
+            copies_verified: feeder.copies_verified,
+            processed_all,
         }
     }
 
@@ -738,6 +800,9 @@ impl Bench {
             offered_mpps: 0.0,
             late: 0.0,
             bad_stamps: 0,
+            copies: 0,
+            copies_verified: feeder.copies_verified,
+            processed_all: packets,
         }
     }
 }
@@ -813,6 +878,10 @@ struct Feeder<'a> {
     checks: u64,
     starved: u64,
     verified: u64,
+    /// Mirrored copies verified.
+    copies_verified: u64,
+    /// Check one packet in this many dequeued bursts.
+    check_every: u64,
     /// Paced: packets per TSC cycle.
     pace: Option<f64>,
     /// Paced: TSC at the start of the schedule.
@@ -869,6 +938,8 @@ impl<'a> Feeder<'a> {
             checks: 0,
             starved: 0,
             verified: 0,
+            copies_verified: 0,
+            check_every: 256,
             pace: None,
             pace_t0: 0,
             offered: 0,
@@ -1032,7 +1103,9 @@ impl<'a> Feeder<'a> {
             return Pkt::Fwd(src.next(), FRAME_LEN);
         }
         match self.kind {
-            Kind::IoFwd | Kind::Established { .. } | Kind::Storm => Pkt::Fwd(src.next(), FRAME_LEN),
+            Kind::IoFwd | Kind::Established { .. } | Kind::Storm | Kind::Mirrored { .. } => {
+                Pkt::Fwd(src.next(), FRAME_LEN)
+            }
             Kind::Imix { .. } => Pkt::Fwd(src.next(), imix_len(seq)),
             Kind::Decap { style, .. } => Pkt::Ret(src.next(), style),
             Kind::Mixed { .. } => {
@@ -1064,8 +1137,8 @@ impl<'a> Feeder<'a> {
                 }
                 total += n;
                 self.drained += n as u64;
-                if self.bursts_out & 255 == 0 {
-                    let i = (self.bursts_out / 256) as usize % n;
+                if self.bursts_out.is_multiple_of(self.check_every) {
+                    let i = (self.bursts_out / self.check_every) as usize % n;
                     self.check(i);
                 }
                 self.bursts_out += 1;
@@ -1095,6 +1168,10 @@ impl<'a> Feeder<'a> {
 
     fn check(&mut self, i: usize) {
         let out = self.d.as_slice()[i].data();
+        if out.len() > 38 && out[23] == 17 && out[36..38] == gwlb::mirror::VXLAN_PORT.to_be_bytes()
+        {
+            return self.check_copy(i);
+        }
         // Geneve (UDP 6081 at the usual offset) or a decapsulated packet.
         let encap = out.len() > 38 && out[23] == 17 && out[36..38] == [0x17, 0xc1];
         let ip = match self.kind {
@@ -1156,6 +1233,45 @@ impl<'a> Feeder<'a> {
             panic!("output of flow {idx}: {e}");
         }
         self.verified += 1;
+    }
+}
+
+impl Feeder<'_> {
+    /// Checks a mirrored copy: VXLAN (I flag, VNI 100 + a session index) from the port to a
+    /// sensor, around exactly the frame the feeder sent (copied before inspection, 60 bytes
+    /// without padding).
+    fn check_copy(&mut self, i: usize) {
+        let out = self.d.as_slice()[i].data();
+        let Kind::Mirrored { sessions, .. } = self.kind else {
+            panic!("a VXLAN copy without a mirror session: {out:02x?}");
+        };
+        let inner = out.get(50..).unwrap_or_default();
+        let Some((a, p)) = inner.get(14..).and_then(ip_src) else {
+            panic!("copy without an inner IPv4/TCP frame: {out:02x?}");
+        };
+        let idx = self
+            .gen
+            .index_of(a, p)
+            .unwrap_or_else(|| panic!("unknown flow {a:#x}:{p} in a copy"));
+        let input = Frame::of(&self.gen.flow(idx));
+        assert_eq!(
+            inner,
+            &input.0[..],
+            "the copy carries the frame as received"
+        );
+        assert_eq!(out[6..12], gwlb_perf::PORT_MAC, "copy from the port's MAC");
+        assert!(
+            out[30..34] == [10, 0, 0, 200] || out[30..34] == [10, 0, 0, 201],
+            "copy to a sensor: {:?}",
+            &out[30..34]
+        );
+        assert_eq!(out[42], 0x08, "VXLAN I flag");
+        let vni = u32::from_be_bytes([0, out[46], out[47], out[48]]);
+        assert!(
+            (100..100 + sessions as u32).contains(&vni),
+            "VNI {vni} of {sessions} sessions"
+        );
+        self.copies_verified += 1;
     }
 }
 
@@ -1417,6 +1533,86 @@ fn main() {
             reps.push(res);
         }
         results.push((name, kind, reps));
+    }
+
+    // Mirroring: the established scenario with 0, 1 and 2 sessions copying every packet,
+    // interleaved within each repetition so that each count is beside the unmirrored figure
+    // measured moments before (the machine's load drifts between repetitions).
+    let mut mirror_rows = Vec::new();
+    let mirror_flows = a.mirror_flows.unwrap_or(a.flows);
+    if !a.no_mirror && !a.mirror_sessions.is_empty() {
+        let plain = bench.snap.load_full();
+        let mut counts = a.mirror_sessions.clone();
+        counts.sort_unstable();
+        counts.dedup();
+        if counts[0] != 0 {
+            counts.insert(0, 0);
+        }
+        let mut reps: Vec<Vec<RepResult>> = counts.iter().map(|_| Vec::new()).collect();
+        for r in 0..a.reps {
+            for (k, &sessions) in counts.iter().enumerate() {
+                let snap = if sessions == 0 {
+                    plain.clone()
+                } else {
+                    Arc::new(bench_snapshot_mirrored(a.appliances, a.table as u32, sessions).1)
+                };
+                bench.snap.store(snap);
+                let kind = Kind::Mirrored {
+                    flows: mirror_flows,
+                    sessions,
+                };
+                let res = bench.rep(kind, a.secs, a.table, a.smoke, RepOpts::MAX);
+                eprintln!(
+                    "mirroring {sessions} session(s) rep {r}: {:.2} Mpps, IN starved {:.1}%, \
+                     {} copies for {} packets, {} outputs and {} copies verified, tx drops {}",
+                    res.mpps,
+                    res.starved * 100.0,
+                    res.copies,
+                    res.processed_all,
+                    res.verified,
+                    res.copies_verified,
+                    res.tx_drops
+                );
+                assert!(res.verified > 0, "no output verified");
+                assert_eq!(res.new_flows_in_window, 0, "established: no new flows");
+                reps[k].push(res);
+            }
+        }
+        bench.snap.store(plain);
+        for (k, &sessions) in counts.iter().enumerate() {
+            let m = Summary::of(&reps[k].iter().map(|r| r.mpps).collect::<Vec<_>>());
+            let ratio = Summary::of(
+                &reps[k]
+                    .iter()
+                    .zip(&reps[0])
+                    .map(|(r, z)| r.mpps / z.mpps)
+                    .collect::<Vec<_>>(),
+            );
+            let st = Summary::of(
+                &reps[k]
+                    .iter()
+                    .map(|r| r.starved * 100.0)
+                    .collect::<Vec<_>>(),
+            );
+            let copies: u64 = reps[k].iter().map(|r| r.copies).sum();
+            let processed: u64 = reps[k].iter().map(|r| r.processed_all).sum();
+            mirror_rows.push(vec![
+                sessions.to_string(),
+                m.fmt(2),
+                Summary::of(&reps[0].iter().map(|r| r.mpps).collect::<Vec<_>>()).fmt(2),
+                ratio.fmt(2),
+                format!("{:.2}", (m.median * (1.0 + sessions as f64))),
+                format!("{:.2}", copies as f64 / processed.max(1) as f64),
+                st.fmt(1),
+                reps[k].iter().map(|r| r.verified).sum::<u64>().to_string(),
+                reps[k]
+                    .iter()
+                    .map(|r| r.copies_verified)
+                    .sum::<u64>()
+                    .to_string(),
+                reps[k].iter().map(|r| r.tx_drops).sum::<u64>().to_string(),
+            ]);
+        }
     }
 
     let hz = bench.hz;
@@ -1705,6 +1901,34 @@ fn main() {
             s.fmt(1)
         );
     }
+    if !mirror_rows.is_empty() {
+        println!();
+        println!(
+            "### Mirroring: gwlb established, {mirror_flows} flows, {}-flow table; N sessions \
+             each copying every packet before inspection (VXLAN, whole 60-byte frames) to a pool \
+             of two sensors on the same port (copies leave through the same OUT ring and are \
+             drained and freed by the feeder's thread); 0 is the unmirrored snapshot; the counts \
+             run one after another within each of {} repetitions; `vs 0` is the median of the \
+             per-repetition ratios",
+            a.table, a.reps
+        );
+        println!();
+        print_table(
+            &[
+                "sessions",
+                "Mpps (worker, originals)",
+                "Mpps with 0 sessions, same reps",
+                "vs 0",
+                "packets out Mpps (originals + copies)",
+                "copies per packet",
+                "IN starved %",
+                "outputs verified",
+                "copies verified",
+                "tx drops",
+            ],
+            &mirror_rows,
+        );
+    }
     if !lat_rows.is_empty() {
         println!();
         println!(
@@ -1808,7 +2032,12 @@ fn main() {
     if a.smoke {
         println!();
         println!(
-            "smoke: OK (outputs verified, no drops{}{})",
+            "smoke: OK (outputs verified, no drops{}{}{})",
+            if mirror_rows.is_empty() {
+                ""
+            } else {
+                ", mirrored copies made, counted and verified"
+            },
             if lat_rows.is_empty() {
                 ""
             } else {
