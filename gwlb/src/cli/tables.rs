@@ -495,7 +495,7 @@ mod tests {
                 bytes: 3000,
                 no_sensor: 2,
                 no_buffer: 0,
-                tx_full: 0,
+                tx_full: 1,
                 settings: None,
             }],
             ..Default::default()
@@ -519,7 +519,8 @@ mod tests {
                 "50",
                 "3000",
                 "2",
-                "0"
+                "0",
+                "1"
             ]
         );
         assert!(!stats(&StatsReport::default()).contains("MIRROR"));
