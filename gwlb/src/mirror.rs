@@ -27,7 +27,7 @@ use std::ops::RangeInclusive;
 
 use crate::config::{CopyPoint, MirrorDirection, MirrorFormat, MirrorSession};
 use crate::parse::{proto, ParsedPacket};
-use crate::wire::{ethernet, ethertype, ipv4, udp, IpAddrBytes, IpNet, MacAddr};
+use crate::wire::{checksum, ethernet, ethertype, ipv4, udp, IpAddrBytes, IpNet, MacAddr};
 
 /// UDP destination port of VXLAN (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
@@ -259,6 +259,9 @@ pub struct MirrorTemplate {
     max_frame: usize,
     /// Where the direction byte of the Geneve mirror option is (`None`: VXLAN).
     direction_at: Option<usize>,
+    /// Ones'-complement sum of the outer IPv4 header with its length and checksum 0: a
+    /// copy's checksum is this plus its length, folded (no pass over the header per copy).
+    ipv4_partial_sum: u32,
 }
 
 impl MirrorTemplate {
@@ -316,11 +319,17 @@ impl MirrorTemplate {
             }
         }
         let max_frame = usize::from(p.mtu).checked_sub(len - ethernet::HEADER_LEN)?;
+        let ip = &mut hdr[ethernet::HEADER_LEN..][..ipv4::HEADER_LEN];
+        let mut packet = ipv4::Packet::new_unchecked(&mut *ip);
+        packet.set_total_len(0);
+        packet.set_checksum(0);
+        let ipv4_partial_sum = checksum::sum(0, ip);
         Some(MirrorTemplate {
             hdr,
             len,
             max_frame,
             direction_at: (p.format == MirrorFormat::Geneve).then_some(OUTER_IP_UDP + 13),
+            ipv4_partial_sum,
         })
     }
 
@@ -366,7 +375,7 @@ impl MirrorTemplate {
         let mut ip =
             ipv4::Packet::new_unchecked(&mut out[ethernet::HEADER_LEN..][..ipv4::HEADER_LEN]);
         ip.set_total_len(ip_len);
-        ip.fill_checksum();
+        ip.set_checksum(checksum::finish(self.ipv4_partial_sum + u32::from(ip_len)));
         let mut u = udp::Packet::new_unchecked(
             &mut out[ethernet::HEADER_LEN + ipv4::HEADER_LEN..OUTER_IP_UDP],
         );
