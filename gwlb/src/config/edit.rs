@@ -209,9 +209,7 @@ impl ConfigEdit {
 
     /// Replaces mirror session `index` with `s`, in its place (out of range: no change).
     pub fn set_mirror_session(&mut self, index: usize, s: RawMirrorSession) -> &mut Self {
-        if let Some(m) = self.raw.mirror_sessions.get_mut(index) {
-            *m = s;
-        }
+        set_at(&mut self.raw.mirror_sessions, index, s);
         self
     }
 
@@ -231,9 +229,7 @@ impl ConfigEdit {
 
     /// Removes mirror session `index` (out of range: no change).
     pub fn remove_mirror_session(&mut self, index: usize) -> &mut Self {
-        if index < self.raw.mirror_sessions.len() {
-            self.raw.mirror_sessions.remove(index);
-        }
+        remove_at(&mut self.raw.mirror_sessions, index);
         self
     }
 
@@ -245,9 +241,7 @@ impl ConfigEdit {
 
     /// Replaces endpoint `index` with `e`, in its place (out of range: no change).
     pub fn set_endpoint(&mut self, index: usize, e: RawEndpoint) -> &mut Self {
-        if let Some(x) = self.raw.endpoints.get_mut(index) {
-            *x = e;
-        }
+        set_at(&mut self.raw.endpoints, index, e);
         self
     }
 
@@ -266,9 +260,7 @@ impl ConfigEdit {
 
     /// Removes endpoint `index` (out of range: no change).
     pub fn remove_endpoint(&mut self, index: usize) -> &mut Self {
-        if index < self.raw.endpoints.len() {
-            self.raw.endpoints.remove(index);
-        }
+        remove_at(&mut self.raw.endpoints, index);
         self
     }
 
@@ -291,9 +283,7 @@ impl ConfigEdit {
     /// Removes rule `rule` of endpoint `index` (out of range: no change).
     pub fn remove_rule(&mut self, index: usize, rule: usize) -> &mut Self {
         if let Some(e) = self.raw.endpoints.get_mut(index) {
-            if rule < e.rules.len() {
-                e.rules.remove(rule);
-            }
+            remove_at(&mut e.rules, rule);
         }
         self
     }
@@ -301,6 +291,20 @@ impl ConfigEdit {
     /// Validates the changed configuration exactly like a file.
     pub fn finish(&self) -> Result<Config, ConfigError> {
         self.raw.clone().validate()
+    }
+}
+
+/// Replaces `v[i]` with `x` (out of range: no change).
+fn set_at<T>(v: &mut [T], i: usize, x: T) {
+    if let Some(slot) = v.get_mut(i) {
+        *slot = x;
+    }
+}
+
+/// Removes `v[i]` (out of range: no change).
+fn remove_at<T>(v: &mut Vec<T>, i: usize) {
+    if i < v.len() {
+        v.remove(i);
     }
 }
 

@@ -1244,11 +1244,7 @@ impl ControlLoop {
         change: Change<EndpointSpec>,
     ) -> ControlResult<EndpointReport> {
         let i = self.endpoint_index(name)?;
-        let renamed = match &change {
-            Change::Replace(spec) => spec.name() != name,
-            Change::Patch(p) => p.get("name").is_some_and(|n| n.as_str() != Some(name)),
-        };
-        if renamed {
+        if change.renames(name, EndpointSpec::name) {
             return Err(ControlError::invalid(
                 "name",
                 format!("the endpoint is {name:?}: an endpoint keeps its name (its zone and flows go with it)"),
@@ -1399,11 +1395,7 @@ impl ControlLoop {
         change: Change<MirrorSessionSpec>,
     ) -> ControlResult<MirrorSessionReport> {
         let i = self.mirror_index(name)?;
-        let renamed = match &change {
-            Change::Replace(spec) => spec.name() != name,
-            Change::Patch(p) => p.get("name").is_some_and(|n| n.as_str() != Some(name)),
-        };
-        if renamed {
+        if change.renames(name, MirrorSessionSpec::name) {
             return Err(ControlError::invalid(
                 "name",
                 format!("the session is {name:?}: a session keeps its name (delete it and create the new one)"),

@@ -258,6 +258,17 @@ pub enum Change<T> {
     Patch(serde_json::Map<String, serde_json::Value>),
 }
 
+impl<T> Change<T> {
+    /// Whether the change gives the item (now named `name`) another name; `name_of` reads a
+    /// whole value's.
+    pub fn renames(&self, name: &str, name_of: impl Fn(&T) -> &str) -> bool {
+        match self {
+            Change::Replace(spec) => name_of(spec) != name,
+            Change::Patch(p) => p.get("name").is_some_and(|n| n.as_str() != Some(name)),
+        }
+    }
+}
+
 /// One target group with its targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetGroupInfo {
