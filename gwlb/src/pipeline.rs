@@ -640,14 +640,15 @@ impl Pipeline {
         let (slot, a, cookie) = match found {
             // A chained flow's reply visits the chain from its last stage.
             Some(e) if e.is_chained() && direction_of(snap, e.group, p) != e.opened() => {
-                let (position, cookie, class) = (e.rule, e.cookie, e.class());
+                let (position, cookie, class, first) = (e.rule, e.cookie, e.class(), e.group);
                 let Some(ep) = snap.endpoint(zone) else {
                     return Verdict::Drop(DropReason::ApplianceGone);
                 };
                 let rule = ep.rule_index(position);
                 count_rule(&mut self.counters.rules, rule, ip_len, false);
-                let Some(Action::Chain(c)) = snap.rules.get(usize::from(rule)).map(|r| r.action)
-                else {
+                // The rule at the entry's position must still be a chain from the flow's first
+                // group (a live change can move rules: see `chain_of`).
+                let Some(c) = chain_of(snap, rule, first) else {
                     return Verdict::Drop(DropReason::ApplianceGone);
                 };
                 let at = ChainAt {
@@ -908,6 +909,7 @@ impl Pipeline {
             Some(e) if e.is_chained() => {
                 let base = ChainBase {
                     appliance: e.appliance,
+                    group: e.group,
                     generation: e.generation,
                     rule: e.rule,
                     cookie: e.cookie,
@@ -1007,16 +1009,9 @@ impl Pipeline {
         base: ChainBase,
         now: u32,
     ) -> Verdict {
-        let chain = snap.endpoint(r.zone).and_then(|ep| {
-            match snap
-                .rules
-                .get(usize::from(ep.rule_index(base.rule)))?
-                .action
-            {
-                Action::Chain(c) => Some(c),
-                _ => None,
-            }
-        });
+        let chain = snap
+            .endpoint(r.zone)
+            .and_then(|ep| chain_of(snap, ep.rule_index(base.rule), base.group));
         let Some(c) = chain else {
             return Verdict::Drop(DropReason::NoFlowForReturn);
         };
@@ -1649,6 +1644,8 @@ fn opens_connection(p: &ParsedPacket) -> bool {
 #[derive(Clone, Copy)]
 struct ChainBase {
     appliance: u16,
+    /// The chain's first group.
+    group: u16,
     generation: u8,
     /// The rule's position in its endpoint.
     rule: u16,
@@ -1668,6 +1665,19 @@ struct ChainAt {
     rule: u16,
     cookie: u32,
     class: ProtoClass,
+}
+
+/// The chain of rule `rule` (a global index), if its action is still a chain that starts
+/// with `first`, the first group of the chain that decided the flow. Flow entries keep their
+/// rule's position in its endpoint, which a live change that inserts or removes an earlier
+/// rule moves: a flow whose position now names another action, or a chain from another
+/// group, is not sent on (its packets are dropped), so it is never carried past a group.
+#[inline]
+fn chain_of(snap: &Snapshot, rule: u16, first: u16) -> Option<crate::config::Chain> {
+    match snap.rules.get(usize::from(rule))?.action {
+        Action::Chain(c) if c.groups().first() == Some(&first) => Some(c),
+        _ => None,
+    }
 }
 
 /// The direction of packet `p` in its flow's key, under group `group`'s stickiness (every
