@@ -25,6 +25,9 @@ echo
 # instruction table under callgrind in a full run.
 if [[ ${#smoke[@]} -ne 0 ]]; then
     "$target/release/instr" --smoke
+    # The steering-rules endpoint with none and the most rules (outputs to the rule's group).
+    "$target/release/instr" --smoke --modes burst \
+        --scenarios steer-0-encap,steer-10000-encap,steer-0-storm,steer-10000-storm
 elif command -v valgrind >/dev/null; then
     "$target/release/instr"
 else

@@ -167,6 +167,160 @@ pub fn bench_snapshot_with_rules(
     ))
 }
 
+/// Name of the target group the steering rules of [`bench_config_steered`] send the
+/// benchmark's traffic to.
+pub const STEERED_GROUP: &str = "steered";
+/// Name of the rule of [`bench_config_steered`] that the benchmark's traffic matches (the last
+/// of the list).
+pub const STEERED_RULE: &str = "web-to-steered";
+/// Destination ports of the rules of [`bench_config_steered`] that share the traffic's
+/// destination block (so a new flow tries them) but not its port ([`SERVER_PORT`]).
+const NEAR_MISS_PORTS: [&str; 8] = [
+    "443",
+    "22",
+    "8443",
+    "25",
+    "3389",
+    "5432",
+    "6379",
+    "8000-8079",
+];
+
+/// `rules` steering rules for one endpoint, as `[[endpoints.rules]]` tables: rules that look
+/// like a tenant's policy (distinct prefixes, protocols and ports, every action) of which the
+/// benchmark's traffic (TCP from 100.64.0.0/10 to [`SERVER_IP`]:[`SERVER_PORT`], both the
+/// established flows and the storm's) matches only the last, [`STEERED_RULE`], which inspects
+/// by [`STEERED_GROUP`]. Before it:
+///
+/// - up to 8 near misses, spread over the list: TCP to the server's /24 on other ports
+///   ([`NEAR_MISS_PORTS`]), bypassed; they sit in the index under the traffic's destination
+///   block, so every new flow tries them (and fails on the port) before the match;
+/// - the rest, by rule number `k` mod 4: a /32 source in 172.16.0.0/12 (bypass); TCP to a
+///   /24 in 10.128.0.0/9 on port 1024 + k (inspect by "bench"); UDP 53 from a /30 in
+///   198.18.0.0/15 (drop); a /48 source in 2001:db8::/32 (bypass). They are indexed under
+///   blocks the traffic's addresses are not in: a new flow never tries them, and pays for
+///   their number only in the index's binary searches.
+///
+/// `rules` = 0 gives no rule (the endpoint's default action decides).
+pub fn steering_rules_toml(rules: usize) -> String {
+    let mut s = String::new();
+    let Some(fillers) = rules.checked_sub(1) else {
+        return s;
+    };
+    let mut near: Vec<usize> = (1..=NEAR_MISS_PORTS.len())
+        .map(|j| j * fillers / (NEAR_MISS_PORTS.len() + 1))
+        .filter(|&k| k < fillers)
+        .collect();
+    near.dedup();
+    let mut next_near = 0;
+    for k in 0..fillers {
+        if near.get(next_near) == Some(&k) {
+            s.push_str(&format!(
+                "[[endpoints.rules]]\nname = \"near-{k}\"\ndestinations = [\"{}.{}.{}.0/24\"]\n\
+                 protocols = [6]\ndestination_ports = [\"{}\"]\naction = \"bypass\"\n",
+                SERVER_IP[0], SERVER_IP[1], SERVER_IP[2], NEAR_MISS_PORTS[next_near]
+            ));
+            next_near += 1;
+            continue;
+        }
+        let (hi, lo) = ((k >> 8) & 0xff, k & 0xff);
+        let body = match k % 4 {
+            0 => format!(
+                "sources = [\"172.{}.{hi}.{lo}/32\"]\naction = \"bypass\"\n",
+                16 + (k >> 16)
+            ),
+            1 => format!(
+                "destinations = [\"10.{}.{lo}.0/24\"]\nprotocols = [6]\n\
+                 destination_ports = [\"{}\"]\naction = \"inspect\"\ntarget_group = \"bench\"\n",
+                128 + (hi & 0x7f),
+                1024 + k
+            ),
+            2 => format!(
+                "sources = [\"198.{}.{}.{}/30\"]\nprotocols = [17]\ndestination_ports = [\"53\"]\n\
+                 action = \"drop\"\n",
+                18 + ((k >> 14) & 1),
+                (k >> 6) & 0xff,
+                (k & 0x3f) * 4
+            ),
+            _ => format!("sources = [\"2001:db8:{k:x}::/48\"]\naction = \"bypass\"\n"),
+        };
+        s.push_str(&format!("[[endpoints.rules]]\nname = \"r{k}\"\n{body}"));
+    }
+    s.push_str(&format!(
+        "[[endpoints.rules]]\nname = \"{STEERED_RULE}\"\ndestinations = [\"{}.{}.{}.0/24\"]\n\
+         protocols = [6]\ndestination_ports = [\"{SERVER_PORT}\"]\naction = \"inspect\"\n\
+         target_group = \"{STEERED_GROUP}\"\n",
+        SERVER_IP[0], SERVER_IP[1], SERVER_IP[2]
+    ));
+    s
+}
+
+/// [`bench_config`] plus a second group, [`STEERED_GROUP`] (4 appliances, 10.0.0.101-104),
+/// with the port taken by one untagged endpoint, "bench-tenant", whose flows are all
+/// encapsulated toward that group: with `rules` = 0 by the endpoint's default action; with
+/// `rules` >= 1 by the last of [`steering_rules_toml`]`(rules)` (the default action then
+/// inspects by "bench", which the traffic never reaches). So every rule count sends the same
+/// traffic to the same appliances, and only the rules differ.
+pub fn bench_config_steered(appliances: usize, flow_table_capacity: u32, rules: usize) -> String {
+    let mut s = bench_config(appliances, flow_table_capacity);
+    s.push_str(&format!(
+        "\n[[target_groups]]\nname = \"{STEERED_GROUP}\"\nuser_ports = []\n\
+         [target_groups.health_check]\nenabled = false\n"
+    ));
+    for lo in 101u8..=104 {
+        s.push_str(&target_toml(
+            format!("10.0.0.{lo}"),
+            Some([0x02, 0, 0, 0, 0, lo]),
+            None,
+        ));
+    }
+    let default = if rules == 0 { STEERED_GROUP } else { "bench" };
+    s.push_str(&format!(
+        "\n[[endpoints]]\nname = \"bench-tenant\"\nports = [\"p0\"]\ntarget_group = \"{default}\"\n"
+    ));
+    s.push_str(&steering_rules_toml(rules));
+    s
+}
+
+/// Parses [`bench_config_steered`] and builds its snapshot.
+pub fn bench_snapshot_steered(
+    appliances: usize,
+    flow_table_capacity: u32,
+    rules: usize,
+) -> (Config, Snapshot) {
+    snapshot_of(&bench_config_steered(
+        appliances,
+        flow_table_capacity,
+        rules,
+    ))
+}
+
+/// The IPv4 addresses of group `name`'s appliances in `snap` (empty for an unknown group).
+pub fn group_addrs(snap: &Snapshot, name: &str) -> Vec<[u8; 4]> {
+    let Some(g) = snap.groups.iter().position(|g| g.name == name) else {
+        return Vec::new();
+    };
+    snap.appliances
+        .iter()
+        .filter(|a| usize::from(a.group) == g)
+        .filter_map(|a| match a.addr {
+            std::net::IpAddr::V4(v4) => Some(v4.octets()),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// The global index (as the per-rule counters are indexed) of the rule that decides the
+/// benchmark's traffic in [`bench_config_steered`]`(.., rules)`: [`STEERED_RULE`], or the
+/// endpoint's default action when there is no rule.
+pub fn steered_rule_index(snap: &Snapshot, rules: usize) -> usize {
+    let name = if rules == 0 { "default" } else { STEERED_RULE };
+    snap.rules
+        .iter()
+        .position(|r| r.zone != 0 && r.name == name)
+        .expect("the deciding rule is in the snapshot")
+}
+
 /// Parses [`bench_config`] and builds its snapshot.
 pub fn bench_snapshot(appliances: usize, flow_table_capacity: u32) -> (Config, Snapshot) {
     let (cfg, snap) = snapshot_of(&bench_config(appliances, flow_table_capacity));
@@ -938,6 +1092,43 @@ mod tests {
     }
     use gwlb::packet_buf::{PacketBuf, VecBuf};
     use gwlb::pipeline::{Pipeline, Verdict};
+
+    #[test]
+    fn steering_rules_send_the_traffic_to_the_steered_group() {
+        let g = FlowGen::new();
+        for rules in [0usize, 1, 2, 100, 10_000] {
+            let (cfg, snap) = bench_snapshot_steered(4, 1 << 12, rules);
+            assert_eq!(cfg.endpoints[0].rules.len(), rules);
+            let steered = group_addrs(&snap, STEERED_GROUP);
+            assert_eq!(steered.len(), 4);
+            let idx = steered_rule_index(&snap, rules);
+            let mut pipe = Pipeline::new(1 << 12, gwlb::flow_table::Timeouts::default()).unwrap();
+            // Established-range and storm-range flows, twice each (new, then established).
+            for i in [0u64, 1, 77_777, 1 << 32, (1 << 32) + 7_000_000] {
+                for _ in 0..2 {
+                    let f = Frame::of(&g.flow(i));
+                    let mut b = VecBuf::new(&f.0);
+                    assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0), "{rules}");
+                    let dst = verify_encap(b.data(), &f.0).unwrap();
+                    assert!(steered.contains(&dst), "{rules} rules: to {dst:?}");
+                }
+            }
+            let c = &pipe.counters;
+            assert_eq!((c.new_flows, c.encapsulated), (5, 10));
+            assert_eq!(
+                c.rules[idx],
+                [10, 10 * (FRAME_LEN as u64 - 14), 5],
+                "{rules}"
+            );
+            // The same client to port 443: a near miss when there is one (bypassed), else the
+            // default action.
+            let mut f = Frame::of(&g.flow(3));
+            f.0[36..38].copy_from_slice(&443u16.to_be_bytes());
+            let mut b = VecBuf::new(&f.0);
+            assert_eq!(pipe.process(&snap, &mut b, 0, 1), Verdict::Tx(0));
+            assert_eq!(pipe.counters.bypassed, u64::from(rules >= 2), "{rules}");
+        }
+    }
 
     #[test]
     fn frames_are_valid_and_encapsulate() {

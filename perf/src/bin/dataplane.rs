@@ -53,9 +53,9 @@ use gwlb::pipeline::{self, Counters, Pipeline, Verdict, MAX_APPLIANCES};
 use gwlb::snapshot::Snapshot;
 use gwlb::stats::WorkerStats;
 use gwlb_perf::{
-    bench_snapshot, bench_snapshot_mirrored, cpu_model, geneve_inner, imix_len, ip_src,
-    print_table, stamp_offset, verify_decap, verify_encap, FlowGen, Frame, ImixFrames, ReturnStyle,
-    Returns, Rng, Summary, FRAME_LEN, STAMP_IN_IP,
+    bench_snapshot, bench_snapshot_mirrored, bench_snapshot_steered, cpu_model, geneve_inner,
+    imix_len, ip_src, print_table, stamp_offset, verify_decap, verify_encap, FlowGen, Frame,
+    ImixFrames, ReturnStyle, Returns, Rng, Summary, FRAME_LEN, STAMP_IN_IP,
 };
 use hdrhistogram::Histogram;
 
@@ -132,6 +132,18 @@ struct Args {
     /// Skip the mirroring table.
     #[arg(long)]
     no_mirror: bool,
+    /// Rule counts of the steering-rules table (one endpoint on the port; the traffic
+    /// matches the last rule, which inspects by a second group); 0 is the endpoint with only
+    /// its default action (inspecting by that group), measured in the same repetitions, as is
+    /// the group's own user traffic without an endpoint.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,100,10000")]
+    rules: Vec<usize>,
+    /// Established flows of the steering-rules table (default: `--flows`).
+    #[arg(long)]
+    rules_flows: Option<usize>,
+    /// Skip the steering-rules table.
+    #[arg(long)]
+    no_rules: bool,
 }
 
 /// IN ring size (like a NIC's 1024 RX descriptors).
@@ -160,6 +172,15 @@ enum Kind {
     /// copying every packet (VXLAN, VNI 100 + session index, sensors 10.0.0.200-201 on the
     /// one port): the snapshot is swapped by the mirroring table.
     Mirrored { flows: usize, sessions: usize },
+    /// gwlb worker through the steering-rules table's snapshot (swapped in by that table):
+    /// `rules` = `None` is the group's own user traffic (no endpoint), `Some(n)` the endpoint
+    /// of `bench_config_steered(.., n)`, whose flows are all encapsulated toward the
+    /// "steered" group; `flows` = `Some`: established (pre-inserted, random order), `None`: a
+    /// new flow every packet.
+    Steered {
+        flows: Option<usize>,
+        rules: Option<usize>,
+    },
 }
 
 impl Kind {
@@ -170,9 +191,17 @@ impl Kind {
             | Kind::Imix { flows }
             | Kind::Decap { flows, .. }
             | Kind::Mixed { flows }
-            | Kind::Mirrored { flows, .. } => Some(flows),
-            Kind::IoFwd | Kind::Storm => None,
+            | Kind::Mirrored { flows, .. }
+            | Kind::Steered {
+                flows: Some(flows), ..
+            } => Some(flows),
+            Kind::IoFwd | Kind::Storm | Kind::Steered { flows: None, .. } => None,
         }
+    }
+
+    /// A new flow every packet.
+    fn is_storm(self) -> bool {
+        matches!(self, Kind::Storm | Kind::Steered { flows: None, .. })
     }
 }
 
@@ -485,6 +514,25 @@ impl Bench {
             // (every burst in smoke mode, which must see copies).
             feeder.check_every = if smoke { 1 } else { 257 };
         }
+        // Steering rules: every sampled encapsulation must go to the group that decides the
+        // traffic (every burst in smoke mode).
+        let deciding_rule = match kind {
+            Kind::Steered { rules, .. } => {
+                let snap = self.snap.load();
+                let group = if rules.is_some() {
+                    gwlb_perf::STEERED_GROUP
+                } else {
+                    "bench"
+                };
+                feeder.encap_to = gwlb_perf::group_addrs(&snap, group);
+                assert!(!feeder.encap_to.is_empty(), "group {group} has appliances");
+                if smoke {
+                    feeder.check_every = 1;
+                }
+                rules.map(|n| gwlb_perf::steered_rule_index(&snap, n))
+            }
+            _ => None,
+        };
         if opts.preload.is_some() {
             feeder.pool = self.preload_pool.as_ref().expect("preload pool");
         }
@@ -520,7 +568,7 @@ impl Bench {
             assert_eq!(nf, want, "every pre-inserted flow admitted");
         }
         let mut src = match kind {
-            Kind::Storm => Source::Counter(1 << 32),
+            _ if kind.is_storm() => Source::Counter(1 << 32),
             _ => Source::List(&order, 0),
         };
         if let Some(pps) = opts.pace_pps {
@@ -545,7 +593,7 @@ impl Bench {
         let mut storm_full = false;
         feeder.run(&mut src, |_| {
             n_checks += 1;
-            if kind == Kind::Storm && n_checks & 63 == 0 && new_flows() > storm_limit {
+            if kind.is_storm() && n_checks & 63 == 0 && new_flows() > storm_limit {
                 storm_full = true;
                 return true;
             }
@@ -586,6 +634,15 @@ impl Bench {
                     "every packet encapsulated or decapsulated"
                 );
                 processed_all += c.processed;
+                if let Some(i) = deciding_rule {
+                    // Every packet, and every new flow, decided by the one rule (prefill
+                    // included): the rules before it never matched.
+                    assert_eq!(
+                        (c.rules[i][0], c.rules[i][2]),
+                        (c.processed, c.new_flows),
+                        "packets and new flows of the deciding rule"
+                    );
+                }
                 for m in &c.mirror {
                     copies += m[MirrorCounter::Packets as usize];
                     not_copied +=
@@ -882,6 +939,8 @@ struct Feeder<'a> {
     copies_verified: u64,
     /// Check one packet in this many dequeued bursts.
     check_every: u64,
+    /// When not empty: every checked encapsulation must be toward one of these appliances.
+    encap_to: Vec<[u8; 4]>,
     /// Paced: packets per TSC cycle.
     pace: Option<f64>,
     /// Paced: TSC at the start of the schedule.
@@ -940,6 +999,7 @@ impl<'a> Feeder<'a> {
             verified: 0,
             copies_verified: 0,
             check_every: 256,
+            encap_to: Vec::new(),
             pace: None,
             pace_t0: 0,
             offered: 0,
@@ -1103,9 +1163,11 @@ impl<'a> Feeder<'a> {
             return Pkt::Fwd(src.next(), FRAME_LEN);
         }
         match self.kind {
-            Kind::IoFwd | Kind::Established { .. } | Kind::Storm | Kind::Mirrored { .. } => {
-                Pkt::Fwd(src.next(), FRAME_LEN)
-            }
+            Kind::IoFwd
+            | Kind::Established { .. }
+            | Kind::Storm
+            | Kind::Mirrored { .. }
+            | Kind::Steered { .. } => Pkt::Fwd(src.next(), FRAME_LEN),
             Kind::Imix { .. } => Pkt::Fwd(src.next(), imix_len(seq)),
             Kind::Decap { style, .. } => Pkt::Ret(src.next(), style),
             Kind::Mixed { .. } => {
@@ -1216,7 +1278,16 @@ impl<'a> Feeder<'a> {
                 let len = ip.map_or(0, |ip| ip.len()) + 14;
                 let mut f = self.imix.frame(idx, len.clamp(FRAME_LEN, 1514));
                 put(&mut f[14..]);
-                verify_encap(out, &f).map(|_| ())
+                verify_encap(out, &f).and_then(|dst| {
+                    if self.encap_to.is_empty() || self.encap_to.contains(&dst) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "encapsulated toward {dst:?}, not the deciding group's {:?}",
+                            self.encap_to
+                        ))
+                    }
+                })
             }
             Kind::Decap { style, .. } => {
                 let mut inner = self.rets.inner(style, idx);
@@ -1615,6 +1686,109 @@ fn main() {
         }
     }
 
+    // Steering rules: established flows and a new-flow storm through one endpoint with 0, 1,
+    // 100 and 10,000 rules (the traffic matches the last), beside the group's own user
+    // traffic, interleaved within each repetition so that every count is next to the 0-rule
+    // figure of the same moment.
+    let mut rule_rows = Vec::new();
+    let rules_flows = a.rules_flows.unwrap_or(a.flows);
+    if !a.no_rules && !a.rules.is_empty() {
+        let plain = bench.snap.load_full();
+        let mut counts = a.rules.clone();
+        counts.sort_unstable();
+        counts.dedup();
+        if counts[0] != 0 {
+            counts.insert(0, 0);
+        }
+        // `None`: no endpoint; the baseline of the ratios is `Some(0)` (index 1).
+        let configs: Vec<Option<usize>> = std::iter::once(None)
+            .chain(counts.iter().map(|&n| Some(n)))
+            .collect();
+        let snaps: Vec<Arc<Snapshot>> = configs
+            .iter()
+            .map(|c| match c {
+                None => plain.clone(),
+                Some(n) => Arc::new(bench_snapshot_steered(a.appliances, a.table as u32, *n).1),
+            })
+            .collect();
+        // reps[config][0: established, 1: storm]
+        let mut reps: Vec<[Vec<RepResult>; 2]> =
+            configs.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+        for r in 0..a.reps {
+            for (s, storm) in [false, true].into_iter().enumerate() {
+                for (k, &rules) in configs.iter().enumerate() {
+                    bench.snap.store(snaps[k].clone());
+                    let kind = Kind::Steered {
+                        flows: (!storm).then_some(rules_flows),
+                        rules,
+                    };
+                    let table = if storm { a.storm_table } else { a.table };
+                    let res = bench.rep(kind, a.secs, table, a.smoke, RepOpts::MAX);
+                    eprintln!(
+                        "rules {} {} rep {r}: {:.2} Mpps, IN starved {:.1}%, new flows {} in \
+                         {:.2} s, {} outputs verified, tx drops {}",
+                        rules.map_or("none (no endpoint)".to_string(), |n| n.to_string()),
+                        if storm { "storm" } else { "established" },
+                        res.mpps,
+                        res.starved * 100.0,
+                        res.new_flows_in_window,
+                        res.window_s,
+                        res.verified,
+                        res.tx_drops
+                    );
+                    assert!(res.verified > 0, "no output verified");
+                    if storm {
+                        assert!(res.new_flows_in_window > 0, "storm: no new flow");
+                    } else {
+                        assert_eq!(res.new_flows_in_window, 0, "established: no new flows");
+                    }
+                    reps[k][s].push(res);
+                }
+            }
+        }
+        bench.snap.store(plain);
+        let mpps = |v: &[RepResult]| v.iter().map(|r| r.mpps).collect::<Vec<_>>();
+        let ratio = |v: &[RepResult], base: &[RepResult]| {
+            Summary::of(
+                &v.iter()
+                    .zip(base)
+                    .map(|(r, z)| r.mpps / z.mpps)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for (k, rules) in configs.iter().enumerate() {
+            let [est, storm] = &reps[k];
+            let [est0, storm0] = &reps[1];
+            let starved = |v: &[RepResult]| {
+                Summary::of(&v.iter().map(|r| r.starved * 100.0).collect::<Vec<_>>()).median
+            };
+            rule_rows.push(vec![
+                match rules {
+                    None => "no endpoint (group's own user traffic)".to_string(),
+                    Some(0) => "0 (endpoint, default action only): baseline".to_string(),
+                    Some(n) => n.to_string(),
+                },
+                Summary::of(&mpps(est)).fmt(2),
+                Summary::of(&mpps(est0)).fmt(2),
+                ratio(est, est0).fmt(2),
+                Summary::of(&mpps(storm)).fmt(2),
+                Summary::of(&mpps(storm0)).fmt(2),
+                ratio(storm, storm0).fmt(2),
+                format!("{:.1} / {:.1}", starved(est), starved(storm)),
+                est.iter()
+                    .chain(storm)
+                    .map(|r| r.verified)
+                    .sum::<u64>()
+                    .to_string(),
+                est.iter()
+                    .chain(storm)
+                    .map(|r| r.tx_drops)
+                    .sum::<u64>()
+                    .to_string(),
+            ]);
+        }
+    }
+
     let hz = bench.hz;
     let ns = |cycles: u64| cycles as f64 * 1e9 / hz as f64;
     // Latency: paced at a share of the same scenario's median rate measured above, then the
@@ -1929,6 +2103,35 @@ fn main() {
             &mirror_rows,
         );
     }
+    if !rule_rows.is_empty() {
+        println!();
+        println!(
+            "### Steering rules: one untagged endpoint on the port with N rules \
+             (`bench_config_steered`: the traffic matches only the last, which inspects by the \
+             group \"steered\"; up to 8 near misses before it share its destination block), \
+             0 = the endpoint with only its default action (inspect by \"steered\"); \
+             established: {rules_flows} flows in a {}-flow table; new flows: a new 5-tuple \
+             every packet into a {}-flow table; every count runs one after another within each \
+             of {} repetitions; `vs 0 rules` is the median of the per-repetition ratios",
+            a.table, a.storm_table, a.reps
+        );
+        println!();
+        print_table(
+            &[
+                "rules",
+                "established Mpps",
+                "established, 0 rules, same reps",
+                "vs 0 rules",
+                "new flows Mpps",
+                "new flows, 0 rules, same reps",
+                "vs 0 rules",
+                "IN starved % (est. / new)",
+                "outputs verified",
+                "tx drops",
+            ],
+            &rule_rows,
+        );
+    }
     if !lat_rows.is_empty() {
         println!();
         println!(
@@ -2032,11 +2235,16 @@ fn main() {
     if a.smoke {
         println!();
         println!(
-            "smoke: OK (outputs verified, no drops{}{}{})",
+            "smoke: OK (outputs verified, no drops{}{}{}{})",
             if mirror_rows.is_empty() {
                 ""
             } else {
                 ", mirrored copies made, counted and verified"
+            },
+            if rule_rows.is_empty() {
+                ""
+            } else {
+                ", steered flows decided by the matching rule and encapsulated toward its group"
             },
             if lat_rows.is_empty() {
                 ""

@@ -16,7 +16,10 @@
 //! Scenarios (all through `Pipeline` on real frames, one port, 16 appliances):
 //! `encap` (64 B, established flows, random order), `imix` (7:4:1 of 64/570/1518 B),
 //! `decap-aws`, `decap-linux` (returns of established flows), `storm` (a new flow every
-//! packet), `mixed` (1/64 new flows, the rest half forward, half AWS returns).
+//! packet), `mixed` (1/64 new flows, the rest half forward, half AWS returns);
+//! `rules-N-encap`/`rules-N-storm` (an endpoint with N rules that match nothing) and
+//! `steer-N-encap`/`steer-N-storm` (the dataplane's steering-rules endpoint: N rules, the
+//! traffic matching the last; outputs checked to go to the group it names).
 //! Established flows: 125 000 in a 262 144-slot table (48% load, as 1 M in 2 M).
 
 use std::hint::black_box;
@@ -28,8 +31,9 @@ use gwlb::packet_buf::PacketBuf;
 use gwlb::pipeline::{owner_hash, Pipeline, Share, Verdict};
 use gwlb::snapshot::Snapshot;
 use gwlb_perf::{
-    bench_snapshot, bench_snapshot_mirrored, bench_snapshot_with_rules, imix_len, print_table,
-    verify_decap, verify_encap, BenchBuf, ImixFrames, ReturnStyle, Returns, Rng, FRAME_LEN,
+    bench_snapshot, bench_snapshot_mirrored, bench_snapshot_steered, bench_snapshot_with_rules,
+    group_addrs, imix_len, print_table, verify_decap, verify_encap, BenchBuf, ImixFrames,
+    ReturnStyle, Returns, Rng, FRAME_LEN, STEERED_GROUP,
 };
 
 #[derive(Parser, Debug)]
@@ -250,14 +254,25 @@ fn child(a: &Args, scenario: &str) {
         let (n, what) = r.split_once('-').expect("rules-N-encap or rules-N-storm");
         (n.parse().expect("rules-N"), what)
     });
+    // `steer-N-encap` / `steer-N-storm`: the same through the endpoint of the dataplane's
+    // steering-rules table (`bench_config_steered`): N realistic rules, the traffic matching
+    // the last, which sends it to the group "steered" (N = 0: the default action does).
+    let steer: Option<(usize, &str)> = scenario.strip_prefix("steer-").map(|r| {
+        let (n, what) = r.split_once('-').expect("steer-N-encap or steer-N-storm");
+        (n.parse().expect("steer-N"), what)
+    });
     let (_cfg, snap) = if sessions > 0 {
         bench_snapshot_mirrored(16, a.table as u32, sessions)
     } else if let Some((n, _)) = rules {
         bench_snapshot_with_rules(16, a.table as u32, n)
+    } else if let Some((n, _)) = steer {
+        bench_snapshot_steered(16, a.table as u32, n)
     } else {
         bench_snapshot(16, a.table as u32)
     };
-    let scenario = rules.map_or(scenario, |(_, what)| what);
+    // Where every encapsulation must go (empty: anywhere).
+    let encap_to = steer.map_or(Vec::new(), |_| group_addrs(&snap, STEERED_GROUP));
+    let scenario = rules.or(steer).map_or(scenario, |(_, what)| what);
     let imix = ImixFrames::new();
     let rets = Returns::new(&snap);
     let mut pipe = Pipeline::new(a.table, Timeouts::default()).expect("pipeline");
@@ -354,7 +369,13 @@ fn child(a: &Args, scenario: &str) {
             assert_eq!(v[j], Verdict::Tx(0), "packet {}", i + j);
             let out = bufs[j].data();
             let r = match expect[i + j] {
-                Expect::Encap => verify_encap(out, inputs.get(i + j)).map(|_| ()),
+                Expect::Encap => verify_encap(out, inputs.get(i + j)).and_then(|dst| {
+                    if encap_to.is_empty() || encap_to.contains(&dst) {
+                        Ok(())
+                    } else {
+                        Err(format!("to {dst:?}, not the steered group's {encap_to:?}"))
+                    }
+                }),
                 Expect::Decap(style, flow) => verify_decap(out, &rets.inner(style, flow)),
             };
             if let Err(e) = r {
