@@ -369,8 +369,14 @@ ca=$(dropcount "$NS_ASRV") cb=$(dropcount "$NS_BSRV")
 r=$(ip netns exec "$NS_ASRV" timeout 3 socat -T2 - "TCP:$SRV_IP:$DROP_PORT" </dev/null 2>&1)
 [ "$r" = "banner $DROP_PORT from $NS_ASRV" ] && ok "the TCP/$DROP_PORT listener answers inside the server namespace (so the drop is gwlb's)" ||
     bad "TCP/$DROP_PORT listener sanity" "got '$r'"
-rda=$(rule tenant-a no-telnet packets) rdb=$(rule tenant-b no-telnet packets)
-pd1=$(wdrop policy_drop) rs1=$(wstat tcp_resets)
+# Workers publish drop counters after every burst, per-rule counters every 100 ms: wait
+# (up to 2 s) until the rules' counts have caught up with the drops.
+for _ in $(seq 20); do
+    rda=$(rule tenant-a no-telnet packets) rdb=$(rule tenant-b no-telnet packets)
+    pd1=$(wdrop policy_drop) rs1=$(wstat tcp_resets)
+    [ $((pd1 - pd0)) = $((${rda:-0} + ${rdb:-0})) ] && break
+    sleep 0.1
+done
 [ "${rda:-0}" -ge 1 ] && [ "${rdb:-0}" -ge 1 ] && [ $((pd1 - pd0)) = $((rda + rdb)) ] && [ "$rs1" -gt "$rs0" ] &&
     ok "drop: counted under the rules (tenant-a/no-telnet $rda, tenant-b/no-telnet $rdb packets = policy_drop +$((pd1 - pd0)); tcp_resets +$((rs1 - rs0)))" ||
     bad "drop counted under the rules" "rules A '$rda' B '$rdb', policy_drop +$((pd1 - pd0)), tcp_resets +$((rs1 - rs0))"
