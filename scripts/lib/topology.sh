@@ -172,6 +172,10 @@ topo_create() {
     for p in client server gw; do bridge_port "$NS_LAN" "$p"; done
     host_side "$NS_CLIENT" eth0 "$CLIENT_IP/24" "$CLIENT_GW" "$GW_USER_MAC"
     host_side "$NS_SERVER" eth0 "$SERVER_IP/24" "$SERVER_GW" "$GW_USER_MAC"
+    # The client's own connections (curl, iperf3) take their ports from 50000 up, so they
+    # never fall in the client-port ranges the tests pick for their flows (all below 50000)
+    # and are never counted as one of them (flows_seen matches by client port).
+    ip netns exec "$NS_CLIENT" sysctl -qw net.ipv4.ip_local_port_range="50000 60999"
     # appliance side
     veth_pair "$NS_GW" gwa0 "$GW_APP_MAC" "$NS_APPS" gw 02:00:00:ff:63:01 "$APP_MTU"
     veth_pair "$NS_APP1" eth0 02:00:0a:63:01:0b "$NS_APPS" app1 02:00:00:ff:63:0b "$APP_MTU"
