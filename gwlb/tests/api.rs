@@ -901,9 +901,14 @@ fn test_initial_targets_in_api_and_metrics() {
         "{g}"
     );
     assert_eq!(g["health_check"]["initial_state"], "initial");
-    assert_eq!(
-        g["targets"][0]["reason"],
-        "registered: no new flows until 3 consecutive health checks pass"
+    // The reason is the registration's until the first probe finishes, then that probe's
+    // outcome: here a local error (the rig's host lacks 10.0.2.1), which changes no state.
+    // Which one the test sees depends on when the checker's first round ran.
+    let reason = g["targets"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason == "registered: no new flows until 3 consecutive health checks pass"
+            || reason.starts_with("binding source 10.0.2.1: "),
+        "{g}"
     );
     // No new flow went anywhere: fail-closed, no healthy appliance.
     let st = gw.stats();
