@@ -213,8 +213,8 @@ pub struct FlowEntry {
     /// flow (its packets visit the chain's groups in turn). Bit 5: the flow's first packet
     /// went from the key's `hi` end to its `lo` end ([`crate::flow::Direction::Reverse`]).
     conn: u8,
-    /// The steering rule that decided the flow (an index into the snapshot's rules; 0 for a
-    /// flow of a target group's `user_ports`): its packets are counted under it.
+    /// The id of the steering rule that decided the flow ([`crate::policy::RuleIds`]; 0 for
+    /// a flow of a target group's `user_ports`): its packets are counted under it.
     pub rule: u16,
 }
 

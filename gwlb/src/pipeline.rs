@@ -119,7 +119,7 @@ pub struct Counters {
     /// Per mirror session (by its slot, [`crate::snapshot::MirrorView::counter`]), its
     /// [`MirrorCounter`]s.
     pub mirror: [[u64; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
-    /// Per steering rule (by index, see [`crate::policy`]): packets, bytes (IP) and new
+    /// Per steering rule (by id, [`crate::policy::RuleIds`]): packets, bytes (IP) and new
     /// flows of the user traffic it decided.
     pub rules: Box<[[u64; 3]]>,
 }
@@ -160,8 +160,8 @@ impl Counters {
 /// Most appliance slots a worker keeps counters for.
 pub const MAX_APPLIANCES: usize = 4096;
 
-/// Rule indices a worker keeps counters for: index 0, every rule, every endpoint's default.
-pub const MAX_RULE_SLOTS: usize = 1 + crate::config::MAX_RULES + crate::config::MAX_ENDPOINTS;
+/// Rule ids a worker keeps counters for: id 0, every rule, every endpoint's default.
+pub const MAX_RULE_SLOTS: usize = crate::policy::RuleIds::COUNT;
 
 /// A worker's packet pipeline: flow-table shard plus counters.
 #[derive(Debug)]
@@ -640,22 +640,22 @@ impl Pipeline {
         let (slot, a, cookie) = match found {
             // A chained flow's reply visits the chain from its last stage.
             Some(e) if e.is_chained() && direction_of(snap, e.group, p) != e.opened() => {
-                let (position, cookie, class, first) = (e.rule, e.cookie, e.class(), e.group);
+                let (id, cookie, class, first) = (e.rule, e.cookie, e.class(), e.group);
                 let Some(ep) = snap.endpoint(zone) else {
                     return Verdict::Drop(DropReason::ApplianceGone);
                 };
-                let rule = ep.rule_index(position);
-                count_rule(&mut self.counters.rules, rule, ip_len, false);
-                // The rule at the entry's position must still be a chain from the flow's first
-                // group (a live change can move rules: see `chain_of`).
-                let Some(c) = chain_of(snap, rule, first) else {
+                let counted = ep.counted_id(id, &snap.rule_at);
+                count_rule(&mut self.counters.rules, counted, ip_len, false);
+                // The flow's rule must still be a chain from the flow's first group (a live
+                // change can edit or remove it: see `chain_of`).
+                let Some(c) = chain_of(snap, ep.rule_index(id, &snap.rule_at), first) else {
                     return Verdict::Drop(DropReason::ApplianceGone);
                 };
                 let at = ChainAt {
                     key,
                     hash: h,
                     zone,
-                    rule: position,
+                    rule: id,
                     cookie,
                     class,
                 };
@@ -664,14 +664,18 @@ impl Pipeline {
                 return self.send_to_stage(snap, buf, l2_len, ip_len, v6, &at, &c, last, now);
             }
             Some(e) if zone != 0 && e.is_bypass() => {
-                let rule = snap.endpoint(zone).map_or(0, |ep| ep.rule_index(e.rule));
-                count_rule(&mut self.counters.rules, rule, ip_len, false);
+                let id = snap
+                    .endpoint(zone)
+                    .map_or(0, |ep| ep.counted_id(e.rule, &snap.rule_at));
+                count_rule(&mut self.counters.rules, id, ip_len, false);
                 return forward(snap, buf, p, zone, &mut self.counters.bypassed);
             }
             Some(e) => {
                 if zone != 0 {
-                    let rule = snap.endpoint(zone).map_or(0, |ep| ep.rule_index(e.rule));
-                    count_rule(&mut self.counters.rules, rule, ip_len, false);
+                    let id = snap
+                        .endpoint(zone)
+                        .map_or(0, |ep| ep.counted_id(e.rule, &snap.rule_at));
+                    count_rule(&mut self.counters.rules, id, ip_len, false);
                 }
                 let cookie = e.cookie;
                 let Some(g) = snap.groups.get(usize::from(group_of(e))) else {
@@ -727,35 +731,36 @@ impl Pipeline {
             None => {
                 // A new flow: an endpoint's rules decide it (once: the entry keeps the
                 // decision), a group's own user traffic goes to the group.
-                // `rule`: the global index (counters); `position`: within the endpoint
-                // (what the entry keeps).
-                let (group, rule, position, chained) = match snap.endpoint(zone) {
-                    None => (user.group, 0, 0, false),
+                // `rule`: the deciding rule's id (what the entry keeps and counters use).
+                let (group, rule, chained) = match snap.endpoint(zone) {
+                    None => (user.group, 0, false),
                     // An ICMP error opens no flow of an endpoint: it would be decided on the
                     // flow it quotes, which its sender chooses.
                     Some(_) if p.embedded.is_some() => {
                         return Verdict::Drop(DropReason::IcmpErrorWithoutFlow)
                     }
                     Some(ep) => match crate::policy::decide(&snap.rules, ep, p) {
-                        (rule, Action::Inspect(g)) => (g, rule, rule - ep.rules.start, false),
+                        (i, Action::Inspect(g)) => (g, snap.rules[usize::from(i)].id, false),
                         // A chain's first stage; the entry remembers the chain (its rule).
-                        (rule, Action::Chain(c)) => {
-                            (c.groups()[0], rule, rule - ep.rules.start, true)
+                        (i, Action::Chain(c)) => {
+                            (c.groups()[0], snap.rules[usize::from(i)].id, true)
                         }
-                        (rule, Action::Bypass) => {
+                        (i, Action::Bypass) => {
+                            let rule = snap.rules[usize::from(i)].id;
                             let mut entry = FlowEntry::new(
                                 class_of(p.protocol),
                                 FlowEntry::BYPASS,
                                 ep.timeout_group,
                                 table_hash,
                             );
-                            entry.rule = rule - ep.rules.start;
+                            entry.rule = rule;
                             let stored = self.store(key, table_hash, entry, restart.is_some(), now);
                             self.counters.new_flows += u64::from(stored);
                             count_rule(&mut self.counters.rules, rule, ip_len, true);
                             return forward(snap, buf, p, zone, &mut self.counters.bypassed);
                         }
-                        (rule, Action::Drop { reset }) => {
+                        (i, Action::Drop { reset }) => {
+                            let rule = snap.rules[usize::from(i)].id;
                             count_rule(&mut self.counters.rules, rule, ip_len, false);
                             return self.drop_or_reset(
                                 reset,
@@ -780,7 +785,7 @@ impl Pipeline {
                                 let mut entry =
                                     FlowEntry::new(class_of(p.protocol), s, group, table_hash);
                                 entry.generation = a.generation;
-                                entry.rule = position;
+                                entry.rule = rule;
                                 if chained {
                                     entry.set_chained(direction_of(snap, group, p));
                                 }
@@ -793,7 +798,7 @@ impl Pipeline {
                                     FlowEntry::new(class_of(p.protocol), s, group, cookie);
                                 entry.generation = a.generation;
                                 entry.set_instance(instance);
-                                entry.rule = position;
+                                entry.rule = rule;
                                 if chained {
                                     entry.set_chained(direction_of(snap, group, p));
                                 }
@@ -1011,7 +1016,7 @@ impl Pipeline {
     ) -> Verdict {
         let chain = snap
             .endpoint(r.zone)
-            .and_then(|ep| chain_of(snap, ep.rule_index(base.rule), base.group));
+            .and_then(|ep| chain_of(snap, ep.rule_index(base.rule, &snap.rule_at), base.group));
         let Some(c) = chain else {
             return Verdict::Drop(DropReason::NoFlowForReturn);
         };
@@ -1647,7 +1652,7 @@ struct ChainBase {
     /// The chain's first group.
     group: u16,
     generation: u8,
-    /// The rule's position in its endpoint.
+    /// The chain rule's id.
     rule: u16,
     cookie: u32,
     class: ProtoClass,
@@ -1660,18 +1665,17 @@ struct ChainAt {
     key: FlowKey,
     hash: u64,
     zone: u16,
-    /// The chain rule's position in its endpoint (stage entries keep it too, for `gwlb
-    /// flows`).
+    /// The chain rule's id (stage entries keep it too, for `gwlb flows`).
     rule: u16,
     cookie: u32,
     class: ProtoClass,
 }
 
 /// The chain of rule `rule` (a global index), if its action is still a chain that starts
-/// with `first`, the first group of the chain that decided the flow. Flow entries keep their
-/// rule's position in its endpoint, which a live change that inserts or removes an earlier
-/// rule moves: a flow whose position now names another action, or a chain from another
-/// group, is not sent on (its packets are dropped), so it is never carried past a group.
+/// with `first`, the first group of the chain that decided the flow. A live change can edit
+/// the flow's rule or remove it (its flows then fall to the endpoint's default): a flow whose
+/// rule is now another action, or a chain from another group, is not sent on (its packets
+/// are dropped), so it is never carried past a group.
 #[inline]
 fn chain_of(snap: &Snapshot, rule: u16, first: u16) -> Option<crate::config::Chain> {
     match snap.rules.get(usize::from(rule))?.action {

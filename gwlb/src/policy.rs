@@ -3,21 +3,23 @@
 //! ([`decide`]). Built from the configuration once per snapshot; pure functions, no DPDK.
 //!
 //! Rules are evaluated once per new flow, first match wins, and the decision is kept in the
-//! flow entry (its group, or [`crate::flow_table::FlowEntry::BYPASS`], and the rule's index
-//! for counting): established packets never look at the rules. A drop decision is not stored
+//! flow entry (its group, or [`crate::flow_table::FlowEntry::BYPASS`], and the rule's id):
+//! established packets never look at the rules. A drop decision is not stored
 //! (a flood of dropped flows must not fill the table): each packet of a dropped flow is
 //! decided again.
 //!
 //! Rule indices: index 0 is the traffic of target groups' `user_ports` (no endpoint); every
 //! endpoint then has its rules, in order, followed by its default action (named
-//! `"default"`). Counters are kept per rule index; an endpoint's are the sum of its rules'.
-//! A flow entry keeps its rule's position within its endpoint (not the global index), so a
-//! reload that changes another endpoint's rules never moves it.
+//! `"default"`). Indices move whenever a change inserts or removes a rule, so nothing that
+//! outlives a snapshot keeps them: flow entries and counters use the rule's id
+//! ([`RuleIds`]), which the control loop gives each (endpoint, rule) name and keeps while the
+//! rule exists, wherever it moves. An endpoint's counters are the sum of its rules'.
 //!
 //! Zones: a flow's key carries its endpoint's zone, a number the control loop gives each
 //! endpoint name once ([`ZoneMap`]) and never reuses, so that a reload that adds, removes
 //! or reorders endpoints never hands one tenant's flow entries to another.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 
 use crate::config::{self, Config, RuleAction, RuleDirection};
@@ -194,6 +196,8 @@ pub struct RuleView {
     /// The rule's name (`"default"` for an endpoint's default action, `"user_ports"` for
     /// index 0).
     pub name: String,
+    /// Its id ([`RuleIds`]): what flow entries keep and counters are kept by.
+    pub id: u16,
     /// Its endpoint's zone (0 for index 0).
     pub zone: u16,
     /// What it matches.
@@ -231,6 +235,8 @@ pub struct EndpointView {
     pub identity: AwsIdentity,
     /// Its rules, then its default action, as indices into the snapshot's rules.
     pub rules: Range<u16>,
+    /// The id of its default action (the last of `rules`).
+    pub default_id: u16,
     /// Its rules (not the default) by the address blocks they match.
     pub index: RuleIndex,
     /// The group whose idle timeouts its bypassed flows get (its first group; 0 if none).
@@ -253,12 +259,25 @@ impl EndpointView {
                 || self.prefixes.holds(&p.dst))
     }
 
-    /// The global rule index of the rule at `position` in the endpoint (what a flow entry
-    /// keeps); a position past the end (the endpoint lost rules in a reload) is its default.
+    /// The global index of the rule with id `id` (what a flow entry keeps), `rule_at` being
+    /// the snapshot's [`Policy::rule_at`]; a rule the endpoint no longer has (a change
+    /// removed it) is its default.
     #[inline]
-    pub fn rule_index(&self, position: u16) -> u16 {
-        let last = self.rules.end.saturating_sub(1);
-        self.rules.start.saturating_add(position).min(last)
+    pub fn rule_index(&self, id: u16, rule_at: &[u16]) -> u16 {
+        match rule_at.get(usize::from(id)) {
+            Some(&i) if self.rules.contains(&i) => i,
+            _ => self.rules.end.saturating_sub(1),
+        }
+    }
+
+    /// The id an established flow whose entry keeps `id` is counted under: its rule's while
+    /// the endpoint has it, else the endpoint's default's ([`EndpointView::rule_index`]).
+    #[inline]
+    pub fn counted_id(&self, id: u16, rule_at: &[u16]) -> u16 {
+        match rule_at.get(usize::from(id)) {
+            Some(i) if self.rules.contains(i) => id,
+            _ => self.default_id,
+        }
     }
 
     /// The endpoint's next hop for `dst`: `None` when it has no route for it (or no routes).
@@ -450,21 +469,167 @@ impl ZoneMap {
     }
 }
 
+/// The id of every steering rule by endpoint and rule name (an endpoint's default action is
+/// its rule `"default"`), kept by the control loop across changes like [`ZoneMap`]: a rule
+/// keeps its id while it exists, wherever a change moves it, so established flows stay its
+/// own and its counters follow it. Id 0 is the groups' own user traffic (`user_ports`).
+///
+/// Ids never given are given first. Once all [`RuleIds::COUNT`] have been used, a new rule
+/// gets the id freed longest ago; a rule removed and added again before its id is reused
+/// gets its id back. An id given to another rule of the same endpoint hands that rule the
+/// removed rule's remaining flows (their counts, not their decision: entries keep their
+/// group); flows of another endpoint's rule count under their own default.
+#[derive(Clone, Debug, Default)]
+pub struct RuleIds {
+    /// Endpoint name -> rule name -> id: live rules, and removed ones whose id is not reused.
+    by_name: HashMap<String, HashMap<String, u16>>,
+    /// By id, who holds it (`None`: id 0, and ids never given).
+    owners: Vec<Option<RuleIdOwner>>,
+    /// Ids freed by removed rules with when (`frees` then), longest free first; an entry
+    /// whose id was taken back since is stale (its owner's `freed` differs) and skipped.
+    free: VecDeque<(u16, u64)>,
+    /// Frees so far.
+    frees: u64,
+}
+
+/// The rule holding an id.
+#[derive(Clone, Debug)]
+struct RuleIdOwner {
+    endpoint: String,
+    rule: String,
+    /// The rule is configured now.
+    live: bool,
+    /// When the id was last freed ([`RuleIds::frees`]).
+    freed: u64,
+}
+
+impl RuleIds {
+    /// How many ids there are: 0, and one per rule and endpoint default validation allows.
+    pub const COUNT: usize = 1 + config::MAX_RULES + config::MAX_ENDPOINTS;
+
+    /// The (endpoint, rule) names `cfg` configures, defaults included.
+    fn configured(cfg: &Config) -> impl Iterator<Item = (&str, &str)> {
+        cfg.endpoints.iter().flat_map(|e| {
+            e.rules
+                .iter()
+                .map(|r| r.name.as_str())
+                .chain(std::iter::once("default"))
+                .map(move |r| (e.name.as_str(), r))
+        })
+    }
+
+    /// Frees the ids of rules `cfg` no longer has and gives every rule of `cfg` its id.
+    /// Returns the ids given to rules that had none (their counters start from what the
+    /// id's counters hold now).
+    pub fn assign(&mut self, cfg: &Config) -> Vec<u16> {
+        if self.owners.is_empty() {
+            self.owners.push(None); // id 0: user_ports
+        }
+        let wanted: HashSet<(&str, &str)> = Self::configured(cfg).collect();
+        for (id, o) in self.owners.iter_mut().enumerate() {
+            let Some(o) = o else { continue };
+            let now = wanted.contains(&(o.endpoint.as_str(), o.rule.as_str()));
+            if o.live && !now {
+                self.frees += 1;
+                o.freed = self.frees;
+                self.free.push_back((id as u16, self.frees));
+            }
+            o.live = now;
+        }
+        if self.free.len() > 2 * Self::COUNT {
+            let owners = &self.owners;
+            self.free.retain(|&(id, at)| Self::is_free(owners, id, at));
+        }
+        let mut given = Vec::new();
+        for (e, r) in Self::configured(cfg) {
+            if self.id(e, r).is_some() {
+                continue;
+            }
+            let Some(id) = self.take() else {
+                // More rules than ids: validation's limits prevent it.
+                continue;
+            };
+            if let Some(old) = self.owners[usize::from(id)].take() {
+                if let Some(m) = self.by_name.get_mut(&old.endpoint) {
+                    m.remove(&old.rule);
+                }
+            }
+            self.by_name
+                .entry(e.to_owned())
+                .or_default()
+                .insert(r.to_owned(), id);
+            self.owners[usize::from(id)] = Some(RuleIdOwner {
+                endpoint: e.to_owned(),
+                rule: r.to_owned(),
+                live: true,
+                freed: 0,
+            });
+            given.push(id);
+        }
+        given
+    }
+
+    /// Whether the free-list entry `(id, at)` still stands.
+    fn is_free(owners: &[Option<RuleIdOwner>], id: u16, at: u64) -> bool {
+        matches!(owners.get(usize::from(id)), Some(Some(o)) if !o.live && o.freed == at)
+    }
+
+    /// An id for a new rule: one never given, else the longest free.
+    fn take(&mut self) -> Option<u16> {
+        if self.owners.len() < Self::COUNT {
+            self.owners.push(None);
+            return Some(self.owners.len() as u16 - 1);
+        }
+        while let Some((id, at)) = self.free.pop_front() {
+            if Self::is_free(&self.owners, id, at) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// The id of rule `rule` of endpoint `endpoint` (`"default"` for its default action).
+    pub fn id(&self, endpoint: &str, rule: &str) -> Option<u16> {
+        self.by_name.get(endpoint)?.get(rule).copied()
+    }
+
+    /// These ids with `cfg`'s rules assigned.
+    pub fn assigned(&self, cfg: &Config) -> RuleIds {
+        let mut m = self.clone();
+        m.assign(cfg);
+        m
+    }
+}
+
 /// Whether endpoint `e` may have flows on group `gi`'s appliances.
 fn reaches(cfg: &Config, e: &config::Endpoint, gi: usize) -> bool {
     e.groups()
         .any(|g| config::groups_carried_by(&cfg.target_groups, gi).any(|x| x == g))
 }
 
-/// The endpoints and rules of `cfg` with the zones of `zones` (which must hold every
-/// endpoint's: [`ZoneMap::assigned`]): (endpoints, rules, per port the zones arriving there,
-/// by zone the endpoint's index + 1).
-pub fn build(
-    cfg: &Config,
-    zones: &ZoneMap,
-) -> (Vec<EndpointView>, Vec<RuleView>, Vec<Vec<u16>>, Vec<u16>) {
+/// The endpoints and rules of a configuration, as a snapshot holds them ([`build`]).
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// The endpoints, in the file's order.
+    pub endpoints: Vec<EndpointView>,
+    /// Every rule (module docs: indices).
+    pub rules: Vec<RuleView>,
+    /// Per port, the zones of the endpoints arriving there.
+    pub port_zones: Vec<Vec<u16>>,
+    /// By zone, the endpoint's index + 1 (0: none).
+    pub zone_index: Vec<u16>,
+    /// By rule id, the rule's index (`u16::MAX`: no rule has the id).
+    pub rule_at: Vec<u16>,
+}
+
+/// The endpoints and rules of `cfg` with the zones of `zones` and the rule ids of `ids`
+/// (which must hold every endpoint's and rule's: [`ZoneMap::assigned`],
+/// [`RuleIds::assigned`]).
+pub fn build(cfg: &Config, zones: &ZoneMap, ids: &RuleIds) -> Policy {
+    let id_of = |e: &str, r: &str| ids.id(e, r).unwrap_or(0);
     let mut rules = vec![RuleView {
         name: "user_ports".to_owned(),
+        id: 0,
         zone: 0,
         matcher: RuleMatch::any(),
         action: Action::Bypass,
@@ -482,13 +647,16 @@ pub fn build(
         for r in &e.rules {
             rules.push(RuleView {
                 name: r.name.clone(),
+                id: id_of(&e.name, &r.name),
                 zone,
                 matcher: RuleMatch::new(r),
                 action: r.action.into(),
             });
         }
+        let default_id = id_of(&e.name, "default");
         rules.push(RuleView {
             name: "default".to_owned(),
+            id: default_id,
             zone,
             matcher: RuleMatch::any(),
             action: e.default_action.into(),
@@ -538,11 +706,29 @@ pub fn build(
             },
             index: RuleIndex::new(&rules, start..rules.len() as u16 - 1),
             rules: start..rules.len() as u16,
+            default_id,
             timeout_group: first_group.unwrap_or(0) as u16,
             routes,
         });
     }
-    (endpoints, rules, port_zones, zone_index)
+    let mut rule_at = vec![
+        u16::MAX;
+        rules
+            .iter()
+            .map(|r| usize::from(r.id) + 1)
+            .max()
+            .unwrap_or(1)
+    ];
+    for (i, r) in rules.iter().enumerate() {
+        rule_at[usize::from(r.id)] = i as u16;
+    }
+    Policy {
+        endpoints,
+        rules,
+        port_zones,
+        zone_index,
+        rule_at,
+    }
 }
 
 /// How a group's appliances' returns name their endpoint: (VNI, endpoint id, zone).
@@ -683,6 +869,15 @@ via = "10.9.0.1"
 mac = "02:00:00:00:09:01"
 "#;
 
+    /// `c`'s policy, zones and rule ids given from scratch.
+    fn built(c: &Config) -> Policy {
+        build(
+            c,
+            &ZoneMap::default().assigned(c),
+            &RuleIds::default().assigned(c),
+        )
+    }
+
     /// A TCP SYN with these tags (outer first).
     fn tcp(src: &str, dst: &str, sport: u16, dport: u16, vlan: &[u16]) -> ParsedPacket {
         let ip = |a: &str| a.parse::<std::net::Ipv4Addr>().unwrap().octets();
@@ -706,7 +901,11 @@ mac = "02:00:00:00:09:01"
     #[test]
     fn endpoints_claim_by_port_and_tags() {
         let c = cfg(TWO_TENANTS);
-        let (eps, _, port_zones, _) = build(&c, &ZoneMap::default().assigned(&c));
+        let Policy {
+            endpoints: eps,
+            port_zones,
+            ..
+        } = built(&c);
         assert_eq!(port_zones, [vec![1, 2]]);
         let p = tcp("10.1.0.5", "10.9.0.5", 1000, 80, &[100]);
         assert!(eps[0].claims(&p, 0));
@@ -720,7 +919,11 @@ mac = "02:00:00:00:09:01"
     #[test]
     fn first_match_wins_and_the_default_comes_last() {
         let c = cfg(TWO_TENANTS);
-        let (eps, rules, _, _) = build(&c, &ZoneMap::default().assigned(&c));
+        let Policy {
+            endpoints: eps,
+            rules,
+            ..
+        } = built(&c);
         let a = &eps[0];
         assert_eq!(a.rules, 1..5);
         let d = |p: &ParsedPacket| {
@@ -801,7 +1004,11 @@ mac = "02:00:00:00:09:01"
             text.push_str(&format!("[[endpoints.rules]]\nname = \"r{k}\"\n{sources}{destinations}{ports}direction = \"{direction}\"\naction = \"bypass\"\n"));
         }
         let c = cfg(&text);
-        let (eps, rules, _, _) = build(&c, &ZoneMap::default().assigned(&c));
+        let Policy {
+            endpoints: eps,
+            rules,
+            ..
+        } = built(&c);
         let ep = &eps[0];
         let linear = |p: &ParsedPacket| {
             (ep.rules.start..ep.rules.end - 1)
@@ -822,7 +1029,11 @@ mac = "02:00:00:00:09:01"
         );
         // Each way a rule is listed, matched the other way round.
         let c = cfg("[[endpoints]]\nname = \"t\"\nports = [\"p0\"]\ntarget_group = \"fw\"\n[[endpoints.rules]]\nname = \"s\"\nsources = [\"10.1.0.0/16\"]\naction = \"bypass\"\n[[endpoints.rules]]\nname = \"d\"\ndestinations = [\"10.3.3.0/24\"]\naction = \"bypass\"\n");
-        let (eps, rules, _, _) = build(&c, &ZoneMap::default().assigned(&c));
+        let Policy {
+            endpoints: eps,
+            rules,
+            ..
+        } = built(&c);
         let name = |s: &str, d: &str| {
             let (i, _) = decide(&rules, &eps[0], &tcp(s, d, 1, 2, &[]));
             rules[usize::from(i)].name.clone()
@@ -847,10 +1058,74 @@ mac = "02:00:00:00:09:01"
         zones.assign(&without_a);
         assert_eq!(zones.zone("b"), Some(2));
         assert_eq!(zones.zone("c"), Some(3));
-        let (eps, _, _, index) = build(&without_a, &zones);
+        let Policy {
+            endpoints: eps,
+            zone_index: index,
+            ..
+        } = build(&without_a, &zones, &RuleIds::default().assigned(&without_a));
         assert_eq!((eps[0].zone, eps[1].zone), (3, 2));
         assert_eq!(index[2], 2, "zone 2 is the second endpoint");
         assert_eq!(index.get(1), Some(&0), "zone 1 is nobody's");
+    }
+
+    /// Rules keep their ids wherever a change moves them; a removed rule's id is not given
+    /// out while unused ones remain, and comes back with its name; once every id has been
+    /// used, the longest free one is reused.
+    #[test]
+    fn rules_keep_their_ids_across_changes() {
+        let c = cfg(TWO_TENANTS);
+        let mut ids = RuleIds::default();
+        assert_eq!(ids.assign(&c), [1, 2, 3, 4, 5]);
+        let id = |ids: &RuleIds, r: &str| ids.id("a", r).unwrap();
+        assert_eq!(
+            ["web-to-ids", "backup", "telnet", "default"].map(|r| id(&ids, r)),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(ids.id("b", "default"), Some(5));
+        // A rule inserted first, "backup" removed: the others keep theirs; the new one gets
+        // an id never used; the snapshot finds each rule by its id.
+        let edited = TWO_TENANTS
+            .replacen(
+                "[[endpoints.rules]]\nname = \"web-to-ids\"",
+                "[[endpoints.rules]]\nname = \"new\"\naction = \"bypass\"\nprotocols = [17]\n[[endpoints.rules]]\nname = \"web-to-ids\"",
+                1,
+            )
+            .replacen("name = \"backup\"", "name = \"backup2\"", 1);
+        let c2 = cfg(&edited);
+        assert_eq!(ids.assign(&c2), [6, 7], "new, backup2");
+        assert_eq!(
+            ["web-to-ids", "telnet", "default", "new", "backup2"].map(|r| id(&ids, r)),
+            [1, 3, 4, 6, 7]
+        );
+        let p = build(&c2, &ZoneMap::default().assigned(&c2), &ids);
+        for r in &p.rules {
+            assert_eq!(
+                p.rules[usize::from(p.rule_at[usize::from(r.id)])].name,
+                r.name
+            );
+        }
+        let a = &p.endpoints[0];
+        assert_eq!(
+            p.rules[usize::from(a.rule_index(3, &p.rule_at))].name,
+            "telnet"
+        );
+        assert_eq!(a.counted_id(3, &p.rule_at), 3);
+        // "backup"'s flows (id 2) fall to the default; "b"'s rule is not "a"'s.
+        assert_eq!(a.rule_index(2, &p.rule_at), a.rules.end - 1);
+        assert_eq!(a.counted_id(2, &p.rule_at), a.default_id);
+        assert_eq!(a.counted_id(5, &p.rule_at), a.default_id);
+        // Back again before its id was reused: its id is its own again.
+        assert_eq!(ids.assign(&c), Vec::<u16>::new());
+        assert_eq!(id(&ids, "backup"), 2);
+        // Every id used: the longest free is reused ("new", then "backup2").
+        ids.assign(&c2);
+        ids.owners.resize(RuleIds::COUNT, None);
+        ids.assign(&c);
+        let third = edited.replacen("name = \"new\"", "name = \"newer\"", 1);
+        let c3 = cfg(&third.replacen("name = \"backup2\"", "name = \"backup3\"", 1));
+        assert_eq!(ids.assign(&c3), [6, 7]);
+        assert_eq!((id(&ids, "newer"), id(&ids, "backup3")), (6, 7));
+        assert_eq!(ids.id("a", "new"), None, "a reused id forgets its old name");
     }
 
     #[test]

@@ -343,6 +343,9 @@ pub struct Snapshot {
     port_zones: Vec<Vec<u16>>,
     /// By zone, the endpoint's index + 1 (0: no endpoint has the zone).
     zone_index: Vec<u16>,
+    /// By rule id ([`crate::policy::RuleIds`]), the rule's index in `rules` (`u16::MAX`:
+    /// none).
+    pub rule_at: Vec<u16>,
 }
 
 fn prefix_mask(addr: IpAddr, prefix_len: u8) -> (u128, u128) {
@@ -371,6 +374,9 @@ pub struct LiveState {
     pub zones: crate::policy::ZoneMap,
     /// The counter slot of each mirror session name (kept across changes likewise).
     pub mirror_slots: crate::mirror::SessionSlots,
+    /// The id of each steering rule (kept across changes likewise; rules it lacks get ids
+    /// in the snapshot).
+    pub rule_ids: crate::policy::RuleIds,
 }
 
 impl Snapshot {
@@ -510,13 +516,18 @@ impl Snapshot {
             rules: Vec::new(),
             port_zones: Vec::new(),
             zone_index: Vec::new(),
+            rule_at: Vec::new(),
         };
         let zones = live.zones.assigned(cfg);
         let return_zones: Vec<crate::policy::ReturnZones> = (0..cfg.target_groups.len())
             .map(|gi| crate::policy::ReturnZones::new(cfg, gi, &zones))
             .collect();
-        (snap.endpoints, snap.rules, snap.port_zones, snap.zone_index) =
-            crate::policy::build(cfg, &zones);
+        let policy = crate::policy::build(cfg, &zones, &live.rule_ids.assigned(cfg));
+        snap.endpoints = policy.endpoints;
+        snap.rules = policy.rules;
+        snap.port_zones = policy.port_zones;
+        snap.zone_index = policy.zone_index;
+        snap.rule_at = policy.rule_at;
 
         for (gi, g) in cfg.target_groups.iter().enumerate() {
             for &p in &g.user_ports {

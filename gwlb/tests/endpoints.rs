@@ -241,11 +241,10 @@ fn a_return_goes_to_the_tenant_its_endpoint_id_names() {
 #[test]
 fn rules_inspect_bypass_and_drop_once_per_flow() {
     let (cfg, snap, mut pipe) = setup();
+    // Counters are kept by rule id.
     let rule = |name: &str| {
-        snap.rules
-            .iter()
-            .position(|r| r.name == name && r.zone == 1)
-            .unwrap()
+        let r = snap.rules.iter().find(|r| r.name == name && r.zone == 1);
+        usize::from(r.unwrap().id)
     };
     // Port 80 goes to "ids" (appliance .12), both directions of the flow.
     for (reverse, flags) in [(false, 0x02), (true, 0x12), (false, 0x10)] {
@@ -502,9 +501,11 @@ fn a_chain_sends_a_flow_through_each_group_in_turn_and_the_reply_back_through_th
     );
     assert_eq!(pipe.counters.encapsulated, 4);
     assert_eq!(pipe.counters.decapsulated, 2);
-    let (rule, _) = (0..snap.rules.len())
-        .map(|i| (i, &snap.rules[i]))
-        .find(|(_, r)| r.name == "fw-then-ids")
+    let rule = snap
+        .rules
+        .iter()
+        .find(|r| r.name == "fw-then-ids")
+        .map(|r| usize::from(r.id))
         .expect("the chain rule");
     assert_eq!(
         pipe.counters.rules[rule][0], 2,
@@ -530,6 +531,100 @@ fn a_chain_sends_a_flow_through_each_group_in_turn_and_the_reply_back_through_th
     gwlb_tests::checksum::set_ipv4_checksum(&mut from_ids[14..34]);
     let (v, _) = process(&snap, &mut pipe, &from_ids);
     assert_eq!(v, Verdict::Drop(DropReason::NoFlowForReturn));
+}
+
+/// Issue 16: a live change that inserts rules before a flow's rule and removes others
+/// disturbs no established flow: an inspected flow keeps its group and its counts stay its
+/// rule's, and a chained flow still visits every stage of its chain.
+#[test]
+fn a_change_that_moves_rules_disturbs_no_other_flow() {
+    let text = format!("{CONFIG}{CHAIN}");
+    let cfg = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let mut live = LiveState::default();
+    live.zones.assign(&cfg);
+    live.rule_ids.assign(&cfg);
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &live, 1).expect("snapshot");
+    let mut pipe = Pipeline::new(4096, Default::default()).unwrap();
+    let id = |snap: &Snapshot, zone: u16, name: &str| {
+        let r = snap.rules.iter().find(|r| r.zone == zone && r.name == name);
+        usize::from(r.expect(name).id)
+    };
+    // Tenant a's web flow (inspected by "ids", .12) and tenant c's chained one (fw, ids).
+    let web = |flags| user(tcp(80, flags), false, &[100]);
+    let chained = |flags| user(tcp(80, flags), false, &[400]);
+    let through_chain = |snap: &Snapshot, pipe: &mut Pipeline, f: &[u8]| {
+        let mut seen = Vec::new();
+        let (mut v, mut d) = process(snap, pipe, f);
+        while v == Verdict::Tx(0) && d.len() > 42 && d[23] == 17 && d[36..38] == [0x17, 0xc1] {
+            seen.push(geneve_of(&d).0);
+            (v, d) = process(snap, pipe, &aws_echo(&d));
+        }
+        (v, seen, d)
+    };
+    assert_eq!(geneve_of(&process(&snap, &mut pipe, &web(0x02)).1).0, 12);
+    let (v, seen, _) = through_chain(&snap, &mut pipe, &chained(0x02));
+    assert_eq!((v, seen), (Verdict::Tx(0), vec![11, 12]));
+
+    // A rule first in each endpoint, "backup" gone.
+    let edited = text
+        .replacen(
+            "[[endpoints.rules]]\nname = \"web-to-ids\"",
+            "[[endpoints.rules]]\nname = \"quic\"\nprotocols = [17]\naction = \"bypass\"\n[[endpoints.rules]]\nname = \"web-to-ids\"",
+            1,
+        )
+        .replacen(
+            "[[endpoints.rules]]\nname = \"fw-then-ids\"",
+            "[[endpoints.rules]]\nname = \"ssh\"\nprotocols = [6]\ndestination_ports = [\"22\"]\naction = \"drop\"\n[[endpoints.rules]]\nname = \"fw-then-ids\"",
+            1,
+        )
+        .replacen("name = \"backup\"\ndestinations = [\"10.9.0.0/16\"]\naction = \"bypass\"\n[[endpoints.rules]]\n", "", 1);
+    let cfg2 = Config::from_toml_str(&edited).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg2.endpoints[0].rules.iter().all(|r| r.name != "backup"));
+    live.zones.assign(&cfg2);
+    live.rule_ids.assign(&cfg2);
+    let snap2 = Snapshot::build(&cfg2, &[GW_MAC], &live, 2).expect("snapshot");
+    let (za, zc) = (snap.endpoints[0].zone, snap.endpoints[2].zone);
+    assert_ne!(
+        snap.rules.iter().position(|r| r.name == "web-to-ids"),
+        snap2.rules.iter().position(|r| r.name == "web-to-ids"),
+        "the change moved the rules"
+    );
+    for (z, name) in [(za, "web-to-ids"), (za, "telnet"), (zc, "fw-then-ids")] {
+        assert_eq!(
+            id(&snap, z, name),
+            id(&snap2, z, name),
+            "{name} keeps its id"
+        );
+    }
+    let before = [
+        pipe.counters.rules[id(&snap2, za, "web-to-ids")],
+        pipe.counters.rules[id(&snap2, zc, "fw-then-ids")],
+    ];
+    for _ in 0..3 {
+        assert_eq!(geneve_of(&process(&snap2, &mut pipe, &web(0x10)).1).0, 12);
+        let (v, seen, d) = through_chain(&snap2, &mut pipe, &chained(0x10));
+        assert_eq!(
+            (v, seen),
+            (Verdict::Tx(0), vec![11, 12]),
+            "the chain, whole"
+        );
+        assert_eq!(ip_of(&d), ip_of(&chained(0x10)));
+    }
+    let after = [
+        pipe.counters.rules[id(&snap2, za, "web-to-ids")],
+        pipe.counters.rules[id(&snap2, zc, "fw-then-ids")],
+    ];
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(
+            a[0] - b[0],
+            3,
+            "each flow's packets still count under its rule"
+        );
+        assert_eq!(a[2], b[2], "no new flow");
+    }
+    for (z, name) in [(za, "quic"), (zc, "ssh"), (za, "default"), (zc, "default")] {
+        assert_eq!(pipe.counters.rules[id(&snap2, z, name)][0], 0, "{name}");
+    }
 }
 
 /// A chain names 2 to 4 known groups, none twice, only as a rule's action.

@@ -107,12 +107,9 @@ pub struct ControlLoop {
     /// Per mirror counter slot, what its counters held when it was given to its session
     /// (reported: the counters less this).
     mirror_base: [[u64; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
-    /// Per rule index of the published snapshot, what its counters held when the rule now
-    /// there got it, and what that rule (by endpoint and rule name) had counted before: a
-    /// rule's counters follow its name when a change moves it to another index.
+    /// Per rule id, what its counters held when its rule got it (reported: the counters
+    /// less this; an id is reused only once every id has been used, `RuleIds`).
     rule_base: Vec<[u64; 3]>,
-    /// See `rule_base`.
-    rule_carry: Vec<[u64; 3]>,
 }
 
 /// Why the control loop could not start.
@@ -233,6 +230,7 @@ impl ControlLoop {
         let mut live = LiveState::default();
         live.zones.assign(&setup.cfg);
         live.mirror_slots.assign(&setup.cfg.mirror_sessions);
+        live.rule_ids.assign(&setup.cfg);
         let snap = Snapshot::build_with(&setup.cfg, &setup.macs, &registry, &live, 1)?;
         for a in &snap.appliances {
             if a.template.is_none() {
@@ -275,8 +273,7 @@ impl ControlLoop {
             settling: true,
             draining_since: None,
             mirror_base: [[0; MirrorCounter::COUNT]; MAX_MIRROR_SESSIONS],
-            rule_base: Vec::new(),
-            rule_carry: Vec::new(),
+            rule_base: vec![[0; 3]; crate::policy::RuleIds::COUNT],
         };
         ctl.log_groups_without_healthy();
         Ok(ctl)
@@ -604,6 +601,14 @@ impl ControlLoop {
         // Endpoints keep their zones across the change; new ones get new zones.
         let mut live = self.live.clone();
         live.zones.assign(&new);
+        // Rules keep their ids (and so their flows and counters) wherever the change moves
+        // them; an id given to a new rule counts from what it holds now.
+        let rule_bases: Vec<(usize, [u64; 3])> = live
+            .rule_ids
+            .assign(&new)
+            .into_iter()
+            .map(|id| (usize::from(id), self.rule_sums(usize::from(id))))
+            .collect();
         // Mirror sessions keep their counter slots; a slot given to a new name counts from
         // what it holds now.
         let mirror_bases: Vec<(usize, [u64; MirrorCounter::COUNT])> = live
@@ -614,7 +619,6 @@ impl ControlLoop {
             .collect();
         let snap = Snapshot::build_with(&new, &self.macs, &registry, &live, self.generation + 1)
             .map_err(|e| ControlError::invalid("target_groups", e.to_string()))?;
-        let (rule_base, rule_carry) = self.rule_counters_for(&snap);
         self.checker
             .update_targets(probe_targets(&new, &registry))
             .map_err(|e| ControlError::Unavailable {
@@ -622,8 +626,11 @@ impl ControlLoop {
             })?;
         self.cfg = new;
         self.live = live;
-        self.rule_base = rule_base;
-        self.rule_carry = rule_carry;
+        for (id, base) in rule_bases {
+            if let Some(b) = self.rule_base.get_mut(id) {
+                *b = base;
+            }
+        }
         for (slot, base) in mirror_bases {
             if let Some(b) = self.mirror_base.get_mut(slot) {
                 *b = base;
@@ -1100,20 +1107,19 @@ impl ControlLoop {
         }
     }
 
-    /// Each endpoint with its rules' counters summed over the workers (rule indices as the
-    /// current snapshot has them, see `crate::policy`; each rule's carried across changes by
-    /// its name, see [`ControlLoop::rule_counters_for`]).
+    /// Each endpoint with its rules' counters summed over the workers (kept by rule id, so a
+    /// rule's follow it wherever a change moves it: `crate::policy::RuleIds`).
     fn endpoint_reports(&self) -> Vec<crate::control::EndpointReport> {
         use crate::policy::Action;
         let snap = self.snapshot.load();
-        let sum = |i: usize, c: usize| -> u64 { self.rule_value(i)[c] };
         snap.endpoints
             .iter()
             .map(|ep| {
                 let rules: Vec<crate::control::RuleReport> = (ep.rules.start..ep.rules.end)
                     .map(usize::from)
-                    .filter_map(|i| Some((i, snap.rules.get(i)?)))
-                    .map(|(i, r)| crate::control::RuleReport {
+                    .filter_map(|i| snap.rules.get(i))
+                    .map(|r| (r, self.rule_value(usize::from(r.id))))
+                    .map(|(r, [packets, bytes, flows])| crate::control::RuleReport {
                         name: r.name.clone(),
                         action: r.action.as_str().to_owned(),
                         target_group: match r.action {
@@ -1131,9 +1137,9 @@ impl ControlLoop {
                                 .collect(),
                             _ => Vec::new(),
                         },
-                        packets: sum(i, 0),
-                        bytes: sum(i, 1),
-                        flows: sum(i, 2),
+                        packets,
+                        bytes,
+                        flows,
                     })
                     .collect();
                 crate::control::EndpointReport {
@@ -1155,51 +1161,21 @@ impl ControlLoop {
             .collect()
     }
 
-    /// Rule index `i`'s counters (packets, bytes, flows), summed over the workers since start.
-    fn rule_sums(&self, i: usize) -> [u64; 3] {
+    /// Rule id `id`'s counters (packets, bytes, flows), summed over the workers since start.
+    fn rule_sums(&self, id: usize) -> [u64; 3] {
         std::array::from_fn(|c| {
             self.stats
                 .iter()
-                .map(|w| w.rules.get(i).map_or(0, |r| r[c].load(Relaxed)))
+                .map(|w| w.rules.get(id).map_or(0, |r| r[c].load(Relaxed)))
                 .sum()
         })
     }
 
-    /// What the rule at index `i` of the published snapshot has counted, by its name.
-    fn rule_value(&self, i: usize) -> [u64; 3] {
-        let now = self.rule_sums(i);
-        let base = self.rule_base.get(i).copied().unwrap_or_default();
-        let carry = self.rule_carry.get(i).copied().unwrap_or_default();
-        std::array::from_fn(|c| carry[c] + now[c].saturating_sub(base[c]))
-    }
-
-    /// The bases and carries of `new`'s rule indices (see `rule_base`): each rule of `new`
-    /// carries what the rule of the same endpoint and name has counted so far (0 for a new
-    /// one) and counts on from what its index holds now.
-    fn rule_counters_for(&self, new: &Snapshot) -> (Vec<[u64; 3]>, Vec<[u64; 3]>) {
-        let old = self.snapshot.load();
-        let mut by_name: std::collections::HashMap<(&str, &str), [u64; 3]> =
-            std::collections::HashMap::new();
-        for ep in &old.endpoints {
-            for i in ep.rules.clone().map(usize::from) {
-                if let Some(r) = old.rules.get(i) {
-                    by_name.insert((ep.name.as_str(), r.name.as_str()), self.rule_value(i));
-                }
-            }
-        }
-        let base: Vec<[u64; 3]> = (0..new.rules.len()).map(|i| self.rule_sums(i)).collect();
-        let mut carry = vec![[0; 3]; new.rules.len()];
-        for ep in &new.endpoints {
-            for i in ep.rules.clone().map(usize::from) {
-                if let (Some(r), Some(c)) = (new.rules.get(i), carry.get_mut(i)) {
-                    *c = by_name
-                        .get(&(ep.name.as_str(), r.name.as_str()))
-                        .copied()
-                        .unwrap_or_default();
-                }
-            }
-        }
-        (base, carry)
+    /// What the rule with id `id` has counted since it got the id.
+    fn rule_value(&self, id: usize) -> [u64; 3] {
+        let now = self.rule_sums(id);
+        let base = self.rule_base.get(id).copied().unwrap_or_default();
+        std::array::from_fn(|c| now[c].saturating_sub(base[c]))
     }
 
     fn endpoint_index(&self, name: &str) -> ControlResult<usize> {
@@ -1523,7 +1499,10 @@ impl ControlLoop {
             idle_s: r.idle,
             endpoint: endpoint.map(|e| e.name.clone()),
             rule: endpoint
-                .and_then(|e| snap.rules.get(usize::from(e.rule_index(r.entry.rule))))
+                .and_then(|e| {
+                    snap.rules
+                        .get(usize::from(e.rule_index(r.entry.rule, &snap.rule_at)))
+                })
                 .map(|r| r.name.clone()),
             bypass,
         }

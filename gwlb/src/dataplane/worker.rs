@@ -273,7 +273,11 @@ fn publish_all(stats: &WorkerStats, pipeline: &mut Pipeline, out: &mut TxStage, 
     out.take_refused_copies(&mut pipeline.counters);
     let lc = &out.lc;
     stats.publish(pipeline, lc);
-    stats.publish_appliances(&pipeline.counters, snap.appliances.len(), snap.rules.len());
+    stats.publish_appliances(
+        &pipeline.counters,
+        snap.appliances.len(),
+        snap.rule_at.len(),
+    );
 }
 
 /// Runs the worker loop until `stop` is set. Returns the pipeline for final reporting.
