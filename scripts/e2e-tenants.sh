@@ -19,7 +19,9 @@
 # 8000) reaches the server and no appliance sees it; drop rules (tenant A TCP 23 silently,
 # tenant B TCP 23 with a RST) never reach the server, counted under the rule; a chain
 # (tenant A, TCP 8081: fw-a then fw-b, the reply fw-b then fw-a) reaches the server, and both
-# appliances' flow logs show every packet of the connection, under tenant A's endpoint id.
+# appliances' flow logs show every packet of the connection, under tenant A's endpoint id;
+# rules put before the chain rule by the API while a chained connection is open disturb it
+# not (it goes on through both appliances, counted under its own rule).
 #
 #   sudo scripts/e2e-tenants.sh   (root; builds target/release/gwlb and aws_appliance unless
 #                                  GWLB_BIN/AWS_BIN name binaries; about 15 s)
@@ -261,9 +263,12 @@ for ns in "$NS_ASRV" "$NS_BSRV"; do
     ip netns exec "$ns" "$PY" "$ROOT/scripts/lib/httpd.py" "$SRV_IP" 80 "$WORK/www-$ns" 2>"$WORK/httpd-$ns.log" &
     ip netns exec "$ns" socat "UDP-LISTEN:$UDP_PORT,bind=$SRV_IP,reuseaddr,fork" \
         SYSTEM:"read l; echo \"\$l at $ns\"" >/dev/null 2>&1 &
-    for p in "$BYPASS_PORT" "$DROP_PORT" "$CHAIN_PORT"; do
+    for p in "$BYPASS_PORT" "$DROP_PORT"; do
         ip netns exec "$ns" socat "TCP-LISTEN:$p,bind=$SRV_IP,reuseaddr,fork" SYSTEM:"echo banner $p from $ns" >/dev/null 2>&1 &
     done
+    # The chain's: the banner, then an echo of each line until the client closes.
+    ip netns exec "$ns" socat "TCP-LISTEN:$CHAIN_PORT,bind=$SRV_IP,reuseaddr,fork" \
+        SYSTEM:"echo banner $CHAIN_PORT from $ns; cat" >/dev/null 2>&1 &
     ip netns exec "$ns" iptables -w -A INPUT -i eth0 -p tcp --dport "$DROP_PORT"
 done
 for ns in "$NS_ASRV" "$NS_BSRV"; do
@@ -405,6 +410,52 @@ read -r _ _ _ in2 ret2 _ id2 <<<"$l2"
 rc=$(rule tenant-a fw-then-ids flows) ch=$(ep tenant-a '.rules[] | select(.name == "fw-then-ids") | .chain | join(">")')
 [ "$rc" = 1 ] && [ "$ch" = "fw-a>fw-b" ] && ok "chain: counted under its rule (1 flow; GET /v1/endpoints shows chain $ch)" ||
     bad "chain: counted under its rule" "flows '$rc', chain '$ch'"
+
+# --- a live change disturbs no other flow ----------------------------------------------------------
+# A chained connection stays open while rules are put before its rule (PUT of the endpoint's
+# list): it goes on through both appliances, counted under its own rule.
+tlog "live change: rules inserted before the chain rule while a chained connection is open"
+coproc CHAINED { ax socat -T20 - "TCP:$SRV_IP:$CHAIN_PORT,connect-timeout=3,sourceport=40004" 2>&1; }
+read -r -t 5 -u "${CHAINED[0]}" banner
+echo one >&"${CHAINED[1]}"
+read -r -t 5 -u "${CHAINED[0]}" echo1
+sleep 0.3
+p_before=$(rule tenant-a fw-then-ids packets)
+rules=$(curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/endpoints/tenant-a |
+    jq -c '[{"name": "first-quic", "protocols": [17], "destination_ports": ["443"], "action": "bypass"},
+            {"name": "first-ssh", "protocols": [6], "destination_ports": ["22"], "action": "drop"}] + .settings.rules')
+code=$(curl -s -o "$WORK/put-rules.json" -w '%{http_code}' --unix-socket "$WORK/api.sock" -X PUT \
+    http://gwlb/v1/endpoints/tenant-a/rules -d "$rules")
+order=$(ep tenant-a '[.rules[].name] | join(",")')
+[ "$code" = 200 ] && [[ "$order" == first-quic,first-ssh,*fw-then-ids* ]] &&
+    ok "live change: two rules put first in tenant A's list (now $order)" ||
+    bad "live change: PUT of tenant A's rules" "HTTP $code: $(cat "$WORK/put-rules.json"); order '$order'"
+echo two >&"${CHAINED[1]}"
+read -r -t 5 -u "${CHAINED[0]}" echo2
+echo three >&"${CHAINED[1]}"
+read -r -t 5 -u "${CHAINED[0]}" echo3
+exec {CHAINED[1]}>&-
+wait "$CHAINED_PID" 2>/dev/null
+[ "$banner" = "banner $CHAIN_PORT from $NS_ASRV" ] && [ "$echo1" = one ] && [ "$echo2" = two ] && [ "$echo3" = three ] &&
+    ok "live change: the open chained connection goes on after the change ('$banner', then one/two/three echoed)" ||
+    bad "live change: the chained connection goes on" "banner '$banner', echoes '$echo1' '$echo2' '$echo3'"
+sleep 0.3
+k_live="tcp $CLI_IP:40004 $SRV_IP:$CHAIN_PORT"
+l1=$(appflows 1 | awk -v k="$k_live" 'index($0, k " ") == 1') l2=$(appflows 2 | awk -v k="$k_live" 'index($0, k " ") == 1')
+read -r _ _ _ in1 ret1 _ _ <<<"$l1"
+read -r _ _ _ in2 ret2 _ _ <<<"$l2"
+[ -n "$l1" ] && [ -n "$l2" ] && [ "${in1:-0}" -ge 10 ] && [ "$in1" = "$in2" ] && [ "$ret1" = "$in1" ] && [ "$ret2" = "$in2" ] &&
+    ok "live change: both appliances saw every packet of it, before and after the change (fw-a $in1 in / $ret1 returned, fw-b $in2 / $ret2)" ||
+    bad "live change: both appliances saw the whole connection" "fw-a: '$l1'; fw-b: '$l2'"
+for _ in $(seq 20); do
+    p_after=$(rule tenant-a fw-then-ids packets)
+    [ "${p_after:-0}" -ge $((p_before + 4)) ] && break
+    sleep 0.1
+done
+q=$(rule tenant-a first-quic packets) s=$(rule tenant-a first-ssh packets)
+[ "${p_after:-0}" -ge $((p_before + 4)) ] && [ "$q" = 0 ] && [ "$s" = 0 ] &&
+    ok "live change: its packets after the change count under its own rule (fw-then-ids $p_before -> $p_after packets; the new rules 0 and 0)" ||
+    bad "live change: counted under its own rule" "fw-then-ids $p_before -> $p_after, first-quic '$q', first-ssh '$s'"
 
 # --- end ---------------------------------------------------------------------------------------------
 ra=$(ax curl -s -m 5 "http://$SRV_IP/") rb=$(bx curl -s -m 5 "http://$SRV_IP/")
