@@ -91,6 +91,42 @@ impl Mempool {
         })
     }
 
+    /// [`Mempool::new_pktmbuf`] with the mempool driver named `ops` (`"ring_mp_mc"`, the
+    /// default: a FIFO ring; `"stack"`: a LIFO, so the mbufs freed last, still in cache,
+    /// are the next taken once an lcore's cache runs dry).
+    pub fn new_pktmbuf_by_ops(
+        name: &str,
+        n_mbufs: u32,
+        cache_size: u32,
+        data_room: u16,
+        socket: i32,
+        ops: &str,
+    ) -> Result<Self> {
+        eal::ensure()?;
+        let cname = cstring("mempool name", name)?;
+        let cops = cstring("mempool ops", ops)?;
+        // SAFETY: EAL is initialized; both strings are valid C strings that DPDK reads
+        // during the call (the ops name is looked up, not kept); the rest are plain values.
+        let ptr = unsafe {
+            sys::rte_pktmbuf_pool_create_by_ops(
+                cname.as_ptr(),
+                n_mbufs,
+                cache_size,
+                0,
+                data_room,
+                socket,
+                cops.as_ptr(),
+            )
+        };
+        let ptr = check("rte_pktmbuf_pool_create_by_ops", ptr)?;
+        Ok(Self {
+            inner: Arc::new(PoolInner {
+                ptr,
+                name: name.to_owned(),
+            }),
+        })
+    }
+
     /// Raw pool pointer, valid while any clone of this handle lives.
     pub fn as_ptr(&self) -> *mut sys::rte_mempool {
         self.inner.ptr.as_ptr()

@@ -66,9 +66,9 @@ pub use file::MAX_CONFIG_BYTES;
 pub use model::{
     groups_carried_by, Bgp, BgpNeighbor, Chain, CheckProtocol, Config, Control, CopyPoint,
     DataPathProbe, Dataplane, Endpoint, EndpointRoute, HealthCheck, Hugepages, InitialState,
-    LogFormat, MirrorDirection, MirrorFormat, MirrorSession, Neighbor, OnAllUnhealthy,
-    OnBelowMinimum, OnUnhealthy, Port, PortRole, Probe, Route, Rule, RuleAction, RuleDirection,
-    Target, TargetGroup, TlsCheck, UnknownNonSyn, MAX_CHAIN,
+    LogFormat, MempoolDriver, MirrorDirection, MirrorFormat, MirrorSession, Neighbor,
+    OnAllUnhealthy, OnBelowMinimum, OnUnhealthy, Port, PortRole, Probe, Route, Rule, RuleAction,
+    RuleDirection, Target, TargetGroup, TlsCheck, UnknownNonSyn, MAX_CHAIN,
 };
 pub use net::{IpNet, Ipv4Net, Ipv6Net, MacAddr, MacParseError, NetParseError};
 /// An endpoint in the file's shape: the body of the API's endpoint changes.

@@ -26,6 +26,28 @@ pub enum Hugepages {
     Off,
 }
 
+/// The DPDK mempool driver of the mbuf pools (`dataplane.mempool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MempoolDriver {
+    /// DPDK's `stack` driver, a LIFO: once an lcore's cache runs dry it takes the mbufs
+    /// freed last, still warm in cache (perf/README.md, "mempool driver").
+    #[default]
+    Stack,
+    /// DPDK's default `ring_mp_mc`, a FIFO: it hands out the mbufs freed longest ago.
+    Ring,
+}
+
+impl MempoolDriver {
+    /// The DPDK name of the driver.
+    pub const fn ops(self) -> &'static str {
+        match self {
+            MempoolDriver::Stack => "stack",
+            MempoolDriver::Ring => "ring_mp_mc",
+        }
+    }
+}
+
 /// What a port faces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -533,6 +555,8 @@ pub struct Dataplane {
     pub idle_after: Duration,
     /// mbufs in each worker's pool.
     pub mbufs_per_worker: u32,
+    /// The pools' mempool driver.
+    pub mempool: MempoolDriver,
     /// Flow-table entries per worker.
     pub flow_table_capacity: u32,
     /// Seed of the symmetric flow hash; equal on every gateway behind one ECMP group.

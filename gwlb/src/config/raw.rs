@@ -7,9 +7,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CheckProtocol, CopyPoint, Hugepages, InitialState, LogFormat, MirrorDirection, MirrorFormat,
-    OnAllUnhealthy, OnBelowMinimum, OnUnhealthy, PortRole, RuleDirection, UnknownNonSyn,
-    DEFAULT_API_LISTEN, DEFAULT_METRICS_LISTEN,
+    CheckProtocol, CopyPoint, Hugepages, InitialState, LogFormat, MempoolDriver, MirrorDirection,
+    MirrorFormat, OnAllUnhealthy, OnBelowMinimum, OnUnhealthy, PortRole, RuleDirection,
+    UnknownNonSyn, DEFAULT_API_LISTEN, DEFAULT_METRICS_LISTEN,
 };
 use crate::flow::Stickiness;
 
@@ -315,6 +315,7 @@ pub(super) struct RawDataplane {
     pub(super) idle_after_us: i64,
     pub(super) icmp_errors_per_s: i64,
     pub(super) mbufs_per_worker: i64,
+    pub(super) mempool: MempoolDriver,
     pub(super) flow_table_capacity: i64,
     pub(super) flow_hash_seed: U64Value,
     pub(super) stats_interval_s: i64,
@@ -334,6 +335,7 @@ impl Default for RawDataplane {
             idle_after_us: 200,
             icmp_errors_per_s: 100,
             mbufs_per_worker: 8192,
+            mempool: MempoolDriver::default(),
             flow_table_capacity: 1 << 20,
             flow_hash_seed: U64Value(0),
             stats_interval_s: 0,

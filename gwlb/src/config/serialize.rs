@@ -51,6 +51,7 @@ impl From<&Config> for RawConfig {
                 idle_after_us: i64::try_from(d.idle_after.as_micros()).unwrap_or(i64::MAX),
                 icmp_errors_per_s: d.icmp_errors_per_s.into(),
                 mbufs_per_worker: to_i64(d.mbufs_per_worker),
+                mempool: d.mempool,
                 flow_table_capacity: to_i64(d.flow_table_capacity),
                 flow_hash_seed: U64Value(d.flow_hash_seed),
                 stats_interval_s: d.stats_interval.map_or(0, secs),

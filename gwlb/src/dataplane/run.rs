@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use dpdk_bindings::port::QueueId;
 use dpdk_bindings::{lcore, Eal, Mempool, Ring, ThreadRegistration, SOCKET_ID_ANY};
 
+use crate::config::MempoolDriver;
+
 use super::ports::{
     configure_kernel_interface, dpdk_socket, eal_args, mbuf_data_room, open_ports, open_tap_ports,
     use_hugepages, StartError, WorkerMemory,
@@ -114,7 +116,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     );
     let data_room = mbuf_data_room(cfg);
     let pools = (0..plan.sockets.len())
-        .map(|i| socket_pool(&plan, i, cfg.dataplane.mbufs_per_worker, data_room))
+        .map(|i| socket_pool(&plan, i, &cfg.dataplane, data_room))
         .collect::<Result<Vec<_>, _>>()?;
     let mem = WorkerMemory {
         plan: &plan,
@@ -376,13 +378,14 @@ fn placed<T>(
 }
 
 /// The mbuf pool of socket plan entry `i`, `data_room` bytes per mbuf
-/// ([`mbuf_data_room`]).
+/// ([`mbuf_data_room`]), `dp.mbufs_per_worker` per worker, with driver `dp.mempool`.
 fn socket_pool(
     plan: &SocketPlan,
     i: usize,
-    per_worker: u32,
+    dp: &crate::config::Dataplane,
     data_room: u16,
 ) -> Result<Mempool, StartError> {
+    let (per_worker, driver) = (dp.mbufs_per_worker, dp.mempool);
     let socket = plan.sockets[i];
     let n = plan.mbufs(i, per_worker);
     // Each mbuf also carries its header (128 bytes) and the pool's per-object overhead.
@@ -393,10 +396,19 @@ fn socket_pool(
         data_room,
         approx_mib = mib,
         workers = plan.workers_on(i),
+        driver = driver.ops(),
         "mbuf pool"
     );
     placed("mbuf pool", socket, |s| {
-        Mempool::new_pktmbuf(&format!("gwlb_mbufs{socket}"), n, 256, data_room, s)
+        let name = format!("gwlb_mbufs{socket}");
+        Mempool::new_pktmbuf_by_ops(&name, n, 256, data_room, s, driver.ops()).or_else(|e| {
+            if driver == MempoolDriver::Ring {
+                return Err(e);
+            }
+            // A DPDK build without the stack driver: DPDK's default still works.
+            tracing::warn!(socket, driver = driver.ops(), error = %e, "mempool driver unavailable; using ring_mp_mc");
+            Mempool::new_pktmbuf_by_ops(&name, n, 256, data_room, s, MempoolDriver::Ring.ops())
+        })
     })
     .map_err(|source| StartError::Mempool { socket, source })
 }

@@ -129,6 +129,10 @@ struct Args {
     /// Established flows of the mirroring table (default: `--flows`).
     #[arg(long)]
     mirror_flows: Option<usize>,
+    /// The packet pool's mempool driver: `stack` (LIFO, gwlb's default `dataplane.mempool`)
+    /// or `ring_mp_mc` (DPDK's default FIFO).
+    #[arg(long, default_value = "stack")]
+    pool_ops: String,
     /// Skip the mirroring table.
     #[arg(long)]
     no_mirror: bool,
@@ -1461,8 +1465,15 @@ fn main() {
     let hz = lcore::tsc_hz();
     let (cfg, snap) = bench_snapshot(a.appliances, a.table as u32);
     let snap_for_returns = bench_snapshot(a.appliances, a.table as u32).1;
-    let pool = Mempool::new_pktmbuf("perfpool", 32767, 256, DEFAULT_DATA_ROOM, SOCKET_ID_ANY)
-        .expect("mempool");
+    let pool = Mempool::new_pktmbuf_by_ops(
+        "perfpool",
+        32767,
+        256,
+        DEFAULT_DATA_ROOM,
+        SOCKET_ID_ANY,
+        &a.pool_ops,
+    )
+    .expect("mempool");
     // 2^19 packets per preloaded round (2^13 in smoke mode), 512-byte data rooms: ~350 MB.
     let preload_total: usize = if a.smoke { 1 << 13 } else { 1 << 19 };
     let preload_pool = (!a.no_scaling).then(|| {

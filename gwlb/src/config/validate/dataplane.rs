@@ -115,6 +115,7 @@ pub(super) fn validate_dataplane(
             raw.mbufs_per_worker,
             1024..=1 << 22,
         )?,
+        mempool: raw.mempool,
         flow_table_capacity: ranged(
             "dataplane.flow_table_capacity",
             raw.flow_table_capacity,
@@ -181,6 +182,15 @@ mod tests {
             "dataplane.mbufs_per_worker",
             "out of range",
         );
+        expect_err(
+            &with("[dataplane]\nmempool = \"fifo\""),
+            "dataplane.mempool",
+            "unknown variant `fifo`, expected `stack` or `ring`",
+        );
+        let ring = Config::from_toml_str(&with("[dataplane]\nmempool = \"ring\"")).unwrap();
+        assert_eq!(ring.dataplane.mempool.ops(), "ring_mp_mc");
+        let default = Config::from_toml_str(&with("")).unwrap();
+        assert_eq!(default.dataplane.mempool.ops(), "stack");
         expect_err(
             &with("[dataplane]\nmemory_mb = 1"),
             "dataplane.memory_mb",
