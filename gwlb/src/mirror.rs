@@ -134,11 +134,39 @@ pub struct Selector {
     protocols: [u64; 4],
     l4_ports: Vec<RangeInclusive<u16>>,
     direction: MirrorDirection,
+    /// The zones of the endpoints selected (empty: any traffic).
+    zones: Vec<u16>,
+    /// The indices (in the snapshot's rules) of the steering rules selected (empty: any).
+    rules: Vec<u16>,
 }
 
 impl Selector {
-    /// The selector of session `m`.
-    pub fn new(m: &MirrorSession) -> Self {
+    /// The selector of session `m`, its endpoints and rules looked up in `endpoints` and
+    /// `rules` (the snapshot's, built from the same configuration: endpoint `i` of the
+    /// configuration is `endpoints[i]`).
+    pub fn new(
+        m: &MirrorSession,
+        endpoints: &[crate::policy::EndpointView],
+        rules: &[crate::policy::RuleView],
+    ) -> Self {
+        let zones = m
+            .endpoints
+            .iter()
+            .filter_map(|&e| endpoints.get(e))
+            .map(|e| e.zone)
+            .collect();
+        let mut rule_indices: Vec<u16> = m
+            .endpoints
+            .iter()
+            .filter_map(|&e| endpoints.get(e))
+            .flat_map(|e| e.rules.clone())
+            .filter(|&i| {
+                rules
+                    .get(usize::from(i))
+                    .is_some_and(|r| m.rules.contains(&r.name))
+            })
+            .collect();
+        rule_indices.sort_unstable();
         let ports = if m.user_ports.is_empty() {
             u64::MAX
         } else {
@@ -160,7 +188,31 @@ impl Selector {
             protocols,
             l4_ports: m.l4_ports.clone(),
             direction: m.direction,
+            zones,
+            rules: rule_indices,
         }
+    }
+
+    /// Whether the session selects by endpoint (then [`Selector::selects_policy`] decides
+    /// too).
+    #[inline]
+    pub fn by_policy(&self) -> bool {
+        !self.zones.is_empty()
+    }
+
+    /// Whether a packet of endpoint zone `zone` (0: no endpoint's), whose flow the
+    /// endpoint's steering rules decide with rule `rule` (an index into the snapshot's
+    /// rules; only asked when the session names rules), is selected by the session's
+    /// endpoints and rules.
+    #[inline]
+    pub fn selects_policy(&self, zone: u16, rule: impl FnOnce() -> Option<u16>) -> bool {
+        if self.zones.is_empty() {
+            return true;
+        }
+        if !self.zones.contains(&zone) {
+            return false;
+        }
+        self.rules.is_empty() || rule().is_some_and(|r| self.rules.binary_search(&r).is_ok())
     }
 
     /// Whether the packet `p`, arriving on user port `in_port`, is selected.
@@ -488,7 +540,7 @@ direction = "to_prefixes"
 "#,
         )
         .unwrap();
-        let sel = Selector::new(&cfg.mirror_sessions[0]);
+        let sel = Selector::new(&cfg.mirror_sessions[0], &[], &[]);
         let pkt = |src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16| ParsedPacket {
             protocol: proto,
             src: Ipv4Addr::from(src).into(),
@@ -520,10 +572,12 @@ direction = "to_prefixes"
         let mut all = cfg.mirror_sessions[0].clone();
         (all.prefixes, all.protocols, all.l4_ports, all.direction) =
             (vec![], vec![], vec![], MirrorDirection::Both);
-        let any = Selector::new(&all);
+        let any = Selector::new(&all, &[], &[]);
         assert!(any.selects(&pkt([1, 1, 1, 1], [2, 2, 2, 2], 50, 0, 0), 0));
         all.user_ports = vec![1];
-        assert!(!Selector::new(&all).selects(&pkt([1, 1, 1, 1], [2, 2, 2, 2], 50, 0, 0), 0));
+        assert!(
+            !Selector::new(&all, &[], &[]).selects(&pkt([1, 1, 1, 1], [2, 2, 2, 2], 50, 0, 0), 0)
+        );
     }
 
     #[test]

@@ -223,8 +223,9 @@ impl Pipeline {
             let Ok(p) = parse::parse_frame(b.data()) else {
                 continue;
             };
-            if let Dispatch::User(_) = dispatch(snap, &p, in_port) {
-                self.mirror_copies(snap, b, &p, in_port, CopyPoint::BeforeInspection, emit);
+            if let Dispatch::User(u) = dispatch(snap, &p, in_port) {
+                let at = (in_port, Some(u.zone), CopyPoint::BeforeInspection);
+                self.mirror_copies(snap, b, &p, at, emit);
             }
         }
     }
@@ -246,25 +247,42 @@ impl Pipeline {
                 continue;
             }
             if let Ok(p) = parse::parse_frame(b.data()) {
-                self.mirror_copies(snap, b, &p, out, CopyPoint::AfterInspection, emit);
+                // The endpoint, if a session asks: the one the frame, tags restored, belongs
+                // to on the port it leaves on.
+                self.mirror_copies(snap, b, &p, (out, None, CopyPoint::AfterInspection), emit);
             }
         }
     }
 
-    /// The copies of one packet `p` (in `b`) at copy point `point`; `port` is the user port
-    /// the sessions' port selection looks at.
+    /// The copies of one packet `p` (in `b`) at `(port, zone, point)`: `port` is the user
+    /// port the sessions' port selection looks at, `zone` the packet's endpoint zone (`None`:
+    /// found from `port` if a session selects by endpoint), `point` the copy point.
     fn mirror_copies<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         b: &B,
         p: &ParsedPacket,
-        port: u16,
-        point: CopyPoint,
+        (port, mut zone, point): (u16, Option<u16>, CopyPoint),
         emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for m in snap.mirrors.iter().take(MAX_MIRROR_SESSIONS) {
             if m.copy_point != point || !m.selector.selects(p, port) {
                 continue;
+            }
+            if m.selector.by_policy() {
+                let z = *zone.get_or_insert_with(|| match dispatch(snap, p, port) {
+                    Dispatch::User(u) => u.zone,
+                    _ => 0,
+                });
+                // The rule the endpoint's rules choose for the packet's flow (what they
+                // decide for a new one): only for sessions that name rules.
+                let rule = || {
+                    let ep = snap.endpoint(z)?;
+                    Some(crate::policy::decide(&snap.rules, ep, p).0)
+                };
+                if !m.selector.selects_policy(z, rule) {
+                    continue;
+                }
             }
             // The session's own slot (kept by name across changes), always in range.
             let s = usize::from(m.counter) % MAX_MIRROR_SESSIONS;

@@ -261,7 +261,7 @@ impl MirrorView {
             .collect();
         MirrorView {
             name: m.name.clone(),
-            selector: crate::mirror::Selector::new(m),
+            selector: crate::mirror::Selector::new(m, &snap.endpoints, &snap.rules),
             sample_one_in: m.sample_one_in,
             snap: m.snap_length,
             copy_point: m.copy_point,

@@ -627,6 +627,136 @@ fn a_change_that_moves_rules_disturbs_no_other_flow() {
     }
 }
 
+/// Sensors, and sessions that select by endpoint and steering rule (issue 17).
+const SENSORS: &str = r#"
+[[target_groups]]
+name = "sensors"
+user_ports = []
+[target_groups.health_check]
+enabled = false
+[[target_groups.targets]]
+address = "10.0.0.50"
+mac = "02:00:00:00:00:32"
+[[mirror_sessions]]
+name = "a-web"
+target_group = "sensors"
+endpoints = ["a"]
+rules = ["web-to-ids"]
+[[mirror_sessions]]
+name = "b-all-after"
+target_group = "sensors"
+vni = 2
+copy_point = "after_inspection"
+endpoints = ["b"]
+"#;
+
+/// A session naming an endpoint copies only that tenant's traffic, and naming a rule only
+/// the flows that rule decides: tenant a's web flow (rule "web-to-ids") is copied, its
+/// other flows and tenant b's same-addressed web flow are not; a session on tenant b after
+/// inspection copies b's returns and not a's.
+#[test]
+fn mirror_sessions_select_by_endpoint_and_rule() {
+    let text = format!("{CONFIG}{SENSORS}");
+    let cfg = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
+    let mut pipe = Pipeline::new(4096, Default::default()).unwrap();
+    // Mirrors before inspection, then processes: (copies' VNIs, verdict, output).
+    let send = |pipe: &mut Pipeline, f: &[u8]| {
+        let mut vnis = Vec::new();
+        let mut bufs = [VecBuf::with_headroom(f, 256)];
+        pipe.mirror_before(&snap, &bufs, 0, &mut |c: VecBuf, _, _| {
+            vnis.push(u32::from_be_bytes([
+                0,
+                c.data()[46],
+                c.data()[47],
+                c.data()[48],
+            ]));
+            true
+        });
+        let mut v = [Verdict::ToHost];
+        pipe.process_burst(&snap, &mut bufs, 0, 1, &mut v);
+        (vnis, v[0], bufs[0].data().to_vec())
+    };
+    // Tenant a, TCP 80: "web-to-ids" -> copied (VNI 1), both directions.
+    let (c, v, enc_a) = send(&mut pipe, &user(tcp(80, 0x02), false, &[100]));
+    assert_eq!((c, v), (vec![1], Verdict::Tx(0)));
+    let (c, _, _) = send(&mut pipe, &user(tcp(80, 0x12), true, &[100]));
+    assert_eq!(c, vec![1], "the reply too");
+    // Tenant a, TCP 443 (its default: fw): not the rule's.
+    let (c, v, _) = send(&mut pipe, &user(tcp(443, 0x02), false, &[100]));
+    assert_eq!((c, v), (vec![], Verdict::Tx(0)));
+    // Tenant b, TCP 80, the same addresses: another endpoint.
+    let (c, v, enc_b) = send(&mut pipe, &user(tcp(80, 0x02), false, &[200, 7]));
+    assert_eq!((c, v), (vec![], Verdict::Tx(0)));
+    // After inspection: b's return is copied by "b-all-after" (VNI 2), a's is not.
+    let after = |pipe: &mut Pipeline, ret: Vec<u8>| {
+        let mut bufs = [VecBuf::with_headroom(&ret, 256)];
+        let mut vs = [Verdict::ToHost];
+        pipe.process_burst(&snap, &mut bufs, 0, 2, &mut vs);
+        assert_eq!(vs[0], Verdict::Tx(0));
+        let mut vnis = Vec::new();
+        pipe.mirror_after(
+            &snap,
+            &bufs,
+            &vs,
+            pipe.decapsulated_mask(),
+            &mut |c, _, _| {
+                vnis.push(u32::from_be_bytes([
+                    0,
+                    c.data()[46],
+                    c.data()[47],
+                    c.data()[48],
+                ]));
+                true
+            },
+        );
+        vnis
+    };
+    assert_eq!(after(&mut pipe, aws_echo(&enc_b)), vec![2]);
+    assert_eq!(after(&mut pipe, aws_echo(&enc_a)), Vec::<u32>::new());
+}
+
+/// Sessions name existing endpoints, and rules of those endpoints.
+#[test]
+fn mirror_selection_is_validated_naming_the_field() {
+    let bad = |session: &str, field: &str, why: &str| {
+        let text = format!(
+            "{CONFIG}{}",
+            SENSORS.replace("endpoints = [\"a\"]\nrules = [\"web-to-ids\"]", session)
+        );
+        let e = Config::from_toml_str(&text).expect_err(field).to_string();
+        assert!(e.contains(field) && e.contains(why), "{e}");
+    };
+    bad(
+        "endpoints = [\"z\"]",
+        "mirror_sessions[0].endpoints[0]",
+        "no endpoint has this name",
+    );
+    bad(
+        "endpoints = [\"a\", \"a\"]",
+        "mirror_sessions[0].endpoints[1]",
+        "named twice",
+    );
+    bad(
+        "rules = [\"web-to-ids\"]",
+        "mirror_sessions[0].rules",
+        "name the endpoints too",
+    );
+    bad(
+        "endpoints = [\"b\"]\nrules = [\"web-to-ids\"]",
+        "mirror_sessions[0].rules[0]",
+        "none of the session's endpoints",
+    );
+    let ok = format!(
+        "{CONFIG}{}",
+        SENSORS.replace(
+            "rules = [\"web-to-ids\"]",
+            "rules = [\"default\", \"backup\"]"
+        )
+    );
+    Config::from_toml_str(&ok).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A chain names 2 to 4 known groups, none twice, only as a rule's action.
 #[test]
 fn chains_are_validated_naming_the_field() {

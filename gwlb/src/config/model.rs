@@ -871,6 +871,12 @@ pub struct MirrorSession {
     pub l4_ports: Vec<std::ops::RangeInclusive<u16>>,
     /// Which way, relative to `prefixes`.
     pub direction: MirrorDirection,
+    /// Endpoints whose traffic is selected (indices into [`Config::endpoints`]; empty: any
+    /// traffic, an endpoint's or a group's own).
+    pub endpoints: Vec<usize>,
+    /// Steering rules of those endpoints whose traffic is selected, by name (`"default"`:
+    /// an endpoint's default action; empty: whatever rule matches).
+    pub rules: Vec<String>,
 }
 
 impl MirrorSession {

@@ -234,6 +234,10 @@ pub struct RawMirrorSession {
     pub(super) l4_ports: Vec<String>,
     #[serde(default)]
     pub(super) direction: MirrorDirection,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) endpoints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) rules: Vec<String>,
 }
 
 impl RawMirrorSession {

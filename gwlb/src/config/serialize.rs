@@ -248,6 +248,12 @@ fn raw_mirror_session(c: &Config, m: &MirrorSession) -> RawMirrorSession {
         protocols: m.protocols.iter().map(|&p| i64::from(p)).collect(),
         l4_ports: ranges(&m.l4_ports),
         direction: m.direction,
+        endpoints: m
+            .endpoints
+            .iter()
+            .map(|&e| c.endpoints[e].name.clone())
+            .collect(),
+        rules: m.rules.clone(),
     }
 }
 

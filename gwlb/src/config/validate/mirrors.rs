@@ -6,7 +6,9 @@ use std::ops::RangeInclusive;
 
 use super::{check_name, invalid, parse_field, ranged};
 use crate::config::raw::RawMirrorSession;
-use crate::config::{ConfigError, IpNet, MirrorDirection, MirrorSession, Port, TargetGroup};
+use crate::config::{
+    ConfigError, Endpoint, IpNet, MirrorDirection, MirrorSession, Port, TargetGroup,
+};
 
 /// Most mirror sessions (per-session counters are fixed arrays in every worker).
 pub const MAX_MIRROR_SESSIONS: usize = 16;
@@ -105,9 +107,59 @@ pub(super) fn validate_mirror_sessions(
             protocols,
             l4_ports,
             direction: r.direction,
+            endpoints: Vec::new(),
+            rules: Vec::new(),
         });
     }
     Ok(out)
+}
+
+/// The endpoints and rules sessions select by (`endpoints`, `rules`), once the endpoints are
+/// validated: each endpoint named must exist, and each rule must be one of theirs (or
+/// `"default"`, an endpoint's default action); rules without endpoints are refused.
+pub(super) fn resolve_mirror_selection(
+    raw: &[RawMirrorSession],
+    sessions: &mut [MirrorSession],
+    endpoints: &[Endpoint],
+) -> Result<(), ConfigError> {
+    for (i, (r, s)) in raw.iter().zip(sessions.iter_mut()).enumerate() {
+        let m = format!("mirror_sessions[{i}]");
+        for (k, name) in r.endpoints.iter().enumerate() {
+            let Some(e) = endpoints.iter().position(|e| &e.name == name) else {
+                return Err(invalid(
+                    format!("{m}.endpoints[{k}]"),
+                    format!("{name:?}: no endpoint has this name"),
+                ));
+            };
+            if s.endpoints.contains(&e) {
+                return Err(invalid(
+                    format!("{m}.endpoints[{k}]"),
+                    format!("{name:?} is named twice"),
+                ));
+            }
+            s.endpoints.push(e);
+        }
+        if !r.rules.is_empty() && s.endpoints.is_empty() {
+            return Err(invalid(
+                format!("{m}.rules"),
+                "rules are an endpoint's: name the endpoints too (endpoints = [...])",
+            ));
+        }
+        for (k, name) in r.rules.iter().enumerate() {
+            let known = name == "default"
+                || s.endpoints
+                    .iter()
+                    .any(|&e| endpoints[e].rules.iter().any(|x| &x.name == name));
+            if !known {
+                return Err(invalid(
+                    format!("{m}.rules[{k}]"),
+                    format!("{name:?}: none of the session's endpoints has a rule of this name"),
+                ));
+            }
+        }
+        s.rules = r.rules.clone();
+    }
+    Ok(())
 }
 
 /// `"80"` or `"1000-2000"`.

@@ -29,7 +29,7 @@ use control::validate_control;
 use dataplane::validate_dataplane;
 use endpoints::validate_endpoints;
 use groups::validate_groups;
-use mirrors::validate_mirror_sessions;
+use mirrors::{resolve_mirror_selection, validate_mirror_sessions};
 use neighbors::validate_neighbors;
 use ports::validate_ports;
 use routes::validate_routes;
@@ -177,7 +177,7 @@ impl RawConfig {
             Some(b) => Some(validate_bgp(b, &ports)?),
             None => None,
         };
-        let mirror_sessions =
+        let mut mirror_sessions =
             validate_mirror_sessions(&self.mirror_sessions, &ports, &target_groups, &port_ref)?;
         let endpoints = validate_endpoints(
             &self.endpoints,
@@ -186,6 +186,7 @@ impl RawConfig {
             &mirror_sessions,
             &port_ref,
         )?;
+        resolve_mirror_selection(&self.mirror_sessions, &mut mirror_sessions, &endpoints)?;
         Ok(Config {
             dataplane,
             ports,
