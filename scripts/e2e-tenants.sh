@@ -21,7 +21,9 @@
 # (tenant A, TCP 8081: fw-a then fw-b, the reply fw-b then fw-a) reaches the server, and both
 # appliances' flow logs show every packet of the connection, under tenant A's endpoint id;
 # rules put before the chain rule by the API while a chained connection is open disturb it
-# not (it goes on through both appliances, counted under its own rule).
+# not (it goes on through both appliances, counted under its own rule); a mirror session on
+# tenant A's default rule sends a sensor (tcpdump, tshark) exactly that rule's packets, as
+# many as the rule and the session count, none of tenant B's or of tenant A's other rules.
 #
 #   sudo scripts/e2e-tenants.sh   (root; builds target/release/gwlb and aws_appliance unless
 #                                  GWLB_BIN/AWS_BIN name binaries; about 15 s)
@@ -43,8 +45,8 @@ source scripts/lib/checks.sh
 
 WORK=${GWLB_TENANTS_WORK:-/run/gwlb-tenants}
 NS_GW=gwt-gw NS_SW=gwt-sw NS_APPS=gwt-apps NS_APP1=gwt-app1 NS_APP2=gwt-app2
-NS_ACLI=gwt-a-cli NS_ASRV=gwt-a-srv NS_BCLI=gwt-b-cli NS_BSRV=gwt-b-srv
-ALL_NS=("$NS_GW" "$NS_SW" "$NS_APPS" "$NS_APP1" "$NS_APP2" "$NS_ACLI" "$NS_ASRV" "$NS_BCLI" "$NS_BSRV")
+NS_ACLI=gwt-a-cli NS_ASRV=gwt-a-srv NS_BCLI=gwt-b-cli NS_BSRV=gwt-b-srv NS_SENS=gwt-sensor
+ALL_NS=("$NS_GW" "$NS_SW" "$NS_APPS" "$NS_APP1" "$NS_APP2" "$NS_ACLI" "$NS_ASRV" "$NS_BCLI" "$NS_BSRV" "$NS_SENS")
 # Both tenants: the same addresses and MACs. Only the VLAN tells them apart.
 CLI_IP=10.1.1.2 CLI_GW=10.1.1.1 CLI_MAC=02:00:0a:01:01:02
 SRV_IP=10.1.2.2 SRV_GW=10.1.2.1 SRV_MAC=02:00:0a:01:02:02
@@ -54,6 +56,7 @@ GW_USER_IP=192.0.2.1 GW_USER_MAC=02:00:c0:00:02:01
 GW_APP_IP=10.97.0.1 GW_APP_MAC=02:00:0a:61:00:01 GW_APP_KIF=gwtak
 APP1_IP=10.97.0.11 APP1_MAC=02:00:0a:61:00:0b
 APP2_IP=10.97.0.12 APP2_MAC=02:00:0a:61:00:0c
+SENS_IP=10.97.0.50 SENS_MAC=02:00:0a:61:00:32 MIRROR_VNI=300
 HC_PORT=8080 BYPASS_PORT=8000 DROP_PORT=23 UDP_PORT=5353 CHAIN_PORT=8081
 
 cleanup_all() {
@@ -91,7 +94,7 @@ TOPO_T0=$(date +%s.%N)
 trap cleanup EXIT
 trap 'echo "e2e-tenants: interrupted" >&2; exit 130' INT TERM
 
-for t in socat curl jq iptables; do
+for t in socat curl jq iptables tcpdump tshark; do
     command -v "$t" >/dev/null || { echo "e2e-tenants: $t missing: run scripts/install-deps.sh" >&2; FAIL=1; exit 1; }
 done
 if [ -z "$OWN_BINS" ] || [ ! -x "$GWLB_BIN" ] || [ ! -x "$AWS_BIN" ]; then
@@ -125,7 +128,8 @@ echo $! > "$WORK/vlansw.pid"
 veth_pair "$NS_GW" gwta0 "$GW_APP_MAC" "$NS_APPS" gw 02:00:00:fe:61:01 1600
 veth_pair "$NS_APP1" eth0 "$APP1_MAC" "$NS_APPS" app1 02:00:00:fe:61:0b 1600
 veth_pair "$NS_APP2" eth0 "$APP2_MAC" "$NS_APPS" app2 02:00:00:fe:61:0c 1600
-for p in gw app1 app2; do bridge_port "$NS_APPS" "$p"; done
+veth_pair "$NS_SENS" eth0 "$SENS_MAC" "$NS_APPS" sens 02:00:00:fe:61:32 1600
+for p in gw app1 app2 sens; do bridge_port "$NS_APPS" "$p"; done
 ip -n "$NS_GW" link set gwta0 up promisc on arp off
 for a in "1 $NS_APP1 $APP1_IP" "2 $NS_APP2 $APP2_IP"; do
     read -r n ns ip <<<"$a"
@@ -135,6 +139,15 @@ for a in "1 $NS_APP1 $APP1_IP" "2 $NS_APP2 $APP2_IP"; do
         --flow-log "$WORK/app$n-flows.log" --stats >"$WORK/app$n.out" 2>"$WORK/app$n.err" &
     echo $! > "$WORK/app$n.pid"
 done
+# The sensor: a health-check listener and a capture of the VXLAN copies.
+ip -n "$NS_SENS" addr add "$SENS_IP/24" dev eth0
+ip -n "$NS_SENS" link set eth0 up
+ip netns exec "$NS_SENS" socat "TCP-LISTEN:$HC_PORT,bind=$SENS_IP,reuseaddr,fork" /dev/null >/dev/null 2>&1 &
+hc=$!
+ip netns exec "$NS_SENS" tcpdump -i eth0 -n -U -s 0 -w "$WORK/sensor.pcap" "udp dst port 4789" \
+    >/dev/null 2>"$WORK/sensor-tcpdump.err" &
+echo "$hc" > "$WORK/sensor-hc.pid"
+echo $! > "$WORK/sensor.pid"
 
 # --- gwlb ----------------------------------------------------------------------------------------
 # endpoint_routes: a tenant's routes back (the same for both tenants: same hosts, same MACs).
@@ -194,6 +207,16 @@ $(group fw-a "$APP1_IP")
 
 $(group fw-b "$APP2_IP")
 
+$(group sensors "$SENS_IP")
+
+# Tenant A's flows its default action decides (HTTP, UDP), copied as they arrive (tagged).
+[[mirror_sessions]]
+name = "a-default"
+target_group = "sensors"
+vni = $MIRROR_VNI
+endpoints = ["tenant-a"]
+rules = ["default"]
+
 [[endpoints]]
 name = "tenant-a"
 ports = ["trunk"]
@@ -248,7 +271,7 @@ for _ in $(seq 100); do
     kill -0 "$(cat "$WORK/gwlb.pid")" 2>/dev/null || abort "gwlb starts"
     sleep 0.1
 done
-for ip in "$APP1_IP" "$APP2_IP"; do
+for ip in "$APP1_IP" "$APP2_IP" "$SENS_IP"; do
     gw_wait_health "$ip" healthy "$GW_STARTED" 10 >/dev/null || abort "appliance $ip passes its health checks"
 done
 ok "gwlb runs (one trunk port, endpoints tenant-a on VLAN $VLAN_A and tenant-b on VLAN $VLAN_B); appliances $APP1_IP (fw-a) and $APP2_IP (fw-b) healthy"
@@ -456,6 +479,29 @@ q=$(rule tenant-a first-quic packets) s=$(rule tenant-a first-ssh packets)
 [ "${p_after:-0}" -ge $((p_before + 4)) ] && [ "$q" = 0 ] && [ "$s" = 0 ] &&
     ok "live change: its packets after the change count under its own rule (fw-then-ids $p_before -> $p_after packets; the new rules 0 and 0)" ||
     bad "live change: counted under its own rule" "fw-then-ids $p_before -> $p_after, first-quic '$q', first-ssh '$s'"
+
+# --- mirroring by endpoint and rule ------------------------------------------------------------------
+# Session a-default copies what tenant A's default action decides: its HTTP and UDP (both
+# directions), not tenant B's same-addressed traffic, and not tenant A's bypass, drop or chain
+# rules' packets. The sensor's capture against the session's and the rule's counters.
+tlog "mirroring by endpoint and rule (session a-default: tenant A's flows its default action decides)"
+sleep 0.5
+n_api=$(curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/mirror-sessions/a-default | jq -r .packets)
+n_rule=$(rule tenant-a default packets)
+kill -INT "$(cat "$WORK/sensor.pid")" 2>/dev/null; sleep 0.5
+fields=$(tshark -r "$WORK/sensor.pcap" -d udp.port==4789,vxlan -Y "vxlan.vni == $MIRROR_VNI" \
+    -T fields -e vlan.id -e tcp.port -e udp.port 2>/dev/null)
+n_cap=$(grep -c . <<<"$fields")
+not_a=$(awk -F'\t' '$1 != "'"$VLAN_A"'"' <<<"$fields" | grep -c .)
+others=$(grep -cE "(^|[^0-9])($BYPASS_PORT|$DROP_PORT|$CHAIN_PORT)([^0-9]|$)" <<<"$fields")
+http=$(grep -cE "(^|[^0-9])80([^0-9]|$)" <<<"$fields") udp=$(grep -cE "(^|[^0-9])$UDP_PORT([^0-9]|$)" <<<"$fields")
+[ "${n_cap:-0}" -gt 0 ] && [ "$n_cap" = "$n_api" ] && [ "$n_cap" = "$n_rule" ] &&
+    ok "the sensor got $n_cap copies: the session's count ($n_api) and tenant A's default rule's packets ($n_rule)" ||
+    bad "copies = the session's count = the rule's packets" "captured '$n_cap', session '$n_api', rule '$n_rule'"
+[ "$not_a" = 0 ] && [ "$others" = 0 ] && [ "$http" -gt 0 ] && [ "$udp" -gt 0 ] &&
+    ok "every copy is tenant A's (VLAN $VLAN_A), HTTP ($http) and UDP ($udp) only: none of tenant B's, none of the bypass, drop or chain rules'" ||
+    bad "only tenant A's default-rule traffic copied" "not VLAN $VLAN_A: $not_a, other rules' ports: $others, http $http, udp $udp"
+[ "$n_cap" = "$n_rule" ] && [ "$others" = 0 ] || sort <<<"$fields" | uniq -c | sed 's/^/      copies: /'
 
 # --- end ---------------------------------------------------------------------------------------------
 ra=$(ax curl -s -m 5 "http://$SRV_IP/") rb=$(bx curl -s -m 5 "http://$SRV_IP/")

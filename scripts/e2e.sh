@@ -474,6 +474,27 @@ ms=$(curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/mirror-sessions)
 mp=$("$PY" -c 'import json,sys; print(" ".join("%s=%s" % (m["name"], m["packets"]) for m in json.load(sys.stdin)))' <<<"$ms")
 [ "$mp" = "ids-all=200 ids-sampled=100" ] && ok "GET /v1/mirror-sessions counts the same copies ($mp)" ||
     bad "the API's mirror counters" "$mp"
+# A slow sensor: a session (created live) copies every packet of iperf3's TCP connection to
+# it, and its link takes 20 Mbit/s: the copies beyond that are lost on the way, and the
+# forwarded traffic does not notice. The rates are reported beside the one without copies
+# (below, the sensor gone), not asserted.
+iperf() {
+    ip netns exec "$NS_SERVER" iperf3 -s -1 -B "$SERVER_IP" >/dev/null 2>&1 &
+    sleep 0.5
+    ip netns exec "$NS_CLIENT" iperf3 -c "$SERVER_IP" -t 2 -J 2>/dev/null |
+        "$PY" -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]))' 2>/dev/null
+}
+mirror_of() { curl -s --unix-socket "$WORK/api.sock" "http://gwlb/v1/mirror-sessions/$1" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[\"$2\"])" 2>/dev/null; }
+code=$(curl -s -o "$WORK/mirror-iperf.json" -w '%{http_code}' --unix-socket "$WORK/api.sock" -X POST http://gwlb/v1/mirror-sessions \
+    -d '{"name": "ids-iperf", "target_group": "sensors", "vni": 102, "protocols": [6], "l4_ports": ["5201"]}')
+ip netns exec "$NS_APPS" tc qdisc add dev sensor root tbf rate 20mbit burst 32kbit latency 50ms
+bps_slow=$(iperf)
+copies=$(mirror_of ids-iperf packets)
+[ "$code" = 201 ] && [ "${bps_slow:-0}" -gt 0 ] && [ "${copies:-0}" -gt 1000 ] &&
+    ok "slow sensor (20 Mbit/s link): iperf3 $(( bps_slow / 1000000 )) Mbit/s through gwlb while session ids-iperf (created live) sent $copies copies of it" ||
+    bad "iperf3 with a slow sensor receiving copies" "HTTP $code $(cat "$WORK/mirror-iperf.json"); ${bps_slow:-none} bit/s, copies '${copies:-}'"
+ip netns exec "$NS_APPS" tc qdisc del dev sensor root 2>/dev/null
+
 # The sensor goes away: forwarding does not notice.
 t_sk=$(date +%s.%N)
 sensor_kill
@@ -482,10 +503,11 @@ gw_wait_health "$SENSOR_IP" unhealthy "$t_sk" 10 >/dev/null && ok "sensor killed
     bad "the killed sensor is marked unhealthy"
 r=$(udp_burst 45801 45860) && ok "with the sensor gone: 60 new UDP flows all answered ($r)" || bad "flows answered without the sensor" "$r"
 r=$(udp_burst "${MIRROR_ALL_PORTS%-*}" "$(( ${MIRROR_ALL_PORTS%-*} + 19 ))") && ok "with the sensor gone: 20 flows of the mirrored range answered ($r)" || bad "mirrored flows without the sensor" "$r"
-ip netns exec "$NS_SERVER" iperf3 -s -1 -B "$SERVER_IP" >/dev/null 2>&1 &
-sleep 0.5
-bps=$(ip netns exec "$NS_CLIENT" iperf3 -c "$SERVER_IP" -t 2 -J 2>/dev/null | "$PY" -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]))' 2>/dev/null)
-[ "${bps:-0}" -gt 0 ] && ok "with the sensor gone: iperf3 client -> server $(( bps / 1000000 )) Mbit/s" || bad "iperf3 through gwlb without the sensor" "${bps:-none}"
+bps=$(iperf)
+ns_iperf=$(mirror_of ids-iperf no_sensor)
+[ "${bps:-0}" -gt 0 ] && [ "${ns_iperf:-0}" -gt 1000 ] &&
+    ok "with the sensor gone: iperf3 client -> server $(( bps / 1000000 )) Mbit/s (with the slow sensor: $(( bps_slow / 1000000 ))); its copies counted no_sensor ($ns_iperf)" ||
+    bad "iperf3 through gwlb without the sensor" "${bps:-none} bit/s, no_sensor '${ns_iperf:-}'"
 ms=$(curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/mirror-sessions)
 ns=$("$PY" -c 'import json,sys; m=json.load(sys.stdin)[0]; print(m["packets"], m["no_sensor"])' <<<"$ms")
 [ "$ns" = "200 40" ] && ok "session ids-all: still 200 copies sent, 40 not sent for want of a sensor (the 20 flows' requests and echoes)" ||

@@ -210,22 +210,28 @@ impl Pipeline {
     /// them, the user packets of `bufs` (received on `in_port`, not yet processed) to the
     /// session's sensor, through `emit(copy, port, slot)` (`slot`: the session's counter slot,
     /// [`crate::snapshot::MirrorView::counter`]), which returns whether it took the copy
-    /// (a copy it refuses is counted `no_buffer`). Call before [`Pipeline::process_burst`];
-    /// the originals are only read.
+    /// (a copy it refuses is counted `no_buffer`). Call before [`Pipeline::process_burst`]
+    /// (`now`: its clock); the originals are only read.
     pub fn mirror_before<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         bufs: &[B],
         in_port: u16,
+        now: u32,
         emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for b in bufs {
+            // A chained frame is dropped as `oversize` by the pipeline (it is longer than
+            // any port's MTU): no copy of its first segment alone.
+            if b.is_segmented() {
+                continue;
+            }
             let Ok(p) = parse::parse_frame(b.data()) else {
                 continue;
             };
             if let Dispatch::User(u) = dispatch(snap, &p, in_port) {
                 let at = (in_port, Some(u.zone), CopyPoint::BeforeInspection);
-                self.mirror_copies(snap, b, &p, at, emit);
+                self.mirror_copies(snap, b, &p, at, now, emit);
             }
         }
     }
@@ -239,6 +245,7 @@ impl Pipeline {
         bufs: &[B],
         verdicts: &[Verdict],
         decapsulated: u64,
+        now: u32,
         emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for (i, (b, v)) in bufs.iter().zip(verdicts).enumerate().take(64) {
@@ -249,20 +256,23 @@ impl Pipeline {
             if let Ok(p) = parse::parse_frame(b.data()) {
                 // The endpoint, if a session asks: the one the frame, tags restored, belongs
                 // to on the port it leaves on.
-                self.mirror_copies(snap, b, &p, (out, None, CopyPoint::AfterInspection), emit);
+                let at = (out, None, CopyPoint::AfterInspection);
+                self.mirror_copies(snap, b, &p, at, now, emit);
             }
         }
     }
 
     /// The copies of one packet `p` (in `b`) at `(port, zone, point)`: `port` is the user
     /// port the sessions' port selection looks at, `zone` the packet's endpoint zone (`None`:
-    /// found from `port` if a session selects by endpoint), `point` the copy point.
+    /// found from `port` if a session selects by endpoint), `point` the copy point; `now`
+    /// the pipeline's clock.
     fn mirror_copies<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         b: &B,
         p: &ParsedPacket,
         (port, mut zone, point): (u16, Option<u16>, CopyPoint),
+        now: u32,
         emit: &mut impl FnMut(B, u16, u8) -> bool,
     ) {
         for m in snap.mirrors.iter().take(MAX_MIRROR_SESSIONS) {
@@ -274,11 +284,17 @@ impl Pipeline {
                     Dispatch::User(u) => u.zone,
                     _ => 0,
                 });
-                // The rule the endpoint's rules choose for the packet's flow (what they
-                // decide for a new one): only for sessions that name rules.
+                // The rule of the packet's flow (only for sessions that name rules): the
+                // one its entry keeps, or, for a flow this worker has no entry of (a new
+                // one, or another worker's), what the endpoint's rules decide for it.
+                let flows = &self.flows;
                 let rule = || {
                     let ep = snap.endpoint(z)?;
-                    Some(crate::policy::decide(&snap.rules, ep, p).0)
+                    let (key, h) = flow_of(snap, User { zone: z, group: 0 }, p);
+                    Some(match flows.get(&key, h as u32, now) {
+                        Some(e) => ep.rule_index(e.rule, &snap.rule_at),
+                        None => crate::policy::decide(&snap.rules, ep, p).0,
+                    })
                 };
                 if !m.selector.selects_policy(z, rule) {
                     continue;

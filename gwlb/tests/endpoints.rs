@@ -664,7 +664,7 @@ fn mirror_sessions_select_by_endpoint_and_rule() {
     let send = |pipe: &mut Pipeline, f: &[u8]| {
         let mut vnis = Vec::new();
         let mut bufs = [VecBuf::with_headroom(f, 256)];
-        pipe.mirror_before(&snap, &bufs, 0, &mut |c: VecBuf, _, _| {
+        pipe.mirror_before(&snap, &bufs, 0, 1, &mut |c: VecBuf, _, _| {
             vnis.push(u32::from_be_bytes([
                 0,
                 c.data()[46],
@@ -700,6 +700,7 @@ fn mirror_sessions_select_by_endpoint_and_rule() {
             &bufs,
             &vs,
             pipe.decapsulated_mask(),
+            2,
             &mut |c, _, _| {
                 vnis.push(u32::from_be_bytes([
                     0,

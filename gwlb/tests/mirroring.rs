@@ -82,7 +82,7 @@ fn udp(sport: u16, reverse: bool) -> Vec<u8> {
 fn send(snap: &Snapshot, pipe: &mut Pipeline, f: &[u8]) -> (Vec<(VecBuf, u16)>, Verdict, Vec<u8>) {
     let mut copies = Vec::new();
     let mut bufs = [VecBuf::new(f)];
-    pipe.mirror_before(snap, &bufs, 0, &mut |c, port, _| {
+    pipe.mirror_before(snap, &bufs, 0, 1, &mut |c, port, _| {
         copies.push((c, port));
         true
     });
@@ -188,6 +188,7 @@ fn after_inspection_copies_what_comes_back_and_no_sensor_costs_nothing() {
         &bufs,
         &vs,
         pipe.decapsulated_mask(),
+        2,
         &mut |c, p, _| {
             copies.push((c, p));
             true
@@ -215,6 +216,7 @@ fn after_inspection_copies_what_comes_back_and_no_sensor_costs_nothing() {
         &bufs,
         &vs,
         pipe.decapsulated_mask(),
+        2,
         &mut |c, p, _| {
             copies.push((c, p));
             true

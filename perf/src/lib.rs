@@ -131,6 +131,29 @@ pub fn bench_snapshot_mirrored(
     ))
 }
 
+/// [`bench_snapshot_mirrored`] with both sensors unhealthy: every copy the sessions select
+/// is counted `no_sensor` instead of made (what a dead sensor pool costs).
+pub fn bench_snapshot_mirrored_sensors_down(
+    appliances: usize,
+    flow_table_capacity: u32,
+    sessions: usize,
+) -> (Config, Snapshot) {
+    let text = bench_config_mirrored(appliances, flow_table_capacity, sessions);
+    let cfg = Config::from_toml_str(&text).expect("bench config parses");
+    let mut registry =
+        gwlb::control::registry::Registry::new(&cfg, usize::from(u16::MAX)).expect("bench slots");
+    registry.assume_healthy();
+    for lo in [200u8, 201] {
+        let slot = registry
+            .find("sensors", std::net::IpAddr::from([10, 0, 0, lo]))
+            .expect("sensor slot");
+        registry.set_health(slot, false, "down".into());
+    }
+    let snap = Snapshot::build_with(&cfg, &[PORT_MAC], &registry, &LiveState::default(), 1)
+        .expect("bench snapshot builds");
+    (cfg, snap)
+}
+
 /// [`bench_config`] with its port taken by one untagged endpoint, "bench-tenant", whose
 /// `rules` steering rules match none of the benchmark's flows (each names a /32 source in
 /// 172.16.0.0/16, both ways, so every rule is evaluated twice before the default action,

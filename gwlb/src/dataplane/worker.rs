@@ -461,7 +461,7 @@ fn process_burst(
                 // Copies of what arrives, before the pipeline rewrites it; held until the
                 // originals are staged, so that a full port refuses copies first.
                 let held = copies.get_or_insert_with(HeldCopies::new);
-                pipeline.mirror_before(snap, burst.as_slice(), port, &mut |m, p, s| {
+                pipeline.mirror_before(snap, burst.as_slice(), port, now, &mut |m, p, s| {
                     held.hold(m, p, s)
                 });
             }
@@ -525,6 +525,7 @@ fn process_burst(
             burst.as_slice(),
             &verdicts[..n],
             decapsulated,
+            now,
             &mut |m, p, s| held.hold(m, p, s),
         );
     }

@@ -267,7 +267,7 @@ impl Gateway {
                             let mut bufs: Vec<VecBuf> =
                                 t.frames.iter().map(|f| VecBuf::new(f)).collect();
                             if snap.mirror_before {
-                                pipe.mirror_before(&snap, &bufs, 0, &mut |_, _, _| true);
+                                pipe.mirror_before(&snap, &bufs, 0, clock.now(), &mut |_, _, _| true);
                             }
                             for b in &mut bufs {
                                 io.rx += 1;

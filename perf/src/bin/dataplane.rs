@@ -53,9 +53,10 @@ use gwlb::pipeline::{self, Counters, Pipeline, Verdict, MAX_APPLIANCES};
 use gwlb::snapshot::Snapshot;
 use gwlb::stats::WorkerStats;
 use gwlb_perf::{
-    bench_snapshot, bench_snapshot_mirrored, bench_snapshot_steered, cpu_model, geneve_inner,
-    imix_len, ip_src, print_table, stamp_offset, verify_decap, verify_encap, FlowGen, Frame,
-    ImixFrames, ReturnStyle, Returns, Rng, Summary, FRAME_LEN, STAMP_IN_IP,
+    bench_snapshot, bench_snapshot_mirrored, bench_snapshot_mirrored_sensors_down,
+    bench_snapshot_steered, cpu_model, geneve_inner, imix_len, ip_src, print_table, stamp_offset,
+    verify_decap, verify_encap, FlowGen, Frame, ImixFrames, ReturnStyle, Returns, Rng, Summary,
+    FRAME_LEN, STAMP_IN_IP,
 };
 use hdrhistogram::Histogram;
 
@@ -174,8 +175,13 @@ enum Kind {
     Mixed { flows: usize },
     /// gwlb worker, established flows as `Established`, with `sessions` mirror sessions
     /// copying every packet (VXLAN, VNI 100 + session index, sensors 10.0.0.200-201 on the
-    /// one port): the snapshot is swapped by the mirroring table.
-    Mirrored { flows: usize, sessions: usize },
+    /// one port): the snapshot is swapped by the mirroring table. `sensors_down`: both
+    /// sensors unhealthy, so every copy is counted `no_sensor` instead of made.
+    Mirrored {
+        flows: usize,
+        sessions: usize,
+        sensors_down: bool,
+    },
     /// gwlb worker through the steering-rules table's snapshot (swapped in by that table):
     /// `rules` = `None` is the group's own user traffic (no endpoint), `Some(n)` the endpoint
     /// of `bench_config_steered(.., n)`, whose flows are all encapsulated toward the
@@ -660,7 +666,11 @@ impl Bench {
             handoff_drops = sum(|s| s.drops[DropReason::HandoffRingFull.index()].load(Relaxed));
         }
         match kind {
-            Kind::Mirrored { sessions, .. } => {
+            Kind::Mirrored {
+                sessions,
+                sensors_down,
+                ..
+            } => {
                 // Every processed packet selected by every session: each one copied or
                 // counted not copied, and every copy made left through OUT (drained) unless
                 // the port's TX refused it (in `tx_full` with the originals it refused).
@@ -669,15 +679,19 @@ impl Bench {
                     processed_all * sessions as u64,
                     "every packet copied once per session or counted not copied"
                 );
-                assert!(sessions == 0 || copies > 0, "no copy made");
+                if sensors_down {
+                    assert_eq!(copies, 0, "a copy without a healthy sensor");
+                } else {
+                    assert!(sessions == 0 || copies > 0, "no copy made");
+                    assert!(
+                        sessions == 0 || feeder.copies_verified > 0,
+                        "no copy verified"
+                    );
+                }
                 assert_eq!(
                     feeder.drained + tx_drops,
                     processed_all + copies,
                     "every original and every copy drained from OUT or counted tx_full"
-                );
-                assert!(
-                    sessions == 0 || feeder.copies_verified > 0,
-                    "no copy verified"
                 );
             }
             _ => assert_eq!(copies, 0, "copies without a mirror session"),
@@ -1630,23 +1644,40 @@ fn main() {
         if counts[0] != 0 {
             counts.insert(0, 0);
         }
-        let mut reps: Vec<Vec<RepResult>> = counts.iter().map(|_| Vec::new()).collect();
+        // (row, sessions, sensors down): the counts asked for, then one session whose
+        // sensors are all unhealthy (what a dead sensor pool costs the forwarding).
+        let mut configs: Vec<(String, usize, bool)> =
+            counts.iter().map(|&s| (s.to_string(), s, false)).collect();
+        configs.push(("1, every sensor down".into(), 1, true));
+        let mut reps: Vec<Vec<RepResult>> = configs.iter().map(|_| Vec::new()).collect();
         for r in 0..a.reps {
-            for (k, &sessions) in counts.iter().enumerate() {
-                let snap = if sessions == 0 {
-                    plain.clone()
-                } else {
-                    Arc::new(bench_snapshot_mirrored(a.appliances, a.table as u32, sessions).1)
+            for (k, (_, sessions, down)) in configs.iter().enumerate() {
+                let (sessions, sensors_down) = (*sessions, *down);
+                let snap = match (sessions, sensors_down) {
+                    (0, _) => plain.clone(),
+                    (_, false) => {
+                        Arc::new(bench_snapshot_mirrored(a.appliances, a.table as u32, sessions).1)
+                    }
+                    (_, true) => Arc::new(
+                        bench_snapshot_mirrored_sensors_down(
+                            a.appliances,
+                            a.table as u32,
+                            sessions,
+                        )
+                        .1,
+                    ),
                 };
                 bench.snap.store(snap);
                 let kind = Kind::Mirrored {
                     flows: mirror_flows,
                     sessions,
+                    sensors_down,
                 };
                 let res = bench.rep(kind, a.secs, a.table, a.smoke, RepOpts::MAX);
                 eprintln!(
-                    "mirroring {sessions} session(s) rep {r}: {:.2} Mpps, IN starved {:.1}%, \
+                    "mirroring {} rep {r}: {:.2} Mpps, IN starved {:.1}%, \
                      {} copies for {} packets, {} outputs and {} copies verified, tx drops {}",
+                    configs[k].0,
                     res.mpps,
                     res.starved * 100.0,
                     res.copies,
@@ -1661,7 +1692,7 @@ fn main() {
             }
         }
         bench.snap.store(plain);
-        for (k, &sessions) in counts.iter().enumerate() {
+        for (k, (row, _, _)) in configs.iter().enumerate() {
             let m = Summary::of(&reps[k].iter().map(|r| r.mpps).collect::<Vec<_>>());
             let ratio = Summary::of(
                 &reps[k]
@@ -1678,13 +1709,14 @@ fn main() {
             );
             let copies: u64 = reps[k].iter().map(|r| r.copies).sum();
             let processed: u64 = reps[k].iter().map(|r| r.processed_all).sum();
+            let per_packet = copies as f64 / processed.max(1) as f64;
             mirror_rows.push(vec![
-                sessions.to_string(),
+                row.clone(),
                 m.fmt(2),
                 Summary::of(&reps[0].iter().map(|r| r.mpps).collect::<Vec<_>>()).fmt(2),
                 ratio.fmt(2),
-                format!("{:.2}", (m.median * (1.0 + sessions as f64))),
-                format!("{:.2}", copies as f64 / processed.max(1) as f64),
+                format!("{:.2}", (m.median * (1.0 + per_packet))),
+                format!("{per_packet:.2}"),
                 st.fmt(1),
                 reps[k].iter().map(|r| r.verified).sum::<u64>().to_string(),
                 reps[k]

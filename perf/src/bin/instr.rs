@@ -176,7 +176,7 @@ fn run_mode(
 ) {
     if snap.mirror_before {
         // The worker's order: the copies first, from the packets as received.
-        pipe.mirror_before(snap, bufs, 0, &mut |c: BenchBuf, _, _| {
+        pipe.mirror_before(snap, bufs, 0, NOW, &mut |c: BenchBuf, _, _| {
             black_box(c.data()[0]);
             c.recycle();
             true
