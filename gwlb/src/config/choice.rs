@@ -1,7 +1,8 @@
 //! What decides which appliance a flow goes to, so that nodes behind one ECMP router can be
 //! checked to agree: [`Config::choice_inputs`] lists it (the flow hash seed and, per target
-//! group, its name, stickiness, policies, Maglev table size and targets with their weights, in
-//! order), [`Config::choice_digest`] hashes it, [`choice_difference`] names the first
+//! group, its name, stickiness, policies, failover, Maglev table size and targets with their
+//! weights, in order; each endpoint's tags, prefixes, ids and rules),
+//! [`Config::choice_digest`] hashes it, [`choice_difference`] names the first
 //! difference between two nodes' configurations. The cluster addresses take part too
 //! (`[bgp] cluster_addresses`, when set): nodes that encapsulate from different ones send an
 //! appliance's returns to different places. Node-specific settings (ports, addresses, routes,
@@ -27,6 +28,17 @@ impl Config {
             if g.on_below_minimum == super::OnBelowMinimum::FailOpen {
                 out.push((f("on_below_minimum"), "fail_open".to_owned()));
             }
+            // Likewise only when set: where a group's new flows go below its minimum.
+            if let Some(fg) = g.failover_group {
+                let name = self.target_groups.get(fg).map_or("", |g| g.name.as_str());
+                out.push((f("failover_group"), name.to_owned()));
+            }
+            if g.min_healthy_targets != 1 {
+                out.push((f("min_healthy_targets"), g.min_healthy_targets.to_string()));
+            }
+            if g.min_healthy_percent != 0 {
+                out.push((f("min_healthy_percent"), g.min_healthy_percent.to_string()));
+            }
             out.push((f("maglev_table_size"), g.maglev_table_size.to_string()));
             out.push((f("targets"), g.targets.len().to_string()));
             for (j, t) in g.targets.iter().enumerate() {
@@ -35,6 +47,19 @@ impl Config {
                     format!("{} weight {}", t.address, t.weight),
                 ));
             }
+        }
+        // Endpoints: what claims a frame (tags, prefixes) and what their rules decide (ports
+        // and routes are the node's own).
+        for i in 0..self.endpoints.len() {
+            let Some(mut spec) = self.endpoint_spec(i) else {
+                continue;
+            };
+            spec.ports.clear();
+            spec.routes.clear();
+            out.push((
+                format!("endpoints[{i}]"),
+                serde_json::to_string(&spec).unwrap_or_default(),
+            ));
         }
         if let Some(b) = self
             .bgp
@@ -69,16 +94,22 @@ impl Config {
 /// b's value)`, or `None` when they agree.
 pub fn choice_difference(a: &Config, b: &Config) -> Option<(String, String, String)> {
     let (x, y) = (a.choice_inputs(), b.choice_inputs());
-    for i in 0..x.len().max(y.len()) {
-        match (x.get(i), y.get(i)) {
-            (Some((k, v)), Some((l, w))) if k == l && v == w => {}
-            (Some((k, v)), Some((_, w))) => return Some((k.clone(), v.clone(), w.clone())),
-            (Some((k, v)), None) => return Some((k.clone(), v.clone(), "(none)".into())),
-            (None, Some((l, w))) => return Some((l.clone(), "(none)".into(), w.clone())),
-            (None, None) => break,
+    let value = |list: &[(String, String)], k: &str| {
+        list.iter()
+            .find(|(l, _)| l == k)
+            .map_or_else(|| "(none)".to_owned(), |(_, v)| v.clone())
+    };
+    // By field, in `a`'s order and then `b`'s: a setting only one side has (an optional
+    // one) is that setting's difference, not a shift of every line after it.
+    for (k, v) in &x {
+        let w = value(&y, k);
+        if *v != w {
+            return Some((k.clone(), v.clone(), w));
         }
     }
-    None
+    y.iter()
+        .find(|(l, _)| !x.iter().any(|(k, _)| k == l))
+        .map(|(l, w)| (l.clone(), "(none)".into(), w.clone()))
 }
 
 #[cfg(test)]
@@ -114,6 +145,46 @@ mod tests {
         assert_eq!(
             choice_difference(&a, &d).map(|d| d.0),
             Some("dataplane.flow_hash_seed".into())
+        );
+    }
+
+    /// Failover and minimums, and endpoints' rules, decide where flows go: named; an
+    /// endpoint's ports and routes are the node's own.
+    #[test]
+    fn failover_and_endpoint_rules_are_choice_inputs() {
+        let backup = "\n[[target_groups]]\nname = \"backup\"\nuser_ports = []\n[[target_groups.targets]]\naddress = \"10.0.2.21\"\nmac = \"02:00:00:00:02:21\"\n";
+        let with = |fw_extra: &str| {
+            parse(&format!(
+                "{}{backup}",
+                TWO_ARM.replace("name = \"fw\"", &format!("name = \"fw\"\n{fw_extra}"))
+            ))
+        };
+        let a = with("");
+        let b = with("failover_group = \"backup\"");
+        assert_eq!(
+            choice_difference(&a, &b),
+            Some((
+                "target_groups[0].failover_group".into(),
+                "(none)".into(),
+                "backup".into()
+            ))
+        );
+        let c = with("failover_group = \"backup\"\nmin_healthy_targets = 2");
+        assert_eq!(
+            choice_difference(&b, &c).map(|d| (d.0, d.2)),
+            Some(("target_groups[0].min_healthy_targets".into(), "2".into()))
+        );
+        let tenant = |dport: &str, via: &str| {
+            parse(&format!(
+                "{}{backup}\n[[endpoints]]\nname = \"t\"\nports = [\"user\"]\nvlan = [7]\ntarget_group = \"backup\"\n[[endpoints.routes]]\nprefix = \"0.0.0.0/0\"\nvia = \"{via}\"\nmac = \"02:00:00:00:01:fe\"\n[[endpoints.rules]]\nname = \"web\"\nprotocols = [6]\ndestination_ports = [\"{dport}\"]\naction = \"bypass\"\n",
+                TWO_ARM
+            ))
+        };
+        let t = tenant("80", "10.0.1.254");
+        assert_eq!(choice_difference(&t, &tenant("80", "10.0.1.253")), None);
+        assert_eq!(
+            choice_difference(&t, &tenant("443", "10.0.1.254")).map(|d| d.0),
+            Some("endpoints[0]".into())
         );
     }
 
