@@ -474,10 +474,11 @@ ms=$(curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/mirror-sessions)
 mp=$("$PY" -c 'import json,sys; print(" ".join("%s=%s" % (m["name"], m["packets"]) for m in json.load(sys.stdin)))' <<<"$ms")
 [ "$mp" = "ids-all=200 ids-sampled=100" ] && ok "GET /v1/mirror-sessions counts the same copies ($mp)" ||
     bad "the API's mirror counters" "$mp"
-# A slow sensor: a session (created live) copies every packet of iperf3's TCP connection to
-# it, and its link takes 20 Mbit/s: the copies beyond that are lost on the way, and the
-# forwarded traffic does not notice. The rates are reported beside the one without copies
-# (below, the sensor gone), not asserted.
+# Copies of a TCP connection: iperf3 through gwlb with no session selecting it; with the
+# sensor's link cut to 20 Mbit/s (tbf), first uncopied, then with a session (created live,
+# 128-byte snap length) copying every packet of it to the sensor (copies beyond the rate are
+# lost on the way); then copied with the link unshaped. The rates are reported (a timed
+# figure is no test's to assert); the copies are checked.
 iperf() {
     ip netns exec "$NS_SERVER" iperf3 -s -1 -B "$SERVER_IP" >/dev/null 2>&1 &
     sleep 0.5
@@ -485,15 +486,22 @@ iperf() {
         "$PY" -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]))' 2>/dev/null
 }
 mirror_of() { curl -s --unix-socket "$WORK/api.sock" "http://gwlb/v1/mirror-sessions/$1" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[\"$2\"])" 2>/dev/null; }
+bps_plain=$(iperf)
+# The 20 Mbit/s link alone (no copies yet), then with the session's copies, then unshaped.
+ip netns exec "$NS_APPS" tc qdisc add dev sensor root tbf rate 20mbit burst 256kbit latency 50ms
+bps_shaped=$(iperf)
 code=$(curl -s -o "$WORK/mirror-iperf.json" -w '%{http_code}' --unix-socket "$WORK/api.sock" -X POST http://gwlb/v1/mirror-sessions \
-    -d '{"name": "ids-iperf", "target_group": "sensors", "vni": 102, "protocols": [6], "l4_ports": ["5201"]}')
-ip netns exec "$NS_APPS" tc qdisc add dev sensor root tbf rate 20mbit burst 32kbit latency 50ms
+    -d '{"name": "ids-iperf", "target_group": "sensors", "vni": 102, "protocols": [6], "l4_ports": ["5201"], "snap_length": 128}')
 bps_slow=$(iperf)
-copies=$(mirror_of ids-iperf packets)
-[ "$code" = 201 ] && [ "${bps_slow:-0}" -gt 0 ] && [ "${copies:-0}" -gt 1000 ] &&
-    ok "slow sensor (20 Mbit/s link): iperf3 $(( bps_slow / 1000000 )) Mbit/s through gwlb while session ids-iperf (created live) sent $copies copies of it" ||
-    bad "iperf3 with a slow sensor receiving copies" "HTTP $code $(cat "$WORK/mirror-iperf.json"); ${bps_slow:-none} bit/s, copies '${copies:-}'"
+copies_slow=$(mirror_of ids-iperf packets)
 ip netns exec "$NS_APPS" tc qdisc del dev sensor root 2>/dev/null
+bps_copied=$(iperf)
+copies=$(mirror_of ids-iperf packets)
+mbit() { echo $(( ${1:-0} / 1000000 )); }
+[ "$code" = 201 ] && [ "${bps_plain:-0}" -gt 0 ] && [ "${bps_shaped:-0}" -gt 0 ] && [ "${bps_slow:-0}" -gt 0 ] &&
+    [ "${bps_copied:-0}" -gt 0 ] && [ "${copies_slow:-0}" -gt 1000 ] && [ "${copies:-0}" -gt "$copies_slow" ] &&
+    ok "iperf3 through gwlb (Mbit/s): $(mbit "$bps_plain") uncopied; sensor link at 20 Mbit/s: $(mbit "$bps_shaped") uncopied, $(mbit "$bps_slow") with session ids-iperf (created live) copying it ($copies_slow copies); link unshaped: $(mbit "$bps_copied") copied ($(( copies - copies_slow )) more)" ||
+    bad "iperf3 with a session copying it" "HTTP $code $(cat "$WORK/mirror-iperf.json"); bit/s ${bps_plain:-none} / ${bps_shaped:-none} / ${bps_slow:-none} / ${bps_copied:-none}, copies '${copies_slow:-}' '${copies:-}'"
 
 # The sensor goes away: forwarding does not notice.
 t_sk=$(date +%s.%N)
@@ -506,7 +514,7 @@ r=$(udp_burst "${MIRROR_ALL_PORTS%-*}" "$(( ${MIRROR_ALL_PORTS%-*} + 19 ))") && 
 bps=$(iperf)
 ns_iperf=$(mirror_of ids-iperf no_sensor)
 [ "${bps:-0}" -gt 0 ] && [ "${ns_iperf:-0}" -gt 1000 ] &&
-    ok "with the sensor gone: iperf3 client -> server $(( bps / 1000000 )) Mbit/s (with the slow sensor: $(( bps_slow / 1000000 ))); its copies counted no_sensor ($ns_iperf)" ||
+    ok "with the sensor gone: iperf3 client -> server $(( bps / 1000000 )) Mbit/s (uncopied before: $(mbit "$bps_plain")); its copies counted no_sensor ($ns_iperf)" ||
     bad "iperf3 through gwlb without the sensor" "${bps:-none} bit/s, no_sensor '${ns_iperf:-}'"
 ms=$(curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/mirror-sessions)
 ns=$("$PY" -c 'import json,sys; m=json.load(sys.stdin)[0]; print(m["packets"], m["no_sensor"])' <<<"$ms")
