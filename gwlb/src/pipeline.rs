@@ -309,6 +309,12 @@ impl Pipeline {
             }
             *seen = 0;
             let counters = &mut self.counters.mirror[s];
+            let pool = &snap.groups[usize::from(m.group)];
+            if pool.backends.is_empty() {
+                // No healthy sensor at all: no flow hash to compute.
+                counters[MirrorCounter::NoSensor as usize] += 1;
+                continue;
+            }
             // Both directions of a flow to one sensor: the symmetric flow hash.
             let (_, h) = flow_of(
                 snap,
@@ -318,12 +324,10 @@ impl Pipeline {
                 },
                 p,
             );
-            let sensor = snap.groups[usize::from(m.group)]
-                .pick((h >> 32) as u32)
-                .and_then(|slot| {
-                    let t = m.templates.get(usize::from(slot))?.as_ref()?;
-                    Some((t, snap.appliances[usize::from(slot)].port))
-                });
+            let sensor = pool.pick((h >> 32) as u32).and_then(|slot| {
+                let t = m.templates.get(usize::from(slot))?.as_ref()?;
+                Some((t, snap.appliances[usize::from(slot)].port))
+            });
             let Some((t, out)) = sensor else {
                 counters[MirrorCounter::NoSensor as usize] += 1;
                 continue;
