@@ -317,6 +317,16 @@ wstat() { curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/stats | jq "[.wo
 wdrop() { curl -s --unix-socket "$WORK/api.sock" http://gwlb/v1/stats | jq "[.workers[].drops.$1 // 0] | add"; }
 dropcount() { ip netns exec "$1" iptables -w -nvxL INPUT | awk -v p="dpt:$DROP_PORT" '$0 ~ p {print $1}'; }
 hexid() { printf '0x%016x' "$1"; }
+# both_saw SPORT MIN: whether both appliances' flow logs show tenant A's connection from
+# client port SPORT to the chain port with at least MIN packets, each as many as the other,
+# all returned; sets l1 l2 in1 ret1 id1 in2 ret2 id2.
+both_saw() {
+    local k="tcp $CLI_IP:$1 $SRV_IP:$CHAIN_PORT"
+    l1=$(appflows 1 | awk -v k="$k" 'index($0, k " ") == 1') l2=$(appflows 2 | awk -v k="$k" 'index($0, k " ") == 1')
+    read -r _ _ _ in1 ret1 _ id1 <<<"$l1"
+    read -r _ _ _ in2 ret2 _ id2 <<<"$l2"
+    [ -n "$l1" ] && [ -n "$l2" ] && [ "${in1:-0}" -ge "$2" ] && [ "$in1" = "$in2" ] && [ "$ret1" = "$in1" ] && [ "$ret2" = "$in2" ]
+}
 
 # --- two tenants, the same addresses -----------------------------------------------------------------
 tlog "two tenants with the same addresses"
@@ -418,13 +428,9 @@ r=$(ax timeout 5 socat -T3 - "TCP:$SRV_IP:$CHAIN_PORT,connect-timeout=3,sourcepo
 [ "$r" = "banner $CHAIN_PORT from $NS_ASRV" ] && ok "chain: tenant A's TCP/$CHAIN_PORT reaches its server through both groups ('$r')" ||
     bad "chain: TCP/$CHAIN_PORT reaches the server" "got '$r'"
 sleep 0.3
-k_chain="tcp $CLI_IP:40003 $SRV_IP:$CHAIN_PORT"
-l1=$(appflows 1 | awk -v k="$k_chain" 'index($0, k " ") == 1') l2=$(appflows 2 | awk -v k="$k_chain" 'index($0, k " ") == 1')
-read -r _ _ _ in1 ret1 _ id1 <<<"$l1"
-read -r _ _ _ in2 ret2 _ id2 <<<"$l2"
 # The connection's packets both ways (SYN, SYN-ACK, ACKs, the banner, FINs): every one through
 # both appliances, so each saw as many as the other, and returned them all.
-[ -n "$l1" ] && [ -n "$l2" ] && [ "${in1:-0}" -ge 6 ] && [ "$in1" = "$in2" ] && [ "$ret1" = "$in1" ] && [ "$ret2" = "$in2" ] &&
+both_saw 40003 6 &&
     ok "chain: both appliances saw every packet of the connection, both directions (fw-a $in1 in / $ret1 returned, fw-b $in2 / $ret2)" ||
     bad "chain: both appliances saw the whole connection" "fw-a: '$l1'; fw-b: '$l2'"
 [ "${id1:-}" = "$(hexid "$EID_A")" ] && [ "${id2:-}" = "$(hexid "$EID_A")" ] &&
@@ -463,11 +469,7 @@ wait "$CHAINED_PID" 2>/dev/null
     ok "live change: the open chained connection goes on after the change ('$banner', then one/two/three echoed)" ||
     bad "live change: the chained connection goes on" "banner '$banner', echoes '$echo1' '$echo2' '$echo3'"
 sleep 0.3
-k_live="tcp $CLI_IP:40004 $SRV_IP:$CHAIN_PORT"
-l1=$(appflows 1 | awk -v k="$k_live" 'index($0, k " ") == 1') l2=$(appflows 2 | awk -v k="$k_live" 'index($0, k " ") == 1')
-read -r _ _ _ in1 ret1 _ _ <<<"$l1"
-read -r _ _ _ in2 ret2 _ _ <<<"$l2"
-[ -n "$l1" ] && [ -n "$l2" ] && [ "${in1:-0}" -ge 10 ] && [ "$in1" = "$in2" ] && [ "$ret1" = "$in1" ] && [ "$ret2" = "$in2" ] &&
+both_saw 40004 10 &&
     ok "live change: both appliances saw every packet of it, before and after the change (fw-a $in1 in / $ret1 returned, fw-b $in2 / $ret2)" ||
     bad "live change: both appliances saw the whole connection" "fw-a: '$l1'; fw-b: '$l2'"
 for _ in $(seq 20); do

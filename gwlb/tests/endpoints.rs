@@ -627,16 +627,8 @@ fn a_change_that_moves_rules_disturbs_no_other_flow() {
     }
 }
 
-/// Sensors, and sessions that select by endpoint and steering rule (issue 17).
-const SENSORS: &str = r#"
-[[target_groups]]
-name = "sensors"
-user_ports = []
-[target_groups.health_check]
-enabled = false
-[[target_groups.targets]]
-address = "10.0.0.50"
-mac = "02:00:00:00:00:32"
+/// Sessions that select by endpoint and steering rule (issue 17), after [`sensors`].
+const SESSIONS: &str = r#"
 [[mirror_sessions]]
 name = "a-web"
 target_group = "sensors"
@@ -650,13 +642,18 @@ copy_point = "after_inspection"
 endpoints = ["b"]
 "#;
 
+/// The sensor pool of [`SESSIONS`]: one sensor, 10.0.0.50.
+fn sensors() -> String {
+    gwlb_tests::configs::sensor_pool_toml("sensors", &[("10.0.0.50", [2, 0, 0, 0, 0, 0x32])])
+}
+
 /// A session naming an endpoint copies only that tenant's traffic, and naming a rule only
 /// the flows that rule decides: tenant a's web flow (rule "web-to-ids") is copied, its
 /// other flows and tenant b's same-addressed web flow are not; a session on tenant b after
 /// inspection copies b's returns and not a's.
 #[test]
 fn mirror_sessions_select_by_endpoint_and_rule() {
-    let text = format!("{CONFIG}{SENSORS}");
+    let text = format!("{CONFIG}{}{SESSIONS}", sensors());
     let cfg = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
     let snap = Snapshot::build(&cfg, &[GW_MAC], &LiveState::default(), 1).expect("snapshot");
     let mut pipe = Pipeline::new(4096, Default::default()).unwrap();
@@ -722,8 +719,9 @@ fn mirror_sessions_select_by_endpoint_and_rule() {
 fn mirror_selection_is_validated_naming_the_field() {
     let bad = |session: &str, field: &str, why: &str| {
         let text = format!(
-            "{CONFIG}{}",
-            SENSORS.replace("endpoints = [\"a\"]\nrules = [\"web-to-ids\"]", session)
+            "{CONFIG}{}{}",
+            sensors(),
+            SESSIONS.replace("endpoints = [\"a\"]\nrules = [\"web-to-ids\"]", session)
         );
         let e = Config::from_toml_str(&text).expect_err(field).to_string();
         assert!(e.contains(field) && e.contains(why), "{e}");
@@ -749,8 +747,9 @@ fn mirror_selection_is_validated_naming_the_field() {
         "none of the session's endpoints",
     );
     let ok = format!(
-        "{CONFIG}{}",
-        SENSORS.replace(
+        "{CONFIG}{}{}",
+        sensors(),
+        SESSIONS.replace(
             "rules = [\"web-to-ids\"]",
             "rules = [\"default\", \"backup\"]"
         )

@@ -88,6 +88,18 @@ pub fn target_toml(address: impl Display, mac: Option<[u8; 6]>, weight: Option<u
     s
 }
 
+/// A sensor pool for mirror sessions: group `name` with `user_ports = []`, its health check
+/// off, and one target per `(address, mac)`.
+pub fn sensor_pool_toml(name: &str, sensors: &[(&str, [u8; 6])]) -> String {
+    let mut s = format!(
+        "\n[[target_groups]]\nname = \"{name}\"\nuser_ports = []\n[target_groups.health_check]\nenabled = false\n"
+    );
+    for &(address, mac) in sensors {
+        s.push_str(&target_toml(address, Some(mac), None));
+    }
+    s
+}
+
 /// One `[[neighbors]]` table (a static neighbour on `port`), after a blank line.
 pub fn neighbor_toml(address: impl Display, mac: [u8; 6], port: &str) -> String {
     format!(
