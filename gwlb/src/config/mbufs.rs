@@ -58,6 +58,11 @@ impl Device {
     pub fn is_af_xdp(&self) -> bool {
         matches!(self, Device::Vdev(spec) if spec.starts_with("net_af_xdp"))
     }
+
+    /// Whether this is a `net_af_packet` vdev.
+    pub fn is_af_packet(&self) -> bool {
+        matches!(self, Device::Vdev(spec) if spec.starts_with("net_af_packet"))
+    }
 }
 
 /// The ring frame size of a `net_af_packet` vdev (`None` for other devices) and whether gwlb
