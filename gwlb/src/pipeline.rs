@@ -439,7 +439,34 @@ impl Pipeline {
         now: u32,
         verdicts: &mut [Verdict],
     ) {
-        self.burst_chunks(snap, bufs, in_port, now, None, verdicts);
+        self.burst_chunks(
+            snap,
+            bufs,
+            in_port,
+            now,
+            None,
+            None::<&mut fn(B, u16, u8) -> bool>,
+            verdicts,
+        );
+    }
+
+    /// [`Pipeline::process_burst`] with the before-inspection mirror copies made in the same
+    /// pass (what [`Pipeline::mirror_before`] then `process_burst` do, without parsing and
+    /// dispatching each packet twice): between the pass that parses and plans the burst and
+    /// the one that rewrites it, each user packet is offered to the sessions, and its copies
+    /// go to `emit` (as for `mirror_before`). For a worker that owns every flow it receives
+    /// (a handed-off packet would be copied by neither worker: with several workers, use
+    /// `mirror_before` and [`Pipeline::process_burst_shared`]).
+    pub fn process_burst_mirrored<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        bufs: &mut [B],
+        in_port: u16,
+        now: u32,
+        verdicts: &mut [Verdict],
+        emit: &mut impl FnMut(B, u16, u8) -> bool,
+    ) {
+        self.burst_chunks(snap, bufs, in_port, now, None, Some(emit), verdicts);
     }
 
     /// [`Pipeline::process_burst`] on a worker that shares the node's flows with others
@@ -459,18 +486,29 @@ impl Pipeline {
         share: Share,
         verdicts: &mut [Verdict],
     ) {
-        self.burst_chunks(snap, bufs, in_port, now, Some(share), verdicts);
+        self.burst_chunks(
+            snap,
+            bufs,
+            in_port,
+            now,
+            Some(share),
+            None::<&mut fn(B, u16, u8) -> bool>,
+            verdicts,
+        );
     }
 
-    /// Runs [`Pipeline::burst_chunk`] over [`BURST_MAX`] chunks of `bufs`.
+    /// Runs [`Pipeline::burst_chunk`] over [`BURST_MAX`] chunks of `bufs`; `copies`: where
+    /// before-inspection mirror copies go, if this pass makes them.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn burst_chunks<B: PacketBuf>(
+    fn burst_chunks<B: PacketBuf, E: FnMut(B, u16, u8) -> bool>(
         &mut self,
         snap: &Snapshot,
         bufs: &mut [B],
         in_port: u16,
         now: u32,
         share: Option<Share>,
+        mut copies: Option<&mut E>,
         verdicts: &mut [Verdict],
     ) {
         assert!(verdicts.len() >= bufs.len(), "one verdict per buffer");
@@ -487,7 +525,8 @@ impl Pipeline {
             .zip(verdicts.chunks_mut(BURST_MAX))
             .enumerate()
         {
-            self.burst_chunk(&mut sc, snap, bufs, in_port, now, share, verdicts);
+            let copies = copies.as_deref_mut();
+            self.burst_chunk(&mut sc, snap, bufs, in_port, now, share, copies, verdicts);
             if snap.mirror_after {
                 // Which returns were forwarded, for the after-inspection copies: kept out of
                 // the per-packet loop, whose code it slows by 10-16 instructions a packet
@@ -508,7 +547,7 @@ impl Pipeline {
     /// [`Pipeline::process_burst_shared`] when `share` is set).
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn burst_chunk<B: PacketBuf>(
+    fn burst_chunk<B: PacketBuf, E: FnMut(B, u16, u8) -> bool>(
         &mut self,
         sc: &mut BurstScratch,
         snap: &Snapshot,
@@ -516,6 +555,7 @@ impl Pipeline {
         in_port: u16,
         now: u32,
         share: Option<Share>,
+        copies: Option<&mut E>,
         verdicts: &mut [Verdict],
     ) {
         let n = bufs.len();
@@ -570,6 +610,15 @@ impl Pipeline {
         for plan in &sc.plan[..n] {
             if let Plan::Encap { hash, .. } | Plan::Return(Return { hash, .. }) = plan {
                 self.flows.prefetch_slots(*hash as u32);
+            }
+        }
+        if let Some(emit) = copies {
+            // The before-inspection copies, from the packets as received and parsed.
+            for (i, b) in bufs.iter().enumerate() {
+                if let Plan::Encap { user, .. } = sc.plan[i] {
+                    let at = (in_port, Some(user.zone), CopyPoint::BeforeInspection);
+                    self.mirror_copies(snap, b, &sc.parsed[i], at, now, emit);
+                }
             }
         }
         for (i, (b, v)) in bufs.iter_mut().zip(verdicts.iter_mut()).enumerate() {

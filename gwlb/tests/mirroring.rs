@@ -133,6 +133,45 @@ fn vxlan_copies_are_byte_equal_and_both_directions_reach_one_sensor() {
     assert_eq!(m[MirrorCounter::NoSensor as usize], 0);
 }
 
+/// The single-worker path (`process_burst_mirrored`, copies made in the pipeline's own pass)
+/// gives what `mirror_before` then `process_burst` give: the same copies (bytes, ports,
+/// sessions), the same verdicts and outputs, the same counters, burst after burst.
+#[test]
+fn copies_in_the_pipelines_pass_equal_a_separate_pass() {
+    let sessions = "[[mirror_sessions]]\nname = \"all\"\ntarget_group = \"sensors\"\nvni = 42\n\
+                    [[mirror_sessions]]\nname = \"sampled\"\ntarget_group = \"sensors\"\nformat = \"geneve\"\nsample_one_in = 3\nsnap_length = 74\nl4_ports = [\"30000-30049\"]\n";
+    let (_, snap, mut separate) = setup(sessions);
+    let mut joined = Pipeline::new(4096, Default::default()).unwrap();
+    for round in 0..4u16 {
+        let frames: Vec<Vec<u8>> = (0..40)
+            .map(|k| udp(30000 + (k * 3 + round) % 100, k % 2 == 1))
+            .chain([b"short".to_vec()])
+            .collect();
+        let mut a: Vec<VecBuf> = frames.iter().map(|f| VecBuf::new(f)).collect();
+        let mut b: Vec<VecBuf> = frames.iter().map(|f| VecBuf::new(f)).collect();
+        let (mut ca, mut cb) = (Vec::new(), Vec::new());
+        let mut va = vec![Verdict::ToHost; a.len()];
+        let mut vb = va.clone();
+        separate.mirror_before(&snap, &a, 0, 1, &mut |c: VecBuf, p, s| {
+            ca.push((c.data().to_vec(), p, s));
+            true
+        });
+        separate.process_burst(&snap, &mut a, 0, 1, &mut va);
+        joined.process_burst_mirrored(&snap, &mut b, 0, 1, &mut vb, &mut |c: VecBuf, p, s| {
+            cb.push((c.data().to_vec(), p, s));
+            true
+        });
+        assert!(!ca.is_empty(), "round {round}: copies made");
+        assert_eq!(ca, cb, "round {round}: the copies");
+        assert_eq!(va, vb, "round {round}: the verdicts");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.data(), y.data(), "round {round}: the outputs");
+        }
+    }
+    assert_eq!(separate.counters.mirror, joined.counters.mirror);
+    assert_eq!(separate.counters.encapsulated, joined.counters.encapsulated);
+}
+
 #[test]
 fn sampling_snap_length_and_selection() {
     let (_, snap, mut pipe) = setup(

@@ -457,15 +457,28 @@ fn process_burst(
                 return;
             }
             ports[..n].fill(port);
-            if snap.mirror_before {
-                // Copies of what arrives, before the pipeline rewrites it; held until the
-                // originals are staged, so that a full port refuses copies first.
+            if snap.mirror_before && r.workers > 1 {
+                // Copies of what arrives, before the pipeline rewrites it (here, before the
+                // handoffs: the receiving worker copies); held until the originals are
+                // staged, so that a full port refuses copies first.
                 let held = copies.get_or_insert_with(HeldCopies::new);
                 pipeline.mirror_before(snap, burst.as_slice(), port, now, &mut |m, p, s| {
                     held.hold(m, p, s)
                 });
             }
-            if r.workers > 1 {
+            if snap.mirror_before && r.workers == 1 {
+                // The same copies, made in the pipeline's own pass over the burst (one
+                // parse per packet), held likewise.
+                let held = copies.get_or_insert_with(HeldCopies::new);
+                pipeline.process_burst_mirrored(
+                    snap,
+                    burst.as_mut_slice(),
+                    port,
+                    now,
+                    &mut verdicts[..n],
+                    &mut |m, p, s| held.hold(m, p, s),
+                );
+            } else if r.workers > 1 {
                 // The pipeline's first pass reads each mbuf header for the data address:
                 // start those loads for the whole burst first, so that their cache misses
                 // overlap (perf harness, preloaded cold packets, 2 workers steered: 0.44x of

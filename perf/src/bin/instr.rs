@@ -174,13 +174,19 @@ fn run_mode(
     v: &mut [Verdict],
     mode: Mode,
 ) {
+    let mut sink = |c: BenchBuf, _, _| {
+        black_box(c.data()[0]);
+        c.recycle();
+        true
+    };
     if snap.mirror_before {
-        // The worker's order: the copies first, from the packets as received.
-        pipe.mirror_before(snap, bufs, 0, NOW, &mut |c: BenchBuf, _, _| {
-            black_box(c.data()[0]);
-            c.recycle();
-            true
-        });
+        if mode == Mode::Burst {
+            // What a single worker does: the copies in the pipeline's own pass.
+            pipe.process_burst_mirrored(snap, bufs, 0, NOW, v, &mut sink);
+            return;
+        }
+        // The copies first, from the packets as received (a worker of several).
+        pipe.mirror_before(snap, bufs, 0, NOW, &mut sink);
     }
     match mode {
         Mode::Packet => {
