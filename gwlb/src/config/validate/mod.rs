@@ -196,7 +196,7 @@ impl RawConfig {
                 v.warn(
                     format!("mirror_sessions[{i}].target_group"),
                     format!(
-                        "sensors behind net_af_packet port {:?}: copies held up on a slow link toward a sensor fill its transmit ring, and the af_packet driver then stalls the worker with all its traffic (docs/configuration.md, [[mirror_sessions]]); a NIC, VF or net_af_xdp port refuses instead",
+                        "sensors behind net_af_packet port {:?}: copies held up on a slow link toward a sensor fill its transmit ring, and the af_packet driver then stalls the worker with all its traffic (docs/configuration.md, [[mirror_sessions]]); a NIC or VF port refuses instead",
                         p.name
                     ),
                 );
