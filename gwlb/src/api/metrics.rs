@@ -130,7 +130,7 @@ pub fn render(stats: &StatsReport, groups: &[TargetGroupInfo]) -> String {
     e.family(
         "gwlb_mirror_dropped_total",
         Counter,
-        "Copies a mirror session did not send, by reason (no_sensor: no healthy sensor; no_buffer: no mbuf; tx_full: made, but the sensor port's transmit queue refused it). The originals are forwarded regardless.",
+        "Copies a mirror session did not send, by reason (no_sensor: no healthy sensor; no_buffer: no mbuf; tx_full: made, but the sensor port's transmit queue or copy socket refused it). The originals are forwarded regardless.",
     );
     for m in &stats.mirror_sessions {
         for (reason, n) in [

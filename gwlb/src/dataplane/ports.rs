@@ -304,6 +304,30 @@ pub fn configure_kernel_interface(
     Ok(())
 }
 
+/// Keeps an af_packet port's PMD sockets from receiving the frames sent on its interface
+/// by others: the workers' copy sockets ([`super::copy_socket`]) and the kernel. Logged
+/// when that fails: the port then also receives its own mirrored copies.
+fn ignore_outgoing_frames(port: &str, spec: &str) {
+    let Some(iface) = super::copy_socket::interface_of(spec) else {
+        return;
+    };
+    match super::copy_socket::ignore_outgoing(iface) {
+        Ok(n) if n > 0 => tracing::debug!(port, iface, sockets = n, "outgoing frames ignored"),
+        Ok(_) => tracing::warn!(
+            port,
+            iface,
+            "found no packet socket of port {port} on {iface}: it may receive the frames sent \
+             on the interface, its own mirrored copies included"
+        ),
+        Err(e) => tracing::warn!(
+            port,
+            iface,
+            "could not keep port {port} from receiving the frames sent on {iface} ({e}): it \
+             may receive its own mirrored copies"
+        ),
+    }
+}
+
 /// Opens and configures every port: one RX queue per worker where the device allows it
 /// (workers beyond that poll nothing on the port), one TX queue per worker. Queue `w` (polled
 /// by worker `w`) has its descriptors on worker `w`'s socket and, for RX, its mbufs from that
@@ -323,6 +347,11 @@ pub fn open_ports(cfg: &Config, mem: &WorkerMemory<'_>) -> Result<Vec<Port>, Sta
             }
         };
         let mut port = Port::by_name(&pc.device.name()).map_err(err("open"))?;
+        if let Device::Vdev(spec) = &pc.device {
+            if pc.device.is_af_packet() {
+                ignore_outgoing_frames(&pc.name, spec);
+            }
+        }
         let info = port.dev_info().map_err(err("device info"))?;
         if usize::from(info.max_tx_queues) < workers {
             return Err(StartError::TooFewTxQueues {

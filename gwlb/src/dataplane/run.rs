@@ -11,12 +11,13 @@ use dpdk_bindings::{lcore, Eal, Mempool, Ring, ThreadRegistration, SOCKET_ID_ANY
 
 use crate::config::MempoolDriver;
 
+use super::copy_socket::{self, CopySocket};
 use super::ports::{
     configure_kernel_interface, dpdk_socket, eal_args, mbuf_data_room, open_ports, open_tap_ports,
     use_hugepages, StartError, WorkerMemory,
 };
 use super::worker::{self, Clock, HostPath, WorkerSetup};
-use crate::config::Config;
+use crate::config::{Config, Device};
 use crate::control::control_loop::{ControlLoop, ControlSetup};
 use crate::control::ControlHandle;
 use crate::numa::{self, SocketPlan};
@@ -231,6 +232,31 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
     })
 }
 
+/// The socket a worker sends port `pc`'s mirrored copies through, for a port backed by a
+/// kernel ring (`net_af_packet`, `net_af_xdp`; see [`copy_socket`]); `None` for other
+/// ports, or (logged) when it cannot be opened: copies then share the port's TX queue.
+fn copy_socket_for(pc: &crate::config::Port) -> Option<CopySocket> {
+    let Device::Vdev(spec) = &pc.device else {
+        return None;
+    };
+    if !(pc.device.is_af_packet() || pc.device.is_af_xdp()) {
+        return None;
+    }
+    let iface = copy_socket::interface_of(spec)?;
+    match CopySocket::open(iface, copy_socket::SEND_BUFFER) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                port = %pc.name,
+                "no socket of their own for port {}'s mirrored copies ({iface}: {e}): they \
+                 share its transmit ring, and a slow sensor link can stall the worker",
+                pc.name
+            );
+            None
+        }
+    }
+}
+
 /// Starts one pinned worker per `worker_cpus` entry, each with its RX queues (queue `w` of
 /// every port that has one), a TX queue on every port, the handoff rings and its flow-dump
 /// channel. Each worker allocates its own flow table after pinning itself, so that the
@@ -265,6 +291,7 @@ fn spawn_workers(
     for (w, &cpu) in cfg.dataplane.worker_cpus.iter().enumerate() {
         let mut rx = Vec::new();
         let mut tx = Vec::new();
+        let mut copy_sockets = Vec::new();
         for (pi, p) in ports.iter_mut().enumerate() {
             let c = host_path.phys_of[pi].map_or(pi, usize::from);
             let err = |what: &'static str| {
@@ -283,6 +310,12 @@ fn spawn_workers(
                 ));
             }
             tx.push(p.tx_queue(QueueId(w as u16)).map_err(err("tx queue"))?);
+            copy_sockets.push(
+                host_path.phys_of[pi]
+                    .is_none()
+                    .then(|| copy_socket_for(&cfg.ports[pi]))
+                    .flatten(),
+            );
         }
         let stats = all_stats[w].clone();
         let (host_path, port_index_by_id) = (host_path.clone(), port_index_by_id.to_vec());
@@ -302,6 +335,7 @@ fn spawn_workers(
             workers,
             rx,
             tx,
+            copy_sockets,
             host_path,
             port_index_by_id,
             handoff_in,

@@ -19,6 +19,7 @@ use crossbeam_channel::Receiver;
 use dpdk_bindings::port::{RxQueue, TxQueue};
 use dpdk_bindings::{lcore, Mbuf, MbufBurst, Ring};
 
+use super::copy_socket::CopySocket;
 use crate::control::Now;
 use crate::flow_dump::{self, FlowDumpRequest};
 use crate::fragment::MAX_FRAGMENTS;
@@ -76,6 +77,10 @@ pub struct WorkerSetup {
     pub rx: Vec<(u16, RxQueue)>,
     /// One TX queue per port, indexed by port index (config ports first, then TAP ports).
     pub tx: Vec<TxQueue>,
+    /// Per port (same index): the socket its mirrored copies leave through, for ports
+    /// backed by a kernel ring whose transmit waits when full ([`CopySocket`]); `None`:
+    /// copies share the port's TX queue.
+    pub copy_sockets: Vec<Option<CopySocket>>,
     /// The exception path: which TAP port belongs to which config port.
     pub host_path: HostPath,
     /// DPDK port id -> port index (for packets arriving through the handoff ring).
@@ -138,11 +143,40 @@ struct TxStage {
     /// counters ([`TxStage::take_refused_copies`]); `refused_any`: some are.
     refused: [u64; MAX_MIRROR_SESSIONS],
     refused_any: bool,
+    /// Per port: the copies staged for its [`CopySocket`], where it has one.
+    copy_out: Vec<Option<CopyOut>>,
+}
+
+/// The mirrored copies of one port sent through its own [`CopySocket`] (not its TX queue).
+struct CopyOut {
+    socket: CopySocket,
+    staged: MbufBurst<BURST>,
+    /// Each staged copy's session counter slot.
+    slots: [u8; BURST],
+    deadline: u64,
 }
 
 impl TxStage {
-    fn new(tx: Vec<TxQueue>, first_tap: usize, workers: usize) -> Self {
+    fn new(
+        tx: Vec<TxQueue>,
+        copy_sockets: Vec<Option<CopySocket>>,
+        first_tap: usize,
+        workers: usize,
+    ) -> Self {
+        let mut copy_out: Vec<Option<CopyOut>> = copy_sockets
+            .into_iter()
+            .map(|s| {
+                s.map(|socket| CopyOut {
+                    socket,
+                    staged: MbufBurst::new(),
+                    slots: [0; BURST],
+                    deadline: u64::MAX,
+                })
+            })
+            .collect();
+        copy_out.resize_with(tx.len(), || None);
         Self {
+            copy_out,
             staged: (0..tx.len()).map(|_| MbufBurst::new()).collect(),
             deadline: vec![u64::MAX; tx.len()],
             first_tap,
@@ -188,6 +222,21 @@ impl TxStage {
     /// so that a refusal by the transmit queue is counted in that session.
     #[inline]
     fn stage_copy(&mut self, p: u16, m: Mbuf, slot: u8, flush_at: u64) {
+        if let Some(c) = self
+            .copy_out
+            .get_mut(usize::from(p))
+            .and_then(Option::as_mut)
+        {
+            if c.staged.is_empty() {
+                c.deadline = flush_at;
+            }
+            c.slots[c.staged.len() % BURST] = slot;
+            let _ = c.staged.push(m);
+            if c.staged.is_full() {
+                self.flush_copies(usize::from(p));
+            }
+            return;
+        }
         let (i, k) = (usize::from(p), self.staged[usize::from(p)].len());
         if k < BURST {
             self.copy_mask[i] |= 1 << k;
@@ -216,6 +265,26 @@ impl TxStage {
             }
             self.copy_mask[p] = 0;
         }
+    }
+
+    /// Sends port `p`'s copies staged for its [`CopySocket`]; what the socket refuses (its
+    /// send buffer full of copies still in flight) is freed and counted in each session's
+    /// and the port-wide `tx_full`.
+    fn flush_copies(&mut self, p: usize) {
+        let Some(c) = self.copy_out[p].as_mut() else {
+            return;
+        };
+        let n = c.socket.send(c.staged.as_slice());
+        let len = c.staged.len();
+        self.lc.tx += n as u64;
+        self.lc.tx_full += (len - n) as u64;
+        for &s in &c.slots[n..len] {
+            self.refused[usize::from(s) % MAX_MIRROR_SESSIONS] += 1;
+            self.refused_any = true;
+        }
+        // The kernel copied what it took: every mbuf is freed here.
+        c.staged.clear();
+        c.deadline = u64::MAX;
     }
 
     /// Counts, per session, the copies among staged packets `sent..sent + refused` of port
@@ -250,6 +319,11 @@ impl TxStage {
         for p in 0..self.staged.len() {
             if !self.staged[p].is_empty() && (all || tsc >= self.deadline[p]) {
                 self.flush(p);
+            }
+            if let Some(c) = &self.copy_out[p] {
+                if !c.staged.is_empty() && (all || tsc >= c.deadline) {
+                    self.flush_copies(p);
+                }
             }
         }
     }
@@ -287,7 +361,12 @@ pub fn run(mut w: WorkerSetup) -> Pipeline {
     let mut turns = 0u32;
     // The TAPs follow the config ports, one `tap_of` entry each.
     let first_tap = w.host_path.tap_of.len();
-    let mut out = TxStage::new(std::mem::take(&mut w.tx), first_tap, w.workers);
+    let mut out = TxStage::new(
+        std::mem::take(&mut w.tx),
+        std::mem::take(&mut w.copy_sockets),
+        first_tap,
+        w.workers,
+    );
     let mut port_id_by_index = vec![0u16; out.tx.len()];
     for (id, &index) in w.port_index_by_id.iter().enumerate() {
         if let Some(slot) = port_id_by_index.get_mut(usize::from(index)) {

@@ -447,6 +447,7 @@ impl Bench {
                         workers: nq,
                         rx: vec![(0, rxq)],
                         tx: vec![txq],
+                        copy_sockets: Vec::new(),
                         host_path: HostPath {
                             tap_of: vec![None],
                             phys_of: vec![None],

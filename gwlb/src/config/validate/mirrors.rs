@@ -284,23 +284,6 @@ mod tests {
         assert_eq!(again.mirror_sessions, c.mirror_sessions, "round trip");
     }
 
-    /// Sensors behind an af_packet port are warned of (a slow sensor link can stall the
-    /// worker there), not behind one that refuses a full queue.
-    #[test]
-    fn test_sensors_behind_af_packet_are_warned_of() {
-        let warned = |device: &str| {
-            let text = format!(
-                "[[ports]]\nname = \"p\"\ndevice = \"{device}\"\nrole = \"both\"\naddress = \"10.0.0.1/24\"\n[[target_groups]]\nname = \"fw\"\nuser_ports = [\"p\"]\n[[target_groups.targets]]\naddress = \"10.0.0.11\"\nmac = \"02:00:00:00:00:0b\"\n[[target_groups]]\nname = \"sensors\"\nuser_ports = []\n[[target_groups.targets]]\naddress = \"10.0.0.50\"\nmac = \"02:00:00:00:00:32\"\n[[mirror_sessions]]\nname = \"ids\"\ntarget_group = \"sensors\"\n"
-            );
-            parse(&text).warnings().iter().any(|w| {
-                w.field == "mirror_sessions[0].target_group" && w.message.contains("net_af_packet")
-            })
-        };
-        assert!(warned("net_af_packet0,iface=veth0"));
-        assert!(!warned("net_af_xdp0,iface=veth0"));
-        assert!(!warned("0000:03:00.0"));
-    }
-
     #[test]
     fn test_names_are_the_file_names() {
         for f in [MirrorFormat::Vxlan, MirrorFormat::Geneve] {

@@ -187,21 +187,6 @@ impl RawConfig {
             &port_ref,
         )?;
         resolve_mirror_selection(&self.mirror_sessions, &mut mirror_sessions, &endpoints)?;
-        for (i, m) in mirror_sessions.iter().enumerate() {
-            let behind_af_packet = target_groups[m.target_group]
-                .targets
-                .iter()
-                .find_map(|t| ports.get(t.port).filter(|p| p.device.is_af_packet()));
-            if let Some(p) = behind_af_packet {
-                v.warn(
-                    format!("mirror_sessions[{i}].target_group"),
-                    format!(
-                        "sensors behind net_af_packet port {:?}: copies held up on a slow link toward a sensor fill its transmit ring, and the af_packet driver then stalls the worker with all its traffic (docs/configuration.md, [[mirror_sessions]]); a NIC or VF port refuses instead",
-                        p.name
-                    ),
-                );
-            }
-        }
         Ok(Config {
             dataplane,
             ports,
