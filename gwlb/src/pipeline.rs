@@ -455,8 +455,7 @@ impl Pipeline {
     /// dispatching each packet twice): between the pass that parses and plans the burst and
     /// the one that rewrites it, each user packet is offered to the sessions, and its copies
     /// go to `emit` (as for `mirror_before`). For a worker that owns every flow it receives
-    /// (a handed-off packet would be copied by neither worker: with several workers, use
-    /// `mirror_before` and [`Pipeline::process_burst_shared`]).
+    /// (with several workers: [`Pipeline::process_burst_shared_mirrored`]).
     pub fn process_burst_mirrored<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -495,6 +494,24 @@ impl Pipeline {
             None::<&mut fn(B, u16, u8) -> bool>,
             verdicts,
         );
+    }
+
+    /// [`Pipeline::process_burst_shared`] that also makes the before-inspection mirror
+    /// copies in its own pass, as [`Pipeline::process_burst_mirrored`] does: of every user
+    /// packet received, handed-off ones included (their owner, receiving them through its
+    /// handoff ring, makes none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_burst_shared_mirrored<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        bufs: &mut [B],
+        in_port: u16,
+        now: u32,
+        share: Share,
+        verdicts: &mut [Verdict],
+        emit: &mut impl FnMut(B, u16, u8) -> bool,
+    ) {
+        self.burst_chunks(snap, bufs, in_port, now, Some(share), Some(emit), verdicts);
     }
 
     /// Runs [`Pipeline::burst_chunk`] over [`BURST_MAX`] chunks of `bufs`; `copies`: where
@@ -615,10 +632,20 @@ impl Pipeline {
         if let Some(emit) = copies {
             // The before-inspection copies, from the packets as received and parsed.
             for (i, b) in bufs.iter().enumerate() {
-                if let Plan::Encap { user, .. } = sc.plan[i] {
-                    let at = (in_port, Some(user.zone), CopyPoint::BeforeInspection);
-                    self.mirror_copies(snap, b, &sc.parsed[i], at, now, emit);
-                }
+                let user = match sc.plan[i] {
+                    Plan::Encap { user, .. } => user,
+                    // Handed off unchanged: its copies are this worker's to make, if it is user
+                    // traffic (not a return). Dispatched again from the parse (not stored in
+                    // the plan, which costs every burst instructions even unmirrored).
+                    Plan::Done(Verdict::Handoff(_)) => match dispatch(snap, &sc.parsed[i], in_port)
+                    {
+                        Dispatch::User(user) => user,
+                        _ => continue,
+                    },
+                    _ => continue,
+                };
+                let at = (in_port, Some(user.zone), CopyPoint::BeforeInspection);
+                self.mirror_copies(snap, b, &sc.parsed[i], at, now, emit);
             }
         }
         for (i, (b, v)) in bufs.iter_mut().zip(verdicts.iter_mut()).enumerate() {

@@ -7,7 +7,7 @@ use gwlb::config::Config;
 use gwlb::control::registry::Registry;
 use gwlb::mirror::{MirrorCounter, GENEVE_MIRROR_CLASS, VXLAN_PORT};
 use gwlb::packet_buf::{PacketBuf, VecBuf};
-use gwlb::pipeline::{Pipeline, Verdict};
+use gwlb::pipeline::{Pipeline, Share, Verdict};
 use gwlb::snapshot::{LiveState, Snapshot};
 use gwlb_tests::frames::{frame, Ips, L4};
 use gwlb_tests::geneve_returns::aws_echo;
@@ -136,12 +136,16 @@ fn vxlan_copies_are_byte_equal_and_both_directions_reach_one_sensor() {
 /// The single-worker path (`process_burst_mirrored`, copies made in the pipeline's own pass)
 /// gives what `mirror_before` then `process_burst` give: the same copies (bytes, ports,
 /// sessions), the same verdicts and outputs, the same counters, burst after burst.
-#[test]
-fn copies_in_the_pipelines_pass_equal_a_separate_pass() {
+/// The copies made in the pipeline's own pass (`process_burst_mirrored`, or with `share`
+/// `process_burst_shared_mirrored`) equal those of a separate pass (`mirror_before`) before
+/// `process_burst` (`process_burst_shared`): copies, verdicts, outputs and counters over 4
+/// bursts with a sampled Geneve session. Returns how many packets were handed off.
+fn single_pass_equals_separate_pass(share: Option<Share>) -> usize {
     let sessions = "[[mirror_sessions]]\nname = \"all\"\ntarget_group = \"sensors\"\nvni = 42\n\
                     [[mirror_sessions]]\nname = \"sampled\"\ntarget_group = \"sensors\"\nformat = \"geneve\"\nsample_one_in = 3\nsnap_length = 74\nl4_ports = [\"30000-30049\"]\n";
     let (_, snap, mut separate) = setup(sessions);
     let mut joined = Pipeline::new(4096, Default::default()).unwrap();
+    let mut handed_off = 0;
     for round in 0..4u16 {
         let frames: Vec<Vec<u8>> = (0..40)
             .map(|k| udp(30000 + (k * 3 + round) % 100, k % 2 == 1))
@@ -156,20 +160,53 @@ fn copies_in_the_pipelines_pass_equal_a_separate_pass() {
             ca.push((c.data().to_vec(), p, s));
             true
         });
-        separate.process_burst(&snap, &mut a, 0, 1, &mut va);
-        joined.process_burst_mirrored(&snap, &mut b, 0, 1, &mut vb, &mut |c: VecBuf, p, s| {
+        let mut emit = |c: VecBuf, p, s| {
             cb.push((c.data().to_vec(), p, s));
             true
-        });
+        };
+        match share {
+            Some(sh) => {
+                separate.process_burst_shared(&snap, &mut a, 0, 1, sh, &mut va);
+                joined.process_burst_shared_mirrored(&snap, &mut b, 0, 1, sh, &mut vb, &mut emit);
+            }
+            None => {
+                separate.process_burst(&snap, &mut a, 0, 1, &mut va);
+                joined.process_burst_mirrored(&snap, &mut b, 0, 1, &mut vb, &mut emit);
+            }
+        }
         assert!(!ca.is_empty(), "round {round}: copies made");
         assert_eq!(ca, cb, "round {round}: the copies");
         assert_eq!(va, vb, "round {round}: the verdicts");
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.data(), y.data(), "round {round}: the outputs");
         }
+        handed_off += vb
+            .iter()
+            .filter(|v| matches!(v, Verdict::Handoff(_)))
+            .count();
     }
     assert_eq!(separate.counters.mirror, joined.counters.mirror);
     assert_eq!(separate.counters.encapsulated, joined.counters.encapsulated);
+    // Session "all" copies every user packet the worker received, its own and handed off.
+    assert_eq!(
+        joined.counters.mirror[0][MirrorCounter::Packets as usize],
+        4 * 40
+    );
+    handed_off
+}
+
+#[test]
+fn copies_in_the_pipelines_pass_equal_a_separate_pass() {
+    assert_eq!(single_pass_equals_separate_pass(None), 0);
+}
+
+#[test]
+fn copies_in_the_shared_pass_equal_a_separate_pass_handed_off_included() {
+    let handed_off = single_pass_equals_separate_pass(Some(Share { me: 0, workers: 2 }));
+    assert!(
+        handed_off > 20,
+        "about half of 160 packets are worker 1's ({handed_off})"
+    );
 }
 
 #[test]

@@ -536,28 +536,7 @@ fn process_burst(
                 return;
             }
             ports[..n].fill(port);
-            if snap.mirror_before && r.workers > 1 {
-                // Copies of what arrives, before the pipeline rewrites it (here, before the
-                // handoffs: the receiving worker copies); held until the originals are
-                // staged, so that a full port refuses copies first.
-                let held = copies.get_or_insert_with(HeldCopies::new);
-                pipeline.mirror_before(snap, burst.as_slice(), port, now, &mut |m, p, s| {
-                    held.hold(m, p, s)
-                });
-            }
-            if snap.mirror_before && r.workers == 1 {
-                // The same copies, made in the pipeline's own pass over the burst (one
-                // parse per packet), held likewise.
-                let held = copies.get_or_insert_with(HeldCopies::new);
-                pipeline.process_burst_mirrored(
-                    snap,
-                    burst.as_mut_slice(),
-                    port,
-                    now,
-                    &mut verdicts[..n],
-                    &mut |m, p, s| held.hold(m, p, s),
-                );
-            } else if r.workers > 1 {
+            if r.workers > 1 {
                 // The pipeline's first pass reads each mbuf header for the data address:
                 // start those loads for the whole burst first, so that their cache misses
                 // overlap (perf harness, preloaded cold packets, 2 workers steered: 0.44x of
@@ -565,20 +544,28 @@ fn process_burst(
                 for m in burst.as_slice() {
                     crate::flow_table::prefetch_line(m.as_ptr());
                 }
-                let share = Share {
-                    me: r.me as u16,
-                    workers: r.workers as u16,
-                };
-                pipeline.process_burst_shared(
-                    snap,
-                    burst.as_mut_slice(),
-                    port,
-                    now,
-                    share,
-                    &mut verdicts[..n],
-                );
-            } else {
-                pipeline.process_burst(snap, burst.as_mut_slice(), port, now, &mut verdicts[..n]);
+            }
+            let share = Share {
+                me: r.me as u16,
+                workers: r.workers as u16,
+            };
+            let (bufs, v) = (burst.as_mut_slice(), &mut verdicts[..n]);
+            match (snap.mirror_before, r.workers > 1) {
+                // Copies of what arrives, made in the pipeline's own pass (one parse per
+                // packet; the receiving worker copies handed-off packets too), held until
+                // the originals are staged, so that a full port refuses copies first.
+                (true, shared) => {
+                    let held = copies.get_or_insert_with(HeldCopies::new);
+                    let emit = &mut |m, p, s| held.hold(m, p, s);
+                    if shared {
+                        pipeline
+                            .process_burst_shared_mirrored(snap, bufs, port, now, share, v, emit);
+                    } else {
+                        pipeline.process_burst_mirrored(snap, bufs, port, now, v, emit);
+                    }
+                }
+                (false, true) => pipeline.process_burst_shared(snap, bufs, port, now, share, v),
+                (false, false) => pipeline.process_burst(snap, bufs, port, now, v),
             }
             decapsulated = pipeline.decapsulated_mask();
         }
