@@ -100,6 +100,28 @@ fn eal_up() -> dpdk_bindings::Eal {
     .expect("EAL init")
 }
 
+/// 32 UDP frames `(source MAC, destination MAC)` with addresses `ips`, from source ports
+/// `ports.0..` to `ports.1`, each carrying `payload`, in mbufs of `pool`.
+fn udp_frames(
+    pool: &Mempool,
+    (src, dst): ([u8; 6], [u8; 6]),
+    ips: Ips,
+    ports: (u16, u16),
+    payload: &[u8],
+) -> dpdk_bindings::MbufBurst<32> {
+    let mut burst = dpdk_bindings::MbufBurst::<32>::new();
+    pool.alloc_bulk(&mut burst, 32).expect("mbufs");
+    for (i, m) in burst.as_mut_slice().iter_mut().enumerate() {
+        let l4 = L4::Udp {
+            src_port: ports.0 + i as u16,
+            dst_port: ports.1,
+        };
+        let f = frame(src, dst, ips, l4, payload);
+        m.append(f.len()).expect("room").copy_from_slice(&f);
+    }
+    burst
+}
+
 /// Runs the worker over one burst of 32 user frames received on a ring port whose transmit
 /// ring has room for `tx_room` packets; session "ids" copies every one ("first" only TCP,
 /// so none). `copies`: the port's copy socket, if it has one.
@@ -127,21 +149,13 @@ fn run_one_burst(tag: &str, tx_room: u32, copies: Option<CopySocket>) -> Run {
         .expect("configure");
     port.start().expect("start");
 
-    let mut burst = dpdk_bindings::MbufBurst::<32>::new();
-    pool.alloc_bulk(&mut burst, 32).expect("mbufs");
-    for (i, m) in burst.as_mut_slice().iter_mut().enumerate() {
-        let f = frame(
-            [2, 0, 0, 0, 0, 0xaa],
-            GW_MAC,
-            Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
-            L4::Udp {
-                src_port: 30000 + i as u16,
-                dst_port: 53,
-            },
-            &[b'm'; 100],
-        );
-        m.append(f.len()).expect("room").copy_from_slice(&f);
-    }
+    let mut burst = udp_frames(
+        &pool,
+        ([2, 0, 0, 0, 0, 0xaa], GW_MAC),
+        Ips::V4([10, 1, 0, 2], [10, 2, 0, 2]),
+        (30000, 53),
+        &[b'm'; 100],
+    );
     assert_eq!(rx.enqueue_burst(&mut burst), 32);
 
     let stats = Arc::new(WorkerStats::new(MAX_APPLIANCES));
@@ -348,22 +362,13 @@ fn a_copy_socket_refuses_without_waiting_and_others_can_ignore_it() {
     let pool =
         Mempool::new_pktmbuf("crpool", 1023, 0, DEFAULT_DATA_ROOM, SOCKET_ID_ANY).expect("mempool");
     let burst_of_frames = || {
-        let mut b = dpdk_bindings::MbufBurst::<32>::new();
-        pool.alloc_bulk(&mut b, 32).expect("mbufs");
-        for (i, m) in b.as_mut_slice().iter_mut().enumerate() {
-            let f = frame(
-                [2, 0, 0, 0, 0, 0xc1],
-                SENSOR_MAC,
-                Ips::V4([10, 1, 0, 1], [10, 1, 0, 31]),
-                L4::Udp {
-                    src_port: 40000 + i as u16,
-                    dst_port: 4789,
-                },
-                &[b'c'; 200],
-            );
-            m.append(f.len()).expect("room").copy_from_slice(&f);
-        }
-        b
+        udp_frames(
+            &pool,
+            ([2, 0, 0, 0, 0, 0xc1], SENSOR_MAC),
+            Ips::V4([10, 1, 0, 1], [10, 1, 0, 31]),
+            (40000, 4789),
+            &[b'c'; 200],
+        )
     };
 
     // An af_packet PMD's socket on the same interface (bound to every protocol, as the PMD
