@@ -92,6 +92,10 @@ pub struct Counters {
     /// ([`steering::starts_new_connection`]): new flows with the next cookie, also counted
     /// in `new_flows`.
     pub restarted_flows: u64,
+    /// TCP flows started by a packet that does not open a connection (no SYN, or SYN+ACK),
+    /// admitted under `tcp_unknown_non_syn = "admit"`: connections picked up mid-stream
+    /// after a restart or an ECMP move. Also counted in `new_flows`.
+    pub admitted_non_syn: u64,
     /// TCP resets sent in place of dropped packets (`tcp_rst_on_drop`).
     pub tcp_resets: u64,
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" sent in place of packets too
@@ -137,6 +141,7 @@ impl Counters {
             new_flows: 0,
             rebalanced_flows: 0,
             restarted_flows: 0,
+            admitted_non_syn: 0,
             tcp_resets: 0,
             icmp_too_big: 0,
             fragmented: 0,
@@ -923,6 +928,8 @@ impl Pipeline {
                         if stored {
                             self.counters.new_flows += 1;
                             self.counters.appliance_flows[usize::from(s)] += 1;
+                            // Refused above unless admitted: a connection picked up mid-stream.
+                            self.counters.admitted_non_syn += u64::from(!opens_connection(p));
                         } else {
                             // A full table: the packet still goes to the appliance Maglev picks
                             // for the flow (what an entry would have said), and the return is

@@ -56,6 +56,8 @@ macro_rules! worker_counter_table {
                 "Flows moved to another appliance (rebalance, drain expiry).", "";
             restarted_flows: pipeline.restarted_flows, "gwlb_worker_restarted_flows_total",
                 "TCP connections started on the 5-tuple of a closed or long idle flow: new flows with a new cookie (also in new flows).", "";
+            admitted_non_syn: pipeline.admitted_non_syn, "gwlb_worker_admitted_non_syn_flows_total",
+                "TCP flows started by a packet that opens no connection (no SYN, or SYN+ACK), admitted under tcp_unknown_non_syn = admit: picked up mid-stream after a restart or an ECMP move (also in new flows).", "";
             tcp_resets: pipeline.tcp_resets, "gwlb_worker_tcp_resets_total",
                 "TCP resets sent in place of dropped packets of ended flows.", "";
             icmp_too_big: pipeline.icmp_too_big, "gwlb_worker_icmp_too_big_total",
@@ -236,6 +238,7 @@ mod tests {
             c.bypassed,
             c.fragmented,
         ) = (30, 31, 32, 33, 34);
+        c.admitted_non_syn = 35;
         c.drops[DropReason::TxFull.index()] = 100;
         let io = LoopIo {
             rx: 11,
@@ -261,6 +264,7 @@ mod tests {
             ("new_flows", 26),
             ("rebalanced_flows", 27),
             ("restarted_flows", 32),
+            ("admitted_non_syn", 35),
             ("tcp_resets", 28),
             ("icmp_too_big", 31),
             ("fragmented", 34),

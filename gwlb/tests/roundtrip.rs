@@ -1134,6 +1134,14 @@ fn tcp_non_syn_packets_of_unknown_flows_follow_the_group_policy() {
             "{policy}"
         );
         assert_eq!(c.tcp_resets, if policy == "reset" { 2 } else { 0 });
+        // The ACK and the SYN+ACK of cases 0 and 1 start flows only under "admit", and are
+        // counted as such there; the SYN (case 2) and UDP (case 4) are ordinary new flows.
+        let admitted = if policy == "admit" { 2 } else { 0 };
+        assert_eq!(c.admitted_non_syn, admitted, "{policy}");
+        assert_eq!(
+            burst.counters.admitted_non_syn, admitted,
+            "{policy}, burst path"
+        );
     }
 }
 
