@@ -1060,7 +1060,7 @@ fn data_path_probes_catch_an_appliance_that_answers_but_does_not_forward() {
     // The data-path probe alone (no TCP stage): the TCP server going away changes nothing.
     let mut alone = t;
     alone.check.probe = Probe::Geneve;
-    checker.update_targets(vec![alone]).unwrap();
+    checker.update_targets(vec![alone.clone()]).unwrap();
     drop(server);
     std::thread::sleep(400 * MS);
     assert!(events.try_recv().is_err(), "no transition expected");
@@ -1074,6 +1074,35 @@ fn data_path_probes_catch_an_appliance_that_answers_but_does_not_forward() {
         ev.reason,
         "2 consecutive failures: timeout after 50ms: data-path probe not returned"
     );
+
+    // After an HTTP check: the probe is sent once the HTTP stage passes, and both must pass.
+    let web = Server::start_on(SocketAddr::new(appliance.into(), 0), 200).unwrap();
+    let mut after_http = alone;
+    after_http.check = check(http("/health"), web.port(), 100, 50);
+    after_http.check.data_path = Some(dp);
+    checker.update_targets(vec![after_http]).unwrap();
+    std::thread::sleep(400 * MS);
+    assert!(
+        events.try_recv().is_err(),
+        "HTTP answers, the probe still does not return"
+    );
+    let h = one(&checker);
+    assert_eq!(h.state, HealthState::Unhealthy);
+    let reason = h.last_reason.unwrap_or_default();
+    assert!(reason.contains("data-path probe not returned"), "{reason}");
+    assert!(
+        !web.requests.lock().unwrap().is_empty(),
+        "the HTTP stage ran"
+    );
+    data_path.forwarding.store(true, Ordering::SeqCst);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(ev.healthy, "{ev:?}");
+    assert!(ev.reason.ends_with("data path ok"), "{ev:?}");
+    // The HTTP stage failing fails the check, whatever the data path does.
+    web.mode.store(503, Ordering::SeqCst);
+    let ev = next_event(&events, Duration::from_secs(3));
+    assert!(!ev.healthy, "{ev:?}");
+    assert!(!ev.reason.contains("data path"), "{ev:?}");
 }
 
 /// A loopback HTTPS server (rustls) with the certificate `cert` and key `key` (DER): reads a
