@@ -76,15 +76,13 @@ pub fn af_packet_framesz(spec: &str, mtu: u16) -> Option<(u32, bool)> {
         return None;
     }
     let arg = |k: &str| {
-        spec.split(',')
-            .find_map(|kv| kv.strip_prefix(k))
-            .map(|v| v.parse::<u32>().unwrap_or(DEFAULT_FRAMESZ))
+        super::values::vdev_arg(spec, k).map(|v| v.parse::<u32>().unwrap_or(DEFAULT_FRAMESZ))
     };
-    if let Some(f) = arg("framesz=") {
+    if let Some(f) = arg("framesz") {
         return Some((f, false));
     }
     let need = max_frame(mtu) + TPACKET_OVERHEAD;
-    if arg("blocksz=").is_some() || need <= DEFAULT_FRAMESZ {
+    if arg("blocksz").is_some() || need <= DEFAULT_FRAMESZ {
         return Some((DEFAULT_FRAMESZ, false));
     }
     Some((need.next_multiple_of(4096), true))

@@ -85,7 +85,24 @@ pub enum Device {
     Vdev(String),
 }
 
+/// The value of argument `key` in vdev spec `spec` (`name,key=value,...`; the first one),
+/// if it has one.
+pub fn vdev_arg<'a>(spec: &'a str, key: &str) -> Option<&'a str> {
+    spec.split(',')
+        .skip(1)
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
 impl Device {
+    /// The value of vdev argument `key` (`iface` of `net_af_packet0,iface=veth0`); `None`
+    /// for a PCI device or a vdev without it.
+    pub fn vdev_arg(&self, key: &str) -> Option<&str> {
+        match self {
+            Device::Vdev(spec) => vdev_arg(spec, key),
+            Device::Pci { .. } => None,
+        }
+    }
+
     /// The name DPDK knows the device by: the PCI address or the vdev name.
     pub fn name(&self) -> String {
         match self {
@@ -262,6 +279,18 @@ impl fmt::Display for StatusCodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vdev_arguments_by_key() {
+        let d: Device = "net_af_xdp1,iface=gw-app,start_queue=0".parse().unwrap();
+        assert_eq!(d.vdev_arg("iface"), Some("gw-app"));
+        assert_eq!(d.vdev_arg("start_queue"), Some("0"));
+        assert_eq!(d.vdev_arg("queue"), None, "a key is matched whole");
+        let d: Device = "net_null0".parse().unwrap();
+        assert_eq!(d.vdev_arg("iface"), None);
+        let d: Device = "0000:3b:00.1,iface=x".parse().unwrap();
+        assert_eq!(d.vdev_arg("iface"), None, "not a vdev");
+    }
 
     #[test]
     fn test_value_types() {

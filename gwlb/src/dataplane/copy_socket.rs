@@ -41,11 +41,6 @@ pub struct CopySocket {
     fd: OwnedFd,
 }
 
-/// The interface a kernel-backed vdev spec names (`iface=...`), if any.
-pub fn interface_of(spec: &str) -> Option<&str> {
-    spec.split(',').find_map(|kv| kv.strip_prefix("iface="))
-}
-
 /// The index of interface `name`.
 fn index_of(name: &str) -> io::Result<libc::c_int> {
     let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -195,16 +190,6 @@ fn bound_packet_ifindex(fd: libc::c_int) -> Option<libc::c_int> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn interface_from_the_spec() {
-        assert_eq!(interface_of("net_af_packet0,iface=veth0"), Some("veth0"));
-        assert_eq!(
-            interface_of("net_af_xdp1,iface=gw-app,start_queue=0"),
-            Some("gw-app")
-        );
-        assert_eq!(interface_of("net_null0"), None);
-    }
 
     #[test]
     fn an_unknown_interface_is_an_error() {

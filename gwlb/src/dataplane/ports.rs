@@ -307,8 +307,8 @@ pub fn configure_kernel_interface(
 /// Keeps an af_packet port's PMD sockets from receiving the frames sent on its interface
 /// by others: the workers' copy sockets ([`super::copy_socket`]) and the kernel. Logged
 /// when that fails: the port then also receives its own mirrored copies.
-fn ignore_outgoing_frames(port: &str, spec: &str) {
-    let Some(iface) = super::copy_socket::interface_of(spec) else {
+fn ignore_outgoing_frames(port: &str, device: &Device) {
+    let Some(iface) = device.vdev_arg("iface") else {
         return;
     };
     match super::copy_socket::ignore_outgoing(iface) {
@@ -347,10 +347,8 @@ pub fn open_ports(cfg: &Config, mem: &WorkerMemory<'_>) -> Result<Vec<Port>, Sta
             }
         };
         let mut port = Port::by_name(&pc.device.name()).map_err(err("open"))?;
-        if let Device::Vdev(spec) = &pc.device {
-            if pc.device.is_af_packet() {
-                ignore_outgoing_frames(&pc.name, spec);
-            }
+        if pc.device.is_af_packet() {
+            ignore_outgoing_frames(&pc.name, &pc.device);
         }
         let info = port.dev_info().map_err(err("device info"))?;
         if usize::from(info.max_tx_queues) < workers {

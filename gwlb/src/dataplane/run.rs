@@ -17,7 +17,7 @@ use super::ports::{
     use_hugepages, StartError, WorkerMemory,
 };
 use super::worker::{self, Clock, HostPath, WorkerSetup};
-use crate::config::{Config, Device};
+use crate::config::Config;
 use crate::control::control_loop::{ControlLoop, ControlSetup};
 use crate::control::ControlHandle;
 use crate::numa::{self, SocketPlan};
@@ -236,13 +236,10 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<RunReport, StartError> {
 /// kernel ring (`net_af_packet`, `net_af_xdp`; see [`copy_socket`]); `None` for other
 /// ports, or (logged) when it cannot be opened: copies then share the port's TX queue.
 fn copy_socket_for(pc: &crate::config::Port) -> Option<CopySocket> {
-    let Device::Vdev(spec) = &pc.device else {
-        return None;
-    };
     if !(pc.device.is_af_packet() || pc.device.is_af_xdp()) {
         return None;
     }
-    let iface = copy_socket::interface_of(spec)?;
+    let iface = pc.device.vdev_arg("iface")?;
     match CopySocket::open(iface, copy_socket::SEND_BUFFER) {
         Ok(s) => Some(s),
         Err(e) => {
